@@ -1,0 +1,272 @@
+//! The resolved configuration (what `.envctl`, `ENVCTL_*` variables and command-line overrides add up to) and
+//! `envctl show-config --json`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Which targets `start` runs when no target flag is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Only the main checkout.
+    #[default]
+    Main,
+    /// Every worktree.
+    Trees,
+}
+
+/// Which kinds of target a service or requirement runs for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetScope {
+    /// The main checkout and every worktree.
+    #[default]
+    All,
+    /// Only the main checkout.
+    Main,
+    /// Only worktrees.
+    Trees,
+}
+
+/// What the supervisor does when a service exits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Leave it stopped.
+    #[default]
+    No,
+    /// Restart it when it exits with a non-zero status or a signal.
+    OnFailure,
+    /// Restart it whenever it exits.
+    Always,
+}
+
+/// How readiness is decided.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKind {
+    /// A TCP connection to the service's port succeeds.
+    Tcp,
+    /// An HTTP GET of `path` on the service's port answers `status` (any 2xx or 3xx when unset).
+    Http {
+        /// Request path, starting with `/`.
+        path: String,
+        /// Expected status code.
+        status: Option<u16>,
+    },
+    /// A shell command exits 0.
+    Exec {
+        /// The command, run with `sh -c` in the service's directory and environment.
+        command: String,
+    },
+    /// A line of the service's log matches a regular expression.
+    Log {
+        /// The regular expression.
+        pattern: String,
+    },
+}
+
+/// A readiness probe and how long to wait for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReadyProbe {
+    /// What is probed.
+    pub probe: ProbeKind,
+    /// How long to wait before the service counts as failed, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+/// One app service (`[services.<name>]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceConfig {
+    /// Shell command line; `{port}` and references such as `{backend.url}` are filled in at start.
+    pub command: String,
+    /// Working directory relative to the target's root; the root itself when unset.
+    pub cwd: Option<String>,
+    /// Base port (main's port; worktrees get their own). None means the service opens no listener.
+    pub port: Option<u16>,
+    /// Readiness probe; none means ready once running (or once the port listens, when it has one).
+    pub ready: Option<ReadyProbe>,
+    /// Services and requirements that must be ready first.
+    pub depends_on: Vec<String>,
+    /// Extra environment, with the same placeholders as `command`.
+    pub env: BTreeMap<String, String>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Which targets run it.
+    pub targets: TargetScope,
+    /// False turns the service off without deleting its section.
+    pub enabled: bool,
+    /// The service's test command, run by `envctl test`.
+    pub test: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when stopping.
+    pub stop_grace_secs: u64,
+}
+
+/// Built-in requirement adapters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Adapter {
+    /// Native PostgreSQL (initdb / pg_ctl / postgres).
+    Postgres,
+    /// Native redis-server.
+    Redis,
+    /// Any server started from a command.
+    Command,
+}
+
+/// How a requirement is shared between targets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// One server per target.
+    Server,
+    /// One Postgres server, one database per target.
+    Database,
+    /// One Redis server, one database index per target.
+    DbIndex,
+}
+
+/// One backing server (`[requirements.<name>]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RequirementConfig {
+    /// The adapter that runs it.
+    pub adapter: Adapter,
+    /// How it is shared between targets.
+    pub isolation: Isolation,
+    /// Base port (main's port).
+    pub port: u16,
+    /// Command line, for the `command` adapter.
+    pub command: Option<String>,
+    /// Readiness probe, for the `command` adapter.
+    pub ready: Option<ReadyProbe>,
+    /// Environment the requirement exports to services.
+    pub env: BTreeMap<String, String>,
+    /// Which targets run it.
+    pub targets: TargetScope,
+    /// False turns the requirement off without deleting its section.
+    pub enabled: bool,
+    /// SQL file or command run once when a database is created (postgres).
+    pub seed: Option<String>,
+}
+
+/// Where jobs are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum JobsBackend {
+    /// SQLite in the scope's data directory.
+    #[default]
+    Embedded,
+    /// A Redis server, shared by workers on any machine.
+    Redis,
+}
+
+/// Job priority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Priority {
+    /// Runs after everything else.
+    Low,
+    /// The default.
+    #[default]
+    Normal,
+    /// Runs before normal jobs.
+    High,
+    /// Runs first.
+    Critical,
+}
+
+/// A user job type (`[jobs.types.<name>]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobTypeConfig {
+    /// Shell command line the job runs.
+    pub command: String,
+    /// Attempts before the job is dead.
+    pub max_attempts: u32,
+    /// Time limit per attempt, in seconds.
+    pub timeout_secs: Option<u64>,
+    /// Default priority.
+    pub priority: Priority,
+}
+
+/// `[jobs]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobsConfig {
+    /// Where jobs are stored.
+    pub backend: JobsBackend,
+    /// Redis URL for the redis backend.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key envctl writes.
+    pub redis_prefix: String,
+    /// Length of a worker's lease on a claimed job, in seconds.
+    pub lease_secs: u64,
+    /// User job types.
+    pub types: BTreeMap<String, JobTypeConfig>,
+}
+
+/// `[project]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProjectConfig {
+    /// Display name; the repository directory's name when unset.
+    pub name: String,
+    /// Targets `start` runs when no target flag is given.
+    pub default_mode: Mode,
+    /// Directory, relative to the repository root, where `worktree add` creates worktrees.
+    pub trees_dir: String,
+}
+
+/// The whole resolved configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Config {
+    /// `[project]`.
+    pub project: ProjectConfig,
+    /// `[services.<name>]`, by name.
+    pub services: BTreeMap<String, ServiceConfig>,
+    /// `[requirements.<name>]`, by name.
+    pub requirements: BTreeMap<String, RequirementConfig>,
+    /// `[jobs]`.
+    pub jobs: JobsConfig,
+}
+
+/// What kind of file the configuration was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ConfigFormat {
+    /// A TOML `.envctl`.
+    Toml,
+    /// A Python-era KEY=VALUE `.envctl`, read through the importer.
+    Legacy,
+    /// No file: defaults only.
+    None,
+}
+
+/// Where one effective value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigValue {
+    /// Dotted key (`services.backend.port`).
+    pub key: String,
+    /// The effective value.
+    pub value: serde_json::Value,
+    /// `default`, `file:<path>:<line>`, `legacy:<path>:<line> (<KEY>)`, `env:<VAR>` or `cli:--set`.
+    pub source: String,
+}
+
+/// `envctl show-config --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ConfigReport {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The repository root that owns the configuration.
+    pub repo_root: String,
+    /// The file read, if any.
+    pub config_file: Option<String>,
+    /// What kind of file it was.
+    pub format: ConfigFormat,
+    /// The resolved configuration.
+    pub config: Config,
+    /// Every effective leaf value with its source.
+    pub values: Vec<ConfigValue>,
+    /// Problems that did not stop loading (legacy keys that could not be mapped, …).
+    pub warnings: Vec<String>,
+}

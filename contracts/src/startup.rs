@@ -1,0 +1,94 @@
+//! `envctl explain-startup --json`: what `start` would do, without starting anything.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Adapter, Isolation, Mode, ReadyProbe, RestartPolicy};
+use crate::ports::PortPlan;
+
+/// A binary a requirement needs, and where it was found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct BinaryCheck {
+    /// Program name (`initdb`, `redis-server`, …).
+    pub name: String,
+    /// Full path, when found.
+    pub path: Option<String>,
+    /// How to install it, when missing.
+    pub install_hint: Option<String>,
+}
+
+/// One requirement of one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RequirementPlan {
+    /// Requirement name.
+    pub name: String,
+    /// Adapter.
+    pub adapter: Adapter,
+    /// Isolation.
+    pub isolation: Isolation,
+    /// Target whose server this target uses (itself, or `main` for a shared server).
+    pub server_owner: String,
+    /// Port plan of the server this target uses.
+    pub port: PortPlan,
+    /// Binaries the adapter needs.
+    pub binaries: Vec<BinaryCheck>,
+    /// Environment it exports to services.
+    pub env: BTreeMap<String, String>,
+}
+
+/// One service of one target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServicePlan {
+    /// Service name.
+    pub name: String,
+    /// Dependency layer: layer 0 starts first; services of one layer start together.
+    pub layer: u32,
+    /// Working directory.
+    pub cwd: String,
+    /// The exact argv spawned.
+    pub argv: Vec<String>,
+    /// The environment added to the inherited one.
+    pub env: BTreeMap<String, String>,
+    /// Port plan, when the service listens.
+    pub port: Option<PortPlan>,
+    /// URL, when the service listens.
+    pub url: Option<String>,
+    /// Readiness probe.
+    pub ready: Option<ReadyProbe>,
+    /// Dependencies.
+    pub depends_on: Vec<String>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+}
+
+/// One target's plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TargetPlan {
+    /// Target name.
+    pub name: String,
+    /// Target root.
+    pub root: String,
+    /// Requirements, in start order.
+    pub requirements: Vec<RequirementPlan>,
+    /// Services, in start order.
+    pub services: Vec<ServicePlan>,
+}
+
+/// `envctl explain-startup --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StartupPlan {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The repository root.
+    pub repo_root: String,
+    /// The configuration file, if any.
+    pub config_file: Option<String>,
+    /// The mode used to pick targets when no target flag was given.
+    pub mode: Mode,
+    /// The selected targets.
+    pub targets: Vec<TargetPlan>,
+    /// Problems `start` would hit (a missing binary, …).
+    pub problems: Vec<String>,
+}

@@ -1,0 +1,164 @@
+//! Run state artifacts: `run_state.json`, `runtime_map.json`, `error_report.json`, `events.jsonl`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Where a service or requirement is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceStatus {
+    /// Not started yet.
+    Pending,
+    /// Spawned, waiting for readiness.
+    Starting,
+    /// Ready.
+    Ready,
+    /// Failed to start or to become ready.
+    Failed,
+    /// Exited on its own.
+    Exited,
+    /// Stopped by envctl.
+    Stopped,
+}
+
+/// The host process that owns a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HostRecord {
+    /// Host pid.
+    pub pid: u32,
+    /// Host start time (clock ticks since boot).
+    pub start_time: u64,
+}
+
+/// One process envctl started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceRecord {
+    /// Target name.
+    pub target: String,
+    /// Service or requirement name.
+    pub service: String,
+    /// Process id of the group leader, while it runs.
+    pub pid: Option<u32>,
+    /// Its start time (clock ticks since boot), to tell it from a reused pid.
+    pub pid_start_time: Option<u64>,
+    /// Port it serves on.
+    pub port: Option<u16>,
+    /// Status.
+    pub status: ServiceStatus,
+    /// Log file.
+    pub log_path: Option<String>,
+    /// When it was started (RFC 3339).
+    pub started_at: Option<String>,
+    /// Why it failed, when it did.
+    pub failure: Option<String>,
+}
+
+/// `run_state.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RunState {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// `run-YYYYMMDDhhmmss-<8 hex>`.
+    pub run_id: String,
+    /// The command that made this run.
+    pub command: String,
+    /// Targets of the run.
+    pub targets: Vec<String>,
+    /// The host that owns the run, while one does.
+    pub host: Option<HostRecord>,
+    /// Services and requirements.
+    pub services: Vec<ServiceRecord>,
+    /// Whether this run failed.
+    pub failed: bool,
+    /// Why, when it did.
+    pub failure: Option<String>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+    /// Last update (RFC 3339).
+    pub updated_at: String,
+}
+
+/// One endpoint in `runtime_map.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Endpoint {
+    /// Port.
+    pub port: Option<u16>,
+    /// URL.
+    pub url: Option<String>,
+    /// Status.
+    pub status: ServiceStatus,
+}
+
+/// `runtime_map.json`: URLs and status by target and service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RuntimeMap {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The run.
+    pub run_id: String,
+    /// Target → service → endpoint.
+    pub targets: BTreeMap<String, BTreeMap<String, Endpoint>>,
+}
+
+/// One failure of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorEntry {
+    /// Target, when the failure belongs to one.
+    pub target: Option<String>,
+    /// Service or requirement, when the failure belongs to one.
+    pub service: Option<String>,
+    /// Short machine-readable class (`exited`, `probe_timeout`, `port_conflict`, …).
+    pub kind: String,
+    /// What happened, for a person.
+    pub message: String,
+}
+
+/// `error_report.json`: this run's failures only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorReport {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The run.
+    pub run_id: String,
+    /// When it was written (RFC 3339).
+    pub generated_at: String,
+    /// Failures.
+    pub errors: Vec<ErrorEntry>,
+}
+
+/// One line of `events.jsonl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Event {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// When (RFC 3339).
+    pub at: String,
+    /// The run.
+    pub run_id: String,
+    /// Target, if any.
+    pub target: Option<String>,
+    /// Service, if any.
+    pub service: Option<String>,
+    /// Dotted event name (`service.ready`, `port.leased`, …).
+    pub event: String,
+    /// Free-form detail.
+    pub detail: serde_json::Value,
+}
+
+/// `envctl show-state --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ShowState {
+    /// False when no run has been saved for this repository.
+    pub found: bool,
+    /// The scope directory the state lives in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope_dir: Option<String>,
+    /// The latest run state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_state: Option<RunState>,
+    /// The latest runtime map.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_map: Option<RuntimeMap>,
+}

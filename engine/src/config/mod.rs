@@ -1,0 +1,270 @@
+//! Configuration: finding `.envctl` (a linked worktree uses its main repository's), reading it (TOML, or a
+//! Python-era KEY=VALUE file through the [`legacy`] importer), layering `ENVCTL_*` variables and `--set` flags
+//! over it, and validating the result into [`Settings`], the only form the rest of the engine sees.
+//!
+//! Precedence, highest first: `--set KEY=VALUE` > `ENVCTL_*` variables > the file > defaults.
+
+pub mod detect;
+pub mod edit;
+mod env_vars;
+mod error;
+mod layers;
+pub mod legacy;
+mod load;
+mod paths;
+mod raw;
+pub mod template;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use envctl_contracts::config::{Config, ConfigFormat, ConfigReport, ConfigValue};
+
+pub use env_vars::{ENV_VARS, EnvVarSpec, EnvVars, ValueKind, reference_table};
+pub use error::{ConfigError, Problem};
+pub use layers::{Layer, Origin};
+pub use paths::{Paths, fnv1a, scope_id};
+pub use validate::valid_name;
+
+/// Where to look and what to override.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Directory to start the repository search from (the working directory, or `--repo`).
+    pub start_dir: PathBuf,
+    /// `--config FILE`.
+    pub config_file: Option<PathBuf>,
+    /// `--set KEY=VALUE` flags, in order.
+    pub sets: Vec<String>,
+}
+
+/// The resolved configuration plus everything known about where it came from.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The configuration.
+    pub config: Config,
+    /// Resolved locations.
+    pub paths: Paths,
+    /// What kind of file was read.
+    pub format: ConfigFormat,
+    /// Dotted key → source label for every key a layer set.
+    pub provenance: BTreeMap<String, String>,
+    /// Problems that did not stop loading.
+    pub warnings: Vec<String>,
+}
+
+const HINT: &str = "fix the values above, then check with `envctl show-config`";
+
+impl Settings {
+    /// Finds the repository and loads its configuration with every override applied.
+    pub fn load(options: &LoadOptions, env: &EnvVars) -> Result<Self, ConfigError> {
+        let paths = Paths::discover(&options.start_dir, options.config_file.as_deref(), env)?;
+        let mut layers = Vec::new();
+        let mut warnings = Vec::new();
+        let format = match &paths.config_file {
+            None => ConfigFormat::None,
+            Some(file) => {
+                let text = read_config_text(file)?;
+                if legacy::is_legacy(&text) {
+                    let imported = legacy::import(&text, &paths.repo_root);
+                    warnings.extend(
+                        imported
+                            .warnings
+                            .iter()
+                            .map(|w| format!("{}: {w}", file.display())),
+                    );
+                    layers.push(Layer {
+                        origin: Origin::Legacy {
+                            path: file.clone(),
+                            lines: imported.lines,
+                        },
+                        text: imported.toml,
+                    });
+                    ConfigFormat::Legacy
+                } else {
+                    layers.push(Layer {
+                        origin: Origin::File(file.clone()),
+                        text,
+                    });
+                    ConfigFormat::Toml
+                }
+            }
+        };
+        for (spec, value) in env.overrides() {
+            let key = spec.config_key.unwrap_or_default();
+            let literal = match spec.kind {
+                ValueKind::Integer if value.trim().parse::<i64>().is_ok() => value.trim().to_owned(),
+                _ => toml_string(value),
+            };
+            layers.push(Layer {
+                origin: Origin::Env(spec.name),
+                text: format!("{key} = {literal}"),
+            });
+        }
+        for set in &options.sets {
+            layers.push(Layer {
+                origin: Origin::Cli(set.clone()),
+                text: set_to_toml(set)?,
+            });
+        }
+        let repo_name = paths
+            .repo_root
+            .file_name()
+            .map_or_else(|| "repo".to_owned(), |n| n.to_string_lossy().into_owned());
+        let loaded = load::load(&layers, &repo_name, HINT)?;
+        let mut settings = Self {
+            config: loaded.config,
+            paths,
+            format,
+            provenance: loaded.provenance,
+            warnings,
+        };
+        if settings.config.jobs.redis_url.is_none()
+            && let Some(url) = env.get("REDIS_URL")
+        {
+            settings.config.jobs.redis_url = Some(url.to_owned());
+            settings
+                .provenance
+                .insert("jobs.redis_url".into(), "env:REDIS_URL".into());
+        }
+        Ok(settings)
+    }
+
+    /// The `show-config` report: the resolved config and the source of every effective value.
+    pub fn report(&self) -> ConfigReport {
+        let mut values = Vec::new();
+        if let Ok(serde_json::Value::Object(root)) = serde_json::to_value(&self.config) {
+            for (section, body) in root {
+                flatten(
+                    &section,
+                    &body,
+                    leaf_depth(&section),
+                    &mut values,
+                    &self.provenance,
+                );
+            }
+        }
+        ConfigReport {
+            schema_version: envctl_contracts::SCHEMA_VERSION,
+            repo_root: self.paths.repo_root.display().to_string(),
+            config_file: self.paths.config_file.as_ref().map(|f| f.display().to_string()),
+            format: self.format,
+            config: self.config.clone(),
+            values,
+            warnings: self.warnings.clone(),
+        }
+    }
+}
+
+/// Reads a config file, naming it in any error.
+pub fn read_config_text(file: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(file).map_err(|e| {
+        ConfigError::single(
+            file.display().to_string(),
+            &format!("cannot read the config file: {e}"),
+            "check the file's permissions and encoding (UTF-8)",
+        )
+    })
+}
+
+/// A TOML string literal.
+pub fn toml_string(value: &str) -> String {
+    toml::Value::String(value.to_owned()).to_string()
+}
+
+/// `KEY=VALUE` → `KEY = <literal>`: the value is used as TOML when it parses as a TOML value, else as a string.
+pub fn set_to_toml(set: &str) -> Result<String, ConfigError> {
+    let Some((key, value)) = set.split_once('=') else {
+        return Err(ConfigError::single(
+            format!("--set {set}"),
+            "expected KEY=VALUE",
+            "write the dotted key and its value, e.g. --set services.backend.port=8100",
+        ));
+    };
+    let key = key.trim();
+    let valid_key = !key.is_empty()
+        && key.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        });
+    if !valid_key {
+        return Err(ConfigError::single(
+            format!("--set {set}"),
+            &format!("`{key}` is not a dotted key"),
+            "keys look like services.backend.port",
+        ));
+    }
+    let literal = if toml::de::ValueDeserializer::parse(value.trim()).is_ok() {
+        value.trim().to_owned()
+    } else {
+        toml_string(value)
+    };
+    Ok(format!("{key} = {literal}"))
+}
+
+/// The closest of `candidates` to `word`, when close enough to be a likely typo.
+pub fn suggest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (strsim::jaro_winkler(word, c), *c))
+        .filter(|(score, _)| *score >= 0.8)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, c)| c)
+}
+
+/// How deep a section's keys go before the value is a leaf: `project.name` is 2, `services.web.port` is 3,
+/// `jobs.types.lint.command` is 4.
+fn leaf_depth(section: &str) -> usize {
+    match section {
+        "services" | "requirements" => 3,
+        _ => 2,
+    }
+}
+
+fn flatten(
+    path: &str,
+    value: &serde_json::Value,
+    depth: usize,
+    out: &mut Vec<ConfigValue>,
+    provenance: &BTreeMap<String, String>,
+) {
+    let here = path.split('.').count();
+    let depth = if path == "jobs.types" { 4 } else { depth };
+    match value {
+        serde_json::Value::Object(map) if here < depth => {
+            for (key, inner) in map {
+                flatten(&format!("{path}.{key}"), inner, depth, out, provenance);
+            }
+        }
+        _ => out.push(ConfigValue {
+            key: path.to_owned(),
+            value: value.clone(),
+            source: source_of(path, provenance),
+        }),
+    }
+}
+
+/// The source of a resolved key: the key itself, its file spelling (`stop_grace` for `stop_grace_secs`), a key
+/// under it, or the nearest parent a layer set as a whole; otherwise the default.
+fn source_of(path: &str, provenance: &BTreeMap<String, String>) -> String {
+    let file_key = path
+        .strip_suffix("_secs")
+        .or_else(|| path.strip_suffix("_ms"))
+        .unwrap_or(path);
+    for key in [path, file_key] {
+        if let Some(source) = provenance.get(key) {
+            return source.clone();
+        }
+        let prefix = format!("{key}.");
+        if let Some((_, source)) = provenance
+            .range(prefix.clone()..)
+            .next()
+            .filter(|(k, _)| k.starts_with(&prefix))
+        {
+            return source.clone();
+        }
+    }
+    "default".to_owned()
+}

@@ -1,0 +1,178 @@
+//! The file's shape: raw serde structs (every field optional, spans kept where validation needs a location) and
+//! [`ROOT`], the table of known keys used to name unknown ones with a suggestion. The example config exercises
+//! every key, and a test loads it, so the two cannot drift apart unnoticed.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// Known keys of a table.
+#[derive(Debug)]
+pub enum Shape {
+    /// A table with these keys.
+    Table(&'static [(&'static str, Shape)]),
+    /// A table of user-named entries, each of this shape.
+    MapOf(&'static Shape),
+    /// A value (or a table of free-form keys, such as `env`).
+    Leaf,
+}
+
+const READY: Shape = Shape::Table(&[
+    ("http", Shape::Leaf),
+    ("tcp", Shape::Leaf),
+    ("exec", Shape::Leaf),
+    ("log", Shape::Leaf),
+    ("status", Shape::Leaf),
+    ("timeout", Shape::Leaf),
+]);
+
+const SERVICE: Shape = Shape::Table(&[
+    ("command", Shape::Leaf),
+    ("cwd", Shape::Leaf),
+    ("port", Shape::Leaf),
+    ("ready", READY),
+    ("depends_on", Shape::Leaf),
+    ("env", Shape::Leaf),
+    ("restart", Shape::Leaf),
+    ("targets", Shape::Leaf),
+    ("enabled", Shape::Leaf),
+    ("test", Shape::Leaf),
+    ("stop_grace", Shape::Leaf),
+]);
+
+const REQUIREMENT: Shape = Shape::Table(&[
+    ("adapter", Shape::Leaf),
+    ("isolation", Shape::Leaf),
+    ("port", Shape::Leaf),
+    ("command", Shape::Leaf),
+    ("ready", READY),
+    ("env", Shape::Leaf),
+    ("targets", Shape::Leaf),
+    ("enabled", Shape::Leaf),
+    ("seed", Shape::Leaf),
+]);
+
+const JOB_TYPE: Shape = Shape::Table(&[
+    ("command", Shape::Leaf),
+    ("max_attempts", Shape::Leaf),
+    ("timeout", Shape::Leaf),
+    ("priority", Shape::Leaf),
+]);
+
+/// Every key `.envctl` may contain.
+pub const ROOT: Shape = Shape::Table(&[
+    (
+        "project",
+        Shape::Table(&[
+            ("name", Shape::Leaf),
+            ("default_mode", Shape::Leaf),
+            ("trees_dir", Shape::Leaf),
+        ]),
+    ),
+    ("services", Shape::MapOf(&SERVICE)),
+    ("requirements", Shape::MapOf(&REQUIREMENT)),
+    (
+        "jobs",
+        Shape::Table(&[
+            ("backend", Shape::Leaf),
+            ("redis_url", Shape::Leaf),
+            ("redis_prefix", Shape::Leaf),
+            ("lease_secs", Shape::Leaf),
+            ("types", Shape::MapOf(&JOB_TYPE)),
+        ]),
+    ),
+]);
+
+/// A duration: whole seconds, or text such as `"500ms"`, `"30s"`, `"2m"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// Seconds.
+    Seconds(i64),
+    /// humantime text.
+    Text(String),
+}
+
+/// `[project]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProject {
+    pub name: Option<Spanned<String>>,
+    pub default_mode: Option<Spanned<String>>,
+    pub trees_dir: Option<Spanned<String>>,
+}
+
+/// `ready = { … }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReady {
+    pub http: Option<Spanned<String>>,
+    pub tcp: Option<Spanned<bool>>,
+    pub exec: Option<Spanned<String>>,
+    pub log: Option<Spanned<String>>,
+    pub status: Option<Spanned<i64>>,
+    pub timeout: Option<Spanned<RawDuration>>,
+}
+
+/// `[services.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub command: Option<Spanned<String>>,
+    pub cwd: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub ready: Option<Spanned<RawReady>>,
+    pub depends_on: Option<Vec<Spanned<String>>>,
+    pub env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub restart: Option<Spanned<String>>,
+    pub targets: Option<Spanned<String>>,
+    pub enabled: Option<bool>,
+    pub test: Option<Spanned<String>>,
+    pub stop_grace: Option<Spanned<RawDuration>>,
+}
+
+/// `[requirements.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequirement {
+    pub adapter: Option<Spanned<String>>,
+    pub isolation: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
+    pub command: Option<Spanned<String>>,
+    pub ready: Option<Spanned<RawReady>>,
+    pub env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub targets: Option<Spanned<String>>,
+    pub enabled: Option<bool>,
+    pub seed: Option<Spanned<String>>,
+}
+
+/// `[jobs.types.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJobType {
+    pub command: Option<Spanned<String>>,
+    pub max_attempts: Option<Spanned<i64>>,
+    pub timeout: Option<Spanned<RawDuration>>,
+    pub priority: Option<Spanned<String>>,
+}
+
+/// `[jobs]` without `types` (each type is read on its own, so one bad type does not hide another).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJobs {
+    pub backend: Option<Spanned<String>>,
+    pub redis_url: Option<Spanned<String>>,
+    pub redis_prefix: Option<Spanned<String>>,
+    pub lease_secs: Option<Spanned<i64>>,
+}
+
+/// The whole file, section by section. Entries keep their name's span.
+#[derive(Debug, Default)]
+pub struct RawConfig {
+    pub project: RawProject,
+    pub services: Vec<(Spanned<String>, RawService)>,
+    pub requirements: Vec<(Spanned<String>, RawRequirement)>,
+    pub jobs: RawJobs,
+    pub job_types: Vec<(Spanned<String>, RawJobType)>,
+}

@@ -1,0 +1,100 @@
+//! Placeholders in commands and env values: `{port}`, `{target}`, `{root}`, `{service}`, and references to other
+//! services and requirements such as `{backend.url}` or `{postgres.port}`. Anything else in braces (shell
+//! `${VAR}`, brace expansion, awk programs) is left alone.
+
+/// Bare placeholders.
+pub const BARE: &[&str] = &["port", "target", "root", "service"];
+/// Attributes a reference may name.
+pub const ATTRS: &[&str] = &["url", "port", "host", "user", "password", "database", "db"];
+
+/// One placeholder found in a text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placeholder<'a> {
+    /// Byte range of `{…}` in the text.
+    pub range: std::ops::Range<usize>,
+    /// `port`, or the `backend` of `{backend.url}`.
+    pub name: &'a str,
+    /// The `url` of `{backend.url}`.
+    pub attr: Option<&'a str>,
+}
+
+fn is_ident(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Every placeholder-shaped `{name}` or `{name.attr}` in `text` (not preceded by `$`).
+pub fn placeholders(text: &str) -> Vec<Placeholder<'_>> {
+    let mut out = Vec::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(open) = text[i..].find('{').map(|o| o + i) {
+        i = open + 1;
+        if open > 0 && bytes[open - 1] == b'$' {
+            continue;
+        }
+        let Some(close) = text[open + 1..].find(['}', '{']).map(|c| c + open + 1) else {
+            break;
+        };
+        if bytes[close] == b'{' {
+            continue;
+        }
+        let inner = &text[open + 1..close];
+        let (name, attr) = match inner.split_once('.') {
+            Some((name, attr)) => (name, Some(attr)),
+            None => (inner, None),
+        };
+        let shaped = is_ident(name) && attr.is_none_or(is_ident);
+        if shaped && (attr.is_some() || BARE.contains(&name)) {
+            out.push(Placeholder {
+                range: open..close + 1,
+                name,
+                attr,
+            });
+        }
+    }
+    out
+}
+
+/// Replaces every placeholder with `lookup(name, attr)`; the first one it cannot fill is the error.
+pub fn expand(
+    text: &str,
+    mut lookup: impl FnMut(&str, Option<&str>) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for p in placeholders(text) {
+        out.push_str(&text[last..p.range.start]);
+        match lookup(p.name, p.attr) {
+            Some(value) => out.push_str(&value),
+            None => return Err(text[p.range.clone()].to_owned()),
+        }
+        last = p.range.end;
+    }
+    out.push_str(&text[last..]);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_placeholders_and_leaves_shell_braces_alone() {
+        let text = "run --port {port} --db {postgres.url} ${HOME} {a,b} awk '{print $1}'";
+        let found: Vec<_> = placeholders(text).into_iter().map(|p| (p.name, p.attr)).collect();
+        assert_eq!(found, vec![("port", None), ("postgres", Some("url"))]);
+    }
+
+    #[test]
+    fn expand_fills_in_and_names_what_it_cannot() {
+        let filled = expand("x {port} {api.url}", |name, attr| match (name, attr) {
+            ("port", None) => Some("8001".into()),
+            ("api", Some("url")) => Some("http://127.0.0.1:9000".into()),
+            _ => None,
+        });
+        assert_eq!(filled.as_deref(), Ok("x 8001 http://127.0.0.1:9000"));
+        assert_eq!(expand("{nope.url}", |_, _| None), Err("{nope.url}".to_owned()));
+    }
+}

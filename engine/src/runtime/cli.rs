@@ -1,0 +1,134 @@
+//! The command line (clap derive). Each command's arguments live next to its implementation in
+//! `runtime/commands/`; this file holds the top level, the global flags and the Python-era `--command` spellings.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use super::commands::{config_cmd, explain_startup, list_commands, list_targets, show_config, show_state};
+
+/// envctl runs a repository's whole development environment for the main checkout and every git worktree.
+#[derive(Debug, Parser)]
+#[command(
+    name = "envctl",
+    version,
+    propagate_version = true,
+    disable_help_subcommand = false
+)]
+pub struct Cli {
+    /// Flags every command accepts.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Run as if started in DIR.
+    #[arg(short = 'C', long = "repo", value_name = "DIR", global = true)]
+    pub repo: Option<PathBuf>,
+    /// Read this config file instead of <repo>/.envctl (also ENVCTL_CONFIG_FILE).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Override one config key for this command (repeatable), e.g. --set services.web.port=8100.
+    #[arg(long, value_name = "KEY=VALUE", global = true)]
+    pub set: Vec<String>,
+    /// Only print errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print more detail (repeatable).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+}
+
+/// Target selection shared by commands that act on targets.
+#[derive(Debug, Clone, Args, Default)]
+pub struct TargetArgs {
+    /// The main checkout.
+    #[arg(long, conflicts_with_all = ["tree", "all"])]
+    pub main: bool,
+    /// A worktree by name (repeatable).
+    #[arg(long = "tree", value_name = "NAME")]
+    pub tree: Vec<String>,
+    /// Main and every worktree.
+    #[arg(long, conflicts_with = "tree")]
+    pub all: bool,
+}
+
+impl TargetArgs {
+    /// The selection these flags make.
+    pub fn selection(&self) -> crate::targets::Selection {
+        use crate::targets::Selection;
+        if self.all {
+            Selection::All
+        } else if self.main {
+            Selection::Main
+        } else if !self.tree.is_empty() {
+            Selection::Trees(self.tree.clone())
+        } else {
+            Selection::Default
+        }
+    }
+}
+
+/// Every command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the commands (one per line, or --json).
+    ListCommands(list_commands::ListCommandsArgs),
+    /// Show the effective configuration and where each value came from.
+    ShowConfig(show_config::ShowConfigArgs),
+    /// List main and the worktrees with their planned ports.
+    ListTargets(list_targets::ListTargetsArgs),
+    /// Show the saved state of the last run (exit 1 when there is none).
+    ShowState(show_state::ShowStateArgs),
+    /// Explain what `start` would do: targets, ports, requirements, each service's argv and env.
+    ExplainStartup(explain_startup::ExplainStartupArgs),
+    /// Create, migrate or edit the .envctl file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+}
+
+/// Python-era spellings (`envctl --show-config`) and their commands.
+const DASHED: &[(&str, &[&str])] = &[
+    ("--list-commands", &["list-commands"]),
+    ("--show-config", &["show-config"]),
+    ("--list-targets", &["list-targets"]),
+    ("--show-state", &["show-state"]),
+    ("--explain-startup", &["explain-startup"]),
+    ("--init", &["config", "init"]),
+];
+
+/// Rewrites Python-era `--command` spellings into subcommands, leaving everything else as it was.
+pub fn normalize(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut replaced = false;
+    for arg in args {
+        match DASHED.iter().find(|(flag, _)| !replaced && arg == *flag) {
+            Some((_, words)) => {
+                out.extend(words.iter().map(OsString::from));
+                replaced = true;
+            }
+            None => out.push(arg),
+        }
+    }
+    out
+}
+
+/// Parses the command line. `Err` carries clap's message and the exit code to use: 0 for `--help` and
+/// `--version`, 1 for a usage error.
+pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, (clap::Error, u8)> {
+    Cli::try_parse_from(normalize(args)).map_err(|e| {
+        let code = u8::from(e.use_stderr());
+        (e, code)
+    })
+}
+
+/// The clap command tree (for `list-commands`).
+pub fn command_tree() -> clap::Command {
+    Cli::command()
+}

@@ -1,0 +1,68 @@
+//! `envctl explain-startup [--json] [targets]`: what `start` would do, starting nothing.
+
+use std::fmt::Write as _;
+
+use crate::runtime::cli::TargetArgs;
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::startup::{explain, plan_ports};
+use crate::targets::Targets;
+
+/// Arguments of `explain-startup`.
+#[derive(Debug, clap::Args)]
+pub struct ExplainStartupArgs {
+    /// Which targets.
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the startup plan.
+pub fn exec(rt: &EngineRuntime, args: &ExplainStartupArgs) -> Result<Outcome, EngineError> {
+    let settings = rt.settings()?;
+    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let selected = targets.select(&args.targets.selection(), settings.config.project.default_mode)?;
+    let ports = plan_ports(&settings, &selected)?;
+    let plan = explain(&settings, &selected, &ports, rt.env());
+    if args.json {
+        rt.printer().json(&plan);
+        return Ok(Outcome::Success);
+    }
+    let mut out = String::new();
+    for target in &plan.targets {
+        let _ = writeln!(out, "target {} ({})", target.name, target.root);
+        for req in &target.requirements {
+            let shared = if req.server_owner == target.name {
+                String::new()
+            } else {
+                format!(", server of {}", req.server_owner)
+            };
+            let _ = writeln!(
+                out,
+                "  requirement {}: {:?} on port {}{shared}",
+                req.name, req.adapter, req.port.assigned
+            );
+        }
+        for service in &target.services {
+            let port = service
+                .port
+                .map(|p| format!(" on port {}", p.assigned))
+                .unwrap_or_default();
+            let _ = writeln!(out, "  service {} (layer {}){port}", service.name, service.layer);
+            let _ = writeln!(out, "    cwd: {}", service.cwd);
+            let _ = writeln!(out, "    run: {}", service.argv.last().map_or("", String::as_str));
+            for (key, value) in &service.env {
+                let _ = writeln!(out, "    env: {key}={value}");
+            }
+        }
+        if target.requirements.is_empty() && target.services.is_empty() {
+            out.push_str("  nothing to start (no services or requirements configured for this target)\n");
+        }
+    }
+    for problem in &plan.problems {
+        let _ = writeln!(out, "problem: {problem}");
+    }
+    rt.printer().data(&out);
+    Ok(Outcome::Success)
+}

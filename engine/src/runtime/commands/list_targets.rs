@@ -1,0 +1,112 @@
+//! `envctl list-targets [--json]`: main and every worktree, with planned ports.
+
+use std::collections::BTreeMap;
+
+use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::ports::PortPlan;
+use envctl_contracts::targets::{TargetInfo, TargetList};
+
+use crate::config::Settings;
+use crate::ports::server_owner;
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::startup::{PortTable, plan_ports};
+use crate::state::StateRepository;
+use crate::targets::{Target, Targets};
+use crate::ui::Table;
+
+/// Arguments of `list-targets`.
+#[derive(Debug, clap::Args)]
+pub struct ListTargetsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The ports one target uses: its services' and the requirements' servers it connects to.
+fn ports_of(settings: &Settings, target: &Target, table: &PortTable) -> BTreeMap<String, PortPlan> {
+    let mut out = BTreeMap::new();
+    for (name, req) in settings
+        .config
+        .requirements
+        .iter()
+        .filter(|(_, r)| r.enabled && target.in_scope(r.targets))
+    {
+        if let Some(plan) = table.get(server_owner(req.isolation, target), name) {
+            out.insert(name.clone(), *plan);
+        }
+    }
+    for (name, service) in settings
+        .config
+        .services
+        .iter()
+        .filter(|(_, s)| s.enabled && target.in_scope(s.targets))
+    {
+        if let Some(plan) = service.port.and_then(|_| table.get(&target.name, name)) {
+            out.insert(name.clone(), *plan);
+        }
+    }
+    out
+}
+
+/// Lists the targets.
+pub fn exec(rt: &EngineRuntime, args: &ListTargetsArgs) -> Result<Outcome, EngineError> {
+    let settings = rt.settings()?;
+    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let all: Vec<&Target> = targets.all.iter().collect();
+    let table = plan_ports(&settings, &all)?;
+    let running: Vec<String> = match StateRepository::new(&settings.paths.scope_dir).run_state() {
+        Ok(state) => state
+            .map(|s| s.services.into_iter().map(|r| r.target).collect())
+            .unwrap_or_default(),
+        Err(err) => {
+            rt.printer().warn(&err.to_string());
+            Vec::new()
+        }
+    };
+    let list = TargetList {
+        schema_version: SCHEMA_VERSION,
+        repo_root: settings.paths.repo_root.display().to_string(),
+        targets: all
+            .iter()
+            .map(|t| TargetInfo {
+                name: t.name.clone(),
+                kind: t.kind,
+                root: t.root.display().to_string(),
+                branch: t.branch.clone(),
+                slot: t.slot,
+                state_present: running.contains(&t.name),
+                ports: ports_of(&settings, t, &table),
+            })
+            .collect(),
+        skipped: targets.skipped.clone(),
+    };
+    for skipped in &list.skipped {
+        rt.printer().warn(&format!("worktree skipped: {skipped}"));
+    }
+    if args.json {
+        rt.printer().json(&list);
+        return Ok(Outcome::Success);
+    }
+    let mut out = Table::new(&["TARGET", "BRANCH", "PORTS", "ROOT"]);
+    for t in &list.targets {
+        let ports: Vec<String> = t
+            .ports
+            .iter()
+            .map(|(name, p)| {
+                if p.retries > 0 {
+                    format!("{name}={} (wanted {})", p.assigned, p.requested)
+                } else {
+                    format!("{name}={}", p.assigned)
+                }
+            })
+            .collect();
+        out.row(vec![
+            t.name.clone(),
+            t.branch.clone().unwrap_or_else(|| "(detached)".into()),
+            ports.join(" "),
+            t.root.clone(),
+        ]);
+    }
+    rt.printer().data(&out.render());
+    Ok(Outcome::Success)
+}

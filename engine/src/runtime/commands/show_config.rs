@@ -1,0 +1,38 @@
+//! `envctl show-config [--json]`: the effective configuration and the source of every value.
+
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::ui::Table;
+
+/// Arguments of `show-config`.
+#[derive(Debug, clap::Args)]
+pub struct ShowConfigArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the effective configuration.
+pub fn exec(rt: &EngineRuntime, args: &ShowConfigArgs) -> Result<Outcome, EngineError> {
+    let report = rt.settings()?.report();
+    if args.json {
+        rt.printer().json(&report);
+        return Ok(Outcome::Success);
+    }
+    let file = report.config_file.as_deref().unwrap_or("(none: defaults only)");
+    let format = format!("{:?}", report.format).to_lowercase();
+    let mut out = format!(
+        "repository: {}\nconfig file: {file} ({format})\n\n",
+        report.repo_root
+    );
+    let mut table = Table::new(&["KEY", "VALUE", "SOURCE"]);
+    for value in &report.values {
+        table.row(vec![
+            value.key.clone(),
+            value.value.to_string(),
+            value.source.clone(),
+        ]);
+    }
+    out.push_str(&table.render());
+    rt.printer().data(&out);
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,256 @@
+//! Builds a [`StartupPlan`] without starting anything.
+
+use std::collections::BTreeMap;
+
+use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::config::ServiceConfig;
+use envctl_contracts::ports::PortPlan;
+use envctl_contracts::startup::{RequirementPlan, ServicePlan, StartupPlan, TargetPlan};
+
+use crate::config::{EnvVars, Settings, template};
+use crate::ports::{Ledger, PortError, is_free, requests, server_owner};
+use crate::requirements;
+use crate::targets::Target;
+
+/// Port plans by (owner target, service or requirement).
+#[derive(Debug, Clone, Default)]
+pub struct PortTable(BTreeMap<(String, String), PortPlan>);
+
+impl PortTable {
+    /// The plan for `service` of `target` (a shared requirement's plan lives under `main`).
+    pub fn get(&self, target: &str, service: &str) -> Option<&PortPlan> {
+        self.0.get(&(target.to_owned(), service.to_owned()))
+    }
+
+    /// Plans of one owner target, by service.
+    pub fn of_target(&self, target: &str) -> BTreeMap<String, PortPlan> {
+        self.0
+            .iter()
+            .filter(|((t, _), _)| t == target)
+            .map(|((_, s), p)| (s.clone(), *p))
+            .collect()
+    }
+}
+
+/// Plans the ports of `targets` against the ledger (read-only).
+pub fn plan_ports(settings: &Settings, targets: &[&Target]) -> Result<PortTable, PortError> {
+    let requests = requests(settings, targets);
+    let plans = Ledger::new(&settings.paths.ledger_dir).plan(&requests, &is_free)?;
+    Ok(PortTable(
+        requests
+            .into_iter()
+            .zip(plans)
+            .map(|(r, p)| ((r.owner.target, r.owner.service), p))
+            .collect(),
+    ))
+}
+
+/// What a target's services can refer to: `{name.attr}` values and per-requirement exports.
+struct Context<'a> {
+    settings: &'a Settings,
+    target: &'a Target,
+    ports: &'a PortTable,
+}
+
+impl Context<'_> {
+    fn requirement_endpoint(&self, name: &str) -> Option<requirements::Endpoint> {
+        let req = self
+            .settings
+            .config
+            .requirements
+            .get(name)
+            .filter(|r| r.enabled && self.target.in_scope(r.targets))?;
+        let plan = self.ports.get(server_owner(req.isolation, self.target), name)?;
+        Some(requirements::endpoint(
+            req,
+            &self.settings.config.project.name,
+            self.target,
+            plan.assigned,
+        ))
+    }
+
+    fn service_port(&self, name: &str) -> Option<u16> {
+        self.ports.get(&self.target.name, name).map(|p| p.assigned)
+    }
+
+    fn lookup(&self, service: &str, name: &str, attr: Option<&str>) -> Option<String> {
+        match (name, attr) {
+            ("port", None) => self.service_port(service).map(|p| p.to_string()),
+            ("target", None) => Some(self.target.name.clone()),
+            ("root", None) => Some(self.target.root.display().to_string()),
+            ("service", None) => Some(service.to_owned()),
+            (other, Some(attr)) => {
+                if let Some(endpoint) = self.requirement_endpoint(other) {
+                    let req = self.settings.config.requirements.get(other)?;
+                    return requirements::attribute(req, &endpoint, attr);
+                }
+                let port = self.service_port(other)?;
+                match attr {
+                    "url" => Some(format!("http://{}:{port}", requirements::HOST)),
+                    "port" => Some(port.to_string()),
+                    "host" => Some(requirements::HOST.to_owned()),
+                    _ => None,
+                }
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Services of a target in start order, each with its dependency layer.
+fn layered<'a>(services: &'a BTreeMap<String, &'a ServiceConfig>) -> Vec<(u32, &'a str, &'a ServiceConfig)> {
+    fn layer_of(name: &str, services: &BTreeMap<String, &ServiceConfig>, depth: u32) -> u32 {
+        let Some(service) = services.get(name).filter(|_| depth < 64) else {
+            return 0;
+        };
+        service
+            .depends_on
+            .iter()
+            .filter(|d| services.contains_key(*d))
+            .map(|d| layer_of(d, services, depth + 1) + 1)
+            .max()
+            .unwrap_or(0)
+    }
+    let mut out: Vec<_> = services
+        .iter()
+        .map(|(name, s)| (layer_of(name, services, 0), name.as_str(), *s))
+        .collect();
+    out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    out
+}
+
+fn plan_target(
+    settings: &Settings,
+    target: &Target,
+    ports: &PortTable,
+    env: &EnvVars,
+    problems: &mut Vec<String>,
+) -> TargetPlan {
+    let ctx = Context {
+        settings,
+        target,
+        ports,
+    };
+    let config = &settings.config;
+    let mut requirement_plans = Vec::new();
+    for (name, req) in config
+        .requirements
+        .iter()
+        .filter(|(_, r)| r.enabled && target.in_scope(r.targets))
+    {
+        let owner = server_owner(req.isolation, target);
+        let (Some(plan), Some(endpoint)) = (ports.get(owner, name), ctx.requirement_endpoint(name)) else {
+            continue;
+        };
+        let binaries = requirements::binaries(req, env.get("PATH"));
+        for missing in binaries.iter().filter(|b| b.path.is_none()) {
+            problems.push(format!(
+                "{}: requirement `{name}` needs `{}`, which is not installed; install it with `{}`",
+                target.name,
+                missing.name,
+                missing.install_hint.as_deref().unwrap_or_default()
+            ));
+        }
+        let mut exported = requirements::exports(req, &endpoint);
+        for (key, value) in &req.env {
+            let filled = template::expand(value, |n, a| match (n, a) {
+                ("port", None) => Some(endpoint.port.to_string()),
+                _ => ctx.lookup(name, n, a),
+            });
+            exported.insert(key.clone(), filled.unwrap_or_else(|_| value.clone()));
+        }
+        requirement_plans.push(RequirementPlan {
+            name: name.clone(),
+            adapter: req.adapter,
+            isolation: req.isolation,
+            server_owner: owner.to_owned(),
+            port: *plan,
+            binaries,
+            env: exported,
+        });
+    }
+    let services: BTreeMap<String, &ServiceConfig> = config
+        .services
+        .iter()
+        .filter(|(_, s)| s.enabled && target.in_scope(s.targets))
+        .map(|(n, s)| (n.clone(), s))
+        .collect();
+    let mut service_plans = Vec::new();
+    for (layer, name, service) in layered(&services) {
+        let mut env_out = BTreeMap::new();
+        for dep in &service.depends_on {
+            if let Some(plan) = requirement_plans.iter().find(|r| &r.name == dep) {
+                env_out.extend(plan.env.clone());
+            } else if !services.contains_key(dep) {
+                problems.push(format!(
+                    "{}: `{name}` depends on `{dep}`, which does not run for this target",
+                    target.name
+                ));
+            }
+        }
+        let port = ports.get(&target.name, name).copied();
+        if let Some(plan) = port {
+            env_out.insert("PORT".into(), plan.assigned.to_string());
+        }
+        env_out.insert("ENVCTL_TARGET".into(), target.name.clone());
+        env_out.insert("ENVCTL_SERVICE".into(), name.to_owned());
+        let mut fill = |text: &str, what: &str| {
+            template::expand(text, |n, a| ctx.lookup(name, n, a)).unwrap_or_else(|missing| {
+                problems.push(format!(
+                    "{}: {name}.{what}: {missing} cannot be filled in for this target",
+                    target.name
+                ));
+                text.to_owned()
+            })
+        };
+        for (key, value) in &service.env {
+            let filled = fill(value, &format!("env.{key}"));
+            env_out.insert(key.clone(), filled);
+        }
+        let command = fill(&service.command, "command");
+        let cwd = service
+            .cwd
+            .as_ref()
+            .map_or_else(|| target.root.clone(), |c| target.root.join(c));
+        service_plans.push(ServicePlan {
+            name: name.to_owned(),
+            layer,
+            cwd: cwd.display().to_string(),
+            argv: vec!["sh".into(), "-c".into(), command],
+            env: env_out,
+            url: port.map(|p| format!("http://{}:{}", requirements::HOST, p.assigned)),
+            port,
+            ready: service.ready.clone(),
+            depends_on: service.depends_on.clone(),
+            restart: service.restart,
+        });
+    }
+    TargetPlan {
+        name: target.name.clone(),
+        root: target.root.display().to_string(),
+        requirements: requirement_plans,
+        services: service_plans,
+    }
+}
+
+/// What `start` would do for `targets`.
+pub fn explain(settings: &Settings, targets: &[&Target], ports: &PortTable, env: &EnvVars) -> StartupPlan {
+    let mut problems = Vec::new();
+    let plans = targets
+        .iter()
+        .map(|t| plan_target(settings, t, ports, env, &mut problems))
+        .collect();
+    problems.dedup();
+    StartupPlan {
+        schema_version: SCHEMA_VERSION,
+        repo_root: settings.paths.repo_root.display().to_string(),
+        config_file: settings
+            .paths
+            .config_file
+            .as_ref()
+            .map(|f| f.display().to_string()),
+        mode: settings.config.project.default_mode,
+        targets: plans,
+        problems,
+    }
+}

@@ -1,0 +1,46 @@
+//! Typed run state and its repository: the per-repository scope directory holds the latest view
+//! (`run_state.json`, `runtime_map.json`, `ports_manifest.json`, `error_report.json`, `events.jsonl`) and a
+//! `runs/<run-id>/` copy of each run. Writes are atomic and made under the scope's lock; a torn or corrupt file
+//! is reported with its path and never crashes a command.
+
+mod atomic;
+mod repository;
+
+pub use atomic::{FileLock, leftover_temps, write_atomic};
+pub use repository::{RunArtifacts, StateError, StateRepository};
+
+use std::time::SystemTime;
+
+/// Now, as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// A new run id: `run-YYYYMMDDhhmmss-<8 hex>`.
+pub fn new_run_id() -> String {
+    let now = SystemTime::now();
+    let stamp: String = humantime::format_rfc3339_seconds(now)
+        .to_string()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    let nanos = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let seed = format!("{nanos}-{}", std::process::id());
+    format!(
+        "run-{stamp}-{:08x}",
+        crate::config::fnv1a(seed.as_bytes()) & 0xffff_ffff
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn run_ids_have_the_documented_shape() {
+        let id = super::new_run_id();
+        assert!(id.starts_with("run-") && id.len() == 4 + 14 + 1 + 8, "{id}");
+        assert!(id[4..18].chars().all(|c| c.is_ascii_digit()), "{id}");
+    }
+}

@@ -1,0 +1,299 @@
+//! [`StateRepository`]: reads and writes one scope's artifacts.
+
+use std::fs::OpenOptions;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::ports::PortsManifest;
+use envctl_contracts::state::{ErrorReport, Event, RunState, RuntimeMap};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::atomic::{FileLock, write_atomic};
+
+/// The state could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A file could not be read or written.
+    #[error("{}: {source}\nhint: check the permissions of envctl's runtime directory (ENVCTL_RUNTIME_DIR)", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A file exists but is not a valid artifact.
+    #[error("{}: corrupt state file ({detail})\nhint: move it aside (or run `envctl stop-all`) and run the command again", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// Everything one run saves together.
+#[derive(Debug, Clone)]
+pub struct RunArtifacts {
+    /// `run_state.json`.
+    pub run_state: RunState,
+    /// `runtime_map.json`.
+    pub runtime_map: RuntimeMap,
+    /// `ports_manifest.json`.
+    pub ports_manifest: PortsManifest,
+    /// `error_report.json`.
+    pub error_report: ErrorReport,
+}
+
+/// Reads and writes the artifacts of one scope directory.
+#[derive(Debug, Clone)]
+pub struct StateRepository {
+    scope_dir: PathBuf,
+}
+
+impl StateRepository {
+    /// The repository of `scope_dir` (created on first write).
+    pub fn new(scope_dir: &Path) -> Self {
+        Self {
+            scope_dir: scope_dir.to_path_buf(),
+        }
+    }
+
+    /// The scope directory.
+    pub fn scope_dir(&self) -> &Path {
+        &self.scope_dir
+    }
+
+    /// The scope's lock; held while writing.
+    pub fn lock(&self) -> Result<FileLock, StateError> {
+        let path = self.scope_dir.join(".state.lock");
+        FileLock::acquire(&path).map_err(|source| StateError::Io { path, source })
+    }
+
+    /// Saves a run: first its `runs/<run-id>/` copy, then the latest view, under the lock.
+    pub fn save_run(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
+        let _lock = self.lock()?;
+        let run_dir = self.scope_dir.join("runs").join(&artifacts.run_state.run_id);
+        for dir in [run_dir.as_path(), self.scope_dir.as_path()] {
+            write_json(&dir.join("run_state.json"), &artifacts.run_state)?;
+            write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
+            write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
+            write_json(&dir.join("error_report.json"), &artifacts.error_report)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one line to `events.jsonl` (latest and the run's copy).
+    pub fn append_event(&self, event: &Event) -> Result<(), StateError> {
+        let mut line = serde_json::to_vec(event).map_err(|e| StateError::Corrupt {
+            path: self.scope_dir.join("events.jsonl"),
+            detail: e.to_string(),
+        })?;
+        line.push(b'\n');
+        let run_dir = self.scope_dir.join("runs").join(&event.run_id);
+        for path in [self.scope_dir.join("events.jsonl"), run_dir.join("events.jsonl")] {
+            let append = || -> std::io::Result<()> {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)?
+                    .write_all(&line)
+            };
+            append().map_err(|source| StateError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The latest `run_state.json`, if any.
+    pub fn run_state(&self) -> Result<Option<RunState>, StateError> {
+        read_json(&self.scope_dir.join("run_state.json"))
+    }
+
+    /// The latest `runtime_map.json`, if any.
+    pub fn runtime_map(&self) -> Result<Option<RuntimeMap>, StateError> {
+        read_json(&self.scope_dir.join("runtime_map.json"))
+    }
+
+    /// The latest `ports_manifest.json`, if any.
+    pub fn ports_manifest(&self) -> Result<Option<PortsManifest>, StateError> {
+        read_json(&self.scope_dir.join("ports_manifest.json"))
+    }
+
+    /// The latest `error_report.json`, if any.
+    pub fn error_report(&self) -> Result<Option<ErrorReport>, StateError> {
+        read_json(&self.scope_dir.join("error_report.json"))
+    }
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes).map_err(|source| StateError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Reads one artifact: `Ok(None)` when absent, `Corrupt` (with the path) when unreadable or from a newer envctl.
+fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StateError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    let corrupt = |detail: String| StateError::Corrupt {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    match value.get("schema_version").and_then(serde_json::Value::as_u64) {
+        Some(v) if v > u64::from(SCHEMA_VERSION) => {
+            return Err(corrupt(format!(
+                "schema_version {v} was written by a newer envctl (this one reads {SCHEMA_VERSION})"
+            )));
+        }
+        None => return Err(corrupt("no schema_version".to_owned())),
+        Some(_) => {}
+    }
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use envctl_contracts::state::ServiceStatus;
+
+    use super::*;
+
+    pub(crate) fn artifacts(run_id: &str, services: usize) -> RunArtifacts {
+        let records = (0..services)
+            .map(|i| envctl_contracts::state::ServiceRecord {
+                target: "main".into(),
+                service: format!("svc{i}"),
+                pid: Some(1000 + u32::try_from(i).unwrap_or(0)),
+                pid_start_time: Some(1),
+                port: Some(8000),
+                status: ServiceStatus::Ready,
+                log_path: None,
+                started_at: None,
+                failure: None,
+            })
+            .collect();
+        RunArtifacts {
+            run_state: RunState {
+                schema_version: SCHEMA_VERSION,
+                run_id: run_id.into(),
+                command: "start".into(),
+                targets: vec!["main".into()],
+                host: None,
+                services: records,
+                failed: false,
+                failure: None,
+                created_at: "t".into(),
+                updated_at: "t".into(),
+            },
+            runtime_map: RuntimeMap {
+                schema_version: SCHEMA_VERSION,
+                run_id: run_id.into(),
+                targets: BTreeMap::new(),
+            },
+            ports_manifest: PortsManifest {
+                schema_version: SCHEMA_VERSION,
+                run_id: run_id.into(),
+                targets: Vec::new(),
+            },
+            error_report: ErrorReport {
+                schema_version: SCHEMA_VERSION,
+                run_id: run_id.into(),
+                generated_at: "t".into(),
+                errors: Vec::new(),
+            },
+        }
+    }
+
+    #[test]
+    fn saves_latest_and_per_run_copies() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = StateRepository::new(dir.path());
+        assert!(repo.run_state().expect("read").is_none());
+        repo.save_run(&artifacts("run-1", 2)).expect("save");
+        repo.save_run(&artifacts("run-2", 3)).expect("save");
+        assert_eq!(repo.run_state().expect("read").expect("some").run_id, "run-2");
+        assert!(dir.path().join("runs/run-1/run_state.json").is_file());
+        assert!(dir.path().join("runs/run-2/ports_manifest.json").is_file());
+    }
+
+    #[test]
+    fn corrupt_and_future_files_are_reported_with_their_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = StateRepository::new(dir.path());
+        std::fs::write(
+            dir.path().join("run_state.json"),
+            "{\"schema_version\": 1, \"run_id\": ",
+        )
+        .expect("write");
+        let err = repo.run_state().expect_err("corrupt");
+        assert!(
+            err.to_string().contains("run_state.json: corrupt state file"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("runtime_map.json"), r#"{"schema_version": 99}"#).expect("write");
+        let err = repo.runtime_map().expect_err("future");
+        assert!(err.to_string().contains("newer envctl"), "{err}");
+    }
+
+    /// A writer killed with SIGKILL at random points never leaves an unreadable latest view.
+    #[test]
+    #[allow(unsafe_code)]
+    fn killed_writer_never_leaves_a_torn_latest_view() {
+        use nix::sys::signal::{Signal, kill};
+        use nix::sys::wait::waitpid;
+        use nix::unistd::{ForkResult, fork};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = StateRepository::new(dir.path());
+        repo.save_run(&artifacts("run-0", 1)).expect("first save");
+        for round in 0..25u64 {
+            // SAFETY: the child only writes files through the repository and then exits with `_exit`; it never
+            // returns into the test harness.
+            match unsafe { fork() }.expect("fork") {
+                ForkResult::Child => {
+                    let mut i = 0u64;
+                    loop {
+                        let _ = repo.save_run(&artifacts(&format!("run-{round}-{i}"), 200));
+                        i += 1;
+                    }
+                }
+                ForkResult::Parent { child } => {
+                    std::thread::sleep(Duration::from_millis(3 + (round * 7) % 23));
+                    kill(child, Signal::SIGKILL).expect("kill");
+                    waitpid(child, None).expect("wait");
+                }
+            }
+            let state = repo.run_state().expect("run_state readable after kill");
+            assert!(state.is_some());
+            repo.runtime_map().expect("runtime_map readable after kill");
+            repo.ports_manifest().expect("ports_manifest readable after kill");
+            repo.error_report().expect("error_report readable after kill");
+        }
+    }
+}

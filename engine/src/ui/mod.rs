@@ -1,0 +1,136 @@
+//! Output: [`Printer`] (stdout carries data — tables or `--json` — and stderr carries messages for people) and
+//! a plain-text [`Table`]. The only module that writes to the terminal.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::Write as _;
+
+use serde::Serialize;
+
+/// How chatty messages on stderr are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Verbosity {
+    /// Errors only.
+    Quiet,
+    /// Errors, warnings and notes.
+    #[default]
+    Normal,
+    /// Everything.
+    Verbose,
+}
+
+/// Writes data to stdout and messages to stderr.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Printer {
+    verbosity: Verbosity,
+}
+
+impl Printer {
+    /// A printer at `verbosity`.
+    pub fn new(verbosity: Verbosity) -> Self {
+        Self { verbosity }
+    }
+
+    /// Data for stdout (a table, a listing).
+    pub fn data(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(text.as_bytes());
+        if !text.ends_with('\n') {
+            let _ = out.write_all(b"\n");
+        }
+    }
+
+    /// A value as pretty JSON on stdout.
+    pub fn json<T: Serialize>(&self, value: &T) {
+        match serde_json::to_string_pretty(value) {
+            Ok(text) => self.data(&text),
+            Err(err) => self.error(&format!("cannot render JSON: {err}")),
+        }
+    }
+
+    /// A note for people (suppressed by `--quiet`).
+    pub fn note(&self, text: &str) {
+        if self.verbosity >= Verbosity::Normal {
+            eprintln!("{text}");
+        }
+    }
+
+    /// A warning (suppressed by `--quiet`).
+    pub fn warn(&self, text: &str) {
+        if self.verbosity >= Verbosity::Normal {
+            eprintln!("warning: {text}");
+        }
+    }
+
+    /// Detail shown with `--verbose`.
+    pub fn debug(&self, text: &str) {
+        if self.verbosity >= Verbosity::Verbose {
+            eprintln!("{text}");
+        }
+    }
+
+    /// An error (always shown).
+    pub fn error(&self, text: &str) {
+        eprintln!("error: {text}");
+    }
+}
+
+/// A left-aligned text table.
+#[derive(Debug, Clone)]
+pub struct Table {
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column headers.
+    pub fn new(headers: &[&str]) -> Self {
+        Self {
+            rows: vec![headers.iter().map(|h| (*h).to_owned()).collect()],
+        }
+    }
+
+    /// Adds a row.
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    /// The table as text, columns two spaces apart, no trailing spaces.
+    pub fn render(&self) -> String {
+        let columns = self.rows.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..columns)
+            .map(|c| {
+                self.rows
+                    .iter()
+                    .filter_map(|r| r.get(c))
+                    .map(|s| s.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        let mut out = String::new();
+        for row in &self.rows {
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                line.push_str(cell);
+                if c + 1 < row.len() {
+                    line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 2));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns() {
+        let mut table = Table::new(&["A", "LONGER"]);
+        table.row(vec!["wide-cell".into(), "x".into()]);
+        assert_eq!(table.render(), "A          LONGER\nwide-cell  x\n");
+    }
+}
