@@ -62,9 +62,6 @@ mod tests {
                 }
             }
         }
-        assert!(
-            stale.is_empty(),
-            "stale schemas (rerun with ENVCTL_BLESS_SCHEMAS=1 and commit): {stale:?}"
-        );
+        assert!(stale.is_empty(), "stale schemas (rerun with ENVCTL_BLESS_SCHEMAS=1 and commit): {stale:?}");
     }
 }

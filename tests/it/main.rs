@@ -1,1 +1,8 @@
-//! Integration tests.
+//! Integration tests: the real `envctl` binary, run as a user would, in temporary git repositories with `HOME`,
+//! the XDG directories and `ENVCTL_RUNTIME_DIR` redirected into the test's own directory.
+
+mod bad_config;
+mod config_cmd;
+mod inspect;
+mod legacy;
+mod support;

@@ -31,14 +31,11 @@ pub fn detect_service(dir: &Path) -> Option<Detected> {
 fn python(dir: &Path) -> Option<Detected> {
     let pyproject = read(&dir.join("pyproject.toml"));
     let requirements = read(&dir.join("requirements.txt"));
-    let wants_uvicorn = ["uvicorn", "fastapi"]
-        .iter()
-        .any(|dep| pyproject.contains(dep) || requirements.contains(dep));
-    for (module_file, module) in [
-        ("app/main.py", "app.main"),
-        ("main.py", "main"),
-        ("src/main.py", "src.main"),
-    ] {
+    let wants_uvicorn =
+        ["uvicorn", "fastapi"].iter().any(|dep| pyproject.contains(dep) || requirements.contains(dep));
+    for (module_file, module) in
+        [("app/main.py", "app.main"), ("main.py", "main"), ("src/main.py", "src.main")]
+    {
         let source = read(&dir.join(module_file));
         if wants_uvicorn && (source.contains("FastAPI(") || source.contains("Starlette(")) {
             return Some(Detected {
@@ -72,18 +69,13 @@ fn python(dir: &Path) -> Option<Detected> {
 fn node(dir: &Path) -> Option<Detected> {
     let manifest: serde_json::Value = serde_json::from_str(&read(&dir.join("package.json"))).ok()?;
     let scripts = manifest.get("scripts")?.as_object()?;
-    let (script, body) = ["dev", "start"]
-        .iter()
-        .find_map(|s| scripts.get(*s).and_then(|b| b.as_str()).map(|b| (*s, b)))?;
-    let manager = [
-        ("bun.lockb", "bun"),
-        ("bun.lock", "bun"),
-        ("pnpm-lock.yaml", "pnpm"),
-        ("yarn.lock", "yarn"),
-    ]
-    .iter()
-    .find(|(lock, _)| dir.join(lock).is_file())
-    .map_or("npm", |(_, manager)| manager);
+    let (script, body) =
+        ["dev", "start"].iter().find_map(|s| scripts.get(*s).and_then(|b| b.as_str()).map(|b| (*s, b)))?;
+    let manager =
+        [("bun.lockb", "bun"), ("bun.lock", "bun"), ("pnpm-lock.yaml", "pnpm"), ("yarn.lock", "yarn")]
+            .iter()
+            .find(|(lock, _)| dir.join(lock).is_file())
+            .map_or("npm", |(_, manager)| manager);
     let vite = body.contains("vite");
     let separator = if manager == "npm" { " --" } else { "" };
     let command = if vite {
@@ -104,11 +96,7 @@ fn node(dir: &Path) -> Option<Detected> {
 pub fn detect_all(repo_root: &Path) -> Vec<Detected> {
     let mut found: Vec<Detected> = Vec::new();
     for sub in ["", "backend", "frontend", "api", "server", "web", "app", "client"] {
-        let dir = if sub.is_empty() {
-            repo_root.to_path_buf()
-        } else {
-            repo_root.join(sub)
-        };
+        let dir = if sub.is_empty() { repo_root.to_path_buf() } else { repo_root.join(sub) };
         if !dir.is_dir() {
             continue;
         }
@@ -142,30 +130,17 @@ mod tests {
             "[project]\ndependencies = [\"fastapi\", \"uvicorn\"]\n",
         )
         .expect("w");
-        std::fs::write(
-            root.join("backend/app/main.py"),
-            "from fastapi import FastAPI\napp = FastAPI()\n",
-        )
-        .expect("w");
+        std::fs::write(root.join("backend/app/main.py"), "from fastapi import FastAPI\napp = FastAPI()\n")
+            .expect("w");
         std::fs::create_dir_all(root.join("frontend")).expect("mkdir");
-        std::fs::write(
-            root.join("frontend/package.json"),
-            r#"{"scripts":{"dev":"vite"}}"#,
-        )
-        .expect("w");
+        std::fs::write(root.join("frontend/package.json"), r#"{"scripts":{"dev":"vite"}}"#).expect("w");
         std::fs::write(root.join("frontend/pnpm-lock.yaml"), "").expect("w");
         let found = detect_all(root);
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0].name, "backend");
-        assert_eq!(
-            found[0].command,
-            "python3 -m uvicorn app.main:app --host 127.0.0.1 --port {port}"
-        );
+        assert_eq!(found[0].command, "python3 -m uvicorn app.main:app --host 127.0.0.1 --port {port}");
         assert_eq!(found[0].cwd.as_deref(), Some("backend"));
-        assert_eq!(
-            found[1].command,
-            "pnpm run dev --port {port} --strictPort --host 127.0.0.1"
-        );
+        assert_eq!(found[1].command, "pnpm run dev --port {port} --strictPort --host 127.0.0.1");
         assert_eq!(found[1].port, 5173);
     }
 }

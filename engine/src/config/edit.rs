@@ -39,32 +39,19 @@ fn write_error(path: &Path, err: &std::io::Error) -> ConfigError {
 }
 
 fn repo_name(paths: &Paths) -> String {
-    paths
-        .repo_root
-        .file_name()
-        .map_or_else(|| "repo".to_owned(), |n| n.to_string_lossy().into_owned())
+    paths.repo_root.file_name().map_or_else(|| "repo".to_owned(), |n| n.to_string_lossy().into_owned())
 }
 
 /// Validates `text` as the config file at `file`.
 fn validate(paths: &Paths, file: &Path, text: &str) -> Result<(), ConfigError> {
-    let layers = [Layer {
-        origin: Origin::File(file.to_path_buf()),
-        text: text.to_owned(),
-    }];
-    load::load(
-        &layers,
-        &repo_name(paths),
-        "nothing was written; fix the value and run the command again",
-    )
-    .map(|_| ())
+    let layers = [Layer { origin: Origin::File(file.to_path_buf()), text: text.to_owned() }];
+    load::load(&layers, &repo_name(paths), "nothing was written; fix the value and run the command again")
+        .map(|_| ())
 }
 
 /// Writes a new `.envctl` from what is detected in the repository.
 pub fn init(paths: &Paths, force: bool) -> Result<InitOutcome, ConfigError> {
-    let file = paths
-        .config_file
-        .clone()
-        .unwrap_or_else(|| paths.default_config_file());
+    let file = paths.config_file.clone().unwrap_or_else(|| paths.default_config_file());
     if file.exists() && !force {
         return Err(ConfigError::single(
             file.display().to_string(),
@@ -101,15 +88,8 @@ fn render_init(name: &str, detected: &[Detected]) -> String {
 
 /// Sets one dotted key in the config file, keeping everything else as it was.
 pub fn set(paths: &Paths, assignment: &str) -> Result<PathBuf, ConfigError> {
-    let file = paths
-        .config_file
-        .clone()
-        .unwrap_or_else(|| paths.default_config_file());
-    let old = if file.exists() {
-        read_config_text(&file)?
-    } else {
-        String::new()
-    };
+    let file = paths.config_file.clone().unwrap_or_else(|| paths.default_config_file());
+    let old = if file.exists() { read_config_text(&file)? } else { String::new() };
     if legacy::is_legacy(&old) {
         return Err(ConfigError::single(
             file.display().to_string(),
@@ -127,11 +107,7 @@ pub fn set(paths: &Paths, assignment: &str) -> Result<PathBuf, ConfigError> {
         )
     })?;
     let value: toml_edit::Value = literal.parse().map_err(|_| {
-        ConfigError::single(
-            format!("config set {assignment}"),
-            "the value is not valid",
-            "quote text values",
-        )
+        ConfigError::single(format!("config set {assignment}"), "the value is not valid", "quote text values")
     })?;
     let parts: Vec<&str> = key.split('.').collect();
     let (last, parents) = parts.split_last().unwrap_or((&"", &[]));
@@ -168,11 +144,7 @@ pub fn migrate(paths: &Paths) -> Result<MigrateOutcome, ConfigError> {
     };
     let old = read_config_text(&file)?;
     if !legacy::is_legacy(&old) {
-        return Ok(MigrateOutcome {
-            file,
-            backup: None,
-            warnings: Vec::new(),
-        });
+        return Ok(MigrateOutcome { file, backup: None, warnings: Vec::new() });
     }
     let imported = legacy::import(&old, &paths.repo_root);
     let mut text = imported.toml.replacen(
@@ -199,9 +171,5 @@ pub fn migrate(paths: &Paths) -> Result<MigrateOutcome, ConfigError> {
         .unwrap_or_else(|| file.with_extension("legacy.bak"));
     write_atomic(&backup, old.as_bytes()).map_err(|e| write_error(&backup, &e))?;
     write_atomic(&file, text.as_bytes()).map_err(|e| write_error(&file, &e))?;
-    Ok(MigrateOutcome {
-        file,
-        backup: Some(backup),
-        warnings: imported.warnings,
-    })
+    Ok(MigrateOutcome { file, backup: Some(backup), warnings: imported.warnings })
 }

@@ -33,12 +33,7 @@ const fn var(
     kind: ValueKind,
     doc: &'static str,
 ) -> EnvVarSpec {
-    EnvVarSpec {
-        name,
-        config_key,
-        kind,
-        doc,
-    }
+    EnvVarSpec { name, config_key, kind, doc }
 }
 
 /// Every environment variable envctl reads.
@@ -61,24 +56,14 @@ pub const ENV_VARS: &[EnvVarSpec] = &[
         ValueKind::String,
         "Overrides `project.default_mode`.",
     ),
-    var(
-        "ENVCTL_TREES_DIR",
-        Some("project.trees_dir"),
-        ValueKind::String,
-        "Overrides `project.trees_dir`.",
-    ),
+    var("ENVCTL_TREES_DIR", Some("project.trees_dir"), ValueKind::String, "Overrides `project.trees_dir`."),
     var(
         "ENVCTL_JOBS_BACKEND",
         Some("jobs.backend"),
         ValueKind::String,
         "Overrides `jobs.backend` (`embedded` or `redis`).",
     ),
-    var(
-        "ENVCTL_REDIS_URL",
-        Some("jobs.redis_url"),
-        ValueKind::String,
-        "Overrides `jobs.redis_url`.",
-    ),
+    var("ENVCTL_REDIS_URL", Some("jobs.redis_url"), ValueKind::String, "Overrides `jobs.redis_url`."),
     var(
         "ENVCTL_REDIS_PREFIX",
         Some("jobs.redis_prefix"),
@@ -152,9 +137,7 @@ impl EnvVars {
 pub fn reference_table() -> String {
     let mut out = String::from("| variable | overrides | what it does |\n|---|---|---|\n");
     for spec in ENV_VARS {
-        let key = spec
-            .config_key
-            .map_or_else(|| "—".to_owned(), |k| format!("`{k}`"));
+        let key = spec.config_key.map_or_else(|| "—".to_owned(), |k| format!("`{k}`"));
         let _ = writeln!(out, "| `{}` | {key} | {} |", spec.name, spec.doc);
     }
     out

@@ -36,11 +36,7 @@ impl ConfigError {
     /// One problem without a key.
     pub fn single(location: String, message: &str, hint: &str) -> Self {
         Self {
-            problems: vec![Problem {
-                location,
-                key: None,
-                message: message.to_owned(),
-            }],
+            problems: vec![Problem { location, key: None, message: message.to_owned() }],
             hint: hint.to_owned(),
         }
     }

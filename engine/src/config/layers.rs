@@ -17,10 +17,7 @@ pub enum Origin {
     File(PathBuf),
     /// TOML generated from a legacy KEY=VALUE file; `lines[i]` is the legacy line and key behind generated line
     /// `i + 1` (0 when the line is boilerplate).
-    Legacy {
-        path: PathBuf,
-        lines: Vec<(usize, String)>,
-    },
+    Legacy { path: PathBuf, lines: Vec<(usize, String)> },
     /// An `ENVCTL_*` variable.
     Env(&'static str),
     /// A `--set KEY=VALUE` flag.
@@ -68,17 +65,10 @@ impl SourceMap {
     /// Short provenance label for `show-config`: `file:path:line`, `legacy:path:line (KEY)`, `env:VAR`, `cli:--set`.
     pub fn source_label(&self, span: &Range<usize>) -> String {
         let location = self.locate(span);
-        match self
-            .segments
-            .iter()
-            .rev()
-            .find(|(start, _)| *start <= span.start)
-            .map(|(_, l)| &l.origin)
-        {
-            Some(Origin::File(_)) => format!(
-                "file:{}",
-                location.rsplit_once(':').map_or(location.as_str(), |(a, _)| a)
-            ),
+        match self.segments.iter().rev().find(|(start, _)| *start <= span.start).map(|(_, l)| &l.origin) {
+            Some(Origin::File(_)) => {
+                format!("file:{}", location.rsplit_once(':').map_or(location.as_str(), |(a, _)| a))
+            }
             Some(Origin::Legacy { .. }) => format!("legacy:{location}"),
             Some(Origin::Env(var)) => format!("env:{var}"),
             Some(Origin::Cli(_)) => "cli:--set".to_owned(),
@@ -113,11 +103,7 @@ pub fn parse_and_merge(layers: &[Layer]) -> (Spanned<DeTable<'_>>, SourceMap, Ve
         }
         offset += layer.text.len() + 1;
     }
-    (
-        merged.unwrap_or_else(|| Spanned::new(0..0, DeTable::default())),
-        map,
-        problems,
-    )
+    (merged.unwrap_or_else(|| Spanned::new(0..0, DeTable::default())), map, problems)
 }
 
 fn shift_span(span: Range<usize>, by: usize) -> Range<usize> {
@@ -173,33 +159,18 @@ mod tests {
     use super::*;
 
     fn layer(origin: Origin, text: &str) -> Layer {
-        Layer {
-            origin,
-            text: text.to_owned(),
-        }
+        Layer { origin, text: text.to_owned() }
     }
 
     #[test]
     fn later_layers_win_and_spans_name_their_origin() {
         let layers = [
-            layer(
-                Origin::File("/r/.envctl".into()),
-                "[project]\nname = \"a\"\ndefault_mode = \"main\"\n",
-            ),
-            layer(
-                Origin::Env("ENVCTL_DEFAULT_MODE"),
-                "project.default_mode = \"trees\"",
-            ),
+            layer(Origin::File("/r/.envctl".into()), "[project]\nname = \"a\"\ndefault_mode = \"main\"\n"),
+            layer(Origin::Env("ENVCTL_DEFAULT_MODE"), "project.default_mode = \"trees\""),
         ];
         let (tree, map, problems) = parse_and_merge(&layers);
         assert!(problems.is_empty(), "{problems:?}");
-        let project = tree
-            .get_ref()
-            .get("project")
-            .expect("project")
-            .get_ref()
-            .as_table()
-            .expect("table");
+        let project = tree.get_ref().get("project").expect("project").get_ref().as_table().expect("table");
         let name = project.get("name").expect("name");
         let mode = project.get("default_mode").expect("mode");
         assert_eq!(mode.get_ref().as_str(), Some("trees"));
@@ -215,13 +186,7 @@ mod tests {
             layer(Origin::Cli("x==1".into()), "x == 1"),
         ];
         let (_, _, problems) = parse_and_merge(&layers);
-        assert!(
-            problems.iter().any(|p| p.location.starts_with("/r/.envctl:1:")),
-            "{problems:?}"
-        );
-        assert!(
-            problems.iter().any(|p| p.location == "--set x==1"),
-            "{problems:?}"
-        );
+        assert!(problems.iter().any(|p| p.location.starts_with("/r/.envctl:1:")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.location == "--set x==1"), "{problems:?}");
     }
 }

@@ -26,11 +26,7 @@ pub fn is_legacy(text: &str) -> bool {
         return true;
     }
     let mut assignments = 0;
-    for line in text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    {
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
         if line.starts_with('[') {
             return false;
         }
@@ -91,9 +87,8 @@ impl Legacy {
         for (index, raw) in text.lines().enumerate() {
             let line_no = index + 1;
             let line = raw.trim();
-            if let Some(rest) = line
-                .strip_prefix("# >>> envctl ")
-                .and_then(|r| r.strip_suffix(" launch env >>>"))
+            if let Some(rest) =
+                line.strip_prefix("# >>> envctl ").and_then(|r| r.strip_suffix(" launch env >>>"))
             {
                 section = Some(rest.rsplit(' ').next().unwrap_or(rest).to_owned());
                 continue;
@@ -107,9 +102,7 @@ impl Legacy {
             }
             let line = line.strip_prefix("export ").unwrap_or(line);
             let Some((key, value)) = line.split_once('=') else {
-                out.warnings.push(format!(
-                    "line {line_no}: `{line}` is not KEY=VALUE and was skipped"
-                ));
+                out.warnings.push(format!("line {line_no}: `{line}` is not KEY=VALUE and was skipped"));
                 continue;
             };
             let key = key.trim().to_owned();
@@ -123,13 +116,7 @@ impl Legacy {
                     ));
                 }
                 None => {
-                    out.keys.insert(
-                        key,
-                        Entry {
-                            line: line_no,
-                            value: unquote(value).to_owned(),
-                        },
-                    );
+                    out.keys.insert(key, Entry { line: line_no, value: unquote(value).to_owned() });
                 }
             }
         }
@@ -169,15 +156,11 @@ impl Writer {
     fn line(&mut self, text: &str, source: Option<(&Entry, &str)>) {
         self.toml.push_str(text);
         self.toml.push('\n');
-        self.lines
-            .push(source.map_or((0, String::new()), |(e, k)| (e.line, k.to_owned())));
+        self.lines.push(source.map_or((0, String::new()), |(e, k)| (e.line, k.to_owned())));
     }
 
     fn string(&mut self, key: &str, entry: &Entry, legacy_key: &str) {
-        self.line(
-            &format!("{key} = {}", toml_string(&entry.value)),
-            Some((entry, legacy_key)),
-        );
+        self.line(&format!("{key} = {}", toml_string(&entry.value)), Some((entry, legacy_key)));
     }
 }
 
@@ -217,15 +200,9 @@ pub fn import(text: &str, repo_root: &Path) -> Imported {
         }
     }
     legacy.warnings.sort_by_key(|w| {
-        w.split(':')
-            .next()
-            .and_then(|l| l.trim_start_matches("line ").parse::<usize>().ok())
+        w.split(':').next().and_then(|l| l.trim_start_matches("line ").parse::<usize>().ok())
     });
-    Imported {
-        toml: w.toml,
-        lines: w.lines,
-        warnings: legacy.warnings,
-    }
+    Imported { toml: w.toml, lines: w.lines, warnings: legacy.warnings }
 }
 
 fn project(legacy: &mut Legacy, w: &mut Writer) {
@@ -261,10 +238,8 @@ fn app_service(
     let dir = legacy.get(&format!("{prefix}_DIR"));
     let port = legacy.get(&format!("{prefix}_PORT_BASE"));
     let test = legacy.get(&format!("ENVCTL_{prefix}_TEST_CMD"));
-    let listens = legacy.flag(&[
-        &format!("MAIN_{prefix}_EXPECT_LISTENER"),
-        &format!("TREES_{prefix}_EXPECT_LISTENER"),
-    ]);
+    let listens =
+        legacy.flag(&[&format!("MAIN_{prefix}_EXPECT_LISTENER"), &format!("TREES_{prefix}_EXPECT_LISTENER")]);
     let Some(targets) = scope(main, trees, true) else {
         return false;
     };
@@ -272,10 +247,9 @@ fn app_service(
     let command_text = match &command {
         Some(entry) => Some((entry.value.clone(), Some(entry.clone()))),
         None => detect::detect_service(&repo_root.join(&dir_name)).map(|found| {
-            legacy.warnings.push(format!(
-                "{command_key} is not set; detected `{}` in {dir_name}/",
-                found.command
-            ));
+            legacy
+                .warnings
+                .push(format!("{command_key} is not set; detected `{}` in {dir_name}/", found.command));
             (found.command, None)
         }),
     };
@@ -300,10 +274,7 @@ fn app_service(
         match &port {
             Some(entry) => {
                 let key = format!("{prefix}_PORT_BASE");
-                w.line(
-                    &format!("port = {}", port_literal(legacy, entry, &key)),
-                    Some((entry, &key)),
-                );
+                w.line(&format!("port = {}", port_literal(entry)), Some((entry, &key)));
             }
             None => w.line(&format!("port = {default_port}"), None),
         }
@@ -318,14 +289,12 @@ fn app_service(
     true
 }
 
-fn port_literal(legacy: &mut Legacy, entry: &Entry, what: &str) -> String {
-    if entry.value.parse::<u16>().is_ok_and(|p| p > 0) {
-        entry.value.clone()
+/// A port value as TOML: a number when it is one (range problems are the validator's to report, at this line),
+/// otherwise text (reported as the wrong type).
+fn port_literal(entry: &Entry) -> String {
+    if entry.value.trim().parse::<i64>().is_ok() {
+        entry.value.trim().to_owned()
     } else {
-        legacy.warnings.push(format!(
-            "line {}: {what} port `{}` is not a port number",
-            entry.line, entry.value
-        ));
         toml_string(&entry.value)
     }
 }
@@ -361,23 +330,11 @@ fn additional_services(legacy: &mut Legacy, w: &mut Writer, names: &mut Vec<Stri
     for raw_name in list.value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let name: String = raw_name
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c.to_ascii_lowercase()
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c.to_ascii_lowercase() } else { '_' })
             .collect();
         let suffix: String = raw_name
             .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
             .collect();
         let key = |field: &str| format!("ENVCTL_SERVICE_{suffix}_{field}");
         let enabled = legacy.flag(&[&key("ENABLE")]).map(|(b, _)| b);
@@ -409,24 +366,21 @@ fn additional_services(legacy: &mut Legacy, w: &mut Writer, names: &mut Vec<Stri
         }
         let listening = !matches!(listens, Some((false, _)));
         if let (Some(entry), true) = (&port, listening) {
-            w.line(
-                &format!("port = {}", port_literal(legacy, entry, &key("PORT_BASE"))),
-                Some((entry, &key("PORT_BASE"))),
-            );
+            w.line(&format!("port = {}", port_literal(entry)), Some((entry, &key("PORT_BASE"))));
         }
         if let Some(entry) = &depends {
-            let deps: Vec<String> = entry
-                .value
-                .split(',')
-                .map(|d| toml_string(d.trim()))
-                .filter(|d| d != "\"\"")
-                .collect();
-            w.line(
-                &format!("depends_on = [{}]", deps.join(", ")),
-                Some((entry, &key("DEPENDS_ON"))),
-            );
+            let deps: Vec<String> =
+                entry.value.split(',').map(|d| toml_string(d.trim())).filter(|d| d != "\"\"").collect();
+            w.line(&format!("depends_on = [{}]", deps.join(", ")), Some((entry, &key("DEPENDS_ON"))));
         }
-        if let Some(entry) = &health {
+        if let (Some(entry), false) = (&health, listening) {
+            legacy.warnings.push(format!(
+                "line {}: {} ignored: the service expects no listener",
+                entry.line,
+                key("HEALTH_URL")
+            ));
+        }
+        if let (Some(entry), true) = (&health, listening) {
             let path = health_path(&entry.value);
             w.line(
                 &format!("ready = {{ http = {} }}", toml_string(&path)),
@@ -456,76 +410,37 @@ fn additional_services(legacy: &mut Legacy, w: &mut Writer, names: &mut Vec<Stri
 /// The path part of a health URL (`http://localhost:{port}/health` → `/health`); a bare path stays as it is.
 fn health_path(url: &str) -> String {
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let path = if url.contains("://") {
-        rest.find('/').map_or("/", |i| &rest[i..])
-    } else {
-        rest
-    };
-    if path.starts_with('/') {
-        path.to_owned()
-    } else {
-        format!("/{path}")
-    }
+    let path = if url.contains("://") { rest.find('/').map_or("/", |i| &rest[i..]) } else { rest };
+    if path.starts_with('/') { path.to_owned() } else { format!("/{path}") }
 }
 
 fn requirements(legacy: &mut Legacy, w: &mut Writer) {
-    let pg_main = legacy
-        .flag(&["MAIN_POSTGRES_ENABLE", "POSTGRES_MAIN_ENABLE"])
-        .map(|(b, _)| b);
+    let pg_main = legacy.flag(&["MAIN_POSTGRES_ENABLE", "POSTGRES_MAIN_ENABLE"]).map(|(b, _)| b);
     let pg_trees = legacy.flag(&["TREES_POSTGRES_ENABLE"]).map(|(b, _)| b);
     let redis_both = legacy.flag(&["REDIS_ENABLE"]).map(|(b, _)| b);
-    let redis_main = legacy
-        .flag(&["MAIN_REDIS_ENABLE", "REDIS_MAIN_ENABLE"])
-        .map(|(b, _)| b)
-        .or(redis_both);
-    let redis_trees = legacy
-        .flag(&["TREES_REDIS_ENABLE"])
-        .map(|(b, _)| b)
-        .or(redis_both);
+    let redis_main = legacy.flag(&["MAIN_REDIS_ENABLE", "REDIS_MAIN_ENABLE"]).map(|(b, _)| b).or(redis_both);
+    let redis_trees = legacy.flag(&["TREES_REDIS_ENABLE"]).map(|(b, _)| b).or(redis_both);
     let db_port = legacy.get("DB_PORT");
     let redis_port = legacy.get("REDIS_PORT");
-    for (name, main, trees, port) in [
-        ("postgres", pg_main, pg_trees, db_port),
-        ("redis", redis_main, redis_trees, redis_port),
-    ] {
+    for (name, main, trees, port) in
+        [("postgres", pg_main, pg_trees, db_port), ("redis", redis_main, redis_trees, redis_port)]
+    {
         let Some(targets) = scope(main, trees, false) else {
             continue;
         };
         w.line("", None);
         w.line(&format!("[requirements.{name}]"), None);
         if let Some(entry) = &port {
-            let key = if name == "postgres" {
-                "DB_PORT"
-            } else {
-                "REDIS_PORT"
-            };
-            w.line(
-                &format!("port = {}", port_literal(legacy, entry, key)),
-                Some((entry, key)),
-            );
+            let key = if name == "postgres" { "DB_PORT" } else { "REDIS_PORT" };
+            w.line(&format!("port = {}", port_literal(entry)), Some((entry, key)));
         }
         if targets != "all" {
             w.line(&format!("targets = \"{targets}\""), None);
         }
     }
     for (name, keys) in [
-        (
-            "supabase",
-            &[
-                "MAIN_SUPABASE_ENABLE",
-                "TREES_SUPABASE_ENABLE",
-                "SUPABASE_MAIN_ENABLE",
-            ][..],
-        ),
-        (
-            "n8n",
-            &[
-                "MAIN_N8N_ENABLE",
-                "TREES_N8N_ENABLE",
-                "N8N_MAIN_ENABLE",
-                "N8N_ENABLE",
-            ][..],
-        ),
+        ("supabase", &["MAIN_SUPABASE_ENABLE", "TREES_SUPABASE_ENABLE", "SUPABASE_MAIN_ENABLE"][..]),
+        ("n8n", &["MAIN_N8N_ENABLE", "TREES_N8N_ENABLE", "N8N_MAIN_ENABLE", "N8N_ENABLE"][..]),
     ] {
         for key in keys {
             if let Some((true, entry)) = legacy.flag(&[key]) {
@@ -544,9 +459,7 @@ mod tests {
 
     #[test]
     fn recognises_legacy_files_and_not_toml() {
-        assert!(is_legacy(
-            "export ENVCTL_DEFAULT_MODE=main\nBACKEND_PORT_BASE=8000\n"
-        ));
+        assert!(is_legacy("export ENVCTL_DEFAULT_MODE=main\nBACKEND_PORT_BASE=8000\n"));
         assert!(is_legacy("# >>> envctl managed startup config >>>\nX=1\n"));
         assert!(!is_legacy("[project]\nname = \"x\"\n"));
         assert!(!is_legacy("# only a comment\n"));

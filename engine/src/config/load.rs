@@ -28,10 +28,7 @@ pub struct Loaded {
 pub fn load(layers: &[Layer], repo_name: &str, hint: &str) -> Result<Loaded, ConfigError> {
     let (mut tree, map, syntax) = parse_and_merge(layers);
     if !syntax.is_empty() {
-        return Err(ConfigError {
-            problems: syntax,
-            hint: hint.to_owned(),
-        });
+        return Err(ConfigError { problems: syntax, hint: hint.to_owned() });
     }
     let mut checker = Checker::new(&map);
     let mut unknown = Vec::new();
@@ -47,19 +44,12 @@ pub fn load(layers: &[Layer], repo_name: &str, hint: &str) -> Result<Loaded, Con
     if problems.is_empty() {
         Ok(Loaded { config, provenance })
     } else {
-        Err(ConfigError {
-            problems,
-            hint: hint.to_owned(),
-        })
+        Err(ConfigError { problems, hint: hint.to_owned() })
     }
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_owned()
-    } else {
-        format!("{prefix}.{key}")
-    }
+    if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
 }
 
 /// Reports keys the schema does not know, with the closest known key as a suggestion.
@@ -71,11 +61,8 @@ fn check_keys(
     unknown: &mut Vec<Vec<String>>,
 ) {
     let path_of = |key: &str| -> Vec<String> {
-        let mut parts: Vec<String> = if prefix.is_empty() {
-            Vec::new()
-        } else {
-            prefix.split('.').map(str::to_owned).collect()
-        };
+        let mut parts: Vec<String> =
+            if prefix.is_empty() { Vec::new() } else { prefix.split('.').map(str::to_owned).collect() };
         parts.push(key.to_owned());
         parts
     };
@@ -141,10 +128,7 @@ fn record_provenance(
         let path = join(prefix, key.get_ref());
         let inner_shape = match shape {
             Shape::MapOf(entry) => Some(*entry),
-            Shape::Table(known) => known
-                .iter()
-                .find(|(n, _)| *n == key.get_ref().as_ref())
-                .map(|(_, s)| s),
+            Shape::Table(known) => known.iter().find(|(n, _)| *n == key.get_ref().as_ref()).map(|(_, s)| s),
             Shape::Leaf => None,
         };
         match (inner_shape, value.get_ref().as_table()) {
@@ -171,7 +155,12 @@ fn de<T: for<'de> Deserialize<'de>>(
         Err(err) => {
             let span = err.span().unwrap_or_else(|| copy.span());
             let key = key_at(&copy, &span, path);
-            checker.error(&span, &key, err.message().trim().to_owned());
+            let message = err
+                .message()
+                .trim()
+                .replace("expected i64", "expected a whole number")
+                .replace("expected u16", "expected a whole number");
+            checker.error(&span, &key, message);
             None
         }
     }

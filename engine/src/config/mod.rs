@@ -24,7 +24,7 @@ use envctl_contracts::config::{Config, ConfigFormat, ConfigReport, ConfigValue};
 pub use env_vars::{ENV_VARS, EnvVarSpec, EnvVars, ValueKind, reference_table};
 pub use error::{ConfigError, Problem};
 pub use layers::{Layer, Origin};
-pub use paths::{Paths, fnv1a, scope_id};
+pub use paths::{Paths, fnv1a, join_subdir, scope_id};
 pub use validate::valid_name;
 
 /// Where to look and what to override.
@@ -67,25 +67,14 @@ impl Settings {
                 let text = read_config_text(file)?;
                 if legacy::is_legacy(&text) {
                     let imported = legacy::import(&text, &paths.repo_root);
-                    warnings.extend(
-                        imported
-                            .warnings
-                            .iter()
-                            .map(|w| format!("{}: {w}", file.display())),
-                    );
+                    warnings.extend(imported.warnings.iter().map(|w| format!("{}: {w}", file.display())));
                     layers.push(Layer {
-                        origin: Origin::Legacy {
-                            path: file.clone(),
-                            lines: imported.lines,
-                        },
+                        origin: Origin::Legacy { path: file.clone(), lines: imported.lines },
                         text: imported.toml,
                     });
                     ConfigFormat::Legacy
                 } else {
-                    layers.push(Layer {
-                        origin: Origin::File(file.clone()),
-                        text,
-                    });
+                    layers.push(Layer { origin: Origin::File(file.clone()), text });
                     ConfigFormat::Toml
                 }
             }
@@ -96,36 +85,23 @@ impl Settings {
                 ValueKind::Integer if value.trim().parse::<i64>().is_ok() => value.trim().to_owned(),
                 _ => toml_string(value),
             };
-            layers.push(Layer {
-                origin: Origin::Env(spec.name),
-                text: format!("{key} = {literal}"),
-            });
+            layers.push(Layer { origin: Origin::Env(spec.name), text: format!("{key} = {literal}") });
         }
         for set in &options.sets {
-            layers.push(Layer {
-                origin: Origin::Cli(set.clone()),
-                text: set_to_toml(set)?,
-            });
+            layers.push(Layer { origin: Origin::Cli(set.clone()), text: set_to_toml(set)? });
         }
         let repo_name = paths
             .repo_root
             .file_name()
             .map_or_else(|| "repo".to_owned(), |n| n.to_string_lossy().into_owned());
         let loaded = load::load(&layers, &repo_name, HINT)?;
-        let mut settings = Self {
-            config: loaded.config,
-            paths,
-            format,
-            provenance: loaded.provenance,
-            warnings,
-        };
+        let mut settings =
+            Self { config: loaded.config, paths, format, provenance: loaded.provenance, warnings };
         if settings.config.jobs.redis_url.is_none()
             && let Some(url) = env.get("REDIS_URL")
         {
             settings.config.jobs.redis_url = Some(url.to_owned());
-            settings
-                .provenance
-                .insert("jobs.redis_url".into(), "env:REDIS_URL".into());
+            settings.provenance.insert("jobs.redis_url".into(), "env:REDIS_URL".into());
         }
         Ok(settings)
     }
@@ -135,13 +111,7 @@ impl Settings {
         let mut values = Vec::new();
         if let Ok(serde_json::Value::Object(root)) = serde_json::to_value(&self.config) {
             for (section, body) in root {
-                flatten(
-                    &section,
-                    &body,
-                    leaf_depth(&section),
-                    &mut values,
-                    &self.provenance,
-                );
+                flatten(&section, &body, leaf_depth(&section), &mut values, &self.provenance);
             }
         }
         ConfigReport {
@@ -184,10 +154,7 @@ pub fn set_to_toml(set: &str) -> Result<String, ConfigError> {
     let key = key.trim();
     let valid_key = !key.is_empty()
         && key.split('.').all(|part| {
-            !part.is_empty()
-                && part
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            !part.is_empty() && part.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         });
     if !valid_key {
         return Err(ConfigError::single(
@@ -249,19 +216,14 @@ fn flatten(
 /// The source of a resolved key: the key itself, its file spelling (`stop_grace` for `stop_grace_secs`), a key
 /// under it, or the nearest parent a layer set as a whole; otherwise the default.
 fn source_of(path: &str, provenance: &BTreeMap<String, String>) -> String {
-    let file_key = path
-        .strip_suffix("_secs")
-        .or_else(|| path.strip_suffix("_ms"))
-        .unwrap_or(path);
+    let file_key = path.strip_suffix("_secs").or_else(|| path.strip_suffix("_ms")).unwrap_or(path);
     for key in [path, file_key] {
         if let Some(source) = provenance.get(key) {
             return source.clone();
         }
         let prefix = format!("{key}.");
-        if let Some((_, source)) = provenance
-            .range(prefix.clone()..)
-            .next()
-            .filter(|(k, _)| k.starts_with(&prefix))
+        if let Some((_, source)) =
+            provenance.range(prefix.clone()..).next().filter(|(k, _)| k.starts_with(&prefix))
         {
             return source.clone();
         }

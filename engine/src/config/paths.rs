@@ -1,9 +1,12 @@
 //! [`Paths`]: every directory and file envctl uses for one repository, resolved once.
 //!
-//! The repository root is found by walking up from the working directory to a `.git`. A linked worktree (`.git`
-//! is a file pointing into the main repository's `.git/worktrees/<name>`) resolves to its main repository, so
-//! every worktree shares the main checkout's `.envctl`, scope directory and state. Git's files are read directly
-//! rather than by running `git`, which keeps inspection commands in the low milliseconds.
+//! The project is found by walking up from the working directory: the first directory holding `.envctl` is the
+//! project directory, and the first holding `.git` is the checkout (when no `.envctl` was met on the way, the
+//! checkout is the project). A project below the checkout's root (a monorepo's `services/shop/.envctl`) keeps
+//! that relative directory in every target. A linked worktree (`.git` is a file pointing into the main
+//! repository's `.git/worktrees/<name>`) resolves to its main repository, so every worktree shares the main
+//! checkout's `.envctl`, scope directory and state. Git's files are read directly rather than by running `git`,
+//! which keeps inspection commands in the low milliseconds.
 
 use std::path::{Path, PathBuf};
 
@@ -15,11 +18,13 @@ const MAX_SOCKET_PATH: usize = 100;
 /// Resolved locations for one repository.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
-    /// The main checkout's root (the scope of all state).
+    /// The project's directory in the main checkout (the scope of all state); usually the checkout's root.
     pub repo_root: PathBuf,
-    /// The main repository's git directory (`<repo_root>/.git` for a normal repository).
-    pub git_common_dir: PathBuf,
-    /// The checkout the command was run from (`repo_root` or a worktree root).
+    /// The main repository's git directory, when the project is in a git repository.
+    pub git_common_dir: Option<PathBuf>,
+    /// The project's directory relative to a checkout's root (empty unless `.envctl` sits below the root).
+    pub project_subdir: PathBuf,
+    /// The project's directory in the checkout the command was run from (`repo_root` or inside a worktree).
     pub current_root: PathBuf,
     /// The config file that applies, when there is one.
     pub config_file: Option<PathBuf>,
@@ -39,21 +44,22 @@ impl Paths {
         env: &EnvVars,
     ) -> Result<Self, ConfigError> {
         let start = absolute(start)?;
-        let (current_root, git_common_dir) = find_repository(&start)?;
-        let repo_root = git_common_dir
-            .parent()
-            .filter(|_| git_common_dir.file_name().is_some_and(|n| n == ".git"))
-            .map_or_else(|| current_root.clone(), Path::to_path_buf);
+        let found = find_project(&start)?;
+        let main_checkout = found
+            .git_common_dir
+            .as_deref()
+            .filter(|dir| dir.file_name().is_some_and(|n| n == ".git"))
+            .and_then(Path::parent)
+            .map_or_else(|| found.checkout.clone(), Path::to_path_buf);
+        let repo_root = join_subdir(&main_checkout, &found.subdir);
+        let current_root = join_subdir(&found.checkout, &found.subdir);
+        let (git_common_dir, project_subdir) = (found.git_common_dir, found.subdir);
         let config_file = match config_override
             .map(Path::to_path_buf)
             .or_else(|| env.get("ENVCTL_CONFIG_FILE").map(PathBuf::from))
         {
             Some(file) => {
-                let file = if file.is_absolute() {
-                    file
-                } else {
-                    start.join(file)
-                };
+                let file = if file.is_absolute() { file } else { start.join(file) };
                 if !file.is_file() {
                     return Err(ConfigError::single(
                         file.display().to_string(),
@@ -71,6 +77,7 @@ impl Paths {
         Ok(Self {
             repo_root,
             git_common_dir,
+            project_subdir,
             current_root,
             config_file,
             runtime_root,
@@ -109,23 +116,50 @@ fn io_problem(path: &Path, err: &std::io::Error) -> ConfigError {
     )
 }
 
-/// Walks up from `start` to the nearest `.git`; returns the checkout root and the common git directory.
-fn find_repository(start: &Path) -> Result<(PathBuf, PathBuf), ConfigError> {
+/// `base/subdir`, without the trailing separator `Path::join("")` would add.
+pub fn join_subdir(base: &Path, subdir: &Path) -> PathBuf {
+    if subdir.as_os_str().is_empty() { base.to_path_buf() } else { base.join(subdir) }
+}
+
+/// Where the project is.
+struct Found {
+    /// The checkout's root (or the project directory when there is no git repository).
+    checkout: PathBuf,
+    /// The common git directory, if any.
+    git_common_dir: Option<PathBuf>,
+    /// The project directory relative to `checkout`.
+    subdir: PathBuf,
+}
+
+/// Walks up from `start`: the first `.envctl` marks the project, the first `.git` the checkout.
+fn find_project(start: &Path) -> Result<Found, ConfigError> {
+    let mut project: Option<&Path> = None;
     for dir in start.ancestors() {
         let dot_git = dir.join(".git");
-        if dot_git.is_dir() {
-            return Ok((dir.to_path_buf(), dot_git));
+        let git_common_dir = if dot_git.is_dir() {
+            Some(dot_git)
+        } else if dot_git.is_file() {
+            Some(common_dir(&read_gitdir_file(&dot_git)?))
+        } else {
+            None
+        };
+        if let Some(git_common_dir) = git_common_dir {
+            let subdir =
+                project.and_then(|p| p.strip_prefix(dir).ok()).map(Path::to_path_buf).unwrap_or_default();
+            return Ok(Found { checkout: dir.to_path_buf(), git_common_dir: Some(git_common_dir), subdir });
         }
-        if dot_git.is_file() {
-            let gitdir = read_gitdir_file(&dot_git)?;
-            return Ok((dir.to_path_buf(), common_dir(&gitdir)));
+        if project.is_none() && dir.join(".envctl").is_file() {
+            project = Some(dir);
         }
     }
-    Err(ConfigError::single(
-        start.display().to_string(),
-        "not inside a git repository",
-        "run envctl inside a repository (or pass --repo PATH); `git init` makes one",
-    ))
+    match project {
+        Some(dir) => Ok(Found { checkout: dir.to_path_buf(), git_common_dir: None, subdir: PathBuf::new() }),
+        None => Err(ConfigError::single(
+            start.display().to_string(),
+            "not inside a git repository or an envctl project",
+            "run envctl inside a repository (or pass --repo PATH); `git init` makes one, `envctl config init` writes .envctl",
+        )),
+    }
 }
 
 /// Reads a `.git` file (`gitdir: <path>`) and returns the absolute git directory it names.
@@ -140,11 +174,7 @@ pub(crate) fn read_gitdir_file(dot_git: &Path) -> Result<PathBuf, ConfigError> {
     };
     let target = PathBuf::from(target.trim());
     let base = dot_git.parent().unwrap_or(Path::new("/"));
-    let target = if target.is_absolute() {
-        target
-    } else {
-        base.join(target)
-    };
+    let target = if target.is_absolute() { target } else { base.join(target) };
     Ok(target.canonicalize().unwrap_or(target))
 }
 
@@ -153,11 +183,7 @@ fn common_dir(gitdir: &Path) -> PathBuf {
     match std::fs::read_to_string(gitdir.join("commondir")) {
         Ok(text) => {
             let common = PathBuf::from(text.trim());
-            let common = if common.is_absolute() {
-                common
-            } else {
-                gitdir.join(common)
-            };
+            let common = if common.is_absolute() { common } else { gitdir.join(common) };
             common.canonicalize().unwrap_or(common)
         }
         Err(_) => gitdir.to_path_buf(),
@@ -170,11 +196,7 @@ fn runtime_root(env: &EnvVars) -> PathBuf {
     }
     directories::ProjectDirs::from("", "", "envctl").map_or_else(
         || std::env::temp_dir().join(format!("envctl-{}", nix::unistd::getuid())),
-        |dirs| {
-            dirs.state_dir()
-                .unwrap_or_else(|| dirs.data_local_dir())
-                .to_path_buf()
-        },
+        |dirs| dirs.state_dir().unwrap_or_else(|| dirs.data_local_dir()).to_path_buf(),
     )
 }
 
@@ -185,35 +207,20 @@ pub fn scope_id(repo_root: &Path) -> String {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
         .take(24)
         .collect();
-    format!(
-        "{}-{}",
-        if name.is_empty() { "repo" } else { &name },
-        short_hash(repo_root)
-    )
+    format!("{}-{}", if name.is_empty() { "repo" } else { &name }, short_hash(repo_root))
 }
 
 /// 12 hex digits of a stable 64-bit FNV-1a hash of a path.
 fn short_hash(path: &Path) -> String {
-    format!(
-        "{:012x}",
-        fnv1a(path.as_os_str().as_encoded_bytes()) & 0xffff_ffff_ffff
-    )
+    format!("{:012x}", fnv1a(path.as_os_str().as_encoded_bytes()) & 0xffff_ffff_ffff)
 }
 
 /// FNV-1a, 64 bits: stable across runs, builds and machines (unlike `DefaultHasher`).
 pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
-        (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[cfg(test)]
@@ -236,11 +243,7 @@ mod tests {
         let env = EnvVars::from_pairs([("ENVCTL_RUNTIME_DIR", long.as_str())]);
         let paths = Paths::discover(dir.path(), None, &env).expect("discover");
         let socket = paths.control_socket();
-        assert!(
-            socket.as_os_str().len() <= MAX_SOCKET_PATH,
-            "{}",
-            socket.display()
-        );
+        assert!(socket.as_os_str().len() <= MAX_SOCKET_PATH, "{}", socket.display());
         assert!(socket.starts_with("/tmp"));
     }
 
@@ -249,5 +252,20 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let err = Paths::discover(dir.path(), None, &EnvVars::default()).expect_err("no repo");
         assert!(err.to_string().contains("not inside a git repository"), "{err}");
+    }
+
+    #[test]
+    fn a_project_below_the_checkout_root_keeps_its_subdirectory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().canonicalize().expect("canonical");
+        std::fs::create_dir_all(root.join(".git")).expect("mkdir");
+        std::fs::create_dir_all(root.join("apps/shop/src")).expect("mkdir");
+        std::fs::write(root.join("apps/shop/.envctl"), "").expect("write");
+        let paths =
+            Paths::discover(&root.join("apps/shop/src"), None, &EnvVars::default()).expect("discover");
+        assert_eq!(paths.repo_root, root.join("apps/shop"));
+        assert_eq!(paths.project_subdir, Path::new("apps/shop"));
+        assert_eq!(paths.config_file, Some(root.join("apps/shop/.envctl")));
+        assert_eq!(paths.git_common_dir, Some(root.join(".git")));
     }
 }

@@ -64,11 +64,7 @@ const JOB_TYPE: Shape = Shape::Table(&[
 pub const ROOT: Shape = Shape::Table(&[
     (
         "project",
-        Shape::Table(&[
-            ("name", Shape::Leaf),
-            ("default_mode", Shape::Leaf),
-            ("trees_dir", Shape::Leaf),
-        ]),
+        Shape::Table(&[("name", Shape::Leaf), ("default_mode", Shape::Leaf), ("trees_dir", Shape::Leaf)]),
     ),
     ("services", Shape::MapOf(&SERVICE)),
     ("requirements", Shape::MapOf(&REQUIREMENT)),
@@ -175,4 +171,68 @@ pub struct RawConfig {
     pub requirements: Vec<(Spanned<String>, RawRequirement)>,
     pub jobs: RawJobs,
     pub job_types: Vec<(Spanned<String>, RawJobType)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use toml::de::{DeTable, DeValue};
+
+    use super::{ROOT, Shape};
+
+    /// Dotted keys (entry names replaced by `*`) present in `table`.
+    fn present(table: &DeTable<'_>, shape: &Shape, prefix: &str, out: &mut BTreeSet<String>) {
+        for (key, value) in table {
+            let (path, inner) = match shape {
+                Shape::MapOf(entry) => (format!("{prefix}*"), Some(*entry)),
+                Shape::Table(known) => {
+                    let found = known.iter().find(|(n, _)| *n == key.get_ref().as_ref());
+                    (format!("{prefix}{}", key.get_ref()), found.map(|(_, s)| s))
+                }
+                Shape::Leaf => continue,
+            };
+            out.insert(path.clone());
+            if let (Some(inner), DeValue::Table(t)) = (inner, value.get_ref()) {
+                present(t, inner, &format!("{path}."), out);
+            }
+        }
+    }
+
+    fn known(shape: &Shape, prefix: &str, out: &mut BTreeSet<String>) {
+        match shape {
+            Shape::Leaf => {}
+            Shape::MapOf(entry) => {
+                out.insert(format!("{prefix}*"));
+                known(entry, &format!("{prefix}*."), out);
+            }
+            Shape::Table(keys) => {
+                for (name, inner) in *keys {
+                    out.insert(format!("{prefix}{name}"));
+                    known(inner, &format!("{prefix}{name}."), out);
+                }
+            }
+        }
+    }
+
+    /// The annotated example uses every key the schema knows, so loading it (an integration test does) proves
+    /// the schema and the raw structs agree.
+    #[test]
+    fn example_config_uses_every_key() {
+        let text = include_str!("../../../.envctl.example");
+        let table = DeTable::parse(text).expect("example parses");
+        let mut used = BTreeSet::new();
+        present(table.get_ref(), &ROOT, "", &mut used);
+        let mut all = BTreeSet::new();
+        known(&ROOT, "", &mut all);
+        // `ready` has one shape wherever it appears: count its keys once.
+        let fold = |set: BTreeSet<String>| -> BTreeSet<String> {
+            set.into_iter()
+                .map(|k| k.split_once(".ready.").map_or(k.clone(), |(_, rest)| format!("ready.{rest}")))
+                .collect()
+        };
+        let (used, all) = (fold(used), fold(all));
+        let missing: Vec<_> = all.difference(&used).collect();
+        assert!(missing.is_empty(), ".envctl.example does not use: {missing:?}");
+    }
 }

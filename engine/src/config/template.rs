@@ -19,9 +19,7 @@ pub struct Placeholder<'a> {
 }
 
 fn is_ident(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// Every placeholder-shaped `{name}` or `{name.attr}` in `text` (not preceded by `$`).
@@ -47,11 +45,7 @@ pub fn placeholders(text: &str) -> Vec<Placeholder<'_>> {
         };
         let shaped = is_ident(name) && attr.is_none_or(is_ident);
         if shaped && (attr.is_some() || BARE.contains(&name)) {
-            out.push(Placeholder {
-                range: open..close + 1,
-                name,
-                attr,
-            });
+            out.push(Placeholder { range: open..close + 1, name, attr });
         }
     }
     out

@@ -23,26 +23,14 @@ pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_STOP_GRACE_SECS: u64 = 5;
 
 const MODES: &[(&str, Mode)] = &[("main", Mode::Main), ("trees", Mode::Trees)];
-const SCOPES: &[(&str, TargetScope)] = &[
-    ("all", TargetScope::All),
-    ("main", TargetScope::Main),
-    ("trees", TargetScope::Trees),
-];
-const RESTARTS: &[(&str, RestartPolicy)] = &[
-    ("no", RestartPolicy::No),
-    ("on-failure", RestartPolicy::OnFailure),
-    ("always", RestartPolicy::Always),
-];
-const ADAPTERS: &[(&str, Adapter)] = &[
-    ("postgres", Adapter::Postgres),
-    ("redis", Adapter::Redis),
-    ("command", Adapter::Command),
-];
-const ISOLATIONS: &[(&str, Isolation)] = &[
-    ("server", Isolation::Server),
-    ("database", Isolation::Database),
-    ("db-index", Isolation::DbIndex),
-];
+const SCOPES: &[(&str, TargetScope)] =
+    &[("all", TargetScope::All), ("main", TargetScope::Main), ("trees", TargetScope::Trees)];
+const RESTARTS: &[(&str, RestartPolicy)] =
+    &[("no", RestartPolicy::No), ("on-failure", RestartPolicy::OnFailure), ("always", RestartPolicy::Always)];
+const ADAPTERS: &[(&str, Adapter)] =
+    &[("postgres", Adapter::Postgres), ("redis", Adapter::Redis), ("command", Adapter::Command)];
+const ISOLATIONS: &[(&str, Isolation)] =
+    &[("server", Isolation::Server), ("database", Isolation::Database), ("db-index", Isolation::DbIndex)];
 const BACKENDS: &[(&str, JobsBackend)] =
     &[("embedded", JobsBackend::Embedded), ("redis", JobsBackend::Redis)];
 const PRIORITIES: &[(&str, Priority)] = &[
@@ -84,19 +72,12 @@ fn relative_inside(path: &str) -> bool {
 impl<'m> Checker<'m> {
     /// A checker locating spans through `map`.
     pub fn new(map: &'m SourceMap) -> Self {
-        Self {
-            map,
-            problems: Vec::new(),
-        }
+        Self { map, problems: Vec::new() }
     }
 
     /// Records a problem at `span` for `key`.
     pub fn error(&mut self, span: &Range<usize>, key: &str, message: String) {
-        let problem = Problem {
-            location: self.map.locate(span),
-            key: Some(key.to_owned()),
-            message,
-        };
+        let problem = Problem { location: self.map.locate(span), key: Some(key.to_owned()), message };
         self.problems.push((span.start, problem));
     }
 
@@ -163,9 +144,9 @@ impl<'m> Checker<'m> {
     fn duration(&mut self, value: Option<&Spanned<RawDuration>>, key: &str) -> Option<Duration> {
         let value = value?;
         let parsed = match value.get_ref() {
-            RawDuration::Seconds(secs) => u64::try_from(*secs)
-                .map(Duration::from_secs)
-                .map_err(|_| "is negative".to_owned()),
+            RawDuration::Seconds(secs) => {
+                u64::try_from(*secs).map(Duration::from_secs).map_err(|_| "is negative".to_owned())
+            }
             RawDuration::Text(text) => {
                 humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration ({e})"))
             }
@@ -205,11 +186,7 @@ impl<'m> Checker<'m> {
     /// Turns raw sections into the resolved configuration, checking everything.
     pub fn resolve(&mut self, raw: &RawConfig, repo_name: &str) -> Config {
         let project = ProjectConfig {
-            name: raw
-                .project
-                .name
-                .as_ref()
-                .map_or_else(|| repo_name.to_owned(), |n| n.get_ref().clone()),
+            name: raw.project.name.as_ref().map_or_else(|| repo_name.to_owned(), |n| n.get_ref().clone()),
             default_mode: self.choice(
                 raw.project.default_mode.as_ref(),
                 "project.default_mode",
@@ -248,12 +225,7 @@ impl<'m> Checker<'m> {
             self.check_references(name.get_ref(), body, &known, &requirements);
         }
         self.check_cycles(&raw.services);
-        Config {
-            project,
-            services,
-            requirements,
-            jobs: self.jobs(raw),
-        }
+        Config { project, services, requirements, jobs: self.jobs(raw) }
     }
 
     fn check_name(
@@ -275,10 +247,7 @@ impl<'m> Checker<'m> {
             self.error(
                 &name.span(),
                 &key,
-                format!(
-                    "`{}` is already defined in [{other}]; names must be unique",
-                    name.get_ref()
-                ),
+                format!("`{}` is already defined in [{other}]; names must be unique", name.get_ref()),
             );
             return false;
         }
@@ -305,24 +274,18 @@ impl<'m> Checker<'m> {
                     format!("`{}` must start with `/`", path.get_ref()),
                 );
             }
-            let status = body
-                .status
-                .as_ref()
-                .and_then(|s| match u16::try_from(*s.get_ref()) {
-                    Ok(code) if (100..=599).contains(&code) => Some(code),
-                    _ => {
-                        self.error(
-                            &s.span(),
-                            &format!("{key}.status"),
-                            format!("{} is not an HTTP status (100-599)", s.get_ref()),
-                        );
-                        None
-                    }
-                });
-            kinds.push(ProbeKind::Http {
-                path: path.get_ref().clone(),
-                status,
+            let status = body.status.as_ref().and_then(|s| match u16::try_from(*s.get_ref()) {
+                Ok(code) if (100..=599).contains(&code) => Some(code),
+                _ => {
+                    self.error(
+                        &s.span(),
+                        &format!("{key}.status"),
+                        format!("{} is not an HTTP status (100-599)", s.get_ref()),
+                    );
+                    None
+                }
             });
+            kinds.push(ProbeKind::Http { path: path.get_ref().clone(), status });
         }
         if let Some(tcp) = &body.tcp
             && *tcp.get_ref()
@@ -330,45 +293,25 @@ impl<'m> Checker<'m> {
             kinds.push(ProbeKind::Tcp);
         }
         if let Some(command) = &body.exec {
-            kinds.push(ProbeKind::Exec {
-                command: command.get_ref().clone(),
-            });
+            kinds.push(ProbeKind::Exec { command: command.get_ref().clone() });
         }
         if let Some(pattern) = &body.log {
-            kinds.push(ProbeKind::Log {
-                pattern: pattern.get_ref().clone(),
-            });
+            kinds.push(ProbeKind::Log { pattern: pattern.get_ref().clone() });
         }
         if body.status.is_some() && body.http.is_none() {
-            self.error(
-                &span,
-                &format!("{key}.status"),
-                "only applies to an `http` probe".into(),
-            );
+            self.error(&span, &format!("{key}.status"), "only applies to an `http` probe".into());
         }
-        let timeout = self
-            .duration(body.timeout.as_ref(), &format!("{key}.timeout"))
-            .unwrap_or(DEFAULT_READY_TIMEOUT);
+        let timeout =
+            self.duration(body.timeout.as_ref(), &format!("{key}.timeout")).unwrap_or(DEFAULT_READY_TIMEOUT);
         if kinds.len() != 1 {
-            self.error(
-                &span,
-                &key,
-                "set exactly one of `http`, `tcp = true`, `exec` or `log`".into(),
-            );
+            self.error(&span, &key, "set exactly one of `http`, `tcp = true`, `exec` or `log`".into());
             return None;
         }
         let probe = kinds.remove(0);
         if matches!(probe, ProbeKind::Http { .. } | ProbeKind::Tcp) && port.is_none() {
-            self.error(
-                &span,
-                &key,
-                "an `http` or `tcp` probe needs `port` to be set".into(),
-            );
+            self.error(&span, &key, "an `http` or `tcp` probe needs `port` to be set".into());
         }
-        Some(ReadyProbe {
-            probe,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-        })
+        Some(ReadyProbe { probe, timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) })
     }
 
     fn env(
@@ -413,12 +356,7 @@ impl<'m> Checker<'m> {
             cwd,
             port,
             ready: self.ready(body.ready.as_ref(), &key, port),
-            depends_on: body
-                .depends_on
-                .iter()
-                .flatten()
-                .map(|d| d.get_ref().clone())
-                .collect(),
+            depends_on: body.depends_on.iter().flatten().map(|d| d.get_ref().clone()).collect(),
             env: self.env(body.env.as_ref(), &key),
             restart: self.choice(
                 body.restart.as_ref(),
@@ -426,12 +364,7 @@ impl<'m> Checker<'m> {
                 RESTARTS,
                 RestartPolicy::No,
             ),
-            targets: self.choice(
-                body.targets.as_ref(),
-                &format!("{key}.targets"),
-                SCOPES,
-                TargetScope::All,
-            ),
+            targets: self.choice(body.targets.as_ref(), &format!("{key}.targets"), SCOPES, TargetScope::All),
             enabled: body.enabled.unwrap_or(true),
             test: body.test.as_ref().map(|t| t.get_ref().clone()),
             stop_grace_secs: self
@@ -447,41 +380,22 @@ impl<'m> Checker<'m> {
             "redis" => Adapter::Redis,
             _ => Adapter::Command,
         };
-        let adapter = self.choice(
-            body.adapter.as_ref(),
-            &format!("{key}.adapter"),
-            ADAPTERS,
-            default_adapter,
-        );
+        let adapter =
+            self.choice(body.adapter.as_ref(), &format!("{key}.adapter"), ADAPTERS, default_adapter);
         let (default_isolation, allowed, default_port): (Isolation, &[Isolation], Option<u16>) = match adapter
         {
-            Adapter::Postgres => (
-                Isolation::Database,
-                &[Isolation::Database, Isolation::Server],
-                Some(5432),
-            ),
-            Adapter::Redis => (
-                Isolation::Server,
-                &[Isolation::Server, Isolation::DbIndex],
-                Some(6379),
-            ),
+            Adapter::Postgres => (Isolation::Database, &[Isolation::Database, Isolation::Server], Some(5432)),
+            Adapter::Redis => (Isolation::Server, &[Isolation::Server, Isolation::DbIndex], Some(6379)),
             Adapter::Command => (Isolation::Server, &[Isolation::Server], None),
         };
-        let isolation = self.choice(
-            body.isolation.as_ref(),
-            &format!("{key}.isolation"),
-            ISOLATIONS,
-            default_isolation,
-        );
+        let isolation =
+            self.choice(body.isolation.as_ref(), &format!("{key}.isolation"), ISOLATIONS, default_isolation);
         let isolation = if allowed.contains(&isolation) {
             isolation
         } else {
             let span = body.isolation.as_ref().map_or_else(|| name.span(), Spanned::span);
-            let names: Vec<&str> = ISOLATIONS
-                .iter()
-                .filter(|(_, i)| allowed.contains(i))
-                .map(|(n, _)| *n)
-                .collect();
+            let names: Vec<&str> =
+                ISOLATIONS.iter().filter(|(_, i)| allowed.contains(i)).map(|(n, _)| *n).collect();
             self.error(
                 &span,
                 &format!("{key}.isolation"),
@@ -489,9 +403,7 @@ impl<'m> Checker<'m> {
             );
             default_isolation
         };
-        let port = self
-            .port(body.port.as_ref(), &format!("{key}.port"))
-            .or(default_port);
+        let port = self.port(body.port.as_ref(), &format!("{key}.port")).or(default_port);
         if port.is_none() && body.port.is_none() {
             self.error(
                 &name.span(),
@@ -512,11 +424,7 @@ impl<'m> Checker<'m> {
         if let Some(seed) = &body.seed
             && adapter != Adapter::Postgres
         {
-            self.error(
-                &seed.span(),
-                &format!("{key}.seed"),
-                "only applies to postgres requirements".into(),
-            );
+            self.error(&seed.span(), &format!("{key}.seed"), "only applies to postgres requirements".into());
         }
         let ready = self.ready(body.ready.as_ref(), &key, port);
         if ready.is_some() && adapter != Adapter::Command {
@@ -533,12 +441,7 @@ impl<'m> Checker<'m> {
             command,
             ready,
             env: self.env(body.env.as_ref(), &key),
-            targets: self.choice(
-                body.targets.as_ref(),
-                &format!("{key}.targets"),
-                SCOPES,
-                TargetScope::All,
-            ),
+            targets: self.choice(body.targets.as_ref(), &format!("{key}.targets"), SCOPES, TargetScope::All),
             enabled: body.enabled.unwrap_or(true),
             seed: body.seed.as_ref().map(|s| s.get_ref().clone()),
         }
@@ -576,12 +479,11 @@ impl<'m> Checker<'m> {
                 );
             }
         }
-        let texts = body.command.iter().map(|c| (c, "command".to_owned())).chain(
-            body.env
-                .iter()
-                .flatten()
-                .map(|(k, v)| (v, format!("env.{}", k.get_ref()))),
-        );
+        let texts = body
+            .command
+            .iter()
+            .map(|c| (c, "command".to_owned()))
+            .chain(body.env.iter().flatten().map(|(k, v)| (v, format!("env.{}", k.get_ref()))));
         for (text, field) in texts {
             for p in template::placeholders(text.get_ref()) {
                 let Some(attr) = p.attr else { continue };
@@ -597,10 +499,7 @@ impl<'m> Checker<'m> {
                         template::ATTRS.join(", ")
                     ))
                 } else if !requirements.contains_key(p.name) && !matches!(attr, "url" | "port" | "host") {
-                    Some(format!(
-                        "`{{{}.{attr}}}`: services offer url, port and host",
-                        p.name
-                    ))
+                    Some(format!("`{{{}.{attr}}}`: services offer url, port and host", p.name))
                 } else {
                     None
                 };
@@ -618,11 +517,7 @@ impl<'m> Checker<'m> {
             .map(|(name, body)| {
                 (
                     name.get_ref().as_str(),
-                    body.depends_on
-                        .iter()
-                        .flatten()
-                        .map(|d| d.get_ref().as_str())
-                        .collect(),
+                    body.depends_on.iter().flatten().map(|d| d.get_ref().as_str()).collect(),
                 )
             })
             .collect();
@@ -632,12 +527,8 @@ impl<'m> Checker<'m> {
             if let Some(cycle) = find_cycle(&graph, &mut stack) {
                 let members: BTreeSet<&str> = cycle.iter().copied().collect();
                 if reported.insert(members) {
-                    let span = body
-                        .depends_on
-                        .iter()
-                        .flatten()
-                        .next()
-                        .map_or_else(|| name.span(), Spanned::span);
+                    let span =
+                        body.depends_on.iter().flatten().next().map_or_else(|| name.span(), Spanned::span);
                     self.error(
                         &span,
                         &format!("services.{}.depends_on", name.get_ref()),
@@ -666,33 +557,18 @@ impl<'m> Checker<'m> {
                 .non_empty(body.command.as_ref(), &format!("{key}.command"), &name.span())
                 .unwrap_or_default();
             let attempts = self.positive(body.max_attempts.as_ref(), &format!("{key}.max_attempts"), 3);
-            let timeout_secs = self
-                .duration(body.timeout.as_ref(), &format!("{key}.timeout"))
-                .map(|d| d.as_secs().max(1));
-            let priority = self.choice(
-                body.priority.as_ref(),
-                &format!("{key}.priority"),
-                PRIORITIES,
-                Priority::Normal,
-            );
+            let timeout_secs =
+                self.duration(body.timeout.as_ref(), &format!("{key}.timeout")).map(|d| d.as_secs().max(1));
+            let priority =
+                self.choice(body.priority.as_ref(), &format!("{key}.priority"), PRIORITIES, Priority::Normal);
             let max_attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
             types.insert(
                 name.get_ref().clone(),
-                JobTypeConfig {
-                    command,
-                    max_attempts,
-                    timeout_secs,
-                    priority,
-                },
+                JobTypeConfig { command, max_attempts, timeout_secs, priority },
             );
         }
         JobsConfig {
-            backend: self.choice(
-                jobs.backend.as_ref(),
-                "jobs.backend",
-                BACKENDS,
-                JobsBackend::Embedded,
-            ),
+            backend: self.choice(jobs.backend.as_ref(), "jobs.backend", BACKENDS, JobsBackend::Embedded),
             redis_url: jobs.redis_url.as_ref().map(|u| u.get_ref().clone()),
             redis_prefix: jobs
                 .redis_prefix

@@ -51,9 +51,7 @@ struct Held {
 impl Ledger {
     /// The ledger in `dir` (created on first lease).
     pub fn new(dir: &Path) -> Self {
-        Self {
-            dir: dir.to_path_buf(),
-        }
+        Self { dir: dir.to_path_buf() }
     }
 
     fn path(&self, port: u16) -> PathBuf {
@@ -75,9 +73,8 @@ impl Ledger {
             if path.extension().is_none_or(|e| e != "json") {
                 continue;
             }
-            if let Some(lease) = std::fs::read(&path)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<PortLease>(&b).ok())
+            if let Some(lease) =
+                std::fs::read(&path).ok().and_then(|b| serde_json::from_slice::<PortLease>(&b).ok())
             {
                 let live = proc_info::is_same_process(lease.pid, lease.pid_start_time);
                 out.push(Held { lease, live });
@@ -89,15 +86,9 @@ impl Ledger {
                     .and_then(|t| SystemTime::now().duration_since(t).ok())
                     .is_some_and(|age| age < CORRUPT_GRACE);
                 if young
-                    && let Some(port) = path
-                        .file_stem()
-                        .and_then(|s| s.to_str())
-                        .and_then(|s| s.parse().ok())
+                    && let Some(port) = path.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok())
                 {
-                    out.push(Held {
-                        lease: placeholder(port),
-                        live: true,
-                    });
+                    out.push(Held { lease: placeholder(port), live: true });
                 }
             }
         }
@@ -112,10 +103,7 @@ impl Ledger {
     ) -> Result<Vec<PortPlan>, PortError> {
         let held = self.held();
         let mut taken = BTreeSet::new();
-        requests
-            .iter()
-            .map(|request| plan_one(request, &held, &mut taken, is_free))
-            .collect()
+        requests.iter().map(|request| plan_one(request, &held, &mut taken, is_free)).collect()
     }
 
     /// Plans and leases ports for `requests` on behalf of the process (`pid`, `start_time`), under the ledger lock.
@@ -137,9 +125,7 @@ impl Ledger {
         let mut plans = Vec::new();
         for request in requests {
             let plan = plan_one(request, &held, &mut taken, is_free)?;
-            for old in held
-                .iter()
-                .filter(|h| h.lease.owner == request.owner && h.lease.port != plan.assigned)
+            for old in held.iter().filter(|h| h.lease.owner == request.owner && h.lease.port != plan.assigned)
             {
                 let _ = std::fs::remove_file(self.path(old.lease.port));
             }
@@ -162,10 +148,8 @@ impl Ledger {
     /// Removes the leases whose owner matches `filter`; returns how many.
     pub fn release(&self, filter: impl Fn(&LeaseOwner) -> bool) -> Result<usize, PortError> {
         let lock_path = self.dir.join(".lock");
-        let _lock = FileLock::acquire(&lock_path).map_err(|source| PortError::Io {
-            path: lock_path,
-            source,
-        })?;
+        let _lock =
+            FileLock::acquire(&lock_path).map_err(|source| PortError::Io { path: lock_path, source })?;
         let mut released = 0;
         for held in self.held().into_iter().filter(|h| filter(&h.lease.owner)) {
             let path = self.path(held.lease.port);
@@ -184,11 +168,7 @@ fn placeholder(port: u16) -> PortLease {
     PortLease {
         schema_version: SCHEMA_VERSION,
         port,
-        owner: LeaseOwner {
-            repo: String::new(),
-            target: String::new(),
-            service: String::new(),
-        },
+        owner: LeaseOwner { repo: String::new(), target: String::new(), service: String::new() },
         pid: 0,
         pid_start_time: 0,
         created_at: String::new(),
@@ -202,9 +182,7 @@ fn plan_one(
     is_free: &dyn Fn(u16) -> bool,
 ) -> Result<PortPlan, PortError> {
     let requested = request.requested();
-    let mine = held
-        .iter()
-        .find(|h| h.lease.owner == request.owner && !taken.contains(&h.lease.port));
+    let mine = held.iter().find(|h| h.lease.owner == request.owner && !taken.contains(&h.lease.port));
     if let Some(own) = mine {
         // A live holder means our own host may be serving on it; a stale one only if the port is still open.
         if own.live || is_free(own.lease.port) {
@@ -219,17 +197,14 @@ fn plan_one(
             });
         }
     }
-    let blocked = |port: u16| {
-        held.iter()
-            .any(|h| h.lease.port == port && h.live && h.lease.owner != request.owner)
-    };
+    let blocked =
+        |port: u16| held.iter().any(|h| h.lease.port == port && h.live && h.lease.owner != request.owner);
     let mut port = requested;
     let mut retries = 0;
     while taken.contains(&port) || blocked(port) || !is_free(port) {
-        port = port.checked_add(1).ok_or_else(|| PortError::Exhausted {
-            owner: request.owner.clone(),
-            requested,
-        })?;
+        port = port
+            .checked_add(1)
+            .ok_or_else(|| PortError::Exhausted { owner: request.owner.clone(), requested })?;
         retries += 1;
     }
     taken.insert(port);
@@ -238,13 +213,7 @@ fn plan_one(
         (0, _) => PortSource::Slot,
         _ => PortSource::Retry,
     };
-    Ok(PortPlan {
-        requested,
-        assigned: port,
-        final_port: port,
-        source,
-        retries,
-    })
+    Ok(PortPlan { requested, assigned: port, final_port: port, source, retries })
 }
 
 #[cfg(test)]
@@ -252,19 +221,11 @@ mod tests {
     use super::*;
 
     fn owner(target: &str, service: &str) -> LeaseOwner {
-        LeaseOwner {
-            repo: "/r".into(),
-            target: target.into(),
-            service: service.into(),
-        }
+        LeaseOwner { repo: "/r".into(), target: target.into(), service: service.into() }
     }
 
     fn request(target: &str, service: &str, base: u16, slot: u16) -> PortRequest {
-        PortRequest {
-            owner: owner(target, service),
-            base,
-            slot,
-        }
+        PortRequest { owner: owner(target, service), base, slot }
     }
 
     #[test]
@@ -272,10 +233,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = Ledger::new(dir.path());
         let plans = ledger
-            .plan(
-                &[request("main", "web", 40000, 0), request("feat", "web", 40000, 7)],
-                &|_| true,
-            )
+            .plan(&[request("main", "web", 40000, 0), request("feat", "web", 40000, 7)], &|_| true)
             .expect("plan");
         assert_eq!((plans[0].assigned, plans[0].source), (40000, PortSource::Config));
         assert_eq!((plans[1].assigned, plans[1].source), (40007, PortSource::Slot));
@@ -285,13 +243,8 @@ mod tests {
     fn busy_ports_walk_upward_and_count_retries() {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = Ledger::new(dir.path());
-        let plans = ledger
-            .plan(&[request("main", "web", 40000, 0)], &|p| p > 40002)
-            .expect("plan");
-        assert_eq!(
-            (plans[0].assigned, plans[0].source, plans[0].retries),
-            (40003, PortSource::Retry, 3)
-        );
+        let plans = ledger.plan(&[request("main", "web", 40000, 0)], &|p| p > 40002).expect("plan");
+        assert_eq!((plans[0].assigned, plans[0].source, plans[0].retries), (40003, PortSource::Retry, 3));
     }
 
     #[test]
@@ -299,24 +252,17 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ledger = Ledger::new(dir.path());
         let (pid, started) = proc_info::current();
-        ledger
-            .reserve(&[request("main", "web", 40000, 0)], pid, started, &|_| true)
-            .expect("reserve");
+        ledger.reserve(&[request("main", "web", 40000, 0)], pid, started, &|_| true).expect("reserve");
         // Another repository asking for the same port walks past the live lease.
         let other = PortRequest {
-            owner: LeaseOwner {
-                repo: "/other".into(),
-                ..owner("main", "web")
-            },
+            owner: LeaseOwner { repo: "/other".into(), ..owner("main", "web") },
             base: 40000,
             slot: 0,
         };
         let plans = ledger.plan(&[other], &|_| true).expect("plan");
         assert_eq!(plans[0].assigned, 40001);
         // The owner keeps its port even if the planner would otherwise move it (its own process listens there).
-        let again = ledger
-            .plan(&[request("main", "web", 40000, 0)], &|p| p != 40000)
-            .expect("plan");
+        let again = ledger.plan(&[request("main", "web", 40000, 0)], &|p| p != 40000).expect("plan");
         assert_eq!((again[0].assigned, again[0].source), (40000, PortSource::Lease));
     }
 
@@ -327,28 +273,17 @@ mod tests {
         let mut child = std::process::Command::new("true").spawn().expect("spawn");
         let dead_pid = child.id();
         child.wait().expect("wait");
-        ledger
-            .reserve(&[request("main", "web", 40000, 0)], dead_pid, 1, &|_| true)
-            .expect("reserve");
+        ledger.reserve(&[request("main", "web", 40000, 0)], dead_pid, 1, &|_| true).expect("reserve");
         let other = PortRequest {
-            owner: LeaseOwner {
-                repo: "/other".into(),
-                ..owner("main", "web")
-            },
+            owner: LeaseOwner { repo: "/other".into(), ..owner("main", "web") },
             base: 40000,
             slot: 0,
         };
         let (pid, started) = proc_info::current();
-        let plans = ledger
-            .reserve(std::slice::from_ref(&other), pid, started, &|_| true)
-            .expect("reserve");
+        let plans = ledger.reserve(std::slice::from_ref(&other), pid, started, &|_| true).expect("reserve");
         assert_eq!(plans[0].assigned, 40000, "the dead holder's port is taken over");
         assert_eq!(
-            ledger
-                .leases()
-                .iter()
-                .find(|l| l.port == 40000)
-                .map(|l| l.owner.clone()),
+            ledger.leases().iter().find(|l| l.port == 40000).map(|l| l.owner.clone()),
             Some(other.owner)
         );
     }

@@ -42,11 +42,7 @@ pub fn is_free(port: u16) -> bool {
 
 /// The target whose server a requirement of `target` uses: itself for per-target servers, `main` otherwise.
 pub fn server_owner(isolation: Isolation, target: &Target) -> &str {
-    if isolation == Isolation::Server {
-        &target.name
-    } else {
-        "main"
-    }
+    if isolation == Isolation::Server { &target.name } else { "main" }
 }
 
 /// Port requests for every enabled service and requirement of `targets`, deduplicated (a shared server is
@@ -66,34 +62,17 @@ pub fn requests(settings: &Settings, targets: &[&Target]) -> Vec<PortRequest> {
             }
             let owner_target = server_owner(req.isolation, target);
             let slot = if owner_target == "main" { 0 } else { target.slot };
-            let owner = LeaseOwner {
-                repo: repo.clone(),
-                target: owner_target.to_owned(),
-                service: name.clone(),
-            };
-            push(PortRequest {
-                owner,
-                base: req.port,
-                slot,
-            });
+            let owner =
+                LeaseOwner { repo: repo.clone(), target: owner_target.to_owned(), service: name.clone() };
+            push(PortRequest { owner, base: req.port, slot });
         }
         for (name, service) in &settings.config.services {
-            let Some(base) = service
-                .port
-                .filter(|_| service.enabled && target.in_scope(service.targets))
+            let Some(base) = service.port.filter(|_| service.enabled && target.in_scope(service.targets))
             else {
                 continue;
             };
-            let owner = LeaseOwner {
-                repo: repo.clone(),
-                target: target.name.clone(),
-                service: name.clone(),
-            };
-            push(PortRequest {
-                owner,
-                base,
-                slot: target.slot,
-            });
+            let owner = LeaseOwner { repo: repo.clone(), target: target.name.clone(), service: name.clone() };
+            push(PortRequest { owner, base, slot: target.slot });
         }
     }
     out

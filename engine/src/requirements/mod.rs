@@ -31,25 +31,15 @@ pub struct Endpoint {
 /// The database a target uses: `<project>_<target>`, lower-case, `[a-z0-9_]`, at most 63 bytes.
 pub fn database_name(project: &str, target: &str) -> String {
     let raw = format!("{project}_{target}").to_ascii_lowercase();
-    let cleaned: String = raw
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect();
-    let cleaned = if cleaned.starts_with(|c: char| c.is_ascii_digit()) {
-        format!("db_{cleaned}")
-    } else {
-        cleaned
-    };
+    let cleaned: String = raw.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+    let cleaned =
+        if cleaned.starts_with(|c: char| c.is_ascii_digit()) { format!("db_{cleaned}") } else { cleaned };
     cleaned.chars().take(63).collect()
 }
 
 /// The Redis database index of a target: 0 on its own server; on a shared server 0 for main and 1–15 by slot.
 pub fn redis_index(isolation: Isolation, target: &Target) -> u16 {
-    if isolation == Isolation::DbIndex && target.slot > 0 {
-        1 + (target.slot - 1) % 15
-    } else {
-        0
-    }
+    if isolation == Isolation::DbIndex && target.slot > 0 { 1 + (target.slot - 1) % 15 } else { 0 }
 }
 
 /// How a target reaches a requirement listening on `port`.
@@ -71,11 +61,7 @@ pub fn endpoint(req: &RequirementConfig, project: &str, target: &Target, port: u
                 database: Some(index.to_string()),
             }
         }
-        Adapter::Command => Endpoint {
-            port,
-            url: format!("http://{HOST}:{port}"),
-            database: None,
-        },
+        Adapter::Command => Endpoint { port, url: format!("http://{HOST}:{port}"), database: None },
     }
 }
 
@@ -115,17 +101,11 @@ pub fn exports(req: &RequirementConfig, endpoint: &Endpoint) -> BTreeMap<String,
 
 /// Looks a program up on `path_var`, then in Debian's PostgreSQL directories.
 pub fn find_binary(name: &str, path_var: Option<&str>) -> Option<PathBuf> {
-    let mut dirs: Vec<PathBuf> = path_var
-        .unwrap_or_default()
-        .split(':')
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .collect();
+    let mut dirs: Vec<PathBuf> =
+        path_var.unwrap_or_default().split(':').filter(|d| !d.is_empty()).map(PathBuf::from).collect();
     if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
-        let mut versions: Vec<PathBuf> = entries
-            .filter_map(Result::ok)
-            .map(|e| e.path().join("bin"))
-            .collect();
+        let mut versions: Vec<PathBuf> =
+            entries.filter_map(Result::ok).map(|e| e.path().join("bin")).collect();
         versions.sort();
         dirs.extend(versions.into_iter().rev());
     }

@@ -10,12 +10,7 @@ use super::commands::{config_cmd, explain_startup, list_commands, list_targets, 
 
 /// envctl runs a repository's whole development environment for the main checkout and every git worktree.
 #[derive(Debug, Parser)]
-#[command(
-    name = "envctl",
-    version,
-    propagate_version = true,
-    disable_help_subcommand = false
-)]
+#[command(name = "envctl", version, propagate_version = true, disable_help_subcommand = false)]
 pub struct Cli {
     /// Flags every command accepts.
     #[command(flatten)]

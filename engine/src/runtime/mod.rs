@@ -52,22 +52,10 @@ impl EngineRuntime {
             (false, 0) => Verbosity::Normal,
             (false, _) => Verbosity::Verbose,
         };
-        let start_dir = cli
-            .global
-            .repo
-            .as_ref()
-            .map_or_else(|| cwd.clone(), |r| cwd.join(r));
-        let load = LoadOptions {
-            start_dir,
-            config_file: cli.global.config.clone(),
-            sets: cli.global.set.clone(),
-        };
-        Self {
-            env: EnvVars::from_process(),
-            cwd,
-            printer: Printer::new(verbosity),
-            load,
-        }
+        let start_dir = cli.global.repo.as_ref().map_or_else(|| cwd.clone(), |r| cwd.join(r));
+        let load =
+            LoadOptions { start_dir, config_file: cli.global.config.clone(), sets: cli.global.set.clone() };
+        Self { env: EnvVars::from_process(), cwd, printer: Printer::new(verbosity), load }
     }
 
     /// Runs one command.
@@ -101,10 +89,6 @@ impl EngineRuntime {
 
     /// Finds the repository's paths without reading the config (for commands that write it).
     pub fn paths(&self) -> Result<crate::config::Paths, EngineError> {
-        Ok(crate::config::Paths::discover(
-            &self.load.start_dir,
-            self.load.config_file.as_deref(),
-            &self.env,
-        )?)
+        Ok(crate::config::Paths::discover(&self.load.start_dir, self.load.config_file.as_deref(), &self.env)?)
     }
 }

@@ -24,11 +24,7 @@ impl PortTable {
 
     /// Plans of one owner target, by service.
     pub fn of_target(&self, target: &str) -> BTreeMap<String, PortPlan> {
-        self.0
-            .iter()
-            .filter(|((t, _), _)| t == target)
-            .map(|((_, s), p)| (s.clone(), *p))
-            .collect()
+        self.0.iter().filter(|((t, _), _)| t == target).map(|((_, s), p)| (s.clone(), *p)).collect()
     }
 }
 
@@ -37,11 +33,7 @@ pub fn plan_ports(settings: &Settings, targets: &[&Target]) -> Result<PortTable,
     let requests = requests(settings, targets);
     let plans = Ledger::new(&settings.paths.ledger_dir).plan(&requests, &is_free)?;
     Ok(PortTable(
-        requests
-            .into_iter()
-            .zip(plans)
-            .map(|(r, p)| ((r.owner.target, r.owner.service), p))
-            .collect(),
+        requests.into_iter().zip(plans).map(|(r, p)| ((r.owner.target, r.owner.service), p)).collect(),
     ))
 }
 
@@ -61,12 +53,7 @@ impl Context<'_> {
             .get(name)
             .filter(|r| r.enabled && self.target.in_scope(r.targets))?;
         let plan = self.ports.get(server_owner(req.isolation, self.target), name)?;
-        Some(requirements::endpoint(
-            req,
-            &self.settings.config.project.name,
-            self.target,
-            plan.assigned,
-        ))
+        Some(requirements::endpoint(req, &self.settings.config.project.name, self.target, plan.assigned))
     }
 
     fn service_port(&self, name: &str) -> Option<u16> {
@@ -111,10 +98,8 @@ fn layered<'a>(services: &'a BTreeMap<String, &'a ServiceConfig>) -> Vec<(u32, &
             .max()
             .unwrap_or(0)
     }
-    let mut out: Vec<_> = services
-        .iter()
-        .map(|(name, s)| (layer_of(name, services, 0), name.as_str(), *s))
-        .collect();
+    let mut out: Vec<_> =
+        services.iter().map(|(name, s)| (layer_of(name, services, 0), name.as_str(), *s)).collect();
     out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     out
 }
@@ -126,18 +111,10 @@ fn plan_target(
     env: &EnvVars,
     problems: &mut Vec<String>,
 ) -> TargetPlan {
-    let ctx = Context {
-        settings,
-        target,
-        ports,
-    };
+    let ctx = Context { settings, target, ports };
     let config = &settings.config;
     let mut requirement_plans = Vec::new();
-    for (name, req) in config
-        .requirements
-        .iter()
-        .filter(|(_, r)| r.enabled && target.in_scope(r.targets))
-    {
+    for (name, req) in config.requirements.iter().filter(|(_, r)| r.enabled && target.in_scope(r.targets)) {
         let owner = server_owner(req.isolation, target);
         let (Some(plan), Some(endpoint)) = (ports.get(owner, name), ctx.requirement_endpoint(name)) else {
             continue;
@@ -208,10 +185,7 @@ fn plan_target(
             env_out.insert(key.clone(), filled);
         }
         let command = fill(&service.command, "command");
-        let cwd = service
-            .cwd
-            .as_ref()
-            .map_or_else(|| target.root.clone(), |c| target.root.join(c));
+        let cwd = service.cwd.as_ref().map_or_else(|| target.root.clone(), |c| target.root.join(c));
         service_plans.push(ServicePlan {
             name: name.to_owned(),
             layer,
@@ -236,19 +210,12 @@ fn plan_target(
 /// What `start` would do for `targets`.
 pub fn explain(settings: &Settings, targets: &[&Target], ports: &PortTable, env: &EnvVars) -> StartupPlan {
     let mut problems = Vec::new();
-    let plans = targets
-        .iter()
-        .map(|t| plan_target(settings, t, ports, env, &mut problems))
-        .collect();
+    let plans = targets.iter().map(|t| plan_target(settings, t, ports, env, &mut problems)).collect();
     problems.dedup();
     StartupPlan {
         schema_version: SCHEMA_VERSION,
         repo_root: settings.paths.repo_root.display().to_string(),
-        config_file: settings
-            .paths
-            .config_file
-            .as_ref()
-            .map(|f| f.display().to_string()),
+        config_file: settings.paths.config_file.as_ref().map(|f| f.display().to_string()),
         mode: settings.config.project.default_mode,
         targets: plans,
         problems,

@@ -19,20 +19,11 @@ pub fn now_rfc3339() -> String {
 /// A new run id: `run-YYYYMMDDhhmmss-<8 hex>`.
 pub fn new_run_id() -> String {
     let now = SystemTime::now();
-    let stamp: String = humantime::format_rfc3339_seconds(now)
-        .to_string()
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
-    let nanos = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let stamp: String =
+        humantime::format_rfc3339_seconds(now).to_string().chars().filter(char::is_ascii_digit).collect();
+    let nanos = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     let seed = format!("{nanos}-{}", std::process::id());
-    format!(
-        "run-{stamp}-{:08x}",
-        crate::config::fnv1a(seed.as_bytes()) & 0xffff_ffff
-    )
+    format!("run-{stamp}-{:08x}", crate::config::fnv1a(seed.as_bytes()) & 0xffff_ffff)
 }
 
 #[cfg(test)]

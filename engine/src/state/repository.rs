@@ -55,9 +55,7 @@ pub struct StateRepository {
 impl StateRepository {
     /// The repository of `scope_dir` (created on first write).
     pub fn new(scope_dir: &Path) -> Self {
-        Self {
-            scope_dir: scope_dir.to_path_buf(),
-        }
+        Self { scope_dir: scope_dir.to_path_buf() }
     }
 
     /// The scope directory.
@@ -97,16 +95,9 @@ impl StateRepository {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)?
-                    .write_all(&line)
+                OpenOptions::new().create(true).append(true).open(&path)?.write_all(&line)
             };
-            append().map_err(|source| StateError::Io {
-                path: path.clone(),
-                source,
-            })?;
+            append().map_err(|source| StateError::Io { path: path.clone(), source })?;
         }
         Ok(())
     }
@@ -133,15 +124,10 @@ impl StateRepository {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Corrupt {
-        path: path.to_path_buf(),
-        detail: e.to_string(),
-    })?;
+    let mut bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes).map_err(|source| StateError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    write_atomic(path, &bytes).map_err(|source| StateError::Io { path: path.to_path_buf(), source })
 }
 
 /// Reads one artifact: `Ok(None)` when absent, `Corrupt` (with the path) when unreadable or from a newer envctl.
@@ -150,16 +136,10 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => {
-            return Err(StateError::Io {
-                path: path.to_path_buf(),
-                source,
-            });
+            return Err(StateError::Io { path: path.to_path_buf(), source });
         }
     };
-    let corrupt = |detail: String| StateError::Corrupt {
-        path: path.to_path_buf(),
-        detail,
-    };
+    let corrupt = |detail: String| StateError::Corrupt { path: path.to_path_buf(), detail };
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     match value.get("schema_version").and_then(serde_json::Value::as_u64) {
         Some(v) if v > u64::from(SCHEMA_VERSION) => {
@@ -170,9 +150,7 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
         None => return Err(corrupt("no schema_version".to_owned())),
         Some(_) => {}
     }
-    serde_json::from_value(value)
-        .map(Some)
-        .map_err(|e| corrupt(e.to_string()))
+    serde_json::from_value(value).map(Some).map_err(|e| corrupt(e.to_string()))
 }
 
 #[cfg(test)]
@@ -246,16 +224,10 @@ mod tests {
     fn corrupt_and_future_files_are_reported_with_their_path() {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = StateRepository::new(dir.path());
-        std::fs::write(
-            dir.path().join("run_state.json"),
-            "{\"schema_version\": 1, \"run_id\": ",
-        )
-        .expect("write");
+        std::fs::write(dir.path().join("run_state.json"), "{\"schema_version\": 1, \"run_id\": ")
+            .expect("write");
         let err = repo.run_state().expect_err("corrupt");
-        assert!(
-            err.to_string().contains("run_state.json: corrupt state file"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("run_state.json: corrupt state file"), "{err}");
         std::fs::write(dir.path().join("runtime_map.json"), r#"{"schema_version": 99}"#).expect("write");
         let err = repo.runtime_map().expect_err("future");
         assert!(err.to_string().contains("newer envctl"), "{err}");

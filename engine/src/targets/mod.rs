@@ -75,19 +75,13 @@ pub fn validate_name(name: &str) -> Result<(), TargetError> {
         Some("it starts with `.` or `-`")
     } else if name.contains("..") {
         Some("it contains `..`")
-    } else if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    } else if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
         Some("it contains a character other than letters, digits, `.`, `_` and `-`")
     } else {
         None
     };
     match why {
-        Some(why) => Err(TargetError::InvalidName {
-            name: name.to_owned(),
-            why,
-        }),
+        Some(why) => Err(TargetError::InvalidName { name: name.to_owned(), why }),
         None => Ok(()),
     }
 }
@@ -121,20 +115,11 @@ fn derive_name(root: &Path, trees_dir: &Path) -> String {
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
             .collect::<Vec<_>>()
             .join("-"),
-        _ => root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
+        _ => root.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
     };
     let cleaned: String = raw
         .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '-'
-            }
-        })
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
         .collect();
     let cleaned = cleaned.trim_start_matches(['.', '-']).replace("..", ".");
     cleaned.chars().take(64).collect()
@@ -147,36 +132,41 @@ impl Targets {
             name: "main".into(),
             kind: TargetKind::Main,
             root: paths.repo_root.clone(),
-            branch: read_branch(&paths.git_common_dir.join("HEAD")),
+            branch: paths.git_common_dir.as_ref().and_then(|git| read_branch(&git.join("HEAD"))),
             slot: 0,
         }];
         let mut skipped = Vec::new();
         let trees_root = paths.repo_root.join(trees_dir);
         let mut worktrees = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(paths.git_common_dir.join("worktrees")) {
-            for entry in entries.filter_map(Result::ok) {
-                let admin = entry.path();
-                let Ok(gitdir) = std::fs::read_to_string(admin.join("gitdir")) else {
-                    continue;
-                };
-                let dot_git = PathBuf::from(gitdir.trim());
-                let Some(root) = dot_git.parent().map(Path::to_path_buf) else {
-                    continue;
-                };
-                if !root.is_dir() {
-                    skipped.push(format!(
-                        "{}: the directory is gone (run `git worktree prune`)",
-                        root.display()
-                    ));
-                    continue;
-                }
-                let root = root.canonicalize().unwrap_or(root);
-                worktrees.push((
-                    derive_name(&root, &trees_root),
-                    root,
-                    read_branch(&admin.join("HEAD")),
+        let admin_dirs =
+            paths.git_common_dir.as_ref().and_then(|git| std::fs::read_dir(git.join("worktrees")).ok());
+        for entry in admin_dirs.into_iter().flatten().filter_map(Result::ok) {
+            let admin = entry.path();
+            let Ok(gitdir) = std::fs::read_to_string(admin.join("gitdir")) else {
+                continue;
+            };
+            let dot_git = PathBuf::from(gitdir.trim());
+            let Some(checkout) = dot_git.parent().map(Path::to_path_buf) else {
+                continue;
+            };
+            if !checkout.is_dir() {
+                skipped.push(format!(
+                    "{}: the directory is gone (run `git worktree prune`)",
+                    checkout.display()
                 ));
+                continue;
             }
+            let checkout = checkout.canonicalize().unwrap_or(checkout);
+            let root = crate::config::join_subdir(&checkout, &paths.project_subdir);
+            if !root.is_dir() {
+                skipped.push(format!(
+                    "{}: this worktree has no {}",
+                    checkout.display(),
+                    paths.project_subdir.display()
+                ));
+                continue;
+            }
+            worktrees.push((derive_name(&checkout, &trees_root), root, read_branch(&admin.join("HEAD"))));
         }
         worktrees.sort();
         for (name, root, branch) in worktrees {
@@ -195,44 +185,26 @@ impl Targets {
                 continue;
             }
             let slot = slot_for(&unique);
-            all.push(Target {
-                name: unique,
-                kind: TargetKind::Worktree,
-                root,
-                branch,
-                slot,
-            });
+            all.push(Target { name: unique, kind: TargetKind::Worktree, root, branch, slot });
         }
         Self { all, skipped }
     }
 
     /// The target whose checkout contains `dir`, if any.
     pub fn containing(&self, dir: &Path) -> Option<&Target> {
-        self.all
-            .iter()
-            .filter(|t| dir.starts_with(&t.root))
-            .max_by_key(|t| t.root.as_os_str().len())
+        self.all.iter().filter(|t| dir.starts_with(&t.root)).max_by_key(|t| t.root.as_os_str().len())
     }
 
     /// The targets a command acts on.
     pub fn select(&self, selection: &Selection, mode: Mode) -> Result<Vec<&Target>, TargetError> {
-        let worktrees = || {
-            self.all
-                .iter()
-                .filter(|t| t.kind == TargetKind::Worktree)
-                .collect::<Vec<_>>()
-        };
+        let worktrees = || self.all.iter().filter(|t| t.kind == TargetKind::Worktree).collect::<Vec<_>>();
         match selection {
             Selection::All => Ok(self.all.iter().collect()),
             Selection::Main => Ok(self.all.iter().take(1).collect()),
             Selection::Default if mode == Mode::Main => Ok(self.all.iter().take(1).collect()),
             Selection::Default => {
                 let trees = worktrees();
-                if trees.is_empty() {
-                    Err(TargetError::NoWorktrees)
-                } else {
-                    Ok(trees)
-                }
+                if trees.is_empty() { Err(TargetError::NoWorktrees) } else { Ok(trees) }
             }
             Selection::Trees(names) => names
                 .iter()
@@ -271,18 +243,7 @@ mod tests {
 
     #[test]
     fn names_reject_path_tricks_and_shell_characters() {
-        for bad in [
-            "",
-            "../x",
-            "a/b",
-            "a b",
-            "x;rm",
-            "$(x)",
-            ".hidden",
-            "-flag",
-            "a..b",
-            &"x".repeat(65),
-        ] {
+        for bad in ["", "../x", "a/b", "a b", "x;rm", "$(x)", ".hidden", "-flag", "a..b", &"x".repeat(65)] {
             assert!(validate_name(bad).is_err(), "{bad:?} accepted");
         }
         for good in ["feature-1", "fix_2.0", "A"] {

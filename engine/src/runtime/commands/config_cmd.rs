@@ -30,10 +30,7 @@ pub fn exec(rt: &EngineRuntime, command: &ConfigCommand) -> Result<Outcome, Engi
         ConfigCommand::Init { force } => {
             let outcome = edit::init(&paths, *force)?;
             for service in &outcome.detected {
-                printer.note(&format!(
-                    "detected {}: {} ({})",
-                    service.name, service.command, service.reason
-                ));
+                printer.note(&format!("detected {}: {} ({})", service.name, service.command, service.reason));
             }
             if outcome.detected.is_empty() {
                 printer.note("nothing runnable was detected; the file has a commented example service");
@@ -43,10 +40,7 @@ pub fn exec(rt: &EngineRuntime, command: &ConfigCommand) -> Result<Outcome, Engi
         ConfigCommand::Migrate => {
             let outcome = edit::migrate(&paths)?;
             match &outcome.backup {
-                None => printer.note(&format!(
-                    "{} is already TOML; nothing to do",
-                    outcome.file.display()
-                )),
+                None => printer.note(&format!("{} is already TOML; nothing to do", outcome.file.display())),
                 Some(backup) => {
                     for warning in &outcome.warnings {
                         printer.warn(warning);

@@ -45,10 +45,7 @@ pub fn exec(rt: &EngineRuntime, args: &ExplainStartupArgs) -> Result<Outcome, En
             );
         }
         for service in &target.services {
-            let port = service
-                .port
-                .map(|p| format!(" on port {}", p.assigned))
-                .unwrap_or_default();
+            let port = service.port.map(|p| format!(" on port {}", p.assigned)).unwrap_or_default();
             let _ = writeln!(out, "  service {} (layer {}){port}", service.name, service.layer);
             let _ = writeln!(out, "    cwd: {}", service.cwd);
             let _ = writeln!(out, "    run: {}", service.argv.last().map_or("", String::as_str));

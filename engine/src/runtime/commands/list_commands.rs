@@ -14,10 +14,7 @@ pub struct ListCommandsArgs {
 }
 
 fn collect(command: &clap::Command, prefix: &str, out: &mut Vec<CommandInfo>) {
-    for sub in command
-        .get_subcommands()
-        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
-    {
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
         let name = if prefix.is_empty() {
             sub.get_name().to_owned()
         } else {
@@ -39,10 +36,7 @@ fn collect(command: &clap::Command, prefix: &str, out: &mut Vec<CommandInfo>) {
 pub fn command_list() -> CommandList {
     let mut commands = Vec::new();
     collect(&cli::command_tree(), "", &mut commands);
-    CommandList {
-        schema_version: SCHEMA_VERSION,
-        commands,
-    }
+    CommandList { schema_version: SCHEMA_VERSION, commands }
 }
 
 /// Prints the command list.

@@ -25,21 +25,15 @@ pub struct ListTargetsArgs {
 /// The ports one target uses: its services' and the requirements' servers it connects to.
 fn ports_of(settings: &Settings, target: &Target, table: &PortTable) -> BTreeMap<String, PortPlan> {
     let mut out = BTreeMap::new();
-    for (name, req) in settings
-        .config
-        .requirements
-        .iter()
-        .filter(|(_, r)| r.enabled && target.in_scope(r.targets))
+    for (name, req) in
+        settings.config.requirements.iter().filter(|(_, r)| r.enabled && target.in_scope(r.targets))
     {
         if let Some(plan) = table.get(server_owner(req.isolation, target), name) {
             out.insert(name.clone(), *plan);
         }
     }
-    for (name, service) in settings
-        .config
-        .services
-        .iter()
-        .filter(|(_, s)| s.enabled && target.in_scope(s.targets))
+    for (name, service) in
+        settings.config.services.iter().filter(|(_, s)| s.enabled && target.in_scope(s.targets))
     {
         if let Some(plan) = service.port.and_then(|_| table.get(&target.name, name)) {
             out.insert(name.clone(), *plan);
@@ -55,9 +49,7 @@ pub fn exec(rt: &EngineRuntime, args: &ListTargetsArgs) -> Result<Outcome, Engin
     let all: Vec<&Target> = targets.all.iter().collect();
     let table = plan_ports(&settings, &all)?;
     let running: Vec<String> = match StateRepository::new(&settings.paths.scope_dir).run_state() {
-        Ok(state) => state
-            .map(|s| s.services.into_iter().map(|r| r.target).collect())
-            .unwrap_or_default(),
+        Ok(state) => state.map(|s| s.services.into_iter().map(|r| r.target).collect()).unwrap_or_default(),
         Err(err) => {
             rt.printer().warn(&err.to_string());
             Vec::new()

@@ -20,17 +20,10 @@ pub fn exec(rt: &EngineRuntime, args: &ShowConfigArgs) -> Result<Outcome, Engine
     }
     let file = report.config_file.as_deref().unwrap_or("(none: defaults only)");
     let format = format!("{:?}", report.format).to_lowercase();
-    let mut out = format!(
-        "repository: {}\nconfig file: {file} ({format})\n\n",
-        report.repo_root
-    );
+    let mut out = format!("repository: {}\nconfig file: {file} ({format})\n\n", report.repo_root);
     let mut table = Table::new(&["KEY", "VALUE", "SOURCE"]);
     for value in &report.values {
-        table.row(vec![
-            value.key.clone(),
-            value.value.to_string(),
-            value.source.clone(),
-        ]);
+        table.row(vec![value.key.clone(), value.value.to_string(), value.source.clone()]);
     }
     out.push_str(&table.render());
     rt.printer().data(&out);

@@ -24,12 +24,7 @@ pub fn exec(rt: &EngineRuntime, args: &ShowStateArgs) -> Result<Outcome, EngineE
     let runtime_map = repo.runtime_map()?;
     let found = run_state.is_some();
     let scope_dir = Some(paths.scope_dir.display().to_string()).filter(|_| found);
-    let shown = ShowState {
-        found,
-        scope_dir,
-        run_state,
-        runtime_map,
-    };
+    let shown = ShowState { found, scope_dir, run_state, runtime_map };
     if args.json {
         rt.printer().json(&shown);
     } else if let Some(state) = &shown.run_state {
@@ -58,8 +53,7 @@ pub fn exec(rt: &EngineRuntime, args: &ShowStateArgs) -> Result<Outcome, EngineE
         out.push_str(&table.render());
         rt.printer().data(&out);
     } else {
-        rt.printer()
-            .note("no saved state for this repository (nothing has been started yet)");
+        rt.printer().note("no saved state for this repository (nothing has been started yet)");
     }
     Ok(if found { Outcome::Success } else { Outcome::Failure })
 }

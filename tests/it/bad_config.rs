@@ -1,0 +1,110 @@
+//! The catalogue of bad configurations and the exact messages users get for them. Each case must exit 1, name
+//! the file (or variable, or flag), the line and the key, and say what to do.
+
+use crate::support::TestEnv;
+
+/// (case name, `.envctl` content).
+const CASES: &[(&str, &str)] = &[
+    ("toml_syntax", "[project\nname = \"x\"\n"),
+    ("unknown_key_suggests", "[services.web]\ncommand = \"run\"\nprot = 8000\n"),
+    ("unknown_section_suggests", "[servics.web]\ncommand = \"run\"\n"),
+    (
+        "port_out_of_range",
+        "[services.web]\ncommand = \"run\"\nport = 70000\n\n[services.api]\ncommand = \"run\"\nport = 0\n",
+    ),
+    ("port_wrong_type", "[services.web]\ncommand = \"run\"\nport = \"eighty\"\n"),
+    (
+        "unknown_dependency_suggests",
+        "[services.web]\ncommand = \"run\"\ndepends_on = [\"postgress\"]\n\n[requirements.postgres]\n",
+    ),
+    (
+        "dependency_cycle",
+        "[services.a]\ncommand = \"run\"\ndepends_on = [\"b\"]\n\n[services.b]\ncommand = \"run\"\ndepends_on = [\"c\"]\n\n[services.c]\ncommand = \"run\"\ndepends_on = [\"a\"]\n",
+    ),
+    ("bad_choice_suggests", "[services.web]\ncommand = \"run\"\nrestart = \"on_failure\"\n"),
+    ("missing_command", "[services.web]\nport = 8000\n"),
+    (
+        "ready_two_probes",
+        "[services.web]\ncommand = \"run\"\nport = 8000\nready = { http = \"/\", tcp = true }\n",
+    ),
+    ("ready_http_needs_port", "[services.web]\ncommand = \"run\"\nready = { http = \"health\" }\n"),
+    ("bad_duration", "[services.web]\ncommand = \"run\"\nstop_grace = \"soon\"\n"),
+    ("command_requirement_needs_port_and_command", "[requirements.mail]\nadapter = \"command\"\n"),
+    (
+        "postgres_isolation_and_command",
+        "[requirements.postgres]\nisolation = \"db-index\"\ncommand = \"postgres\"\n",
+    ),
+    (
+        "unknown_placeholder",
+        "[services.web]\ncommand = \"run --db {postgres.url}\"\nenv = { X = \"{web.nope}\" }\n",
+    ),
+    ("duplicate_name", "[services.redis]\ncommand = \"run\"\n\n[requirements.redis]\n"),
+    (
+        "invalid_names",
+        "[services.\"web app\"]\ncommand = \"run\"\n\n[jobs.types.\"a.b.c\"]\ncommand = \"x\"\n",
+    ),
+    (
+        "many_problems_in_file_order",
+        "[project]\ndefault_mode = \"tree\"\n\n[services.web]\ncommand = \"run\"\nport = -1\ndepends_on = [\"db\"]\n\n[jobs]\nlease_secs = 0\nbackend = \"rabbit\"\n",
+    ),
+];
+
+#[test]
+fn catalogue_of_bad_configs() {
+    for (name, content) in CASES {
+        let env = TestEnv::new();
+        env.write(".envctl", content);
+        let run = env.envctl(&["show-config"]);
+        run.fails();
+        assert!(run.stdout.is_empty(), "{name}: nothing on stdout, got {}", run.stdout);
+        assert!(
+            run.stderr.contains("[REPO]") || run.stderr.contains(&env.repo.display().to_string()),
+            "{name}: names the file"
+        );
+        assert!(run.stderr.contains("hint:"), "{name}: says what to do");
+        insta::assert_snapshot!(format!("bad_config__{name}"), env.redact(&run.stderr));
+    }
+}
+
+#[test]
+fn bad_environment_override_names_the_variable() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[project]\nname = \"x\"\n");
+    let run = env
+        .envctl_with(&[("ENVCTL_DEFAULT_MODE", "tree"), ("ENVCTL_JOBS_LEASE_SECS", "-5")], &["show-config"]);
+    run.fails();
+    insta::assert_snapshot!(env.redact(&run.stderr));
+}
+
+#[test]
+fn bad_set_flag_names_the_flag() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"run\"\n");
+    let run =
+        env.envctl(&["--set", "services.web.prot=1", "--set", "services.web.port=99999", "show-config"]);
+    run.fails();
+    insta::assert_snapshot!(env.redact(&run.stderr));
+    let run = env.envctl(&["--set", "no-equals-sign", "show-config"]);
+    run.fails();
+    assert!(run.stderr.contains("expected KEY=VALUE"), "{}", run.stderr);
+}
+
+#[test]
+fn legacy_problems_point_at_the_legacy_line() {
+    let env = TestEnv::new();
+    env.write(".envctl", "# legacy\nENVCTL_BACKEND_START_CMD=run --port {port}\nBACKEND_PORT_BASE=99999\n");
+    let run = env.envctl(&["show-config"]);
+    run.fails();
+    insta::assert_snapshot!(env.redact(&run.stderr));
+}
+
+#[test]
+fn a_bad_config_loses_nothing_on_config_set() {
+    let env = TestEnv::new();
+    let original = "# keep me\n[services.web]\ncommand = \"run\"   # and me\nport = 8000\n";
+    env.write(".envctl", original);
+    let run = env.envctl(&["config", "set", "services.web.port=70000"]);
+    run.fails();
+    assert!(run.stderr.contains("70000 is not a port"), "{}", run.stderr);
+    assert_eq!(env.read(".envctl"), original, "the file is untouched");
+}

@@ -1,0 +1,145 @@
+//! [`TestEnv`]: a temporary repository and a sandboxed way to run the real binary in it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A temporary git repository with its own home, XDG directories and envctl runtime directory.
+pub struct TestEnv {
+    _dir: tempfile::TempDir,
+    /// The repository root.
+    pub repo: PathBuf,
+    /// The sandbox's `$HOME`.
+    pub home: PathBuf,
+    /// `ENVCTL_RUNTIME_DIR`.
+    pub runtime: PathBuf,
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(output: &Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts exit code 0 and returns self.
+    #[track_caller]
+    pub fn ok(&self) -> &Self {
+        assert_eq!(self.code, 0, "expected success\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// Asserts exit code 1 and returns self.
+    #[track_caller]
+    pub fn fails(&self) -> &Self {
+        assert_eq!(self.code, 1, "expected exit 1\nstdout:\n{}\nstderr:\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    /// stdout as JSON.
+    #[track_caller]
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+    }
+}
+
+impl TestEnv {
+    /// A fresh repository with one commit.
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().canonicalize().expect("canonical tempdir");
+        let repo = base.join("repo");
+        let home = base.join("home");
+        let runtime = base.join("runtime");
+        for d in [&repo, &home, &runtime] {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        let env = Self { _dir: dir, repo, home, runtime };
+        env.git(&["init", "-q", "-b", "main"]);
+        env.git(&["commit", "-q", "--allow-empty", "-m", "init"]);
+        env
+    }
+
+    /// Writes a file under the repository.
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let path = self.repo.join(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, content).expect("write");
+        path
+    }
+
+    /// Reads a file under the repository.
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.repo.join(rel)).expect("read")
+    }
+
+    #[allow(clippy::disallowed_methods)] // the test harness passes its own PATH on
+    fn sandboxed(&self, program: &str, cwd: &Path) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(cwd)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", self.home.join(".config"))
+            .env("XDG_STATE_HOME", self.home.join(".local/state"))
+            .env("XDG_DATA_HOME", self.home.join(".local/share"))
+            .env("XDG_CACHE_HOME", self.home.join(".cache"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", self.home.join(".gitconfig"))
+            .env("GIT_AUTHOR_NAME", "envctl tests")
+            .env("GIT_AUTHOR_EMAIL", "tests@envctl.invalid")
+            .env("GIT_COMMITTER_NAME", "envctl tests")
+            .env("GIT_COMMITTER_EMAIL", "tests@envctl.invalid")
+            .env("ENVCTL_RUNTIME_DIR", &self.runtime);
+        cmd
+    }
+
+    /// Runs git in the repository, asserting success.
+    pub fn git(&self, args: &[&str]) -> String {
+        let output = self.sandboxed("git", &self.repo).args(args).output().expect("run git");
+        assert!(output.status.success(), "git {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs envctl in the repository root.
+    pub fn envctl(&self, args: &[&str]) -> Run {
+        self.envctl_in(&self.repo, args)
+    }
+
+    /// Runs envctl in `dir`.
+    pub fn envctl_in(&self, dir: &Path, args: &[&str]) -> Run {
+        let output =
+            self.sandboxed(env!("CARGO_BIN_EXE_envctl"), dir).args(args).output().expect("run envctl");
+        Run::from(&output)
+    }
+
+    /// Runs envctl with extra environment variables for this run only.
+    pub fn envctl_with(&self, vars: &[(&str, &str)], args: &[&str]) -> Run {
+        let mut cmd = self.sandboxed(env!("CARGO_BIN_EXE_envctl"), &self.repo);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        Run::from(&cmd.args(args).output().expect("run envctl"))
+    }
+
+    /// Text with this environment's temporary paths replaced by stable markers (for snapshots).
+    pub fn redact(&self, text: &str) -> String {
+        text.replace(&self.repo.display().to_string(), "[REPO]")
+            .replace(&self.runtime.display().to_string(), "[RUNTIME]")
+    }
+}
+
+/// A port nothing listens on right now (bound and released; good enough for a planner test).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port()
+}
