@@ -1,0 +1,123 @@
+//! Cross-references: `depends_on` targets, placeholders naming other services, dependency cycles.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use envctl_contracts::config::RequirementConfig;
+use toml::Spanned;
+
+use super::Checker;
+use crate::config::raw::RawService;
+use crate::config::{suggest, template};
+
+impl Checker<'_> {
+    pub(super) fn check_references(
+        &mut self,
+        service: &str,
+        body: &RawService,
+        known: &[&str],
+        requirements: &BTreeMap<String, RequirementConfig>,
+    ) {
+        let key = format!("services.{service}");
+        for dep in body.depends_on.iter().flatten() {
+            let dep_name = dep.get_ref().as_str();
+            if dep_name == service {
+                self.error(
+                    &dep.span(),
+                    &format!("{key}.depends_on"),
+                    "a service cannot depend on itself".into(),
+                );
+            } else if !known.contains(&dep_name) {
+                let hint =
+                    suggest(dep_name, known).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                let listing = if known.is_empty() {
+                    "none are defined".to_owned()
+                } else {
+                    format!("known: {}", known.join(", "))
+                };
+                self.error(
+                    &dep.span(),
+                    &format!("{key}.depends_on"),
+                    format!("`{dep_name}` is not a service or requirement ({listing}){hint}"),
+                );
+            }
+        }
+        let texts = body
+            .command
+            .iter()
+            .map(|c| (c, "command".to_owned()))
+            .chain(body.env.iter().flatten().map(|(k, v)| (v, format!("env.{}", k.get_ref()))));
+        for (text, field) in texts {
+            for p in template::placeholders(text.get_ref()) {
+                let Some(attr) = p.attr else { continue };
+                let problem = if !known.contains(&p.name) {
+                    Some(format!(
+                        "`{{{}.{attr}}}` names `{}`, which is not a service or requirement",
+                        p.name, p.name
+                    ))
+                } else if !template::ATTRS.contains(&attr) {
+                    Some(format!(
+                        "`{{{}.{attr}}}`: `{attr}` is not one of {}",
+                        p.name,
+                        template::ATTRS.join(", ")
+                    ))
+                } else if !requirements.contains_key(p.name) && !matches!(attr, "url" | "port" | "host") {
+                    Some(format!("`{{{}.{attr}}}`: services offer url, port and host", p.name))
+                } else {
+                    None
+                };
+                if let Some(message) = problem {
+                    self.error(&text.span(), &format!("{key}.{field}"), message);
+                }
+            }
+        }
+    }
+
+    /// Reports each dependency cycle among services once, with its path.
+    pub(super) fn check_cycles(&mut self, services: &[(Spanned<String>, RawService)]) {
+        let graph: BTreeMap<&str, Vec<&str>> = services
+            .iter()
+            .map(|(name, body)| {
+                (
+                    name.get_ref().as_str(),
+                    body.depends_on.iter().flatten().map(|d| d.get_ref().as_str()).collect(),
+                )
+            })
+            .collect();
+        let mut reported = BTreeSet::new();
+        for (name, body) in services {
+            let mut stack = vec![name.get_ref().as_str()];
+            if let Some(cycle) = find_cycle(&graph, &mut stack) {
+                let members: BTreeSet<&str> = cycle.iter().copied().collect();
+                if reported.insert(members) {
+                    let span =
+                        body.depends_on.iter().flatten().next().map_or_else(|| name.span(), Spanned::span);
+                    self.error(
+                        &span,
+                        &format!("services.{}.depends_on", name.get_ref()),
+                        format!("dependency cycle: {}", cycle.join(" -> ")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Depth-first search from the last node of `stack`; returns the cycle through the first node, if any.
+fn find_cycle<'a>(graph: &BTreeMap<&'a str, Vec<&'a str>>, stack: &mut Vec<&'a str>) -> Option<Vec<&'a str>> {
+    let current = *stack.last()?;
+    for &next in graph.get(current).into_iter().flatten() {
+        if next == stack[0] {
+            let mut cycle = stack.clone();
+            cycle.push(next);
+            return Some(cycle);
+        }
+        if !stack.contains(&next) && graph.contains_key(next) {
+            stack.push(next);
+            if let Some(cycle) = find_cycle(graph, stack) {
+                return Some(cycle);
+            }
+            stack.pop();
+        }
+    }
+    None
+}

@@ -1,0 +1,244 @@
+//! Resolution and validation: raw sections become the typed [`Config`], defaults are filled in, and every
+//! value is checked (ports, choices, durations, names, `depends_on` targets, dependency cycles, placeholders).
+//! Problems are collected, each with its location and key. Each section is checked in its own file here.
+
+mod graph;
+mod jobs;
+mod requirement;
+mod service;
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use envctl_contracts::config::{Config, Mode, ProjectConfig, TargetScope};
+use toml::Spanned;
+
+use super::error::Problem;
+use super::layers::SourceMap;
+use super::raw::{RawConfig, RawDuration};
+
+/// Default readiness timeout.
+pub const DEFAULT_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time between SIGTERM and SIGKILL.
+pub const DEFAULT_STOP_GRACE_SECS: u64 = 5;
+
+const MODES: &[(&str, Mode)] = &[("main", Mode::Main), ("trees", Mode::Trees)];
+pub(super) const SCOPES: &[(&str, TargetScope)] =
+    &[("all", TargetScope::All), ("main", TargetScope::Main), ("trees", TargetScope::Trees)];
+
+/// Collects located problems while resolving.
+#[derive(Debug)]
+pub struct Checker<'m> {
+    map: &'m SourceMap,
+    problems: Vec<(usize, Problem)>,
+}
+
+/// Service and requirement names: letters, digits, `_` and `-`, starting with a letter or digit.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        && name.len() <= 63
+}
+
+pub(super) fn valid_env_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub(super) fn relative_inside(path: &str) -> bool {
+    let path = std::path::Path::new(path);
+    !path.is_absolute()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+}
+
+impl<'m> Checker<'m> {
+    /// A checker locating spans through `map`.
+    pub fn new(map: &'m SourceMap) -> Self {
+        Self { map, problems: Vec::new() }
+    }
+
+    /// Records a problem at `span` for `key`.
+    pub fn error(&mut self, span: &Range<usize>, key: &str, message: String) {
+        let problem = Problem { location: self.map.locate(span), key: Some(key.to_owned()), message };
+        self.problems.push((span.start, problem));
+    }
+
+    /// The problems, in the order of their spans.
+    pub fn finish(mut self) -> Vec<Problem> {
+        self.problems.sort_by_key(|(at, _)| *at);
+        self.problems.dedup_by(|a, b| a.1 == b.1);
+        self.problems.into_iter().map(|(_, p)| p).collect()
+    }
+
+    fn choice<T: Copy>(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+        options: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(value) = value else { return default };
+        if let Some((_, chosen)) = options.iter().find(|(name, _)| *name == value.get_ref()) {
+            return *chosen;
+        }
+        let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
+        let hint = super::suggest(value.get_ref(), &names)
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_default();
+        self.error(
+            &value.span(),
+            key,
+            format!("`{}` is not one of {}{hint}", value.get_ref(), names.join(", ")),
+        );
+        default
+    }
+
+    fn port(&mut self, value: Option<&Spanned<i64>>, key: &str) -> Option<u16> {
+        let value = value?;
+        match u16::try_from(*value.get_ref()) {
+            Ok(port) if port > 0 => Some(port),
+            _ => {
+                self.error(
+                    &value.span(),
+                    key,
+                    format!("{} is not a port; use a number from 1 to 65535", value.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, value: Option<&Spanned<i64>>, key: &str, default: u64) -> u64 {
+        let Some(value) = value else { return default };
+        match u64::try_from(*value.get_ref()) {
+            Ok(n) if n > 0 => n,
+            _ => {
+                self.error(
+                    &value.span(),
+                    key,
+                    format!("{} must be a whole number of at least 1", value.get_ref()),
+                );
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, value: Option<&Spanned<RawDuration>>, key: &str) -> Option<Duration> {
+        let value = value?;
+        let parsed = match value.get_ref() {
+            RawDuration::Seconds(secs) => {
+                u64::try_from(*secs).map(Duration::from_secs).map_err(|_| "is negative".to_owned())
+            }
+            RawDuration::Text(text) => {
+                humantime::parse_duration(text).map_err(|e| format!("`{text}` is not a duration ({e})"))
+            }
+        };
+        match parsed {
+            Ok(d) => Some(d),
+            Err(why) => {
+                self.error(
+                    &value.span(),
+                    key,
+                    format!("{why}; write seconds (30) or text such as \"500ms\", \"30s\", \"2m\""),
+                );
+                None
+            }
+        }
+    }
+
+    fn non_empty(
+        &mut self,
+        value: Option<&Spanned<String>>,
+        key: &str,
+        parent: &Range<usize>,
+    ) -> Option<String> {
+        match value {
+            Some(v) if !v.get_ref().trim().is_empty() => Some(v.get_ref().clone()),
+            Some(v) => {
+                self.error(&v.span(), key, "must not be empty".to_owned());
+                None
+            }
+            None => {
+                self.error(parent, key, "is required".to_owned());
+                None
+            }
+        }
+    }
+
+    /// Turns raw sections into the resolved configuration, checking everything.
+    pub fn resolve(&mut self, raw: &RawConfig, repo_name: &str) -> Config {
+        let project = ProjectConfig {
+            name: raw.project.name.as_ref().map_or_else(|| repo_name.to_owned(), |n| n.get_ref().clone()),
+            default_mode: self.choice(
+                raw.project.default_mode.as_ref(),
+                "project.default_mode",
+                MODES,
+                Mode::Main,
+            ),
+            trees_dir: match &raw.project.trees_dir {
+                Some(dir) if relative_inside(dir.get_ref()) => dir.get_ref().clone(),
+                Some(dir) => {
+                    self.error(
+                        &dir.span(),
+                        "project.trees_dir",
+                        "must be a relative path inside the repository".to_owned(),
+                    );
+                    "trees".to_owned()
+                }
+                None => "trees".to_owned(),
+            },
+        };
+        let mut names = BTreeMap::new();
+        let mut requirements = BTreeMap::new();
+        for (name, body) in &raw.requirements {
+            if self.check_name(name, "requirements", &mut names) {
+                let resolved = self.requirement(name, body);
+                requirements.insert(name.get_ref().clone(), resolved);
+            }
+        }
+        let mut services = BTreeMap::new();
+        for (name, body) in &raw.services {
+            if self.check_name(name, "services", &mut names) {
+                services.insert(name.get_ref().clone(), self.service(name, body));
+            }
+        }
+        let known: Vec<&str> = names.keys().map(String::as_str).collect();
+        for (name, body) in &raw.services {
+            self.check_references(name.get_ref(), body, &known, &requirements);
+        }
+        self.check_cycles(&raw.services);
+        Config { project, services, requirements, jobs: self.jobs(raw) }
+    }
+
+    fn check_name(
+        &mut self,
+        name: &Spanned<String>,
+        section: &str,
+        seen: &mut BTreeMap<String, String>,
+    ) -> bool {
+        let key = format!("{section}.{}", name.get_ref());
+        if !valid_name(name.get_ref()) {
+            self.error(
+                &name.span(),
+                &key,
+                "names use letters, digits, `_` and `-`, starting with a letter or digit".into(),
+            );
+            return false;
+        }
+        if let Some(other) = seen.get(name.get_ref()) {
+            self.error(
+                &name.span(),
+                &key,
+                format!("`{}` is already defined in [{other}]; names must be unique", name.get_ref()),
+            );
+            return false;
+        }
+        seen.insert(name.get_ref().clone(), section.to_owned());
+        true
+    }
+}

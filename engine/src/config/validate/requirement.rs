@@ -1,0 +1,88 @@
+//! `[requirements.<name>]`: adapter defaults, isolation, port, command, seed, probe.
+
+use envctl_contracts::config::{Adapter, Isolation, RequirementConfig, TargetScope};
+use toml::Spanned;
+
+use super::{Checker, SCOPES};
+use crate::config::raw::RawRequirement;
+
+const ADAPTERS: &[(&str, Adapter)] =
+    &[("postgres", Adapter::Postgres), ("redis", Adapter::Redis), ("command", Adapter::Command)];
+const ISOLATIONS: &[(&str, Isolation)] =
+    &[("server", Isolation::Server), ("database", Isolation::Database), ("db-index", Isolation::DbIndex)];
+
+impl Checker<'_> {
+    pub(super) fn requirement(&mut self, name: &Spanned<String>, body: &RawRequirement) -> RequirementConfig {
+        let key = format!("requirements.{}", name.get_ref());
+        let default_adapter = match name.get_ref().as_str() {
+            "postgres" => Adapter::Postgres,
+            "redis" => Adapter::Redis,
+            _ => Adapter::Command,
+        };
+        let adapter =
+            self.choice(body.adapter.as_ref(), &format!("{key}.adapter"), ADAPTERS, default_adapter);
+        let (default_isolation, allowed, default_port): (Isolation, &[Isolation], Option<u16>) = match adapter
+        {
+            Adapter::Postgres => (Isolation::Database, &[Isolation::Database, Isolation::Server], Some(5432)),
+            Adapter::Redis => (Isolation::Server, &[Isolation::Server, Isolation::DbIndex], Some(6379)),
+            Adapter::Command => (Isolation::Server, &[Isolation::Server], None),
+        };
+        let isolation =
+            self.choice(body.isolation.as_ref(), &format!("{key}.isolation"), ISOLATIONS, default_isolation);
+        let isolation = if allowed.contains(&isolation) {
+            isolation
+        } else {
+            let span = body.isolation.as_ref().map_or_else(|| name.span(), Spanned::span);
+            let names: Vec<&str> =
+                ISOLATIONS.iter().filter(|(_, i)| allowed.contains(i)).map(|(n, _)| *n).collect();
+            self.error(
+                &span,
+                &format!("{key}.isolation"),
+                format!("the {adapter:?} adapter supports {}", names.join(", ")).to_lowercase(),
+            );
+            default_isolation
+        };
+        let port = self.port(body.port.as_ref(), &format!("{key}.port")).or(default_port);
+        if port.is_none() && body.port.is_none() {
+            self.error(
+                &name.span(),
+                &format!("{key}.port"),
+                "is required for a `command` requirement".into(),
+            );
+        }
+        let command = body.command.as_ref().map(|c| c.get_ref().clone());
+        match (adapter, &body.command) {
+            (Adapter::Command, None) => self.error(&name.span(), &format!("{key}.command"), "is required for a `command` requirement".into()),
+            (Adapter::Postgres | Adapter::Redis, Some(c)) => self.error(
+                &c.span(),
+                &format!("{key}.command"),
+                "only `command` requirements take a command; set `adapter = \"command\"` to run your own server".into(),
+            ),
+            _ => {}
+        }
+        if let Some(seed) = &body.seed
+            && adapter != Adapter::Postgres
+        {
+            self.error(&seed.span(), &format!("{key}.seed"), "only applies to postgres requirements".into());
+        }
+        let ready = self.ready(body.ready.as_ref(), &key, port);
+        if ready.is_some() && adapter != Adapter::Command {
+            self.error(
+                &name.span(),
+                &format!("{key}.ready"),
+                "postgres and redis have built-in probes; remove `ready`".into(),
+            );
+        }
+        RequirementConfig {
+            adapter,
+            isolation,
+            port: port.unwrap_or_default(),
+            command,
+            ready,
+            env: self.env(body.env.as_ref(), &key),
+            targets: self.choice(body.targets.as_ref(), &format!("{key}.targets"), SCOPES, TargetScope::All),
+            enabled: body.enabled.unwrap_or(true),
+            seed: body.seed.as_ref().map(|s| s.get_ref().clone()),
+        }
+    }
+}
