@@ -6,6 +6,8 @@
 
 pub mod commands;
 pub mod config;
+pub mod control;
+pub mod inspect;
 pub mod ports;
 pub mod startup;
 pub mod state;
@@ -29,6 +31,12 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("port_lease", schema_for!(ports::PortLease)),
         ("error_report", schema_for!(state::ErrorReport)),
         ("event", schema_for!(state::Event)),
+        ("control_request", schema_for!(control::Request)),
+        ("control_reply", schema_for!(control::Reply)),
+        ("health_report", schema_for!(inspect::HealthReport)),
+        ("errors_report", schema_for!(inspect::ErrorsReport)),
+        ("endpoint_list", schema_for!(inspect::EndpointList)),
+        ("env_report", schema_for!(inspect::EnvReport)),
     ]
 }
 

@@ -61,6 +61,8 @@ pub struct ServicePlan {
     pub depends_on: Vec<String>,
     /// Restart policy.
     pub restart: RestartPolicy,
+    /// Seconds between SIGTERM and SIGKILL when stopping.
+    pub stop_grace_secs: u64,
 }
 
 /// One target's plan.

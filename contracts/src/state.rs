@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::startup::ServicePlan;
+
 /// Where a service or requirement is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -15,7 +17,9 @@ pub enum ServiceStatus {
     Starting,
     /// Ready.
     Ready,
-    /// Failed to start or to become ready.
+    /// Exited and waiting to be started again by its restart policy.
+    Restarting,
+    /// Failed to start or to become ready, or gave up restarting.
     Failed,
     /// Exited on its own.
     Exited,
@@ -32,6 +36,17 @@ pub struct HostRecord {
     pub start_time: u64,
 }
 
+/// One readiness probe attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ProbeRecord {
+    /// When (RFC 3339).
+    pub at: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What it saw (status code, error, exit code).
+    pub detail: String,
+}
+
 /// One process envctl started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceRecord {
@@ -39,20 +54,32 @@ pub struct ServiceRecord {
     pub target: String,
     /// Service or requirement name.
     pub service: String,
-    /// Process id of the group leader, while it runs.
+    /// Process id of the service's session and group leader, while it runs.
     pub pid: Option<u32>,
     /// Its start time (clock ticks since boot), to tell it from a reused pid.
     pub pid_start_time: Option<u64>,
     /// Port it serves on.
     pub port: Option<u16>,
+    /// URL, when it listens.
+    pub url: Option<String>,
     /// Status.
     pub status: ServiceStatus,
     /// Log file.
     pub log_path: Option<String>,
-    /// When it was started (RFC 3339).
+    /// When the current process was started (RFC 3339).
     pub started_at: Option<String>,
+    /// When it became ready (RFC 3339).
+    pub ready_at: Option<String>,
+    /// How many times its restart policy restarted it.
+    pub restarts: u32,
+    /// Exit code of the last exit (none for a signal or while running).
+    pub exit_code: Option<i32>,
     /// Why it failed, when it did.
     pub failure: Option<String>,
+    /// The last readiness probe attempts, newest last.
+    pub probes: Vec<ProbeRecord>,
+    /// What was started: argv, cwd, env, probe, restart policy (used to restart it and to decide reuse).
+    pub spec: Option<ServicePlan>,
 }
 
 /// `run_state.json`.

@@ -15,6 +15,7 @@
 //! | [`ui`] | the printer and tables (the only module that writes to the terminal) |
 
 pub mod config;
+pub mod host;
 pub mod ports;
 pub mod requirements;
 pub mod runtime;

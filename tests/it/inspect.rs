@@ -44,6 +44,21 @@ fn list_commands_lists_exactly_the_implemented_commands() {
         "config init",
         "config migrate",
         "config set",
+        "start",
+        "stop",
+        "stop-all",
+        "restart",
+        "resume",
+        "blast-all",
+        "logs",
+        "clear-logs",
+        "health",
+        "errors",
+        "endpoints",
+        "env",
+        "worktree add",
+        "worktree list",
+        "worktree remove",
     ]
     .iter()
     .map(ToString::to_string)

@@ -5,4 +5,5 @@ mod bad_config;
 mod config_cmd;
 mod inspect;
 mod legacy;
+mod lifecycle;
 mod support;

@@ -123,6 +123,16 @@ impl TestEnv {
         Run::from(&output)
     }
 
+    /// Starts envctl in the background with stdout piped.
+    pub fn spawn_envctl(&self, args: &[&str]) -> std::process::Child {
+        self.sandboxed(env!("CARGO_BIN_EXE_envctl"), &self.repo)
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn envctl")
+    }
+
     /// Runs envctl with extra environment variables for this run only.
     pub fn envctl_with(&self, vars: &[(&str, &str)], args: &[&str]) -> Run {
         let mut cmd = self.sandboxed(env!("CARGO_BIN_EXE_envctl"), &self.repo);
@@ -132,11 +142,64 @@ impl TestEnv {
         Run::from(&cmd.args(args).output().expect("run envctl"))
     }
 
+    /// The saved run state (`show-state --json`'s `run_state`).
+    pub fn state(&self) -> serde_json::Value {
+        let run = self.envctl(&["show-state", "--json"]);
+        run.json()["run_state"].clone()
+    }
+
+    /// (pid, start time) of each service in the saved state, by `target/service`.
+    pub fn pids(&self) -> std::collections::BTreeMap<String, (u32, u64)> {
+        let state = self.state();
+        state["services"]
+            .as_array()
+            .map(|services| {
+                services
+                    .iter()
+                    .filter_map(|s| {
+                        let pid = u32::try_from(s["pid"].as_u64()?).ok()?;
+                        let started = s["pid_start_time"].as_u64()?;
+                        Some((
+                            format!("{}/{}", s["target"].as_str()?, s["service"].as_str()?),
+                            (pid, started),
+                        ))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Text with this environment's temporary paths replaced by stable markers (for snapshots).
     pub fn redact(&self, text: &str) -> String {
         text.replace(&self.repo.display().to_string(), "[REPO]")
             .replace(&self.runtime.display().to_string(), "[RUNTIME]")
     }
+}
+
+impl Drop for TestEnv {
+    /// Whatever a test started is stopped, even when the test failed.
+    fn drop(&mut self) {
+        if self.runtime.join("scopes").exists() {
+            let _ = self.envctl(&["blast-all"]);
+        }
+    }
+}
+
+/// Whether the process (pid, start time) still runs.
+pub fn alive(pid: u32, started: u64) -> bool {
+    envctl_engine::supervisor::proc_info::is_same_process(pid, started)
+}
+
+/// Polls `check` every 20 ms until it holds or `secs` pass; returns whether it held.
+pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    check()
 }
 
 /// A port nothing listens on right now (bound and released; good enough for a planner test).

@@ -133,6 +133,13 @@ impl EnvVars {
     }
 }
 
+/// The whole process environment, passed through to the services envctl starts (they inherit the environment of
+/// the shell that ran `envctl start`). Nothing in it configures envctl itself; that goes through [`EnvVars`].
+#[allow(clippy::disallowed_methods)]
+pub fn process_environment() -> BTreeMap<String, String> {
+    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
+}
+
 /// The Markdown table of [`ENV_VARS`] kept in `docs/reference/config.md`.
 pub fn reference_table() -> String {
     let mut out = String::from("| variable | overrides | what it does |\n|---|---|---|\n");

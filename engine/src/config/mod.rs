@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use envctl_contracts::config::{Config, ConfigFormat, ConfigReport, ConfigValue};
 
-pub use env_vars::{ENV_VARS, EnvVarSpec, EnvVars, ValueKind, reference_table};
+pub use env_vars::{ENV_VARS, EnvVarSpec, EnvVars, ValueKind, process_environment, reference_table};
 pub use error::{ConfigError, Problem};
 pub use layers::{Layer, Origin};
 pub use paths::{Paths, fnv1a, join_subdir, scope_id};

@@ -6,7 +6,10 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
-use super::commands::{config_cmd, explain_startup, list_commands, list_targets, show_config, show_state};
+use super::commands::{
+    blast_all, config_cmd, endpoints, env_cmd, errors, explain_startup, health, host_cmd, list_commands,
+    list_targets, logs, restart, resume, show_config, show_state, start, stop, worktree,
+};
 
 /// envctl runs a repository's whole development environment for the main checkout and every git worktree.
 #[derive(Debug, Parser)]
@@ -55,6 +58,21 @@ pub struct TargetArgs {
 }
 
 impl TargetArgs {
+    /// The target names a command on running targets acts on: the named ones, or every one in `running` when no
+    /// flag (or `--all`) is given.
+    pub fn names_among(&self, running: &[String]) -> Result<Vec<String>, crate::targets::TargetError> {
+        if self.main {
+            return Ok(vec!["main".to_owned()]);
+        }
+        if !self.tree.is_empty() {
+            for name in &self.tree {
+                crate::targets::validate_name(name)?;
+            }
+            return Ok(self.tree.clone());
+        }
+        Ok(running.to_vec())
+    }
+
     /// The selection these flags make.
     pub fn selection(&self) -> crate::targets::Selection {
         use crate::targets::Selection;
@@ -73,6 +91,44 @@ impl TargetArgs {
 /// Every command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Start main and/or worktrees; exits once every service is ready, printing their URLs.
+    Start(start::StartArgs),
+    /// Stop services (every running target by default).
+    #[command(visible_aliases = ["s", "kill"])]
+    Stop(stop::StopArgs),
+    /// Stop every service of this repository.
+    #[command(visible_aliases = ["stopall", "kill-all", "killall"])]
+    StopAll(stop::StopAllArgs),
+    /// Stop and start services again (every running target by default).
+    #[command(visible_alias = "r")]
+    Restart(restart::RestartArgs),
+    /// Adopt what still runs from the saved state, restart what is gone.
+    Resume(resume::ResumeArgs),
+    /// Stop every process envctl recorded for this repository, the host, and free every port lease.
+    #[command(visible_alias = "blastall")]
+    BlastAll(blast_all::BlastAllArgs),
+    /// Print (or follow) service logs.
+    #[command(visible_alias = "l")]
+    Logs(logs::LogsArgs),
+    /// Empty service log files.
+    #[command(visible_alias = "logs-clear")]
+    ClearLogs(logs::ClearLogsArgs),
+    /// Check that every service runs and listens (exit 1 when not).
+    #[command(visible_alias = "h")]
+    Health(health::HealthArgs),
+    /// This run's failures and error lines from the logs (exit 1 when there are any).
+    #[command(visible_alias = "e")]
+    Errors(errors::ErrorsArgs),
+    /// URLs and ports of the running services.
+    Endpoints(endpoints::EndpointsArgs),
+    /// The variables envctl gives a target's services (shell `export` lines, or --json).
+    Env(env_cmd::EnvArgs),
+    /// Create, list and remove worktrees.
+    #[command(subcommand)]
+    Worktree(worktree::WorktreeCommand),
+    /// The per-repository host process (started by `start`).
+    #[command(hide = true)]
+    Host(host_cmd::HostArgs),
     /// List the commands (one per line, or --json).
     ListCommands(list_commands::ListCommandsArgs),
     /// Show the effective configuration and where each value came from.
@@ -96,6 +152,18 @@ const DASHED: &[(&str, &[&str])] = &[
     ("--show-state", &["show-state"]),
     ("--explain-startup", &["explain-startup"]),
     ("--init", &["config", "init"]),
+    ("--stop", &["stop"]),
+    ("--kill", &["stop"]),
+    ("--stop-all", &["stop-all"]),
+    ("--kill-all", &["stop-all"]),
+    ("--restart", &["restart"]),
+    ("--resume", &["resume"]),
+    ("--blast-all", &["blast-all"]),
+    ("--logs", &["logs"]),
+    ("--clear-logs", &["clear-logs"]),
+    ("--health", &["health"]),
+    ("--errors", &["errors"]),
+    ("--endpoints", &["endpoints"]),
 ];
 
 /// Rewrites Python-era `--command` spellings into subcommands, leaving everything else as it was.

@@ -1,6 +1,8 @@
 //! [`EngineError`]: every domain's error, so the binary prints one message and maps one exit code.
 
 use crate::config::ConfigError;
+use crate::host::HostError;
+use crate::host::client::ClientError;
 use crate::ports::PortError;
 use crate::state::StateError;
 use crate::targets::TargetError;
@@ -20,4 +22,13 @@ pub enum EngineError {
     /// State could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The host could not run.
+    #[error(transparent)]
+    Host(#[from] HostError),
+    /// The host could not be reached.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A command failed for a reason it explains (a service that did not start, an unhealthy target, …).
+    #[error("{0}")]
+    Failed(String),
 }

@@ -34,6 +34,15 @@ pub fn exit_code(result: &Result<Outcome, EngineError>) -> u8 {
     }
 }
 
+/// Runs a future to completion on a single-threaded runtime (commands are synchronous; the few that wait on
+/// processes or sockets use this).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime.block_on(future),
+        Err(e) => panic!("cannot build the async runtime: {e}"),
+    }
+}
+
 /// Everything a command needs from the outside world, gathered once.
 #[derive(Debug, Clone)]
 pub struct EngineRuntime {

@@ -8,7 +8,7 @@ use envctl_contracts::ports::PortPlan;
 use envctl_contracts::startup::{RequirementPlan, ServicePlan, StartupPlan, TargetPlan};
 
 use crate::config::{EnvVars, Settings, template};
-use crate::ports::{Ledger, PortError, is_free, requests, server_owner};
+use crate::ports::{Ledger, PortError, PortRequest, is_free, requests, server_owner};
 use crate::requirements;
 use crate::targets::Target;
 
@@ -32,9 +32,14 @@ impl PortTable {
 pub fn plan_ports(settings: &Settings, targets: &[&Target]) -> Result<PortTable, PortError> {
     let requests = requests(settings, targets);
     let plans = Ledger::new(&settings.paths.ledger_dir).plan(&requests, &is_free)?;
-    Ok(PortTable(
-        requests.into_iter().zip(plans).map(|(r, p)| ((r.owner.target, r.owner.service), p)).collect(),
-    ))
+    Ok(PortTable::from_plans(requests, plans))
+}
+
+impl PortTable {
+    /// The table of `requests` and the plans made for them (in the same order).
+    pub fn from_plans(requests: Vec<PortRequest>, plans: Vec<PortPlan>) -> Self {
+        Self(requests.into_iter().zip(plans).map(|(r, p)| ((r.owner.target, r.owner.service), p)).collect())
+    }
 }
 
 /// What a target's services can refer to: `{name.attr}` values and per-requirement exports.
@@ -197,6 +202,7 @@ fn plan_target(
             ready: service.ready.clone(),
             depends_on: service.depends_on.clone(),
             restart: service.restart,
+            stop_grace_secs: service.stop_grace_secs,
         });
     }
     TargetPlan {

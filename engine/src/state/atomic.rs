@@ -6,8 +6,24 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-/// Writes `bytes` to `path` atomically, creating the parent directory if needed.
+/// How hard a write tries to survive a power loss (a killed process never sees a torn file either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file, rename, fsync the directory: survives power loss (config files, leases).
+    Full,
+    /// fsync the file, then rename (the latest state view, written on every change).
+    File,
+    /// Just write and rename (history copies).
+    None,
+}
+
+/// Writes `bytes` to `path` atomically and durably, creating the parent directory if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomic_with(path, bytes, Durability::Full)
+}
+
+/// Writes `bytes` to `path` atomically with the given durability.
+pub fn write_atomic_with(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -15,9 +31,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let result = (|| {
         let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
+        if durability != Durability::None {
+            file.sync_data()?;
+        }
         fs::rename(&temp, path)?;
-        File::open(dir)?.sync_all()
+        if durability == Durability::Full {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);

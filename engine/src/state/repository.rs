@@ -10,7 +10,7 @@ use envctl_contracts::state::{ErrorReport, Event, RunState, RuntimeMap};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::atomic::{FileLock, write_atomic};
+use super::atomic::{Durability, FileLock, write_atomic_with};
 
 /// The state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -73,11 +73,13 @@ impl StateRepository {
     pub fn save_run(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
         let _lock = self.lock()?;
         let run_dir = self.scope_dir.join("runs").join(&artifacts.run_state.run_id);
-        for dir in [run_dir.as_path(), self.scope_dir.as_path()] {
-            write_json(&dir.join("run_state.json"), &artifacts.run_state)?;
-            write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
-            write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
-            write_json(&dir.join("error_report.json"), &artifacts.error_report)?;
+        for (dir, durability) in
+            [(run_dir.as_path(), Durability::None), (self.scope_dir.as_path(), Durability::File)]
+        {
+            write_json(&dir.join("run_state.json"), &artifacts.run_state, durability)?;
+            write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map, durability)?;
+            write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest, durability)?;
+            write_json(&dir.join("error_report.json"), &artifacts.error_report, durability)?;
         }
         Ok(())
     }
@@ -123,11 +125,12 @@ impl StateRepository {
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+fn write_json<T: Serialize>(path: &Path, value: &T, durability: Durability) -> Result<(), StateError> {
     let mut bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
     bytes.push(b'\n');
-    write_atomic(path, &bytes).map_err(|source| StateError::Io { path: path.to_path_buf(), source })
+    write_atomic_with(path, &bytes, durability)
+        .map_err(|source| StateError::Io { path: path.to_path_buf(), source })
 }
 
 /// Reads one artifact: `Ok(None)` when absent, `Corrupt` (with the path) when unreadable or from a newer envctl.
@@ -170,10 +173,16 @@ mod tests {
                 pid: Some(1000 + u32::try_from(i).unwrap_or(0)),
                 pid_start_time: Some(1),
                 port: Some(8000),
+                url: None,
                 status: ServiceStatus::Ready,
                 log_path: None,
                 started_at: None,
+                ready_at: None,
+                restarts: 0,
+                exit_code: None,
                 failure: None,
+                probes: Vec::new(),
+                spec: None,
             })
             .collect();
         RunArtifacts {

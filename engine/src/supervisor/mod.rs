@@ -1,3 +1,11 @@
-//! Process truth. (Spawning, process groups, probes and restart policies arrive with the lifecycle work.)
+//! The supervisor's parts: spawning services in their own sessions ([`spawn`]), stopping exactly what envctl
+//! started ([`signal`]), readiness probes ([`probe`]), log files ([`logs`]) and process truth from `/proc`
+//! ([`proc_info`]). The service task that puts them together lives in [`service`].
 
+pub mod logs;
+pub mod probe;
 pub mod proc_info;
+pub mod service;
+pub mod signal;
+pub mod spawn;
+pub mod truth;

@@ -1,0 +1,138 @@
+//! The host's control protocol: newline-delimited JSON over the scope's Unix socket. The CLI writes one
+//! [`Request`] line; the host answers with zero or more [`Reply::Progress`] lines and one final reply.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::state::{HostRecord, ServiceRecord, ServiceStatus};
+
+/// What the CLI asks the host.
+#[allow(clippy::large_enum_variant)] // a wire message, built once per command
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Start (or reuse) services of some targets.
+    Start(StartRequest),
+    /// Adopt what still runs from the saved state and restart what does not.
+    Resume(ResumeRequest),
+    /// Stop services.
+    Stop(StopRequest),
+    /// Report what runs.
+    Status,
+    /// Stop everything and exit.
+    Shutdown,
+}
+
+/// `start`, `restart` and `resume`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StartRequest {
+    /// The command the user ran (`start`, `restart`, `resume`).
+    pub command: String,
+    /// The resolved configuration of the CLI that asks.
+    pub config: Config,
+    /// Targets to start.
+    pub targets: Vec<String>,
+    /// Only these services (and what they depend on); all when empty.
+    pub services: Vec<String>,
+    /// The environment services inherit (the asking shell's).
+    pub env: BTreeMap<String, String>,
+    /// Restart services even when an identical one already runs.
+    pub no_resume: bool,
+}
+
+/// `resume`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ResumeRequest {
+    /// The environment restarted services inherit (the asking shell's).
+    pub env: BTreeMap<String, String>,
+}
+
+/// `stop`, `stop-all`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StopRequest {
+    /// Targets to stop; every target when empty.
+    pub targets: Vec<String>,
+    /// Only these services; all when empty.
+    pub services: Vec<String>,
+}
+
+/// One step of progress.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Progress {
+    /// Target.
+    pub target: String,
+    /// Service.
+    pub service: String,
+    /// New status.
+    pub status: ServiceStatus,
+    /// Detail (URL, reason).
+    pub detail: String,
+    /// Milliseconds since the request arrived.
+    pub elapsed_ms: u64,
+}
+
+/// Why a start failed.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StartFailure {
+    /// Target.
+    pub target: String,
+    /// The service that failed.
+    pub service: String,
+    /// Why.
+    pub reason: String,
+    /// Its log file.
+    pub log_path: Option<String>,
+    /// Its last log lines.
+    pub log_tail: Vec<String>,
+}
+
+/// The answer to a start or a resume.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct StartOutcome {
+    /// The run this start belongs to.
+    pub run_id: String,
+    /// Services of the requested targets after the start.
+    pub services: Vec<ServiceRecord>,
+    /// `target/service` of services that were already running identically and were kept (or adopted).
+    pub reused: Vec<String>,
+    /// `target/service` of services that were started (or restarted by a resume).
+    pub started: Vec<String>,
+    /// Problems that did not fail the command (a live service whose port nothing of it listens on, …).
+    pub warnings: Vec<String>,
+    /// The failure, when the start failed.
+    pub failure: Option<StartFailure>,
+}
+
+/// The final reply.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// A step of progress (not final).
+    Progress(Progress),
+    /// A start finished.
+    Started(StartOutcome),
+    /// A stop finished.
+    Stopped {
+        /// `target/service` of each stopped service.
+        stopped: Vec<String>,
+        /// Whether the host exits now that nothing runs.
+        host_exiting: bool,
+    },
+    /// What runs.
+    Status {
+        /// The host.
+        host: HostRecord,
+        /// The current run.
+        run_id: String,
+        /// Every supervised service.
+        services: Vec<ServiceRecord>,
+    },
+    /// The request could not be carried out.
+    Error {
+        /// Why.
+        message: String,
+    },
+}

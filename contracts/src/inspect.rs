@@ -1,0 +1,94 @@
+//! Bodies of the commands that inspect a running environment: `health`, `errors`, `endpoints`, `env`.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{Endpoint, ErrorEntry, ProbeRecord, ServiceStatus};
+
+/// One service in `health`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ServiceHealth {
+    /// Target.
+    pub target: String,
+    /// Service.
+    pub service: String,
+    /// Recorded status.
+    pub status: ServiceStatus,
+    /// What `/proc` says now: `running`, `not-listening`, `gone` or `down`.
+    pub truth: String,
+    /// Whether this service counts as healthy.
+    pub healthy: bool,
+    /// Pid.
+    pub pid: Option<u32>,
+    /// Port.
+    pub port: Option<u16>,
+    /// URL.
+    pub url: Option<String>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// Why it failed, if it did.
+    pub failure: Option<String>,
+    /// Recent readiness probes.
+    pub probes: Vec<ProbeRecord>,
+}
+
+/// `envctl health --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct HealthReport {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// True when every service is healthy (and, with `--strict`, none is degraded).
+    pub ok: bool,
+    /// `healthy`, `degraded` (running, but restarted or still starting) or `unhealthy`.
+    pub overall: String,
+    /// Every selected service.
+    pub services: Vec<ServiceHealth>,
+    /// One line per problem.
+    pub issues: Vec<String>,
+}
+
+/// An error-looking line in a service's log.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct LogError {
+    /// Target.
+    pub target: String,
+    /// Service.
+    pub service: String,
+    /// The line.
+    pub line: String,
+}
+
+/// `envctl errors --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorsReport {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The run the failures belong to.
+    pub run_id: Option<String>,
+    /// This run's recorded failures.
+    pub errors: Vec<ErrorEntry>,
+    /// Error-looking lines from the end of each selected service's log.
+    pub log_errors: Vec<LogError>,
+}
+
+/// `envctl endpoints --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EndpointList {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Target → service → endpoint.
+    pub targets: BTreeMap<String, BTreeMap<String, Endpoint>>,
+}
+
+/// `envctl env --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct EnvReport {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Target.
+    pub target: String,
+    /// Service → the variables envctl adds to its environment.
+    pub services: BTreeMap<String, BTreeMap<String, String>>,
+}

@@ -1,0 +1,143 @@
+//! The CLI's side of the control socket: find the host (spawning one detached when none answers), send one
+//! request, read progress lines until the final reply.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use envctl_contracts::control::{Progress, Reply, Request};
+
+use crate::config::Paths;
+use crate::supervisor::{logs, spawn};
+
+/// How long a freshly spawned host may take to answer.
+const SPAWN_WAIT: Duration = Duration::from_secs(10);
+
+/// The host could not be reached.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// It could not be started.
+    #[error("cannot start the envctl host: {0}\nhint: see {1}")]
+    Spawn(String, String),
+    /// The conversation broke.
+    #[error(
+        "lost the connection to the envctl host: {0}\nhint: run `envctl resume` to reconnect; the host log is {1}"
+    )]
+    Io(String, String),
+    /// The host closed the connection without answering (it was exiting).
+    #[error(
+        "the envctl host closed the connection without answering\nhint: run the command again; the host log is {0}"
+    )]
+    Unanswered(String),
+}
+
+/// A connection to the host.
+#[derive(Debug)]
+pub struct HostClient {
+    stream: UnixStream,
+    log: PathBuf,
+}
+
+/// The host's own log file.
+pub fn host_log(paths: &Paths) -> PathBuf {
+    paths.scope_dir.join("host.log")
+}
+
+impl HostClient {
+    /// Connects to the running host, if one answers.
+    pub fn connect(paths: &Paths) -> Option<Self> {
+        UnixStream::connect(paths.control_socket()).ok().map(|stream| Self { stream, log: host_log(paths) })
+    }
+
+    /// Connects, first spawning a detached host (`<exe> host -C <repo>`) when none answers.
+    pub fn connect_or_spawn(paths: &Paths) -> Result<Self, ClientError> {
+        if let Some(client) = Self::connect(paths) {
+            return Ok(client);
+        }
+        let log = host_log(paths);
+        let spawn_error =
+            |e: &dyn std::fmt::Display| ClientError::Spawn(e.to_string(), log.display().to_string());
+        let exe = std::env::current_exe().map_err(|e| spawn_error(&e))?;
+        let repo = paths.current_root.as_os_str();
+        let mut child = spawn::spawn_detached(&exe, &["host".as_ref(), "-C".as_ref(), repo], &log)
+            .map_err(|e| spawn_error(&e))?;
+        let deadline = Instant::now() + SPAWN_WAIT;
+        let mut pause = Duration::from_micros(200);
+        loop {
+            if let Some(client) = Self::connect(paths) {
+                return Ok(client);
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                // Another host may have won the race for the lock; it answers soon.
+                if let Some(client) = Self::connect(paths) {
+                    return Ok(client);
+                }
+                if !status.success() {
+                    let tail = logs::tail(&log, 5).join("\n");
+                    return Err(spawn_error(&format!("it exited with {status}: {tail}")));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(spawn_error(&"it did not answer within 10 s"));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `request`; calls `progress` for each progress line; returns the final reply.
+    pub fn request(
+        mut self,
+        request: &Request,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<Reply, ClientError> {
+        let io = |e: &dyn std::fmt::Display, log: &PathBuf| {
+            ClientError::Io(e.to_string(), log.display().to_string())
+        };
+        let mut line = serde_json::to_vec(request).map_err(|e| io(&e, &self.log))?;
+        line.push(b'\n');
+        self.stream.write_all(&line).map_err(|e| io(&e, &self.log))?;
+        let reader = BufReader::new(self.stream.try_clone().map_err(|e| io(&e, &self.log))?);
+        let mut answered = false;
+        for line in reader.lines() {
+            let line = match line {
+                Ok(line) => line,
+                Err(_) if !answered => return Err(ClientError::Unanswered(self.log.display().to_string())),
+                Err(e) => return Err(io(&e, &self.log)),
+            };
+            answered = true;
+            match serde_json::from_str::<Reply>(&line) {
+                Ok(Reply::Progress(p)) => progress(&p),
+                Ok(reply) => return Ok(reply),
+                Err(e) => return Err(io(&format!("unreadable reply ({e})"), &self.log)),
+            }
+        }
+        if answered {
+            Err(io(&"the host closed the connection", &self.log))
+        } else {
+            Err(ClientError::Unanswered(self.log.display().to_string()))
+        }
+    }
+
+    /// Sends `request` to the host (spawning one when `spawn` and none answers). A host that was exiting and
+    /// closed the connection unanswered is replaced once. `Ok(None)`: no host and `spawn` was false.
+    pub fn call(
+        paths: &Paths,
+        spawn: bool,
+        request: &Request,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<Option<Reply>, ClientError> {
+        for attempt in 0..3 {
+            let client = if spawn { Some(Self::connect_or_spawn(paths)?) } else { Self::connect(paths) };
+            let Some(client) = client else { return Ok(None) };
+            match client.request(request, &mut progress) {
+                Err(ClientError::Unanswered(_)) if attempt < 2 => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => return other.map(Some),
+            }
+        }
+        Err(ClientError::Unanswered(host_log(paths).display().to_string()))
+    }
+}

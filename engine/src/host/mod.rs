@@ -1,0 +1,312 @@
+//! The per-repository host process.
+//!
+//! How it works: `envctl start` finds the host through the scope's control socket or spawns one detached
+//! (`envctl host`), then sends it a request. The host holds the scope's host lock (so there is never more than one),
+//! adopts the services an earlier host left running (same pid **and** start time), serves the control socket,
+//! supervises every service through one task each, and writes the state artifacts on every change. It exits when
+//! nothing runs any more, on SIGTERM/SIGINT (stopping everything first), on a `shutdown` request, or when the
+//! future passed to [`run`] completes (tests, `start --foreground`).
+
+pub mod client;
+mod server;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use envctl_contracts::ports::TargetPorts;
+use envctl_contracts::state::{ErrorEntry, HostRecord, RunState};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Paths;
+use crate::state::{StateError, StateRepository, new_run_id, now_rfc3339};
+use crate::supervisor::service::{ServiceHandle, ServiceSpec, launch};
+use crate::supervisor::{logs, proc_info};
+
+/// A service's key: (target, service).
+pub type Key = (String, String);
+
+/// The host could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// Another host holds this scope.
+    #[error(
+        "another envctl host already runs for this repository (lock {0})\nhint: use `envctl stop-all` to stop it, or talk to it with `envctl start`/`stop`"
+    )]
+    AlreadyRunning(String),
+    /// The control socket or a scope file could not be set up.
+    #[error(
+        "{path}: {source}\nhint: check the permissions of envctl's runtime directory (ENVCTL_RUNTIME_DIR)"
+    )]
+    Io {
+        /// What.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// State could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// The current run: what the latest command asked for and what went wrong in it.
+#[derive(Debug, Clone, Default)]
+pub struct RunInfo {
+    /// Run id.
+    pub run_id: String,
+    /// The command that made it.
+    pub command: String,
+    /// Targets it covers.
+    pub targets: Vec<String>,
+    /// This run's failures only.
+    pub errors: Vec<ErrorEntry>,
+    /// Port plans by target.
+    pub ports: BTreeMap<String, TargetPorts>,
+    /// When it began.
+    pub created_at: String,
+}
+
+/// The host's shared state.
+#[derive(Debug)]
+pub struct Host {
+    /// Locations.
+    pub paths: Paths,
+    /// This process.
+    pub record: HostRecord,
+    /// Supervised services.
+    pub services: tokio::sync::Mutex<BTreeMap<Key, ServiceHandle>>,
+    /// The current run.
+    pub run: std::sync::Mutex<RunInfo>,
+    /// The state the host found when it started (for `resume`).
+    pub previous: Option<RunState>,
+    /// Signalled by service tasks on every change.
+    pub changed: Arc<Notify>,
+    /// Serialises state writes.
+    save_lock: tokio::sync::Mutex<()>,
+    repo: StateRepository,
+    /// Cancelled when the host should exit.
+    pub token: CancellationToken,
+    /// Every task the host started.
+    pub tracker: TaskTracker,
+    /// Set by a second interrupt: stops skip the grace period.
+    pub force: AtomicBool,
+}
+
+impl Host {
+    /// Starts supervising `spec` (adopting `adopt` when given).
+    pub fn launch(&self, spec: ServiceSpec, adopt: Option<(u32, u64)>) -> ServiceHandle {
+        launch(spec, adopt, Arc::clone(&self.changed), &self.tracker)
+    }
+
+    /// Begins a new run for `command` over `targets`; earlier failures are not carried into it.
+    pub fn begin_run(&self, command: &str, targets: &[String]) -> String {
+        let mut run = self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *run = RunInfo {
+            run_id: new_run_id(),
+            command: command.to_owned(),
+            targets: targets.to_vec(),
+            errors: Vec::new(),
+            ports: run.ports.clone(),
+            created_at: now_rfc3339(),
+        };
+        run.run_id.clone()
+    }
+
+    /// The current run id.
+    pub fn run_id(&self) -> String {
+        self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).run_id.clone()
+    }
+
+    /// Writes every artifact from the live view.
+    pub async fn save(&self) -> Result<(), StateError> {
+        let _guard = self.save_lock.lock().await;
+        let records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
+        let run = self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let artifacts = snapshot::artifacts(&run, self.record, records);
+        let repo = self.repo.clone();
+        tokio::task::spawn_blocking(move || repo.save_run(&artifacts)).await.unwrap_or_else(|e| {
+            Err(StateError::Io { path: "state writer".into(), source: std::io::Error::other(e) })
+        })
+    }
+
+    /// Stops the given services in reverse dependency order and forgets them; returns their keys.
+    pub async fn stop(&self, keys: Vec<Key>) -> Vec<Key> {
+        let force = self.force.load(Ordering::Relaxed);
+        let handles: Vec<(Key, ServiceHandle)> = {
+            let services = self.services.lock().await;
+            keys.into_iter().filter_map(|k| services.get(&k).cloned().map(|h| (k, h))).collect()
+        };
+        let max_layer = handles.iter().map(|(_, h)| h.spec.plan.layer).max().unwrap_or(0);
+        for layer in (0..=max_layer).rev() {
+            let mut stops = tokio::task::JoinSet::new();
+            for (_, handle) in handles.iter().filter(|(_, h)| h.spec.plan.layer == layer) {
+                let handle = handle.clone();
+                stops.spawn(async move { handle.stop(force).await });
+            }
+            while stops.join_next().await.is_some() {}
+        }
+        let mut services = self.services.lock().await;
+        for (key, _) in &handles {
+            services.remove(key);
+        }
+        handles.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Stops everything.
+    pub async fn stop_all(&self) -> Vec<Key> {
+        let keys: Vec<Key> = self.services.lock().await.keys().cloned().collect();
+        self.stop(keys).await
+    }
+}
+
+/// Takes the scope's host lock without waiting; `None` when another host holds it.
+fn take_lock(paths: &Paths) -> Result<Option<File>, HostError> {
+    let path = paths.scope_dir.join("host.lock");
+    let io = |source| HostError::Io { path: path.display().to_string(), source };
+    std::fs::create_dir_all(&paths.scope_dir).map_err(io)?;
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
+/// Waits (up to 10 s) for the host lock while an earlier host finishes exiting. `None` when another host holds it
+/// and serves the socket.
+async fn wait_for_lock(paths: &Paths) -> Result<Option<File>, HostError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(lock) = take_lock(paths)? {
+            return Ok(Some(lock));
+        }
+        if std::os::unix::net::UnixStream::connect(paths.control_socket()).is_ok()
+            || std::time::Instant::now() >= deadline
+        {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs the host until it has nothing to do, a signal or `shutdown` arrives, or `stop` completes.
+pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> Result<(), HostError> {
+    let Some(_lock) = wait_for_lock(&paths).await? else {
+        return Err(HostError::AlreadyRunning(paths.scope_dir.join("host.lock").display().to_string()));
+    };
+    let (pid, start_time) = proc_info::current();
+    let repo = StateRepository::new(&paths.scope_dir);
+    let previous = repo.run_state().ok().flatten();
+    let host = Arc::new(Host {
+        paths: paths.clone(),
+        record: HostRecord { pid, start_time },
+        services: tokio::sync::Mutex::new(BTreeMap::new()),
+        run: std::sync::Mutex::new(RunInfo::default()),
+        previous: previous.clone(),
+        changed: Arc::new(Notify::new()),
+        save_lock: tokio::sync::Mutex::new(()),
+        repo,
+        token: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        force: AtomicBool::new(false),
+    });
+    host.begin_run("host", &previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
+    adopt_survivors(&host).await;
+    let listener = server::bind(&paths)?;
+    host.save().await?;
+    let saver = tokio::spawn(save_on_change(Arc::clone(&host)));
+    let serve = server::serve(Arc::clone(&host), listener);
+    tokio::pin!(serve, stop);
+    let mut signals = Signals::new()?;
+    tokio::select! {
+        () = host.token.cancelled() => {}
+        () = &mut stop => {}
+        () = &mut serve => {}
+        () = signals.next() => {}
+    }
+    // No new clients from here on; a second signal during the stop forces it.
+    server::unbind(&paths);
+    let stopping = host.stop_all();
+    tokio::pin!(stopping);
+    loop {
+        tokio::select! {
+            _ = &mut stopping => break,
+            () = signals.next() => host.force.store(true, Ordering::Relaxed),
+        }
+    }
+    let _ = host.save().await;
+    saver.abort();
+    host.tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), host.tracker.wait()).await;
+    server::unbind(&paths);
+    Ok(())
+}
+
+/// Re-owns every service of the saved state whose process still runs (pid and start time match).
+async fn adopt_survivors(host: &Host) {
+    let Some(previous) = &host.previous else { return };
+    let mut services = host.services.lock().await;
+    for record in &previous.services {
+        let (Some(pid), Some(started), Some(plan)) = (record.pid, record.pid_start_time, &record.spec) else {
+            continue;
+        };
+        if !proc_info::is_same_process(pid, started) {
+            continue;
+        }
+        let log_path = record.log_path.as_ref().map_or_else(
+            || logs::log_path(&host.paths.scope_dir, &previous.run_id, &record.target, &record.service),
+            std::path::PathBuf::from,
+        );
+        let spec = ServiceSpec {
+            target: record.target.clone(),
+            plan: plan.clone(),
+            base_env: crate::config::process_environment(),
+            log_path,
+            stop_grace: Duration::from_secs(plan.stop_grace_secs),
+        };
+        let key = (record.target.clone(), record.service.clone());
+        services.insert(key, host.launch(spec, Some((pid, started))));
+    }
+}
+
+/// Writes the artifacts whenever a service changes (changes arriving together are written once).
+async fn save_on_change(host: Arc<Host>) {
+    loop {
+        host.changed.notified().await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let _ = host.save().await;
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP as one stream.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self, HostError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let io = |source| HostError::Io { path: "signal handlers".into(), source };
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(io)?,
+            int: signal(SignalKind::interrupt()).map_err(io)?,
+            hup: signal(SignalKind::hangup()).map_err(io)?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}

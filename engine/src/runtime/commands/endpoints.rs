@@ -1,0 +1,66 @@
+//! `envctl endpoints [targets] [--json]`: URLs and ports of the running services.
+
+use std::collections::BTreeMap;
+
+use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::inspect::EndpointList;
+use envctl_contracts::state::Endpoint;
+
+use super::logs::selected_records;
+use crate::runtime::cli::TargetArgs;
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::ui::Table;
+
+/// Arguments of `endpoints`.
+#[derive(Debug, clap::Args)]
+pub struct EndpointsArgs {
+    /// Which targets (default: every running target).
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Lists endpoints; a requested target that is not running is an error.
+pub fn exec(rt: &EngineRuntime, args: &EndpointsArgs) -> Result<Outcome, EngineError> {
+    let paths = rt.paths()?;
+    let records = selected_records(&paths, &args.targets, &[])?;
+    for name in &args.targets.tree {
+        if !records.iter().any(|r| &r.target == name) {
+            return Err(EngineError::Failed(format!(
+                "`{name}` is not running\nhint: `envctl start --tree {name}` starts it"
+            )));
+        }
+    }
+    let mut targets: BTreeMap<String, BTreeMap<String, Endpoint>> = BTreeMap::new();
+    for r in records {
+        targets
+            .entry(r.target)
+            .or_default()
+            .insert(r.service, Endpoint { port: r.port, url: r.url, status: r.status });
+    }
+    let list = EndpointList { schema_version: SCHEMA_VERSION, targets };
+    if args.json {
+        rt.printer().json(&list);
+    } else {
+        let mut table = Table::new(&["TARGET", "SERVICE", "URL", "STATUS"]);
+        for (target, services) in &list.targets {
+            for (service, e) in services {
+                let url = e
+                    .url
+                    .clone()
+                    .or_else(|| e.port.map(|p| format!("port {p}")))
+                    .unwrap_or_else(|| "-".into());
+                table.row(vec![
+                    target.clone(),
+                    service.clone(),
+                    url,
+                    format!("{:?}", e.status).to_lowercase(),
+                ]);
+            }
+        }
+        rt.printer().data(&table.render());
+    }
+    Ok(Outcome::Success)
+}

@@ -1,0 +1,90 @@
+//! `envctl env [--main | --tree NAME] [--service S] [--json]`: the variables envctl gives a target's services
+//! (ports, URLs, projected requirement variables), so shells, IDEs and test runners use the same values.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::inspect::EnvReport;
+
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::startup::{explain, plan_ports};
+use crate::targets::{Selection, Targets};
+
+/// Arguments of `env`.
+#[derive(Debug, clap::Args)]
+pub struct EnvArgs {
+    /// The main checkout (default: the checkout you are in).
+    #[arg(long, conflicts_with = "tree")]
+    pub main: bool,
+    /// A worktree by name.
+    #[arg(long, value_name = "NAME")]
+    pub tree: Option<String>,
+    /// Only this service.
+    #[arg(long, value_name = "S")]
+    pub service: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Quotes a value for a POSIX shell.
+fn shell_quote(value: &str) -> String {
+    if !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c)) {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', "'\\''"))
+    }
+}
+
+/// Prints the environment.
+pub fn exec(rt: &EngineRuntime, args: &EnvArgs) -> Result<Outcome, EngineError> {
+    let settings = rt.settings()?;
+    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let selection = match (&args.tree, args.main) {
+        (Some(name), _) => Selection::Trees(vec![name.clone()]),
+        (None, true) => Selection::Main,
+        (None, false) => {
+            let here = targets.containing(rt.cwd()).map_or_else(|| "main".to_owned(), |t| t.name.clone());
+            Selection::Trees(vec![here])
+        }
+    };
+    let selected = targets.select(&selection, settings.config.project.default_mode)?;
+    let ports = plan_ports(&settings, &selected)?;
+    let plan = explain(&settings, &selected, &ports, rt.env());
+    let Some(target) = plan.targets.into_iter().next() else {
+        return Err(EngineError::Failed("no target selected".into()));
+    };
+    let mut services: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    for service in target.services {
+        services.insert(service.name, service.env);
+    }
+    if let Some(name) = &args.service {
+        let Some(env) = services.remove(name) else {
+            let names: Vec<&str> = services.keys().map(String::as_str).collect();
+            return Err(EngineError::Failed(format!(
+                "`{name}` is not a service of {} (its services: {})",
+                target.name,
+                if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            )));
+        };
+        services = BTreeMap::from([(name.clone(), env)]);
+    }
+    let report = EnvReport { schema_version: SCHEMA_VERSION, target: target.name, services };
+    if args.json {
+        rt.printer().json(&report);
+        return Ok(Outcome::Success);
+    }
+    let mut out = String::new();
+    let many = report.services.len() > 1;
+    for (service, env) in &report.services {
+        if many {
+            let _ = writeln!(out, "# {}/{service}", report.target);
+        }
+        for (key, value) in env {
+            let _ = writeln!(out, "export {key}={}", shell_quote(value));
+        }
+    }
+    rt.printer().data(&out);
+    Ok(Outcome::Success)
+}

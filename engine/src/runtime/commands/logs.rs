@@ -1,0 +1,131 @@
+//! `envctl logs [targets] [--service S] [--tail N] [--follow]` and `envctl clear-logs`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use envctl_contracts::state::ServiceRecord;
+
+use super::foreground::read_new_lines;
+use super::stop::running_targets;
+use crate::config::Paths;
+use crate::runtime::cli::TargetArgs;
+use crate::runtime::{EngineError, EngineRuntime, Outcome, block_on};
+use crate::state::StateRepository;
+use crate::supervisor::logs;
+
+/// Arguments of `logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Which targets (default: every running target).
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Only these services (repeatable).
+    #[arg(long = "service", value_name = "S")]
+    pub services: Vec<String>,
+    /// How many lines from the end of each log.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub tail: usize,
+    /// Keep printing new lines until Ctrl-C.
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+/// Arguments of `clear-logs`.
+#[derive(Debug, clap::Args)]
+pub struct ClearLogsArgs {
+    /// Which targets (default: every running target).
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Only these services (repeatable).
+    #[arg(long = "service", value_name = "S")]
+    pub services: Vec<String>,
+}
+
+/// The saved records of the selected targets and services; an error when there are none.
+pub(super) fn selected_records(
+    paths: &Paths,
+    targets: &TargetArgs,
+    services: &[String],
+) -> Result<Vec<ServiceRecord>, EngineError> {
+    let running = running_targets(paths)?;
+    let names = targets.names_among(&running)?;
+    let state = StateRepository::new(&paths.scope_dir).run_state()?;
+    let records: Vec<ServiceRecord> = state
+        .map(|s| s.services)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| names.contains(&r.target) && (services.is_empty() || services.contains(&r.service)))
+        .collect();
+    if records.is_empty() {
+        let what = if names.is_empty() {
+            "nothing has been started".to_owned()
+        } else {
+            format!("no matching service of {}", names.join(", "))
+        };
+        return Err(EngineError::Failed(format!(
+            "{what} in this repository's saved state\nhint: `envctl start` starts it; `envctl show-state` shows what was saved"
+        )));
+    }
+    Ok(records)
+}
+
+fn log_files(records: &[ServiceRecord]) -> Vec<(String, PathBuf)> {
+    records
+        .iter()
+        .filter_map(|r| {
+            r.log_path.as_ref().map(|p| (format!("{}/{}", r.target, r.service), PathBuf::from(p)))
+        })
+        .collect()
+}
+
+/// Prints (and follows) logs.
+pub fn exec(rt: &EngineRuntime, args: &LogsArgs) -> Result<Outcome, EngineError> {
+    let paths = rt.paths()?;
+    let files = log_files(&selected_records(&paths, &args.targets, &args.services)?);
+    let width = files.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let prefix = |label: &str, line: &str| {
+        if files.len() > 1 { format!("{label:<width$} | {line}") } else { line.to_owned() }
+    };
+    let mut offsets = Vec::new();
+    for (label, path) in &files {
+        for line in logs::tail(path, args.tail) {
+            rt.printer().data(&prefix(label, &line));
+        }
+        offsets.push(std::fs::metadata(path).map_or(0, |m| m.len()));
+    }
+    if !args.follow {
+        return Ok(Outcome::Success);
+    }
+    block_on(async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        tokio::pin!(ctrl_c);
+        loop {
+            for ((label, path), offset) in files.iter().zip(offsets.iter_mut()) {
+                for line in read_new_lines(path, offset) {
+                    rt.printer().data(&prefix(label, &line));
+                }
+            }
+            tokio::select! {
+                _ = &mut ctrl_c => return Ok(Outcome::Interrupted),
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+            }
+        }
+    })
+}
+
+/// Empties log files.
+pub fn exec_clear(rt: &EngineRuntime, args: &ClearLogsArgs) -> Result<Outcome, EngineError> {
+    let paths = rt.paths()?;
+    let files = log_files(&selected_records(&paths, &args.targets, &args.services)?);
+    for (_, path) in &files {
+        match std::fs::OpenOptions::new().write(true).open(path) {
+            Ok(file) => {
+                file.set_len(0).map_err(|e| EngineError::Failed(format!("{}: {e}", path.display())))?;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EngineError::Failed(format!("{}: {e}", path.display()))),
+        }
+    }
+    rt.printer().note(&format!("cleared {} log file(s)", files.len()));
+    Ok(Outcome::Success)
+}

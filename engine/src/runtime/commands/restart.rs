@@ -1,0 +1,38 @@
+//! `envctl restart [targets] [--service S]`: stop and start again (every running target by default).
+
+use envctl_contracts::control::{Reply, Request};
+
+use super::start::{report, request, show_progress};
+use super::stop::running_targets;
+use crate::host::client::HostClient;
+use crate::runtime::cli::TargetArgs;
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
+
+/// Arguments of `restart`.
+#[derive(Debug, clap::Args)]
+pub struct RestartArgs {
+    /// Which targets (default: every running target).
+    #[command(flatten)]
+    pub targets: TargetArgs,
+    /// Only these services and what they depend on (repeatable).
+    #[arg(long = "service", value_name = "S")]
+    pub services: Vec<String>,
+}
+
+/// Restarts the selected services.
+pub fn exec(rt: &EngineRuntime, args: &RestartArgs) -> Result<Outcome, EngineError> {
+    let paths = rt.paths()?;
+    let running = running_targets(&paths)?;
+    let names = if args.targets.all { Vec::new() } else { args.targets.names_among(&running)? };
+    let targets = if names.is_empty() && !args.targets.all {
+        return Err(EngineError::Failed("nothing is running to restart\nhint: use `envctl start`".into()));
+    } else if args.targets.all {
+        TargetArgs { all: true, ..TargetArgs::default() }
+    } else {
+        TargetArgs { tree: names, ..TargetArgs::default() }
+    };
+    let request = request(rt, &targets, &args.services, "restart", true)?;
+    let printer = *rt.printer();
+    let reply = HostClient::call(&paths, true, &Request::Start(request), |p| show_progress(printer, p))?;
+    report(printer, reply.unwrap_or(Reply::Error { message: "no host".into() }))
+}

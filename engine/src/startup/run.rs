@@ -1,0 +1,387 @@
+//! [`start`] and [`resume`], run inside the host.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envctl_contracts::config::ConfigFormat;
+use envctl_contracts::control::{Progress, Reply, ResumeRequest, StartFailure, StartOutcome, StartRequest};
+use envctl_contracts::ports::TargetPorts;
+use envctl_contracts::startup::ServicePlan;
+use envctl_contracts::state::{ErrorEntry, ServiceStatus};
+use tokio::sync::mpsc;
+
+use super::{PortTable, explain};
+use crate::config::{EnvVars, Settings};
+use crate::host::{Host, Key};
+use crate::ports::{Ledger, is_free, requests};
+use crate::supervisor::service::{ServiceHandle, ServiceSpec};
+use crate::supervisor::{logs, proc_info};
+use crate::targets::{Target, Targets};
+
+/// Log lines shown with a failure.
+const FAILURE_TAIL: usize = 20;
+
+/// Two plans describe the same running service when everything but the port's bookkeeping matches.
+fn same_service(a: &ServicePlan, b: &ServicePlan) -> bool {
+    let port = |p: &ServicePlan| p.port.map(|p| p.assigned);
+    port(a) == port(b)
+        && a.argv == b.argv
+        && a.cwd == b.cwd
+        && a.env == b.env
+        && a.ready == b.ready
+        && a.restart == b.restart
+        && a.stop_grace_secs == b.stop_grace_secs
+}
+
+/// `names` and everything they depend on, among `plans`.
+fn closure(plans: &[ServicePlan], names: &[String]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut queue: Vec<String> = names.to_vec();
+    while let Some(name) = queue.pop() {
+        if let Some(plan) = plans.iter().find(|p| p.name == name)
+            && out.insert(name)
+        {
+            queue.extend(plan.depends_on.iter().cloned());
+        }
+    }
+    out
+}
+
+fn error(message: impl Into<String>) -> Reply {
+    Reply::Error { message: message.into() }
+}
+
+/// Forgets services that ended (failed, exited, stopped) so no earlier failure is carried into the new run.
+async fn forget_ended(host: &Host) {
+    let ended: Vec<Key> = host
+        .services
+        .lock()
+        .await
+        .iter()
+        .filter(|(_, h)| {
+            matches!(
+                h.record().status,
+                ServiceStatus::Failed | ServiceStatus::Exited | ServiceStatus::Stopped
+            )
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    host.stop(ended).await;
+}
+
+/// Starts (or reuses) the requested services.
+pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Reply>) -> Reply {
+    let began = Instant::now();
+    let settings = Settings {
+        config: request.config,
+        paths: host.paths.clone(),
+        format: ConfigFormat::Toml,
+        provenance: BTreeMap::new(),
+        warnings: Vec::new(),
+    };
+    let all = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let mut selected: Vec<&Target> = Vec::new();
+    for name in &request.targets {
+        match all.all.iter().find(|t| &t.name == name) {
+            Some(target) => selected.push(target),
+            None => return error(format!("no target named `{name}` (it may have been removed since)")),
+        }
+    }
+    let wanted_requirements: Vec<String> = settings
+        .config
+        .requirements
+        .iter()
+        .filter(|(_, r)| r.enabled && selected.iter().any(|t| t.in_scope(r.targets)))
+        .map(|(n, _)| n.clone())
+        .collect();
+    if !wanted_requirements.is_empty() {
+        return error(format!(
+            "this build cannot start requirements yet ({}); set `enabled = false` on them to start the services alone",
+            wanted_requirements.join(", ")
+        ));
+    }
+    forget_ended(host).await;
+    let run_id = host.begin_run(&request.command, &request.targets);
+    let table = match reserve_ports(host, &settings, &selected).await {
+        Ok(table) => table,
+        Err(message) => return error(message),
+    };
+    let env = EnvVars::from_pairs(request.env.get("PATH").map(|p| ("PATH", p.as_str())));
+    let plan = explain(&settings, &selected, &table, &env);
+    if !plan.problems.is_empty() {
+        return error(plan.problems.join("\n"));
+    }
+    {
+        let mut run = host.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for target in &selected {
+            let ports = table.of_target(&target.name);
+            let entry =
+                TargetPorts { target: target.name.clone(), root: target.root.display().to_string(), ports };
+            run.ports.insert(target.name.clone(), entry);
+        }
+    }
+    let mut outcome = StartOutcome {
+        run_id: run_id.clone(),
+        services: Vec::new(),
+        reused: Vec::new(),
+        started: Vec::new(),
+        warnings: Vec::new(),
+        failure: None,
+    };
+    let mut jobs = tokio::task::JoinSet::new();
+    for target_plan in plan.targets {
+        let wanted = if request.services.is_empty() {
+            target_plan.services.iter().map(|s| s.name.clone()).collect()
+        } else {
+            closure(&target_plan.services, &request.services)
+        };
+        let specs: Vec<ServiceSpec> = target_plan
+            .services
+            .into_iter()
+            .filter(|s| wanted.contains(&s.name))
+            .map(|plan| ServiceSpec {
+                target: target_plan.name.clone(),
+                log_path: logs::log_path(&host.paths.scope_dir, &run_id, &target_plan.name, &plan.name),
+                stop_grace: Duration::from_secs(plan.stop_grace_secs),
+                base_env: request.env.clone(),
+                plan,
+            })
+            .collect();
+        let (host, tx) = (Arc::clone(host), tx.clone());
+        let no_resume = request.no_resume;
+        jobs.spawn(async move { run_target(&host, specs, no_resume, &tx, began).await });
+    }
+    while let Some(done) = jobs.join_next().await {
+        if let Ok(result) = done {
+            outcome.reused.extend(result.reused);
+            outcome.started.extend(result.started);
+            if outcome.failure.is_none() {
+                outcome.failure = result.failure;
+            }
+        }
+    }
+    finish(host, outcome, &request.targets).await
+}
+
+/// Leases the ports of `selected` for the host.
+async fn reserve_ports(host: &Host, settings: &Settings, selected: &[&Target]) -> Result<PortTable, String> {
+    let port_requests = requests(settings, selected);
+    let (pid, started) = (host.record.pid, host.record.start_time);
+    let ledger = Ledger::new(&settings.paths.ledger_dir);
+    let reqs = port_requests.clone();
+    let plans = tokio::task::spawn_blocking(move || ledger.reserve(&reqs, pid, started, &is_free))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    Ok(PortTable::from_plans(port_requests, plans))
+}
+
+/// Records the failure, saves, and builds the reply.
+async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> Reply {
+    if let Some(failure) = &outcome.failure {
+        let mut run = host.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        run.errors.push(ErrorEntry {
+            target: Some(failure.target.clone()),
+            service: Some(failure.service.clone()),
+            kind: "start_failed".into(),
+            message: failure.reason.clone(),
+        });
+    }
+    outcome.services = host
+        .services
+        .lock()
+        .await
+        .iter()
+        .filter(|((t, _), _)| targets.is_empty() || targets.contains(t))
+        .map(|(_, h)| h.record())
+        .collect();
+    if let Err(e) = host.save().await {
+        outcome.warnings.push(e.to_string());
+    }
+    Reply::Started(outcome)
+}
+
+/// What one target's start did.
+#[derive(Debug, Default)]
+struct TargetResult {
+    reused: Vec<String>,
+    started: Vec<String>,
+    failure: Option<StartFailure>,
+}
+
+/// Starts one target's services layer by layer; on the first failure stops what it started, in reverse.
+async fn run_target(
+    host: &Arc<Host>,
+    specs: Vec<ServiceSpec>,
+    no_resume: bool,
+    tx: &mpsc::Sender<Reply>,
+    began: Instant,
+) -> TargetResult {
+    let mut result = TargetResult::default();
+    let mut launched: Vec<Key> = Vec::new();
+    let max_layer = specs.iter().map(|s| s.plan.layer).max().unwrap_or(0);
+    for layer in 0..=max_layer {
+        let mut waiting = Vec::new();
+        for spec in specs.iter().filter(|s| s.plan.layer == layer) {
+            let key: Key = (spec.target.clone(), spec.plan.name.clone());
+            let label = format!("{}/{}", key.0, key.1);
+            let existing = host.services.lock().await.get(&key).cloned();
+            if let Some(handle) = &existing {
+                let record = handle.record();
+                let alive = matches!(record.status, ServiceStatus::Ready | ServiceStatus::Starting);
+                if alive && !no_resume && same_service(&handle.spec.plan, &spec.plan) {
+                    result.reused.push(label);
+                    waiting.push((key, handle.clone()));
+                    continue;
+                }
+                host.stop(vec![key.clone()]).await;
+            }
+            let handle = host.launch(spec.clone(), None);
+            host.services.lock().await.insert(key.clone(), handle.clone());
+            launched.push(key.clone());
+            result.started.push(label);
+            waiting.push((key, handle));
+        }
+        for (key, handle) in waiting {
+            if let Err(failure) = wait_ready(&key, &handle, tx, began).await {
+                result.failure = Some(failure);
+                launched.reverse();
+                host.stop(launched.into_iter().filter(|k| k != &key).collect()).await;
+                return result;
+            }
+        }
+    }
+    result
+}
+
+/// Waits until the service is ready (reporting progress) or has failed.
+async fn wait_ready(
+    key: &Key,
+    handle: &ServiceHandle,
+    tx: &mpsc::Sender<Reply>,
+    began: Instant,
+) -> Result<(), StartFailure> {
+    let mut watch = handle.watch();
+    let mut last = None;
+    loop {
+        let record = watch.borrow_and_update().clone();
+        if last != Some(record.status) {
+            last = Some(record.status);
+            let detail = match record.status {
+                ServiceStatus::Ready => record.url.clone().unwrap_or_default(),
+                _ => record.failure.clone().unwrap_or_default(),
+            };
+            let elapsed_ms = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+            let progress = Progress {
+                target: key.0.clone(),
+                service: key.1.clone(),
+                status: record.status,
+                detail,
+                elapsed_ms,
+            };
+            let _ = tx.send(Reply::Progress(progress)).await;
+        }
+        match record.status {
+            ServiceStatus::Ready => return Ok(()),
+            ServiceStatus::Failed | ServiceStatus::Exited | ServiceStatus::Stopped => {
+                let log_path = record.log_path.clone();
+                let log_tail = log_path
+                    .as_ref()
+                    .map(|p| logs::tail(std::path::Path::new(p), FAILURE_TAIL))
+                    .unwrap_or_default();
+                let reason =
+                    record.failure.clone().unwrap_or_else(|| format!("{:?}", record.status).to_lowercase());
+                return Err(StartFailure {
+                    target: key.0.clone(),
+                    service: key.1.clone(),
+                    reason,
+                    log_path,
+                    log_tail,
+                });
+            }
+            _ => {}
+        }
+        if watch.changed().await.is_err() {
+            return Err(StartFailure {
+                target: key.0.clone(),
+                service: key.1.clone(),
+                reason: "its supervisor ended".into(),
+                log_path: None,
+                log_tail: Vec::new(),
+            });
+        }
+    }
+}
+
+/// Adopts what still runs (the host did at start-up), restarts what the saved state had running but is gone,
+/// and reports live services whose port nothing of theirs listens on.
+pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<Reply>) -> Reply {
+    let began = Instant::now();
+    let previous = host.previous.clone();
+    let supervised: BTreeMap<Key, ServiceHandle> = host.services.lock().await.clone();
+    if previous.as_ref().is_none_or(|p| p.services.is_empty()) && supervised.is_empty() {
+        return error("there is no saved state to resume (nothing has been started in this repository)");
+    }
+    let targets: Vec<String> = previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default();
+    let run_id = host.begin_run("resume", &targets);
+    let mut outcome = StartOutcome {
+        run_id: run_id.clone(),
+        services: Vec::new(),
+        reused: Vec::new(),
+        started: Vec::new(),
+        warnings: Vec::new(),
+        failure: None,
+    };
+    let mut to_start: Vec<ServiceSpec> = Vec::new();
+    for (key, handle) in &supervised {
+        let record = handle.record();
+        if matches!(record.status, ServiceStatus::Ready | ServiceStatus::Starting) {
+            outcome.reused.push(format!("{}/{}", key.0, key.1));
+            if let (Some(pid), Some(port)) = (record.pid, record.port) {
+                let tree: Vec<u32> = proc_info::tree(pid).into_iter().map(|(p, _)| p).collect();
+                if !proc_info::listening_ports(&tree).contains(&port) {
+                    outcome.warnings.push(format!(
+                        "{}/{} runs (pid {pid}) but nothing of it listens on port {port}",
+                        key.0, key.1
+                    ));
+                }
+            }
+        } else {
+            let mut spec = (*handle.spec).clone();
+            spec.base_env.clone_from(&request.env);
+            to_start.push(spec);
+        }
+    }
+    for record in previous.iter().flat_map(|p| &p.services) {
+        let key = (record.target.clone(), record.service.clone());
+        let Some(plan) = &record.spec else { continue };
+        if supervised.contains_key(&key)
+            || !matches!(
+                record.status,
+                ServiceStatus::Ready | ServiceStatus::Starting | ServiceStatus::Restarting
+            )
+        {
+            continue;
+        }
+        to_start.push(ServiceSpec {
+            target: record.target.clone(),
+            log_path: logs::log_path(&host.paths.scope_dir, &run_id, &record.target, &record.service),
+            stop_grace: Duration::from_secs(plan.stop_grace_secs),
+            base_env: request.env.clone(),
+            plan: plan.clone(),
+        });
+    }
+    let mut by_target: BTreeMap<String, Vec<ServiceSpec>> = BTreeMap::new();
+    for spec in to_start {
+        by_target.entry(spec.target.clone()).or_default().push(spec);
+    }
+    for (_, specs) in by_target {
+        let result = run_target(host, specs, true, tx, began).await;
+        outcome.started.extend(result.started);
+        if outcome.failure.is_none() {
+            outcome.failure = result.failure;
+        }
+    }
+    finish(host, outcome, &[]).await
+}

@@ -1,0 +1,216 @@
+//! Readiness probes: `tcp` (a connection succeeds), `http` (a GET answers the expected status, any 2xx/3xx by
+//! default), `exec` (a command exits 0) and `log` (a log line matches a regular expression). One attempt at a
+//! time; the caller repeats with backoff until the probe's timeout.
+
+use std::path::Path;
+use std::time::Duration;
+
+use envctl_contracts::config::ProbeKind;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The host probes connect to.
+const HOST: &str = "127.0.0.1";
+/// Longest a single attempt may take.
+const ATTEMPT_LIMIT: Duration = Duration::from_secs(2);
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Whether it passed.
+    pub ok: bool,
+    /// What it saw.
+    pub detail: String,
+}
+
+impl Attempt {
+    fn pass(detail: impl Into<String>) -> Self {
+        Self { ok: true, detail: detail.into() }
+    }
+
+    fn fail(detail: impl Into<String>) -> Self {
+        Self { ok: false, detail: detail.into() }
+    }
+}
+
+/// A compiled probe.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// Connect to the port.
+    Tcp(u16),
+    /// GET `path` on the port.
+    Http { port: u16, path: String, status: Option<u16> },
+    /// Run a command.
+    Exec { command: String, cwd: std::path::PathBuf, env: Vec<(String, String)> },
+    /// Match the log.
+    Log { regex: regex_lite::Regex, log: std::path::PathBuf },
+}
+
+impl Probe {
+    /// Compiles a configured probe for a service on `port` logging to `log`.
+    pub fn new(
+        kind: &ProbeKind,
+        port: Option<u16>,
+        cwd: &Path,
+        env: Vec<(String, String)>,
+        log: &Path,
+    ) -> Result<Self, String> {
+        let need_port = || port.ok_or_else(|| "this probe needs the service to have a port".to_owned());
+        Ok(match kind {
+            ProbeKind::Tcp => Self::Tcp(need_port()?),
+            ProbeKind::Http { path, status } => {
+                Self::Http { port: need_port()?, path: path.clone(), status: *status }
+            }
+            ProbeKind::Exec { command } => {
+                Self::Exec { command: command.clone(), cwd: cwd.to_path_buf(), env }
+            }
+            ProbeKind::Log { pattern } => Self::Log {
+                regex: regex_lite::Regex::new(pattern)
+                    .map_err(|e| format!("bad log pattern `{pattern}`: {e}"))?,
+                log: log.to_path_buf(),
+            },
+        })
+    }
+
+    /// One attempt.
+    pub async fn attempt(&self) -> Attempt {
+        match tokio::time::timeout(ATTEMPT_LIMIT, self.attempt_inner()).await {
+            Ok(attempt) => attempt,
+            Err(_) => Attempt::fail(format!("no answer within {} ms", ATTEMPT_LIMIT.as_millis())),
+        }
+    }
+
+    async fn attempt_inner(&self) -> Attempt {
+        match self {
+            Self::Tcp(port) => match TcpStream::connect((HOST, *port)).await {
+                Ok(_) => Attempt::pass(format!("connected to {HOST}:{port}")),
+                Err(e) => Attempt::fail(format!("{HOST}:{port}: {e}")),
+            },
+            Self::Http { port, path, status } => http(*port, path, *status).await,
+            Self::Exec { command, cwd, env } => {
+                let run = tokio::process::Command::new("sh")
+                    .args(["-c", command])
+                    .current_dir(cwd)
+                    .envs(env.iter().map(|(k, v)| (k, v)))
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .kill_on_drop(true)
+                    .status()
+                    .await;
+                match run {
+                    Ok(s) if s.success() => Attempt::pass("exit 0"),
+                    Ok(s) => Attempt::fail(format!("`{command}` exited with {s}")),
+                    Err(e) => Attempt::fail(format!("`{command}`: {e}")),
+                }
+            }
+            Self::Log { regex, log } => match std::fs::read(log) {
+                Ok(bytes) => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    match text.lines().find(|l| regex.is_match(l)) {
+                        Some(line) => {
+                            Attempt::pass(format!("log: {}", line.chars().take(200).collect::<String>()))
+                        }
+                        None => Attempt::fail(format!("no log line matches `{}` yet", regex.as_str())),
+                    }
+                }
+                Err(e) => Attempt::fail(format!("{}: {e}", log.display())),
+            },
+        }
+    }
+}
+
+async fn http(port: u16, path: &str, expected: Option<u16>) -> Attempt {
+    let mut stream = match TcpStream::connect((HOST, port)).await {
+        Ok(s) => s,
+        Err(e) => return Attempt::fail(format!("{HOST}:{port}: {e}")),
+    };
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {HOST}:{port}\r\nUser-Agent: envctl\r\nConnection: close\r\n\r\n"
+    );
+    if let Err(e) = stream.write_all(request.as_bytes()).await {
+        return Attempt::fail(format!("GET {path}: {e}"));
+    }
+    let mut head = vec![0u8; 256];
+    let mut filled = 0;
+    while filled < head.len() && !head[..filled].contains(&b'\n') {
+        match stream.read(&mut head[filled..]).await {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) => return Attempt::fail(format!("GET {path}: {e}")),
+        }
+    }
+    let line = String::from_utf8_lossy(&head[..filled]);
+    let code = line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
+    match (code, expected) {
+        (Some(code), Some(want)) if code == want => Attempt::pass(format!("GET {path} → {code}")),
+        (Some(code), None) if (200..400).contains(&code) => Attempt::pass(format!("GET {path} → {code}")),
+        (Some(code), Some(want)) => Attempt::fail(format!("GET {path} → {code}, expected {want}")),
+        (Some(code), None) => Attempt::fail(format!("GET {path} → {code}, expected 2xx or 3xx")),
+        (None, _) => Attempt::fail(format!("GET {path}: not an HTTP answer")),
+    }
+}
+
+/// Backoff between attempts: 2 ms, growing by half, at most 50 ms (a probe of a local port costs microseconds;
+/// a slow start should not be noticed late).
+pub fn next_pause(previous: Duration) -> Duration {
+    (previous * 3 / 2).clamp(Duration::from_millis(2), Duration::from_millis(50))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tcp_and_http_probes_see_a_real_server() {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let mut buf = [0u8; 512];
+                let n = socket.read(&mut buf).await.unwrap_or(0);
+                let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let answer = if req.starts_with("GET /health") {
+                    "HTTP/1.0 200 OK\r\n\r\n"
+                } else {
+                    "HTTP/1.0 404 Not Found\r\n\r\n"
+                };
+                let _ = socket.write_all(answer.as_bytes()).await;
+            }
+        });
+        assert!(Probe::Tcp(port).attempt().await.ok);
+        let ok = Probe::Http { port, path: "/health".into(), status: None }.attempt().await;
+        assert!(ok.ok, "{ok:?}");
+        let missing = Probe::Http { port, path: "/nope".into(), status: None }.attempt().await;
+        assert!(!missing.ok && missing.detail.contains("404"), "{missing:?}");
+    }
+
+    #[tokio::test]
+    async fn exec_and_log_probes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("svc.log");
+        let probe = Probe::new(
+            &ProbeKind::Log { pattern: "ready on \\d+".into() },
+            None,
+            dir.path(),
+            Vec::new(),
+            &log,
+        )
+        .expect("probe");
+        assert!(!probe.attempt().await.ok);
+        std::fs::write(&log, "starting\nready on 8000\n").expect("write");
+        assert!(probe.attempt().await.ok);
+        let exec = Probe::new(
+            &ProbeKind::Exec { command: "test -f svc.log".into() },
+            None,
+            dir.path(),
+            Vec::new(),
+            &log,
+        )
+        .expect("probe");
+        assert!(exec.attempt().await.ok);
+        assert!(
+            Probe::new(&ProbeKind::Log { pattern: "(".into() }, None, dir.path(), Vec::new(), &log).is_err()
+        );
+    }
+}

@@ -1,0 +1,411 @@
+//! The service task: one tokio task owns one supervised process for its whole life, reached through a
+//! [`ServiceHandle`] that sends it control messages and watches its [`ServiceRecord`].
+//!
+//! How it works: the task spawns the process (or adopts a survivor of an earlier host, identified by pid and
+//! start time), probes readiness with backoff until the probe's timeout while watching for an early exit, and
+//! then supervises: when the process exits, the restart policy decides between restarting it (with exponential
+//! backoff, at most [`MAX_RESTARTS`] times in a row) and recording the exit. A `Stop` message signals the process
+//! group and its descendants, waits the grace period, kills what is left and acknowledges.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envctl_contracts::config::{ProbeKind, RestartPolicy};
+use envctl_contracts::startup::ServicePlan;
+use envctl_contracts::state::{ProbeRecord, ServiceRecord, ServiceStatus};
+use nix::sys::signal::Signal;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use super::probe::{Probe, next_pause};
+use super::{logs, proc_info, signal, spawn};
+use crate::state::now_rfc3339;
+
+/// Consecutive restarts before a crashing service is given up on.
+pub const MAX_RESTARTS: u32 = 10;
+/// A process that ran at least this long resets the restart count.
+const STABLE_AFTER: Duration = Duration::from_secs(30);
+/// A service with no probe and no port counts as ready once it has been running this long.
+const SETTLE: Duration = Duration::from_millis(10);
+/// Probe records kept per service.
+const PROBE_HISTORY: usize = 20;
+
+/// Everything needed to run one service.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec {
+    /// Target.
+    pub target: String,
+    /// What to run.
+    pub plan: ServicePlan,
+    /// The inherited environment.
+    pub base_env: BTreeMap<String, String>,
+    /// Log file.
+    pub log_path: PathBuf,
+    /// SIGTERM → SIGKILL grace.
+    pub stop_grace: Duration,
+}
+
+/// Messages to a service task.
+#[derive(Debug)]
+pub enum Control {
+    /// Stop the process (immediately SIGKILL when `force`), then end the task.
+    Stop {
+        /// Skip the grace period.
+        force: bool,
+        /// Acknowledged once nothing of the service runs.
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A cheap handle to a running service task.
+#[derive(Debug, Clone)]
+pub struct ServiceHandle {
+    tx: mpsc::Sender<Control>,
+    record: watch::Receiver<ServiceRecord>,
+    /// The spec it runs.
+    pub spec: Arc<ServiceSpec>,
+}
+
+impl ServiceHandle {
+    /// The current record.
+    pub fn record(&self) -> ServiceRecord {
+        self.record.borrow().clone()
+    }
+
+    /// A receiver that sees every change of the record.
+    pub fn watch(&self) -> watch::Receiver<ServiceRecord> {
+        self.record.clone()
+    }
+
+    /// Stops the service and waits until nothing of it runs.
+    pub async fn stop(&self, force: bool) {
+        let (done, wait) = oneshot::channel();
+        if self.tx.send(Control::Stop { force, done }).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+/// Starts a task for `spec` on `tracker`: a fresh process, or `adopt` = (pid, start time) of a survivor.
+pub fn launch(
+    spec: ServiceSpec,
+    adopt: Option<(u32, u64)>,
+    changed: Arc<Notify>,
+    tracker: &tokio_util::task::TaskTracker,
+) -> ServiceHandle {
+    let (tx, rx) = mpsc::channel(4);
+    let record = ServiceRecord {
+        target: spec.target.clone(),
+        service: spec.plan.name.clone(),
+        pid: None,
+        pid_start_time: None,
+        port: spec.plan.port.map(|p| p.assigned),
+        url: spec.plan.url.clone(),
+        status: ServiceStatus::Pending,
+        log_path: Some(spec.log_path.display().to_string()),
+        started_at: None,
+        ready_at: None,
+        restarts: 0,
+        exit_code: None,
+        failure: None,
+        probes: Vec::new(),
+        spec: Some(spec.plan.clone()),
+    };
+    let (publish, watch) = watch::channel(record);
+    let spec = Arc::new(spec);
+    let task = Task { spec: Arc::clone(&spec), publish, changed, rx };
+    tracker.spawn(task.run(adopt));
+    ServiceHandle { tx, record: watch, spec }
+}
+
+/// The process the task owns.
+enum Proc {
+    /// Spawned by this host: exit is observed by waiting on it.
+    Child(tokio::process::Child),
+    /// A survivor of an earlier host: exit is observed by polling `/proc`.
+    Adopted,
+}
+
+/// How a run of the process ended.
+enum Ended {
+    /// It exited (code, or none for a signal).
+    Exited(Option<i32>),
+    /// A stop was requested and carried out.
+    Stopped,
+}
+
+struct Task {
+    spec: Arc<ServiceSpec>,
+    publish: watch::Sender<ServiceRecord>,
+    changed: Arc<Notify>,
+    rx: mpsc::Receiver<Control>,
+}
+
+impl Task {
+    fn update(&self, f: impl FnOnce(&mut ServiceRecord)) {
+        self.publish.send_modify(f);
+        self.changed.notify_one();
+    }
+
+    fn probe(&self) -> Result<Option<Probe>, String> {
+        let plan = &self.spec.plan;
+        let port = plan.port.map(|p| p.assigned);
+        let kind = match (&plan.ready, port) {
+            (Some(ready), _) => ready.probe.clone(),
+            (None, Some(_)) => ProbeKind::Tcp,
+            (None, None) => return Ok(None),
+        };
+        let env = self.spec.base_env.iter().chain(&plan.env).map(|(k, v)| (k.clone(), v.clone())).collect();
+        Probe::new(&kind, port, std::path::Path::new(&plan.cwd), env, &self.spec.log_path).map(Some)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.spec.plan.ready.as_ref().map_or(Duration::from_secs(30), |r| Duration::from_millis(r.timeout_ms))
+    }
+
+    async fn run(mut self, adopt: Option<(u32, u64)>) {
+        let mut restarts = 0u32;
+        let mut adopted = adopt;
+        loop {
+            let (pid, started, mut proc) = match adopted.take() {
+                Some((pid, started)) => (pid, started, Proc::Adopted),
+                None => match self.spawn() {
+                    Some(found) => found,
+                    None => return self.idle().await,
+                },
+            };
+            let began = Instant::now();
+            let ended = if matches!(proc, Proc::Adopted) {
+                self.update(|r| {
+                    r.pid = Some(pid);
+                    r.pid_start_time = Some(started);
+                    r.status = ServiceStatus::Ready;
+                });
+                self.supervise(pid, started, &mut proc).await
+            } else {
+                match self.become_ready(pid, started, &mut proc).await {
+                    Ok(()) => self.supervise(pid, started, &mut proc).await,
+                    Err(ended) => ended,
+                }
+            };
+            let code = match ended {
+                Ended::Stopped => return,
+                Ended::Exited(code) => code,
+            };
+            signal::reap_leftovers(pid, self.spec.stop_grace).await;
+            if began.elapsed() >= STABLE_AFTER {
+                restarts = 0;
+            }
+            let failed = code != Some(0);
+            let describe =
+                code.map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited with code {c}"));
+            let policy = self.spec.plan.restart;
+            let wants_restart =
+                policy == RestartPolicy::Always || (policy == RestartPolicy::OnFailure && failed);
+            let was_ready = self.publish.borrow().status == ServiceStatus::Ready;
+            if !wants_restart || restarts >= MAX_RESTARTS || !was_ready {
+                let gave_up = wants_restart && restarts >= MAX_RESTARTS;
+                self.update(|r| {
+                    r.pid = None;
+                    r.exit_code = code;
+                    if r.status != ServiceStatus::Failed {
+                        r.status =
+                            if failed || gave_up { ServiceStatus::Failed } else { ServiceStatus::Exited };
+                        if failed {
+                            r.failure = Some(if gave_up {
+                                format!("{describe}; gave up after {restarts} restarts")
+                            } else {
+                                describe.clone()
+                            });
+                        }
+                    }
+                });
+                return self.idle().await;
+            }
+            restarts += 1;
+            let pause =
+                Duration::from_millis(100 * 2u64.pow(restarts.min(9) - 1)).min(Duration::from_secs(30));
+            self.update(|r| {
+                r.pid = None;
+                r.exit_code = code;
+                r.status = ServiceStatus::Restarting;
+                r.restarts += 1;
+                r.failure = Some(format!("{describe}; restarting in {} ms", pause.as_millis()));
+            });
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                msg = self.rx.recv() => {
+                    if let Some(Control::Stop { done, .. }) = msg {
+                        self.update(|r| r.status = ServiceStatus::Stopped);
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+            }
+        }
+    }
+
+    fn spawn(&self) -> Option<(u32, u64, Proc)> {
+        let plan = &self.spec.plan;
+        let spawned = spawn::spawn(&spawn::SpawnSpec {
+            argv: &plan.argv,
+            cwd: std::path::Path::new(&plan.cwd),
+            base_env: &self.spec.base_env,
+            env: &plan.env,
+            log_path: &self.spec.log_path,
+        });
+        let child = match spawned {
+            Ok(child) => child,
+            Err(e) => {
+                self.update(|r| {
+                    r.status = ServiceStatus::Failed;
+                    r.failure = Some(e.to_string());
+                });
+                return None;
+            }
+        };
+        let pid = child.id().unwrap_or_default();
+        let started = proc_info::start_time(pid).unwrap_or_default();
+        self.update(|r| {
+            r.pid = Some(pid);
+            r.pid_start_time = Some(started);
+            r.status = ServiceStatus::Starting;
+            r.started_at = Some(now_rfc3339());
+            r.ready_at = None;
+            r.exit_code = None;
+        });
+        Some((pid, started, Proc::Child(child)))
+    }
+
+    /// Probes until ready; an exit, a timeout or a stop ends the attempt.
+    async fn become_ready(&mut self, pid: u32, started: u64, proc: &mut Proc) -> Result<(), Ended> {
+        let probe = match self.probe() {
+            Ok(probe) => probe,
+            Err(why) => {
+                self.fail(why);
+                return Err(self.stop_process(pid, started, proc, true).await);
+            }
+        };
+        let deadline = Instant::now() + if probe.is_some() { self.timeout() } else { SETTLE };
+        let mut pause = Duration::ZERO;
+        loop {
+            tokio::select! {
+                biased;
+                msg = self.rx.recv() => {
+                    let force = matches!(msg, Some(Control::Stop { force: true, .. }));
+                    let ended = self.stop_process(pid, started, proc, force).await;
+                    if let Some(Control::Stop { done, .. }) = msg { let _ = done.send(()); }
+                    return Err(ended);
+                }
+                code = wait_exit(proc, pid, started) => {
+                    let describe = code.map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited with code {c}"));
+                    self.fail(format!("{describe} before it was ready"));
+                    return Err(Ended::Exited(code));
+                }
+                () = tokio::time::sleep(pause) => {
+                    let Some(probe) = &probe else {
+                        if Instant::now() >= deadline { self.ready(); return Ok(()); }
+                        pause = deadline.saturating_duration_since(Instant::now());
+                        continue;
+                    };
+                    let attempt = probe.attempt().await;
+                    let ok = attempt.ok;
+                    self.update(|r| {
+                        r.probes.push(ProbeRecord { at: now_rfc3339(), ok, detail: attempt.detail.clone() });
+                        let excess = r.probes.len().saturating_sub(PROBE_HISTORY);
+                        r.probes.drain(..excess);
+                    });
+                    if ok {
+                        self.ready();
+                        return Ok(());
+                    }
+                    if Instant::now() >= deadline {
+                        self.fail(format!("not ready after {} ms: {}", self.timeout().as_millis(), attempt.detail));
+                        return Err(self.stop_process(pid, started, proc, false).await);
+                    }
+                    pause = next_pause(pause);
+                }
+            }
+        }
+    }
+
+    /// Runs until the process exits or a stop arrives; rotates the log now and then.
+    async fn supervise(&mut self, pid: u32, started: u64, proc: &mut Proc) -> Ended {
+        let mut rotation = tokio::time::interval(Duration::from_secs(5));
+        rotation.tick().await;
+        loop {
+            tokio::select! {
+                msg = self.rx.recv() => {
+                    let force = matches!(msg, Some(Control::Stop { force: true, .. }));
+                    let ended = self.stop_process(pid, started, proc, force).await;
+                    if let Some(Control::Stop { done, .. }) = msg { let _ = done.send(()); }
+                    return ended;
+                }
+                code = wait_exit(proc, pid, started) => return Ended::Exited(code),
+                _ = rotation.tick() => { let _ = logs::rotate_if_large(&self.spec.log_path, logs::ROTATE_BYTES); }
+            }
+        }
+    }
+
+    fn ready(&self) {
+        self.update(|r| {
+            r.status = ServiceStatus::Ready;
+            r.ready_at = Some(now_rfc3339());
+            r.failure = None;
+        });
+    }
+
+    fn fail(&self, why: String) {
+        self.update(|r| {
+            r.status = ServiceStatus::Failed;
+            r.failure = Some(why);
+        });
+    }
+
+    /// SIGTERM to the group and descendants → grace → SIGKILL → reaped.
+    async fn stop_process(&self, pid: u32, started: u64, proc: &mut Proc, force: bool) -> Ended {
+        let members = proc_info::tree(pid);
+        let grace = if force { Duration::ZERO } else { self.spec.stop_grace };
+        signal::signal_all(pid, started, &members, if force { Signal::SIGKILL } else { Signal::SIGTERM });
+        if !signal::wait_gone(pid, started, &members, grace).await {
+            signal::signal_all(pid, started, &members, Signal::SIGKILL);
+            signal::wait_gone(pid, started, &members, Duration::from_secs(2)).await;
+        }
+        if let Proc::Child(child) = proc {
+            let _ = child.wait().await;
+        }
+        self.update(|r| {
+            if r.status != ServiceStatus::Failed {
+                r.status = ServiceStatus::Stopped;
+            }
+            r.pid = None;
+        });
+        Ended::Stopped
+    }
+
+    /// After the process is gone for good: wait for the stop that removes the task.
+    async fn idle(mut self) {
+        if let Some(Control::Stop { done, .. }) = self.rx.recv().await {
+            self.update(|r| {
+                if r.status == ServiceStatus::Exited {
+                    r.status = ServiceStatus::Stopped;
+                }
+            });
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Waits for the process to exit: by reaping a child, or by polling `/proc` for an adopted survivor.
+async fn wait_exit(proc: &mut Proc, pid: u32, started: u64) -> Option<i32> {
+    match proc {
+        Proc::Child(child) => child.wait().await.ok().and_then(|s| s.code()),
+        Proc::Adopted => {
+            while proc_info::is_same_process(pid, started) {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            None
+        }
+    }
+}

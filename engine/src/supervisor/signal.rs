@@ -1,0 +1,95 @@
+//! Stopping processes envctl started, and only those: every signal is sent after checking the recorded pid's
+//! start time, so a pid the kernel has since given to another program is never touched.
+//!
+//! Stop = SIGTERM to the service's process group and to every descendant found under its leader → wait up to the
+//! grace period → SIGKILL to whatever of them is left.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use super::proc_info;
+
+fn pid(raw: u32) -> Option<Pid> {
+    i32::try_from(raw).ok().filter(|p| *p > 0).map(Pid::from_raw)
+}
+
+/// Whether the recorded leader's process group may be signalled: the leader is the recorded process, or it is
+/// gone (the kernel does not reuse a pid while it still names a process group, so surviving members are ours).
+fn group_is_ours(leader: u32, started: u64) -> bool {
+    match proc_info::start_time(leader) {
+        Some(now) => now == started,
+        None => true,
+    }
+}
+
+/// Sends `signal` to the group led by (`leader`, `started`) and to `members` that are still the same processes.
+pub fn signal_all(leader: u32, started: u64, members: &[(u32, u64)], signal: Signal) {
+    if group_is_ours(leader, started)
+        && let Some(group) = pid(leader)
+    {
+        let _ = killpg(group, signal);
+    }
+    for (member, member_started) in members {
+        if proc_info::is_same_process(*member, *member_started)
+            && let Some(p) = pid(*member)
+        {
+            let _ = kill(p, signal);
+        }
+    }
+}
+
+/// Whether any of the leader's group or `members` is still alive.
+pub fn any_alive(leader: u32, started: u64, members: &[(u32, u64)]) -> bool {
+    proc_info::is_same_process(leader, started)
+        || members.iter().any(|(p, s)| proc_info::is_same_process(*p, *s))
+}
+
+/// Stops a process (and its group and descendants) that this process is not the parent of, polling for its end.
+/// Returns whether everything ended before `grace + kill_wait` ran out.
+pub async fn stop_unowned(leader: u32, started: u64, grace: Duration) -> bool {
+    if !proc_info::is_same_process(leader, started) && proc_info::group_or_session_members(leader).is_empty()
+    {
+        return true;
+    }
+    let mut members = proc_info::tree(leader);
+    members.extend(proc_info::group_or_session_members(leader));
+    signal_all(leader, started, &members, Signal::SIGTERM);
+    if wait_gone(leader, started, &members, grace).await {
+        return true;
+    }
+    signal_all(leader, started, &members, Signal::SIGKILL);
+    wait_gone(leader, started, &members, Duration::from_secs(2)).await
+}
+
+/// Polls until the leader and `members` are gone, up to `limit`.
+pub async fn wait_gone(leader: u32, started: u64, members: &[(u32, u64)], limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if !any_alive(leader, started, members) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// After a service's leader exited: stops whatever is left of its process group and session (a child it did not
+/// wait for, a server it forked), so nothing it started outlives it.
+pub async fn reap_leftovers(leader: u32, grace: Duration) {
+    let members = proc_info::group_or_session_members(leader);
+    if members.is_empty() || proc_info::start_time(leader).is_some() {
+        // Nothing left, or the leader's pid already names another process: its group is not ours to signal.
+        return;
+    }
+    signal_all(leader, 0, &members, Signal::SIGTERM);
+    if !wait_gone(leader, 0, &members, grace).await {
+        signal_all(leader, 0, &members, Signal::SIGKILL);
+        wait_gone(leader, 0, &members, Duration::from_secs(2)).await;
+    }
+}

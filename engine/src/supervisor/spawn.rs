@@ -1,0 +1,80 @@
+//! Spawning a service: `sh -c <command>` in its own session and process group, stdin from `/dev/null`, stdout
+//! and stderr appended to its log file, environment exactly the inherited one plus the service's projection.
+//! Because output goes straight to a file, services keep running (and logging) if the host dies.
+
+#![allow(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::process::Stdio;
+
+/// What to spawn.
+#[derive(Debug, Clone, Copy)]
+pub struct SpawnSpec<'a> {
+    /// argv (`["sh", "-c", "…"]`).
+    pub argv: &'a [String],
+    /// Working directory.
+    pub cwd: &'a Path,
+    /// The inherited environment.
+    pub base_env: &'a BTreeMap<String, String>,
+    /// The service's own variables (win over `base_env`).
+    pub env: &'a BTreeMap<String, String>,
+    /// Log file (appended to; created with its directory).
+    pub log_path: &'a Path,
+}
+
+/// Spawns the process. The error names the command and the working directory.
+pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<tokio::process::Child> {
+    let (program, args) =
+        spec.argv.split_first().ok_or_else(|| std::io::Error::other("empty command line"))?;
+    if let Some(dir) = spec.log_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let log = OpenOptions::new().create(true).append(true).open(spec.log_path)?;
+    let err = log.try_clone()?;
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .current_dir(spec.cwd)
+        .env_clear()
+        .envs(spec.base_env)
+        .envs(spec.env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(false);
+    // SAFETY: `setsid` is async-signal-safe and touches no memory of the parent; it makes the child the leader
+    // of a new session and process group, so the whole group can be signalled and the terminal's Ctrl-C does not
+    // reach it.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    cmd.spawn().map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot run `{}` in {}: {e}", spec.argv.join(" "), spec.cwd.display()),
+        )
+    })
+}
+
+/// Starts `program args` detached from the terminal (own session, stdin from `/dev/null`, output appended to
+/// `log_path`) and returns it without waiting.
+pub fn spawn_detached(
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    log_path: &Path,
+) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt as _;
+    if let Some(dir) = log_path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let log = OpenOptions::new().create(true).append(true).open(log_path)?;
+    let err = log.try_clone()?;
+    let mut cmd = std::process::Command::new(program);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(err));
+    // SAFETY: as in `spawn`: only the async-signal-safe `setsid` runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    cmd.spawn()
+}

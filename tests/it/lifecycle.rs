@@ -1,0 +1,324 @@
+//! start / stop / resume / restart / blast-all with real processes.
+
+use std::collections::BTreeSet;
+
+use crate::support::{TestEnv, alive, eventually, free_port};
+
+const HTTP: &str = "python3 -m http.server {port} --bind 127.0.0.1";
+
+fn sleepers(n: usize) -> String {
+    (0..n).map(|i| ["[services.s", &i.to_string(), "]\ncommand = \"sleep 1000\"\n\n"].concat()).collect()
+}
+
+#[test]
+fn kill_9_of_the_host_then_resume_adopts_all_ten_and_stop_leaves_nothing() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(10));
+    env.envctl(&["start"]).ok();
+    let before = env.pids();
+    assert_eq!(before.len(), 10, "{before:?}");
+    let host = env.state()["host"]["pid"].as_u64().expect("host pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(host).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill host");
+    assert!(eventually(5, || !std::path::Path::new(&format!("/proc/{host}")).exists()
+        || std::fs::read_to_string(format!("/proc/{host}/stat")).is_ok_and(|s| s.contains(") Z"))));
+    assert!(before.values().all(|(p, s)| alive(*p, *s)), "services survive their host");
+    let run = env.envctl(&["resume"]);
+    run.ok();
+    assert!(run.stderr.contains("10 adopted, 0 restarted"), "{}", run.stderr);
+    assert_eq!(env.pids(), before, "adopted, not restarted");
+    let new_host = env.state()["host"]["pid"].as_u64().expect("new host");
+    assert_ne!(new_host, host);
+    env.envctl(&["stop"]).ok();
+    assert!(eventually(5, || before.values().all(|(p, s)| !alive(*p, *s))), "no service left behind");
+    assert!(
+        eventually(5, || !alive(
+            u32::try_from(new_host).expect("pid"),
+            envctl_engine::supervisor::proc_info::start_time(u32::try_from(new_host).expect("pid"))
+                .unwrap_or(0)
+        ) || envctl_engine::supervisor::proc_info::start_time(
+            u32::try_from(new_host).expect("pid")
+        )
+        .is_none()),
+        "the host exits once nothing runs"
+    );
+}
+
+#[test]
+fn resume_restarts_a_service_that_died_with_its_host() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(2));
+    env.envctl(&["start"]).ok();
+    let before = env.pids();
+    let host = env.state()["host"]["pid"].as_u64().expect("host pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(host).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill host");
+    let (pid, _) = before["main/s1"];
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill s1");
+    assert!(eventually(5, || !alive(before["main/s1"].0, before["main/s1"].1)));
+    let run = env.envctl(&["resume"]);
+    run.ok();
+    assert!(run.stderr.contains("1 adopted, 1 restarted"), "{}", run.stderr);
+    let after = env.pids();
+    assert_eq!(after["main/s0"], before["main/s0"]);
+    assert_ne!(after["main/s1"], before["main/s1"]);
+}
+
+#[test]
+fn resume_without_state_exits_1() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(1));
+    let run = env.envctl(&["resume"]);
+    run.fails();
+    assert!(run.stderr.contains("no saved state to resume"), "{}", run.stderr);
+}
+
+#[test]
+fn a_service_that_exits_at_start_fails_the_start_with_its_log_and_no_stale_failure_survives() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.good]\ncommand = \"sleep 1000\"\n\n[services.bad]\ncommand = \"echo boom-marker; exit 3\"\nready = { log = \"never\", timeout = \"10s\" }\n",
+    );
+    let run = env.envctl(&["start"]);
+    run.fails();
+    assert!(run.stderr.contains("main/bad failed: exited with code 3 before it was ready"), "{}", run.stderr);
+    assert!(run.stderr.contains("boom-marker"), "last log lines are shown: {}", run.stderr);
+    let state = env.state();
+    assert_eq!(state["failed"], true);
+    assert!(state["failure"].as_str().is_some_and(|f| f.contains("exited with code 3")), "{state}");
+    // Nothing of the failed start is left running.
+    assert!(env.pids().is_empty(), "{:?}", env.pids());
+    env.envctl(&["config", "set", "services.bad.command=echo never; sleep 1000"]).ok();
+    env.envctl(&["start"]).ok();
+    let state = env.state();
+    assert_eq!(state["failed"], false, "{state}");
+    assert_eq!(state["failure"], serde_json::Value::Null);
+    let errors = env.envctl(&["errors", "--json"]);
+    assert!(errors.json()["errors"].as_array().is_some_and(Vec::is_empty), "{}", errors.stdout);
+}
+
+#[test]
+fn a_port_held_by_a_foreign_process_moves_the_service_and_the_process_lives() {
+    let foreign = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let taken = foreign.local_addr().expect("addr").port();
+    let env = TestEnv::new();
+    env.write(".envctl", &format!("[services.web]\ncommand = \"{HTTP}\"\nport = {taken}\n"));
+    env.envctl(&["start"]).ok();
+    let manifest = std::fs::read_to_string(
+        env.runtime
+            .join("scopes")
+            .join(envctl_engine::config::scope_id(&env.repo))
+            .join("ports_manifest.json"),
+    )
+    .expect("manifest");
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).expect("json");
+    let plan = &manifest["targets"][0]["ports"]["web"];
+    assert_eq!(plan["source"], "retry", "{manifest}");
+    assert_eq!(plan["requested"], taken);
+    let moved = u16::try_from(plan["assigned"].as_u64().expect("port")).expect("u16");
+    assert_ne!(moved, taken);
+    std::net::TcpStream::connect(("127.0.0.1", moved)).expect("the service listens on its new port");
+    std::net::TcpStream::connect(("127.0.0.1", taken)).expect("the foreign listener is untouched");
+    env.envctl(&["stop"]).ok();
+    std::net::TcpStream::connect(("127.0.0.1", taken)).expect("still untouched after stop");
+}
+
+#[test]
+fn a_grandchild_server_is_gone_after_stop() {
+    let env = TestEnv::new();
+    env.write(
+        "serve.sh",
+        "#!/bin/sh\npython3 -m http.server \"$PORT\" --bind 127.0.0.1 &\nsleep 1000 &\nwait\n",
+    );
+    let port = free_port();
+    env.write(".envctl", &format!("[services.web]\ncommand = \"sh serve.sh\"\nport = {port}\n"));
+    env.envctl(&["start"]).ok();
+    let (pid, _) = env.pids()["main/web"];
+    let tree = envctl_engine::supervisor::proc_info::tree(pid);
+    assert!(tree.len() >= 3, "the script, its server and its sleep: {tree:?}");
+    env.envctl(&["stop"]).ok();
+    assert!(eventually(5, || tree.iter().all(|(p, s)| !alive(*p, *s))), "left behind: {tree:?}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn main_and_a_worktree_run_side_by_side_and_stop_tree_touches_only_it() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.write(".envctl", &format!("[services.web]\ncommand = \"{HTTP}\"\nport = {port}\n\n[services.worker]\ncommand = \"sleep 1000\"\n"));
+    env.git(&["add", ".envctl"]);
+    env.git(&["commit", "-q", "-m", "config"]);
+    env.envctl(&["worktree", "add", "feat"]).ok();
+    let run = env.envctl(&["start", "--all"]);
+    run.ok();
+    assert!(run.stdout.contains("main") && run.stdout.contains("feat"), "{}", run.stdout);
+    let endpoints = env.envctl(&["endpoints", "--json"]).ok().json();
+    let main_port = endpoints["targets"]["main"]["web"]["port"].as_u64().expect("main port");
+    let feat_port = endpoints["targets"]["feat"]["web"]["port"].as_u64().expect("feat port");
+    assert_ne!(main_port, feat_port);
+    for p in [main_port, feat_port] {
+        std::net::TcpStream::connect(("127.0.0.1", u16::try_from(p).expect("u16"))).expect("both listen");
+    }
+    let pids = env.pids();
+    assert_eq!(pids.len(), 4, "{pids:?}");
+    env.envctl(&["stop", "--tree", "feat"]).ok();
+    assert!(eventually(5, || !alive(pids["feat/web"].0, pids["feat/web"].1)
+        && !alive(pids["feat/worker"].0, pids["feat/worker"].1)));
+    assert!(
+        alive(pids["main/web"].0, pids["main/web"].1) && alive(pids["main/worker"].0, pids["main/worker"].1),
+        "main untouched"
+    );
+    let left: BTreeSet<String> = env.pids().into_keys().collect();
+    assert_eq!(left, BTreeSet::from(["main/web".to_owned(), "main/worker".to_owned()]));
+    // The worktree's environment is what its services were given.
+    let feat_env = env.envctl(&["env", "--tree", "feat", "--service", "web", "--json"]).ok().json();
+    assert_eq!(feat_env["services"]["web"]["PORT"], feat_port.to_string());
+    env.envctl(&["stop-all"]).ok();
+    assert!(env.pids().is_empty());
+}
+
+#[test]
+fn start_on_a_running_identical_environment_reuses_it() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(2));
+    env.envctl(&["start"]).ok();
+    let before = env.pids();
+    let run = env.envctl(&["start"]);
+    run.ok();
+    assert!(run.stderr.contains("reused"), "{}", run.stderr);
+    assert_eq!(env.pids(), before);
+    env.envctl(&["restart"]).ok();
+    let after = env.pids();
+    assert!(before.iter().all(|(k, v)| after[k] != *v), "restart makes new processes");
+    assert!(before.values().all(|(p, s)| !alive(*p, *s)), "and stops the old ones");
+}
+
+#[test]
+fn on_failure_restarts_a_crashing_service_with_backoff() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.flaky]\ncommand = \"sleep 0.3; exit 1\"\nrestart = \"on-failure\"\n");
+    env.envctl(&["start"]).ok();
+    assert!(
+        eventually(10, || env.state()["services"][0]["restarts"].as_u64().unwrap_or(0) >= 2),
+        "{}",
+        env.state()
+    );
+    let health = env.envctl(&["health", "--strict", "--json"]);
+    assert_eq!(health.code, 1, "restarts make it degraded under --strict: {}", health.stdout);
+}
+
+#[test]
+fn blast_all_stops_what_envctl_started_and_only_that() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(3));
+    let mut foreign = std::process::Command::new("sleep").arg("1000").spawn().expect("foreign");
+    env.envctl(&["start"]).ok();
+    let pids = env.pids();
+    let run = env.envctl(&["blast-all"]);
+    run.ok();
+    assert!(eventually(5, || pids.values().all(|(p, s)| !alive(*p, *s))));
+    assert!(foreign.try_wait().expect("wait").is_none(), "a process envctl did not start is untouched");
+    let leases = std::fs::read_dir(env.runtime.join("ports")).map_or(0, std::iter::Iterator::count);
+    assert!(leases <= 1, "only the ledger lock may remain, found {leases} entries");
+    foreign.kill().expect("kill foreign");
+    foreign.wait().expect("reap");
+}
+
+#[test]
+fn logs_health_errors_and_endpoints_describe_a_running_environment() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.write(".envctl", &format!("[services.web]\ncommand = \"echo hello-log; exec {HTTP}\"\nport = {port}\nready = {{ http = \"/\" }}\n\n[services.worker]\ncommand = \"echo working; sleep 1000\"\n"));
+    env.envctl(&["start"]).ok();
+    let logs = env.envctl(&["logs", "--service", "web", "--tail", "5"]);
+    assert!(logs.ok().stdout.contains("hello-log"), "{}", logs.stdout);
+    let health = env.envctl(&["health", "--json"]).ok().json();
+    assert_eq!(health["ok"], true, "{health}");
+    assert_eq!(health["services"][0]["truth"], "running");
+    assert!(
+        health["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .any(|s| s["probes"].as_array().is_some_and(|p| !p.is_empty()))
+    );
+    let endpoints = env.envctl(&["endpoints", "--json"]).ok().json();
+    assert_eq!(endpoints["targets"]["main"]["web"]["url"], format!("http://127.0.0.1:{port}"));
+    env.envctl(&["errors"]).ok();
+    env.envctl(&["clear-logs", "--service", "web"]).ok();
+    assert!(!env.envctl(&["logs", "--service", "web"]).ok().stdout.contains("hello-log"));
+    // A service killed behind envctl's back is reported.
+    let (pid, _) = env.pids()["main/worker"];
+    let tree = envctl_engine::supervisor::proc_info::tree(pid);
+    assert_eq!(tree.len(), 2, "the shell and its sleep: {tree:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill");
+    assert!(eventually(5, || env.envctl(&["health"]).code == 1));
+    assert!(eventually(5, || env.envctl(&["errors", "--json"]).stdout.contains("killed by a signal")));
+    assert_eq!(env.envctl(&["errors"]).code, 1);
+    // The shell's orphaned child does not outlive its service.
+    assert!(eventually(10, || tree.iter().all(|(p, s)| !alive(*p, *s))), "left behind: {tree:?}");
+}
+
+#[test]
+fn worktree_add_and_remove_free_everything() {
+    let env = TestEnv::new();
+    env.write(".envctl", &format!("[services.web]\ncommand = \"{HTTP}\"\nport = {}\n", free_port()));
+    env.git(&["add", ".envctl"]);
+    env.git(&["commit", "-q", "-m", "config"]);
+    env.envctl(&["worktree", "add", "feat"]).ok();
+    let run = env.envctl(&["worktree", "add", "../evil"]);
+    run.fails();
+    let list = env.envctl(&["worktree", "list", "--json"]).ok().json();
+    assert_eq!(list["targets"][1]["name"], "feat");
+    env.envctl(&["start", "--tree", "feat"]).ok();
+    let pids = env.pids();
+    let run = env.envctl(&["worktree", "remove", "feat"]);
+    run.ok();
+    assert!(run.stderr.contains("stopped 1 service(s)"), "{}", run.stderr);
+    assert!(pids.values().all(|(p, s)| !alive(*p, *s)));
+    assert!(!env.repo.join("trees/feat").exists());
+    let run = env.envctl(&["worktree", "remove", "main"]);
+    run.fails();
+}
+
+#[test]
+fn foreground_prefixes_logs_and_ctrl_c_stops_everything() {
+    use std::io::{BufRead, BufReader};
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.talker]\ncommand = \"echo fg-hello; sleep 1000\"\n");
+    let mut child = env.spawn_envctl(&["start", "--foreground"]);
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = false;
+    for line in lines.by_ref().map_while(Result::ok) {
+        if line.contains("main/talker | fg-hello") {
+            seen = true;
+            break;
+        }
+    }
+    assert!(seen, "prefixed log line printed");
+    let pids = env.pids();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .expect("ctrl-c");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(2), "controlled quit");
+    assert!(pids.values().all(|(p, s)| !alive(*p, *s)), "everything stopped");
+}
