@@ -174,7 +174,10 @@ fn explain_startup_shows_argv_env_layers_and_requirements() {
     assert_eq!(services[0]["layer"], 0);
     assert_eq!(services[1]["name"], "web");
     assert_eq!(services[1]["layer"], 1);
-    assert_eq!(services[0]["argv"], serde_json::json!(["sh", "-c", format!("python3 -m http.server {api}")]));
+    assert_eq!(
+        services[0]["argv"],
+        serde_json::json!(["/bin/sh", "-c", format!("python3 -m http.server {api}")])
+    );
     assert_eq!(services[0]["env"]["PORT"], api.to_string());
     let db_url = services[0]["env"]["DATABASE_URL"].as_str().expect("DATABASE_URL");
     assert!(

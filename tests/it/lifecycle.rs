@@ -322,3 +322,41 @@ fn foreground_prefixes_logs_and_ctrl_c_stops_everything() {
     assert_eq!(status.code(), Some(2), "controlled quit");
     assert!(pids.values().all(|(p, s)| !alive(*p, *s)), "everything stopped");
 }
+
+#[test]
+fn every_lifecycle_step_is_an_event_line() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(2));
+    env.envctl(&["start"]).ok();
+    env.envctl(&["stop"]).ok();
+    let scope = env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo));
+    assert!(eventually(5, || std::fs::read_to_string(scope.join("events.jsonl"))
+        .is_ok_and(|t| t.contains("host.stopped"))));
+    let text = std::fs::read_to_string(scope.join("events.jsonl")).expect("events");
+    let events: Vec<serde_json::Value> =
+        text.lines().map(|l| serde_json::from_str(l).expect("one JSON object per line")).collect();
+    let names: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}{}",
+                e["event"].as_str().unwrap_or(""),
+                e["service"].as_str().map(|s| format!(":{s}")).unwrap_or_default()
+            )
+        })
+        .collect();
+    for expected in [
+        "host.started",
+        "run.begin",
+        "service.starting:s0",
+        "service.ready:s1",
+        "run.ready",
+        "service.stopped:s0",
+        "host.stopped",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    let start_run = events.iter().find(|e| e["event"] == "run.ready").expect("run.ready")["run_id"].clone();
+    assert!(events.iter().filter(|e| e["event"] == "service.ready").all(|e| e["run_id"] == start_run));
+    assert!(events.iter().all(|e| e["schema_version"] == 1 && e["at"].is_string()));
+}

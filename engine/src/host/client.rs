@@ -63,7 +63,7 @@ impl HostClient {
         let mut child = spawn::spawn_detached(&exe, &["host".as_ref(), "-C".as_ref(), repo], &log)
             .map_err(|e| spawn_error(&e))?;
         let deadline = Instant::now() + SPAWN_WAIT;
-        let mut pause = Duration::from_micros(200);
+        let pause = Duration::from_micros(500);
         loop {
             if let Some(client) = Self::connect(paths) {
                 return Ok(client);
@@ -82,7 +82,6 @@ impl HostClient {
                 return Err(spawn_error(&"it did not answer within 10 s"));
             }
             std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(20));
         }
     }
 

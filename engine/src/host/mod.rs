@@ -18,14 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use envctl_contracts::ports::TargetPorts;
-use envctl_contracts::state::{ErrorEntry, HostRecord, RunState};
+use envctl_contracts::state::{ErrorEntry, Event, HostRecord, RunState};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Paths;
 use crate::state::{StateError, StateRepository, new_run_id, now_rfc3339};
-use crate::supervisor::service::{ServiceHandle, ServiceSpec, launch};
+use crate::supervisor::service::{Reporter, ServiceEvent, ServiceHandle, ServiceSpec, launch};
 use crate::supervisor::{logs, proc_info};
 
 /// A service's key: (target, service).
@@ -84,8 +84,8 @@ pub struct Host {
     pub run: std::sync::Mutex<RunInfo>,
     /// The state the host found when it started (for `resume`).
     pub previous: Option<RunState>,
-    /// Signalled by service tasks on every change.
-    pub changed: Arc<Notify>,
+    /// How service tasks report changes and events.
+    pub reporter: Reporter,
     /// Serialises state writes.
     save_lock: tokio::sync::Mutex<()>,
     repo: StateRepository,
@@ -100,7 +100,7 @@ pub struct Host {
 impl Host {
     /// Starts supervising `spec` (adopting `adopt` when given).
     pub fn launch(&self, spec: ServiceSpec, adopt: Option<(u32, u64)>) -> ServiceHandle {
-        launch(spec, adopt, Arc::clone(&self.changed), &self.tracker)
+        launch(spec, adopt, self.reporter.clone(), &self.tracker)
     }
 
     /// Begins a new run for `command` over `targets`; earlier failures are not carried into it.
@@ -114,7 +114,30 @@ impl Host {
             ports: run.ports.clone(),
             created_at: now_rfc3339(),
         };
-        run.run_id.clone()
+        let run_id = run.run_id.clone();
+        drop(run);
+        self.event(None, None, "run.begin", serde_json::json!({"command": command, "targets": targets}));
+        run_id
+    }
+
+    /// Appends one line to `events.jsonl` for the current run.
+    pub fn event(
+        &self,
+        target: Option<String>,
+        service: Option<String>,
+        event: &str,
+        detail: serde_json::Value,
+    ) {
+        let line = Event {
+            schema_version: envctl_contracts::SCHEMA_VERSION,
+            at: now_rfc3339(),
+            run_id: self.run_id(),
+            target,
+            service,
+            event: event.to_owned(),
+            detail,
+        };
+        let _ = self.repo.append_event(&line);
     }
 
     /// The current run id.
@@ -191,7 +214,7 @@ async fn wait_for_lock(paths: &Paths) -> Result<Option<File>, HostError> {
         {
             return Ok(None);
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -203,13 +226,14 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
     let (pid, start_time) = proc_info::current();
     let repo = StateRepository::new(&paths.scope_dir);
     let previous = repo.run_state().ok().flatten();
+    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
     let host = Arc::new(Host {
         paths: paths.clone(),
         record: HostRecord { pid, start_time },
         services: tokio::sync::Mutex::new(BTreeMap::new()),
         run: std::sync::Mutex::new(RunInfo::default()),
         previous: previous.clone(),
-        changed: Arc::new(Notify::new()),
+        reporter: Reporter { changed: Arc::new(Notify::new()), events: events_tx },
         save_lock: tokio::sync::Mutex::new(()),
         repo,
         token: CancellationToken::new(),
@@ -219,8 +243,15 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
     host.begin_run("host", &previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
     adopt_survivors(&host).await;
     let listener = server::bind(&paths)?;
-    host.save().await?;
+    host.reporter.changed.notify_one();
     let saver = tokio::spawn(save_on_change(Arc::clone(&host)));
+    let event_writer = tokio::spawn(write_events(Arc::clone(&host), events_rx));
+    host.event(
+        None,
+        None,
+        "host.started",
+        serde_json::json!({"pid": pid, "adopted": host.services.lock().await.len()}),
+    );
     let serve = server::serve(Arc::clone(&host), listener);
     tokio::pin!(serve, stop);
     let mut signals = Signals::new()?;
@@ -240,8 +271,11 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
             () = signals.next() => host.force.store(true, Ordering::Relaxed),
         }
     }
+    host.event(None, None, "host.stopped", serde_json::json!({"pid": pid}));
     let _ = host.save().await;
     saver.abort();
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    event_writer.abort();
     host.tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), host.tracker.wait()).await;
     server::unbind(&paths);
@@ -275,10 +309,17 @@ async fn adopt_survivors(host: &Host) {
     }
 }
 
+/// Appends each service event to `events.jsonl` under the current run.
+async fn write_events(host: Arc<Host>, mut events: tokio::sync::mpsc::UnboundedReceiver<ServiceEvent>) {
+    while let Some(e) = events.recv().await {
+        host.event(Some(e.target), Some(e.service), &e.event, e.detail);
+    }
+}
+
 /// Writes the artifacts whenever a service changes (changes arriving together are written once).
 async fn save_on_change(host: Arc<Host>) {
     loop {
-        host.changed.notified().await;
+        host.reporter.changed.notified().await;
         tokio::time::sleep(Duration::from_millis(5)).await;
         let _ = host.save().await;
     }

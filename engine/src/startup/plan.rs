@@ -195,7 +195,7 @@ fn plan_target(
             name: name.to_owned(),
             layer,
             cwd: cwd.display().to_string(),
-            argv: vec!["sh".into(), "-c".into(), command],
+            argv: vec!["/bin/sh".into(), "-c".into(), command],
             env: env_out,
             url: port.map(|p| format!("http://{}:{}", requirements::HOST, p.assigned)),
             port,

@@ -167,6 +167,9 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
 /// Leases the ports of `selected` for the host.
 async fn reserve_ports(host: &Host, settings: &Settings, selected: &[&Target]) -> Result<PortTable, String> {
     let port_requests = requests(settings, selected);
+    if port_requests.is_empty() {
+        return Ok(PortTable::default());
+    }
     let (pid, started) = (host.record.pid, host.record.start_time);
     let ledger = Ledger::new(&settings.paths.ledger_dir);
     let reqs = port_requests.clone();
@@ -174,11 +177,23 @@ async fn reserve_ports(host: &Host, settings: &Settings, selected: &[&Target]) -
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
+    for (request, plan) in port_requests.iter().zip(&plans) {
+        let detail = serde_json::json!({"port": plan.assigned, "requested": plan.requested, "source": plan.source, "retries": plan.retries});
+        host.event(
+            Some(request.owner.target.clone()),
+            Some(request.owner.service.clone()),
+            "port.leased",
+            detail,
+        );
+    }
     Ok(PortTable::from_plans(port_requests, plans))
 }
 
 /// Records the failure, saves, and builds the reply.
 async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> Reply {
+    let detail = serde_json::json!({"started": outcome.started, "reused": outcome.reused, "failure": outcome.failure.as_ref().map(|f| &f.reason)});
+    let name = if outcome.failure.is_some() { "run.failed" } else { "run.ready" };
+    host.event(None, None, name, detail);
     if let Some(failure) = &outcome.failure {
         let mut run = host.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         run.errors.push(ErrorEntry {

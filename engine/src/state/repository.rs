@@ -73,13 +73,13 @@ impl StateRepository {
     pub fn save_run(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
         let _lock = self.lock()?;
         let run_dir = self.scope_dir.join("runs").join(&artifacts.run_state.run_id);
-        for (dir, durability) in
-            [(run_dir.as_path(), Durability::None), (self.scope_dir.as_path(), Durability::File)]
-        {
-            write_json(&dir.join("run_state.json"), &artifacts.run_state, durability)?;
-            write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map, durability)?;
-            write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest, durability)?;
-            write_json(&dir.join("error_report.json"), &artifacts.error_report, durability)?;
+        // No fsync: a killed writer never leaves a torn file (rename is atomic), and after a power loss every
+        // process the state describes is gone anyway.
+        for dir in [run_dir.as_path(), self.scope_dir.as_path()] {
+            write_json(&dir.join("run_state.json"), &artifacts.run_state)?;
+            write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
+            write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
+            write_json(&dir.join("error_report.json"), &artifacts.error_report)?;
         }
         Ok(())
     }
@@ -125,11 +125,11 @@ impl StateRepository {
     }
 }
 
-fn write_json<T: Serialize>(path: &Path, value: &T, durability: Durability) -> Result<(), StateError> {
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     let mut bytes = serde_json::to_vec_pretty(value)
         .map_err(|e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
     bytes.push(b'\n');
-    write_atomic_with(path, &bytes, durability)
+    write_atomic_with(path, &bytes, Durability::None)
         .map_err(|source| StateError::Io { path: path.to_path_buf(), source })
 }
 

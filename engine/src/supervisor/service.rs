@@ -26,8 +26,9 @@ use crate::state::now_rfc3339;
 pub const MAX_RESTARTS: u32 = 10;
 /// A process that ran at least this long resets the restart count.
 const STABLE_AFTER: Duration = Duration::from_secs(30);
-/// A service with no probe and no port counts as ready once it has been running this long.
-const SETTLE: Duration = Duration::from_millis(10);
+/// A service with no probe and no port counts as ready once it has been running this long (long enough to catch
+/// a command that is not found or fails at once).
+const SETTLE: Duration = Duration::from_millis(5);
 /// Probe records kept per service.
 const PROBE_HISTORY: usize = 20;
 
@@ -56,6 +57,28 @@ pub enum Control {
         /// Acknowledged once nothing of the service runs.
         done: oneshot::Sender<()>,
     },
+}
+
+/// A lifecycle event of one service (`service.starting`, `service.ready`, `service.failed`, …).
+#[derive(Debug, Clone)]
+pub struct ServiceEvent {
+    /// Target.
+    pub target: String,
+    /// Service.
+    pub service: String,
+    /// Dotted event name.
+    pub event: String,
+    /// Detail.
+    pub detail: serde_json::Value,
+}
+
+/// Where a service task reports: a nudge on every change (to write state) and an event on every status change.
+#[derive(Debug, Clone)]
+pub struct Reporter {
+    /// Notified on every change.
+    pub changed: Arc<Notify>,
+    /// Receives an event on every status change.
+    pub events: mpsc::UnboundedSender<ServiceEvent>,
 }
 
 /// A cheap handle to a running service task.
@@ -91,7 +114,7 @@ impl ServiceHandle {
 pub fn launch(
     spec: ServiceSpec,
     adopt: Option<(u32, u64)>,
-    changed: Arc<Notify>,
+    reporter: Reporter,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ServiceHandle {
     let (tx, rx) = mpsc::channel(4);
@@ -114,7 +137,7 @@ pub fn launch(
     };
     let (publish, watch) = watch::channel(record);
     let spec = Arc::new(spec);
-    let task = Task { spec: Arc::clone(&spec), publish, changed, rx };
+    let task = Task { spec: Arc::clone(&spec), publish, reporter, rx };
     tracker.spawn(task.run(adopt));
     ServiceHandle { tx, record: watch, spec }
 }
@@ -138,14 +161,25 @@ enum Ended {
 struct Task {
     spec: Arc<ServiceSpec>,
     publish: watch::Sender<ServiceRecord>,
-    changed: Arc<Notify>,
+    reporter: Reporter,
     rx: mpsc::Receiver<Control>,
 }
 
 impl Task {
     fn update(&self, f: impl FnOnce(&mut ServiceRecord)) {
+        let before = self.publish.borrow().status;
         self.publish.send_modify(f);
-        self.changed.notify_one();
+        let record = self.publish.borrow().clone();
+        if record.status != before {
+            let event = ServiceEvent {
+                target: record.target,
+                service: record.service,
+                event: format!("service.{}", format!("{:?}", record.status).to_lowercase()),
+                detail: serde_json::json!({"pid": record.pid, "port": record.port, "restarts": record.restarts, "failure": record.failure}),
+            };
+            let _ = self.reporter.events.send(event);
+        }
+        self.reporter.changed.notify_one();
     }
 
     fn probe(&self) -> Result<Option<Probe>, String> {
@@ -170,7 +204,7 @@ impl Task {
         loop {
             let (pid, started, mut proc) = match adopted.take() {
                 Some((pid, started)) => (pid, started, Proc::Adopted),
-                None => match self.spawn() {
+                None => match self.spawn().await {
                     Some(found) => found,
                     None => return self.idle().await,
                 },
@@ -246,15 +280,22 @@ impl Task {
         }
     }
 
-    fn spawn(&self) -> Option<(u32, u64, Proc)> {
-        let plan = &self.spec.plan;
-        let spawned = spawn::spawn(&spawn::SpawnSpec {
-            argv: &plan.argv,
-            cwd: std::path::Path::new(&plan.cwd),
-            base_env: &self.spec.base_env,
-            env: &plan.env,
-            log_path: &self.spec.log_path,
-        });
+    /// Spawns the process on a blocking thread (fork and exec take a millisecond; services of one layer spawn
+    /// side by side).
+    async fn spawn(&self) -> Option<(u32, u64, Proc)> {
+        let spec = Arc::clone(&self.spec);
+        let spawned = tokio::task::spawn_blocking(move || {
+            let plan = &spec.plan;
+            spawn::spawn(&spawn::SpawnSpec {
+                argv: &plan.argv,
+                cwd: std::path::Path::new(&plan.cwd),
+                base_env: &spec.base_env,
+                env: &plan.env,
+                log_path: &spec.log_path,
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         let child = match spawned {
             Ok(child) => child,
             Err(e) => {
