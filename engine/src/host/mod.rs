@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Paths;
-use crate::state::{StateError, StateRepository, new_run_id, now_rfc3339};
+use crate::state::{EventLog, StateError, StateRepository, new_run_id, now_rfc3339};
 use crate::supervisor::service::{Reporter, ServiceEvent, ServiceHandle, ServiceSpec, launch};
 use crate::supervisor::{logs, proc_info};
 
@@ -89,6 +89,7 @@ pub struct Host {
     /// Serialises state writes.
     save_lock: tokio::sync::Mutex<()>,
     repo: StateRepository,
+    events: std::sync::Mutex<Option<EventLog>>,
     /// Cancelled when the host should exit.
     pub token: CancellationToken,
     /// Every task the host started.
@@ -137,7 +138,13 @@ impl Host {
             event: event.to_owned(),
             detail,
         };
-        let _ = self.repo.append_event(&line);
+        let mut log = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if log.is_none() {
+            *log = self.repo.event_log().ok();
+        }
+        if let Some(file) = log.as_mut() {
+            let _ = file.append(&line);
+        }
     }
 
     /// The current run id.
@@ -145,14 +152,18 @@ impl Host {
         self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).run_id.clone()
     }
 
-    /// Writes every artifact from the live view.
-    pub async fn save(&self) -> Result<(), StateError> {
+    /// Writes every artifact from the live view; with `history`, also the run's `runs/<run-id>/` copy.
+    pub async fn save(&self, history: bool) -> Result<(), StateError> {
         let _guard = self.save_lock.lock().await;
         let records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
         let run = self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
         let artifacts = snapshot::artifacts(&run, self.record, records);
         let repo = self.repo.clone();
-        tokio::task::spawn_blocking(move || repo.save_run(&artifacts)).await.unwrap_or_else(|e| {
+        tokio::task::spawn_blocking(move || {
+            if history { repo.save_run_with_history(&artifacts) } else { repo.save_run(&artifacts) }
+        })
+        .await
+        .unwrap_or_else(|e| {
             Err(StateError::Io { path: "state writer".into(), source: std::io::Error::other(e) })
         })
     }
@@ -220,7 +231,7 @@ async fn wait_for_lock(paths: &Paths) -> Result<Option<File>, HostError> {
 
 /// Runs the host until it has nothing to do, a signal or `shutdown` arrives, or `stop` completes.
 pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> Result<(), HostError> {
-    let Some(_lock) = wait_for_lock(&paths).await? else {
+    let Some(lock) = wait_for_lock(&paths).await? else {
         return Err(HostError::AlreadyRunning(paths.scope_dir.join("host.lock").display().to_string()));
     };
     let (pid, start_time) = proc_info::current();
@@ -235,6 +246,7 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
         previous: previous.clone(),
         reporter: Reporter { changed: Arc::new(Notify::new()), events: events_tx },
         save_lock: tokio::sync::Mutex::new(()),
+        events: std::sync::Mutex::new(None),
         repo,
         token: CancellationToken::new(),
         tracker: TaskTracker::new(),
@@ -245,7 +257,8 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
     let listener = server::bind(&paths)?;
     host.reporter.changed.notify_one();
     let saver = tokio::spawn(save_on_change(Arc::clone(&host)));
-    let event_writer = tokio::spawn(write_events(Arc::clone(&host), events_rx));
+    let events_done = CancellationToken::new();
+    let event_writer = tokio::spawn(write_events(Arc::clone(&host), events_rx, events_done.clone()));
     host.event(
         None,
         None,
@@ -263,22 +276,28 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
     }
     // No new clients from here on; a second signal during the stop forces it.
     server::unbind(&paths);
-    let stopping = host.stop_all();
-    tokio::pin!(stopping);
-    loop {
-        tokio::select! {
-            _ = &mut stopping => break,
-            () = signals.next() => host.force.store(true, Ordering::Relaxed),
+    let had_services = !host.services.lock().await.is_empty();
+    if had_services {
+        let stopping = host.stop_all();
+        tokio::pin!(stopping);
+        loop {
+            tokio::select! {
+                _ = &mut stopping => break,
+                () = signals.next() => host.force.store(true, Ordering::Relaxed),
+            }
         }
     }
     host.event(None, None, "host.stopped", serde_json::json!({"pid": pid}));
-    let _ = host.save().await;
+    events_done.cancel();
+    let _ = event_writer.await;
     saver.abort();
-    tokio::time::sleep(Duration::from_millis(1)).await;
-    event_writer.abort();
+    if had_services {
+        let _ = host.save(true).await;
+    }
+    // The next host may start now.
+    drop(lock);
     host.tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), host.tracker.wait()).await;
-    server::unbind(&paths);
     Ok(())
 }
 
@@ -309,9 +328,20 @@ async fn adopt_survivors(host: &Host) {
     }
 }
 
-/// Appends each service event to `events.jsonl` under the current run.
-async fn write_events(host: Arc<Host>, mut events: tokio::sync::mpsc::UnboundedReceiver<ServiceEvent>) {
-    while let Some(e) = events.recv().await {
+/// Appends each service event to `events.jsonl` under the current run; once `done`, writes what is queued and ends.
+async fn write_events(
+    host: Arc<Host>,
+    mut events: tokio::sync::mpsc::UnboundedReceiver<ServiceEvent>,
+    done: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            Some(e) = events.recv() => host.event(Some(e.target), Some(e.service), &e.event, e.detail),
+            () = done.cancelled() => break,
+        }
+    }
+    while let Ok(e) = events.try_recv() {
         host.event(Some(e.target), Some(e.service), &e.event, e.detail);
     }
 }
@@ -320,8 +350,9 @@ async fn write_events(host: Arc<Host>, mut events: tokio::sync::mpsc::UnboundedR
 async fn save_on_change(host: Arc<Host>) {
     loop {
         host.reporter.changed.notified().await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        let _ = host.save().await;
+        // Changes that arrive together are written once; commands save explicitly when they finish.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _ = host.save(false).await;
     }
 }
 

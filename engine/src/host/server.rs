@@ -86,7 +86,7 @@ async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
                 .cloned()
                 .collect();
             let stopped = host.stop(keys).await;
-            let _ = host.save().await;
+            let _ = host.save(true).await;
             let host_exiting = host.services.lock().await.is_empty();
             Reply::Stopped {
                 stopped: stopped.iter().map(|(t, s)| format!("{t}/{s}")).collect(),
@@ -106,7 +106,7 @@ async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
         },
         Request::Shutdown => {
             let stopped = host.stop_all().await;
-            let _ = host.save().await;
+            let _ = host.save(true).await;
             Reply::Stopped {
                 stopped: stopped.iter().map(|(t, s)| format!("{t}/{s}")).collect(),
                 host_exiting: true,

@@ -7,7 +7,7 @@ mod atomic;
 mod repository;
 
 pub use atomic::{Durability, FileLock, leftover_temps, write_atomic, write_atomic_with};
-pub use repository::{RunArtifacts, StateError, StateRepository};
+pub use repository::{EventLog, RunArtifacts, StateError, StateRepository};
 
 use std::time::SystemTime;
 

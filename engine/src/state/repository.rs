@@ -69,39 +69,28 @@ impl StateRepository {
         FileLock::acquire(&path).map_err(|source| StateError::Io { path, source })
     }
 
-    /// Saves a run: first its `runs/<run-id>/` copy, then the latest view, under the lock.
+    /// Saves the latest view, under the lock.
     pub fn save_run(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
         let _lock = self.lock()?;
-        let run_dir = self.scope_dir.join("runs").join(&artifacts.run_state.run_id);
-        // No fsync: a killed writer never leaves a torn file (rename is atomic), and after a power loss every
-        // process the state describes is gone anyway.
-        for dir in [run_dir.as_path(), self.scope_dir.as_path()] {
-            write_json(&dir.join("run_state.json"), &artifacts.run_state)?;
-            write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
-            write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
-            write_json(&dir.join("error_report.json"), &artifacts.error_report)?;
-        }
-        Ok(())
+        write_all(&self.scope_dir, artifacts)
     }
 
-    /// Appends one line to `events.jsonl` (latest and the run's copy).
-    pub fn append_event(&self, event: &Event) -> Result<(), StateError> {
-        let mut line = serde_json::to_vec(event).map_err(|e| StateError::Corrupt {
-            path: self.scope_dir.join("events.jsonl"),
-            detail: e.to_string(),
-        })?;
-        line.push(b'\n');
-        let run_dir = self.scope_dir.join("runs").join(&event.run_id);
-        for path in [self.scope_dir.join("events.jsonl"), run_dir.join("events.jsonl")] {
-            let append = || -> std::io::Result<()> {
-                if let Some(dir) = path.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                OpenOptions::new().create(true).append(true).open(&path)?.write_all(&line)
-            };
-            append().map_err(|source| StateError::Io { path: path.clone(), source })?;
-        }
-        Ok(())
+    /// Saves the latest view and the run's `runs/<run-id>/` copy (at the end of a command), under the lock.
+    pub fn save_run_with_history(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
+        let _lock = self.lock()?;
+        write_all(&self.scope_dir.join("runs").join(&artifacts.run_state.run_id), artifacts)?;
+        write_all(&self.scope_dir, artifacts)
+    }
+
+    /// Opens `events.jsonl` for appending (kept open by the host).
+    pub fn event_log(&self) -> Result<EventLog, StateError> {
+        let path = self.scope_dir.join("events.jsonl");
+        let open = || -> std::io::Result<std::fs::File> {
+            std::fs::create_dir_all(&self.scope_dir)?;
+            OpenOptions::new().create(true).append(true).open(&path)
+        };
+        let file = open().map_err(|source| StateError::Io { path: path.clone(), source })?;
+        Ok(EventLog { file, path })
     }
 
     /// The latest `run_state.json`, if any.
@@ -123,6 +112,31 @@ impl StateRepository {
     pub fn error_report(&self) -> Result<Option<ErrorReport>, StateError> {
         read_json(&self.scope_dir.join("error_report.json"))
     }
+}
+
+/// `events.jsonl`, open for appending: one JSON object per line, every run's events in order.
+#[derive(Debug)]
+pub struct EventLog {
+    file: std::fs::File,
+    path: PathBuf,
+}
+
+impl EventLog {
+    /// Appends one event as one line (a single write, so lines from concurrent writers never interleave).
+    pub fn append(&mut self, event: &Event) -> Result<(), StateError> {
+        let mut line = serde_json::to_vec(event)
+            .map_err(|e| StateError::Corrupt { path: self.path.clone(), detail: e.to_string() })?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(|source| StateError::Io { path: self.path.clone(), source })
+    }
+}
+
+/// Writes the four artifacts into `dir`.
+fn write_all(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
+    write_json(&dir.join("run_state.json"), &artifacts.run_state)?;
+    write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
+    write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
+    write_json(&dir.join("error_report.json"), &artifacts.error_report)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
@@ -222,8 +236,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let repo = StateRepository::new(dir.path());
         assert!(repo.run_state().expect("read").is_none());
-        repo.save_run(&artifacts("run-1", 2)).expect("save");
-        repo.save_run(&artifacts("run-2", 3)).expect("save");
+        repo.save_run_with_history(&artifacts("run-1", 2)).expect("save");
+        repo.save_run_with_history(&artifacts("run-2", 3)).expect("save");
         assert_eq!(repo.run_state().expect("read").expect("some").run_id, "run-2");
         assert!(dir.path().join("runs/run-1/run_state.json").is_file());
         assert!(dir.path().join("runs/run-2/ports_manifest.json").is_file());

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 /// A log is rotated once it grows past this.
 pub const ROTATE_BYTES: u64 = 10 * 1024 * 1024;
 
-/// `<scope>/runs/<run-id>/logs/<target>.<service>.log`.
+/// `<scope>/logs/<target>.<service>.<run-id>.log`: one file per service per run, in one directory.
 pub fn log_path(scope_dir: &Path, run_id: &str, target: &str, service: &str) -> PathBuf {
-    scope_dir.join("runs").join(run_id).join("logs").join(format!("{target}.{service}.log"))
+    scope_dir.join("logs").join(format!("{target}.{service}.{run_id}.log"))
 }
 
 /// The last `n` lines of a file (reading at most the last 256 KiB).
