@@ -66,6 +66,15 @@ pub enum ProbeKind {
         /// The regular expression.
         pattern: String,
     },
+    /// A Postgres connection as `user` to `database` answers `SELECT 1` (built-in, for postgres requirements).
+    Postgres {
+        /// Role.
+        user: String,
+        /// Database.
+        database: String,
+    },
+    /// Redis answers `PING` (built-in, for redis requirements).
+    Redis,
 }
 
 /// A readiness probe and how long to wait for it.

@@ -41,6 +41,12 @@ pub struct StartRequest {
     pub env: BTreeMap<String, String>,
     /// Restart services even when an identical one already runs.
     pub no_resume: bool,
+    /// Start no requirements (services only).
+    #[serde(default)]
+    pub no_deps: bool,
+    /// Start only the requirements.
+    #[serde(default)]
+    pub deps_only: bool,
 }
 
 /// `resume`.

@@ -36,6 +36,12 @@ pub struct RequirementPlan {
     pub binaries: Vec<BinaryCheck>,
     /// Environment it exports to services.
     pub env: BTreeMap<String, String>,
+    /// URL services use to reach it.
+    pub url: String,
+    /// Data directory of its server.
+    pub data_dir: String,
+    /// The process that runs the server.
+    pub process: ServicePlan,
 }
 
 /// One service of one target.
@@ -61,8 +67,18 @@ pub struct ServicePlan {
     pub depends_on: Vec<String>,
     /// Restart policy.
     pub restart: RestartPolicy,
-    /// Seconds between SIGTERM and SIGKILL when stopping.
+    /// Seconds between the stop signal and SIGKILL when stopping.
     pub stop_grace_secs: u64,
+    /// The signal that asks it to stop (`TERM`; `INT` for Postgres, whose fast shutdown it is).
+    #[serde(default = "default_stop_signal")]
+    pub stop_signal: String,
+    /// The user it runs as, when not the one running envctl (Postgres refuses to run as root).
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+fn default_stop_signal() -> String {
+    "TERM".to_owned()
 }
 
 /// One target's plan.

@@ -47,10 +47,24 @@ pub struct ProbeRecord {
     pub detail: String,
 }
 
+/// App service or backing server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessKind {
+    /// A `[services.*]` entry.
+    #[default]
+    Service,
+    /// A `[requirements.*]` server.
+    Requirement,
+}
+
 /// One process envctl started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ServiceRecord {
-    /// Target name.
+    /// Service or requirement.
+    #[serde(default)]
+    pub kind: ProcessKind,
+    /// Target name (for a requirement: the target whose server it is; `main` for a shared one).
     pub target: String,
     /// Service or requirement name.
     pub service: String,

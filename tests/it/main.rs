@@ -6,4 +6,5 @@ mod config_cmd;
 mod inspect;
 mod legacy;
 mod lifecycle;
+mod requirements;
 mod support;

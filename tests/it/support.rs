@@ -70,6 +70,17 @@ impl TestEnv {
         env
     }
 
+    /// A second repository sharing this one's home and runtime directory (two repositories on one machine).
+    pub fn sibling(&self) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path().canonicalize().expect("canonical").join("repo2");
+        std::fs::create_dir_all(&repo).expect("mkdir");
+        let env = Self { _dir: dir, repo, home: self.home.clone(), runtime: self.runtime.clone() };
+        env.git(&["init", "-q", "-b", "main"]);
+        env.git(&["commit", "-q", "--allow-empty", "-m", "init"]);
+        env
+    }
+
     /// Writes a file under the repository.
     pub fn write(&self, rel: &str, content: &str) -> PathBuf {
         let path = self.repo.join(rel);
@@ -177,9 +188,10 @@ impl TestEnv {
 }
 
 impl Drop for TestEnv {
-    /// Whatever a test started is stopped, even when the test failed.
+    /// Whatever a test started is stopped and its data removed, even when the test failed.
     fn drop(&mut self) {
         if self.runtime.join("scopes").exists() {
+            let _ = self.envctl(&["stop-all", "--remove-data"]);
             let _ = self.envctl(&["blast-all"]);
         }
     }

@@ -96,6 +96,8 @@ pub struct Host {
     pub tracker: TaskTracker,
     /// Set by a second interrupt: stops skip the grace period.
     pub force: AtomicBool,
+    /// Which requirement servers each target uses (so a shared server outlives a target that stops).
+    pub uses: std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<Key>>>,
 }
 
 impl Host {
@@ -251,6 +253,7 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
         token: CancellationToken::new(),
         tracker: TaskTracker::new(),
         force: AtomicBool::new(false),
+        uses: std::sync::Mutex::new(BTreeMap::new()),
     });
     host.begin_run("host", &previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
     adopt_survivors(&host).await;
@@ -317,6 +320,7 @@ async fn adopt_survivors(host: &Host) {
             std::path::PathBuf::from,
         );
         let spec = ServiceSpec {
+            kind: record.kind,
             target: record.target.clone(),
             plan: plan.clone(),
             base_env: crate::config::process_environment(),

@@ -1,13 +1,16 @@
 //! The control socket: one JSON request line per connection, answered by progress lines and a final reply.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+
+use envctl_contracts::state::ProcessKind;
 
 use envctl_contracts::control::{Reply, Request};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
-use super::{Host, HostError};
+use super::{Host, HostError, Key};
 use crate::config::Paths;
 use crate::startup;
 
@@ -74,17 +77,7 @@ async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
         Request::Start(start) => startup::start(host, start, tx).await,
         Request::Resume(resume) => startup::resume(host, resume, tx).await,
         Request::Stop(stop) => {
-            let keys: Vec<_> = host
-                .services
-                .lock()
-                .await
-                .keys()
-                .filter(|(t, s)| {
-                    (stop.targets.is_empty() || stop.targets.contains(t))
-                        && (stop.services.is_empty() || stop.services.contains(s))
-                })
-                .cloned()
-                .collect();
+            let keys = stop_keys(host, &stop.targets, &stop.services).await;
             let stopped = host.stop(keys).await;
             let _ = host.save(true).await;
             let host_exiting = host.services.lock().await.is_empty();
@@ -118,4 +111,25 @@ async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
     if exiting || host.services.lock().await.is_empty() {
         host.token.cancel();
     }
+}
+
+/// What a stop of `targets` (all when empty) and `services` (all when empty) stops: the matching services and the
+/// requirement servers those targets own, except a server another target that keeps running still uses.
+async fn stop_keys(host: &Host, targets: &[String], services: &[String]) -> Vec<Key> {
+    let all = host.services.lock().await;
+    let selected = |(t, s): &Key| {
+        (targets.is_empty() || targets.contains(t)) && (services.is_empty() || services.contains(s))
+    };
+    let mut keys: Vec<Key> = all.keys().filter(|k| selected(k)).cloned().collect();
+    let remaining: BTreeSet<&String> = all
+        .iter()
+        .filter(|(k, h)| h.spec.kind == ProcessKind::Service && !selected(k))
+        .map(|((t, _), _)| t)
+        .collect();
+    let uses = host.uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    keys.retain(|key| {
+        all.get(key).is_none_or(|h| h.spec.kind == ProcessKind::Service)
+            || !remaining.iter().any(|t| uses.get(*t).is_some_and(|used| used.contains(key)))
+    });
+    keys
 }

@@ -2,11 +2,18 @@
 //! install them), the connection details it exports (`DATABASE_URL`, `REDIS_URL`, …) and the attributes
 //! `{name.attr}` references may use. (Starting and probing the servers arrives with the requirements work.)
 
+pub mod pgwire;
+pub mod postgres;
+pub mod redis;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use envctl_contracts::config::{Adapter, Isolation, RequirementConfig};
-use envctl_contracts::startup::BinaryCheck;
+use envctl_contracts::config::{Adapter, Isolation, ProbeKind, ReadyProbe, RequirementConfig, RestartPolicy};
+use envctl_contracts::ports::PortPlan;
+use envctl_contracts::startup::{BinaryCheck, ServicePlan};
+
+use crate::config::Paths;
 
 use crate::targets::Target;
 
@@ -37,9 +44,10 @@ pub fn database_name(project: &str, target: &str) -> String {
     cleaned.chars().take(63).collect()
 }
 
-/// The Redis database index of a target: 0 on its own server; on a shared server 0 for main and 1–15 by slot.
-pub fn redis_index(isolation: Isolation, target: &Target) -> u16 {
-    if isolation == Isolation::DbIndex && target.slot > 0 { 1 + (target.slot - 1) % 15 } else { 0 }
+/// The Redis database index of a target with `slot`: 0 on its own server; on a shared server 0 for main and 1–15
+/// by slot.
+pub fn redis_index(isolation: Isolation, slot: u16) -> u16 {
+    if isolation == Isolation::DbIndex && slot > 0 { 1 + (slot - 1) % 15 } else { 0 }
 }
 
 /// How a target reaches a requirement listening on `port`.
@@ -54,7 +62,7 @@ pub fn endpoint(req: &RequirementConfig, project: &str, target: &Target, port: u
             }
         }
         Adapter::Redis => {
-            let index = redis_index(req.isolation, target);
+            let index = redis_index(req.isolation, target.slot);
             Endpoint {
                 port,
                 url: format!("redis://{HOST}:{port}/{index}"),
@@ -97,6 +105,101 @@ pub fn exports(req: &RequirementConfig, endpoint: &Endpoint) -> BTreeMap<String,
         Adapter::Command => {}
     }
     env
+}
+
+/// The data directory of a requirement's server owned by target `owner`.
+pub fn data_dir(paths: &Paths, req: &RequirementConfig, name: &str, owner: &str) -> Result<PathBuf, String> {
+    Ok(match req.adapter {
+        Adapter::Postgres => postgres::data_root(paths, postgres::run_as()?.as_ref()).join(owner),
+        Adapter::Redis => paths.scope_dir.join("data").join("redis").join(owner),
+        Adapter::Command => paths.scope_dir.join("data").join(name).join(owner),
+    })
+}
+
+/// Every directory requirement data of this repository lives in (for `stop-all --remove-data`).
+pub fn data_roots(paths: &Paths) -> Vec<PathBuf> {
+    let mut roots = vec![paths.scope_dir.join("data")];
+    if let Ok(Some(user)) = postgres::run_as() {
+        roots.push(postgres::data_root(paths, Some(&user)));
+    }
+    roots
+}
+
+/// The process that runs a requirement's server.
+#[derive(Debug)]
+pub struct ProcessInput<'a> {
+    /// Requirement name.
+    pub name: &'a str,
+    /// Its configuration.
+    pub req: &'a RequirementConfig,
+    /// Where it keeps data.
+    pub data_dir: &'a Path,
+    /// Its port.
+    pub port: PortPlan,
+    /// The binaries it needs (found or not).
+    pub binaries: &'a [BinaryCheck],
+    /// How the owning target reaches it.
+    pub url: &'a str,
+    /// For `command`: the command line and environment with placeholders filled in, and the directory to run in.
+    pub command: Option<(String, BTreeMap<String, String>, PathBuf)>,
+}
+
+/// The supervised process of a requirement.
+pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
+    let binary = |name: &str| {
+        input
+            .binaries
+            .iter()
+            .find(|b| b.name == name)
+            .and_then(|b| b.path.clone())
+            .unwrap_or_else(|| name.to_owned())
+    };
+    let port = input.port.assigned;
+    let (argv, cwd, env, ready, stop_signal, user) = match input.req.adapter {
+        Adapter::Postgres => {
+            let postgres = PathBuf::from(binary("postgres"));
+            let bin_dir = postgres.parent().map(Path::to_path_buf).unwrap_or_default();
+            let ready = ReadyProbe {
+                probe: ProbeKind::Postgres { user: PG_USER.into(), database: "postgres".into() },
+                timeout_ms: 60_000,
+            };
+            let user = postgres::run_as().ok().flatten().map(|u| u.name);
+            (
+                postgres::argv(&bin_dir, input.data_dir, port),
+                input.data_dir.to_path_buf(),
+                BTreeMap::new(),
+                Some(ready),
+                "INT",
+                user,
+            )
+        }
+        Adapter::Redis => {
+            let ready = ReadyProbe { probe: ProbeKind::Redis, timeout_ms: 30_000 };
+            let argv = redis::argv(Path::new(&binary("redis-server")), input.data_dir, port);
+            (argv, input.data_dir.to_path_buf(), BTreeMap::new(), Some(ready), "TERM", None)
+        }
+        Adapter::Command => {
+            let (command, env, cwd) = input.command.clone().unwrap_or_default();
+            let mut env = env;
+            env.insert("PORT".into(), port.to_string());
+            (vec!["/bin/sh".into(), "-c".into(), command], cwd, env, input.req.ready.clone(), "TERM", None)
+        }
+    };
+    ServicePlan {
+        name: input.name.to_owned(),
+        layer: 0,
+        cwd: cwd.display().to_string(),
+        argv,
+        env,
+        port: Some(input.port),
+        url: Some(input.url.to_owned()),
+        ready,
+        depends_on: Vec::new(),
+        restart: RestartPolicy::OnFailure,
+        stop_grace_secs: 10,
+        stop_signal: stop_signal.to_owned(),
+        user,
+    }
 }
 
 /// Looks a program up on `path_var`, then in Debian's PostgreSQL directories.

@@ -4,6 +4,7 @@
 //! its readiness probe passes; the first failure stops what this start began for that target.
 
 mod plan;
+mod requirements;
 mod run;
 
 pub use plan::{PortTable, explain, plan_ports};

@@ -109,14 +109,9 @@ fn layered<'a>(services: &'a BTreeMap<String, &'a ServiceConfig>) -> Vec<(u32, &
     out
 }
 
-fn plan_target(
-    settings: &Settings,
-    target: &Target,
-    ports: &PortTable,
-    env: &EnvVars,
-    problems: &mut Vec<String>,
-) -> TargetPlan {
-    let ctx = Context { settings, target, ports };
+/// The requirements one target uses, each with the process that runs its server.
+fn plan_requirements(ctx: &Context<'_>, env: &EnvVars, problems: &mut Vec<String>) -> Vec<RequirementPlan> {
+    let (settings, target, ports) = (ctx.settings, ctx.target, ctx.ports);
     let config = &settings.config;
     let mut requirement_plans = Vec::new();
     for (name, req) in config.requirements.iter().filter(|(_, r)| r.enabled && target.in_scope(r.targets)) {
@@ -134,14 +129,42 @@ fn plan_target(
             ));
         }
         let mut exported = requirements::exports(req, &endpoint);
-        for (key, value) in &req.env {
-            let filled = template::expand(value, |n, a| match (n, a) {
+        let fill = |value: &str| {
+            template::expand(value, |n, a| match (n, a) {
                 ("port", None) => Some(endpoint.port.to_string()),
                 _ => ctx.lookup(name, n, a),
-            });
-            exported.insert(key.clone(), filled.unwrap_or_else(|_| value.clone()));
+            })
+            .unwrap_or_else(|_| value.to_owned())
+        };
+        for (key, value) in &req.env {
+            exported.insert(key.clone(), fill(value));
         }
+        let data_dir = match requirements::data_dir(&settings.paths, req, name, owner) {
+            Ok(dir) => dir,
+            Err(why) => {
+                problems.push(format!("{}: requirement `{name}`: {why}", target.name));
+                continue;
+            }
+        };
+        let owner_root =
+            if owner == target.name { target.root.clone() } else { settings.paths.repo_root.clone() };
+        let command = req
+            .command
+            .as_ref()
+            .map(|c| (fill(c), req.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(), owner_root));
+        let process = requirements::process(&requirements::ProcessInput {
+            name,
+            req,
+            data_dir: &data_dir,
+            port: *plan,
+            binaries: &binaries,
+            url: &endpoint.url,
+            command,
+        });
         requirement_plans.push(RequirementPlan {
+            url: endpoint.url.clone(),
+            data_dir: data_dir.display().to_string(),
+            process,
             name: name.clone(),
             adapter: req.adapter,
             isolation: req.isolation,
@@ -151,6 +174,19 @@ fn plan_target(
             env: exported,
         });
     }
+    requirement_plans
+}
+
+fn plan_target(
+    settings: &Settings,
+    target: &Target,
+    ports: &PortTable,
+    env: &EnvVars,
+    problems: &mut Vec<String>,
+) -> TargetPlan {
+    let ctx = Context { settings, target, ports };
+    let config = &settings.config;
+    let requirement_plans = plan_requirements(&ctx, env, problems);
     let services: BTreeMap<String, &ServiceConfig> = config
         .services
         .iter()
@@ -203,6 +239,8 @@ fn plan_target(
             depends_on: service.depends_on.clone(),
             restart: service.restart,
             stop_grace_secs: service.stop_grace_secs,
+            stop_signal: "TERM".into(),
+            user: None,
         });
     }
     TargetPlan {

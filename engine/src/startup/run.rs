@@ -7,16 +7,16 @@ use std::time::{Duration, Instant};
 use envctl_contracts::config::ConfigFormat;
 use envctl_contracts::control::{Progress, Reply, ResumeRequest, StartFailure, StartOutcome, StartRequest};
 use envctl_contracts::ports::TargetPorts;
-use envctl_contracts::startup::ServicePlan;
-use envctl_contracts::state::{ErrorEntry, ServiceStatus};
+use envctl_contracts::startup::{ServicePlan, StartupPlan};
+use envctl_contracts::state::{ErrorEntry, ProcessKind, ServiceStatus};
 use tokio::sync::mpsc;
 
-use super::{PortTable, explain};
+use super::{PortTable, explain, requirements};
 use crate::config::{EnvVars, Settings};
 use crate::host::{Host, Key};
 use crate::ports::{Ledger, is_free, requests};
 use crate::supervisor::service::{ServiceHandle, ServiceSpec};
-use crate::supervisor::{logs, proc_info};
+use crate::supervisor::{logs, proc_info, signal};
 use crate::targets::{Target, Targets};
 
 /// Log lines shown with a failure.
@@ -74,7 +74,7 @@ async fn forget_ended(host: &Host) {
 pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Reply>) -> Reply {
     let began = Instant::now();
     let settings = Settings {
-        config: request.config,
+        config: request.config.clone(),
         paths: host.paths.clone(),
         format: ConfigFormat::Toml,
         provenance: BTreeMap::new(),
@@ -88,39 +88,8 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
             None => return error(format!("no target named `{name}` (it may have been removed since)")),
         }
     }
-    let wanted_requirements: Vec<String> = settings
-        .config
-        .requirements
-        .iter()
-        .filter(|(_, r)| r.enabled && selected.iter().any(|t| t.in_scope(r.targets)))
-        .map(|(n, _)| n.clone())
-        .collect();
-    if !wanted_requirements.is_empty() {
-        return error(format!(
-            "this build cannot start requirements yet ({}); set `enabled = false` on them to start the services alone",
-            wanted_requirements.join(", ")
-        ));
-    }
     forget_ended(host).await;
     let run_id = host.begin_run(&request.command, &request.targets);
-    let table = match reserve_ports(host, &settings, &selected).await {
-        Ok(table) => table,
-        Err(message) => return error(message),
-    };
-    let env = EnvVars::from_pairs(request.env.get("PATH").map(|p| ("PATH", p.as_str())));
-    let plan = explain(&settings, &selected, &table, &env);
-    if !plan.problems.is_empty() {
-        return error(plan.problems.join("\n"));
-    }
-    {
-        let mut run = host.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for target in &selected {
-            let ports = table.of_target(&target.name);
-            let entry =
-                TargetPorts { target: target.name.clone(), root: target.root.display().to_string(), ports };
-            run.ports.insert(target.name.clone(), entry);
-        }
-    }
     let mut outcome = StartOutcome {
         run_id: run_id.clone(),
         services: Vec::new(),
@@ -129,6 +98,63 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
         warnings: Vec::new(),
         failure: None,
     };
+    let env = EnvVars::from_pairs(request.env.get("PATH").map(|p| ("PATH", p.as_str())));
+    let mut attempt = 0;
+    let plan = loop {
+        let table = match reserve_ports(host, &settings, &selected).await {
+            Ok(table) => table,
+            Err(message) => return error(message),
+        };
+        let plan = explain(&settings, &selected, &table, &env);
+        if !plan.problems.is_empty() {
+            return error(plan.problems.join("\n"));
+        }
+        record_ports(host, &selected, &table);
+        if request.no_deps {
+            break plan;
+        }
+        let result = requirements::run(host, &settings, &plan, &request.env, tx, began).await;
+        outcome.reused.extend(result.reused);
+        outcome.started.extend(result.started);
+        match result.failure {
+            Some(failure) if requirements::is_bind_conflict(&failure) && attempt < 2 => {
+                // Something took the port between planning and binding: give the lease up and plan again.
+                attempt += 1;
+                let repo = settings.paths.repo_root.display().to_string();
+                let _ = Ledger::new(&settings.paths.ledger_dir).release(|o| {
+                    o.repo == repo && o.target == failure.target && o.service == failure.service
+                });
+                host.event(
+                    Some(failure.target.clone()),
+                    Some(failure.service.clone()),
+                    "port.conflict",
+                    serde_json::json!({"attempt": attempt}),
+                );
+            }
+            Some(failure) => {
+                outcome.failure = Some(failure);
+                return finish(host, outcome, &request.targets).await;
+            }
+            None => break plan,
+        }
+    };
+    if request.deps_only {
+        return finish(host, outcome, &request.targets).await;
+    }
+    start_services(host, plan, &request, &run_id, tx, began, &mut outcome).await;
+    finish(host, outcome, &request.targets).await
+}
+
+/// Starts every target's services side by side, each target layer by layer.
+async fn start_services(
+    host: &Arc<Host>,
+    plan: StartupPlan,
+    request: &StartRequest,
+    run_id: &str,
+    tx: &mpsc::Sender<Reply>,
+    began: Instant,
+    outcome: &mut StartOutcome,
+) {
     let mut jobs = tokio::task::JoinSet::new();
     for target_plan in plan.targets {
         let wanted = if request.services.is_empty() {
@@ -141,8 +167,9 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
             .into_iter()
             .filter(|s| wanted.contains(&s.name))
             .map(|plan| ServiceSpec {
+                kind: ProcessKind::Service,
                 target: target_plan.name.clone(),
-                log_path: logs::log_path(&host.paths.scope_dir, &run_id, &target_plan.name, &plan.name),
+                log_path: logs::log_path(&host.paths.scope_dir, run_id, &target_plan.name, &plan.name),
                 stop_grace: Duration::from_secs(plan.stop_grace_secs),
                 base_env: request.env.clone(),
                 plan,
@@ -161,7 +188,17 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
             }
         }
     }
-    finish(host, outcome, &request.targets).await
+}
+
+/// Remembers the port plans of `selected` for `ports_manifest.json`.
+fn record_ports(host: &Host, selected: &[&Target], table: &PortTable) {
+    let mut run = host.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for target in selected {
+        let ports = table.of_target(&target.name);
+        let entry =
+            TargetPorts { target: target.name.clone(), root: target.root.display().to_string(), ports };
+        run.ports.insert(target.name.clone(), entry);
+    }
 }
 
 /// Leases the ports of `selected` for the host.
@@ -219,14 +256,17 @@ async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> R
 
 /// What one target's start did.
 #[derive(Debug, Default)]
-struct TargetResult {
-    reused: Vec<String>,
-    started: Vec<String>,
-    failure: Option<StartFailure>,
+pub(super) struct TargetResult {
+    /// `target/service` of what was already running identically.
+    pub reused: Vec<String>,
+    /// `target/service` of what was started.
+    pub started: Vec<String>,
+    /// The first failure.
+    pub failure: Option<StartFailure>,
 }
 
 /// Starts one target's services layer by layer; on the first failure stops what it started, in reverse.
-async fn run_target(
+pub(super) async fn run_target(
     host: &Arc<Host>,
     specs: Vec<ServiceSpec>,
     no_resume: bool,
@@ -379,7 +419,20 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
         {
             continue;
         }
+        if let Some(pid) = record.pid {
+            // What the dead process left behind (a server's workers, a shell's children) goes first, and its pid
+            // must be gone for good (a server checks its lock file's pid) before it starts again.
+            signal::reap_leftovers(pid, Duration::from_secs(plan.stop_grace_secs)).await;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::path::Path::new(&format!("/proc/{pid}")).exists()
+                && proc_info::start_time(pid).is_none()
+                && Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         to_start.push(ServiceSpec {
+            kind: record.kind,
             target: record.target.clone(),
             log_path: logs::log_path(&host.paths.scope_dir, &run_id, &record.target, &record.service),
             stop_grace: Duration::from_secs(plan.stop_grace_secs),

@@ -182,6 +182,7 @@ mod tests {
     pub(crate) fn artifacts(run_id: &str, services: usize) -> RunArtifacts {
         let records = (0..services)
             .map(|i| envctl_contracts::state::ServiceRecord {
+                kind: envctl_contracts::state::ProcessKind::Service,
                 target: "main".into(),
                 service: format!("svc{i}"),
                 pid: Some(1000 + u32::try_from(i).unwrap_or(0)),

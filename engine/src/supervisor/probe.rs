@@ -44,6 +44,10 @@ pub enum Probe {
     Exec { command: String, cwd: std::path::PathBuf, env: Vec<(String, String)> },
     /// Match the log.
     Log { regex: regex_lite::Regex, log: std::path::PathBuf },
+    /// `SELECT 1` over a real Postgres connection.
+    Postgres { port: u16, user: String, database: String },
+    /// Redis `PING`.
+    Redis(u16),
 }
 
 impl Probe {
@@ -69,6 +73,10 @@ impl Probe {
                     .map_err(|e| format!("bad log pattern `{pattern}`: {e}"))?,
                 log: log.to_path_buf(),
             },
+            ProbeKind::Postgres { user, database } => {
+                Self::Postgres { port: need_port()?, user: user.clone(), database: database.clone() }
+            }
+            ProbeKind::Redis => Self::Redis(need_port()?),
         })
     }
 
@@ -115,6 +123,17 @@ impl Probe {
                     }
                 }
                 Err(e) => Attempt::fail(format!("{}: {e}", log.display())),
+            },
+            Self::Postgres { port, user, database } => {
+                match crate::requirements::pgwire::query(*port, user, database, "SELECT 1").await {
+                    Ok(_) => Attempt::pass("SELECT 1 answered"),
+                    Err(e) => Attempt::fail(e),
+                }
+            }
+            Self::Redis(port) => match crate::requirements::redis::commands(*port, &["PING"]).await {
+                Ok(replies) if replies.first().is_some_and(|r| r == "+PONG") => Attempt::pass("PONG"),
+                Ok(replies) => Attempt::fail(format!("PING answered {replies:?}")),
+                Err(e) => Attempt::fail(e),
             },
         }
     }

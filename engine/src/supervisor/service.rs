@@ -35,6 +35,8 @@ const PROBE_HISTORY: usize = 20;
 /// Everything needed to run one service.
 #[derive(Debug, Clone)]
 pub struct ServiceSpec {
+    /// Service or requirement.
+    pub kind: envctl_contracts::state::ProcessKind,
     /// Target.
     pub target: String,
     /// What to run.
@@ -119,6 +121,7 @@ pub fn launch(
 ) -> ServiceHandle {
     let (tx, rx) = mpsc::channel(4);
     let record = ServiceRecord {
+        kind: spec.kind,
         target: spec.target.clone(),
         service: spec.plan.name.clone(),
         pid: None,
@@ -292,6 +295,7 @@ impl Task {
                 base_env: &spec.base_env,
                 env: &plan.env,
                 log_path: &spec.log_path,
+                user: plan.user.as_deref(),
             })
         })
         .await
@@ -408,7 +412,8 @@ impl Task {
     async fn stop_process(&self, pid: u32, started: u64, proc: &mut Proc, force: bool) -> Ended {
         let members = proc_info::tree(pid);
         let grace = if force { Duration::ZERO } else { self.spec.stop_grace };
-        signal::signal_all(pid, started, &members, if force { Signal::SIGKILL } else { Signal::SIGTERM });
+        let polite = if self.spec.plan.stop_signal == "INT" { Signal::SIGINT } else { Signal::SIGTERM };
+        signal::signal_all(pid, started, &members, if force { Signal::SIGKILL } else { polite });
         if !signal::wait_gone(pid, started, &members, grace).await {
             signal::signal_all(pid, started, &members, Signal::SIGKILL);
             signal::wait_gone(pid, started, &members, Duration::from_secs(2)).await;

@@ -25,6 +25,8 @@ pub struct SpawnSpec<'a> {
     pub env: &'a BTreeMap<String, String>,
     /// Log file (appended to; created with its directory).
     pub log_path: &'a Path,
+    /// Run as this user instead of envctl's own.
+    pub user: Option<&'a str>,
 }
 
 /// Spawns the process. The error names the command and the working directory.
@@ -47,6 +49,13 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<tokio::process::Child> {
         .stderr(Stdio::from(err))
         .kill_on_drop(false);
     cmd.process_group(0);
+    if let Some(name) = spec.user {
+        let user = nix::unistd::User::from_name(name)
+            .ok()
+            .flatten()
+            .ok_or_else(|| std::io::Error::other(format!("no user `{name}` to run as")))?;
+        cmd.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
     cmd.spawn().map_err(|e| {
         std::io::Error::new(
             e.kind(),

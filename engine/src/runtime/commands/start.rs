@@ -30,6 +30,12 @@ pub struct StartArgs {
     /// Restart services even when an identical one already runs.
     #[arg(long)]
     pub no_resume: bool,
+    /// Start no requirements (Postgres, Redis, command servers): services only.
+    #[arg(long, conflicts_with = "deps_only")]
+    pub no_deps: bool,
+    /// Start only the requirements.
+    #[arg(long)]
+    pub deps_only: bool,
 }
 
 /// Builds the start request for the selected targets.
@@ -62,6 +68,8 @@ pub(super) fn request(
         services: services.to_vec(),
         env: process_environment(),
         no_resume,
+        no_deps: false,
+        deps_only: false,
     })
 }
 
@@ -133,7 +141,9 @@ pub(super) fn report(printer: Printer, reply: Reply) -> Result<Outcome, EngineEr
 
 /// Starts the selected targets.
 pub fn exec(rt: &EngineRuntime, args: &StartArgs) -> Result<Outcome, EngineError> {
-    let request = request(rt, &args.targets, &args.services, "start", args.no_resume)?;
+    let mut request = request(rt, &args.targets, &args.services, "start", args.no_resume)?;
+    request.no_deps = args.no_deps;
+    request.deps_only = args.deps_only;
     if args.foreground {
         return foreground::run(rt, request);
     }

@@ -26,7 +26,11 @@ pub struct StopArgs {
 
 /// Arguments of `stop-all`.
 #[derive(Debug, clap::Args)]
-pub struct StopAllArgs {}
+pub struct StopAllArgs {
+    /// Also delete the requirements' data (every target's databases and Redis data).
+    #[arg(long)]
+    pub remove_data: bool,
+}
 
 /// Targets that have services in the saved state.
 pub(super) fn running_targets(paths: &Paths) -> Result<Vec<String>, EngineError> {
@@ -131,8 +135,17 @@ pub fn exec(rt: &EngineRuntime, args: &StopArgs) -> Result<Outcome, EngineError>
 }
 
 /// Stops everything.
-pub fn exec_all(rt: &EngineRuntime, _args: &StopAllArgs) -> Result<Outcome, EngineError> {
+pub fn exec_all(rt: &EngineRuntime, args: &StopAllArgs) -> Result<Outcome, EngineError> {
     let paths = rt.paths()?;
     say(rt, &stop(&paths, &[], &[])?);
+    if args.remove_data {
+        for dir in crate::requirements::data_roots(&paths) {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => rt.printer().note(&format!("removed {}", dir.display())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(EngineError::Failed(format!("cannot remove {}: {e}", dir.display()))),
+            }
+        }
+    }
     Ok(Outcome::Success)
 }

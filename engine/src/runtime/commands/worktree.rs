@@ -98,6 +98,9 @@ pub fn exec(rt: &EngineRuntime, command: &WorktreeCommand) -> Result<Outcome, En
             let repo = settings.paths.repo_root.display().to_string();
             let released =
                 Ledger::new(&settings.paths.ledger_dir).release(|o| o.repo == repo && &o.target == name)?;
+            for note in drop_data(&settings, name) {
+                rt.printer().note(&note);
+            }
             let checkout = target.root.display().to_string();
             let mut args = vec!["worktree", "remove"];
             if *force {
@@ -117,4 +120,60 @@ pub fn exec(rt: &EngineRuntime, command: &WorktreeCommand) -> Result<Outcome, En
             Ok(Outcome::Success)
         }
     }
+}
+
+/// Drops a worktree's requirement data: its database in a shared Postgres (when that runs), its index in a shared
+/// Redis (when that runs), its own servers' data directories. Returns what it did, for the user.
+fn drop_data(settings: &crate::config::Settings, target: &str) -> Vec<String> {
+    use envctl_contracts::config::{Adapter, Isolation};
+    use envctl_contracts::state::ProcessKind;
+
+    use crate::requirements::{self, PG_USER, postgres, redis};
+
+    let state = crate::state::StateRepository::new(&settings.paths.scope_dir).run_state().ok().flatten();
+    let running_port = |name: &str| {
+        state.as_ref()?.services.iter().find_map(|r| {
+            let alive = r
+                .pid
+                .zip(r.pid_start_time)
+                .is_some_and(|(p, s)| crate::supervisor::proc_info::is_same_process(p, s));
+            (r.kind == ProcessKind::Requirement && r.target == "main" && r.service == name && alive)
+                .then_some(r.port)
+                .flatten()
+        })
+    };
+    let mut notes = Vec::new();
+    for (name, req) in settings.config.requirements.iter().filter(|(_, r)| r.enabled) {
+        match (req.adapter, req.isolation) {
+            (Adapter::Postgres, Isolation::Database) => {
+                let database = requirements::database_name(&settings.config.project.name, target);
+                match running_port(name) {
+                    Some(port) => match crate::runtime::block_on(postgres::drop_database(port, PG_USER, &database)) {
+                        Ok(()) => notes.push(format!("dropped database {database}")),
+                        Err(e) => notes.push(format!("could not drop database {database}: {e}")),
+                    },
+                    None => notes.push(format!(
+                        "database {database} stays in main's Postgres, which is not running; `envctl stop-all --remove-data` deletes all data"
+                    )),
+                }
+            }
+            (Adapter::Redis, Isolation::DbIndex) => {
+                let index = requirements::redis_index(req.isolation, crate::targets::slot_for(target));
+                if let Some(port) = running_port(name) {
+                    match crate::runtime::block_on(redis::flush_database(port, index)) {
+                        Ok(()) => notes.push(format!("emptied Redis database {index}")),
+                        Err(e) => notes.push(format!("could not empty Redis database {index}: {e}")),
+                    }
+                }
+            }
+            _ => {
+                if let Ok(dir) = requirements::data_dir(&settings.paths, req, name, target)
+                    && std::fs::remove_dir_all(&dir).is_ok()
+                {
+                    notes.push(format!("removed {}", dir.display()));
+                }
+            }
+        }
+    }
+    notes
 }

@@ -1,0 +1,303 @@
+//! The native Postgres adapter: one cluster per repository scope (or per target with `isolation = "server"`),
+//! listening on 127.0.0.1 only, with trust authentication and durability settings meant for development.
+//!
+//! How it works: a template cluster is made once per machine and user with `initdb` and copied for every new
+//! cluster (a copy takes a fraction of an `initdb`). The postmaster runs as a supervised process; when envctl runs
+//! as root, Postgres (which refuses root) runs as the `postgres` user if there is one, else `nobody`, with its
+//! data under the temporary directory where that user can reach it. Each target's database is created on first
+//! start: main's from scratch (then seeded), a worktree's as a copy of main's, so it starts with the same schema
+//! and data.
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use super::pgwire::{self, ident};
+use crate::config::Paths;
+
+/// The user Postgres runs as when envctl runs as root.
+#[derive(Debug, Clone)]
+pub struct RunAs {
+    /// User name.
+    pub name: String,
+    /// Its uid.
+    pub uid: nix::unistd::Uid,
+    /// Its gid.
+    pub gid: nix::unistd::Gid,
+}
+
+/// `None` when envctl is not root; otherwise the unprivileged user Postgres runs as.
+pub fn run_as() -> Result<Option<RunAs>, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    for name in ["postgres", "nobody"] {
+        if let Ok(Some(user)) = nix::unistd::User::from_name(name) {
+            return Ok(Some(RunAs { name: name.to_owned(), uid: user.uid, gid: user.gid }));
+        }
+    }
+    Err("envctl runs as root and Postgres refuses to; no `postgres` or `nobody` user exists to run it as"
+        .into())
+}
+
+/// Where clusters live: the scope's `data/postgres`, or (as root) a directory under the temporary directory that
+/// the unprivileged user can reach.
+pub fn data_root(paths: &Paths, run_as: Option<&RunAs>) -> PathBuf {
+    match run_as {
+        None => paths.scope_dir.join("data").join("postgres"),
+        Some(user) => std::env::temp_dir().join(format!(
+            "envctl-postgres-{}-{}",
+            user.uid,
+            crate::config::scope_id(&paths.repo_root)
+        )),
+    }
+}
+
+/// Where the template cluster of this major version lives.
+fn template_dir(paths: &Paths, run_as: Option<&RunAs>, version: &str) -> PathBuf {
+    match run_as {
+        None => paths.runtime_root.join("cache").join(format!("postgres-template-{version}")),
+        Some(user) => std::env::temp_dir().join(format!("envctl-postgres-template-{version}-{}", user.uid)),
+    }
+}
+
+/// The Postgres major version of a `bin` directory (`/usr/lib/postgresql/15/bin` → `15`; else `postgres -V`).
+fn version(bin_dir: &Path) -> String {
+    let from_path = bin_dir.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned());
+    if let Some(v) = from_path.filter(|v| v.chars().all(|c| c.is_ascii_digit())) {
+        return v;
+    }
+    std::process::Command::new(bin_dir.join("postgres"))
+        .arg("-V")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .nth(2)
+                .map(|v| v.split('.').next().unwrap_or(v).to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn chown_tree(path: &Path, user: &RunAs) -> std::io::Result<()> {
+    nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(std::io::Error::from)?;
+    if path.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), user)?;
+        }
+    }
+    Ok(())
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+    }
+    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Makes sure `data_dir` holds a cluster: copies the machine's template (making it once with `initdb`).
+pub fn prepare_cluster(
+    paths: &Paths,
+    bin_dir: &Path,
+    data_dir: &Path,
+    run_as: Option<&RunAs>,
+) -> Result<bool, String> {
+    if data_dir.join("PG_VERSION").is_file() {
+        return Ok(false);
+    }
+    let version = version(bin_dir);
+    let template = template_dir(paths, run_as, &version);
+    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    if let Some(parent) = template.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+    }
+    let lock_path = template.with_extension("lock");
+    let _lock = crate::state::FileLock::acquire(&lock_path).map_err(|e| io("cannot lock", &lock_path, e))?;
+    if !template.join("PG_VERSION").is_file() {
+        let staging = template.with_extension("staging");
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::create_dir_all(&staging).map_err(|e| io("cannot create", &staging, e))?;
+        if let Some(user) = run_as {
+            chown_tree(&staging, user).map_err(|e| io("cannot hand over", &staging, e))?;
+        }
+        let mut initdb = std::process::Command::new(bin_dir.join("initdb"));
+        initdb
+            .args(["--no-sync", "--auth=trust", "--encoding=UTF8", "--locale=C", "--username=postgres", "-D"])
+            .arg(&staging)
+            .current_dir(std::env::temp_dir());
+        if let Some(user) = run_as {
+            use std::os::unix::process::CommandExt as _;
+            initdb.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        let output =
+            initdb.output().map_err(|e| format!("cannot run {}: {e}", bin_dir.join("initdb").display()))?;
+        if !output.status.success() {
+            return Err(format!(
+                "{} failed for {}: {}",
+                bin_dir.join("initdb").display(),
+                staging.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        std::fs::rename(&staging, &template).map_err(|e| io("cannot move", &staging, e))?;
+    }
+    if let Some(parent) = data_dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+        if let Some(user) = run_as {
+            let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
+            chown_tree_shallow(parent, user).map_err(|e| io("cannot hand over", parent, e))?;
+        }
+    }
+    let staging = data_dir.with_extension("copying");
+    let _ = std::fs::remove_dir_all(&staging);
+    copy_tree(&template, &staging).map_err(|e| io("cannot copy the template cluster to", &staging, e))?;
+    let _ = std::fs::remove_file(staging.join("postmaster.pid"));
+    if let Some(user) = run_as {
+        chown_tree(&staging, user).map_err(|e| io("cannot hand over", &staging, e))?;
+    }
+    std::fs::rename(&staging, data_dir).map_err(|e| io("cannot move", &staging, e))?;
+    Ok(true)
+}
+
+fn chown_tree_shallow(path: &Path, user: &RunAs) -> std::io::Result<()> {
+    nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(std::io::Error::from)
+}
+
+/// argv of the postmaster.
+pub fn argv(bin_dir: &Path, data_dir: &Path, port: u16) -> Vec<String> {
+    let dir = data_dir.display().to_string();
+    let mut argv = vec![
+        bin_dir.join("postgres").display().to_string(),
+        "-D".into(),
+        dir.clone(),
+        "-p".into(),
+        port.to_string(),
+    ];
+    for setting in [
+        "listen_addresses=127.0.0.1".to_owned(),
+        format!("unix_socket_directories={dir}"),
+        // A killed server loses nothing (commits reach the kernel before they return); only a power loss could,
+        // and that is a fair trade for a development database's speed.
+        "fsync=off".into(),
+        "full_page_writes=off".into(),
+        "max_connections=200".into(),
+    ] {
+        argv.push("-c".into());
+        argv.push(setting);
+    }
+    argv
+}
+
+/// What [`ensure_database`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// It existed.
+    Existing,
+    /// It was created empty (and seeded).
+    Fresh,
+    /// It was copied from the template database.
+    Cloned,
+    /// The template database was busy, so it was created empty (and seeded) instead.
+    FreshBecauseTemplateBusy,
+}
+
+/// Makes sure `database` exists, copying `template` when given (retrying while other sessions use it).
+pub async fn ensure_database(
+    port: u16,
+    user: &str,
+    database: &str,
+    template: Option<&str>,
+) -> Result<Created, String> {
+    let exists = pgwire::query(
+        port,
+        user,
+        "postgres",
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", database.replace('\'', "''")),
+    )
+    .await?;
+    if !exists.is_empty() {
+        return Ok(Created::Existing);
+    }
+    if let Some(template) = template {
+        let present = pgwire::query(
+            port,
+            user,
+            "postgres",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", template.replace('\'', "''")),
+        )
+        .await?;
+        if !present.is_empty() {
+            let sql = format!("CREATE DATABASE {} TEMPLATE {}", ident(database), ident(template));
+            for attempt in 0..5u32 {
+                match pgwire::query(port, user, "postgres", &sql).await {
+                    Ok(_) => return Ok(Created::Cloned),
+                    Err(e) if e.contains("55006") && attempt < 4 => {
+                        tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
+                    }
+                    Err(e) if e.contains("55006") => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database))).await?;
+            return Ok(Created::FreshBecauseTemplateBusy);
+        }
+    }
+    pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database))).await?;
+    Ok(Created::Fresh)
+}
+
+/// Drops `database` (after ending its sessions).
+pub async fn drop_database(port: u16, user: &str, database: &str) -> Result<(), String> {
+    pgwire::query(
+        port,
+        user,
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(database)),
+    )
+    .await
+    .map(|_| ())
+}
+
+/// Runs a seed into `database`: an `.sql` file's statements, or a shell command with `DATABASE_URL` set.
+pub async fn seed(
+    port: u16,
+    user: &str,
+    database: &str,
+    seed: &str,
+    cwd: &Path,
+    url: &str,
+) -> Result<(), String> {
+    let file = cwd.join(seed);
+    let is_sql = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("sql"));
+    if is_sql && file.is_file() {
+        let sql = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        return pgwire::query(port, user, database, &sql)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("seed {}: {e}", file.display()));
+    }
+    let output = tokio::process::Command::new("/bin/sh")
+        .args(["-c", seed])
+        .current_dir(cwd)
+        .env("DATABASE_URL", url)
+        .output()
+        .await
+        .map_err(|e| format!("seed `{seed}`: {e}"))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "seed `{seed}` exited with {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}

@@ -1,0 +1,206 @@
+//! Requirements against the real servers: native Postgres (initdb / postgres) and redis-server.
+
+use crate::support::{TestEnv, alive, eventually, free_port};
+use envctl_engine::requirements::{pgwire, redis};
+use envctl_engine::runtime::block_on;
+
+fn config(pg: u16, redis: u16, extra: &str) -> String {
+    format!(
+        "[project]\nname = \"shop\"\n\n[services.api]\ncommand = \"sleep 1000\"\ndepends_on = [\"postgres\", \"redis\"]\n\n[requirements.postgres]\nport = {pg}\n{extra}\n[requirements.redis]\nport = {redis}\n"
+    )
+}
+
+/// (port, database) of a `postgresql://…@127.0.0.1:<port>/<db>` URL.
+fn pg_of(url: &str) -> (u16, String) {
+    let rest = url.rsplit('@').next().expect("host part");
+    let (host_port, db) = rest.split_once('/').expect("database");
+    (host_port.rsplit(':').next().expect("port").parse().expect("port"), db.to_owned())
+}
+
+fn redis_of(url: &str) -> (u16, String) {
+    let rest = url.trim_start_matches("redis://");
+    let (host_port, index) = rest.split_once('/').expect("index");
+    (host_port.rsplit(':').next().expect("port").parse().expect("port"), index.to_owned())
+}
+
+fn sql(url: &str, query: &str) -> Result<pgwire::Rows, String> {
+    let (port, db) = pg_of(url);
+    block_on(pgwire::query(port, "postgres", &db, query))
+}
+
+fn env_of(env: &TestEnv, target: &str) -> serde_json::Value {
+    let flag = if target == "main" { vec!["--main"] } else { vec!["--tree", target] };
+    let mut args = vec!["env", "--service", "api", "--json"];
+    args.extend(flag);
+    env.envctl(&args).ok().json()["services"]["api"].clone()
+}
+
+#[test]
+fn main_and_a_worktree_get_their_own_database_and_redis() {
+    let env = TestEnv::new();
+    env.write(".envctl", &config(free_port(), free_port(), ""));
+    env.git(&["add", ".envctl"]);
+    env.git(&["commit", "-q", "-m", "config"]);
+    env.envctl(&["start", "--main"]).ok();
+    let main = env_of(&env, "main");
+    let main_db = main["DATABASE_URL"].as_str().expect("url").to_owned();
+    sql(&main_db, "CREATE TABLE before_clone (id int); INSERT INTO before_clone VALUES (7)")
+        .expect("create in main");
+    env.envctl(&["worktree", "add", "feat"]).ok();
+    env.envctl(&["start", "--tree", "feat"]).ok();
+    let feat = env_of(&env, "feat");
+    let feat_db = feat["DATABASE_URL"].as_str().expect("url").to_owned();
+    assert_ne!(main_db, feat_db);
+    assert_ne!(main["REDIS_URL"], feat["REDIS_URL"]);
+    // The worktree's database started as a copy of main's…
+    assert_eq!(
+        sql(&feat_db, "SELECT id FROM before_clone").expect("cloned table"),
+        vec![vec![Some("7".to_owned())]]
+    );
+    // …and is its own from then on.
+    sql(&main_db, "CREATE TABLE only_main (id int)").expect("create in main");
+    let err = sql(&feat_db, "SELECT * FROM only_main").expect_err("absent in the worktree");
+    assert!(err.contains("does not exist"), "{err}");
+    let (main_redis, _) = redis_of(main["REDIS_URL"].as_str().expect("url"));
+    let (feat_redis, _) = redis_of(feat["REDIS_URL"].as_str().expect("url"));
+    assert_eq!(block_on(redis::commands(main_redis, &["SET shared-key 1"])).expect("set"), vec!["+OK"]);
+    assert_eq!(block_on(redis::commands(feat_redis, &["GET shared-key"])).expect("get"), vec!["$-1"]);
+    // Health covers the requirements too.
+    let health = env.envctl(&["health", "--json"]).ok().json();
+    let names: Vec<String> = health["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .map(|s| format!("{}/{}", s["target"].as_str().unwrap_or(""), s["service"].as_str().unwrap_or("")))
+        .collect();
+    for expected in ["main/postgres", "main/redis", "feat/redis", "main/api", "feat/api"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+    }
+    // Stopping the worktree keeps main's shared Postgres; removing it drops its database.
+    env.envctl(&["stop", "--tree", "feat"]).ok();
+    assert!(sql(&main_db, "SELECT 1").is_ok(), "main's Postgres still serves");
+    let run = env.envctl(&["worktree", "remove", "feat"]);
+    assert!(run.ok().stderr.contains("dropped database shop_feat"), "{}", run.stderr);
+    let left = sql(&main_db, "SELECT 1 FROM pg_database WHERE datname = 'shop_feat'").expect("query");
+    assert!(left.is_empty());
+}
+
+#[test]
+fn a_killed_postmaster_comes_back_with_its_rows_on_resume() {
+    let env = TestEnv::new();
+    env.write(".envctl", &config(free_port(), free_port(), ""));
+    env.envctl(&["start"]).ok();
+    let db = env_of(&env, "main")["DATABASE_URL"].as_str().expect("url").to_owned();
+    sql(&db, "CREATE TABLE kept (id int); INSERT INTO kept SELECT generate_series(1, 100)")
+        .expect("write rows");
+    let host = env.state()["host"]["pid"].as_u64().expect("host");
+    let kill = |pid: u64| {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+    };
+    kill(host).expect("kill host");
+    let (postmaster, started) = env.pids()["main/postgres"];
+    kill(u64::from(postmaster)).expect("kill postmaster");
+    assert!(eventually(10, || !alive(postmaster, started)));
+    let run = env.envctl(&["resume"]);
+    run.ok();
+    assert!(run.stderr.contains("1 restarted") || run.stderr.contains("2 restarted"), "{}", run.stderr);
+    assert_ne!(env.pids()["main/postgres"].0, postmaster);
+    assert_eq!(sql(&db, "SELECT count(*) FROM kept").expect("rows"), vec![vec![Some("100".to_owned())]]);
+}
+
+#[test]
+fn two_repositories_run_their_own_clusters_side_by_side() {
+    let first = TestEnv::new();
+    let second = first.sibling();
+    let (pg, rd) = (free_port(), free_port());
+    first.write(".envctl", &config(pg, rd, ""));
+    second.write(".envctl", &config(pg, rd, ""));
+    first.envctl(&["start"]).ok();
+    second.envctl(&["start"]).ok();
+    let a = env_of(&first, "main")["DATABASE_URL"].as_str().expect("url").to_owned();
+    let b = env_of(&second, "main")["DATABASE_URL"].as_str().expect("url").to_owned();
+    assert_ne!(pg_of(&a).0, pg_of(&b).0, "the second cluster moved to another port");
+    sql(&a, "CREATE TABLE mine (id int)").expect("first cluster");
+    assert!(sql(&b, "SELECT * FROM mine").is_err(), "a separate cluster");
+}
+
+#[test]
+fn a_foreign_process_on_the_requirement_port_is_left_alone() {
+    let foreign = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let taken = foreign.local_addr().expect("addr").port();
+    let env = TestEnv::new();
+    env.write(".envctl", &config(free_port(), taken, ""));
+    env.envctl(&["start"]).ok();
+    let (port, _) = redis_of(env_of(&env, "main")["REDIS_URL"].as_str().expect("url"));
+    assert!(port > taken, "redis moved up from {taken} to {port}");
+    assert_eq!(block_on(redis::commands(port, &["PING"])).expect("ping"), vec!["+PONG"]);
+    std::net::TcpStream::connect(("127.0.0.1", taken)).expect("the foreign listener is untouched");
+}
+
+#[test]
+fn a_seed_runs_once_when_the_database_is_created() {
+    let env = TestEnv::new();
+    env.write("seed.sql", "CREATE TABLE products (name text); INSERT INTO products VALUES ('kettle');\n");
+    env.write(".envctl", &config(free_port(), free_port(), "seed = \"seed.sql\"\n"));
+    env.envctl(&["start"]).ok();
+    let db = env_of(&env, "main")["DATABASE_URL"].as_str().expect("url").to_owned();
+    assert_eq!(sql(&db, "SELECT count(*) FROM products").expect("seeded"), vec![vec![Some("1".to_owned())]]);
+    env.envctl(&["stop"]).ok();
+    env.envctl(&["start"]).ok();
+    assert_eq!(
+        sql(&db, "SELECT count(*) FROM products").expect("kept, not seeded again"),
+        vec![vec![Some("1".to_owned())]]
+    );
+}
+
+#[test]
+fn requirements_are_reused_while_healthy_and_stop_keeps_data() {
+    let env = TestEnv::new();
+    env.write(".envctl", &config(free_port(), free_port(), ""));
+    env.envctl(&["start"]).ok();
+    let before = env.pids();
+    let db = env_of(&env, "main")["DATABASE_URL"].as_str().expect("url").to_owned();
+    sql(&db, "CREATE TABLE t (id int); INSERT INTO t VALUES (1)").expect("write");
+    env.envctl(&["start"]).ok();
+    assert_eq!(env.pids()["main/postgres"], before["main/postgres"], "reused, not restarted");
+    env.envctl(&["stop"]).ok();
+    assert!(eventually(10, || !alive(before["main/postgres"].0, before["main/postgres"].1)));
+    env.envctl(&["start"]).ok();
+    assert_eq!(sql(&db, "SELECT id FROM t").expect("data kept"), vec![vec![Some("1".to_owned())]]);
+    env.envctl(&["stop-all", "--remove-data"]).ok();
+    env.envctl(&["start"]).ok();
+    assert!(sql(&db, "SELECT id FROM t").is_err(), "--remove-data starts over");
+}
+
+#[test]
+fn no_deps_and_deps_only_scope_the_start() {
+    let env = TestEnv::new();
+    env.write(".envctl", &config(free_port(), free_port(), ""));
+    env.envctl(&["start", "--deps-only"]).ok();
+    let names: Vec<String> = env.pids().into_keys().collect();
+    assert_eq!(names, ["main/postgres", "main/redis"]);
+    env.envctl(&["stop-all"]).ok();
+    env.envctl(&["start", "--no-deps"]).ok();
+    let names: Vec<String> = env.pids().into_keys().collect();
+    assert_eq!(names, ["main/api"]);
+}
+
+#[test]
+fn a_missing_binary_is_named_with_how_to_install_it() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[requirements.redis]\n");
+    let plan = env.envctl_with(&[("PATH", "/nonexistent")], &["explain-startup"]);
+    assert!(
+        plan.ok().stdout.contains(
+            "needs `redis-server`, which is not installed; install it with `apt-get install redis-server`"
+        ),
+        "{}",
+        plan.stdout
+    );
+    let run = env.envctl_with(&[("PATH", "/nonexistent")], &["start"]);
+    run.fails();
+    assert!(run.stderr.contains("apt-get install redis-server"), "{}", run.stderr);
+}
