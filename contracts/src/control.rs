@@ -96,7 +96,7 @@ pub struct StartFailure {
 }
 
 /// The answer to a start or a resume.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct StartOutcome {
     /// The run this start belongs to.
     pub run_id: String,

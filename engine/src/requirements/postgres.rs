@@ -113,9 +113,15 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = files
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().try_for_each(|rel| std::fs::copy(from.join(rel), to.join(rel)).map(|_| ()))))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter().try_for_each(|rel| std::fs::copy(from.join(rel), to.join(rel)).map(|_| ()))
+                })
+            })
             .collect();
-        handles.into_iter().try_for_each(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("copy thread panicked"))))
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("copy thread panicked"))))
     })
 }
 
@@ -232,25 +238,11 @@ pub async fn ensure_database(
     database: &str,
     template: Option<&str>,
 ) -> Result<Created, String> {
-    let exists = pgwire::query(
-        port,
-        user,
-        "postgres",
-        &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", database.replace('\'', "''")),
-    )
-    .await?;
-    if !exists.is_empty() {
+    if database_exists(port, user, database).await? {
         return Ok(Created::Existing);
     }
     if let Some(template) = template {
-        let present = pgwire::query(
-            port,
-            user,
-            "postgres",
-            &format!("SELECT 1 FROM pg_database WHERE datname = '{}'", template.replace('\'', "''")),
-        )
-        .await?;
-        if !present.is_empty() {
+        if database_exists(port, user, template).await? {
             // FILE_COPY (Postgres 15+) copies a small database's files directly, much faster than logging every
             // block; older servers do not know the option and get the plain statement.
             let plain = format!("CREATE DATABASE {} TEMPLATE {}", ident(database), ident(template));
@@ -272,6 +264,12 @@ pub async fn ensure_database(
     }
     pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database))).await?;
     Ok(Created::Fresh)
+}
+
+/// Whether `database` exists in the cluster on `port`.
+async fn database_exists(port: u16, user: &str, database: &str) -> Result<bool, String> {
+    let sql = format!("SELECT 1 FROM pg_database WHERE datname = '{}'", database.replace('\'', "''"));
+    Ok(!pgwire::query(port, user, "postgres", &sql).await?.is_empty())
 }
 
 /// Drops `database` (after ending its sessions).

@@ -90,14 +90,7 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
     }
     forget_ended(host).await;
     let run_id = host.begin_run(&request.command, &request.targets);
-    let mut outcome = StartOutcome {
-        run_id: run_id.clone(),
-        services: Vec::new(),
-        reused: Vec::new(),
-        started: Vec::new(),
-        warnings: Vec::new(),
-        failure: None,
-    };
+    let mut outcome = StartOutcome { run_id: run_id.clone(), ..StartOutcome::default() };
     let env = EnvVars::from_pairs(request.env.get("PATH").map(|p| ("PATH", p.as_str())));
     let mut attempt = 0;
     let plan = loop {
@@ -380,14 +373,7 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
     }
     let targets: Vec<String> = previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default();
     let run_id = host.begin_run("resume", &targets);
-    let mut outcome = StartOutcome {
-        run_id: run_id.clone(),
-        services: Vec::new(),
-        reused: Vec::new(),
-        started: Vec::new(),
-        warnings: Vec::new(),
-        failure: None,
-    };
+    let mut outcome = StartOutcome { run_id: run_id.clone(), ..StartOutcome::default() };
     let mut to_start: Vec<ServiceSpec> = Vec::new();
     for (key, handle) in &supervised {
         let record = handle.record();
