@@ -241,26 +241,26 @@ pub async fn ensure_database(
     if database_exists(port, user, database).await? {
         return Ok(Created::Existing);
     }
-    if let Some(template) = template {
-        if database_exists(port, user, template).await? {
-            // FILE_COPY (Postgres 15+) copies a small database's files directly, much faster than logging every
-            // block; older servers do not know the option and get the plain statement.
-            let plain = format!("CREATE DATABASE {} TEMPLATE {}", ident(database), ident(template));
-            let mut sql = format!("{plain} STRATEGY = FILE_COPY");
-            for attempt in 0..5u32 {
-                match pgwire::query(port, user, "postgres", &sql).await {
-                    Ok(_) => return Ok(Created::Cloned),
-                    Err(e) if e.contains("42601") || e.contains("42704") => sql.clone_from(&plain),
-                    Err(e) if e.contains("55006") && attempt < 4 => {
-                        tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-                    }
-                    Err(e) if e.contains("55006") => break,
-                    Err(e) => return Err(e),
+    if let Some(template) = template
+        && database_exists(port, user, template).await?
+    {
+        // FILE_COPY (Postgres 15+) copies a small database's files directly, much faster than logging every
+        // block; older servers do not know the option and get the plain statement.
+        let plain = format!("CREATE DATABASE {} TEMPLATE {}", ident(database), ident(template));
+        let mut sql = format!("{plain} STRATEGY = FILE_COPY");
+        for attempt in 0..5u32 {
+            match pgwire::query(port, user, "postgres", &sql).await {
+                Ok(_) => return Ok(Created::Cloned),
+                Err(e) if e.contains("42601") || e.contains("42704") => sql.clone_from(&plain),
+                Err(e) if e.contains("55006") && attempt < 4 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
                 }
+                Err(e) if e.contains("55006") => break,
+                Err(e) => return Err(e),
             }
-            pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database))).await?;
-            return Ok(Created::FreshBecauseTemplateBusy);
         }
+        pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database))).await?;
+        return Ok(Created::FreshBecauseTemplateBusy);
     }
     pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database))).await?;
     Ok(Created::Fresh)
