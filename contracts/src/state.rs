@@ -119,6 +119,10 @@ pub struct RunState {
     pub created_at: String,
     /// Last update (RFC 3339).
     pub updated_at: String,
+    /// Which requirement servers (`owner/name`) each target uses, so a shared server is not stopped while a
+    /// target that uses it runs — also after a new host adopted them.
+    #[serde(default)]
+    pub requirement_users: BTreeMap<String, Vec<String>>,
 }
 
 /// One endpoint in `runtime_map.json`.

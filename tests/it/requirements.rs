@@ -204,3 +204,26 @@ fn a_missing_binary_is_named_with_how_to_install_it() {
     run.fails();
     assert!(run.stderr.contains("apt-get install redis-server"), "{}", run.stderr);
 }
+
+#[test]
+fn a_shared_server_outlives_stop_main_while_a_worktree_uses_it_even_after_a_new_host() {
+    let env = TestEnv::new();
+    env.write(".envctl", &config(free_port(), free_port(), ""));
+    env.git(&["add", ".envctl"]);
+    env.git(&["commit", "-q", "-m", "config"]);
+    env.envctl(&["worktree", "add", "feat"]).ok();
+    env.envctl(&["start", "--all"]).ok();
+    let host = env.state()["host"]["pid"].as_u64().expect("host");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(host).expect("pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("kill host");
+    env.envctl(&["resume"]).ok();
+    env.envctl(&["stop", "--main"]).ok();
+    let feat_db = env_of(&env, "feat")["DATABASE_URL"].as_str().expect("url").to_owned();
+    assert!(sql(&feat_db, "SELECT 1").is_ok(), "the worktree's database still answers");
+    let left: Vec<String> = env.pids().into_keys().collect();
+    assert!(left.contains(&"main/postgres".to_owned()) && left.contains(&"feat/api".to_owned()), "{left:?}");
+    assert!(!left.contains(&"main/api".to_owned()), "{left:?}");
+}

@@ -159,7 +159,14 @@ impl Host {
         let _guard = self.save_lock.lock().await;
         let records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
         let run = self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let artifacts = snapshot::artifacts(&run, self.record, records);
+        let mut artifacts = snapshot::artifacts(&run, self.record, records);
+        artifacts.run_state.requirement_users = self
+            .uses
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(target, keys)| (target.clone(), keys.iter().map(|(o, n)| format!("{o}/{n}")).collect()))
+            .collect();
         let repo = self.repo.clone();
         tokio::task::spawn_blocking(move || {
             if history { repo.save_run_with_history(&artifacts) } else { repo.save_run(&artifacts) }
@@ -257,6 +264,15 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
     });
     host.begin_run("host", &previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
     adopt_survivors(&host).await;
+    claim_adopted_ports(&host).await;
+    if let Some(previous) = &host.previous {
+        let mut uses = host.uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (target, keys) in &previous.requirement_users {
+            let keys =
+                keys.iter().filter_map(|k| k.split_once('/')).map(|(o, n)| (o.to_owned(), n.to_owned()));
+            uses.entry(target.clone()).or_default().extend(keys);
+        }
+    }
     let listener = server::bind(&paths)?;
     host.reporter.changed.notify_one();
     let saver = tokio::spawn(save_on_change(Arc::clone(&host)));
@@ -302,6 +318,33 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
     host.tracker.close();
     let _ = tokio::time::timeout(Duration::from_secs(2), host.tracker.wait()).await;
     Ok(())
+}
+
+/// Leases the ports of adopted services to this host, so planners see them held by a live owner again.
+async fn claim_adopted_ports(host: &Host) {
+    let repo = host.paths.repo_root.display().to_string();
+    let claims: Vec<(u16, envctl_contracts::ports::LeaseOwner)> = host
+        .services
+        .lock()
+        .await
+        .values()
+        .filter_map(|h| {
+            let record = h.record();
+            let owner = envctl_contracts::ports::LeaseOwner {
+                repo: repo.clone(),
+                target: record.target,
+                service: record.service,
+            };
+            record.port.map(|port| (port, owner))
+        })
+        .collect();
+    if !claims.is_empty() {
+        let _ = crate::ports::Ledger::new(&host.paths.ledger_dir).claim(
+            &claims,
+            host.record.pid,
+            host.record.start_time,
+        );
+    }
 }
 
 /// Re-owns every service of the saved state whose process still runs (pid and start time match).

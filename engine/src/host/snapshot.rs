@@ -49,6 +49,7 @@ pub fn artifacts(run: &RunInfo, host: HostRecord, records: Vec<ServiceRecord>) -
             failure,
             created_at: run.created_at.clone(),
             updated_at: now.clone(),
+            requirement_users: BTreeMap::new(),
         },
         runtime_map: RuntimeMap { schema_version: SCHEMA_VERSION, run_id: run.run_id.clone(), targets },
         ports_manifest: PortsManifest {

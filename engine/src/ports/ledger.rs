@@ -145,6 +145,32 @@ impl Ledger {
         Ok(plans)
     }
 
+    /// Takes over the leases of ports already in use by `owner`'s process (a new host adopting survivors): the
+    /// lease of each port is rewritten for (`pid`, `start_time`) unless a different live owner holds it.
+    pub fn claim(&self, claims: &[(u16, LeaseOwner)], pid: u32, start_time: u64) -> Result<(), PortError> {
+        let lock_path = self.dir.join(".lock");
+        let _lock =
+            FileLock::acquire(&lock_path).map_err(|source| PortError::Io { path: lock_path, source })?;
+        let held = self.held();
+        for (port, owner) in claims {
+            if held.iter().any(|h| h.lease.port == *port && h.live && &h.lease.owner != owner) {
+                continue;
+            }
+            let lease = PortLease {
+                schema_version: SCHEMA_VERSION,
+                port: *port,
+                owner: owner.clone(),
+                pid,
+                pid_start_time: start_time,
+                created_at: crate::state::now_rfc3339(),
+            };
+            let path = self.path(*port);
+            write_atomic(&path, &serde_json::to_vec_pretty(&lease).unwrap_or_default())
+                .map_err(|source| PortError::Io { path, source })?;
+        }
+        Ok(())
+    }
+
     /// Removes the leases whose owner matches `filter`; returns how many.
     pub fn release(&self, filter: impl Fn(&LeaseOwner) -> bool) -> Result<usize, PortError> {
         let lock_path = self.dir.join(".lock");

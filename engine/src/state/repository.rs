@@ -212,6 +212,7 @@ mod tests {
                 failure: None,
                 created_at: "t".into(),
                 updated_at: "t".into(),
+                requirement_users: std::collections::BTreeMap::new(),
             },
             runtime_map: RuntimeMap {
                 schema_version: SCHEMA_VERSION,
