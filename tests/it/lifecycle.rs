@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::support::{TestEnv, alive, eventually, free_port};
+use crate::support::{TestEnv, alive, eventually, free_port, kill9};
 
 const HTTP: &str = "python3 -m http.server {port} --bind 127.0.0.1";
 
@@ -18,11 +18,7 @@ fn kill_9_of_the_host_then_resume_adopts_all_ten_and_stop_leaves_nothing() {
     let before = env.pids();
     assert_eq!(before.len(), 10, "{before:?}");
     let host = env.state()["host"]["pid"].as_u64().expect("host pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(host).expect("pid")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill host");
+    kill9(host);
     assert!(eventually(5, || !std::path::Path::new(&format!("/proc/{host}")).exists()
         || std::fs::read_to_string(format!("/proc/{host}/stat")).is_ok_and(|s| s.contains(") Z"))));
     assert!(before.values().all(|(p, s)| alive(*p, *s)), "services survive their host");
@@ -54,17 +50,9 @@ fn resume_restarts_a_service_that_died_with_its_host() {
     env.envctl(&["start"]).ok();
     let before = env.pids();
     let host = env.state()["host"]["pid"].as_u64().expect("host pid");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(host).expect("pid")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill host");
+    kill9(host);
     let (pid, _) = before["main/s1"];
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill s1");
+    kill9(pid);
     assert!(eventually(5, || !alive(before["main/s1"].0, before["main/s1"].1)));
     let run = env.envctl(&["resume"]);
     run.ok();
@@ -262,11 +250,7 @@ fn logs_health_errors_and_endpoints_describe_a_running_environment() {
     let (pid, _) = env.pids()["main/worker"];
     let tree = envctl_engine::supervisor::proc_info::tree(pid);
     assert_eq!(tree.len(), 2, "the shell and its sleep: {tree:?}");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill");
+    kill9(pid);
     assert!(eventually(5, || env.envctl(&["health"]).code == 1));
     assert!(eventually(5, || env.envctl(&["errors", "--json"]).stdout.contains("killed by a signal")));
     assert_eq!(env.envctl(&["errors"]).code, 1);

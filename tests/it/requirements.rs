@@ -1,6 +1,6 @@
 //! Requirements against the real servers: native Postgres (initdb / postgres) and redis-server.
 
-use crate::support::{TestEnv, alive, eventually, free_port};
+use crate::support::{TestEnv, alive, eventually, free_port, kill9};
 use envctl_engine::requirements::{pgwire, redis};
 use envctl_engine::runtime::block_on;
 
@@ -94,15 +94,9 @@ fn a_killed_postmaster_comes_back_with_its_rows_on_resume() {
     sql(&db, "CREATE TABLE kept (id int); INSERT INTO kept SELECT generate_series(1, 100)")
         .expect("write rows");
     let host = env.state()["host"]["pid"].as_u64().expect("host");
-    let kill = |pid: u64| {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-            nix::sys::signal::Signal::SIGKILL,
-        )
-    };
-    kill(host).expect("kill host");
+    kill9(host);
     let (postmaster, started) = env.pids()["main/postgres"];
-    kill(u64::from(postmaster)).expect("kill postmaster");
+    kill9(postmaster);
     assert!(eventually(10, || !alive(postmaster, started)));
     let run = env.envctl(&["resume"]);
     run.ok();
@@ -214,11 +208,7 @@ fn a_shared_server_outlives_stop_main_while_a_worktree_uses_it_even_after_a_new_
     env.envctl(&["worktree", "add", "feat"]).ok();
     env.envctl(&["start", "--all"]).ok();
     let host = env.state()["host"]["pid"].as_u64().expect("host");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(host).expect("pid")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("kill host");
+    kill9(host);
     env.envctl(&["resume"]).ok();
     env.envctl(&["stop", "--main"]).ok();
     let feat_db = env_of(&env, "feat")["DATABASE_URL"].as_str().expect("url").to_owned();

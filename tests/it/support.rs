@@ -197,6 +197,13 @@ impl Drop for TestEnv {
     }
 }
 
+/// Sends SIGKILL to `pid` (a process this test started, directly or through envctl).
+pub fn kill9(pid: impl TryInto<i32>) {
+    let pid = pid.try_into().unwrap_or_else(|_| panic!("pid out of range"));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL");
+}
+
 /// Whether the process (pid, start time) still runs.
 pub fn alive(pid: u32, started: u64) -> bool {
     envctl_engine::supervisor::proc_info::is_same_process(pid, started)
