@@ -88,6 +88,12 @@ pub const ENV_VARS: &[EnvVarSpec] = &[
         ValueKind::String,
         "Searched for the binaries requirements need (`initdb`, `redis-server`, …).",
     ),
+    var(
+        "ENVCTL_LOG",
+        None,
+        ValueKind::String,
+        "Diagnostic log level on stderr (the host's goes to `host.log`): `error`, `warn`, `info`, `debug` or `trace`. Default: `warn` for commands (`-v`: `info`, `-vv`: `debug`), `info` for the host.",
+    ),
 ];
 
 /// A snapshot of the environment variables envctl reads.

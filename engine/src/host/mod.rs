@@ -278,12 +278,9 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
     let saver = tokio::spawn(save_on_change(Arc::clone(&host)));
     let events_done = CancellationToken::new();
     let event_writer = tokio::spawn(write_events(Arc::clone(&host), events_rx, events_done.clone()));
-    host.event(
-        None,
-        None,
-        "host.started",
-        serde_json::json!({"pid": pid, "adopted": host.services.lock().await.len()}),
-    );
+    let adopted = host.services.lock().await.len();
+    tracing::info!(pid, adopted, socket = %paths.control_socket().display(), "host started");
+    host.event(None, None, "host.started", serde_json::json!({"pid": pid, "adopted": adopted}));
     let serve = server::serve(Arc::clone(&host), listener);
     tokio::pin!(serve, stop);
     let mut signals = Signals::new()?;
@@ -306,6 +303,7 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
             }
         }
     }
+    tracing::info!(pid, had_services, "host stopping");
     host.event(None, None, "host.stopped", serde_json::json!({"pid": pid}));
     events_done.cancel();
     let _ = event_writer.await;

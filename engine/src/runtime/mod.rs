@@ -5,6 +5,7 @@
 pub mod cli;
 mod commands;
 mod error;
+pub mod logging;
 
 use std::path::PathBuf;
 
@@ -64,7 +65,14 @@ impl EngineRuntime {
         let start_dir = cli.global.repo.as_ref().map_or_else(|| cwd.clone(), |r| cwd.join(r));
         let load =
             LoadOptions { start_dir, config_file: cli.global.config.clone(), sets: cli.global.set.clone() };
-        Self { env: EnvVars::from_process(), cwd, printer: Printer::new(verbosity), load }
+        let env = EnvVars::from_process();
+        let default = if matches!(cli.command, Command::Host(_)) {
+            logging::LevelFilter::INFO
+        } else {
+            logging::LevelFilter::WARN
+        };
+        logging::init(logging::level(&env, cli.global.verbose, default));
+        Self { env, cwd, printer: Printer::new(verbosity), load }
     }
 
     /// Runs one command.

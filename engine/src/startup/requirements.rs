@@ -101,7 +101,12 @@ async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), Strin
                 .ok_or("postgres is not installed; install it with `apt-get install postgresql`")?;
             let bin_dir = bin.parent().map(PathBuf::from).unwrap_or_default();
             let run_as = postgres::run_as()?;
-            postgres::prepare_cluster(&paths, &bin_dir, &data_dir, run_as.as_ref()).map(|_| ())
+            let began = Instant::now();
+            let created = postgres::prepare_cluster(&paths, &bin_dir, &data_dir, run_as.as_ref())?;
+            if created {
+                tracing::info!(data_dir = %data_dir.display(), elapsed_ms = began.elapsed().as_millis(), "postgres cluster created");
+            }
+            Ok(())
         }
         Adapter::Redis | Adapter::Command => std::fs::create_dir_all(&data_dir)
             .map_err(|e| format!("cannot create {}: {e}", data_dir.display())),

@@ -221,6 +221,14 @@ async fn reserve_ports(host: &Host, settings: &Settings, selected: &[&Target]) -
 
 /// Records the failure, saves, and builds the reply.
 async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> Reply {
+    match &outcome.failure {
+        Some(f) => {
+            tracing::warn!(run_id = %outcome.run_id, target = %f.target, service = %f.service, reason = %f.reason, "start failed");
+        }
+        None => {
+            tracing::info!(run_id = %outcome.run_id, started = outcome.started.len(), reused = outcome.reused.len(), "ready");
+        }
+    }
     let detail = serde_json::json!({"started": outcome.started, "reused": outcome.reused, "failure": outcome.failure.as_ref().map(|f| &f.reason)});
     let name = if outcome.failure.is_some() { "run.failed" } else { "run.ready" };
     host.event(None, None, name, detail);

@@ -261,6 +261,7 @@ impl Task {
                 return self.idle().await;
             }
             restarts += 1;
+            tracing::warn!(target = %self.spec.target, service = %self.spec.plan.name, restarts, exit = ?code, "restarting");
             let pause =
                 Duration::from_millis(100 * 2u64.pow(restarts.min(9) - 1)).min(Duration::from_secs(30));
             self.update(|r| {
@@ -402,6 +403,7 @@ impl Task {
     }
 
     fn fail(&self, why: String) {
+        tracing::warn!(target = %self.spec.target, service = %self.spec.plan.name, reason = %why, "service failed");
         self.update(|r| {
             r.status = ServiceStatus::Failed;
             r.failure = Some(why);
