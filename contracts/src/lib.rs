@@ -8,6 +8,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod inspect;
+pub mod jobs;
 pub mod ports;
 pub mod startup;
 pub mod state;
@@ -37,6 +38,9 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("errors_report", schema_for!(inspect::ErrorsReport)),
         ("endpoint_list", schema_for!(inspect::EndpointList)),
         ("env_report", schema_for!(inspect::EnvReport)),
+        ("job", schema_for!(jobs::Job)),
+        ("job_list", schema_for!(jobs::JobList)),
+        ("job_stats", schema_for!(jobs::JobStats)),
     ]
 }
 

@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod host;
+pub mod jobs;
 pub mod ports;
 pub mod requirements;
 pub mod runtime;

@@ -59,6 +59,15 @@ fn list_commands_lists_exactly_the_implemented_commands() {
         "worktree add",
         "worktree list",
         "worktree remove",
+        "jobs enqueue",
+        "jobs list",
+        "jobs show",
+        "jobs logs",
+        "jobs cancel",
+        "jobs retry",
+        "jobs stats",
+        "jobs purge",
+        "worker",
     ]
     .iter()
     .map(ToString::to_string)

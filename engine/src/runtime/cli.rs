@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
-    blast_all, config_cmd, endpoints, env_cmd, errors, explain_startup, health, host_cmd, list_commands,
-    list_targets, logs, restart, resume, show_config, show_state, start, stop, worktree,
+    blast_all, config_cmd, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
+    list_commands, list_targets, logs, restart, resume, show_config, show_state, start, stop, worker_cmd,
+    worktree,
 };
 
 /// envctl runs a repository's whole development environment for the main checkout and every git worktree.
@@ -126,6 +127,11 @@ pub enum Command {
     /// Create, list and remove worktrees.
     #[command(subcommand)]
     Worktree(worktree::WorktreeCommand),
+    /// Enqueue, inspect, cancel and retry jobs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// Run jobs from the repository's job store.
+    Worker(worker_cmd::WorkerArgs),
     /// The per-repository host process (started by `start`).
     #[command(hide = true)]
     Host(host_cmd::HostArgs),

@@ -9,6 +9,7 @@ pub mod explain_startup;
 mod foreground;
 pub mod health;
 pub mod host_cmd;
+pub mod jobs;
 pub mod list_commands;
 pub mod list_targets;
 pub mod logs;
@@ -18,6 +19,7 @@ pub mod show_config;
 pub mod show_state;
 pub mod start;
 pub mod stop;
+pub mod worker_cmd;
 pub mod worktree;
 
 use super::{Command, EngineError, EngineRuntime, Outcome};
@@ -45,5 +47,7 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Env(args) => env_cmd::exec(rt, args),
         Command::Worktree(sub) => worktree::exec(rt, sub),
         Command::Host(args) => host_cmd::exec(rt, args),
+        Command::Jobs(sub) => jobs::exec(rt, sub),
+        Command::Worker(args) => worker_cmd::exec(rt, args),
     }
 }

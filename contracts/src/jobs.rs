@@ -1,0 +1,181 @@
+//! Jobs: the records the job runtime keeps, and `envctl jobs … --json`.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Priority;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// Waiting until `scheduled_at` (delayed, or a retry backing off).
+    Scheduled,
+    /// Claimed by a worker, under a lease.
+    Running,
+    /// Finished successfully.
+    Succeeded,
+    /// Finished unsuccessfully and will not be retried (bad payload, unknown type, one attempt only).
+    Failed,
+    /// Cancel requested; its worker is stopping it.
+    Cancelling,
+    /// Cancelled.
+    Cancelled,
+    /// Failed on every one of its `max_attempts`.
+    Dead,
+}
+
+impl JobStatus {
+    /// Every status, in display order.
+    pub const ALL: [Self; 8] = [
+        Self::Queued,
+        Self::Scheduled,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelling,
+        Self::Cancelled,
+        Self::Dead,
+    ];
+
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelling => "cancelling",
+            Self::Cancelled => "cancelled",
+            Self::Dead => "dead",
+        }
+    }
+
+    /// Parses a lower-case name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether the job is finished for good.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::Dead)
+    }
+}
+
+/// How far a running job is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobProgress {
+    /// 0–100.
+    pub percent: Option<f64>,
+    /// Current step.
+    pub step: Option<String>,
+    /// Free text.
+    pub detail: Option<String>,
+}
+
+/// One job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Job {
+    /// Id.
+    pub id: String,
+    /// `<namespace>.<operation>` (`command.exec`, `test.run`) or a user type.
+    #[serde(rename = "type")]
+    pub job_type: String,
+    /// Target it runs for, if any.
+    pub target: Option<String>,
+    /// Input.
+    pub payload: serde_json::Value,
+    /// Status.
+    pub status: JobStatus,
+    /// Priority.
+    pub priority: Priority,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Created (RFC 3339).
+    pub created_at: String,
+    /// Last change (RFC 3339).
+    pub updated_at: String,
+    /// When a scheduled job becomes due (RFC 3339).
+    pub scheduled_at: Option<String>,
+    /// When the current or last attempt started (RFC 3339).
+    pub started_at: Option<String>,
+    /// When it finished (RFC 3339).
+    pub finished_at: Option<String>,
+    /// The worker holding or last holding it.
+    pub worker_id: Option<String>,
+    /// Progress reported while running.
+    pub progress: Option<JobProgress>,
+    /// Output of a successful run.
+    pub result: Option<serde_json::Value>,
+    /// Why the last attempt failed.
+    pub error: Option<String>,
+    /// Free-form metadata.
+    pub metadata: serde_json::Value,
+}
+
+/// One log line of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobLogLine {
+    /// When (RFC 3339).
+    pub at: String,
+    /// The line.
+    pub line: String,
+}
+
+/// `envctl jobs list --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct JobList {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The jobs, newest first.
+    pub jobs: Vec<Job>,
+}
+
+/// A worker that heartbeats.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct WorkerInfo {
+    /// `<host>:<pid>:<start time>`.
+    pub id: String,
+    /// When it started (RFC 3339).
+    pub started_at: String,
+    /// Its last heartbeat (RFC 3339).
+    pub heartbeat_at: String,
+    /// Jobs it holds now.
+    pub running: u32,
+}
+
+/// `envctl jobs stats --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct JobStats {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Jobs waiting for a worker.
+    pub queued: u64,
+    /// Jobs waiting for their time.
+    pub scheduled: u64,
+    /// Jobs running (including cancelling).
+    pub running: u64,
+    /// Jobs that succeeded.
+    pub succeeded: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Jobs cancelled.
+    pub cancelled: u64,
+    /// Jobs dead after every attempt failed.
+    pub dead: u64,
+    /// Jobs finished in the last minute.
+    pub finished_last_minute: u64,
+    /// Jobs finished in the last hour.
+    pub finished_last_hour: u64,
+    /// Mean run time of the jobs finished in the last hour, in milliseconds.
+    pub mean_run_ms: Option<f64>,
+    /// Share of the jobs finished in the last hour that succeeded (0–1).
+    pub success_rate: Option<f64>,
+    /// Workers heard from in the last minute.
+    pub workers: Vec<WorkerInfo>,
+}

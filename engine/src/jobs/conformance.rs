@@ -1,0 +1,175 @@
+//! The job-store conformance suite: the semantics every [`JobStore`] must have, written once and run against
+//! each store (`embedded` here; the Redis store runs the same functions when it exists).
+
+use std::time::Duration;
+
+use envctl_contracts::config::Priority;
+use envctl_contracts::jobs::{JobProgress, JobStatus};
+
+use super::store::{Finish, JobStore, NewJob};
+
+fn job(kind: &str, priority: Priority) -> NewJob {
+    NewJob {
+        job_type: kind.into(),
+        target: None,
+        payload: serde_json::json!({}),
+        priority,
+        max_attempts: 3,
+        delay: None,
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+/// Priority first, then first in, first out.
+pub fn priority_then_fifo(store: &dyn JobStore) {
+    let low = store.enqueue(&[job("a", Priority::Low)]).expect("enqueue");
+    let normal = store.enqueue(&[job("a", Priority::Normal), job("a", Priority::Normal)]).expect("enqueue");
+    let critical = store.enqueue(&[job("a", Priority::Critical)]).expect("enqueue");
+    let order: Vec<String> =
+        (0..4).map(|_| store.claim("w", &[], 1, LEASE).expect("claim")[0].id.clone()).collect();
+    assert_eq!(order, vec![critical[0].clone(), normal[0].clone(), normal[1].clone(), low[0].clone()]);
+    assert!(store.claim("w", &[], 1, LEASE).expect("claim").is_empty());
+}
+
+/// Delayed jobs wait until due; type filters are honoured.
+pub fn delayed_and_filtered(store: &dyn JobStore) {
+    let mut later = job("a", Priority::Normal);
+    later.delay = Some(Duration::from_millis(300));
+    let id = store.enqueue(&[later, job("b", Priority::Normal)]).expect("enqueue");
+    assert_eq!(store.get(&id[0]).expect("get").status, JobStatus::Scheduled);
+    assert!(store.claim("w", &["a".into()], 10, LEASE).expect("claim").is_empty(), "not due yet");
+    std::thread::sleep(Duration::from_millis(350));
+    let claimed = store.claim("w", &["a".into()], 10, LEASE).expect("claim");
+    assert_eq!(claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![id[0].clone()]);
+}
+
+/// A failure is retried with backoff until `max_attempts`, then the job is dead; a permanent failure is final.
+pub fn retries_then_dead(store: &dyn JobStore) {
+    let mut flaky = job("a", Priority::Normal);
+    flaky.max_attempts = 2;
+    let ids = store.enqueue(&[flaky, job("b", Priority::Normal)]).expect("enqueue");
+    let first = store.claim("w", &["a".into()], 1, LEASE).expect("claim");
+    store
+        .finish("w", &[(first[0].id.clone(), Finish::Failed { error: "boom".into(), retry: true })])
+        .expect("finish");
+    let after = store.get(&ids[0]).expect("get");
+    assert_eq!(after.status, JobStatus::Scheduled, "retried later");
+    assert_eq!(after.error.as_deref(), Some("boom"));
+    assert!(store.claim("w", &["a".into()], 1, LEASE).expect("claim").is_empty(), "backing off");
+    std::thread::sleep(Duration::from_millis(1300));
+    let second = store.claim("w", &["a".into()], 1, LEASE).expect("claim");
+    assert_eq!(second[0].attempts, 2);
+    store
+        .finish("w", &[(second[0].id.clone(), Finish::Failed { error: "boom".into(), retry: true })])
+        .expect("finish");
+    assert_eq!(store.get(&ids[0]).expect("get").status, JobStatus::Dead);
+    let other = store.claim("w", &["b".into()], 1, LEASE).expect("claim");
+    store
+        .finish("w", &[(other[0].id.clone(), Finish::Failed { error: "bad payload".into(), retry: false })])
+        .expect("finish");
+    assert_eq!(store.get(&ids[1]).expect("get").status, JobStatus::Failed);
+}
+
+/// While a lease is live nobody else gets the job; once it expires the job comes back, attempts counted, and the
+/// first worker's late result is ignored.
+pub fn leases(store: &dyn JobStore) {
+    let id = store.enqueue(&[job("a", Priority::Normal)]).expect("enqueue")[0].clone();
+    assert_eq!(store.claim("w1", &[], 1, Duration::from_millis(300)).expect("claim").len(), 1);
+    assert!(store.claim("w2", &[], 1, LEASE).expect("claim").is_empty(), "leased to w1");
+    std::thread::sleep(Duration::from_millis(350));
+    let again = store.claim("w2", &[], 1, LEASE).expect("claim");
+    assert_eq!((again[0].id.clone(), again[0].attempts), (id.clone(), 2));
+    assert_eq!(
+        store.finish("w1", &[(id.clone(), Finish::Succeeded(serde_json::json!(1)))]).expect("finish"),
+        0,
+        "w1 lost it"
+    );
+    assert_eq!(
+        store.heartbeat("w2", std::slice::from_ref(&id), LEASE).expect("heartbeat"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        store.finish("w2", &[(id.clone(), Finish::Succeeded(serde_json::json!(2)))]).expect("finish"),
+        1
+    );
+    let done = store.get(&id).expect("get");
+    assert_eq!((done.status, done.result), (JobStatus::Succeeded, Some(serde_json::json!(2))));
+}
+
+/// Cancelling a queued job is immediate; a running one is flagged until its worker reports it cancelled.
+pub fn cancellation(store: &dyn JobStore) {
+    let ids = store.enqueue(&[job("a", Priority::Normal), job("b", Priority::Normal)]).expect("enqueue");
+    assert_eq!(store.cancel(&ids[0]).expect("cancel"), JobStatus::Cancelled);
+    let running = store.claim("w", &[], 10, LEASE).expect("claim");
+    assert_eq!(running.len(), 1, "the cancelled job is never claimed");
+    assert_eq!(store.cancel(&ids[1]).expect("cancel"), JobStatus::Cancelling);
+    assert_eq!(store.heartbeat("w", &[ids[1].clone()], LEASE).expect("heartbeat"), vec![ids[1].clone()]);
+    store.finish("w", &[(ids[1].clone(), Finish::Cancelled)]).expect("finish");
+    assert_eq!(store.get(&ids[1]).expect("get").status, JobStatus::Cancelled);
+    assert!(store.cancel(&ids[1]).is_err(), "a finished job cannot be cancelled");
+    store.retry(&ids[1]).expect("retry");
+    assert_eq!(store.get(&ids[1]).expect("get").status, JobStatus::Queued);
+}
+
+/// Progress and logs are visible while the job runs; stats count by status; purge removes what it should.
+pub fn progress_logs_stats_purge(store: &dyn JobStore) {
+    let ids = store.enqueue(&[job("a", Priority::Normal), job("a", Priority::Normal)]).expect("enqueue");
+    let running = store.claim("w", &[], 1, LEASE).expect("claim");
+    let id = running[0].id.clone();
+    store
+        .progress(&id, &JobProgress { percent: Some(50.0), step: Some("half".into()), detail: None })
+        .expect("progress");
+    store.log(&id, &["one".into(), "two".into()]).expect("log");
+    assert_eq!(store.get(&id).expect("get").progress.and_then(|p| p.percent), Some(50.0));
+    let lines: Vec<String> = store.logs(&id, 0).expect("logs").into_iter().map(|l| l.line).collect();
+    assert_eq!(lines, vec!["one", "two"]);
+    assert_eq!(store.logs(&id, 1).expect("logs").len(), 1);
+    store.finish("w", &[(id, Finish::Succeeded(serde_json::Value::Null))]).expect("finish");
+    let stats = store.stats().expect("stats");
+    assert_eq!((stats.queued, stats.succeeded, stats.finished_last_minute), (1, 1, 1));
+    assert!(store.pending().expect("pending"));
+    assert_eq!(store.purge(Some(Duration::ZERO), false).expect("purge"), 1);
+    assert!(store.get(&ids[0]).is_err() || store.get(&ids[1]).is_err());
+}
+
+#[cfg(test)]
+mod embedded {
+    use super::super::EmbeddedStore;
+
+    fn store() -> (tempfile::TempDir, EmbeddedStore) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = EmbeddedStore::open(&dir.path().join("jobs.sqlite3")).expect("open");
+        (dir, store)
+    }
+
+    #[test]
+    fn priority_then_fifo() {
+        super::priority_then_fifo(&store().1);
+    }
+
+    #[test]
+    fn delayed_and_filtered() {
+        super::delayed_and_filtered(&store().1);
+    }
+
+    #[test]
+    fn retries_then_dead() {
+        super::retries_then_dead(&store().1);
+    }
+
+    #[test]
+    fn leases() {
+        super::leases(&store().1);
+    }
+
+    #[test]
+    fn cancellation() {
+        super::cancellation(&store().1);
+    }
+
+    #[test]
+    fn progress_logs_stats_purge() {
+        super::progress_logs_stats_purge(&store().1);
+    }
+}

@@ -1,0 +1,517 @@
+//! The embedded store: SQLite in WAL mode in the scope's directory, shared safely by every process of the machine
+//! (CLI, host, workers). Each operation is one transaction (`BEGIN IMMEDIATE` where it reads then writes), so a
+//! process killed mid-write leaves the previous state, and two workers never claim the same job.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::config::Priority;
+use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerInfo};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, backoff, new_id, now_ms, rfc3339};
+
+/// Log lines kept per job.
+const LOG_LINES_KEPT: i64 = 5000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    target TEXT,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_attempts INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    scheduled_at INTEGER,
+    started_at INTEGER,
+    finished_at INTEGER,
+    worker_id TEXT,
+    lease_until INTEGER,
+    progress TEXT,
+    result TEXT,
+    error TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs(priority DESC, seq) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs(scheduled_at) WHERE status = 'scheduled';
+CREATE INDEX IF NOT EXISTS jobs_leased ON jobs(lease_until) WHERE status IN ('running', 'cancelling');
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS job_logs (job_seq INTEGER NOT NULL, at INTEGER NOT NULL, line TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs(job_seq);
+CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, running INTEGER NOT NULL);
+";
+
+const COLUMNS: &str = "id, type, target, payload, status, priority, attempts, max_attempts, created_at, updated_at, \
+scheduled_at, started_at, finished_at, worker_id, progress, result, error, metadata";
+
+/// SQLite-backed [`JobStore`].
+#[derive(Debug)]
+pub struct EmbeddedStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn priority_rank(priority: Priority) -> i64 {
+    match priority {
+        Priority::Low => 0,
+        Priority::Normal => 1,
+        Priority::High => 2,
+        Priority::Critical => 3,
+    }
+}
+
+fn priority_of(rank: i64) -> Priority {
+    match rank {
+        0 => Priority::Low,
+        2 => Priority::High,
+        3 => Priority::Critical,
+        _ => Priority::Normal,
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: Option<String>) -> Option<T> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+fn job_of(row: &Row<'_>) -> rusqlite::Result<Job> {
+    let opt_time = |i: usize| row.get::<_, Option<i64>>(i).map(|v| v.map(rfc3339));
+    Ok(Job {
+        id: row.get(0)?,
+        job_type: row.get(1)?,
+        target: row.get(2)?,
+        payload: json(Some(row.get(3)?)).unwrap_or(serde_json::Value::Null),
+        status: JobStatus::parse(&row.get::<_, String>(4)?).unwrap_or(JobStatus::Queued),
+        priority: priority_of(row.get(5)?),
+        attempts: row.get(6)?,
+        max_attempts: row.get(7)?,
+        created_at: rfc3339(row.get(8)?),
+        updated_at: rfc3339(row.get(9)?),
+        scheduled_at: opt_time(10)?,
+        started_at: opt_time(11)?,
+        finished_at: opt_time(12)?,
+        worker_id: row.get(13)?,
+        progress: json(row.get(14)?),
+        result: json(row.get(15)?),
+        error: row.get(16)?,
+        metadata: json(Some(row.get(17)?)).unwrap_or_default(),
+    })
+}
+
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+impl EmbeddedStore {
+    /// Opens (creating when needed) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let fail = |e: &dyn std::fmt::Display| StoreError::Backend {
+            store: path.display().to_string(),
+            detail: e.to_string(),
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+        }
+        let conn = Connection::open(path).map_err(|e| fail(&e))?;
+        conn.busy_timeout(Duration::from_secs(30)).map_err(|e| fail(&e))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| fail(&e))?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail(&e))?;
+        conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
+        Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn) })
+    }
+
+    fn fail(&self, e: &rusqlite::Error) -> StoreError {
+        StoreError::Backend { store: self.path.display().to_string(), detail: e.to_string() }
+    }
+
+    /// Runs `f` in one `BEGIN IMMEDIATE` transaction.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.fail(&e))?;
+        let value = f(&tx).map_err(|e| self.fail(&e))?;
+        tx.commit().map_err(|e| self.fail(&e))?;
+        Ok(value)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, StoreError> {
+        let conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&conn).map_err(|e| self.fail(&e))
+    }
+
+    fn status_of(&self, id: &str) -> Result<JobStatus, StoreError> {
+        let status: Option<String> = self
+            .read(|c| c.query_row("SELECT status FROM jobs WHERE id = ?", [id], |r| r.get(0)).optional())?;
+        status.and_then(|s| JobStatus::parse(&s)).ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+
+    /// Compacts the database file.
+    pub fn vacuum(&self) -> Result<(), StoreError> {
+        self.read(|c| c.execute_batch("VACUUM"))
+    }
+}
+
+impl JobStore for EmbeddedStore {
+    fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError> {
+        let now = now_ms();
+        self.write(|tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO jobs (id, type, target, payload, status, priority, max_attempts, created_at, updated_at, scheduled_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )?;
+            let mut ids = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                let id = new_id();
+                let due = job.delay.map(|d| now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                let status = if due.is_some() { "scheduled" } else { "queued" };
+                insert.execute(params![
+                    id,
+                    job.job_type,
+                    job.target,
+                    job.payload.to_string(),
+                    status,
+                    priority_rank(job.priority),
+                    job.max_attempts.max(1),
+                    now,
+                    now,
+                    due
+                ])?;
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+    }
+
+    fn claim(
+        &self,
+        worker: &str,
+        types: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        let now = now_ms();
+        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self.write(|tx| {
+            // Leases that ran out: the worker died; the job goes back (or is dead with no attempt left).
+            tx.execute(
+                "UPDATE jobs SET status = CASE WHEN status = 'cancelling' THEN 'cancelled' \
+                 WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+                 finished_at = CASE WHEN status = 'cancelling' OR attempts >= max_attempts THEN ?1 END, \
+                 error = 'its worker stopped renewing the lease', worker_id = NULL, lease_until = NULL, updated_at = ?1 \
+                 WHERE status IN ('running', 'cancelling') AND lease_until < ?1",
+                [now],
+            )?;
+            tx.execute(
+                "UPDATE jobs SET status = 'queued', updated_at = ?1 WHERE status = 'scheduled' AND scheduled_at <= ?1",
+                [now],
+            )?;
+            let filter = if types.is_empty() { String::new() } else { format!(" AND type IN ({})", placeholders(types.len())) };
+            let sql = format!(
+                "UPDATE jobs SET status = 'running', worker_id = ?, lease_until = ?, attempts = attempts + 1, \
+                 started_at = ?, updated_at = ?, progress = NULL \
+                 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued'{filter} ORDER BY priority DESC, seq LIMIT ?) \
+                 RETURNING {COLUMNS}, seq"
+            );
+            let mut values: Vec<rusqlite::types::Value> = vec![worker.to_owned().into(), until.into(), now.into(), now.into()];
+            values.extend(types.iter().map(|t| t.clone().into()));
+            values.push(i64::try_from(max).unwrap_or(i64::MAX).into());
+            let mut stmt = tx.prepare_cached(&sql)?;
+            let mut claimed: Vec<(i64, i64, Job)> = stmt
+                .query_map(params_from_iter(values), |row| Ok((priority_rank(priority_of(row.get(5)?)), row.get(18)?, job_of(row)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+            Ok(claimed.into_iter().map(|(_, _, job)| job).collect())
+        })
+    }
+
+    fn heartbeat(&self, worker: &str, jobs: &[String], lease: Duration) -> Result<Vec<String>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let until = now_ms() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self.write(|tx| {
+            let list = placeholders(jobs.len());
+            let mut values: Vec<rusqlite::types::Value> = vec![until.into(), worker.to_owned().into()];
+            values.extend(jobs.iter().map(|j| j.clone().into()));
+            tx.execute(
+                &format!("UPDATE jobs SET lease_until = ? WHERE worker_id = ? AND status IN ('running', 'cancelling') AND id IN ({list})"),
+                params_from_iter(values.iter()),
+            )?;
+            let mut stmt =
+                tx.prepare(&format!("SELECT id FROM jobs WHERE worker_id = ? AND status = 'cancelling' AND id IN ({list})"))?;
+            stmt.query_map(params_from_iter(values[1..].iter()), |r| r.get(0))?.collect()
+        })
+    }
+
+    fn finish(&self, worker: &str, results: &[(String, Finish)]) -> Result<usize, StoreError> {
+        let now = now_ms();
+        self.write(|tx| {
+            let mut done = 0;
+            for (id, finish) in results {
+                let held: Option<(i64, i64)> = tx
+                    .query_row(
+                        "SELECT attempts, max_attempts FROM jobs WHERE id = ? AND worker_id = ? AND status IN ('running', 'cancelling')",
+                        params![id, worker],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let Some((attempts, max_attempts)) = held else { continue };
+                done += match finish {
+                    Finish::Succeeded(result) => tx.execute(
+                        "UPDATE jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
+                        params![result.to_string(), now, now, id],
+                    )?,
+                    Finish::Cancelled => tx.execute(
+                        "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
+                        params![now, now, id],
+                    )?,
+                    Finish::Failed { error, retry } if *retry && attempts < max_attempts => {
+                        let pause = backoff(u32::try_from(attempts).unwrap_or(1), u64::try_from(now).unwrap_or(0) ^ id.len() as u64);
+                        let due = now + i64::try_from(pause.as_millis()).unwrap_or(0);
+                        tx.execute(
+                            "UPDATE jobs SET status = 'scheduled', scheduled_at = ?, error = ?, updated_at = ?, worker_id = NULL, lease_until = NULL WHERE id = ?",
+                            params![due, error, now, id],
+                        )?
+                    }
+                    Finish::Failed { error, retry } => tx.execute(
+                        "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
+                        params![if *retry { "dead" } else { "failed" }, error, now, now, id],
+                    )?,
+                };
+            }
+            Ok(done)
+        })
+    }
+
+    fn progress(&self, id: &str, progress: &JobProgress) -> Result<(), StoreError> {
+        let text = serde_json::to_string(progress).unwrap_or_default();
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ?",
+                params![text, now_ms(), id],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn log(&self, id: &str, lines: &[String]) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.write(|tx| {
+            let Some(seq): Option<i64> = tx.query_row("SELECT seq FROM jobs WHERE id = ?", [id], |r| r.get(0)).optional()? else {
+                return Ok(());
+            };
+            let mut insert = tx.prepare_cached("INSERT INTO job_logs (job_seq, at, line) VALUES (?, ?, ?)")?;
+            for line in lines {
+                insert.execute(params![seq, now, line])?;
+            }
+            tx.execute(
+                "DELETE FROM job_logs WHERE job_seq = ?1 AND rowid NOT IN (SELECT rowid FROM job_logs WHERE job_seq = ?1 ORDER BY rowid DESC LIMIT ?2)",
+                params![seq, LOG_LINES_KEPT],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Job, StoreError> {
+        let job = self.read(|c| {
+            c.query_row(&format!("SELECT {COLUMNS} FROM jobs WHERE id = ?"), [id], job_of).optional()
+        })?;
+        job.ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+
+    fn logs(&self, id: &str, skip: usize) -> Result<Vec<JobLogLine>, StoreError> {
+        self.get(id)?;
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT l.at, l.line FROM job_logs l JOIN jobs j ON j.seq = l.job_seq WHERE j.id = ? ORDER BY l.rowid LIMIT -1 OFFSET ?",
+            )?;
+            stmt.query_map(params![id, i64::try_from(skip).unwrap_or(0)], |r| Ok(JobLogLine { at: rfc3339(r.get(0)?), line: r.get(1)? }))?
+                .collect()
+        })
+    }
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Job>, StoreError> {
+        let mut conditions = Vec::new();
+        let mut values: Vec<rusqlite::types::Value> = Vec::new();
+        if let Some(status) = filter.status {
+            conditions.push("status = ?");
+            values.push(status.as_str().to_owned().into());
+        }
+        if let Some(t) = &filter.job_type {
+            conditions.push("type = ?");
+            values.push(t.clone().into());
+        }
+        if let Some(t) = &filter.target {
+            conditions.push("target = ?");
+            values.push(t.clone().into());
+        }
+        let filter_sql = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        values.push(i64::try_from(filter.limit.max(1)).unwrap_or(i64::MAX).into());
+        values.push(i64::try_from(filter.offset).unwrap_or(0).into());
+        self.read(|c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {COLUMNS} FROM jobs{filter_sql} ORDER BY seq DESC LIMIT ? OFFSET ?"
+            ))?;
+            stmt.query_map(params_from_iter(values), job_of)?.collect()
+        })
+    }
+
+    fn cancel(&self, id: &str) -> Result<JobStatus, StoreError> {
+        let status = self.status_of(id)?;
+        let next = match status {
+            JobStatus::Queued | JobStatus::Scheduled => JobStatus::Cancelled,
+            JobStatus::Running | JobStatus::Cancelling => JobStatus::Cancelling,
+            done => {
+                return Err(StoreError::State {
+                    id: id.to_owned(),
+                    status: done.as_str(),
+                    what: "it has already finished".into(),
+                });
+            }
+        };
+        let now = now_ms();
+        let changed = self.write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET status = ?, updated_at = ?, finished_at = CASE WHEN ? = 'cancelled' THEN ? END WHERE id = ? AND status = ?",
+                params![next.as_str(), now, next.as_str(), now, id, status.as_str()],
+            )
+        })?;
+        if changed == 0 { self.cancel(id) } else { Ok(next) }
+    }
+
+    fn retry(&self, id: &str) -> Result<(), StoreError> {
+        let status = self.status_of(id)?;
+        if !matches!(status, JobStatus::Failed | JobStatus::Dead | JobStatus::Cancelled) {
+            return Err(StoreError::State {
+                id: id.to_owned(),
+                status: status.as_str(),
+                what: "only failed, dead or cancelled jobs can be retried".into(),
+            });
+        }
+        let now = now_ms();
+        self.write(|tx| {
+            tx.execute(
+                "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, result = NULL, finished_at = NULL, worker_id = NULL, updated_at = ? WHERE id = ?",
+                params![now, id],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn stats(&self) -> Result<JobStats, StoreError> {
+        let now = now_ms();
+        self.read(|c| {
+            let mut stats = JobStats {
+                schema_version: SCHEMA_VERSION,
+                queued: 0,
+                scheduled: 0,
+                running: 0,
+                succeeded: 0,
+                failed: 0,
+                cancelled: 0,
+                dead: 0,
+                finished_last_minute: 0,
+                finished_last_hour: 0,
+                mean_run_ms: None,
+                success_rate: None,
+                workers: Vec::new(),
+            };
+            let mut stmt = c.prepare("SELECT status, count(*) FROM jobs GROUP BY status")?;
+            for entry in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+                let (name, tally) = entry?;
+                let n = count(tally);
+                match JobStatus::parse(&name) {
+                    Some(JobStatus::Queued) => stats.queued += n,
+                    Some(JobStatus::Scheduled) => stats.scheduled += n,
+                    Some(JobStatus::Running | JobStatus::Cancelling) => stats.running += n,
+                    Some(JobStatus::Succeeded) => stats.succeeded += n,
+                    Some(JobStatus::Failed) => stats.failed += n,
+                    Some(JobStatus::Cancelled) => stats.cancelled += n,
+                    Some(JobStatus::Dead) => stats.dead += n,
+                    None => {}
+                }
+            }
+            let (minute, hour, mean, ok): (i64, i64, Option<f64>, i64) = c.query_row(
+                "SELECT count(CASE WHEN finished_at >= ?1 THEN 1 END), count(*), avg(finished_at - started_at), \
+                 count(CASE WHEN status = 'succeeded' THEN 1 END) FROM jobs WHERE finished_at >= ?2",
+                params![now - 60_000, now - 3_600_000],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )?;
+            let (minute, hour, ok) = (count(minute), count(hour), count(ok));
+            stats.finished_last_minute = minute;
+            stats.finished_last_hour = hour;
+            stats.mean_run_ms = mean;
+            #[allow(clippy::cast_precision_loss)]
+            let rate = (hour > 0).then(|| ok as f64 / hour as f64);
+            stats.success_rate = rate;
+            let mut stmt = c.prepare("SELECT id, started_at, heartbeat_at, running FROM workers WHERE heartbeat_at >= ? ORDER BY id")?;
+            stats.workers = stmt
+                .query_map([now - 60_000], |r| {
+                    Ok(WorkerInfo { id: r.get(0)?, started_at: rfc3339(r.get(1)?), heartbeat_at: rfc3339(r.get(2)?), running: r.get(3)? })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(stats)
+        })
+    }
+
+    fn pending(&self) -> Result<bool, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued', 'scheduled', 'running', 'cancelling'))",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError> {
+        let cutoff = older_than.map(|d| now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.write(|tx| {
+            let mut removed = 0;
+            if let Some(cutoff) = cutoff {
+                removed += tx.execute(
+                    "DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled', 'dead') AND finished_at <= ?",
+                    [cutoff],
+                )?;
+            }
+            if dead {
+                removed += tx.execute("DELETE FROM jobs WHERE status = 'dead'", [])?;
+            }
+            tx.execute("DELETE FROM job_logs WHERE job_seq NOT IN (SELECT seq FROM jobs)", [])?;
+            Ok(removed as u64)
+        })
+    }
+
+    fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.write(|tx| {
+            match running {
+                Some(n) => tx.execute(
+                    "INSERT INTO workers (id, started_at, heartbeat_at, running) VALUES (?1, ?2, ?2, ?3) \
+                     ON CONFLICT(id) DO UPDATE SET heartbeat_at = ?2, running = ?3",
+                    params![worker, now, n],
+                )?,
+                None => tx.execute("DELETE FROM workers WHERE id = ?", [worker])?,
+            };
+            Ok(())
+        })
+    }
+}

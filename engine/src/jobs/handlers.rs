@@ -1,0 +1,297 @@
+//! What a job does: `noop` (canaries and benchmarks), `command.exec` (a shell command in a target's environment,
+//! its output in the job's log, its exit status the job's status), `test.run` (a service's configured `test`
+//! command) and the user types of `[jobs.types.*]`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use envctl_contracts::jobs::Job;
+use serde::Deserialize;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio_util::sync::CancellationToken;
+
+use super::store::{Finish, JobStore};
+use crate::config::{EnvVars, Settings};
+use crate::startup::{explain, plan_ports};
+use crate::targets::{Selection, Targets};
+
+/// What handlers need from the outside: the repository's settings (when the worker runs in one) and the
+/// environment commands inherit.
+#[derive(Debug, Clone)]
+pub struct HandlerContext {
+    /// Settings, when the worker runs inside a repository.
+    pub settings: Option<Settings>,
+    /// The environment commands inherit.
+    pub base_env: BTreeMap<String, String>,
+}
+
+/// `command.exec`'s payload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExecPayload {
+    command: String,
+    target: Option<String>,
+    cwd: Option<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    timeout: Option<serde_json::Value>,
+}
+
+/// `test.run`'s payload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestPayload {
+    service: String,
+    target: Option<String>,
+}
+
+fn bad_payload(job: &Job, why: impl std::fmt::Display) -> Finish {
+    Finish::Failed { error: format!("malformed payload for {}: {why}", job.job_type), retry: false }
+}
+
+fn timeout_of(value: Option<&serde_json::Value>) -> Result<Option<Duration>, String> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::Number(n)) => n
+            .as_u64()
+            .map(|s| Some(Duration::from_secs(s)))
+            .ok_or_else(|| format!("timeout {n} is not a whole number of seconds")),
+        Some(serde_json::Value::String(s)) => {
+            humantime::parse_duration(s).map(Some).map_err(|e| format!("timeout `{s}`: {e}"))
+        }
+        Some(other) => Err(format!("timeout {other} is neither seconds nor text such as \"30s\"")),
+    }
+}
+
+/// A target's environment and root, as `envctl env` computes it (requirement variables and `ENVCTL_TARGET`).
+fn target_env(ctx: &HandlerContext, target: &str) -> Result<(BTreeMap<String, String>, PathBuf), String> {
+    let Some(settings) = &ctx.settings else {
+        return Err(format!("this worker runs outside a repository, so it cannot run for target `{target}`"));
+    };
+    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let selected = targets
+        .select(&Selection::Trees(vec![target.to_owned()]), settings.config.project.default_mode)
+        .map_err(|e| e.to_string())?;
+    let ports = plan_ports(settings, &selected).map_err(|e| e.to_string())?;
+    let env = EnvVars::from_pairs(ctx.base_env.get("PATH").map(|p| ("PATH", p.as_str())));
+    let plan = explain(settings, &selected, &ports, &env);
+    let target_plan = plan.targets.into_iter().next().ok_or("no such target")?;
+    let mut vars: BTreeMap<String, String> =
+        target_plan.requirements.iter().flat_map(|r| r.env.clone()).collect();
+    vars.insert("ENVCTL_TARGET".into(), target_plan.name.clone());
+    Ok((vars, PathBuf::from(target_plan.root)))
+}
+
+/// Runs `job` to its end (or until `cancel`), logging its output to the store.
+pub async fn run(
+    ctx: &HandlerContext,
+    store: &Arc<dyn JobStore>,
+    job: &Job,
+    cancel: CancellationToken,
+) -> Finish {
+    match job.job_type.as_str() {
+        "noop" => Finish::Succeeded(serde_json::Value::Null),
+        "command.exec" => {
+            let payload: ExecPayload = match serde_json::from_value(job.payload.clone()) {
+                Ok(p) => p,
+                Err(e) => return bad_payload(job, e),
+            };
+            let timeout = match timeout_of(payload.timeout.as_ref()) {
+                Ok(t) => t,
+                Err(e) => return bad_payload(job, e),
+            };
+            exec(
+                ctx,
+                store,
+                job,
+                &payload.command,
+                payload.target.as_deref(),
+                payload.cwd.as_deref(),
+                payload.env,
+                timeout,
+                cancel,
+            )
+            .await
+        }
+        "test.run" => {
+            let payload: TestPayload = match serde_json::from_value(job.payload.clone()) {
+                Ok(p) => p,
+                Err(e) => return bad_payload(job, e),
+            };
+            let service = ctx.settings.as_ref().and_then(|s| s.config.services.get(&payload.service));
+            let Some(service) = service else {
+                return bad_payload(job, format!("no service `{}` in this repository", payload.service));
+            };
+            let Some(test) = service.test.clone() else {
+                return Finish::Failed {
+                    error: format!("service `{}` has no `test` command", payload.service),
+                    retry: false,
+                };
+            };
+            let target = payload.target.or_else(|| job.target.clone()).unwrap_or_else(|| "main".into());
+            exec(ctx, store, job, &test, Some(&target), service.cwd.as_deref(), BTreeMap::new(), None, cancel)
+                .await
+        }
+        user => match ctx.settings.as_ref().and_then(|s| s.config.jobs.types.get(user)) {
+            Some(kind) => {
+                let timeout = kind.timeout_secs.map(Duration::from_secs);
+                let env: BTreeMap<String, String> = job
+                    .payload
+                    .get("env")
+                    .and_then(|e| serde_json::from_value(e.clone()).ok())
+                    .unwrap_or_default();
+                exec(
+                    ctx,
+                    store,
+                    job,
+                    &kind.command.clone(),
+                    job.target.as_deref(),
+                    None,
+                    env,
+                    timeout,
+                    cancel,
+                )
+                .await
+            }
+            None => Finish::Failed {
+                error: format!(
+                    "unknown job type `{user}`; built in: noop, command.exec, test.run; others come from [jobs.types.<name>]"
+                ),
+                retry: false,
+            },
+        },
+    }
+}
+
+/// Runs a shell command in its own process group, streaming its output into the job's log.
+#[allow(clippy::too_many_arguments)]
+async fn exec(
+    ctx: &HandlerContext,
+    store: &Arc<dyn JobStore>,
+    job: &Job,
+    command: &str,
+    target: Option<&str>,
+    cwd: Option<&str>,
+    env: BTreeMap<String, String>,
+    timeout: Option<Duration>,
+    cancel: CancellationToken,
+) -> Finish {
+    let target = target.or(job.target.as_deref());
+    let (target_vars, root) = match target {
+        Some(t) => match target_env(ctx, t) {
+            Ok(found) => found,
+            Err(e) => return Finish::Failed { error: e, retry: false },
+        },
+        None => (BTreeMap::new(), std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))),
+    };
+    let dir = cwd.map_or_else(|| root.clone(), |c| root.join(c));
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.args(["-c", command])
+        .current_dir(&dir)
+        .env_clear()
+        .envs(&ctx.base_env)
+        .envs(&target_vars)
+        .envs(&env)
+        .env("ENVCTL_JOB_ID", &job.id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            return Finish::Failed {
+                error: format!("cannot run `{command}` in {}: {e}", dir.display()),
+                retry: true,
+            };
+        }
+    };
+    let pid = child.id().unwrap_or_default();
+    let started = crate::supervisor::proc_info::start_time(pid).unwrap_or_default();
+    let logger = stream_output(store, &job.id, &mut child);
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let finish = tokio::select! {
+        status = child.wait() => match status {
+            Ok(s) if s.success() => Finish::Succeeded(serde_json::json!({"exit_code": 0})),
+            Ok(s) => Finish::Failed { error: s.code().map_or_else(|| "killed by a signal".to_owned(), |c| format!("exited with code {c}")), retry: true },
+            Err(e) => Finish::Failed { error: e.to_string(), retry: true },
+        },
+        () = cancel.cancelled() => { kill_group(pid, started); let _ = child.wait().await; Finish::Cancelled }
+        () = deadline => {
+            kill_group(pid, started);
+            let _ = child.wait().await;
+            Finish::Failed { error: format!("timed out after {} s", timeout.map_or(0, |t| t.as_secs())), retry: true }
+        }
+    };
+    kill_group(pid, started);
+    let _ = logger.await;
+    finish
+}
+
+/// Copies the child's stdout and stderr, line by line, into the job's log (in batches).
+fn stream_output(
+    store: &Arc<dyn JobStore>,
+    job_id: &str,
+    child: &mut tokio::process::Child,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for stream in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<_>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    {
+        let (store, id) = (Arc::clone(store), job_id.to_owned());
+        tokio::spawn(async move {
+            let mut batch = Vec::new();
+            loop {
+                let more = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
+                match more {
+                    Ok(Some(line)) => {
+                        batch.push(line);
+                        if batch.len() < 200 {
+                            continue;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+                if !batch.is_empty() {
+                    let (s, id, lines) = (Arc::clone(&store), id.clone(), std::mem::take(&mut batch));
+                    let _ = tokio::task::spawn_blocking(move || s.log(&id, &lines)).await;
+                }
+            }
+            if !batch.is_empty() {
+                let _ = tokio::task::spawn_blocking(move || store.log(&id, &batch)).await;
+            }
+        })
+    }
+}
+
+/// SIGKILL to the job's process group (its shell and everything it started), unless the pid now names another
+/// program.
+fn kill_group(pid: u32, started: u64) {
+    crate::supervisor::signal::signal_all(pid, started, &[], nix::sys::signal::Signal::SIGKILL);
+}

@@ -1,0 +1,157 @@
+//! The [`JobStore`] contract both stores implement, and the values that cross it.
+
+use std::time::Duration;
+
+use envctl_contracts::config::Priority;
+use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus};
+
+/// A store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store itself failed (disk, database, connection).
+    #[error(
+        "job store {store}: {detail}\nhint: check that the store is reachable and writable (`envctl show-config` shows jobs.backend)"
+    )]
+    Backend {
+        /// Which store (a path or a URL).
+        store: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// No job has that id.
+    #[error("no job `{0}`\nhint: `envctl jobs list` shows the jobs")]
+    NotFound(String),
+    /// The job is not in a state that allows the operation.
+    #[error("job `{id}` is {status}; {what}")]
+    State {
+        /// Job id.
+        id: String,
+        /// Its status.
+        status: &'static str,
+        /// What cannot be done.
+        what: String,
+    },
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Type.
+    pub job_type: String,
+    /// Target.
+    pub target: Option<String>,
+    /// Input.
+    pub payload: serde_json::Value,
+    /// Priority.
+    pub priority: Priority,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Run no earlier than this from now.
+    pub delay: Option<Duration>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone)]
+pub enum Finish {
+    /// It succeeded with this result.
+    Succeeded(serde_json::Value),
+    /// It failed; `retry` says whether another attempt may follow (when attempts remain).
+    Failed {
+        /// Why.
+        error: String,
+        /// Whether the failure is worth retrying (false for a bad payload or an unknown type).
+        retry: bool,
+    },
+    /// It was cancelled while running.
+    Cancelled,
+}
+
+/// Which jobs `list` returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this type.
+    pub job_type: Option<String>,
+    /// Only this target.
+    pub target: Option<String>,
+    /// At most this many.
+    pub limit: usize,
+    /// Skipping this many.
+    pub offset: usize,
+}
+
+/// Where jobs live: one machine (embedded) or many (Redis). Every method is atomic with respect to every other
+/// process using the same store.
+pub trait JobStore: Send + Sync {
+    /// Enqueues jobs; returns their ids in order.
+    fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError>;
+    /// Claims up to `max` due jobs (priority first, then FIFO; `types` filters) for `worker` under a lease of
+    /// `lease`. Expired leases are returned to the queue first (or made dead when no attempt remains).
+    fn claim(
+        &self,
+        worker: &str,
+        types: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Renews `worker`'s leases on `jobs`; returns the ids among them whose cancellation was requested.
+    fn heartbeat(&self, worker: &str, jobs: &[String], lease: Duration) -> Result<Vec<String>, StoreError>;
+    /// Records how attempts ended (one transaction); an entry whose job `worker` no longer holds is ignored.
+    /// Returns how many were recorded.
+    fn finish(&self, worker: &str, results: &[(String, Finish)]) -> Result<usize, StoreError>;
+    /// Records progress.
+    fn progress(&self, id: &str, progress: &JobProgress) -> Result<(), StoreError>;
+    /// Appends log lines (the store keeps the last few thousand per job).
+    fn log(&self, id: &str, lines: &[String]) -> Result<(), StoreError>;
+    /// One job.
+    fn get(&self, id: &str) -> Result<Job, StoreError>;
+    /// A job's log lines after the first `skip`.
+    fn logs(&self, id: &str, skip: usize) -> Result<Vec<JobLogLine>, StoreError>;
+    /// Jobs, newest first.
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Job>, StoreError>;
+    /// Cancels a queued or scheduled job at once; asks the worker of a running one to stop it.
+    fn cancel(&self, id: &str) -> Result<JobStatus, StoreError>;
+    /// Queues a failed, dead or cancelled job again with fresh attempts.
+    fn retry(&self, id: &str) -> Result<(), StoreError>;
+    /// Counts, throughput and workers.
+    fn stats(&self) -> Result<JobStats, StoreError>;
+    /// Whether anything is queued, due, scheduled or running.
+    fn pending(&self) -> Result<bool, StoreError>;
+    /// Deletes finished jobs older than `older_than` (and, with `dead`, every dead job); returns how many.
+    fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError>;
+    /// Records that `worker` is alive and holds `running` jobs (`running = None`: it left).
+    fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError>;
+}
+
+/// Milliseconds since the epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// RFC 3339 of milliseconds since the epoch.
+pub fn rfc3339(ms: i64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
+/// The pause before retry number `attempt` (1-based): 1 s doubling to at most 5 minutes, with ±25 % jitter.
+pub fn backoff(attempt: u32, jitter_seed: u64) -> Duration {
+    let base = 1000u64.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(300_000);
+    // 750‰ to 1249‰ of the base.
+    let per_mille = 750 + crate::config::fnv1a(&jitter_seed.to_le_bytes()) % 500;
+    Duration::from_millis(base * per_mille / 1000)
+}
+
+/// A new job id: time-ordered, unique across processes.
+pub fn new_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let salt = crate::config::fnv1a(
+        format!("{}-{n}-{:?}", std::process::id(), std::time::Instant::now()).as_bytes(),
+    );
+    format!("j{:011x}{:08x}", now_ms(), salt & 0xffff_ffff)
+}

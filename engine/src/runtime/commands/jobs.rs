@@ -1,0 +1,309 @@
+//! `envctl jobs enqueue | list | show | logs | cancel | retry | stats | purge`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::config::Priority;
+use envctl_contracts::jobs::{JobList, JobStatus};
+
+use crate::jobs::{self, ListFilter, NewJob, StoreError};
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::ui::Table;
+
+/// Jobs enqueued per transaction with `--count`.
+const BATCH: usize = 1000;
+
+/// `envctl jobs …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum JobsCommand {
+    /// Enqueue a job (prints its id; `--count N` enqueues N copies).
+    Enqueue {
+        /// Job type: `noop`, `command.exec`, `test.run`, or a `[jobs.types.<name>]` name.
+        #[arg(value_name = "TYPE")]
+        job_type: String,
+        /// JSON payload.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// Target it runs for.
+        #[arg(long)]
+        target: Option<String>,
+        /// low, normal, high or critical (default: the type's, else normal).
+        #[arg(long)]
+        priority: Option<String>,
+        /// Run no earlier than this from now (`30s`, `5m`).
+        #[arg(long)]
+        delay: Option<String>,
+        /// Attempts before the job is dead (default: the type's, else 3).
+        #[arg(long)]
+        max_attempts: Option<u32>,
+        /// Enqueue this many copies.
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+    },
+    /// List jobs, newest first.
+    List {
+        /// Only this status.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this type.
+        #[arg(long = "type")]
+        job_type: Option<String>,
+        /// Only this target.
+        #[arg(long)]
+        target: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Skip this many.
+        #[arg(long, default_value_t = 0)]
+        offset: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job.
+    Show {
+        /// Job id.
+        id: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a job's log (and follow it while the job runs).
+    Logs {
+        /// Job id.
+        id: String,
+        /// Keep printing until the job finishes.
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel a job (a running one is stopped by its worker, wherever it runs).
+    Cancel {
+        /// Job id.
+        id: String,
+    },
+    /// Queue a failed, dead or cancelled job again.
+    Retry {
+        /// Job id.
+        id: String,
+    },
+    /// Counts by status, throughput, run time, success rate and workers.
+    Stats {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete finished jobs older than a duration, and/or every dead job.
+    Purge {
+        /// Finished more than this long ago (`7d`, `12h`).
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+        /// Also every dead job.
+        #[arg(long)]
+        dead: bool,
+    },
+}
+
+fn duration(text: &str, flag: &str) -> Result<Duration, EngineError> {
+    humantime::parse_duration(text).map_err(|e| {
+        EngineError::Failed(format!("{flag} `{text}` is not a duration ({e})\nhint: write e.g. 30s, 5m, 7d"))
+    })
+}
+
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(store_error)`
+fn store_error(e: StoreError) -> EngineError {
+    EngineError::Failed(e.to_string())
+}
+
+fn priority(text: &str) -> Result<Priority, EngineError> {
+    match text {
+        "low" => Ok(Priority::Low),
+        "normal" => Ok(Priority::Normal),
+        "high" => Ok(Priority::High),
+        "critical" => Ok(Priority::Critical),
+        other => Err(EngineError::Failed(format!(
+            "`{other}` is not a priority\nhint: low, normal, high or critical"
+        ))),
+    }
+}
+
+/// Runs a `jobs` subcommand.
+#[allow(clippy::too_many_lines)]
+pub fn exec(rt: &EngineRuntime, command: &JobsCommand) -> Result<Outcome, EngineError> {
+    let settings = rt.settings()?;
+    let store = jobs::open(&settings).map_err(store_error)?;
+    let printer = rt.printer();
+    match command {
+        JobsCommand::Enqueue { job_type, payload, target, priority: prio, delay, max_attempts, count } => {
+            let payload: serde_json::Value = serde_json::from_str(payload).map_err(|e| {
+                EngineError::Failed(format!(
+                    "--payload is not JSON: {e}\nhint: quote it, e.g. --payload '{{\"command\": \"make\"}}'"
+                ))
+            })?;
+            if let Some(t) = target {
+                crate::targets::validate_name(t)?;
+            }
+            let kind = settings.config.jobs.types.get(job_type);
+            let job = NewJob {
+                job_type: job_type.clone(),
+                target: target.clone(),
+                payload,
+                priority: match prio {
+                    Some(p) => priority(p)?,
+                    None => kind.map_or(Priority::Normal, |k| k.priority),
+                },
+                max_attempts: max_attempts.or(kind.map(|k| k.max_attempts)).unwrap_or(3),
+                delay: delay.as_deref().map(|d| duration(d, "--delay")).transpose()?,
+            };
+            let mut out = String::new();
+            let mut left = *count;
+            while left > 0 {
+                let n = left.min(BATCH);
+                for id in store.enqueue(&vec![job.clone(); n]).map_err(store_error)? {
+                    out.push_str(&id);
+                    out.push('\n');
+                }
+                left -= n;
+            }
+            printer.data(&out);
+        }
+        JobsCommand::List { status, job_type, target, limit, offset, json } => {
+            let status = status
+                .as_deref()
+                .map(|s| {
+                    JobStatus::parse(s).ok_or_else(|| {
+                        EngineError::Failed(format!(
+                            "`{s}` is not a job status\nhint: {}",
+                            JobStatus::ALL.map(JobStatus::as_str).join(", ")
+                        ))
+                    })
+                })
+                .transpose()?;
+            let filter = ListFilter {
+                status,
+                job_type: job_type.clone(),
+                target: target.clone(),
+                limit: *limit,
+                offset: *offset,
+            };
+            let list =
+                JobList { schema_version: SCHEMA_VERSION, jobs: store.list(&filter).map_err(store_error)? };
+            if *json {
+                printer.json(&list);
+            } else {
+                let mut table = Table::new(&["ID", "TYPE", "TARGET", "STATUS", "ATTEMPTS", "CREATED"]);
+                for j in &list.jobs {
+                    table.row(vec![
+                        j.id.clone(),
+                        j.job_type.clone(),
+                        j.target.clone().unwrap_or_else(|| "-".into()),
+                        j.status.as_str().into(),
+                        format!("{}/{}", j.attempts, j.max_attempts),
+                        j.created_at.clone(),
+                    ]);
+                }
+                printer.data(&table.render());
+            }
+        }
+        JobsCommand::Show { id, json } => {
+            let job = store.get(id).map_err(store_error)?;
+            if *json {
+                printer.json(&job);
+            } else {
+                let mut out = format!(
+                    "{} {} ({})\nstatus: {}  attempts: {}/{}\n",
+                    job.id,
+                    job.job_type,
+                    job.target.as_deref().unwrap_or("no target"),
+                    job.status.as_str(),
+                    job.attempts,
+                    job.max_attempts
+                );
+                let _ = writeln!(out, "payload: {}", job.payload);
+                if let Some(p) = &job.progress {
+                    let _ = writeln!(
+                        out,
+                        "progress: {}% {} {}",
+                        p.percent.unwrap_or(0.0),
+                        p.step.as_deref().unwrap_or(""),
+                        p.detail.as_deref().unwrap_or("")
+                    );
+                }
+                if let Some(r) = &job.result {
+                    let _ = writeln!(out, "result: {r}");
+                }
+                if let Some(e) = &job.error {
+                    let _ = writeln!(out, "error: {e}");
+                }
+                printer.data(&out);
+            }
+        }
+        JobsCommand::Logs { id, follow } => {
+            let mut seen = 0;
+            loop {
+                let lines = store.logs(id, seen).map_err(store_error)?;
+                seen += lines.len();
+                for line in lines {
+                    printer.data(&line.line);
+                }
+                if !*follow || store.get(id).map_err(store_error)?.status.is_final() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        JobsCommand::Cancel { id } => {
+            let status = store.cancel(id).map_err(store_error)?;
+            printer.note(&format!(
+                "{id}: {}",
+                if status == JobStatus::Cancelled { "cancelled" } else { "cancelling (its worker stops it)" }
+            ));
+        }
+        JobsCommand::Retry { id } => {
+            store.retry(id).map_err(store_error)?;
+            printer.note(&format!("{id}: queued again"));
+        }
+        JobsCommand::Stats { json } => {
+            let stats = store.stats().map_err(store_error)?;
+            if *json {
+                printer.json(&stats);
+            } else {
+                let mut out = format!(
+                    "queued {}  scheduled {}  running {}  succeeded {}  failed {}  cancelled {}  dead {}\n",
+                    stats.queued,
+                    stats.scheduled,
+                    stats.running,
+                    stats.succeeded,
+                    stats.failed,
+                    stats.cancelled,
+                    stats.dead
+                );
+                let _ = writeln!(
+                    out,
+                    "finished: {} in the last minute, {} in the last hour",
+                    stats.finished_last_minute, stats.finished_last_hour
+                );
+                if let (Some(mean), Some(rate)) = (stats.mean_run_ms, stats.success_rate) {
+                    let _ = writeln!(out, "mean run time {mean:.1} ms, success rate {:.1}%", rate * 100.0);
+                }
+                for w in &stats.workers {
+                    let _ =
+                        writeln!(out, "worker {} running {} (heartbeat {})", w.id, w.running, w.heartbeat_at);
+                }
+                printer.data(&out);
+            }
+        }
+        JobsCommand::Purge { older_than, dead } => {
+            if older_than.is_none() && !dead {
+                return Err(EngineError::Failed(
+                    "say what to purge\nhint: --older-than 7d, --dead, or both".into(),
+                ));
+            }
+            let age = older_than.as_deref().map(|d| duration(d, "--older-than")).transpose()?;
+            let removed = store.purge(age, *dead).map_err(store_error)?;
+            printer.note(&format!("purged {removed} job(s)"));
+        }
+    }
+    Ok(Outcome::Success)
+}

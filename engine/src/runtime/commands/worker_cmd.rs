@@ -1,0 +1,63 @@
+//! `envctl worker [--concurrency N] [--types T,...] [--drain]`: runs jobs from the repository's store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::process_environment;
+use crate::jobs::handlers::HandlerContext;
+use crate::jobs::worker::{WorkerOptions, run};
+use crate::runtime::{EngineError, EngineRuntime, Outcome, block_on};
+
+/// Arguments of `worker`.
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Jobs at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Only these job types (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub types: Vec<String>,
+    /// Exit once nothing is queued, scheduled or running.
+    #[arg(long)]
+    pub drain: bool,
+}
+
+/// Runs a worker until Ctrl-C (twice: stop the running jobs too) or, with `--drain`, until the queue is empty.
+pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineError> {
+    let settings = rt.settings()?;
+    let store = crate::jobs::open(&settings).map_err(|e| EngineError::Failed(e.to_string()))?;
+    let lease = Duration::from_secs(settings.config.jobs.lease_secs);
+    let ctx = Arc::new(HandlerContext { settings: Some(settings), base_env: process_environment() });
+    let options =
+        WorkerOptions { concurrency: args.concurrency, types: args.types.clone(), drain: args.drain, lease };
+    let printer = *rt.printer();
+    let report = block_on(async move {
+        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
+        let signals = {
+            let (shutdown, force) = (shutdown.clone(), force.clone());
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    shutdown.cancel();
+                }
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    force.cancel();
+                }
+            })
+        };
+        let report = run(store, ctx, options, shutdown, force).await;
+        signals.abort();
+        report
+    })
+    .map_err(|e| EngineError::Failed(e.to_string()))?;
+    #[allow(clippy::cast_precision_loss)]
+    let rate = report.finished as f64 / report.elapsed.as_secs_f64().max(1e-9);
+    printer.note(&format!(
+        "worker {}: {} job(s) in {:.2} s ({rate:.0}/s)",
+        report.id,
+        report.finished,
+        report.elapsed.as_secs_f64()
+    ));
+    Ok(Outcome::Success)
+}

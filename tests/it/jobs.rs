@@ -1,0 +1,129 @@
+//! The job runtime with the embedded store and real worker processes.
+
+use crate::support::{TestEnv, eventually, kill9};
+
+fn ids(stdout: &str) -> Vec<String> {
+    stdout.lines().map(str::to_owned).collect()
+}
+
+fn job(env: &TestEnv, id: &str) -> serde_json::Value {
+    env.envctl(&["jobs", "show", id, "--json"]).ok().json()
+}
+
+/// Processes whose environment carries this job's id.
+fn processes_of(job_id: &str) -> Vec<u32> {
+    let needle = format!("ENVCTL_JOB_ID={job_id}");
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|b| *b == 0).any(|v| v == needle.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_drains_the_queue_and_stats_count_the_jobs() {
+    let env = TestEnv::new();
+    env.envctl(&["jobs", "enqueue", "noop", "--count", "50"]).ok();
+    let exec = env.envctl(&[
+        "jobs",
+        "enqueue",
+        "command.exec",
+        "--payload",
+        r#"{"command": "echo out-line; echo err-line >&2"}"#,
+    ]);
+    let id = ids(&exec.ok().stdout).remove(0);
+    env.envctl(&["worker", "--drain", "--concurrency", "8"]).ok();
+    let stats = env.envctl(&["jobs", "stats", "--json"]).ok().json();
+    assert_eq!(
+        (stats["succeeded"].as_u64(), stats["queued"].as_u64(), stats["dead"].as_u64()),
+        (Some(51), Some(0), Some(0)),
+        "{stats}"
+    );
+    let shown = job(&env, &id);
+    assert_eq!(shown["status"], "succeeded");
+    assert_eq!(shown["result"]["exit_code"], 0);
+    let logs = env.envctl(&["jobs", "logs", &id]).ok().stdout.clone();
+    assert!(logs.contains("out-line") && logs.contains("err-line"), "{logs}");
+    let listed = env.envctl(&["jobs", "list", "--type", "command.exec", "--json"]).ok().json();
+    assert_eq!(listed["jobs"].as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn bad_payloads_and_unknown_types_fail_clearly_and_the_worker_keeps_going() {
+    let env = TestEnv::new();
+    let bad =
+        ids(&env.envctl(&["jobs", "enqueue", "command.exec", "--payload", r#"{"cmd": "oops"}"#]).ok().stdout)
+            .remove(0);
+    let unknown = ids(&env.envctl(&["jobs", "enqueue", "nope.thing"]).ok().stdout).remove(0);
+    let fine = ids(&env.envctl(&["jobs", "enqueue", "noop"]).ok().stdout).remove(0);
+    env.envctl(&["worker", "--drain"]).ok();
+    let bad = job(&env, &bad);
+    assert_eq!(bad["status"], "failed");
+    assert!(bad["error"].as_str().is_some_and(|e| e.contains("malformed payload for command.exec")), "{bad}");
+    let unknown = job(&env, &unknown);
+    assert_eq!(unknown["status"], "failed");
+    assert!(
+        unknown["error"].as_str().is_some_and(|e| e.contains("unknown job type `nope.thing`")),
+        "{unknown}"
+    );
+    assert_eq!(job(&env, &fine)["status"], "succeeded");
+    let run = env.envctl(&["jobs", "enqueue", "noop", "--payload", "{not json"]);
+    run.fails();
+    assert!(run.stderr.contains("--payload is not JSON"), "{}", run.stderr);
+}
+
+#[test]
+fn a_killed_worker_s_jobs_run_again_once_their_leases_expire() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[jobs]\nlease_secs = 1\n");
+    std::fs::create_dir_all(env.repo.join("marks")).expect("mkdir");
+    let command = "if [ -e marks/$ENVCTL_JOB_ID ]; then exit 0; fi; touch marks/$ENVCTL_JOB_ID; exec sleep 3";
+    let payload = serde_json::json!({ "command": command }).to_string();
+    let enqueued = ids(&env
+        .envctl(&["jobs", "enqueue", "command.exec", "--payload", &payload, "--count", "20"])
+        .ok()
+        .stdout);
+    assert_eq!(enqueued.len(), 20);
+    let mut worker = env.spawn_envctl(&["worker", "--concurrency", "20"]);
+    assert!(
+        eventually(20, || std::fs::read_dir(env.repo.join("marks")).map_or(0, Iterator::count) == 20),
+        "all 20 running"
+    );
+    kill9(worker.id());
+    worker.wait().expect("reap");
+    env.envctl(&["worker", "--drain", "--concurrency", "20"]).ok();
+    let stats = env.envctl(&["jobs", "stats", "--json"]).ok().json();
+    assert_eq!(
+        (stats["succeeded"].as_u64(), stats["dead"].as_u64(), stats["failed"].as_u64()),
+        (Some(20), Some(0), Some(0)),
+        "{stats}"
+    );
+    for id in &enqueued {
+        assert_eq!(job(&env, id)["attempts"], 2, "the lost attempt is counted");
+    }
+}
+
+#[test]
+fn a_job_cancelled_while_running_leaves_no_process_behind() {
+    let env = TestEnv::new();
+    let payload = serde_json::json!({ "command": "sleep 1000 & sleep 1000 & wait" }).to_string();
+    let id =
+        ids(&env.envctl(&["jobs", "enqueue", "command.exec", "--payload", &payload]).ok().stdout).remove(0);
+    let mut worker = env.spawn_envctl(&["worker", "--drain"]);
+    assert!(eventually(20, || processes_of(&id).len() >= 3), "the shell and its two sleeps run");
+    let run = env.envctl(&["jobs", "cancel", &id]);
+    assert!(run.ok().stderr.contains("cancelling"), "{}", run.stderr);
+    assert!(eventually(20, || job(&env, &id)["status"] == "cancelled"));
+    assert!(eventually(5, || processes_of(&id).is_empty()), "left behind: {:?}", processes_of(&id));
+    assert!(worker.wait().expect("worker exits when drained").success());
+    let queued = ids(&env.envctl(&["jobs", "enqueue", "noop", "--delay", "1h"]).ok().stdout).remove(0);
+    assert_eq!(env.envctl(&["jobs", "cancel", &queued]).ok().stderr.trim(), format!("{queued}: cancelled"));
+}
