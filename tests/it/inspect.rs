@@ -68,6 +68,7 @@ fn list_commands_lists_exactly_the_implemented_commands() {
         "jobs stats",
         "jobs purge",
         "worker",
+        "test",
     ]
     .iter()
     .map(ToString::to_string)

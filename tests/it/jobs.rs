@@ -127,3 +127,33 @@ fn a_job_cancelled_while_running_leaves_no_process_behind() {
     let queued = ids(&env.envctl(&["jobs", "enqueue", "noop", "--delay", "1h"]).ok().stdout).remove(0);
     assert_eq!(env.envctl(&["jobs", "cancel", &queued]).ok().stderr.trim(), format!("{queued}: cancelled"));
 }
+
+#[test]
+fn test_runs_every_target_s_suites_summarises_and_reruns_only_failures() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.api]\ncommand = \"sleep 1000\"\ntest = \"echo api-tests-ran in $ENVCTL_TARGET\"\n\n[services.web]\ncommand = \"sleep 1000\"\ntest = \"test \\\"$ENVCTL_TARGET\\\" = main\"\n\n[services.worker]\ncommand = \"sleep 1000\"\n",
+    );
+    env.git(&["add", ".envctl"]);
+    env.git(&["commit", "-q", "-m", "config"]);
+    env.envctl(&["worktree", "add", "feat"]).ok();
+    let run = env.envctl(&["test", "--all", "--parallel", "2"]);
+    run.fails();
+    assert!(run.stdout.contains("3 passed, 1 failed"), "{}", run.stdout);
+    let row = |target: &str, service: &str| {
+        run.stdout
+            .lines()
+            .find(|l| l.starts_with(target) && l.contains(service))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    assert!(row("feat", "web").contains("failed"), "{}", run.stdout);
+    assert!(row("main", "web").contains("passed"), "{}", run.stdout);
+    let log_cmd = row("main", "api");
+    let id = log_cmd.split_whitespace().last().expect("job id").to_owned();
+    assert!(env.envctl(&["jobs", "logs", &id]).ok().stdout.contains("api-tests-ran in main"));
+    let again = env.envctl(&["test", "--failed"]);
+    again.fails();
+    assert!(again.stdout.contains("0 passed, 1 failed") && again.stdout.contains("feat"), "{}", again.stdout);
+}

@@ -128,7 +128,8 @@ pub fn progress_logs_stats_purge(store: &dyn JobStore) {
     store.finish("w", &[(id, Finish::Succeeded(serde_json::Value::Null))]).expect("finish");
     let stats = store.stats().expect("stats");
     assert_eq!((stats.queued, stats.succeeded, stats.finished_last_minute), (1, 1, 1));
-    assert!(store.pending().expect("pending"));
+    assert!(store.pending(&[]).expect("pending"));
+    assert!(!store.pending(&["other".into()]).expect("pending"), "nothing of that type");
     assert_eq!(store.purge(Some(Duration::ZERO), false).expect("purge"), 1);
     assert!(store.get(&ids[0]).is_err() || store.get(&ids[1]).is_err());
 }

@@ -472,14 +472,16 @@ impl JobStore for EmbeddedStore {
         })
     }
 
-    fn pending(&self) -> Result<bool, StoreError> {
-        self.read(|c| {
-            c.query_row(
-                "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued', 'scheduled', 'running', 'cancelling'))",
-                [],
-                |r| r.get(0),
-            )
-        })
+    fn pending(&self, types: &[String]) -> Result<bool, StoreError> {
+        let filter = if types.is_empty() {
+            String::new()
+        } else {
+            format!(" AND type IN ({})", placeholders(types.len()))
+        };
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued', 'scheduled', 'running', 'cancelling'){filter})"
+        );
+        self.read(|c| c.query_row(&sql, params_from_iter(types.iter()), |r| r.get(0)))
     }
 
     fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError> {

@@ -116,8 +116,8 @@ pub trait JobStore: Send + Sync {
     fn retry(&self, id: &str) -> Result<(), StoreError>;
     /// Counts, throughput and workers.
     fn stats(&self) -> Result<JobStats, StoreError>;
-    /// Whether anything is queued, due, scheduled or running.
-    fn pending(&self) -> Result<bool, StoreError>;
+    /// Whether anything (of `types`, all when empty) is queued, scheduled or running.
+    fn pending(&self, types: &[String]) -> Result<bool, StoreError>;
     /// Deletes finished jobs older than `older_than` (and, with `dead`, every dead job); returns how many.
     fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError>;
     /// Records that `worker` is alive and holds `running` jobs (`running = None`: it left).

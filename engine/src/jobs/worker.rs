@@ -106,8 +106,8 @@ pub async fn run(
                 break;
             }
             if options.drain && claimed == 0 {
-                let s = Arc::clone(&store);
-                if !blocking(move || s.pending()).await? {
+                let (s, types) = (Arc::clone(&store), options.types.clone());
+                if !blocking(move || s.pending(&types)).await? {
                     break;
                 }
             }

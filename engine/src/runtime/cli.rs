@@ -8,8 +8,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
     blast_all, config_cmd, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
-    list_commands, list_targets, logs, restart, resume, show_config, show_state, start, stop, worker_cmd,
-    worktree,
+    list_commands, list_targets, logs, restart, resume, show_config, show_state, start, stop, test_cmd,
+    worker_cmd, worktree,
 };
 
 /// envctl runs a repository's whole development environment for the main checkout and every git worktree.
@@ -130,6 +130,9 @@ pub enum Command {
     /// Enqueue, inspect, cancel and retry jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Run every selected target's service test suites as jobs and summarise them (exit 1 when any failed).
+    #[command(visible_aliases = ["tests", "t"])]
+    Test(test_cmd::TestArgs),
     /// Run jobs from the repository's job store.
     Worker(worker_cmd::WorkerArgs),
     /// The per-repository host process (started by `start`).
@@ -170,6 +173,8 @@ const DASHED: &[(&str, &[&str])] = &[
     ("--health", &["health"]),
     ("--errors", &["errors"]),
     ("--endpoints", &["endpoints"]),
+    ("--test", &["test"]),
+    ("--tests", &["test"]),
 ];
 
 /// Rewrites Python-era `--command` spellings into subcommands, leaving everything else as it was.

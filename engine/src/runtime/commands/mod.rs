@@ -19,6 +19,7 @@ pub mod show_config;
 pub mod show_state;
 pub mod start;
 pub mod stop;
+pub mod test_cmd;
 pub mod worker_cmd;
 pub mod worktree;
 
@@ -49,5 +50,6 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Host(args) => host_cmd::exec(rt, args),
         Command::Jobs(sub) => jobs::exec(rt, sub),
         Command::Worker(args) => worker_cmd::exec(rt, args),
+        Command::Test(args) => test_cmd::exec(rt, args),
     }
 }
