@@ -1,6 +1,6 @@
 //! The job runtime with the embedded store and real worker processes.
 
-use crate::support::{TestEnv, eventually, kill9};
+use crate::support::{RedisServer, TestEnv, eventually, kill9};
 
 fn ids(stdout: &str) -> Vec<String> {
     stdout.lines().map(str::to_owned).collect()
@@ -80,35 +80,47 @@ fn bad_payloads_and_unknown_types_fail_clearly_and_the_worker_keeps_going() {
     assert!(run.stderr.contains("--payload is not JSON"), "{}", run.stderr);
 }
 
-#[test]
-fn a_killed_worker_s_jobs_run_again_once_their_leases_expire() {
+/// 20 jobs held by a worker killed with SIGKILL all run again once their leases expire: none lost, none dead.
+fn killed_worker_jobs_run_again(vars: &[(&str, &str)]) {
     let env = TestEnv::new();
     env.write(".envctl", "[jobs]\nlease_secs = 1\n");
     std::fs::create_dir_all(env.repo.join("marks")).expect("mkdir");
     let command = "if [ -e marks/$ENVCTL_JOB_ID ]; then exit 0; fi; touch marks/$ENVCTL_JOB_ID; exec sleep 3";
     let payload = serde_json::json!({ "command": command }).to_string();
     let enqueued = ids(&env
-        .envctl(&["jobs", "enqueue", "command.exec", "--payload", &payload, "--count", "20"])
+        .envctl_with(vars, &["jobs", "enqueue", "command.exec", "--payload", &payload, "--count", "20"])
         .ok()
         .stdout);
     assert_eq!(enqueued.len(), 20);
-    let mut worker = env.spawn_envctl(&["worker", "--concurrency", "20"]);
+    let mut worker = env.spawn_envctl_with(vars, &["worker", "--concurrency", "20"]);
     assert!(
         eventually(20, || std::fs::read_dir(env.repo.join("marks")).map_or(0, Iterator::count) == 20),
         "all 20 running"
     );
     kill9(worker.id());
     worker.wait().expect("reap");
-    env.envctl(&["worker", "--drain", "--concurrency", "20"]).ok();
-    let stats = env.envctl(&["jobs", "stats", "--json"]).ok().json();
+    env.envctl_with(vars, &["worker", "--drain", "--concurrency", "20"]).ok();
+    let stats = env.envctl_with(vars, &["jobs", "stats", "--json"]).ok().json();
     assert_eq!(
         (stats["succeeded"].as_u64(), stats["dead"].as_u64(), stats["failed"].as_u64()),
         (Some(20), Some(0), Some(0)),
         "{stats}"
     );
     for id in &enqueued {
-        assert_eq!(job(&env, id)["attempts"], 2, "the lost attempt is counted");
+        assert_eq!(job_with(&env, vars, id)["attempts"], 2, "the lost attempt is counted");
     }
+}
+
+#[test]
+fn a_killed_worker_s_jobs_run_again_once_their_leases_expire() {
+    killed_worker_jobs_run_again(&[]);
+}
+
+#[test]
+fn a_killed_worker_s_jobs_run_again_once_their_leases_expire_on_redis() {
+    let redis = RedisServer::start(false);
+    let url = redis.url();
+    killed_worker_jobs_run_again(&[("ENVCTL_JOBS_BACKEND", "redis"), ("ENVCTL_REDIS_URL", url.as_str())]);
 }
 
 #[test]
@@ -156,4 +168,55 @@ fn test_runs_every_target_s_suites_summarises_and_reruns_only_failures() {
     let again = env.envctl(&["test", "--failed"]);
     again.fails();
     assert!(again.stdout.contains("0 passed, 1 failed") && again.stdout.contains("feat"), "{}", again.stdout);
+}
+
+#[test]
+fn two_workers_on_two_machines_share_one_redis_queue_and_run_each_job_once() {
+    let redis = RedisServer::start(false);
+    let url = redis.url();
+    let vars = [("ENVCTL_JOBS_BACKEND", "redis"), ("ENVCTL_REDIS_URL", url.as_str())];
+    let (a, b) = (TestEnv::new(), TestEnv::new());
+    let ran = a.repo.join("ran.txt");
+    let command = format!("echo $ENVCTL_JOB_ID >> {}; sleep 0.05", ran.display());
+    let payload = serde_json::json!({ "command": command }).to_string();
+    let enqueued = ids(&a
+        .envctl_with(&vars, &["jobs", "enqueue", "command.exec", "--payload", &payload, "--count", "40"])
+        .ok()
+        .stdout);
+    let mut first = a.spawn_envctl_with(&vars, &["worker", "--drain", "--concurrency", "4"]);
+    let mut second = b.spawn_envctl_with(&vars, &["worker", "--drain", "--concurrency", "4"]);
+    assert!(first.wait().expect("wait").success() && second.wait().expect("wait").success());
+    let text = std::fs::read_to_string(&ran).expect("ran.txt");
+    let mut seen: Vec<&str> = text.lines().collect();
+    seen.sort_unstable();
+    let before = seen.len();
+    seen.dedup();
+    assert_eq!(before, 40, "every job ran exactly once");
+    assert_eq!(seen.len(), 40);
+    let stats = b.envctl_with(&vars, &["jobs", "stats", "--json"]).ok().json();
+    assert_eq!(stats["succeeded"].as_u64(), Some(40), "{stats}");
+    let workers: std::collections::BTreeSet<String> = enqueued
+        .iter()
+        .map(|id| job_with(&b, &vars, id)["worker_id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(workers.len(), 2, "both workers took jobs: {workers:?}");
+}
+
+#[test]
+fn a_redis_restart_with_appendonly_loses_no_queued_job() {
+    let mut redis = RedisServer::start(true);
+    let url = redis.url();
+    let vars = [("ENVCTL_JOBS_BACKEND", "redis"), ("ENVCTL_REDIS_URL", url.as_str())];
+    let env = TestEnv::new();
+    env.envctl_with(&vars, &["jobs", "enqueue", "noop", "--count", "100"]).ok();
+    redis.restart();
+    let url = redis.url();
+    let vars = [("ENVCTL_JOBS_BACKEND", "redis"), ("ENVCTL_REDIS_URL", url.as_str())];
+    env.envctl_with(&vars, &["worker", "--drain"]).ok();
+    let stats = env.envctl_with(&vars, &["jobs", "stats", "--json"]).ok().json();
+    assert_eq!((stats["succeeded"].as_u64(), stats["queued"].as_u64()), (Some(100), Some(0)), "{stats}");
+}
+
+fn job_with(env: &TestEnv, vars: &[(&str, &str)], id: &str) -> serde_json::Value {
+    env.envctl_with(vars, &["jobs", "show", id, "--json"]).ok().json()
 }

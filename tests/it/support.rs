@@ -136,7 +136,13 @@ impl TestEnv {
 
     /// Starts envctl in the background with stdout piped.
     pub fn spawn_envctl(&self, args: &[&str]) -> std::process::Child {
+        self.spawn_envctl_with(&[], args)
+    }
+
+    /// Starts envctl in the background with stdout piped and extra environment variables.
+    pub fn spawn_envctl_with(&self, vars: &[(&str, &str)], args: &[&str]) -> std::process::Child {
         self.sandboxed(env!("CARGO_BIN_EXE_envctl"), &self.repo)
+            .envs(vars.iter().copied())
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -224,4 +230,71 @@ pub fn eventually(secs: u64, mut check: impl FnMut() -> bool) -> bool {
 /// A port nothing listens on right now (bound and released; good enough for a planner test).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port()
+}
+
+/// A real `redis-server` on a free loopback port, stopped on drop; restartable on the same port and data.
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    /// Its port.
+    pub port: u16,
+    aof: bool,
+    dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Starts one (`--appendonly yes` when `aof`).
+    pub fn start(aof: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self { child: None, port: free_port(), aof, dir };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                if self.aof { "yes" } else { "no" },
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        self.child = Some(child);
+        assert!(
+            eventually(10, || std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()),
+            "redis-server did not start"
+        );
+    }
+
+    /// Stops it gracefully (SIGTERM) and starts it again on the same port and data.
+    pub fn restart(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+            child.wait().expect("reap");
+        }
+        self.spawn();
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }

@@ -174,3 +174,103 @@ mod embedded {
         super::progress_logs_stats_purge(&store().1);
     }
 }
+
+/// A real `redis-server` on a free loopback port in a temporary directory, stopped on drop.
+#[cfg(test)]
+pub struct TestRedis {
+    child: std::process::Child,
+    /// Its port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(test)]
+impl TestRedis {
+    /// Starts one (with `--appendonly yes` when `aof`).
+    pub fn start(aof: bool) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port =
+            std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port();
+        Self::start_in(dir, port, aof)
+    }
+
+    fn start_in(dir: tempfile::TempDir, port: u16, aof: bool) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                if aof { "yes" } else { "no" },
+            ])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Self { child, port, _dir: dir }
+    }
+
+    /// Its URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod redis {
+    use super::super::RedisStore;
+    use super::TestRedis;
+
+    fn store() -> (TestRedis, RedisStore) {
+        let server = TestRedis::start(false);
+        let store = RedisStore::open(&server.url(), "test").expect("connect");
+        (server, store)
+    }
+
+    #[test]
+    fn priority_then_fifo() {
+        super::priority_then_fifo(&store().1);
+    }
+
+    #[test]
+    fn delayed_and_filtered() {
+        super::delayed_and_filtered(&store().1);
+    }
+
+    #[test]
+    fn retries_then_dead() {
+        super::retries_then_dead(&store().1);
+    }
+
+    #[test]
+    fn leases() {
+        super::leases(&store().1);
+    }
+
+    #[test]
+    fn cancellation() {
+        super::cancellation(&store().1);
+    }
+
+    #[test]
+    fn progress_logs_stats_purge() {
+        super::progress_logs_stats_purge(&store().1);
+    }
+}

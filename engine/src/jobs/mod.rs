@@ -5,10 +5,12 @@
 mod conformance;
 pub mod embedded;
 pub mod handlers;
+pub mod redis_store;
 pub mod store;
 pub mod worker;
 
 pub use embedded::EmbeddedStore;
+pub use redis_store::RedisStore;
 pub use store::{Finish, JobStore, ListFilter, NewJob, StoreError};
 
 use std::sync::Arc;
@@ -23,9 +25,12 @@ pub fn open(settings: &Settings) -> Result<Arc<dyn JobStore>, StoreError> {
         JobsBackend::Embedded => {
             Ok(Arc::new(EmbeddedStore::open(&settings.paths.scope_dir.join("jobs.sqlite3"))?))
         }
-        JobsBackend::Redis => Err(StoreError::Backend {
-            store: settings.config.jobs.redis_url.clone().unwrap_or_else(|| "redis".into()),
-            detail: "this build has only the embedded job store; the Redis store is not built yet".into(),
-        }),
+        JobsBackend::Redis => match &settings.config.jobs.redis_url {
+            Some(url) => Ok(Arc::new(RedisStore::open(url, &settings.config.jobs.redis_prefix)?)),
+            None => Err(StoreError::Backend {
+                store: "redis".into(),
+                detail: "jobs.backend is redis but no URL is set: set [jobs].redis_url, ENVCTL_REDIS_URL or REDIS_URL".into(),
+            }),
+        },
     }
 }

@@ -22,12 +22,21 @@ pub struct WorkerArgs {
     /// Exit once nothing is queued, scheduled or running.
     #[arg(long)]
     pub drain: bool,
+    /// Join this Redis queue (`redis://host:port/db`) instead of the configured store.
+    #[arg(long, value_name = "URL")]
+    pub backend: Option<String>,
 }
 
 /// Runs a worker until Ctrl-C (twice: stop the running jobs too) or, with `--drain`, until the queue is empty.
 pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineError> {
     let settings = rt.settings()?;
-    let store = crate::jobs::open(&settings).map_err(|e| EngineError::Failed(e.to_string()))?;
+    let store: Arc<dyn crate::jobs::JobStore> = match &args.backend {
+        Some(url) => Arc::new(
+            crate::jobs::RedisStore::open(url, &settings.config.jobs.redis_prefix)
+                .map_err(|e| EngineError::Failed(e.to_string()))?,
+        ),
+        None => crate::jobs::open(&settings).map_err(|e| EngineError::Failed(e.to_string()))?,
+    };
     let lease = Duration::from_secs(settings.config.jobs.lease_secs);
     let ctx = Arc::new(HandlerContext { settings: Some(settings), base_env: process_environment() });
     let options =

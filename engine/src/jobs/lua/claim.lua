@@ -1,0 +1,47 @@
+-- ARGV: prefix, worker, lease_ms, max, then the types to claim (all when none). Returns the claimed ids.
+local worker, lease, max = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+-- Leases that ran out: back to the queue, or dead with no attempt left, or cancelled if a cancel was pending.
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', key('leases'), id)
+  local j = job(id)
+  local st = redis.call('HGET', j, 'status')
+  redis.call('HSET', j, 'error', 'its worker stopped renewing the lease', 'worker_id', '')
+  if st == 'cancelling' then
+    move(id, st, 'cancelled'); finished(id)
+  elseif st == 'running' then
+    if tonumber(redis.call('HGET', j, 'attempts')) >= tonumber(redis.call('HGET', j, 'max_attempts')) then
+      move(id, st, 'dead'); finished(id)
+    else
+      move(id, st, 'queued'); enqueue(id)
+    end
+  end
+end
+for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('scheduled'), '-inf', now, 'LIMIT', 0, 1000)) do
+  redis.call('ZREM', key('scheduled'), id)
+  if redis.call('HGET', job(id), 'status') == 'scheduled' then move(id, 'scheduled', 'queued'); enqueue(id) end
+end
+local types = {}
+if #ARGV >= 5 then
+  for i = 5, #ARGV do types[#types + 1] = ARGV[i] end
+else
+  types = redis.call('SMEMBERS', key('types'))
+end
+local out = {}
+while #out < max do
+  local best, best_score, best_type = nil, nil, nil
+  for _, ty in ipairs(types) do
+    local head = redis.call('ZRANGE', key('queue:' .. ty), 0, 0, 'WITHSCORES')
+    if #head > 0 then
+      local score = tonumber(head[2])
+      if best_score == nil or score < best_score then best, best_score, best_type = head[1], score, ty end
+    end
+  end
+  if best == nil then break end
+  redis.call('ZREM', key('queue:' .. best_type), best)
+  move(best, 'queued', 'running')
+  redis.call('HINCRBY', job(best), 'attempts', 1)
+  redis.call('HSET', job(best), 'worker_id', worker, 'started_at', now, 'lease_until', now + lease, 'progress', '')
+  redis.call('ZADD', key('leases'), now + lease, best)
+  out[#out + 1] = best
+end
+return out

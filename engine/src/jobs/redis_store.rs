@@ -1,0 +1,436 @@
+//! The Redis store: jobs shared by workers on any machine. Every state transition is one Lua script (enqueue,
+//! claim, finish, heartbeat, cancel/retry), so it is atomic; the scripts read the server's clock, so leases and
+//! schedules do not depend on the workers' clocks.
+//!
+//! Keys (under the prefix, `envctl` by default): `job:<id>` (a hash per job), `queue:<type>` (a sorted set per
+//! type, scored priority-major then FIFO), `types`, `scheduled` and `leases` (sorted by due time and lease expiry),
+//! `all` (every job by sequence), `finished` (by finish time), `counts` (jobs per status), `logs:<id>`, `workers`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::config::Priority;
+use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerInfo};
+use redis::{Commands, Script};
+
+use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, new_id, now_ms, rfc3339};
+
+const COMMON: &str = include_str!("lua/common.lua");
+/// Log lines kept per job.
+const LOG_LINES_KEPT: isize = 5000;
+/// Jobs per enqueue script call.
+const ENQUEUE_BATCH: usize = 500;
+
+/// Redis-backed [`JobStore`].
+pub struct RedisStore {
+    url: String,
+    prefix: String,
+    conn: Mutex<redis::Connection>,
+    enqueue: Script,
+    claim: Script,
+    finish: Script,
+    heartbeat: Script,
+    control: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{COMMON}\n{body}"))
+}
+
+fn rank(priority: Priority) -> u8 {
+    match priority {
+        Priority::Low => 0,
+        Priority::Normal => 1,
+        Priority::High => 2,
+        Priority::Critical => 3,
+    }
+}
+
+fn priority_of(rank: &str) -> Priority {
+    match rank {
+        "0" => Priority::Low,
+        "2" => Priority::High,
+        "3" => Priority::Critical,
+        _ => Priority::Normal,
+    }
+}
+
+/// A job from its hash (empty fields are absent).
+fn job_of(fields: &HashMap<String, String>) -> Option<Job> {
+    let text = |k: &str| fields.get(k).filter(|v| !v.is_empty()).cloned();
+    let ms = |k: &str| text(k).and_then(|v| v.parse::<i64>().ok());
+    let json = |k: &str| text(k).and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok());
+    Some(Job {
+        id: text("id")?,
+        job_type: text("type")?,
+        target: text("target"),
+        payload: json("payload").unwrap_or(serde_json::Value::Null),
+        status: JobStatus::parse(&text("status")?)?,
+        priority: priority_of(&text("priority").unwrap_or_default()),
+        attempts: ms("attempts").and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
+        max_attempts: ms("max_attempts").and_then(|v| u32::try_from(v).ok()).unwrap_or(1),
+        created_at: rfc3339(ms("created_at").unwrap_or(0)),
+        updated_at: rfc3339(ms("updated_at").unwrap_or(0)),
+        scheduled_at: ms("scheduled_at").map(rfc3339),
+        started_at: ms("started_at").map(rfc3339),
+        finished_at: ms("finished_at").map(rfc3339),
+        worker_id: text("worker_id"),
+        progress: text("progress").and_then(|v| serde_json::from_str(&v).ok()),
+        result: json("result"),
+        error: text("error"),
+        metadata: json("metadata").unwrap_or_default(),
+    })
+}
+
+impl RedisStore {
+    /// Connects to `url`, keeping every key under `prefix`.
+    pub fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        let fail =
+            |e: &dyn std::fmt::Display| StoreError::Backend { store: url.to_owned(), detail: e.to_string() };
+        let client = redis::Client::open(url).map_err(|e| fail(&e))?;
+        let conn = client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
+        Ok(Self {
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            conn: Mutex::new(conn),
+            enqueue: script(include_str!("lua/enqueue.lua")),
+            claim: script(include_str!("lua/claim.lua")),
+            finish: script(include_str!("lua/finish.lua")),
+            heartbeat: script(include_str!("lua/heartbeat.lua")),
+            control: script(include_str!("lua/control.lua")),
+        })
+    }
+
+    fn key(&self, k: &str) -> String {
+        format!("{}:{k}", self.prefix)
+    }
+
+    fn fail(&self, e: &redis::RedisError) -> StoreError {
+        StoreError::Backend { store: self.url.clone(), detail: e.to_string() }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut conn).map_err(|e| self.fail(&e))
+    }
+
+    fn jobs(&self, ids: &[String]) -> Result<Vec<Job>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.key(&format!("job:{id}")));
+        }
+        let hashes: Vec<HashMap<String, String>> = self.with(|c| pipe.query(c))?;
+        Ok(hashes.iter().filter_map(job_of).collect())
+    }
+
+    fn control(&self, action: &str, id: &str) -> Result<JobStatus, StoreError> {
+        let reply: redis::RedisResult<String> = {
+            let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.control.arg(&self.prefix).arg(action).arg(id).invoke(&mut conn)
+        };
+        match reply {
+            Ok(status) => JobStatus::parse(&status)
+                .ok_or_else(|| StoreError::Backend { store: self.url.clone(), detail: status }),
+            Err(e) if e.to_string().contains("missing") => Err(StoreError::NotFound(id.to_owned())),
+            Err(e) if e.to_string().contains("state:") => {
+                let status = e.to_string().rsplit("state:").next().unwrap_or_default().trim().to_owned();
+                let status = JobStatus::parse(&status).map_or("unknown", JobStatus::as_str);
+                let what = if action == "cancel" {
+                    "it has already finished"
+                } else {
+                    "only failed, dead or cancelled jobs can be retried"
+                };
+                Err(StoreError::State { id: id.to_owned(), status, what: what.into() })
+            }
+            Err(e) => Err(self.fail(&e)),
+        }
+    }
+}
+
+impl JobStore for RedisStore {
+    fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError> {
+        let mut ids = Vec::with_capacity(jobs.len());
+        for batch in jobs.chunks(ENQUEUE_BATCH) {
+            let mut invocation = self.enqueue.prepare_invoke();
+            invocation.arg(&self.prefix);
+            for job in batch {
+                let id = new_id();
+                invocation
+                    .arg(&id)
+                    .arg(&job.job_type)
+                    .arg(job.target.as_deref().unwrap_or(""))
+                    .arg(job.payload.to_string())
+                    .arg(rank(job.priority))
+                    .arg(job.max_attempts.max(1))
+                    .arg(job.delay.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+                ids.push(id);
+            }
+            let _: i64 = self.with(|c| invocation.invoke(c))?;
+        }
+        Ok(ids)
+    }
+
+    fn claim(
+        &self,
+        worker: &str,
+        types: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        let ids: Vec<String> = self.with(|c| {
+            let mut invocation = self.claim.prepare_invoke();
+            invocation
+                .arg(&self.prefix)
+                .arg(worker)
+                .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
+                .arg(max);
+            for t in types {
+                invocation.arg(t);
+            }
+            invocation.invoke(c)
+        })?;
+        self.jobs(&ids)
+    }
+
+    fn heartbeat(&self, worker: &str, jobs: &[String], lease: Duration) -> Result<Vec<String>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.with(|c| {
+            let mut invocation = self.heartbeat.prepare_invoke();
+            invocation
+                .arg(&self.prefix)
+                .arg(worker)
+                .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
+            for id in jobs {
+                invocation.arg(id);
+            }
+            invocation.invoke(c)
+        })
+    }
+
+    fn finish(&self, worker: &str, results: &[(String, Finish)]) -> Result<usize, StoreError> {
+        if results.is_empty() {
+            return Ok(0);
+        }
+        let done: i64 = self.with(|c| {
+            let mut invocation = self.finish.prepare_invoke();
+            invocation.arg(&self.prefix).arg(worker);
+            for (id, finish) in results {
+                let (kind, value) = match finish {
+                    Finish::Succeeded(result) => ("succeeded", result.to_string()),
+                    Finish::Cancelled => ("cancelled", String::new()),
+                    Finish::Failed { error, retry: true } => ("retry", error.clone()),
+                    Finish::Failed { error, retry: false } => ("failed", error.clone()),
+                };
+                invocation.arg(id).arg(kind).arg(value);
+            }
+            invocation.invoke(c)
+        })?;
+        Ok(usize::try_from(done).unwrap_or(0))
+    }
+
+    fn progress(&self, id: &str, progress: &JobProgress) -> Result<(), StoreError> {
+        let text = serde_json::to_string(progress).unwrap_or_default();
+        self.with(|c| c.hset(self.key(&format!("job:{id}")), "progress", text))
+    }
+
+    fn log(&self, id: &str, lines: &[String]) -> Result<(), StoreError> {
+        let now = now_ms();
+        let key = self.key(&format!("logs:{id}"));
+        let stamped: Vec<String> = lines.iter().map(|l| format!("{now}\t{l}")).collect();
+        self.with(|c| {
+            redis::pipe().rpush(&key, stamped).ignore().ltrim(&key, -LOG_LINES_KEPT, -1).ignore().query(c)
+        })
+    }
+
+    fn get(&self, id: &str) -> Result<Job, StoreError> {
+        self.jobs(&[id.to_owned()])?.pop().ok_or_else(|| StoreError::NotFound(id.to_owned()))
+    }
+
+    fn logs(&self, id: &str, skip: usize) -> Result<Vec<JobLogLine>, StoreError> {
+        self.get(id)?;
+        let lines: Vec<String> =
+            self.with(|c| c.lrange(self.key(&format!("logs:{id}")), isize::try_from(skip).unwrap_or(0), -1))?;
+        Ok(lines
+            .into_iter()
+            .map(|l| {
+                let (at, line) = l.split_once('\t').unwrap_or(("0", &l));
+                JobLogLine { at: rfc3339(at.parse().unwrap_or(0)), line: line.to_owned() }
+            })
+            .collect())
+    }
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Job>, StoreError> {
+        let mut out = Vec::new();
+        let mut skipped = 0;
+        let mut start = 0isize;
+        let limit = filter.limit.max(1);
+        loop {
+            let ids: Vec<String> = self.with(|c| c.zrevrange(self.key("all"), start, start + 499))?;
+            if ids.is_empty() {
+                return Ok(out);
+            }
+            start += 500;
+            for job in self.jobs(&ids)? {
+                let keep = filter.status.is_none_or(|s| s == job.status)
+                    && filter.job_type.as_ref().is_none_or(|t| *t == job.job_type)
+                    && filter.target.as_ref().is_none_or(|t| Some(t) == job.target.as_ref());
+                if !keep {
+                    continue;
+                }
+                if skipped < filter.offset {
+                    skipped += 1;
+                    continue;
+                }
+                out.push(job);
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+            }
+        }
+    }
+
+    fn cancel(&self, id: &str) -> Result<JobStatus, StoreError> {
+        self.control("cancel", id)
+    }
+
+    fn retry(&self, id: &str) -> Result<(), StoreError> {
+        self.control("retry", id).map(|_| ())
+    }
+
+    fn stats(&self) -> Result<JobStats, StoreError> {
+        let now = now_ms();
+        let counts: HashMap<String, i64> = self.with(|c| c.hgetall(self.key("counts")))?;
+        let n = |s: &str| u64::try_from(counts.get(s).copied().unwrap_or(0)).unwrap_or(0);
+        let minute: u64 = self.with(|c| c.zcount(self.key("finished"), now - 60_000, "+inf"))?;
+        let recent: Vec<String> =
+            self.with(|c| c.zrangebyscore_limit(self.key("finished"), now - 3_600_000, "+inf", 0, 10_000))?;
+        let jobs = self.jobs(&recent)?;
+        let runs: Vec<f64> = jobs
+            .iter()
+            .filter_map(|j| {
+                let started = humantime::parse_rfc3339(j.started_at.as_deref()?).ok()?;
+                let done = humantime::parse_rfc3339(j.finished_at.as_deref()?).ok()?;
+                Some(done.duration_since(started).ok()?.as_secs_f64() * 1000.0)
+            })
+            .collect();
+        #[allow(clippy::cast_precision_loss)]
+        let mean_run_ms = (!runs.is_empty()).then(|| runs.iter().sum::<f64>() / runs.len() as f64);
+        let ok = jobs.iter().filter(|j| j.status == JobStatus::Succeeded).count();
+        #[allow(clippy::cast_precision_loss)]
+        let success_rate = (!jobs.is_empty()).then(|| ok as f64 / jobs.len() as f64);
+        let workers: HashMap<String, String> = self.with(|c| c.hgetall(self.key("workers")))?;
+        let mut workers: Vec<WorkerInfo> = workers
+            .into_iter()
+            .filter_map(|(id, v)| {
+                let mut parts = v.split(':').map(|p| p.parse::<i64>().unwrap_or(0));
+                let (started, beat, running) = (parts.next()?, parts.next()?, parts.next()?);
+                (beat >= now - 60_000).then(|| WorkerInfo {
+                    id,
+                    started_at: rfc3339(started),
+                    heartbeat_at: rfc3339(beat),
+                    running: u32::try_from(running).unwrap_or(0),
+                })
+            })
+            .collect();
+        workers.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(JobStats {
+            schema_version: SCHEMA_VERSION,
+            queued: n("queued"),
+            scheduled: n("scheduled"),
+            running: n("running") + n("cancelling"),
+            succeeded: n("succeeded"),
+            failed: n("failed"),
+            cancelled: n("cancelled"),
+            dead: n("dead"),
+            finished_last_minute: minute,
+            finished_last_hour: jobs.len() as u64,
+            mean_run_ms,
+            success_rate,
+            workers,
+        })
+    }
+
+    fn pending(&self, types: &[String]) -> Result<bool, StoreError> {
+        if types.is_empty() {
+            let counts: HashMap<String, i64> = self.with(|c| c.hgetall(self.key("counts")))?;
+            return Ok(["queued", "scheduled", "running", "cancelling"]
+                .iter()
+                .any(|s| counts.get(*s).copied().unwrap_or(0) > 0));
+        }
+        for t in types {
+            let queued: u64 = self.with(|c| c.zcard(self.key(&format!("queue:{t}"))))?;
+            if queued > 0 {
+                return Ok(true);
+            }
+        }
+        let mut waiting: Vec<String> = self.with(|c| c.zrange(self.key("scheduled"), 0, -1))?;
+        waiting.extend(self.with(|c| c.zrange::<_, Vec<String>>(self.key("leases"), 0, -1))?);
+        Ok(self.jobs(&waiting)?.iter().any(|j| types.contains(&j.job_type) && !j.status.is_final()))
+    }
+
+    fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError> {
+        let mut doomed: Vec<String> = Vec::new();
+        if let Some(age) = older_than {
+            let cutoff = now_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+            doomed.extend(
+                self.with(|c| c.zrangebyscore::<_, _, _, Vec<String>>(self.key("finished"), "-inf", cutoff))?,
+            );
+        }
+        if dead {
+            let finished: Vec<String> = self.with(|c| c.zrange(self.key("finished"), 0, -1))?;
+            doomed.extend(
+                self.jobs(&finished)?.into_iter().filter(|j| j.status == JobStatus::Dead).map(|j| j.id),
+            );
+        }
+        doomed.sort();
+        doomed.dedup();
+        let jobs = self.jobs(&doomed)?;
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for job in &jobs {
+            pipe.hincr(self.key("counts"), job.status.as_str(), -1).ignore();
+            pipe.del(self.key(&format!("job:{}", job.id))).ignore();
+            pipe.del(self.key(&format!("logs:{}", job.id))).ignore();
+            pipe.zrem(self.key("all"), &job.id).ignore();
+            pipe.zrem(self.key("finished"), &job.id).ignore();
+        }
+        self.with(|c| pipe.query::<()>(c))?;
+        Ok(jobs.len() as u64)
+    }
+
+    fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError> {
+        let key = self.key("workers");
+        match running {
+            None => self.with(|c| c.hdel(&key, worker)),
+            Some(n) => {
+                let now = now_ms();
+                let current: Option<String> = self.with(|c| c.hget(&key, worker))?;
+                let started = current
+                    .and_then(|v| v.split(':').next().and_then(|s| s.parse::<i64>().ok()))
+                    .unwrap_or(now);
+                self.with(|c| c.hset(&key, worker, format!("{started}:{now}:{n}")))
+            }
+        }
+    }
+}
