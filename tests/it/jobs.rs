@@ -220,3 +220,15 @@ fn a_redis_restart_with_appendonly_loses_no_queued_job() {
 fn job_with(env: &TestEnv, vars: &[(&str, &str)], id: &str) -> serde_json::Value {
     env.envctl_with(vars, &["jobs", "show", id, "--json"]).ok().json()
 }
+
+#[test]
+fn the_host_runs_jobs_while_an_environment_is_up() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.idle]\ncommand = \"sleep 1000\"\n");
+    env.envctl(&["start"]).ok();
+    let id = ids(&env.envctl(&["jobs", "enqueue", "noop"]).ok().stdout).remove(0);
+    assert!(eventually(10, || job(&env, &id)["status"] == "succeeded"), "the host's worker ran it");
+    let worker = job(&env, &id)["worker_id"].as_str().unwrap_or_default().to_owned();
+    let host = env.state()["host"]["pid"].as_u64().expect("host pid");
+    assert!(worker.contains(&format!(":{host}:")), "{worker} is the host");
+}

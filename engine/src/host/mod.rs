@@ -98,6 +98,8 @@ pub struct Host {
     pub force: AtomicBool,
     /// Which requirement servers each target uses (so a shared server outlives a target that stops).
     pub uses: std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<Key>>>,
+    /// Whether the in-process job worker has been started.
+    worker_started: AtomicBool,
 }
 
 impl Host {
@@ -121,6 +123,36 @@ impl Host {
         drop(run);
         self.event(None, None, "run.begin", serde_json::json!({"command": command, "targets": targets}));
         run_id
+    }
+
+    /// Starts the in-process job worker once, on the store `settings` name (it runs until the host exits).
+    pub fn ensure_worker(&self, settings: &crate::config::Settings, env: &BTreeMap<String, String>) {
+        if self.worker_started.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let ctx = Arc::new(crate::jobs::handlers::HandlerContext {
+            settings: Some(settings.clone()),
+            base_env: env.clone(),
+        });
+        let options = crate::jobs::worker::WorkerOptions {
+            concurrency: 4,
+            types: Vec::new(),
+            drain: false,
+            lease: Duration::from_secs(settings.config.jobs.lease_secs),
+        };
+        let (shutdown, force) = (self.token.child_token(), CancellationToken::new());
+        let settings = settings.clone();
+        self.tracker.spawn(async move {
+            // Opening the store touches the disk: off the host's thread, after the start that asked for it.
+            let store = match tokio::task::spawn_blocking(move || crate::jobs::open(&settings)).await {
+                Ok(Ok(store)) => store,
+                Ok(Err(e)) => return tracing::warn!(error = %e, "no in-process job worker"),
+                Err(e) => return tracing::warn!(error = %e, "no in-process job worker"),
+            };
+            if let Err(e) = crate::jobs::worker::run(store, ctx, options, shutdown, force).await {
+                tracing::warn!(error = %e, "the in-process job worker stopped");
+            }
+        });
     }
 
     /// Appends one line to `events.jsonl` for the current run.
@@ -261,6 +293,7 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
         tracker: TaskTracker::new(),
         force: AtomicBool::new(false),
         uses: std::sync::Mutex::new(BTreeMap::new()),
+        worker_started: AtomicBool::new(false),
     });
     host.begin_run("host", &previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
     adopt_survivors(&host).await;

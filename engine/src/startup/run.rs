@@ -89,6 +89,7 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
         }
     }
     forget_ended(host).await;
+    host.ensure_worker(&settings, &request.env);
     let run_id = host.begin_run(&request.command, &request.targets);
     let mut outcome = StartOutcome { run_id: run_id.clone(), ..StartOutcome::default() };
     let env = EnvVars::from_pairs(request.env.get("PATH").map(|p| ("PATH", p.as_str())));
