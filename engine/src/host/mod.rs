@@ -143,7 +143,12 @@ impl Host {
         let (shutdown, force) = (self.token.child_token(), CancellationToken::new());
         let settings = settings.clone();
         self.tracker.spawn(async move {
-            // Opening the store touches the disk: off the host's thread, after the start that asked for it.
+            // Opening the store touches the disk: off the host's thread, and a moment after the start that asked
+            // for it, so starting services never waits on it.
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
             let store = match tokio::task::spawn_blocking(move || crate::jobs::open(&settings)).await {
                 Ok(Ok(store)) => store,
                 Ok(Err(e)) => return tracing::warn!(error = %e, "no in-process job worker"),
