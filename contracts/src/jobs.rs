@@ -176,6 +176,10 @@ pub struct JobStats {
     pub mean_run_ms: Option<f64>,
     /// Share of the jobs finished in the last hour that succeeded (0–1).
     pub success_rate: Option<f64>,
+    /// Median time from queued (or due) to started, over the jobs finished in the last hour, in milliseconds.
+    pub start_latency_p50_ms: Option<f64>,
+    /// 99th percentile of the same.
+    pub start_latency_p99_ms: Option<f64>,
     /// Workers heard from in the last minute.
     pub workers: Vec<WorkerInfo>,
 }

@@ -11,7 +11,9 @@ use envctl_contracts::config::Priority;
 use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerInfo};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, backoff, new_id, now_ms, rfc3339};
+use super::store::{
+    Finish, JobStore, ListFilter, NewJob, StoreError, backoff, new_id, now_ms, percentiles, rfc3339,
+};
 
 /// Log lines kept per job.
 const LOG_LINES_KEPT: i64 = 5000;
@@ -432,6 +434,8 @@ impl JobStore for EmbeddedStore {
                 finished_last_hour: 0,
                 mean_run_ms: None,
                 success_rate: None,
+                start_latency_p50_ms: None,
+                start_latency_p99_ms: None,
                 workers: Vec::new(),
             };
             let mut stmt = c.prepare("SELECT status, count(*) FROM jobs GROUP BY status")?;
@@ -462,6 +466,12 @@ impl JobStore for EmbeddedStore {
             #[allow(clippy::cast_precision_loss)]
             let rate = (hour > 0).then(|| ok as f64 / hour as f64);
             stats.success_rate = rate;
+            let mut stmt = c.prepare(
+                "SELECT started_at - max(created_at, COALESCE(scheduled_at, 0)) FROM jobs WHERE finished_at >= ? LIMIT 10000",
+            )?;
+            #[allow(clippy::cast_precision_loss)]
+            let waits: Vec<f64> = stmt.query_map([now - 3_600_000], |r| r.get::<_, i64>(0))?.filter_map(Result::ok).map(|w| w as f64).collect();
+            (stats.start_latency_p50_ms, stats.start_latency_p99_ms) = percentiles(waits);
             let mut stmt = c.prepare("SELECT id, started_at, heartbeat_at, running FROM workers WHERE heartbeat_at >= ? ORDER BY id")?;
             stats.workers = stmt
                 .query_map([now - 60_000], |r| {

@@ -15,19 +15,22 @@ use envctl_contracts::config::Priority;
 use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerInfo};
 use redis::{Commands, Script};
 
-use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, new_id, now_ms, rfc3339};
+use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, new_id, now_ms, percentiles, rfc3339};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// Log lines kept per job.
 const LOG_LINES_KEPT: isize = 5000;
 /// Jobs per enqueue script call.
-const ENQUEUE_BATCH: usize = 500;
+const ENQUEUE_BATCH: usize = 1000;
 
 /// Redis-backed [`JobStore`].
 pub struct RedisStore {
     url: String,
     prefix: String,
     conn: Mutex<redis::Connection>,
+    /// A second connection for blocking waits, so they never hold up the first.
+    wake: Mutex<Option<redis::Connection>>,
+    client: redis::Client,
     enqueue: Script,
     claim: Script,
     finish: Script,
@@ -104,6 +107,8 @@ impl RedisStore {
             url: url.to_owned(),
             prefix: prefix.to_owned(),
             conn: Mutex::new(conn),
+            wake: Mutex::new(None),
+            client,
             enqueue: script(include_str!("lua/enqueue.lua")),
             claim: script(include_str!("lua/claim.lua")),
             finish: script(include_str!("lua/finish.lua")),
@@ -337,6 +342,19 @@ impl JobStore for RedisStore {
         let ok = jobs.iter().filter(|j| j.status == JobStatus::Succeeded).count();
         #[allow(clippy::cast_precision_loss)]
         let success_rate = (!jobs.is_empty()).then(|| ok as f64 / jobs.len() as f64);
+        let mut pipe = redis::pipe();
+        for id in &recent {
+            pipe.cmd("HMGET").arg(self.key(&format!("job:{id}"))).arg("queued_us").arg("started_us");
+        }
+        let stamps: Vec<(Option<i64>, Option<i64>)> =
+            if recent.is_empty() { Vec::new() } else { self.with(|c| pipe.query(c))? };
+        #[allow(clippy::cast_precision_loss)]
+        let waits: Vec<f64> = stamps
+            .into_iter()
+            .filter_map(|(q, s)| Some((s? - q?) as f64 / 1000.0))
+            .filter(|w| *w >= 0.0)
+            .collect();
+        let (start_latency_p50_ms, start_latency_p99_ms) = percentiles(waits);
         let workers: HashMap<String, String> = self.with(|c| c.hgetall(self.key("workers")))?;
         let mut workers: Vec<WorkerInfo> = workers
             .into_iter()
@@ -365,6 +383,8 @@ impl JobStore for RedisStore {
             finished_last_hour: jobs.len() as u64,
             mean_run_ms,
             success_rate,
+            start_latency_p50_ms,
+            start_latency_p99_ms,
             workers,
         })
     }
@@ -417,6 +437,21 @@ impl JobStore for RedisStore {
         }
         self.with(|c| pipe.query::<()>(c))?;
         Ok(jobs.len() as u64)
+    }
+
+    fn wait_for_work(&self, timeout: Duration) {
+        let mut wake = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if wake.is_none() {
+            *wake = self.client.get_connection_with_timeout(Duration::from_secs(5)).ok();
+        }
+        let Some(conn) = wake.as_mut() else {
+            return std::thread::sleep(timeout);
+        };
+        let popped: redis::RedisResult<Option<(String, String)>> =
+            conn.blpop(self.key("wake"), timeout.as_secs_f64());
+        if popped.is_err() {
+            *wake = None;
+        }
     }
 
     fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError> {

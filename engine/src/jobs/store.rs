@@ -120,6 +120,10 @@ pub trait JobStore: Send + Sync {
     fn pending(&self, types: &[String]) -> Result<bool, StoreError>;
     /// Deletes finished jobs older than `older_than` (and, with `dead`, every dead job); returns how many.
     fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError>;
+    /// Blocks until work may have arrived or `timeout` passes (a store that can be told waits for that).
+    fn wait_for_work(&self, timeout: Duration) {
+        std::thread::sleep(timeout);
+    }
     /// Records that `worker` is alive and holds `running` jobs (`running = None`: it left).
     fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError>;
 }
@@ -143,6 +147,20 @@ pub fn backoff(attempt: u32, jitter_seed: u64) -> Duration {
     // 750‰ to 1249‰ of the base.
     let per_mille = 750 + crate::config::fnv1a(&jitter_seed.to_le_bytes()) % 500;
     Duration::from_millis(base * per_mille / 1000)
+}
+
+/// The 50th and 99th percentiles of `samples` (milliseconds).
+pub fn percentiles(mut samples: Vec<f64>) -> (Option<f64>, Option<f64>) {
+    if samples.is_empty() {
+        return (None, None);
+    }
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let index = ((samples.len() - 1) as f64 * q).round() as usize;
+        samples[index]
+    };
+    (Some(at(0.5)), Some(at(0.99)))
 }
 
 /// A new job id: time-ordered, unique across processes.

@@ -137,8 +137,13 @@ pub async fn run(
             }
             () = force.cancelled(), if shutdown.is_cancelled() && !force.is_cancelled() => {}
             () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
-            () = tokio::time::sleep(wait), if running.len() >= concurrency || claimed == 0 => {
+            () = tokio::time::sleep(wait), if !running.is_empty() && (running.len() >= concurrency || claimed == 0) => {
                 if claimed == 0 { idle = (idle * 2).min(Duration::from_millis(100)); }
+            }
+            // Idle: block on the store's wake-up (Redis tells an idle worker about new jobs at once).
+            _ = blocking({ let s = Arc::clone(&store); move || { s.wait_for_work(Duration::from_millis(100)); Ok(()) } }), if running.is_empty() && claimed == 0 && !options.drain => {}
+            () = tokio::time::sleep(wait), if running.is_empty() && claimed == 0 && options.drain => {
+                idle = (idle * 2).min(Duration::from_millis(100));
             }
         }
         if force.is_cancelled() {

@@ -40,7 +40,8 @@ while #out < max do
   redis.call('ZREM', key('queue:' .. best_type), best)
   move(best, 'queued', 'running')
   redis.call('HINCRBY', job(best), 'attempts', 1)
-  redis.call('HSET', job(best), 'worker_id', worker, 'started_at', now, 'lease_until', now + lease, 'progress', '')
+  redis.call('HSET', job(best), 'worker_id', worker, 'started_at', now, 'lease_until', now + lease, 'progress', '',
+    'started_us', now_us)
   redis.call('ZADD', key('leases'), now + lease, best)
   out[#out + 1] = best
 end
