@@ -107,8 +107,10 @@ pub struct ServiceConfig {
     pub targets: TargetScope,
     /// False turns the service off without deleting its section.
     pub enabled: bool,
-    /// The service's test command, run by `envctl test`.
+    /// The service's test command, run by `envctl test` (`test.run` jobs).
     pub test: Option<String>,
+    /// The service's migration command, run by `migrate.run` jobs.
+    pub migrate: Option<String>,
     /// Seconds between SIGTERM and SIGKILL when stopping.
     pub stop_grace_secs: u64,
 }

@@ -232,3 +232,15 @@ fn the_host_runs_jobs_while_an_environment_is_up() {
     let host = env.state()["host"]["pid"].as_u64().expect("host pid");
     assert!(worker.contains(&format!(":{host}:")), "{worker} is the host");
 }
+
+#[test]
+fn migrate_run_runs_a_service_s_migrate_command_in_its_target() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.api]\ncommand = \"sleep 1000\"\nmigrate = \"echo migrated-$ENVCTL_TARGET > migrated.txt\"\n");
+    let payload = serde_json::json!({ "service": "api", "target": "main" }).to_string();
+    let id =
+        ids(&env.envctl(&["jobs", "enqueue", "migrate.run", "--payload", &payload]).ok().stdout).remove(0);
+    env.envctl(&["worker", "--drain"]).ok();
+    assert_eq!(job(&env, &id)["status"], "succeeded");
+    assert_eq!(env.read("migrated.txt").trim(), "migrated-main");
+}

@@ -38,6 +38,7 @@ const SERVICE: Shape = Shape::Table(&[
     ("targets", Shape::Leaf),
     ("enabled", Shape::Leaf),
     ("test", Shape::Leaf),
+    ("migrate", Shape::Leaf),
     ("stop_grace", Shape::Leaf),
 ]);
 
@@ -125,6 +126,7 @@ pub struct RawService {
     pub targets: Option<Spanned<String>>,
     pub enabled: Option<bool>,
     pub test: Option<Spanned<String>>,
+    pub migrate: Option<Spanned<String>>,
     pub stop_grace: Option<Spanned<RawDuration>>,
 }
 

@@ -160,14 +160,13 @@ impl EmbeddedStore {
             .read(|c| c.query_row("SELECT status FROM jobs WHERE id = ?", [id], |r| r.get(0)).optional())?;
         status.and_then(|s| JobStatus::parse(&s)).ok_or_else(|| StoreError::NotFound(id.to_owned()))
     }
-
-    /// Compacts the database file.
-    pub fn vacuum(&self) -> Result<(), StoreError> {
-        self.read(|c| c.execute_batch("VACUUM"))
-    }
 }
 
 impl JobStore for EmbeddedStore {
+    fn vacuum(&self) -> Result<(), StoreError> {
+        self.read(|c| c.execute_batch("VACUUM"))
+    }
+
     fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError> {
         let now = now_ms();
         self.write(|tx| {

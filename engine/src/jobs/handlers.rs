@@ -1,6 +1,6 @@
 //! What a job does: `noop` (canaries and benchmarks), `command.exec` (a shell command in a target's environment,
-//! its output in the job's log, its exit status the job's status), `test.run` (a service's configured `test`
-//! command) and the user types of `[jobs.types.*]`.
+//! its output in the job's log, its exit status the job's status), `test.run` and `migrate.run` (a service's
+//! configured `test` or `migrate` command in a target) and the user types of `[jobs.types.*]`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -116,7 +116,7 @@ pub async fn run(
             )
             .await
         }
-        "test.run" => {
+        "test.run" | "migrate.run" => {
             let payload: TestPayload = match serde_json::from_value(job.payload.clone()) {
                 Ok(p) => p,
                 Err(e) => return bad_payload(job, e),
@@ -125,9 +125,14 @@ pub async fn run(
             let Some(service) = service else {
                 return bad_payload(job, format!("no service `{}` in this repository", payload.service));
             };
-            let Some(test) = service.test.clone() else {
+            let (key, command) = if job.job_type == "test.run" {
+                ("test", service.test.clone())
+            } else {
+                ("migrate", service.migrate.clone())
+            };
+            let Some(test) = command else {
                 return Finish::Failed {
-                    error: format!("service `{}` has no `test` command", payload.service),
+                    error: format!("service `{}` has no `{key}` command", payload.service),
                     retry: false,
                 };
             };
@@ -158,7 +163,7 @@ pub async fn run(
             }
             None => Finish::Failed {
                 error: format!(
-                    "unknown job type `{user}`; built in: noop, command.exec, test.run; others come from [jobs.types.<name>]"
+                    "unknown job type `{user}`; built in: noop, command.exec, test.run, migrate.run; others come from [jobs.types.<name>]"
                 ),
                 retry: false,
             },

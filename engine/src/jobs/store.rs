@@ -120,6 +120,10 @@ pub trait JobStore: Send + Sync {
     fn pending(&self, types: &[String]) -> Result<bool, StoreError>;
     /// Deletes finished jobs older than `older_than` (and, with `dead`, every dead job); returns how many.
     fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError>;
+    /// Compacts the store (the embedded file; Redis needs nothing).
+    fn vacuum(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Blocks until work may have arrived or `timeout` passes (a store that can be told waits for that).
     fn wait_for_work(&self, timeout: Duration) {
         std::thread::sleep(timeout);

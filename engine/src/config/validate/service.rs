@@ -126,6 +126,7 @@ impl Checker<'_> {
             targets: self.choice(body.targets.as_ref(), &format!("{key}.targets"), SCOPES, TargetScope::All),
             enabled: body.enabled.unwrap_or(true),
             test: body.test.as_ref().map(|t| t.get_ref().clone()),
+            migrate: body.migrate.as_ref().map(|t| t.get_ref().clone()),
             stop_grace_secs: self
                 .duration(body.stop_grace.as_ref(), &format!("{key}.stop_grace"))
                 .map_or(DEFAULT_STOP_GRACE_SECS, |d| d.as_secs()),

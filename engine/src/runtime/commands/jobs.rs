@@ -102,6 +102,9 @@ pub enum JobsCommand {
         /// Also every dead job.
         #[arg(long)]
         dead: bool,
+        /// Then compact the store.
+        #[arg(long)]
+        vacuum: bool,
     },
 }
 
@@ -294,15 +297,20 @@ pub fn exec(rt: &EngineRuntime, command: &JobsCommand) -> Result<Outcome, Engine
                 printer.data(&out);
             }
         }
-        JobsCommand::Purge { older_than, dead } => {
-            if older_than.is_none() && !dead {
+        JobsCommand::Purge { older_than, dead, vacuum } => {
+            if older_than.is_none() && !dead && !vacuum {
                 return Err(EngineError::Failed(
-                    "say what to purge\nhint: --older-than 7d, --dead, or both".into(),
+                    "say what to purge\nhint: --older-than 7d, --dead, --vacuum".into(),
                 ));
             }
             let age = older_than.as_deref().map(|d| duration(d, "--older-than")).transpose()?;
-            let removed = store.purge(age, *dead).map_err(store_error)?;
+            let removed =
+                if age.is_some() || *dead { store.purge(age, *dead).map_err(store_error)? } else { 0 };
             printer.note(&format!("purged {removed} job(s)"));
+            if *vacuum {
+                store.vacuum().map_err(store_error)?;
+                printer.note("compacted the store");
+            }
         }
     }
     Ok(Outcome::Success)
