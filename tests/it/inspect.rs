@@ -63,6 +63,7 @@ fn list_commands_lists_exactly_the_implemented_commands() {
         "jobs list",
         "jobs show",
         "jobs logs",
+        "jobs progress",
         "jobs cancel",
         "jobs retry",
         "jobs stats",

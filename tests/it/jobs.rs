@@ -244,3 +244,24 @@ fn migrate_run_runs_a_service_s_migrate_command_in_its_target() {
     assert_eq!(job(&env, &id)["status"], "succeeded");
     assert_eq!(env.read("migrated.txt").trim(), "migrated-main");
 }
+
+#[test]
+fn a_running_job_reports_progress_that_is_visible_while_it_runs() {
+    let env = TestEnv::new();
+    let bin = env!("CARGO_BIN_EXE_envctl");
+    let command =
+        format!("{bin} jobs progress $ENVCTL_JOB_ID --percent 40 --step half-way; echo reported; sleep 1000");
+    let payload = serde_json::json!({ "command": command }).to_string();
+    let id =
+        ids(&env.envctl(&["jobs", "enqueue", "command.exec", "--payload", &payload]).ok().stdout).remove(0);
+    let mut worker = env.spawn_envctl(&["worker", "--drain"]);
+    assert!(eventually(20, || job(&env, &id)["progress"]["percent"] == 40.0), "{}", job(&env, &id));
+    assert_eq!(job(&env, &id)["status"], "running");
+    assert_eq!(job(&env, &id)["progress"]["step"], "half-way");
+    assert!(
+        eventually(10, || env.envctl(&["jobs", "logs", &id]).stdout.contains("reported")),
+        "logs stream while it runs"
+    );
+    env.envctl(&["jobs", "cancel", &id]).ok();
+    assert!(worker.wait().expect("worker").success());
+}

@@ -2,8 +2,8 @@
 //! what it runs with a heartbeat that also brings cancellation requests back, and records every outcome.
 //!
 //! How it works: one loop claims as many due jobs as it has free slots (one transaction), starts a task per job,
-//! and waits for the first of: a job finishing (finishes are recorded in batches), the heartbeat tick (every third
-//! of the lease), shutdown, or — when nothing was claimed — a short poll pause that grows while idle. A worker
+//! and waits for the first of: a job finishing (finishes are recorded in batches), the heartbeat tick (every second,
+//! or every third of a shorter lease), shutdown, or — when nothing was claimed — a short poll pause that grows while idle. A worker
 //! killed with SIGKILL simply stops renewing: its leases run out and the jobs go back to the queue for another
 //! worker. With `drain` it exits once nothing is queued, scheduled or running anywhere in the store.
 
@@ -73,7 +73,8 @@ pub async fn run(
     let mut tasks: JoinSet<(String, Finish)> = JoinSet::new();
     let mut finished = 0u64;
     let mut idle = Duration::from_millis(1);
-    let mut heartbeat = tokio::time::interval(options.lease / 3);
+    // Leases are renewed (and cancellations picked up) every second, or every third of a shorter lease.
+    let mut heartbeat = tokio::time::interval((options.lease / 3).min(Duration::from_secs(1)));
     heartbeat.tick().await;
     {
         let (s, w) = (Arc::clone(&store), id.clone());

@@ -78,6 +78,20 @@ pub enum JobsCommand {
         #[arg(short, long)]
         follow: bool,
     },
+    /// Report a running job's progress (jobs call this with their own `$ENVCTL_JOB_ID`).
+    Progress {
+        /// Job id.
+        id: String,
+        /// 0–100.
+        #[arg(long)]
+        percent: Option<f64>,
+        /// Current step.
+        #[arg(long)]
+        step: Option<String>,
+        /// Free text.
+        #[arg(long)]
+        detail: Option<String>,
+    },
     /// Cancel a job (a running one is stopped by its worker, wherever it runs).
     Cancel {
         /// Job id.
@@ -255,6 +269,18 @@ pub fn exec(rt: &EngineRuntime, command: &JobsCommand) -> Result<Outcome, Engine
                 }
                 std::thread::sleep(Duration::from_millis(200));
             }
+        }
+        JobsCommand::Progress { id, percent, step, detail } => {
+            if percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+                return Err(EngineError::Failed("--percent takes a number from 0 to 100".into()));
+            }
+            store.get(id).map_err(store_error)?;
+            let progress = envctl_contracts::jobs::JobProgress {
+                percent: *percent,
+                step: step.clone(),
+                detail: detail.clone(),
+            };
+            store.progress(id, &progress).map_err(store_error)?;
         }
         JobsCommand::Cancel { id } => {
             let status = store.cancel(id).map_err(store_error)?;
