@@ -134,46 +134,62 @@ pub fn progress_logs_stats_purge(store: &dyn JobStore) {
     assert!(store.get(&ids[0]).is_err() || store.get(&ids[1]).is_err());
 }
 
+/// One test per conformance case for a store built by `$store` (an expression returning `(guard, store)`).
 #[cfg(test)]
-mod embedded {
-    use super::super::EmbeddedStore;
+macro_rules! conformance_tests {
+    ($name:ident, $store:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::super::{EmbeddedStore, RedisStore};
+            #[allow(unused_imports)]
+            use super::TestRedis;
 
-    fn store() -> (tempfile::TempDir, EmbeddedStore) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = EmbeddedStore::open(&dir.path().join("jobs.sqlite3")).expect("open");
-        (dir, store)
-    }
+            #[test]
+            fn priority_then_fifo() {
+                super::priority_then_fifo(&$store.1);
+            }
 
-    #[test]
-    fn priority_then_fifo() {
-        super::priority_then_fifo(&store().1);
-    }
+            #[test]
+            fn delayed_and_filtered() {
+                super::delayed_and_filtered(&$store.1);
+            }
 
-    #[test]
-    fn delayed_and_filtered() {
-        super::delayed_and_filtered(&store().1);
-    }
+            #[test]
+            fn retries_then_dead() {
+                super::retries_then_dead(&$store.1);
+            }
 
-    #[test]
-    fn retries_then_dead() {
-        super::retries_then_dead(&store().1);
-    }
+            #[test]
+            fn leases() {
+                super::leases(&$store.1);
+            }
 
-    #[test]
-    fn leases() {
-        super::leases(&store().1);
-    }
+            #[test]
+            fn cancellation() {
+                super::cancellation(&$store.1);
+            }
 
-    #[test]
-    fn cancellation() {
-        super::cancellation(&store().1);
-    }
-
-    #[test]
-    fn progress_logs_stats_purge() {
-        super::progress_logs_stats_purge(&store().1);
-    }
+            #[test]
+            fn progress_logs_stats_purge() {
+                super::progress_logs_stats_purge(&$store.1);
+            }
+        }
+    };
 }
+
+#[cfg(test)]
+conformance_tests!(embedded, {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = EmbeddedStore::open(&dir.path().join("jobs.sqlite3")).expect("open");
+    (dir, store)
+});
+
+#[cfg(test)]
+conformance_tests!(redis, {
+    let server = TestRedis::start(false);
+    let store = RedisStore::open(&server.url(), "test").expect("connect");
+    (server, store)
+});
 
 /// A real `redis-server` on a free loopback port in a temporary directory, stopped on drop.
 #[cfg(test)]
@@ -230,47 +246,5 @@ impl Drop for TestRedis {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-#[cfg(test)]
-mod redis {
-    use super::super::RedisStore;
-    use super::TestRedis;
-
-    fn store() -> (TestRedis, RedisStore) {
-        let server = TestRedis::start(false);
-        let store = RedisStore::open(&server.url(), "test").expect("connect");
-        (server, store)
-    }
-
-    #[test]
-    fn priority_then_fifo() {
-        super::priority_then_fifo(&store().1);
-    }
-
-    #[test]
-    fn delayed_and_filtered() {
-        super::delayed_and_filtered(&store().1);
-    }
-
-    #[test]
-    fn retries_then_dead() {
-        super::retries_then_dead(&store().1);
-    }
-
-    #[test]
-    fn leases() {
-        super::leases(&store().1);
-    }
-
-    #[test]
-    fn cancellation() {
-        super::cancellation(&store().1);
-    }
-
-    #[test]
-    fn progress_logs_stats_purge() {
-        super::progress_logs_stats_purge(&store().1);
     }
 }
