@@ -27,6 +27,11 @@ pub struct RunAs {
 
 /// `None` when envctl is not root; otherwise the unprivileged user Postgres runs as.
 pub fn run_as() -> Result<Option<RunAs>, String> {
+    static FOUND: std::sync::OnceLock<Result<Option<RunAs>, String>> = std::sync::OnceLock::new();
+    FOUND.get_or_init(find_run_as).clone()
+}
+
+fn find_run_as() -> Result<Option<RunAs>, String> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }

@@ -110,7 +110,15 @@ fn layered<'a>(services: &'a BTreeMap<String, &'a ServiceConfig>) -> Vec<(u32, &
 }
 
 /// The requirements one target uses, each with the process that runs its server.
-fn plan_requirements(ctx: &Context<'_>, env: &EnvVars, problems: &mut Vec<String>) -> Vec<RequirementPlan> {
+/// Binaries found per requirement, looked up once per plan.
+type Found = BTreeMap<String, Vec<envctl_contracts::startup::BinaryCheck>>;
+
+fn plan_requirements(
+    ctx: &Context<'_>,
+    env: &EnvVars,
+    found: &mut Found,
+    problems: &mut Vec<String>,
+) -> Vec<RequirementPlan> {
     let (settings, target, ports) = (ctx.settings, ctx.target, ctx.ports);
     let config = &settings.config;
     let mut requirement_plans = Vec::new();
@@ -119,7 +127,8 @@ fn plan_requirements(ctx: &Context<'_>, env: &EnvVars, problems: &mut Vec<String
         let (Some(plan), Some(endpoint)) = (ports.get(owner, name), ctx.requirement_endpoint(name)) else {
             continue;
         };
-        let binaries = requirements::binaries(req, env.get("PATH"));
+        let binaries =
+            found.entry(name.clone()).or_insert_with(|| requirements::binaries(req, env.get("PATH"))).clone();
         for missing in binaries.iter().filter(|b| b.path.is_none()) {
             problems.push(format!(
                 "{}: requirement `{name}` needs `{}`, which is not installed; install it with `{}`",
@@ -182,11 +191,12 @@ fn plan_target(
     target: &Target,
     ports: &PortTable,
     env: &EnvVars,
+    found: &mut Found,
     problems: &mut Vec<String>,
 ) -> TargetPlan {
     let ctx = Context { settings, target, ports };
     let config = &settings.config;
-    let requirement_plans = plan_requirements(&ctx, env, problems);
+    let requirement_plans = plan_requirements(&ctx, env, found, problems);
     let services: BTreeMap<String, &ServiceConfig> = config
         .services
         .iter()
@@ -254,7 +264,9 @@ fn plan_target(
 /// What `start` would do for `targets`.
 pub fn explain(settings: &Settings, targets: &[&Target], ports: &PortTable, env: &EnvVars) -> StartupPlan {
     let mut problems = Vec::new();
-    let plans = targets.iter().map(|t| plan_target(settings, t, ports, env, &mut problems)).collect();
+    let mut found = Found::new();
+    let plans =
+        targets.iter().map(|t| plan_target(settings, t, ports, env, &mut found, &mut problems)).collect();
     problems.dedup();
     StartupPlan {
         schema_version: SCHEMA_VERSION,
