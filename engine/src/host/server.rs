@@ -81,10 +81,7 @@ async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
             let stopped = host.stop(keys).await;
             let _ = host.save(true).await;
             let host_exiting = host.services.lock().await.is_empty();
-            Reply::Stopped {
-                stopped: stopped.iter().map(|(t, s)| format!("{t}/{s}")).collect(),
-                host_exiting,
-            }
+            Reply::Stopped { stopped: labels(&stopped), host_exiting }
         }
         Request::Status => Reply::Status {
             host: host.record,
@@ -100,10 +97,7 @@ async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
         Request::Shutdown => {
             let stopped = host.stop_all().await;
             let _ = host.save(true).await;
-            Reply::Stopped {
-                stopped: stopped.iter().map(|(t, s)| format!("{t}/{s}")).collect(),
-                host_exiting: true,
-            }
+            Reply::Stopped { stopped: labels(&stopped), host_exiting: true }
         }
     };
     let exiting = matches!(reply, Reply::Stopped { host_exiting: true, .. });
@@ -111,6 +105,11 @@ async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
     if exiting || host.services.lock().await.is_empty() {
         host.token.cancel();
     }
+}
+
+/// `target/service` of each key.
+fn labels(keys: &[Key]) -> Vec<String> {
+    keys.iter().map(|(t, s)| format!("{t}/{s}")).collect()
 }
 
 /// What a stop of `targets` (all when empty) and `services` (all when empty) stops: the matching services and the

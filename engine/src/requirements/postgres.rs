@@ -85,7 +85,7 @@ fn version(bin_dir: &Path) -> String {
 }
 
 fn chown_tree(path: &Path, user: &RunAs) -> std::io::Result<()> {
-    nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(std::io::Error::from)?;
+    chown_one(path, user)?;
     if path.is_dir() {
         for entry in std::fs::read_dir(path)? {
             chown_tree(&entry?.path(), user)?;
@@ -180,7 +180,7 @@ pub fn prepare_cluster(
         std::fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
         if let Some(user) = run_as {
             let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
-            chown_tree_shallow(parent, user).map_err(|e| io("cannot hand over", parent, e))?;
+            chown_one(parent, user).map_err(|e| io("cannot hand over", parent, e))?;
         }
     }
     let staging = data_dir.with_extension("copying");
@@ -194,7 +194,7 @@ pub fn prepare_cluster(
     Ok(true)
 }
 
-fn chown_tree_shallow(path: &Path, user: &RunAs) -> std::io::Result<()> {
+fn chown_one(path: &Path, user: &RunAs) -> std::io::Result<()> {
     nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(std::io::Error::from)
 }
 

@@ -71,11 +71,11 @@ pub fn exec(rt: &EngineRuntime, _args: &BlastAllArgs) -> Result<Outcome, EngineE
     let repo_root = paths.repo_root.display().to_string();
     let released = Ledger::new(&paths.ledger_dir).release(|owner| owner.repo == repo_root)?;
     let _ = std::fs::remove_file(paths.control_socket());
-    if let Some(mut state) = StateRepository::new(&paths.scope_dir).run_state()? {
+    let repo = StateRepository::new(&paths.scope_dir);
+    if let Some(mut state) = repo.run_state()? {
         state.services.clear();
         state.host = None;
         state.updated_at = crate::state::now_rfc3339();
-        let repo = StateRepository::new(&paths.scope_dir);
         if let (Some(runtime_map), Some(ports_manifest), Some(error_report)) =
             (repo.runtime_map()?, repo.ports_manifest()?, repo.error_report()?)
         {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use envctl_contracts::control::{Reply, Request, StopRequest};
-use envctl_contracts::state::{ServiceRecord, ServiceStatus};
+use envctl_contracts::state::ServiceRecord;
 
 use crate::config::Paths;
 use crate::host::client::HostClient;
@@ -80,12 +80,6 @@ fn direct_stop(paths: &Paths, targets: &[String], services: &[String]) -> Result
             }
         }
     });
-    for record in state.services.iter_mut().filter(|r| matches(r, targets, services)) {
-        record.pid = None;
-        if record.status != ServiceStatus::Failed {
-            record.status = ServiceStatus::Stopped;
-        }
-    }
     state.services.retain(|r| !matches(r, targets, services));
     state.updated_at = crate::state::now_rfc3339();
     let mut runtime_map = repo.runtime_map()?.unwrap_or_else(|| envctl_contracts::state::RuntimeMap {
