@@ -33,8 +33,8 @@ pub struct StartRequest {
     pub command: String,
     /// The resolved configuration of the CLI that asks.
     pub config: Config,
-    /// Targets to start.
-    pub targets: Vec<String>,
+    /// Targets to start, as the CLI selected them.
+    pub targets: Vec<SelectedTarget>,
     /// Only these services (and what they depend on); all when empty.
     pub services: Vec<String>,
     /// The environment services inherit (the asking shell's).
@@ -47,6 +47,21 @@ pub struct StartRequest {
     /// Start only the requirements.
     #[serde(default)]
     pub deps_only: bool,
+}
+
+/// A target the CLI selected, with what the host needs to plan it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SelectedTarget {
+    /// `main` or the worktree's name.
+    pub name: String,
+    /// Main or worktree.
+    pub kind: crate::targets::TargetKind,
+    /// The checkout's directory.
+    pub root: String,
+    /// Checked-out branch, if any.
+    pub branch: Option<String>,
+    /// Port slot (0 for main).
+    pub slot: u16,
 }
 
 /// `resume`.

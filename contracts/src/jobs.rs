@@ -183,3 +183,33 @@ pub struct JobStats {
     /// Workers heard from in the last minute.
     pub workers: Vec<WorkerInfo>,
 }
+
+/// One test suite's result in `test_results.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SuiteResult {
+    /// Target.
+    pub target: String,
+    /// Service whose `test` command ran.
+    pub service: String,
+    /// The `test.run` job that ran it.
+    pub job: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// How long it ran, in seconds, when it started and finished.
+    #[serde(default)]
+    pub duration_secs: Option<f64>,
+    /// Why it failed, when it did.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// `test_results.json`: the last `envctl test` run's suites (what `test --failed` reruns).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TestResults {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// When the run finished (RFC 3339).
+    pub finished_at: String,
+    /// Every suite, in the order they were enqueued.
+    pub suites: Vec<SuiteResult>,
+}

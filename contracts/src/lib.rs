@@ -41,6 +41,7 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("job", schema_for!(jobs::Job)),
         ("job_list", schema_for!(jobs::JobList)),
         ("job_stats", schema_for!(jobs::JobStats)),
+        ("test_results", schema_for!(jobs::TestResults)),
     ]
 }
 

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod host;
 pub mod jobs;
+pub mod plan;
 pub mod ports;
 pub mod requirements;
 pub mod runtime;

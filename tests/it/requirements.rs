@@ -1,8 +1,7 @@
 //! Requirements against the real servers: native Postgres (initdb / postgres) and redis-server.
 
-use crate::support::{TestEnv, alive, eventually, free_port, kill9};
+use crate::support::{TestEnv, alive, block_on, eventually, free_port, kill9};
 use envctl_engine::requirements::{pgwire, redis};
-use envctl_engine::runtime::block_on;
 
 fn config(pg: u16, redis: u16, extra: &str) -> String {
     format!(

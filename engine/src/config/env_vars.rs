@@ -96,22 +96,33 @@ pub const ENV_VARS: &[EnvVarSpec] = &[
     ),
 ];
 
-/// A snapshot of the environment variables envctl reads.
+/// A snapshot of the environment, taken once: the variables envctl reads ([`ENV_VARS`]) and the whole environment
+/// that services and jobs inherit (they get the environment of the shell that ran `envctl start`; nothing in it
+/// configures envctl itself).
 #[derive(Debug, Clone, Default)]
 pub struct EnvVars {
     values: BTreeMap<&'static str, String>,
+    inherited: BTreeMap<String, String>,
 }
 
 impl EnvVars {
     /// Reads every variable of [`ENV_VARS`] from the process environment. The only place that does.
     #[allow(clippy::disallowed_methods)]
     pub fn from_process() -> Self {
+        let inherited: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Self::from_inherited(inherited)
+    }
+
+    /// A snapshot of an environment given whole (the host receives the CLI's with each request).
+    pub fn from_inherited(inherited: BTreeMap<String, String>) -> Self {
         let values = ENV_VARS
             .iter()
-            .filter_map(|spec| std::env::var(spec.name).ok().map(|value| (spec.name, value)))
+            .filter_map(|spec| inherited.get(spec.name).map(|value| (spec.name, value.clone())))
             .filter(|(_, value)| !value.is_empty())
             .collect();
-        Self { values }
+        Self { values, inherited }
     }
 
     /// A snapshot from explicit pairs (tests). Names not in [`ENV_VARS`] are ignored.
@@ -122,7 +133,12 @@ impl EnvVars {
                 values.insert(spec.name, value.to_owned());
             }
         }
-        Self { values }
+        Self { values, inherited: BTreeMap::new() }
+    }
+
+    /// The whole environment, as services and jobs inherit it.
+    pub fn inherited(&self) -> &BTreeMap<String, String> {
+        &self.inherited
     }
 
     /// The value of one variable, if set and non-empty.
@@ -137,13 +153,6 @@ impl EnvVars {
             .filter(|spec| spec.config_key.is_some())
             .filter_map(|spec| self.get(spec.name).map(|v| (spec, v)))
     }
-}
-
-/// The whole process environment, passed through to the services envctl starts (they inherit the environment of
-/// the shell that ran `envctl start`). Nothing in it configures envctl itself; that goes through [`EnvVars`].
-#[allow(clippy::disallowed_methods)]
-pub fn process_environment() -> BTreeMap<String, String> {
-    std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))).collect()
 }
 
 /// The Markdown table of [`ENV_VARS`] kept in `docs/reference/config.md`.

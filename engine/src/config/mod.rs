@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 
 use envctl_contracts::config::{Config, ConfigFormat, ConfigReport, ConfigValue};
 
-pub use env_vars::{ENV_VARS, EnvVarSpec, EnvVars, ValueKind, process_environment, reference_table};
+pub use env_vars::{ENV_VARS, EnvVarSpec, EnvVars, ValueKind, reference_table};
 pub use error::{ConfigError, Problem};
 pub use layers::{Layer, Origin};
-pub use paths::{Paths, fnv1a, join_subdir, scope_id};
+pub use paths::{Paths, join_subdir, scope_id};
 pub use validate::valid_name;
 
 /// Where to look and what to override.
@@ -104,6 +104,12 @@ impl Settings {
             settings.provenance.insert("jobs.redis_url".into(), "env:REDIS_URL".into());
         }
         Ok(settings)
+    }
+
+    /// Settings for a configuration resolved elsewhere (the host gets the asking CLI's with each request):
+    /// where each value came from stayed with the CLI.
+    pub fn resolved(config: Config, paths: Paths) -> Self {
+        Self { config, paths, format: ConfigFormat::Toml, provenance: BTreeMap::new(), warnings: Vec::new() }
     }
 
     /// The `show-config` report: the resolved config and the source of every effective value.

@@ -11,6 +11,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{ConfigError, EnvVars};
+use crate::state::fnv1a;
 
 /// Longest control-socket path envctl will create (the kernel's limit is 108 bytes, including the NUL).
 const MAX_SOCKET_PATH: usize = 100;
@@ -216,11 +217,6 @@ pub fn scope_id(repo_root: &Path) -> String {
 /// 12 hex digits of a stable 64-bit FNV-1a hash of a path.
 fn short_hash(path: &Path) -> String {
     format!("{:012x}", fnv1a(path.as_os_str().as_encoded_bytes()) & 0xffff_ffff_ffff)
-}
-
-/// FNV-1a, 64 bits: stable across runs, builds and machines (unlike `DefaultHasher`).
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 #[cfg(test)]

@@ -6,27 +6,40 @@
 //! supervises every service through one task each, and writes the state artifacts on every change. It exits when
 //! nothing runs any more, on SIGTERM/SIGINT (stopping everything first), on a `shutdown` request, or when the
 //! future passed to [`run`] completes (tests, `start --foreground`).
+//!
+//! The host knows nothing of how a start is planned and carried out: `start` and `resume` requests go to the
+//! [`Orchestrator`] it is composed with (the `startup` domain), which drives it through [`Host`]'s narrow face —
+//! launch, stop, snapshot, event, and the run's bookkeeping. Its async threads never block: events are appended
+//! by a writer task off the runtime's threads, state is written on the blocking pool, and `/proc` scans run there.
 
 pub mod client;
+pub mod direct;
 mod server;
 mod snapshot;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use envctl_contracts::ports::TargetPorts;
+use envctl_contracts::control::{Reply, ResumeRequest, StartRequest};
+use envctl_contracts::ports::{LeaseOwner, TargetPorts};
 use envctl_contracts::state::{ErrorEntry, Event, HostRecord, RunState};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Paths;
-use crate::state::{EventLog, StateError, StateRepository, new_run_id, now_rfc3339};
+use crate::config::{EnvVars, Paths, Settings};
+use crate::jobs::StoreFactory;
+use crate::ports::Ledger;
+use crate::state::{StateError, StateRepository, new_run_id, now_rfc3339};
 use crate::supervisor::service::{Reporter, ServiceEvent, ServiceHandle, ServiceSpec, launch};
 use crate::supervisor::{logs, proc_info};
+
+pub use server::handle;
 
 /// A service's key: (target, service).
 pub type Key = (String, String);
@@ -54,6 +67,45 @@ pub enum HostError {
     State(#[from] StateError),
 }
 
+/// What a host is built from: handed over by the composition root (`EngineRuntime`).
+#[derive(Debug, Clone)]
+pub struct HostParts {
+    /// The repository's locations.
+    pub paths: Paths,
+    /// The host's own environment snapshot (adopted services inherit it until a request brings the shell's).
+    pub env: EnvVars,
+    /// The scope's artifacts.
+    pub state: StateRepository,
+    /// The machine-wide port leases.
+    pub ledger: Ledger,
+    /// Cancelled when the host should exit.
+    pub token: CancellationToken,
+    /// Every task the host starts.
+    pub tracker: TaskTracker,
+}
+
+/// A future an [`Orchestrator`] answers with.
+pub type ReplyFuture<'a> = Pin<Box<dyn Future<Output = Reply> + Send + 'a>>;
+
+/// Carries out the requests that plan and start things (`start`, `restart`, `resume`); injected into the host so
+/// the host does not depend on how that is done.
+pub trait Orchestrator: Send + Sync + std::fmt::Debug {
+    /// Starts (or reuses) what `request` asks for, sending progress on `tx`.
+    fn start<'a>(
+        &'a self,
+        host: &'a Arc<Host>,
+        request: StartRequest,
+        tx: &'a mpsc::Sender<Reply>,
+    ) -> ReplyFuture<'a>;
+    /// Adopts survivors and restarts what is gone.
+    fn resume<'a>(
+        &'a self,
+        host: &'a Arc<Host>,
+        request: ResumeRequest,
+        tx: &'a mpsc::Sender<Reply>,
+    ) -> ReplyFuture<'a>;
+}
+
 /// The current run: what the latest command asked for and what went wrong in it.
 #[derive(Debug, Clone, Default)]
 pub struct RunInfo {
@@ -71,46 +123,70 @@ pub struct RunInfo {
     pub created_at: String,
 }
 
-/// The host's shared state.
+/// The host's shared state. Reached through its methods only.
 #[derive(Debug)]
 pub struct Host {
-    /// Locations.
-    pub paths: Paths,
-    /// This process.
-    pub record: HostRecord,
-    /// Supervised services.
-    pub services: tokio::sync::Mutex<BTreeMap<Key, ServiceHandle>>,
-    /// The current run.
-    pub run: std::sync::Mutex<RunInfo>,
-    /// The state the host found when it started (for `resume`).
-    pub previous: Option<RunState>,
-    /// How service tasks report changes and events.
-    pub reporter: Reporter,
-    /// Serialises state writes.
+    parts: HostParts,
+    record: HostRecord,
+    services: tokio::sync::Mutex<BTreeMap<Key, ServiceHandle>>,
+    run: std::sync::Mutex<RunInfo>,
+    previous: Option<RunState>,
+    reporter: Reporter,
     save_lock: tokio::sync::Mutex<()>,
-    repo: StateRepository,
-    events: std::sync::Mutex<Option<EventLog>>,
-    /// Cancelled when the host should exit.
-    pub token: CancellationToken,
-    /// Every task the host started.
-    pub tracker: TaskTracker,
-    /// Set by a second interrupt: stops skip the grace period.
-    pub force: AtomicBool,
-    /// Which requirement servers each target uses (so a shared server outlives a target that stops).
-    pub uses: std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<Key>>>,
-    /// Whether the in-process job worker has been started.
+    events: mpsc::UnboundedSender<Event>,
+    force: AtomicBool,
+    uses: std::sync::Mutex<BTreeMap<String, BTreeSet<Key>>>,
     worker_started: AtomicBool,
+    orchestrator: Arc<dyn Orchestrator>,
+}
+
+fn unpoisoned<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Host {
-    /// Starts supervising `spec` (adopting `adopt` when given).
-    pub fn launch(&self, spec: ServiceSpec, adopt: Option<(u32, u64)>) -> ServiceHandle {
-        launch(spec, adopt, self.reporter.clone(), &self.tracker)
+    /// The repository's locations.
+    pub fn paths(&self) -> &Paths {
+        &self.parts.paths
+    }
+
+    /// The machine-wide port leases.
+    pub fn ledger(&self) -> &Ledger {
+        &self.parts.ledger
+    }
+
+    /// This process (pid and start time): the holder of the ports it leases.
+    pub fn record(&self) -> HostRecord {
+        self.record
+    }
+
+    /// The state the host found when it started (what `resume` works from).
+    pub fn previous(&self) -> Option<&RunState> {
+        self.previous.as_ref()
+    }
+
+    /// Starts supervising `spec` under its key, replacing whatever handle was there (adopting `adopt` = pid and
+    /// start time of a survivor when given).
+    pub async fn launch(&self, spec: ServiceSpec, adopt: Option<(u32, u64)>) -> ServiceHandle {
+        let key = (spec.target.clone(), spec.plan.name.clone());
+        let handle = launch(spec, adopt, self.reporter.clone(), &self.parts.tracker);
+        self.services.lock().await.insert(key, handle.clone());
+        handle
+    }
+
+    /// The supervised service under `key`.
+    pub async fn get(&self, key: &Key) -> Option<ServiceHandle> {
+        self.services.lock().await.get(key).cloned()
+    }
+
+    /// Every supervised service.
+    pub async fn snapshot(&self) -> BTreeMap<Key, ServiceHandle> {
+        self.services.lock().await.clone()
     }
 
     /// Begins a new run for `command` over `targets`; earlier failures are not carried into it.
     pub fn begin_run(&self, command: &str, targets: &[String]) -> String {
-        let mut run = self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut run = unpoisoned(&self.run);
         *run = RunInfo {
             run_id: new_run_id(),
             command: command.to_owned(),
@@ -125,8 +201,31 @@ impl Host {
         run_id
     }
 
+    /// The current run id.
+    pub fn run_id(&self) -> String {
+        unpoisoned(&self.run).run_id.clone()
+    }
+
+    /// Remembers a target's port plans for `ports_manifest.json`.
+    pub fn record_ports(&self, ports: TargetPorts) {
+        unpoisoned(&self.run).ports.insert(ports.target.clone(), ports);
+    }
+
+    /// Records one of this run's failures for `error_report.json`.
+    pub fn record_error(&self, entry: ErrorEntry) {
+        unpoisoned(&self.run).errors.push(entry);
+    }
+
+    /// Remembers which requirement servers each target uses (so a shared server outlives a target that stops).
+    pub fn share_servers(&self, users: BTreeMap<String, BTreeSet<Key>>) {
+        let mut shared = unpoisoned(&self.uses);
+        for (target, keys) in users {
+            shared.entry(target).or_default().extend(keys);
+        }
+    }
+
     /// Starts the in-process job worker once, on the store `settings` name (it runs until the host exits).
-    pub fn ensure_worker(&self, settings: &crate::config::Settings, env: &BTreeMap<String, String>) {
+    pub fn ensure_worker(&self, settings: &Settings, env: &BTreeMap<String, String>) {
         if self.worker_started.swap(true, Ordering::SeqCst) {
             return;
         }
@@ -140,16 +239,16 @@ impl Host {
             drain: false,
             lease: Duration::from_secs(settings.config.jobs.lease_secs),
         };
-        let (shutdown, force) = (self.token.child_token(), CancellationToken::new());
-        let settings = settings.clone();
-        self.tracker.spawn(async move {
+        let (shutdown, force) = (self.parts.token.child_token(), CancellationToken::new());
+        let stores = StoreFactory::from_settings(settings);
+        self.parts.tracker.spawn(async move {
             // Opening the store touches the disk: off the host's thread, and a moment after the start that asked
             // for it, so starting services never waits on it.
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
-            let store = match tokio::task::spawn_blocking(move || crate::jobs::open(&settings)).await {
+            let store = match tokio::task::spawn_blocking(move || stores.open()).await {
                 Ok(Ok(store)) => store,
                 Ok(Err(e)) => return tracing::warn!(error = %e, "no in-process job worker"),
                 Err(e) => return tracing::warn!(error = %e, "no in-process job worker"),
@@ -160,7 +259,7 @@ impl Host {
         });
     }
 
-    /// Appends one line to `events.jsonl` for the current run.
+    /// Queues one line for `events.jsonl` under the current run (the writer task appends it).
     pub fn event(
         &self,
         target: Option<String>,
@@ -177,41 +276,34 @@ impl Host {
             event: event.to_owned(),
             detail,
         };
-        let mut log = self.events.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if log.is_none() {
-            *log = self.repo.event_log().ok();
-        }
-        if let Some(file) = log.as_mut() {
-            let _ = file.append(&line);
-        }
+        // Only fails once the writer has ended, at the very end of the host's life.
+        let _ = self.events.send(line);
     }
 
-    /// The current run id.
-    pub fn run_id(&self) -> String {
-        self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).run_id.clone()
-    }
-
-    /// Writes every artifact from the live view; with `history`, also the run's `runs/<run-id>/` copy.
+    /// Writes every artifact from the live view; with `history`, also the run's `runs/<run-id>/` copy. A failure
+    /// is logged and recorded as an event, and returned.
     pub async fn save(&self, history: bool) -> Result<(), StateError> {
         let _guard = self.save_lock.lock().await;
         let records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
-        let run = self.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let run = unpoisoned(&self.run).clone();
         let mut artifacts = snapshot::artifacts(&run, self.record, records);
-        artifacts.run_state.requirement_users = self
-            .uses
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        artifacts.run_state.requirement_users = unpoisoned(&self.uses)
             .iter()
             .map(|(target, keys)| (target.clone(), keys.iter().map(|(o, n)| format!("{o}/{n}")).collect()))
             .collect();
-        let repo = self.repo.clone();
-        tokio::task::spawn_blocking(move || {
+        let repo = self.parts.state.clone();
+        let saved = tokio::task::spawn_blocking(move || {
             if history { repo.save_run_with_history(&artifacts) } else { repo.save_run(&artifacts) }
         })
         .await
         .unwrap_or_else(|e| {
             Err(StateError::Io { path: "state writer".into(), source: std::io::Error::other(e) })
-        })
+        });
+        if let Err(e) = &saved {
+            tracing::error!(error = %e, "state not saved");
+            self.event(None, None, "state.save_failed", serde_json::json!({"error": e.to_string()}));
+        }
+        saved
     }
 
     /// Stops the given services in reverse dependency order and forgets them; returns their keys.
@@ -242,6 +334,38 @@ impl Host {
         let keys: Vec<Key> = self.services.lock().await.keys().cloned().collect();
         self.stop(keys).await
     }
+
+    /// Asks the host to exit.
+    pub fn exit(&self) {
+        self.parts.token.cancel();
+    }
+
+    /// Whether nothing is supervised.
+    pub async fn is_idle(&self) -> bool {
+        self.services.lock().await.is_empty()
+    }
+
+    /// What a stop of `targets` (all when empty) and `services` (all when empty) stops: the matching services and
+    /// the requirement servers those targets own, except a server another target that keeps running still uses.
+    pub async fn stop_keys(&self, targets: &[String], services: &[String]) -> Vec<Key> {
+        use envctl_contracts::state::ProcessKind;
+        let all = self.services.lock().await;
+        let selected = |(t, s): &Key| {
+            (targets.is_empty() || targets.contains(t)) && (services.is_empty() || services.contains(s))
+        };
+        let mut keys: Vec<Key> = all.keys().filter(|k| selected(k)).cloned().collect();
+        let remaining: BTreeSet<&String> = all
+            .iter()
+            .filter(|(k, h)| h.spec.kind == ProcessKind::Service && !selected(k))
+            .map(|((t, _), _)| t)
+            .collect();
+        let uses = unpoisoned(&self.uses);
+        keys.retain(|key| {
+            all.get(key).is_none_or(|h| h.spec.kind == ProcessKind::Service)
+                || !remaining.iter().any(|t| uses.get(*t).is_some_and(|used| used.contains(key)))
+        });
+        keys
+    }
 }
 
 /// Takes the scope's host lock without waiting; `None` when another host holds it.
@@ -259,63 +383,83 @@ fn take_lock(paths: &Paths) -> Result<Option<File>, HostError> {
 }
 
 /// Waits (up to 10 s) for the host lock while an earlier host finishes exiting. `None` when another host holds it
-/// and serves the socket.
+/// and serves the socket. The wait blocks on the lock itself (on the blocking pool), not in a polling loop.
 async fn wait_for_lock(paths: &Paths) -> Result<Option<File>, HostError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(lock) = take_lock(paths)? {
-            return Ok(Some(lock));
-        }
-        if std::os::unix::net::UnixStream::connect(paths.control_socket()).is_ok()
-            || std::time::Instant::now() >= deadline
-        {
-            return Ok(None);
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
+    if let Some(lock) = take_lock(paths)? {
+        return Ok(Some(lock));
+    }
+    if std::os::unix::net::UnixStream::connect(paths.control_socket()).is_ok() {
+        return Ok(None);
+    }
+    let path = paths.scope_dir.join("host.lock");
+    let io = |source| HostError::Io { path: path.display().to_string(), source };
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    let waiting = tokio::task::spawn_blocking(move || file.lock().map(|()| file));
+    match tokio::time::timeout(Duration::from_secs(10), waiting).await {
+        Ok(Ok(Ok(file))) => Ok(Some(file)),
+        Ok(Ok(Err(e))) => Err(io(e)),
+        Ok(Err(e)) => Err(io(std::io::Error::other(e))),
+        // The thread still waiting dies with this process, which exits on the error.
+        Err(_) => Ok(None),
     }
 }
 
 /// Runs the host until it has nothing to do, a signal or `shutdown` arrives, or `stop` completes.
-pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> Result<(), HostError> {
+pub async fn run(
+    parts: HostParts,
+    orchestrator: Arc<dyn Orchestrator>,
+    stop: impl Future<Output = ()>,
+) -> Result<(), HostError> {
+    let paths = parts.paths.clone();
     let Some(lock) = wait_for_lock(&paths).await? else {
         return Err(HostError::AlreadyRunning(paths.scope_dir.join("host.lock").display().to_string()));
     };
     let (pid, start_time) = proc_info::current();
-    let repo = StateRepository::new(&paths.scope_dir);
-    let previous = repo.run_state().ok().flatten();
-    let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+    let previous = {
+        let repo = parts.state.clone();
+        tokio::task::spawn_blocking(move || repo.run_state().ok().flatten()).await.ok().flatten()
+    };
+    let (service_events_tx, service_events) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let events_done = CancellationToken::new();
+    let event_writer = tokio::spawn(write_events(parts.state.clone(), events_rx, events_done.clone()));
     let host = Arc::new(Host {
-        paths: paths.clone(),
+        parts,
         record: HostRecord { pid, start_time },
         services: tokio::sync::Mutex::new(BTreeMap::new()),
         run: std::sync::Mutex::new(RunInfo::default()),
-        previous: previous.clone(),
-        reporter: Reporter { changed: Arc::new(Notify::new()), events: events_tx },
+        previous,
+        reporter: Reporter { changed: Arc::new(Notify::new()), events: service_events_tx },
         save_lock: tokio::sync::Mutex::new(()),
-        events: std::sync::Mutex::new(None),
-        repo,
-        token: CancellationToken::new(),
-        tracker: TaskTracker::new(),
+        events: events_tx,
         force: AtomicBool::new(false),
         uses: std::sync::Mutex::new(BTreeMap::new()),
         worker_started: AtomicBool::new(false),
+        orchestrator,
     });
-    host.begin_run("host", &previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
+    host.begin_run("host", &host.previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
     adopt_survivors(&host).await;
     claim_adopted_ports(&host).await;
     if let Some(previous) = &host.previous {
-        let mut uses = host.uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (target, keys) in &previous.requirement_users {
-            let keys =
-                keys.iter().filter_map(|k| k.split_once('/')).map(|(o, n)| (o.to_owned(), n.to_owned()));
-            uses.entry(target.clone()).or_default().extend(keys);
-        }
+        let users = previous
+            .requirement_users
+            .iter()
+            .map(|(target, keys)| {
+                let keys = keys
+                    .iter()
+                    .filter_map(|k| k.split_once('/'))
+                    .map(|(o, n)| (o.to_owned(), n.to_owned()))
+                    .collect();
+                (target.clone(), keys)
+            })
+            .collect();
+        host.share_servers(users);
     }
     let listener = server::bind(&paths)?;
     host.reporter.changed.notify_one();
     let saver = tokio::spawn(save_on_change(Arc::clone(&host)));
-    let events_done = CancellationToken::new();
-    let event_writer = tokio::spawn(write_events(Arc::clone(&host), events_rx, events_done.clone()));
+    let forwarder = tokio::spawn(forward_service_events(Arc::clone(&host), service_events));
     let adopted = host.services.lock().await.len();
     tracing::info!(pid, adopted, socket = %paths.control_socket().display(), "host started");
     host.event(None, None, "host.started", serde_json::json!({"pid": pid, "adopted": adopted}));
@@ -323,14 +467,14 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
     tokio::pin!(serve, stop);
     let mut signals = Signals::new()?;
     tokio::select! {
-        () = host.token.cancelled() => {}
+        () = host.parts.token.cancelled() => {}
         () = &mut stop => {}
         () = &mut serve => {}
         () = signals.next() => {}
     }
     // No new clients from here on; a second signal during the stop forces it.
     server::unbind(&paths);
-    let had_services = !host.services.lock().await.is_empty();
+    let had_services = !host.is_idle().await;
     if had_services {
         let stopping = host.stop_all();
         tokio::pin!(stopping);
@@ -343,89 +487,130 @@ pub async fn run(paths: Paths, stop: impl std::future::Future<Output = ()>) -> R
     }
     tracing::info!(pid, had_services, "host stopping");
     host.event(None, None, "host.stopped", serde_json::json!({"pid": pid}));
-    events_done.cancel();
-    let _ = event_writer.await;
     saver.abort();
     if had_services {
+        // Failures are logged and recorded by `save`.
         let _ = host.save(true).await;
     }
+    forwarder.abort();
+    host.parts.token.cancel();
+    host.parts.tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), host.parts.tracker.wait()).await;
+    // The writer appends what is queued and ends.
+    events_done.cancel();
+    let _ = event_writer.await;
     // The next host may start now.
     drop(lock);
-    host.tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), host.tracker.wait()).await;
     Ok(())
 }
 
 /// Leases the ports of adopted services to this host, so planners see them held by a live owner again.
 async fn claim_adopted_ports(host: &Host) {
-    let repo = host.paths.repo_root.display().to_string();
-    let claims: Vec<(u16, envctl_contracts::ports::LeaseOwner)> = host
+    let repo = host.paths().repo_root.display().to_string();
+    let claims: Vec<(u16, LeaseOwner)> = host
         .services
         .lock()
         .await
         .values()
         .filter_map(|h| {
             let record = h.record();
-            let owner = envctl_contracts::ports::LeaseOwner {
-                repo: repo.clone(),
-                target: record.target,
-                service: record.service,
-            };
+            let owner = LeaseOwner { repo: repo.clone(), target: record.target, service: record.service };
             record.port.map(|port| (port, owner))
         })
         .collect();
-    if !claims.is_empty() {
-        let _ = crate::ports::Ledger::new(&host.paths.ledger_dir).claim(
-            &claims,
-            host.record.pid,
-            host.record.start_time,
-        );
+    if claims.is_empty() {
+        return;
+    }
+    let (ledger, record) = (host.parts.ledger.clone(), host.record);
+    let claimed =
+        tokio::task::spawn_blocking(move || ledger.claim(&claims, record.pid, record.start_time)).await;
+    if let Ok(Err(e)) = claimed {
+        tracing::warn!(error = %e, "the ports of adopted services could not be leased again");
     }
 }
 
 /// Re-owns every service of the saved state whose process still runs (pid and start time match).
 async fn adopt_survivors(host: &Host) {
-    let Some(previous) = &host.previous else { return };
-    let mut services = host.services.lock().await;
-    for record in &previous.services {
-        let (Some(pid), Some(started), Some(plan)) = (record.pid, record.pid_start_time, &record.spec) else {
-            continue;
-        };
-        if !proc_info::is_same_process(pid, started) {
-            continue;
-        }
+    let Some(previous) = host.previous.clone() else { return };
+    let candidates: Vec<_> = previous
+        .services
+        .iter()
+        .filter_map(|r| Some((r.clone(), r.pid?, r.pid_start_time?, r.spec.clone()?)))
+        .collect();
+    // The /proc reads run on the blocking pool.
+    let alive = tokio::task::spawn_blocking(move || {
+        candidates
+            .into_iter()
+            .filter(|(_, pid, started, _)| proc_info::is_same_process(*pid, *started))
+            .collect()
+    })
+    .await
+    .unwrap_or_else(|_| Vec::new());
+    for (record, pid, started, plan) in alive {
         let log_path = record.log_path.as_ref().map_or_else(
-            || logs::log_path(&host.paths.scope_dir, &previous.run_id, &record.target, &record.service),
+            || logs::log_path(&host.paths().scope_dir, &previous.run_id, &record.target, &record.service),
             std::path::PathBuf::from,
         );
         let spec = ServiceSpec {
             kind: record.kind,
             target: record.target.clone(),
-            plan: plan.clone(),
-            base_env: crate::config::process_environment(),
-            log_path,
             stop_grace: Duration::from_secs(plan.stop_grace_secs),
+            plan,
+            base_env: host.parts.env.inherited().clone(),
+            log_path,
         };
-        let key = (record.target.clone(), record.service.clone());
-        services.insert(key, host.launch(spec, Some((pid, started))));
+        host.launch(spec, Some((pid, started))).await;
     }
 }
 
-/// Appends each service event to `events.jsonl` under the current run; once `done`, writes what is queued and ends.
+/// Turns each service's lifecycle event into an `events.jsonl` line of the current run.
+async fn forward_service_events(host: Arc<Host>, mut events: mpsc::UnboundedReceiver<ServiceEvent>) {
+    while let Some(e) = events.recv().await {
+        host.event(Some(e.target), Some(e.service), &e.event, e.detail);
+    }
+}
+
+/// Appends queued events to `events.jsonl` in batches, on the blocking pool; once `done`, writes what is queued
+/// and ends.
 async fn write_events(
-    host: Arc<Host>,
-    mut events: tokio::sync::mpsc::UnboundedReceiver<ServiceEvent>,
+    repo: StateRepository,
+    mut events: mpsc::UnboundedReceiver<Event>,
     done: CancellationToken,
 ) {
+    let mut log = None;
+    let mut batch = Vec::new();
     loop {
-        tokio::select! {
+        let finished = tokio::select! {
             biased;
-            Some(e) = events.recv() => host.event(Some(e.target), Some(e.service), &e.event, e.detail),
-            () = done.cancelled() => break,
+            n = events.recv_many(&mut batch, 256) => n == 0,
+            () = done.cancelled() => {
+                while let Ok(line) = events.try_recv() {
+                    batch.push(line);
+                }
+                true
+            }
+        };
+        let lines = std::mem::take(&mut batch);
+        let (repo, mut open) = (repo.clone(), log.take());
+        log = tokio::task::spawn_blocking(move || {
+            if open.is_none() {
+                open = repo.event_log().map_err(|e| tracing::warn!(error = %e, "events not written")).ok();
+            }
+            if let Some(file) = open.as_mut() {
+                for line in &lines {
+                    if let Err(e) = file.append(line) {
+                        tracing::warn!(error = %e, "event not written");
+                    }
+                }
+            }
+            open
+        })
+        .await
+        .ok()
+        .flatten();
+        if finished {
+            break;
         }
-    }
-    while let Ok(e) = events.try_recv() {
-        host.event(Some(e.target), Some(e.service), &e.event, e.detail);
     }
 }
 
@@ -435,6 +620,7 @@ async fn save_on_change(host: Arc<Host>) {
         host.reporter.changed.notified().await;
         // Changes that arrive together are written once; commands save explicitly when they finish.
         tokio::time::sleep(Duration::from_millis(50)).await;
+        // Failures are logged and recorded by `save`.
         let _ = host.save(false).await;
     }
 }

@@ -1,9 +1,6 @@
 //! The control socket: one JSON request line per connection, answered by progress lines and a final reply.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
-
-use envctl_contracts::state::ProcessKind;
 
 use envctl_contracts::control::{Reply, Request};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -12,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{Host, HostError, Key};
 use crate::config::Paths;
-use crate::startup;
+use crate::supervisor::service::ServiceHandle;
 
 /// Binds the control socket (any file left at its path is stale: the caller holds the host lock).
 pub fn bind(paths: &Paths) -> Result<UnixListener, HostError> {
@@ -34,10 +31,10 @@ pub fn unbind(paths: &Paths) {
 pub async fn serve(host: Arc<Host>, listener: UnixListener) {
     loop {
         tokio::select! {
-            () = host.token.cancelled() => return,
+            () = host.parts.token.cancelled() => return,
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    host.tracker.spawn(connection(Arc::clone(&host), stream));
+                    host.parts.tracker.spawn(connection(Arc::clone(&host), stream));
                 }
             }
         }
@@ -72,27 +69,23 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
     let _ = handler.await;
 }
 
-async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
+/// Answers one request: `start` and `resume` through the host's orchestrator, the rest here. The host exits
+/// once a reply says so or nothing is supervised any more.
+pub async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
     let reply = match request {
-        Request::Start(start) => startup::start(host, start, tx).await,
-        Request::Resume(resume) => startup::resume(host, resume, tx).await,
+        Request::Start(start) => host.orchestrator.start(host, start, tx).await,
+        Request::Resume(resume) => host.orchestrator.resume(host, resume, tx).await,
         Request::Stop(stop) => {
-            let keys = stop_keys(host, &stop.targets, &stop.services).await;
+            let keys = host.stop_keys(&stop.targets, &stop.services).await;
             let stopped = host.stop(keys).await;
+            // Failures are logged and recorded by `save`.
             let _ = host.save(true).await;
-            let host_exiting = host.services.lock().await.is_empty();
-            Reply::Stopped { stopped: labels(&stopped), host_exiting }
+            Reply::Stopped { stopped: labels(&stopped), host_exiting: host.is_idle().await }
         }
         Request::Status => Reply::Status {
-            host: host.record,
+            host: host.record(),
             run_id: host.run_id(),
-            services: host
-                .services
-                .lock()
-                .await
-                .values()
-                .map(crate::supervisor::service::ServiceHandle::record)
-                .collect(),
+            services: host.snapshot().await.values().map(ServiceHandle::record).collect(),
         },
         Request::Shutdown => {
             let stopped = host.stop_all().await;
@@ -102,33 +95,12 @@ async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
     };
     let exiting = matches!(reply, Reply::Stopped { host_exiting: true, .. });
     let _ = tx.send(reply).await;
-    if exiting || host.services.lock().await.is_empty() {
-        host.token.cancel();
+    if exiting || host.is_idle().await {
+        host.exit();
     }
 }
 
 /// `target/service` of each key.
 fn labels(keys: &[Key]) -> Vec<String> {
     keys.iter().map(|(t, s)| format!("{t}/{s}")).collect()
-}
-
-/// What a stop of `targets` (all when empty) and `services` (all when empty) stops: the matching services and the
-/// requirement servers those targets own, except a server another target that keeps running still uses.
-async fn stop_keys(host: &Host, targets: &[String], services: &[String]) -> Vec<Key> {
-    let all = host.services.lock().await;
-    let selected = |(t, s): &Key| {
-        (targets.is_empty() || targets.contains(t)) && (services.is_empty() || services.contains(s))
-    };
-    let mut keys: Vec<Key> = all.keys().filter(|k| selected(k)).cloned().collect();
-    let remaining: BTreeSet<&String> = all
-        .iter()
-        .filter(|(k, h)| h.spec.kind == ProcessKind::Service && !selected(k))
-        .map(|((t, _), _)| t)
-        .collect();
-    let uses = host.uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    keys.retain(|key| {
-        all.get(key).is_none_or(|h| h.spec.kind == ProcessKind::Service)
-            || !remaining.iter().any(|t| uses.get(*t).is_some_and(|used| used.contains(key)))
-    });
-    keys
 }

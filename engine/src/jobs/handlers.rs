@@ -15,8 +15,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::store::{Finish, JobStore};
 use crate::config::{EnvVars, Settings};
-use crate::startup::{explain, plan_ports};
-use crate::targets::{Selection, Targets};
 
 /// What handlers need from the outside: the repository's settings (when the worker runs in one) and the
 /// environment commands inherit.
@@ -71,18 +69,8 @@ fn target_env(ctx: &HandlerContext, target: &str) -> Result<(BTreeMap<String, St
     let Some(settings) = &ctx.settings else {
         return Err(format!("this worker runs outside a repository, so it cannot run for target `{target}`"));
     };
-    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
-    let selected = targets
-        .select(&Selection::Trees(vec![target.to_owned()]), settings.config.project.default_mode)
-        .map_err(|e| e.to_string())?;
-    let ports = plan_ports(settings, &selected).map_err(|e| e.to_string())?;
     let env = EnvVars::from_pairs(ctx.base_env.get("PATH").map(|p| ("PATH", p.as_str())));
-    let plan = explain(settings, &selected, &ports, &env);
-    let target_plan = plan.targets.into_iter().next().ok_or("no such target")?;
-    let mut vars: BTreeMap<String, String> =
-        target_plan.requirements.iter().flat_map(|r| r.env.clone()).collect();
-    vars.insert("ENVCTL_TARGET".into(), target_plan.name.clone());
-    Ok((vars, PathBuf::from(target_plan.root)))
+    crate::plan::target_env(settings, target, &env).map_err(|e| e.to_string())
 }
 
 /// Runs `job` to its end (or until `cancel`), logging its output to the store.

@@ -149,7 +149,7 @@ pub fn rfc3339(ms: i64) -> String {
 pub fn backoff(attempt: u32, jitter_seed: u64) -> Duration {
     let base = 1000u64.saturating_mul(1 << attempt.saturating_sub(1).min(16)).min(300_000);
     // 750‰ to 1249‰ of the base.
-    let per_mille = 750 + crate::config::fnv1a(&jitter_seed.to_le_bytes()) % 500;
+    let per_mille = 750 + crate::state::fnv1a(&jitter_seed.to_le_bytes()) % 500;
     Duration::from_millis(base * per_mille / 1000)
 }
 
@@ -172,8 +172,7 @@ pub fn new_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let salt = crate::config::fnv1a(
-        format!("{}-{n}-{:?}", std::process::id(), std::time::Instant::now()).as_bytes(),
-    );
+    let salt =
+        crate::state::fnv1a(format!("{}-{n}-{:?}", std::process::id(), std::time::Instant::now()).as_bytes());
     format!("j{:011x}{:08x}", now_ms(), salt & 0xffff_ffff)
 }

@@ -2,9 +2,14 @@
 //! install them), the connection details it exports (`DATABASE_URL`, `REDIS_URL`, …) and the attributes
 //! `{name.attr}` references may use. (Starting and probing the servers arrives with the requirements work.)
 
+mod error;
 pub mod pgwire;
 pub mod postgres;
 pub mod redis;
+mod teardown;
+
+pub use error::RequirementError;
+pub use teardown::{TeardownNote, drop_target_data, remove_all_data};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -108,7 +113,12 @@ pub fn exports(req: &RequirementConfig, endpoint: &Endpoint) -> BTreeMap<String,
 }
 
 /// The data directory of a requirement's server owned by target `owner`.
-pub fn data_dir(paths: &Paths, req: &RequirementConfig, name: &str, owner: &str) -> Result<PathBuf, String> {
+pub fn data_dir(
+    paths: &Paths,
+    req: &RequirementConfig,
+    name: &str,
+    owner: &str,
+) -> Result<PathBuf, RequirementError> {
     Ok(match req.adapter {
         Adapter::Postgres => postgres::data_root(paths, postgres::run_as()?.as_ref()).join(owner),
         Adapter::Redis => paths.scope_dir.join("data").join("redis").join(owner),

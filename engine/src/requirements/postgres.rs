@@ -11,6 +11,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+use super::RequirementError;
 use super::pgwire::{self, ident};
 use crate::config::Paths;
 
@@ -26,12 +27,12 @@ pub struct RunAs {
 }
 
 /// `None` when envctl is not root; otherwise the unprivileged user Postgres runs as.
-pub fn run_as() -> Result<Option<RunAs>, String> {
-    static FOUND: std::sync::OnceLock<Result<Option<RunAs>, String>> = std::sync::OnceLock::new();
+pub fn run_as() -> Result<Option<RunAs>, RequirementError> {
+    static FOUND: std::sync::OnceLock<Result<Option<RunAs>, RequirementError>> = std::sync::OnceLock::new();
     FOUND.get_or_init(find_run_as).clone()
 }
 
-fn find_run_as() -> Result<Option<RunAs>, String> {
+fn find_run_as() -> Result<Option<RunAs>, RequirementError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
@@ -40,8 +41,7 @@ fn find_run_as() -> Result<Option<RunAs>, String> {
             return Ok(Some(RunAs { name: name.to_owned(), uid: user.uid, gid: user.gid }));
         }
     }
-    Err("envctl runs as root and Postgres refuses to; no `postgres` or `nobody` user exists to run it as"
-        .into())
+    Err(RequirementError::NoUnprivilegedUser)
 }
 
 /// Where clusters live: the scope's `data/postgres`, or (as root) a directory under the temporary directory that
@@ -136,24 +136,24 @@ pub fn prepare_cluster(
     bin_dir: &Path,
     data_dir: &Path,
     run_as: Option<&RunAs>,
-) -> Result<bool, String> {
+) -> Result<bool, RequirementError> {
     if data_dir.join("PG_VERSION").is_file() {
         return Ok(false);
     }
     let version = version(bin_dir);
     let template = template_dir(paths, run_as, &version);
-    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    let io = |what: &'static str, path: &Path, e: std::io::Error| RequirementError::io(what, path, &e);
     if let Some(parent) = template.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
     }
     let lock_path = template.with_extension("lock");
-    let _lock = crate::state::FileLock::acquire(&lock_path).map_err(|e| io("cannot lock", &lock_path, e))?;
+    let _lock = crate::state::FileLock::acquire(&lock_path).map_err(|e| io("lock", &lock_path, e))?;
     if !template.join("PG_VERSION").is_file() {
         let staging = template.with_extension("staging");
         let _ = std::fs::remove_dir_all(&staging);
-        std::fs::create_dir_all(&staging).map_err(|e| io("cannot create", &staging, e))?;
+        std::fs::create_dir_all(&staging).map_err(|e| io("create", &staging, e))?;
         if let Some(user) = run_as {
-            chown_tree(&staging, user).map_err(|e| io("cannot hand over", &staging, e))?;
+            chown_tree(&staging, user).map_err(|e| io("hand over", &staging, e))?;
         }
         let mut initdb = std::process::Command::new(bin_dir.join("initdb"));
         initdb
@@ -164,33 +164,32 @@ pub fn prepare_cluster(
             use std::os::unix::process::CommandExt as _;
             initdb.uid(user.uid.as_raw()).gid(user.gid.as_raw());
         }
-        let output =
-            initdb.output().map_err(|e| format!("cannot run {}: {e}", bin_dir.join("initdb").display()))?;
+        let program = bin_dir.join("initdb");
+        let output = initdb.output().map_err(|e| io("run", &program, e))?;
         if !output.status.success() {
-            return Err(format!(
-                "{} failed for {}: {}",
-                bin_dir.join("initdb").display(),
-                staging.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
+            return Err(RequirementError::Setup {
+                program,
+                dir: staging,
+                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
         }
-        std::fs::rename(&staging, &template).map_err(|e| io("cannot move", &staging, e))?;
+        std::fs::rename(&staging, &template).map_err(|e| io("move", &staging, e))?;
     }
     if let Some(parent) = data_dir.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| io("cannot create", parent, e))?;
+        std::fs::create_dir_all(parent).map_err(|e| io("create", parent, e))?;
         if let Some(user) = run_as {
             let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
-            chown_one(parent, user).map_err(|e| io("cannot hand over", parent, e))?;
+            chown_one(parent, user).map_err(|e| io("hand over", parent, e))?;
         }
     }
     let staging = data_dir.with_extension("copying");
     let _ = std::fs::remove_dir_all(&staging);
-    copy_tree(&template, &staging).map_err(|e| io("cannot copy the template cluster to", &staging, e))?;
+    copy_tree(&template, &staging).map_err(|e| io("copy the template cluster to", &staging, e))?;
     let _ = std::fs::remove_file(staging.join("postmaster.pid"));
     if let Some(user) = run_as {
-        chown_tree(&staging, user).map_err(|e| io("cannot hand over", &staging, e))?;
+        chown_tree(&staging, user).map_err(|e| io("hand over", &staging, e))?;
     }
-    std::fs::rename(&staging, data_dir).map_err(|e| io("cannot move", &staging, e))?;
+    std::fs::rename(&staging, data_dir).map_err(|e| io("move", &staging, e))?;
     Ok(true)
 }
 
@@ -242,7 +241,8 @@ pub async fn ensure_database(
     user: &str,
     database: &str,
     template: Option<&str>,
-) -> Result<Created, String> {
+) -> Result<Created, RequirementError> {
+    let pg = |e: String| RequirementError::postgres(port, e);
     if database_exists(port, user, database).await? {
         return Ok(Created::Existing);
     }
@@ -261,24 +261,30 @@ pub async fn ensure_database(
                     tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
                 }
                 Err(e) if e.contains("55006") => break,
-                Err(e) => return Err(e),
+                Err(e) => return Err(pg(e)),
             }
         }
-        pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database))).await?;
+        pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database)))
+            .await
+            .map_err(pg)?;
         return Ok(Created::FreshBecauseTemplateBusy);
     }
-    pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database))).await?;
+    pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database)))
+        .await
+        .map_err(pg)?;
     Ok(Created::Fresh)
 }
 
 /// Whether `database` exists in the cluster on `port`.
-async fn database_exists(port: u16, user: &str, database: &str) -> Result<bool, String> {
+async fn database_exists(port: u16, user: &str, database: &str) -> Result<bool, RequirementError> {
     let sql = format!("SELECT 1 FROM pg_database WHERE datname = '{}'", database.replace('\'', "''"));
-    Ok(!pgwire::query(port, user, "postgres", &sql).await?.is_empty())
+    let rows =
+        pgwire::query(port, user, "postgres", &sql).await.map_err(|e| RequirementError::postgres(port, e))?;
+    Ok(!rows.is_empty())
 }
 
 /// Drops `database` (after ending its sessions).
-pub async fn drop_database(port: u16, user: &str, database: &str) -> Result<(), String> {
+pub async fn drop_database(port: u16, user: &str, database: &str) -> Result<(), RequirementError> {
     pgwire::query(
         port,
         user,
@@ -287,6 +293,7 @@ pub async fn drop_database(port: u16, user: &str, database: &str) -> Result<(), 
     )
     .await
     .map(|_| ())
+    .map_err(|e| RequirementError::postgres(port, e))
 }
 
 /// Runs a seed into `database`: an `.sql` file's statements, or a shell command with `DATABASE_URL` set.
@@ -297,15 +304,17 @@ pub async fn seed(
     seed: &str,
     cwd: &Path,
     url: &str,
-) -> Result<(), String> {
+) -> Result<(), RequirementError> {
+    let failed = |detail: String| RequirementError::Seed {
+        seed: seed.to_owned(),
+        database: database.to_owned(),
+        detail,
+    };
     let file = cwd.join(seed);
     let is_sql = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("sql"));
     if is_sql && file.is_file() {
-        let sql = std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        return pgwire::query(port, user, database, &sql)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("seed {}: {e}", file.display()));
+        let sql = std::fs::read_to_string(&file).map_err(|e| RequirementError::io("read", &file, &e))?;
+        return pgwire::query(port, user, database, &sql).await.map(|_| ()).map_err(failed);
     }
     let output = tokio::process::Command::new("/bin/sh")
         .args(["-c", seed])
@@ -313,14 +322,14 @@ pub async fn seed(
         .env("DATABASE_URL", url)
         .output()
         .await
-        .map_err(|e| format!("seed `{seed}`: {e}"))?;
+        .map_err(|e| failed(e.to_string()))?;
     if output.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "seed `{seed}` exited with {}: {}",
+        Err(failed(format!(
+            "exited with {}: {}",
             output.status,
             String::from_utf8_lossy(&output.stderr).trim()
-        ))
+        )))
     }
 }

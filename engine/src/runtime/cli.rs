@@ -8,8 +8,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
     blast_all, config_cmd, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
-    list_commands, list_targets, logs, restart, resume, show_config, show_state, start, stop, test_cmd,
-    worker_cmd, worktree,
+    list_commands, logs, restart, resume, show_config, show_state, start, stop, test_cmd, worker_cmd,
+    worktree,
 };
 
 /// envctl runs a repository's whole development environment for the main checkout and every git worktree.
@@ -89,6 +89,14 @@ impl TargetArgs {
     }
 }
 
+/// Arguments of `list-targets` (and `worktree list`).
+#[derive(Debug, clap::Args)]
+pub struct ListTargetsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Every command.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -143,7 +151,7 @@ pub enum Command {
     /// Show the effective configuration and where each value came from.
     ShowConfig(show_config::ShowConfigArgs),
     /// List main and the worktrees with their planned ports.
-    ListTargets(list_targets::ListTargetsArgs),
+    ListTargets(ListTargetsArgs),
     /// Show the saved state of the last run (exit 1 when there is none).
     ShowState(show_state::ShowStateArgs),
     /// Explain what `start` would do: targets, ports, requirements, each service's argv and env.

@@ -3,7 +3,11 @@
 use crate::config::ConfigError;
 use crate::host::HostError;
 use crate::host::client::ClientError;
+use crate::jobs::StoreError;
+use crate::plan::PlanError;
 use crate::ports::PortError;
+use crate::requirements::RequirementError;
+use crate::startup::StartupError;
 use crate::state::StateError;
 use crate::targets::TargetError;
 
@@ -19,16 +23,59 @@ pub enum EngineError {
     /// Ports could not be planned.
     #[error(transparent)]
     Port(#[from] PortError),
+    /// A plan could not be made.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
     /// State could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// A requirement's data could not be changed.
+    #[error(transparent)]
+    Requirement(#[from] RequirementError),
+    /// A start could not begin.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
     /// The host could not run.
     #[error(transparent)]
     Host(#[from] HostError),
     /// The host could not be reached.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The job store failed.
+    #[error(transparent)]
+    Jobs(#[from] StoreError),
+    /// The host answered with an error (its message is already the user's).
+    #[error("{0}")]
+    HostReply(String),
+    /// The async runtime could not be built.
+    #[error("cannot build the async runtime: {0}\nhint: check the process's limits (threads, open files)")]
+    Runtime(std::io::Error),
+    /// A named service does not exist.
+    #[error("there is no service `{name}`{}\nhint: the services are: {}", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default(), known.join(", "))]
+    NoService {
+        /// The name given.
+        name: String,
+        /// The closest known name.
+        suggestion: Option<String>,
+        /// Every service.
+        known: Vec<String>,
+    },
+    /// A worktree could not be created or removed.
+    #[error(transparent)]
+    Worktree(#[from] crate::targets::worktree::WorktreeError),
     /// A command failed for a reason it explains (a service that did not start, an unhealthy target, …).
     #[error("{0}")]
     Failed(String),
+}
+
+impl From<crate::host::direct::StopError> for EngineError {
+    fn from(e: crate::host::direct::StopError) -> Self {
+        use crate::host::direct::StopError;
+        match e {
+            StopError::Client(e) => e.into(),
+            StopError::State(e) => e.into(),
+            StopError::Port(e) => e.into(),
+            StopError::Host(message) => Self::HostReply(message),
+        }
+    }
 }

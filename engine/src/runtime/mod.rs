@@ -1,18 +1,30 @@
-//! The composition root: [`EngineRuntime`] holds the ambient inputs (environment snapshot, working directory,
-//! printer), loads [`Settings`] for the commands that need them, and dispatches each command to its module.
-//! Outcomes map to exit codes in one place ([`exit_code`]).
+//! The composition root: [`EngineRuntime`] gathers the ambient inputs once (environment snapshot, working
+//! directory, global flags), builds what operations need — [`Settings`], the repository's [`Targets`], the
+//! [`StateRepository`], the port [`Ledger`], the job-store factory, one tokio runtime, a root
+//! [`CancellationToken`] and [`TaskTracker`] — each once and on first use, and composes the host process. Commands
+//! (`runtime/commands/`) turn their arguments into options and call one engine operation with what this hands
+//! them. Outcomes map to exit codes in one place ([`exit_code`]).
 
 pub mod cli;
 mod commands;
 mod error;
 pub mod logging;
 
+use std::cell::OnceCell;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use cli::{Cli, Command, parse};
 pub use error::EngineError;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use crate::config::{EnvVars, LoadOptions, Settings};
+use crate::config::{EnvVars, LoadOptions, Paths, Settings};
+use crate::host::HostParts;
+use crate::jobs::{JobStore, StoreFactory};
+use crate::ports::Ledger;
+use crate::state::StateRepository;
+use crate::targets::{Selection, Target, Targets};
 use crate::ui::{Printer, Verbosity};
 
 /// How a command ended when it did not fail with an error.
@@ -35,22 +47,40 @@ pub fn exit_code(result: &Result<Outcome, EngineError>) -> u8 {
     }
 }
 
-/// Runs a future to completion on a single-threaded runtime (commands are synchronous; the few that wait on
-/// processes or sockets use this).
-pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(future),
-        Err(e) => panic!("cannot build the async runtime: {e}"),
+/// Builds `cell`'s value once with `build`, keeping it only when it succeeds.
+fn once<T, E>(cell: &OnceCell<T>, build: impl FnOnce() -> Result<T, E>) -> Result<&T, E> {
+    if let Some(value) = cell.get() {
+        return Ok(value);
     }
+    let value = build()?;
+    Ok(cell.get_or_init(|| value))
 }
 
-/// Everything a command needs from the outside world, gathered once.
-#[derive(Debug, Clone)]
+/// Everything a command needs from the outside world, gathered once, and what is built from it, built once.
 pub struct EngineRuntime {
     env: EnvVars,
     cwd: PathBuf,
     printer: Printer,
     load: LoadOptions,
+    settings: OnceCell<Settings>,
+    paths: OnceCell<Paths>,
+    targets: OnceCell<Targets>,
+    store: OnceCell<Arc<dyn JobStore>>,
+    tokio: OnceCell<tokio::runtime::Runtime>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl std::fmt::Debug for EngineRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineRuntime")
+            .field("env", &self.env)
+            .field("cwd", &self.cwd)
+            .field("load", &self.load)
+            .field("settings", &self.settings.get().map(|s| &s.paths))
+            .field("store_open", &self.store.get().is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EngineRuntime {
@@ -72,12 +102,32 @@ impl EngineRuntime {
             logging::LevelFilter::WARN
         };
         logging::init(logging::level(&env, cli.global.verbose, default));
-        Self { env, cwd, printer: Printer::new(verbosity), load }
+        Self::new(env, cwd, Printer::new(verbosity), load)
+    }
+
+    /// A runtime over explicit inputs (tests).
+    pub fn new(env: EnvVars, cwd: PathBuf, printer: Printer, load: LoadOptions) -> Self {
+        Self {
+            env,
+            cwd,
+            printer,
+            load,
+            settings: OnceCell::new(),
+            paths: OnceCell::new(),
+            targets: OnceCell::new(),
+            store: OnceCell::new(),
+            tokio: OnceCell::new(),
+            shutdown: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
     }
 
     /// Runs one command.
     pub fn run(&self, command: &Command) -> Result<Outcome, EngineError> {
-        commands::dispatch(self, command)
+        let result = commands::dispatch(self, command);
+        self.shutdown.cancel();
+        self.tracker.close();
+        result
     }
 
     /// The printer.
@@ -85,27 +135,109 @@ impl EngineRuntime {
         &self.printer
     }
 
-    /// The environment snapshot.
+    /// The environment snapshot: the only way the engine sees the environment.
     pub fn env(&self) -> &EnvVars {
         &self.env
     }
 
     /// The directory the command runs in.
-    pub fn cwd(&self) -> &PathBuf {
+    pub fn cwd(&self) -> &std::path::Path {
         &self.cwd
     }
 
-    /// Loads the settings, printing their warnings.
-    pub fn settings(&self) -> Result<Settings, EngineError> {
-        let settings = Settings::load(&self.load, &self.env)?;
-        for warning in &settings.warnings {
-            self.printer.warn(warning);
-        }
-        Ok(settings)
+    /// The settings, loaded once (their warnings printed once).
+    pub fn settings(&self) -> Result<&Settings, EngineError> {
+        once(&self.settings, || {
+            let settings = Settings::load(&self.load, &self.env)?;
+            for warning in &settings.warnings {
+                self.printer.warn(warning);
+            }
+            Ok(settings)
+        })
     }
 
-    /// Finds the repository's paths without reading the config (for commands that write it).
-    pub fn paths(&self) -> Result<crate::config::Paths, EngineError> {
-        Ok(crate::config::Paths::discover(&self.load.start_dir, self.load.config_file.as_deref(), &self.env)?)
+    /// The repository's paths: the settings' when they are loaded, otherwise found without reading the config
+    /// (commands that must work with a broken config: `stop`, `logs`, `config set`).
+    pub fn paths(&self) -> Result<&Paths, EngineError> {
+        if let Some(settings) = self.settings.get() {
+            return Ok(&settings.paths);
+        }
+        once(&self.paths, || {
+            Ok(Paths::discover(&self.load.start_dir, self.load.config_file.as_deref(), &self.env)?)
+        })
+    }
+
+    /// Main and every worktree, read once.
+    pub fn targets(&self) -> Result<&Targets, EngineError> {
+        let settings = self.settings()?;
+        once(&self.targets, || Ok(Targets::discover(&settings.paths, &settings.config.project.trees_dir)))
+    }
+
+    /// The targets `selection` names (the configured default mode when it names none).
+    pub fn select(&self, selection: &Selection) -> Result<Vec<&Target>, EngineError> {
+        let mode = self.settings()?.config.project.default_mode;
+        Ok(self.targets()?.select(selection, mode)?)
+    }
+
+    /// The scope's artifacts.
+    pub fn state(&self) -> Result<StateRepository, EngineError> {
+        Ok(StateRepository::new(&self.paths()?.scope_dir))
+    }
+
+    /// The machine-wide port leases.
+    pub fn ledger(&self) -> Result<Ledger, EngineError> {
+        Ok(Ledger::new(&self.paths()?.ledger_dir))
+    }
+
+    /// Which job store the settings name.
+    pub fn job_stores(&self) -> Result<StoreFactory, EngineError> {
+        Ok(StoreFactory::from_settings(self.settings()?))
+    }
+
+    /// The repository's job store, opened once.
+    pub fn job_store(&self) -> Result<Arc<dyn JobStore>, EngineError> {
+        let stores = self.job_stores()?;
+        once(&self.store, || stores.open()).map(Arc::clone).map_err(EngineError::from)
+    }
+
+    /// Runs `future` to completion on this command's one tokio runtime (built on first use).
+    pub fn block_on<F: std::future::Future>(&self, future: F) -> Result<F::Output, EngineError> {
+        let runtime = once(&self.tokio, || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)
+        })?;
+        Ok(runtime.block_on(future))
+    }
+
+    /// Cancelled when the command ends; every task started for it watches this.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Tracks every task started for the command.
+    pub fn tracker(&self) -> &TaskTracker {
+        &self.tracker
+    }
+
+    /// What the host process is built from.
+    pub fn host_parts(&self) -> Result<HostParts, EngineError> {
+        let paths = self.paths()?.clone();
+        Ok(HostParts {
+            state: StateRepository::new(&paths.scope_dir),
+            ledger: Ledger::new(&paths.ledger_dir),
+            paths,
+            env: self.env.clone(),
+            token: self.shutdown.child_token(),
+            tracker: self.tracker.clone(),
+        })
+    }
+
+    /// Runs the host of this repository, composed with the startup orchestrator, until `stop` completes or it has
+    /// nothing left to do.
+    pub async fn run_host(
+        parts: HostParts,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), EngineError> {
+        let orchestrator = Arc::new(crate::startup::Startup);
+        Ok(crate::host::run(parts, orchestrator, stop).await?)
     }
 }

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use super::run::{TargetResult, run_target};
 use crate::config::Settings;
 use crate::host::{Host, Key};
-use crate::requirements::{self, PG_USER, postgres};
+use crate::requirements::{self, PG_USER, RequirementError, postgres};
 use crate::supervisor::logs;
 use crate::supervisor::service::ServiceSpec;
 
@@ -58,10 +58,10 @@ pub async fn run(
             servers.entry(key).or_insert(req);
         }
     }
-    host.uses.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(users);
+    host.share_servers(users);
     let mut specs = Vec::new();
     for ((owner, name), req) in &servers {
-        let log_path = logs::log_path(&host.paths.scope_dir, &run_id, owner, name);
+        let log_path = logs::log_path(&host.paths().scope_dir, &run_id, owner, name);
         if let Err(why) = prepare(settings, req).await {
             let reason = format!("{why} (data directory {}; log {})", req.data_dir, log_path.display());
             return TargetResult {
@@ -89,16 +89,17 @@ pub async fn run(
 }
 
 /// Makes the server's data directory ready.
-async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), String> {
+async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), RequirementError> {
     let data_dir = PathBuf::from(&req.data_dir);
     let paths = settings.paths.clone();
     let postgres_bin = req.binaries.iter().find(|b| b.name == "postgres").and_then(|b| b.path.clone());
     let adapter = req.adapter;
     tokio::task::spawn_blocking(move || match adapter {
         Adapter::Postgres => {
-            let bin = postgres_bin
-                .map(PathBuf::from)
-                .ok_or("postgres is not installed; install it with `apt-get install postgresql`")?;
+            let bin = postgres_bin.map(PathBuf::from).ok_or_else(|| RequirementError::Missing {
+                binary: "postgres".into(),
+                package: "postgresql".into(),
+            })?;
             let bin_dir = bin.parent().map(PathBuf::from).unwrap_or_default();
             let run_as = postgres::run_as()?;
             let began = Instant::now();
@@ -108,11 +109,12 @@ async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), Strin
             }
             Ok(())
         }
-        Adapter::Redis | Adapter::Command => std::fs::create_dir_all(&data_dir)
-            .map_err(|e| format!("cannot create {}: {e}", data_dir.display())),
+        Adapter::Redis | Adapter::Command => {
+            std::fs::create_dir_all(&data_dir).map_err(|e| RequirementError::io("create", &data_dir, &e))
+        }
     })
     .await
-    .map_err(|e| e.to_string())?
+    .unwrap_or_else(|e| Err(RequirementError::Setup { program: "envctl".into(), dir: PathBuf::new(), detail: e.to_string() }))
 }
 
 /// Creates each target's Postgres database (main's first; a worktree's as a copy of main's) and seeds new ones.
@@ -143,7 +145,7 @@ async fn databases(
                 let root = PathBuf::from(&target.root);
                 postgres::seed(port, PG_USER, &database, &seed, &root, &req.url)
                     .await
-                    .map_err(|e| failure(&target.name, &req.name, e, None))?;
+                    .map_err(|e| failure(&target.name, &req.name, e.to_string(), None))?;
             }
         }
     }

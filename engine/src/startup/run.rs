@@ -4,20 +4,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use envctl_contracts::config::ConfigFormat;
 use envctl_contracts::control::{Progress, Reply, ResumeRequest, StartFailure, StartOutcome, StartRequest};
 use envctl_contracts::ports::TargetPorts;
 use envctl_contracts::startup::{ServicePlan, StartupPlan};
 use envctl_contracts::state::{ErrorEntry, ProcessKind, ServiceStatus};
 use tokio::sync::mpsc;
 
-use super::{PortTable, explain, requirements};
+use super::{StartupError, requirements};
 use crate::config::{EnvVars, Settings};
 use crate::host::{Host, Key};
-use crate::ports::{Ledger, is_free, requests};
+use crate::plan::{PortTable, explain};
+use crate::ports::{is_free, requests};
 use crate::supervisor::service::{ServiceHandle, ServiceSpec};
 use crate::supervisor::{logs, proc_info, signal};
-use crate::targets::{Target, Targets};
+use crate::targets::Target;
 
 /// Log lines shown with a failure.
 const FAILURE_TAIL: usize = 20;
@@ -48,15 +48,15 @@ fn closure(plans: &[ServicePlan], names: &[String]) -> BTreeSet<String> {
     out
 }
 
-fn error(message: impl Into<String>) -> Reply {
-    Reply::Error { message: message.into() }
+/// The reply for a start that could not begin (the message is printed by the CLI that asked).
+fn error(e: &StartupError) -> Reply {
+    Reply::Error { message: e.to_string() }
 }
 
 /// Forgets services that ended (failed, exited, stopped) so no earlier failure is carried into the new run.
 async fn forget_ended(host: &Host) {
     let ended: Vec<Key> = host
-        .services
-        .lock()
+        .snapshot()
         .await
         .iter()
         .filter(|(_, h)| {
@@ -73,35 +73,24 @@ async fn forget_ended(host: &Host) {
 /// Starts (or reuses) the requested services.
 pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Reply>) -> Reply {
     let began = Instant::now();
-    let settings = Settings {
-        config: request.config.clone(),
-        paths: host.paths.clone(),
-        format: ConfigFormat::Toml,
-        provenance: BTreeMap::new(),
-        warnings: Vec::new(),
-    };
-    let all = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
-    let mut selected: Vec<&Target> = Vec::new();
-    for name in &request.targets {
-        match all.all.iter().find(|t| &t.name == name) {
-            Some(target) => selected.push(target),
-            None => return error(format!("no target named `{name}` (it may have been removed since)")),
-        }
-    }
+    let settings = Settings::resolved(request.config.clone(), host.paths().clone());
+    let targets: Vec<Target> = request.targets.iter().map(Target::from_selected).collect();
+    let selected: Vec<&Target> = targets.iter().collect();
+    let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
     forget_ended(host).await;
     host.ensure_worker(&settings, &request.env);
-    let run_id = host.begin_run(&request.command, &request.targets);
+    let run_id = host.begin_run(&request.command, &names);
     let mut outcome = StartOutcome { run_id: run_id.clone(), ..StartOutcome::default() };
     let env = EnvVars::from_pairs(request.env.get("PATH").map(|p| ("PATH", p.as_str())));
     let mut attempt = 0;
     let plan = loop {
         let table = match reserve_ports(host, &settings, &selected).await {
             Ok(table) => table,
-            Err(message) => return error(message),
+            Err(e) => return error(&e),
         };
         let plan = explain(&settings, &selected, &table, &env);
         if !plan.problems.is_empty() {
-            return error(plan.problems.join("\n"));
+            return error(&StartupError::Plan { problems: plan.problems });
         }
         record_ports(host, &selected, &table);
         if request.no_deps {
@@ -115,9 +104,12 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
                 // Something took the port between planning and binding: give the lease up and plan again.
                 attempt += 1;
                 let repo = settings.paths.repo_root.display().to_string();
-                let _ = Ledger::new(&settings.paths.ledger_dir).release(|o| {
+                let released = host.ledger().release(|o| {
                     o.repo == repo && o.target == failure.target && o.service == failure.service
                 });
+                if let Err(e) = released {
+                    tracing::warn!(error = %e, "the conflicting port's lease could not be released");
+                }
                 host.event(
                     Some(failure.target.clone()),
                     Some(failure.service.clone()),
@@ -127,16 +119,16 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
             }
             Some(failure) => {
                 outcome.failure = Some(failure);
-                return finish(host, outcome, &request.targets).await;
+                return finish(host, outcome, &names).await;
             }
             None => break plan,
         }
     };
     if request.deps_only {
-        return finish(host, outcome, &request.targets).await;
+        return finish(host, outcome, &names).await;
     }
     start_services(host, plan, &request, &run_id, tx, began, &mut outcome).await;
-    finish(host, outcome, &request.targets).await
+    finish(host, outcome, &names).await
 }
 
 /// Starts every target's services side by side, each target layer by layer.
@@ -163,7 +155,7 @@ async fn start_services(
             .map(|plan| ServiceSpec {
                 kind: ProcessKind::Service,
                 target: target_plan.name.clone(),
-                log_path: logs::log_path(&host.paths.scope_dir, run_id, &target_plan.name, &plan.name),
+                log_path: logs::log_path(&host.paths().scope_dir, run_id, &target_plan.name, &plan.name),
                 stop_grace: Duration::from_secs(plan.stop_grace_secs),
                 base_env: request.env.clone(),
                 plan,
@@ -186,28 +178,33 @@ async fn start_services(
 
 /// Remembers the port plans of `selected` for `ports_manifest.json`.
 fn record_ports(host: &Host, selected: &[&Target], table: &PortTable) {
-    let mut run = host.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for target in selected {
         let ports = table.of_target(&target.name);
-        let entry =
-            TargetPorts { target: target.name.clone(), root: target.root.display().to_string(), ports };
-        run.ports.insert(target.name.clone(), entry);
+        host.record_ports(TargetPorts {
+            target: target.name.clone(),
+            root: target.root.display().to_string(),
+            ports,
+        });
     }
 }
 
 /// Leases the ports of `selected` for the host.
-async fn reserve_ports(host: &Host, settings: &Settings, selected: &[&Target]) -> Result<PortTable, String> {
+async fn reserve_ports(
+    host: &Host,
+    settings: &Settings,
+    selected: &[&Target],
+) -> Result<PortTable, StartupError> {
     let port_requests = requests(settings, selected);
     if port_requests.is_empty() {
         return Ok(PortTable::default());
     }
-    let (pid, started) = (host.record.pid, host.record.start_time);
-    let ledger = Ledger::new(&settings.paths.ledger_dir);
+    let owner = host.record();
+    let ledger = host.ledger().clone();
     let reqs = port_requests.clone();
-    let plans = tokio::task::spawn_blocking(move || ledger.reserve(&reqs, pid, started, &is_free))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let plans =
+        tokio::task::spawn_blocking(move || ledger.reserve(&reqs, owner.pid, owner.start_time, &is_free))
+            .await
+            .map_err(|e| StartupError::Task(e.to_string()))??;
     for (request, plan) in port_requests.iter().zip(&plans) {
         let detail = serde_json::json!({"port": plan.assigned, "requested": plan.requested, "source": plan.source, "retries": plan.retries});
         host.event(
@@ -234,8 +231,7 @@ async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> R
     let name = if outcome.failure.is_some() { "run.failed" } else { "run.ready" };
     host.event(None, None, name, detail);
     if let Some(failure) = &outcome.failure {
-        let mut run = host.run.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        run.errors.push(ErrorEntry {
+        host.record_error(ErrorEntry {
             target: Some(failure.target.clone()),
             service: Some(failure.service.clone()),
             kind: "start_failed".into(),
@@ -243,8 +239,7 @@ async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> R
         });
     }
     outcome.services = host
-        .services
-        .lock()
+        .snapshot()
         .await
         .iter()
         .filter(|((t, _), _)| targets.is_empty() || targets.contains(t))
@@ -283,7 +278,7 @@ pub(super) async fn run_target(
         for spec in specs.iter().filter(|s| s.plan.layer == layer) {
             let key: Key = (spec.target.clone(), spec.plan.name.clone());
             let label = format!("{}/{}", key.0, key.1);
-            let existing = host.services.lock().await.get(&key).cloned();
+            let existing = host.get(&key).await;
             if let Some(handle) = &existing {
                 let record = handle.record();
                 let alive = matches!(record.status, ServiceStatus::Ready | ServiceStatus::Starting);
@@ -294,8 +289,7 @@ pub(super) async fn run_target(
                 }
                 host.stop(vec![key.clone()]).await;
             }
-            let handle = host.launch(spec.clone(), None);
-            host.services.lock().await.insert(key.clone(), handle.clone());
+            let handle = host.launch(spec.clone(), None).await;
             launched.push(key.clone());
             result.started.push(label);
             waiting.push((key, handle));
@@ -343,10 +337,14 @@ async fn wait_ready(
             ServiceStatus::Ready => return Ok(()),
             ServiceStatus::Failed | ServiceStatus::Exited | ServiceStatus::Stopped => {
                 let log_path = record.log_path.clone();
-                let log_tail = log_path
-                    .as_ref()
-                    .map(|p| logs::tail(std::path::Path::new(p), FAILURE_TAIL))
-                    .unwrap_or_default();
+                let log_tail = match log_path.clone() {
+                    Some(path) => tokio::task::spawn_blocking(move || {
+                        logs::tail(std::path::Path::new(&path), FAILURE_TAIL)
+                    })
+                    .await
+                    .unwrap_or_default(),
+                    None => Vec::new(),
+                };
                 let reason =
                     record.failure.clone().unwrap_or_else(|| format!("{:?}", record.status).to_lowercase());
                 return Err(StartFailure {
@@ -375,10 +373,10 @@ async fn wait_ready(
 /// and reports live services whose port nothing of theirs listens on.
 pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<Reply>) -> Reply {
     let began = Instant::now();
-    let previous = host.previous.clone();
-    let supervised: BTreeMap<Key, ServiceHandle> = host.services.lock().await.clone();
+    let previous = host.previous().cloned();
+    let supervised: BTreeMap<Key, ServiceHandle> = host.snapshot().await;
     if previous.as_ref().is_none_or(|p| p.services.is_empty()) && supervised.is_empty() {
-        return error("there is no saved state to resume (nothing has been started in this repository)");
+        return error(&StartupError::NothingToResume);
     }
     let targets: Vec<String> = previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default();
     let run_id = host.begin_run("resume", &targets);
@@ -389,8 +387,13 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
         if matches!(record.status, ServiceStatus::Ready | ServiceStatus::Starting) {
             outcome.reused.push(format!("{}/{}", key.0, key.1));
             if let (Some(pid), Some(port)) = (record.pid, record.port) {
-                let tree: Vec<u32> = proc_info::tree(pid).into_iter().map(|(p, _)| p).collect();
-                if !proc_info::listening_ports(&tree).contains(&port) {
+                let listening = tokio::task::spawn_blocking(move || {
+                    let tree: Vec<u32> = proc_info::tree(pid).into_iter().map(|(p, _)| p).collect();
+                    proc_info::listening_ports(&tree).contains(&port)
+                })
+                .await
+                .unwrap_or(true);
+                if !listening {
                     outcome.warnings.push(format!(
                         "{}/{} runs (pid {pid}) but nothing of it listens on port {port}",
                         key.0, key.1
@@ -429,7 +432,7 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
         to_start.push(ServiceSpec {
             kind: record.kind,
             target: record.target.clone(),
-            log_path: logs::log_path(&host.paths.scope_dir, &run_id, &record.target, &record.service),
+            log_path: logs::log_path(&host.paths().scope_dir, &run_id, &record.target, &record.service),
             stop_grace: Duration::from_secs(plan.stop_grace_secs),
             base_env: request.env.clone(),
             plan: plan.clone(),

@@ -11,6 +11,12 @@ pub use repository::{EventLog, RunArtifacts, StateError, StateRepository};
 
 use std::time::SystemTime;
 
+/// FNV-1a, 64 bits: stable across runs, builds and machines (unlike `DefaultHasher`); ids, slots and scope names
+/// are derived from it.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| (hash ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
+
 /// Now, as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
@@ -23,7 +29,7 @@ pub fn new_run_id() -> String {
         humantime::format_rfc3339_seconds(now).to_string().chars().filter(char::is_ascii_digit).collect();
     let nanos = now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or_default();
     let seed = format!("{nanos}-{}", std::process::id());
-    format!("run-{stamp}-{:08x}", crate::config::fnv1a(seed.as_bytes()) & 0xffff_ffff)
+    format!("run-{stamp}-{:08x}", fnv1a(seed.as_bytes()) & 0xffff_ffff)
 }
 
 #[cfg(test)]

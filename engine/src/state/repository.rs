@@ -5,6 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::jobs::TestResults;
 use envctl_contracts::ports::PortsManifest;
 use envctl_contracts::state::{ErrorReport, Event, RunState, RuntimeMap};
 use serde::Serialize;
@@ -98,6 +99,15 @@ impl StateRepository {
         read_json(&self.scope_dir.join("run_state.json"))
     }
 
+    /// Targets that have services in the saved state, in the order they appear.
+    pub fn running_targets(&self) -> Result<Vec<String>, StateError> {
+        let state = self.run_state()?;
+        let mut names: Vec<String> =
+            state.iter().flat_map(|s| s.services.iter().map(|r| r.target.clone())).collect();
+        names.dedup();
+        Ok(names)
+    }
+
     /// The latest `runtime_map.json`, if any.
     pub fn runtime_map(&self) -> Result<Option<RuntimeMap>, StateError> {
         read_json(&self.scope_dir.join("runtime_map.json"))
@@ -111,6 +121,21 @@ impl StateRepository {
     /// The latest `error_report.json`, if any.
     pub fn error_report(&self) -> Result<Option<ErrorReport>, StateError> {
         read_json(&self.scope_dir.join("error_report.json"))
+    }
+
+    /// The last `envctl test` run's `test_results.json`, if any.
+    pub fn test_results(&self) -> Result<Option<TestResults>, StateError> {
+        read_json(&self.scope_dir.join("test_results.json"))
+    }
+
+    /// Saves `test_results.json`.
+    pub fn save_test_results(&self, results: &TestResults) -> Result<(), StateError> {
+        let path = self.scope_dir.join("test_results.json");
+        let bytes = serde_json::to_vec_pretty(results)
+            .map_err(|e| StateError::Corrupt { path: path.clone(), detail: e.to_string() })?;
+        std::fs::create_dir_all(&self.scope_dir)
+            .map_err(|source| StateError::Io { path: self.scope_dir.clone(), source })?;
+        super::atomic::write_atomic(&path, &bytes).map_err(|source| StateError::Io { path, source })
     }
 }
 

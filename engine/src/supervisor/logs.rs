@@ -44,6 +44,24 @@ pub fn rotate_if_large(path: &Path, limit: u64) -> std::io::Result<bool> {
     Ok(true)
 }
 
+/// Complete lines appended to `path` since `offset` (which moves past them); a truncated file starts over.
+pub fn read_new_lines(path: &Path, offset: &mut u64) -> Vec<String> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
+    let len = file.metadata().map_or(0, |m| m.len());
+    if len < *offset {
+        *offset = 0;
+    }
+    if len == *offset || file.seek(SeekFrom::Start(*offset)).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else { return Vec::new() };
+    *offset += end as u64 + 1;
+    String::from_utf8_lossy(&bytes[..end]).lines().map(str::to_owned).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

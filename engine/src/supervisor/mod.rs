@@ -2,6 +2,8 @@
 //! started ([`signal`]), readiness probes ([`probe`]), log files ([`logs`]) and process truth from `/proc`
 //! ([`proc_info`]). The service task that puts them together lives in [`service`].
 
+mod error;
+pub mod health;
 pub mod logs;
 pub mod probe;
 pub mod proc_info;
@@ -9,3 +11,5 @@ pub mod service;
 pub mod signal;
 pub mod spawn;
 pub mod truth;
+
+pub use error::SupervisorError;

@@ -9,6 +9,8 @@ use envctl_contracts::config::ProbeKind;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::SupervisorError;
+
 /// The host probes connect to.
 const HOST: &str = "127.0.0.1";
 /// Longest a single attempt may take.
@@ -58,8 +60,8 @@ impl Probe {
         cwd: &Path,
         env: Vec<(String, String)>,
         log: &Path,
-    ) -> Result<Self, String> {
-        let need_port = || port.ok_or_else(|| "this probe needs the service to have a port".to_owned());
+    ) -> Result<Self, SupervisorError> {
+        let need_port = || port.ok_or(SupervisorError::ProbeNeedsPort);
         Ok(match kind {
             ProbeKind::Tcp => Self::Tcp(need_port()?),
             ProbeKind::Http { path, status } => {
@@ -69,8 +71,10 @@ impl Probe {
                 Self::Exec { command: command.clone(), cwd: cwd.to_path_buf(), env }
             }
             ProbeKind::Log { pattern } => Self::Log {
-                regex: regex_lite::Regex::new(pattern)
-                    .map_err(|e| format!("bad log pattern `{pattern}`: {e}"))?,
+                regex: regex_lite::Regex::new(pattern).map_err(|e| SupervisorError::BadPattern {
+                    pattern: pattern.clone(),
+                    detail: e.to_string(),
+                })?,
                 log: log.to_path_buf(),
             },
             ProbeKind::Postgres { user, database } => {

@@ -185,7 +185,7 @@ impl Task {
         self.reporter.changed.notify_one();
     }
 
-    fn probe(&self) -> Result<Option<Probe>, String> {
+    fn probe(&self) -> Result<Option<Probe>, super::SupervisorError> {
         let plan = &self.spec.plan;
         let port = plan.port.map(|p| p.assigned);
         let kind = match (&plan.ready, port) {
@@ -303,10 +303,12 @@ impl Task {
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         let child = match spawned {
             Ok(child) => child,
-            Err(e) => {
+            Err(source) => {
+                let program = self.spec.plan.argv.first().cloned().unwrap_or_default();
+                let why = super::SupervisorError::Spawn { program, source };
                 self.update(|r| {
                     r.status = ServiceStatus::Failed;
-                    r.failure = Some(e.to_string());
+                    r.failure = Some(why.to_string());
                 });
                 return None;
             }
@@ -329,7 +331,7 @@ impl Task {
         let probe = match self.probe() {
             Ok(probe) => probe,
             Err(why) => {
-                self.fail(why);
+                self.fail(why.to_string());
                 return Err(self.stop_process(pid, started, proc, true).await);
             }
         };

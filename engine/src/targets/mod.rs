@@ -2,12 +2,16 @@
 //! `.git/worktrees/*` (no `git` process needed). Each worktree gets a name, validated so it is safe in paths,
 //! URLs and shell commands, and a stable port slot derived from that name.
 
+pub mod worktree;
+
 use std::path::{Path, PathBuf};
 
 use envctl_contracts::config::{Mode, TargetScope};
+use envctl_contracts::control::SelectedTarget;
 use envctl_contracts::targets::TargetKind;
 
-use crate::config::{Paths, fnv1a};
+use crate::config::Paths;
+use crate::state::fnv1a;
 
 /// Number of distinct worktree slots; a worktree's ports are the base ports plus its slot (1..=SLOT_SPAN).
 pub const SLOT_SPAN: u16 = 200;
@@ -28,6 +32,28 @@ pub struct Target {
 }
 
 impl Target {
+    /// The target as a start request carries it to the host.
+    pub fn to_selected(&self) -> SelectedTarget {
+        SelectedTarget {
+            name: self.name.clone(),
+            kind: self.kind,
+            root: self.root.display().to_string(),
+            branch: self.branch.clone(),
+            slot: self.slot,
+        }
+    }
+
+    /// The target a start request carries.
+    pub fn from_selected(selected: &SelectedTarget) -> Self {
+        Self {
+            name: selected.name.clone(),
+            kind: selected.kind,
+            root: PathBuf::from(&selected.root),
+            branch: selected.branch.clone(),
+            slot: selected.slot,
+        }
+    }
+
     /// Whether a service or requirement with this scope runs here.
     pub fn in_scope(&self, scope: TargetScope) -> bool {
         matches!(

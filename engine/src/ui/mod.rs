@@ -3,6 +3,8 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod lifecycle;
+
 use std::io::Write as _;
 
 use serde::Serialize;

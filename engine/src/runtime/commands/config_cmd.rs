@@ -28,7 +28,7 @@ pub fn exec(rt: &EngineRuntime, command: &ConfigCommand) -> Result<Outcome, Engi
     let printer = rt.printer();
     match command {
         ConfigCommand::Init { force } => {
-            let outcome = edit::init(&paths, *force)?;
+            let outcome = edit::init(paths, *force)?;
             for service in &outcome.detected {
                 printer.note(&format!("detected {}: {} ({})", service.name, service.command, service.reason));
             }
@@ -38,7 +38,7 @@ pub fn exec(rt: &EngineRuntime, command: &ConfigCommand) -> Result<Outcome, Engi
             printer.note(&format!("wrote {}", outcome.file.display()));
         }
         ConfigCommand::Migrate => {
-            let outcome = edit::migrate(&paths)?;
+            let outcome = edit::migrate(paths)?;
             match &outcome.backup {
                 None => printer.note(&format!("{} is already TOML; nothing to do", outcome.file.display())),
                 Some(backup) => {
@@ -54,7 +54,7 @@ pub fn exec(rt: &EngineRuntime, command: &ConfigCommand) -> Result<Outcome, Engi
             }
         }
         ConfigCommand::Set { assignment } => {
-            let file = edit::set(&paths, assignment)?;
+            let file = edit::set(paths, assignment)?;
             printer.note(&format!("set {assignment} in {}", file.display()));
         }
     }

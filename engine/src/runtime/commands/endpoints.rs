@@ -6,7 +6,7 @@ use envctl_contracts::SCHEMA_VERSION;
 use envctl_contracts::inspect::EndpointList;
 use envctl_contracts::state::Endpoint;
 
-use super::logs::selected_records;
+use super::selected_records;
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::ui::Table;
@@ -24,8 +24,7 @@ pub struct EndpointsArgs {
 
 /// Lists endpoints; a requested target that is not running is an error.
 pub fn exec(rt: &EngineRuntime, args: &EndpointsArgs) -> Result<Outcome, EngineError> {
-    let paths = rt.paths()?;
-    let records = selected_records(&paths, &args.targets, &[])?;
+    let records = selected_records(rt, &args.targets, &[])?;
     for name in &args.targets.tree {
         if !records.iter().any(|r| &r.target == name) {
             return Err(EngineError::Failed(format!(

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use envctl_contracts::SCHEMA_VERSION;
 use envctl_contracts::inspect::EnvReport;
 
+use crate::plan::{explain, plan_ports};
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
-use crate::startup::{explain, plan_ports};
-use crate::targets::{Selection, Targets};
+use crate::targets::Selection;
 
 /// Arguments of `env`.
 #[derive(Debug, clap::Args)]
@@ -40,7 +40,7 @@ fn shell_quote(value: &str) -> String {
 /// Prints the environment.
 pub fn exec(rt: &EngineRuntime, args: &EnvArgs) -> Result<Outcome, EngineError> {
     let settings = rt.settings()?;
-    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let targets = rt.targets()?;
     let selection = match (&args.tree, args.main) {
         (Some(name), _) => Selection::Trees(vec![name.clone()]),
         (None, true) => Selection::Main,
@@ -49,9 +49,9 @@ pub fn exec(rt: &EngineRuntime, args: &EnvArgs) -> Result<Outcome, EngineError> 
             Selection::Trees(vec![here])
         }
     };
-    let selected = targets.select(&selection, settings.config.project.default_mode)?;
-    let ports = plan_ports(&settings, &selected)?;
-    let plan = explain(&settings, &selected, &ports, rt.env());
+    let selected = rt.select(&selection)?;
+    let ports = plan_ports(settings, &selected)?;
+    let plan = explain(settings, &selected, &ports, rt.env());
     let Some(target) = plan.targets.into_iter().next() else {
         return Err(EngineError::Failed("no target selected".into()));
     };

@@ -6,10 +6,9 @@ use std::fmt::Write as _;
 use envctl_contracts::SCHEMA_VERSION;
 use envctl_contracts::inspect::{ErrorsReport, LogError};
 
-use super::logs::selected_records;
+use super::selected_records;
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
-use crate::state::StateRepository;
 use crate::supervisor::logs;
 
 /// Lines scanned at the end of each log.
@@ -30,9 +29,8 @@ pub struct ErrorsArgs {
 
 /// Lists errors.
 pub fn exec(rt: &EngineRuntime, args: &ErrorsArgs) -> Result<Outcome, EngineError> {
-    let paths = rt.paths()?;
-    let records = selected_records(&paths, &args.targets, &[])?;
-    let report_file = StateRepository::new(&paths.scope_dir).error_report()?;
+    let records = selected_records(rt, &args.targets, &[])?;
+    let report_file = rt.state()?.error_report()?;
     let targets: Vec<&str> = records.iter().map(|r| r.target.as_str()).collect();
     let errors = report_file
         .as_ref()

@@ -2,10 +2,9 @@
 
 use std::fmt::Write as _;
 
+use crate::plan::{explain, plan_ports};
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
-use crate::startup::{explain, plan_ports};
-use crate::targets::Targets;
 
 /// Arguments of `explain-startup`.
 #[derive(Debug, clap::Args)]
@@ -21,10 +20,9 @@ pub struct ExplainStartupArgs {
 /// Prints the startup plan.
 pub fn exec(rt: &EngineRuntime, args: &ExplainStartupArgs) -> Result<Outcome, EngineError> {
     let settings = rt.settings()?;
-    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
-    let selected = targets.select(&args.targets.selection(), settings.config.project.default_mode)?;
-    let ports = plan_ports(&settings, &selected)?;
-    let plan = explain(&settings, &selected, &ports, rt.env());
+    let selected = rt.select(&args.targets.selection())?;
+    let ports = plan_ports(settings, &selected)?;
+    let plan = explain(settings, &selected, &ports, rt.env());
     if args.json {
         rt.printer().json(&plan);
         return Ok(Outcome::Success);

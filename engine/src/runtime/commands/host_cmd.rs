@@ -1,7 +1,6 @@
 //! `envctl host` (hidden): the per-repository host process that `start` spawns detached.
 
-use crate::host;
-use crate::runtime::{EngineError, EngineRuntime, Outcome, block_on};
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
 /// Arguments of `host`.
 #[derive(Debug, clap::Args)]
@@ -9,7 +8,7 @@ pub struct HostArgs {}
 
 /// Runs the host until it has nothing left to supervise or is told to stop.
 pub fn exec(rt: &EngineRuntime, _args: &HostArgs) -> Result<Outcome, EngineError> {
-    let paths = rt.paths()?;
-    block_on(host::run(paths, std::future::pending()))?;
+    let parts = rt.host_parts()?;
+    rt.block_on(EngineRuntime::run_host(parts, std::future::pending()))??;
     Ok(Outcome::Success)
 }

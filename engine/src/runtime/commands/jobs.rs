@@ -7,7 +7,7 @@ use envctl_contracts::SCHEMA_VERSION;
 use envctl_contracts::config::Priority;
 use envctl_contracts::jobs::{JobList, JobStatus};
 
-use crate::jobs::{self, ListFilter, NewJob, StoreError};
+use crate::jobs::{ListFilter, NewJob};
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::ui::Table;
 
@@ -18,119 +18,150 @@ const BATCH: usize = 1000;
 #[derive(Debug, clap::Subcommand)]
 pub enum JobsCommand {
     /// Enqueue a job (prints its id; `--count N` enqueues N copies).
-    Enqueue {
-        /// Job type: `noop`, `command.exec`, `test.run`, or a `[jobs.types.<name>]` name.
-        #[arg(value_name = "TYPE")]
-        job_type: String,
-        /// JSON payload.
-        #[arg(long, default_value = "{}")]
-        payload: String,
-        /// Target it runs for.
-        #[arg(long)]
-        target: Option<String>,
-        /// low, normal, high or critical (default: the type's, else normal).
-        #[arg(long)]
-        priority: Option<String>,
-        /// Run no earlier than this from now (`30s`, `5m`).
-        #[arg(long)]
-        delay: Option<String>,
-        /// Attempts before the job is dead (default: the type's, else 3).
-        #[arg(long)]
-        max_attempts: Option<u32>,
-        /// Enqueue this many copies.
-        #[arg(long, default_value_t = 1)]
-        count: usize,
-    },
+    Enqueue(EnqueueArgs),
     /// List jobs, newest first.
-    List {
-        /// Only this status.
-        #[arg(long)]
-        status: Option<String>,
-        /// Only this type.
-        #[arg(long = "type")]
-        job_type: Option<String>,
-        /// Only this target.
-        #[arg(long)]
-        target: Option<String>,
-        /// At most this many.
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// Skip this many.
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
     /// Show one job.
-    Show {
-        /// Job id.
-        id: String,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Show(ShowArgs),
     /// Print a job's log (and follow it while the job runs).
-    Logs {
-        /// Job id.
-        id: String,
-        /// Keep printing until the job finishes.
-        #[arg(short, long)]
-        follow: bool,
-    },
+    Logs(LogsArgs),
     /// Report a running job's progress (jobs call this with their own `$ENVCTL_JOB_ID`).
-    Progress {
-        /// Job id.
-        id: String,
-        /// 0–100.
-        #[arg(long)]
-        percent: Option<f64>,
-        /// Current step.
-        #[arg(long)]
-        step: Option<String>,
-        /// Free text.
-        #[arg(long)]
-        detail: Option<String>,
-    },
+    Progress(ProgressArgs),
     /// Cancel a job (a running one is stopped by its worker, wherever it runs).
-    Cancel {
-        /// Job id.
-        id: String,
-    },
+    Cancel(CancelArgs),
     /// Queue a failed, dead or cancelled job again.
-    Retry {
-        /// Job id.
-        id: String,
-    },
+    Retry(RetryArgs),
     /// Counts by status, throughput, run time, success rate and workers.
-    Stats {
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Stats(StatsArgs),
     /// Delete finished jobs older than a duration, and/or every dead job.
-    Purge {
-        /// Finished more than this long ago (`7d`, `12h`).
-        #[arg(long, value_name = "DURATION")]
-        older_than: Option<String>,
-        /// Also every dead job.
-        #[arg(long)]
-        dead: bool,
-        /// Then compact the store.
-        #[arg(long)]
-        vacuum: bool,
-    },
+    Purge(PurgeArgs),
+}
+
+/// Arguments of `jobs enqueue`.
+#[derive(Debug, clap::Args)]
+pub struct EnqueueArgs {
+    /// Job type: `noop`, `command.exec`, `test.run`, or a `[jobs.types.<name>]` name.
+    #[arg(value_name = "TYPE")]
+    pub job_type: String,
+    /// JSON payload.
+    #[arg(long, default_value = "{}")]
+    pub payload: String,
+    /// Target it runs for.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// low, normal, high or critical (default: the type's, else normal).
+    #[arg(long)]
+    pub priority: Option<String>,
+    /// Run no earlier than this from now (`30s`, `5m`).
+    #[arg(long)]
+    pub delay: Option<String>,
+    /// Attempts before the job is dead (default: the type's, else 3).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    /// Enqueue this many copies.
+    #[arg(long, default_value_t = 1)]
+    pub count: usize,
+}
+
+/// Arguments of `jobs list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only this status.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this type.
+    #[arg(long = "type")]
+    pub job_type: Option<String>,
+    /// Only this target.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    /// Skip this many.
+    #[arg(long, default_value_t = 0)]
+    pub offset: usize,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `jobs show`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// Job id.
+    pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `jobs logs`.
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Job id.
+    pub id: String,
+    /// Keep printing until the job finishes.
+    #[arg(short, long)]
+    pub follow: bool,
+}
+
+/// Arguments of `jobs progress`.
+#[derive(Debug, clap::Args)]
+pub struct ProgressArgs {
+    /// Job id.
+    pub id: String,
+    /// 0–100.
+    #[arg(long)]
+    pub percent: Option<f64>,
+    /// Current step.
+    #[arg(long)]
+    pub step: Option<String>,
+    /// Free text.
+    #[arg(long)]
+    pub detail: Option<String>,
+}
+
+/// Arguments of `jobs cancel`.
+#[derive(Debug, clap::Args)]
+pub struct CancelArgs {
+    /// Job id.
+    pub id: String,
+}
+
+/// Arguments of `jobs retry`.
+#[derive(Debug, clap::Args)]
+pub struct RetryArgs {
+    /// Job id.
+    pub id: String,
+}
+
+/// Arguments of `jobs stats`.
+#[derive(Debug, clap::Args)]
+pub struct StatsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `jobs purge`.
+#[derive(Debug, clap::Args)]
+pub struct PurgeArgs {
+    /// Finished more than this long ago (`7d`, `12h`).
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Also every dead job.
+    #[arg(long)]
+    pub dead: bool,
+    /// Then compact the store.
+    #[arg(long)]
+    pub vacuum: bool,
 }
 
 fn duration(text: &str, flag: &str) -> Result<Duration, EngineError> {
     humantime::parse_duration(text).map_err(|e| {
         EngineError::Failed(format!("{flag} `{text}` is not a duration ({e})\nhint: write e.g. 30s, 5m, 7d"))
     })
-}
-
-#[allow(clippy::needless_pass_by_value)] // used as `map_err(store_error)`
-fn store_error(e: StoreError) -> EngineError {
-    EngineError::Failed(e.to_string())
 }
 
 fn priority(text: &str) -> Result<Priority, EngineError> {
@@ -146,198 +177,248 @@ fn priority(text: &str) -> Result<Priority, EngineError> {
 }
 
 /// Runs a `jobs` subcommand.
-#[allow(clippy::too_many_lines)]
 pub fn exec(rt: &EngineRuntime, command: &JobsCommand) -> Result<Outcome, EngineError> {
-    let settings = rt.settings()?;
-    let store = jobs::open(&settings).map_err(store_error)?;
-    let printer = rt.printer();
     match command {
-        JobsCommand::Enqueue { job_type, payload, target, priority: prio, delay, max_attempts, count } => {
-            let payload: serde_json::Value = serde_json::from_str(payload).map_err(|e| {
+        JobsCommand::Enqueue(args) => enqueue(rt, args),
+        JobsCommand::List(args) => list(rt, args),
+        JobsCommand::Show(args) => show(rt, args),
+        JobsCommand::Logs(args) => logs(rt, args),
+        JobsCommand::Progress(args) => progress(rt, args),
+        JobsCommand::Cancel(args) => cancel(rt, args),
+        JobsCommand::Retry(args) => retry(rt, args),
+        JobsCommand::Stats(args) => stats(rt, args),
+        JobsCommand::Purge(args) => purge(rt, args),
+    }
+}
+
+/// Enqueues jobs and prints their ids.
+fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineError> {
+    let EnqueueArgs { job_type, payload, target, priority: prio, delay, max_attempts, count } = args;
+    let settings = rt.settings()?;
+    let store = rt.job_store()?;
+    let printer = rt.printer();
+    let payload: serde_json::Value = serde_json::from_str(payload).map_err(|e| {
+        EngineError::Failed(format!(
+            "--payload is not JSON: {e}\nhint: quote it, e.g. --payload '{{\"command\": \"make\"}}'"
+        ))
+    })?;
+    if let Some(t) = target {
+        crate::targets::validate_name(t)?;
+    }
+    let kind = settings.config.jobs.types.get(job_type);
+    let job = NewJob {
+        job_type: job_type.clone(),
+        target: target.clone(),
+        payload,
+        priority: match prio {
+            Some(p) => priority(p)?,
+            None => kind.map_or(Priority::Normal, |k| k.priority),
+        },
+        max_attempts: max_attempts.or(kind.map(|k| k.max_attempts)).unwrap_or(3),
+        delay: delay.as_deref().map(|d| duration(d, "--delay")).transpose()?,
+    };
+    let mut out = String::new();
+    let mut left = *count;
+    while left > 0 {
+        let n = left.min(BATCH);
+        for id in store.enqueue(&vec![job.clone(); n])? {
+            out.push_str(&id);
+            out.push('\n');
+        }
+        left -= n;
+    }
+    printer.data(&out);
+    Ok(Outcome::Success)
+}
+
+/// Lists jobs.
+fn list(rt: &EngineRuntime, args: &ListArgs) -> Result<Outcome, EngineError> {
+    let ListArgs { status, job_type, target, limit, offset, json } = args;
+    let store = rt.job_store()?;
+    let printer = rt.printer();
+    let status = status
+        .as_deref()
+        .map(|s| {
+            JobStatus::parse(s).ok_or_else(|| {
                 EngineError::Failed(format!(
-                    "--payload is not JSON: {e}\nhint: quote it, e.g. --payload '{{\"command\": \"make\"}}'"
+                    "`{s}` is not a job status\nhint: {}",
+                    JobStatus::ALL.map(JobStatus::as_str).join(", ")
                 ))
-            })?;
-            if let Some(t) = target {
-                crate::targets::validate_name(t)?;
-            }
-            let kind = settings.config.jobs.types.get(job_type);
-            let job = NewJob {
-                job_type: job_type.clone(),
-                target: target.clone(),
-                payload,
-                priority: match prio {
-                    Some(p) => priority(p)?,
-                    None => kind.map_or(Priority::Normal, |k| k.priority),
-                },
-                max_attempts: max_attempts.or(kind.map(|k| k.max_attempts)).unwrap_or(3),
-                delay: delay.as_deref().map(|d| duration(d, "--delay")).transpose()?,
-            };
-            let mut out = String::new();
-            let mut left = *count;
-            while left > 0 {
-                let n = left.min(BATCH);
-                for id in store.enqueue(&vec![job.clone(); n]).map_err(store_error)? {
-                    out.push_str(&id);
-                    out.push('\n');
-                }
-                left -= n;
-            }
-            printer.data(&out);
+            })
+        })
+        .transpose()?;
+    let filter = ListFilter {
+        status,
+        job_type: job_type.clone(),
+        target: target.clone(),
+        limit: *limit,
+        offset: *offset,
+    };
+    let list = JobList { schema_version: SCHEMA_VERSION, jobs: store.list(&filter)? };
+    if *json {
+        printer.json(&list);
+    } else {
+        let mut table = Table::new(&["ID", "TYPE", "TARGET", "STATUS", "ATTEMPTS", "CREATED"]);
+        for j in &list.jobs {
+            table.row(vec![
+                j.id.clone(),
+                j.job_type.clone(),
+                j.target.clone().unwrap_or_else(|| "-".into()),
+                j.status.as_str().into(),
+                format!("{}/{}", j.attempts, j.max_attempts),
+                j.created_at.clone(),
+            ]);
         }
-        JobsCommand::List { status, job_type, target, limit, offset, json } => {
-            let status = status
-                .as_deref()
-                .map(|s| {
-                    JobStatus::parse(s).ok_or_else(|| {
-                        EngineError::Failed(format!(
-                            "`{s}` is not a job status\nhint: {}",
-                            JobStatus::ALL.map(JobStatus::as_str).join(", ")
-                        ))
-                    })
-                })
-                .transpose()?;
-            let filter = ListFilter {
-                status,
-                job_type: job_type.clone(),
-                target: target.clone(),
-                limit: *limit,
-                offset: *offset,
-            };
-            let list =
-                JobList { schema_version: SCHEMA_VERSION, jobs: store.list(&filter).map_err(store_error)? };
-            if *json {
-                printer.json(&list);
-            } else {
-                let mut table = Table::new(&["ID", "TYPE", "TARGET", "STATUS", "ATTEMPTS", "CREATED"]);
-                for j in &list.jobs {
-                    table.row(vec![
-                        j.id.clone(),
-                        j.job_type.clone(),
-                        j.target.clone().unwrap_or_else(|| "-".into()),
-                        j.status.as_str().into(),
-                        format!("{}/{}", j.attempts, j.max_attempts),
-                        j.created_at.clone(),
-                    ]);
-                }
-                printer.data(&table.render());
-            }
+        printer.data(&table.render());
+    }
+    Ok(Outcome::Success)
+}
+
+/// Shows one job.
+fn show(rt: &EngineRuntime, args: &ShowArgs) -> Result<Outcome, EngineError> {
+    let ShowArgs { id, json } = args;
+    let store = rt.job_store()?;
+    let printer = rt.printer();
+    let job = store.get(id)?;
+    if *json {
+        printer.json(&job);
+    } else {
+        let mut out = format!(
+            "{} {} ({})\nstatus: {}  attempts: {}/{}\n",
+            job.id,
+            job.job_type,
+            job.target.as_deref().unwrap_or("no target"),
+            job.status.as_str(),
+            job.attempts,
+            job.max_attempts
+        );
+        let _ = writeln!(out, "payload: {}", job.payload);
+        if let Some(p) = &job.progress {
+            let _ = writeln!(
+                out,
+                "progress: {}% {} {}",
+                p.percent.unwrap_or(0.0),
+                p.step.as_deref().unwrap_or(""),
+                p.detail.as_deref().unwrap_or("")
+            );
         }
-        JobsCommand::Show { id, json } => {
-            let job = store.get(id).map_err(store_error)?;
-            if *json {
-                printer.json(&job);
-            } else {
-                let mut out = format!(
-                    "{} {} ({})\nstatus: {}  attempts: {}/{}\n",
-                    job.id,
-                    job.job_type,
-                    job.target.as_deref().unwrap_or("no target"),
-                    job.status.as_str(),
-                    job.attempts,
-                    job.max_attempts
-                );
-                let _ = writeln!(out, "payload: {}", job.payload);
-                if let Some(p) = &job.progress {
-                    let _ = writeln!(
-                        out,
-                        "progress: {}% {} {}",
-                        p.percent.unwrap_or(0.0),
-                        p.step.as_deref().unwrap_or(""),
-                        p.detail.as_deref().unwrap_or("")
-                    );
-                }
-                if let Some(r) = &job.result {
-                    let _ = writeln!(out, "result: {r}");
-                }
-                if let Some(e) = &job.error {
-                    let _ = writeln!(out, "error: {e}");
-                }
-                printer.data(&out);
-            }
+        if let Some(r) = &job.result {
+            let _ = writeln!(out, "result: {r}");
         }
-        JobsCommand::Logs { id, follow } => {
-            let mut seen = 0;
-            loop {
-                let lines = store.logs(id, seen).map_err(store_error)?;
-                seen += lines.len();
-                for line in lines {
-                    printer.data(&line.line);
-                }
-                if !*follow || store.get(id).map_err(store_error)?.status.is_final() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
+        if let Some(e) = &job.error {
+            let _ = writeln!(out, "error: {e}");
         }
-        JobsCommand::Progress { id, percent, step, detail } => {
-            if percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
-                return Err(EngineError::Failed("--percent takes a number from 0 to 100".into()));
-            }
-            store.get(id).map_err(store_error)?;
-            let progress = envctl_contracts::jobs::JobProgress {
-                percent: *percent,
-                step: step.clone(),
-                detail: detail.clone(),
-            };
-            store.progress(id, &progress).map_err(store_error)?;
+        printer.data(&out);
+    }
+    Ok(Outcome::Success)
+}
+
+/// Prints (and follows) a job's log.
+fn logs(rt: &EngineRuntime, args: &LogsArgs) -> Result<Outcome, EngineError> {
+    let LogsArgs { id, follow } = args;
+    let store = rt.job_store()?;
+    let printer = rt.printer();
+    let mut seen = 0;
+    loop {
+        let lines = store.logs(id, seen)?;
+        seen += lines.len();
+        for line in lines {
+            printer.data(&line.line);
         }
-        JobsCommand::Cancel { id } => {
-            let status = store.cancel(id).map_err(store_error)?;
-            printer.note(&format!(
-                "{id}: {}",
-                if status == JobStatus::Cancelled { "cancelled" } else { "cancelling (its worker stops it)" }
-            ));
+        if !*follow || store.get(id)?.status.is_final() {
+            break;
         }
-        JobsCommand::Retry { id } => {
-            store.retry(id).map_err(store_error)?;
-            printer.note(&format!("{id}: queued again"));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(Outcome::Success)
+}
+
+/// Records a job's progress.
+fn progress(rt: &EngineRuntime, args: &ProgressArgs) -> Result<Outcome, EngineError> {
+    let ProgressArgs { id, percent, step, detail } = args;
+    let store = rt.job_store()?;
+    if percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
+        return Err(EngineError::Failed("--percent takes a number from 0 to 100".into()));
+    }
+    store.get(id)?;
+    let progress =
+        envctl_contracts::jobs::JobProgress { percent: *percent, step: step.clone(), detail: detail.clone() };
+    store.progress(id, &progress)?;
+    Ok(Outcome::Success)
+}
+
+/// Cancels a job.
+fn cancel(rt: &EngineRuntime, args: &CancelArgs) -> Result<Outcome, EngineError> {
+    let CancelArgs { id } = args;
+    let store = rt.job_store()?;
+    let printer = rt.printer();
+    let status = store.cancel(id)?;
+    printer.note(&format!(
+        "{id}: {}",
+        if status == JobStatus::Cancelled { "cancelled" } else { "cancelling (its worker stops it)" }
+    ));
+    Ok(Outcome::Success)
+}
+
+/// Queues a job again.
+fn retry(rt: &EngineRuntime, args: &RetryArgs) -> Result<Outcome, EngineError> {
+    let RetryArgs { id } = args;
+    let store = rt.job_store()?;
+    let printer = rt.printer();
+    store.retry(id)?;
+    printer.note(&format!("{id}: queued again"));
+    Ok(Outcome::Success)
+}
+
+/// Prints the store's statistics.
+fn stats(rt: &EngineRuntime, args: &StatsArgs) -> Result<Outcome, EngineError> {
+    let StatsArgs { json } = args;
+    let store = rt.job_store()?;
+    let printer = rt.printer();
+    let stats = store.stats()?;
+    if *json {
+        printer.json(&stats);
+    } else {
+        let mut out = format!(
+            "queued {}  scheduled {}  running {}  succeeded {}  failed {}  cancelled {}  dead {}\n",
+            stats.queued,
+            stats.scheduled,
+            stats.running,
+            stats.succeeded,
+            stats.failed,
+            stats.cancelled,
+            stats.dead
+        );
+        let _ = writeln!(
+            out,
+            "finished: {} in the last minute, {} in the last hour",
+            stats.finished_last_minute, stats.finished_last_hour
+        );
+        if let (Some(mean), Some(rate)) = (stats.mean_run_ms, stats.success_rate) {
+            let _ = writeln!(out, "mean run time {mean:.1} ms, success rate {:.1}%", rate * 100.0);
         }
-        JobsCommand::Stats { json } => {
-            let stats = store.stats().map_err(store_error)?;
-            if *json {
-                printer.json(&stats);
-            } else {
-                let mut out = format!(
-                    "queued {}  scheduled {}  running {}  succeeded {}  failed {}  cancelled {}  dead {}\n",
-                    stats.queued,
-                    stats.scheduled,
-                    stats.running,
-                    stats.succeeded,
-                    stats.failed,
-                    stats.cancelled,
-                    stats.dead
-                );
-                let _ = writeln!(
-                    out,
-                    "finished: {} in the last minute, {} in the last hour",
-                    stats.finished_last_minute, stats.finished_last_hour
-                );
-                if let (Some(mean), Some(rate)) = (stats.mean_run_ms, stats.success_rate) {
-                    let _ = writeln!(out, "mean run time {mean:.1} ms, success rate {:.1}%", rate * 100.0);
-                }
-                for w in &stats.workers {
-                    let _ =
-                        writeln!(out, "worker {} running {} (heartbeat {})", w.id, w.running, w.heartbeat_at);
-                }
-                printer.data(&out);
-            }
+        for w in &stats.workers {
+            let _ = writeln!(out, "worker {} running {} (heartbeat {})", w.id, w.running, w.heartbeat_at);
         }
-        JobsCommand::Purge { older_than, dead, vacuum } => {
-            if older_than.is_none() && !dead && !vacuum {
-                return Err(EngineError::Failed(
-                    "say what to purge\nhint: --older-than 7d, --dead, --vacuum".into(),
-                ));
-            }
-            let age = older_than.as_deref().map(|d| duration(d, "--older-than")).transpose()?;
-            let removed =
-                if age.is_some() || *dead { store.purge(age, *dead).map_err(store_error)? } else { 0 };
-            printer.note(&format!("purged {removed} job(s)"));
-            if *vacuum {
-                store.vacuum().map_err(store_error)?;
-                printer.note("compacted the store");
-            }
-        }
+        printer.data(&out);
+    }
+    Ok(Outcome::Success)
+}
+
+/// Deletes old and dead jobs.
+fn purge(rt: &EngineRuntime, args: &PurgeArgs) -> Result<Outcome, EngineError> {
+    let PurgeArgs { older_than, dead, vacuum } = args;
+    let store = rt.job_store()?;
+    let printer = rt.printer();
+    if older_than.is_none() && !dead && !vacuum {
+        return Err(EngineError::Failed("say what to purge\nhint: --older-than 7d, --dead, --vacuum".into()));
+    }
+    let age = older_than.as_deref().map(|d| duration(d, "--older-than")).transpose()?;
+    let removed = if age.is_some() || *dead { store.purge(age, *dead)? } else { 0 };
+    printer.note(&format!("purged {removed} job(s)"));
+    if *vacuum {
+        store.vacuum()?;
+        printer.note("compacted the store");
     }
     Ok(Outcome::Success)
 }

@@ -7,20 +7,12 @@ use envctl_contracts::ports::PortPlan;
 use envctl_contracts::targets::{TargetInfo, TargetList};
 
 use crate::config::Settings;
+use crate::plan::{PortTable, plan_ports};
 use crate::ports::server_owner;
+use crate::runtime::cli::ListTargetsArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
-use crate::startup::{PortTable, plan_ports};
-use crate::state::StateRepository;
-use crate::targets::{Target, Targets};
+use crate::targets::Target;
 use crate::ui::Table;
-
-/// Arguments of `list-targets`.
-#[derive(Debug, clap::Args)]
-pub struct ListTargetsArgs {
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
-}
 
 /// The ports one target uses: its services' and the requirements' servers it connects to.
 fn ports_of(settings: &Settings, target: &Target, table: &PortTable) -> BTreeMap<String, PortPlan> {
@@ -45,10 +37,10 @@ fn ports_of(settings: &Settings, target: &Target, table: &PortTable) -> BTreeMap
 /// Lists the targets.
 pub fn exec(rt: &EngineRuntime, args: &ListTargetsArgs) -> Result<Outcome, EngineError> {
     let settings = rt.settings()?;
-    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let targets = rt.targets()?;
     let all: Vec<&Target> = targets.all.iter().collect();
-    let table = plan_ports(&settings, &all)?;
-    let running: Vec<String> = match StateRepository::new(&settings.paths.scope_dir).run_state() {
+    let table = plan_ports(settings, &all)?;
+    let running: Vec<String> = match rt.state()?.run_state() {
         Ok(state) => state.map(|s| s.services.into_iter().map(|r| r.target).collect()).unwrap_or_default(),
         Err(err) => {
             rt.printer().warn(&err.to_string());
@@ -67,7 +59,7 @@ pub fn exec(rt: &EngineRuntime, args: &ListTargetsArgs) -> Result<Outcome, Engin
                 branch: t.branch.clone(),
                 slot: t.slot,
                 state_present: running.contains(&t.name),
-                ports: ports_of(&settings, t, &table),
+                ports: ports_of(settings, t, &table),
             })
             .collect(),
         skipped: targets.skipped.clone(),

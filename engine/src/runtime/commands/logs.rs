@@ -5,13 +5,11 @@ use std::time::Duration;
 
 use envctl_contracts::state::ServiceRecord;
 
-use super::foreground::read_new_lines;
-use super::stop::running_targets;
-use crate::config::Paths;
+use super::selected_records;
 use crate::runtime::cli::TargetArgs;
-use crate::runtime::{EngineError, EngineRuntime, Outcome, block_on};
-use crate::state::StateRepository;
-use crate::supervisor::logs;
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::state::StateError;
+use crate::supervisor::logs::{self, read_new_lines};
 
 /// Arguments of `logs`.
 #[derive(Debug, clap::Args)]
@@ -41,34 +39,6 @@ pub struct ClearLogsArgs {
     pub services: Vec<String>,
 }
 
-/// The saved records of the selected targets and services; an error when there are none.
-pub(super) fn selected_records(
-    paths: &Paths,
-    targets: &TargetArgs,
-    services: &[String],
-) -> Result<Vec<ServiceRecord>, EngineError> {
-    let running = running_targets(paths)?;
-    let names = targets.names_among(&running)?;
-    let state = StateRepository::new(&paths.scope_dir).run_state()?;
-    let records: Vec<ServiceRecord> = state
-        .map(|s| s.services)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|r| names.contains(&r.target) && (services.is_empty() || services.contains(&r.service)))
-        .collect();
-    if records.is_empty() {
-        let what = if names.is_empty() {
-            "nothing has been started".to_owned()
-        } else {
-            format!("no matching service of {}", names.join(", "))
-        };
-        return Err(EngineError::Failed(format!(
-            "{what} in this repository's saved state\nhint: `envctl start` starts it; `envctl show-state` shows what was saved"
-        )));
-    }
-    Ok(records)
-}
-
 fn log_files(records: &[ServiceRecord]) -> Vec<(String, PathBuf)> {
     records
         .iter()
@@ -80,8 +50,7 @@ fn log_files(records: &[ServiceRecord]) -> Vec<(String, PathBuf)> {
 
 /// Prints (and follows) logs.
 pub fn exec(rt: &EngineRuntime, args: &LogsArgs) -> Result<Outcome, EngineError> {
-    let paths = rt.paths()?;
-    let files = log_files(&selected_records(&paths, &args.targets, &args.services)?);
+    let files = log_files(&selected_records(rt, &args.targets, &args.services)?);
     let width = files.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
     let prefix = |label: &str, line: &str| {
         if files.len() > 1 { format!("{label:<width$} | {line}") } else { line.to_owned() }
@@ -96,7 +65,7 @@ pub fn exec(rt: &EngineRuntime, args: &LogsArgs) -> Result<Outcome, EngineError>
     if !args.follow {
         return Ok(Outcome::Success);
     }
-    block_on(async {
+    rt.block_on(async {
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         loop {
@@ -110,20 +79,19 @@ pub fn exec(rt: &EngineRuntime, args: &LogsArgs) -> Result<Outcome, EngineError>
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
-    })
+    })?
 }
 
 /// Empties log files.
 pub fn exec_clear(rt: &EngineRuntime, args: &ClearLogsArgs) -> Result<Outcome, EngineError> {
-    let paths = rt.paths()?;
-    let files = log_files(&selected_records(&paths, &args.targets, &args.services)?);
+    let files = log_files(&selected_records(rt, &args.targets, &args.services)?);
     for (_, path) in &files {
         match std::fs::OpenOptions::new().write(true).open(path) {
             Ok(file) => {
-                file.set_len(0).map_err(|e| EngineError::Failed(format!("{}: {e}", path.display())))?;
+                file.set_len(0).map_err(|source| StateError::Io { path: path.clone(), source })?;
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(EngineError::Failed(format!("{}: {e}", path.display()))),
+            Err(source) => return Err(StateError::Io { path: path.clone(), source }.into()),
         }
     }
     rt.printer().note(&format!("cleared {} log file(s)", files.len()));

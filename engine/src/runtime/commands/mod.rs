@@ -6,7 +6,6 @@ pub mod endpoints;
 pub mod env_cmd;
 pub mod errors;
 pub mod explain_startup;
-mod foreground;
 pub mod health;
 pub mod host_cmd;
 pub mod jobs;
@@ -23,14 +22,23 @@ pub mod test_cmd;
 pub mod worker_cmd;
 pub mod worktree;
 
+use std::fmt::Write as _;
+
+use envctl_contracts::control::{Reply, StartOutcome, StartRequest};
+use envctl_contracts::state::ServiceRecord;
+
+use super::cli::TargetArgs;
 use super::{Command, EngineError, EngineRuntime, Outcome};
+use crate::ui::Printer;
 
 /// Runs one command.
 pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, EngineError> {
     match command {
         Command::ListCommands(args) => list_commands::exec(rt, args),
         Command::ShowConfig(args) => show_config::exec(rt, args),
-        Command::ListTargets(args) => list_targets::exec(rt, args),
+        Command::ListTargets(args) | Command::Worktree(worktree::WorktreeCommand::List(args)) => {
+            list_targets::exec(rt, args)
+        }
         Command::ShowState(args) => show_state::exec(rt, args),
         Command::ExplainStartup(args) => explain_startup::exec(rt, args),
         Command::Config(sub) => config_cmd::exec(rt, sub),
@@ -52,4 +60,108 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Worker(args) => worker_cmd::exec(rt, args),
         Command::Test(args) => test_cmd::exec(rt, args),
     }
+}
+
+/// The saved records of the selected targets and services; an error when there are none.
+fn selected_records(
+    rt: &EngineRuntime,
+    targets: &TargetArgs,
+    services: &[String],
+) -> Result<Vec<ServiceRecord>, EngineError> {
+    let repo = rt.state()?;
+    let names = targets.names_among(&repo.running_targets()?)?;
+    let records: Vec<ServiceRecord> = repo
+        .run_state()?
+        .map(|s| s.services)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|r| names.contains(&r.target) && (services.is_empty() || services.contains(&r.service)))
+        .collect();
+    if records.is_empty() {
+        let what = if names.is_empty() {
+            "nothing has been started".to_owned()
+        } else {
+            format!("no matching service of {}", names.join(", "))
+        };
+        return Err(EngineError::Failed(format!(
+            "{what} in this repository's saved state\nhint: `envctl start` starts it; `envctl show-state` shows what was saved"
+        )));
+    }
+    Ok(records)
+}
+
+/// The start request for the selected targets (`start`, `restart`).
+fn start_request(
+    rt: &EngineRuntime,
+    targets: &TargetArgs,
+    services: &[String],
+    command: &str,
+    no_resume: bool,
+) -> Result<StartRequest, EngineError> {
+    let settings = rt.settings()?;
+    let selected = rt.select(&targets.selection())?;
+    for service in services {
+        if !settings.config.services.contains_key(service) {
+            let known: Vec<&str> = settings.config.services.keys().map(String::as_str).collect();
+            return Err(EngineError::NoService {
+                name: service.clone(),
+                suggestion: crate::config::suggest(service, &known).map(str::to_owned),
+                known: known.iter().map(|s| (*s).to_owned()).collect(),
+            });
+        }
+    }
+    Ok(StartRequest {
+        command: command.to_owned(),
+        config: settings.config.clone(),
+        targets: selected.iter().map(|t| t.to_selected()).collect(),
+        services: services.to_vec(),
+        env: rt.env().inherited().clone(),
+        no_resume,
+        no_deps: false,
+        deps_only: false,
+    })
+}
+
+/// Prints a start's outcome: URLs on stdout; a failure becomes the command's error.
+fn report_start(printer: Printer, reply: Option<Reply>) -> Result<Outcome, EngineError> {
+    let outcome: StartOutcome = match reply {
+        Some(Reply::Started(outcome)) => outcome,
+        Some(Reply::Error { message }) => return Err(EngineError::HostReply(message)),
+        Some(other) => {
+            return Err(EngineError::HostReply(format!("unexpected answer from the host: {other:?}")));
+        }
+        None => return Err(EngineError::HostReply("no envctl host answered".into())),
+    };
+    for warning in &outcome.warnings {
+        printer.warn(warning);
+    }
+    if let Some(failure) = &outcome.failure {
+        let mut message = format!("{}/{} failed: {}", failure.target, failure.service, failure.reason);
+        if let Some(path) = &failure.log_path {
+            let _ = write!(message, "\nlast log lines ({path}):");
+            if failure.log_tail.is_empty() {
+                message.push_str("\n  (the log is empty)");
+            }
+            for line in &failure.log_tail {
+                let _ = write!(message, "\n  {line}");
+            }
+        }
+        let _ = write!(
+            message,
+            "\nhint: fix it and run `envctl start` again; `envctl logs --service {}` shows the whole log",
+            failure.service
+        );
+        return Err(EngineError::Failed(message));
+    }
+    if !outcome.reused.is_empty() && outcome.started.is_empty() {
+        printer.note("already running with the same configuration; reused it (use --no-resume to restart)");
+    } else if !outcome.reused.is_empty() {
+        printer.note(&format!(
+            "reused {} running service(s): {}",
+            outcome.reused.len(),
+            outcome.reused.join(", ")
+        ));
+    }
+    printer.data(&crate::ui::lifecycle::urls(&outcome.services));
+    Ok(Outcome::Success)
 }

@@ -1,12 +1,12 @@
 //! `envctl restart [targets] [--service S]`: stop and start again (every running target by default).
 
-use envctl_contracts::control::{Reply, Request};
+use envctl_contracts::control::Request;
 
-use super::start::{report, request, show_progress};
-use super::stop::running_targets;
+use super::{report_start, start_request};
 use crate::host::client::HostClient;
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::ui::lifecycle::show_progress;
 
 /// Arguments of `restart`.
 #[derive(Debug, clap::Args)]
@@ -21,8 +21,7 @@ pub struct RestartArgs {
 
 /// Restarts the selected services.
 pub fn exec(rt: &EngineRuntime, args: &RestartArgs) -> Result<Outcome, EngineError> {
-    let paths = rt.paths()?;
-    let running = running_targets(&paths)?;
+    let running = rt.state()?.running_targets()?;
     let names = if args.targets.all { Vec::new() } else { args.targets.names_among(&running)? };
     let targets = if names.is_empty() && !args.targets.all {
         return Err(EngineError::Failed("nothing is running to restart\nhint: use `envctl start`".into()));
@@ -31,8 +30,8 @@ pub fn exec(rt: &EngineRuntime, args: &RestartArgs) -> Result<Outcome, EngineErr
     } else {
         TargetArgs { tree: names, ..TargetArgs::default() }
     };
-    let request = request(rt, &targets, &args.services, "restart", true)?;
+    let request = start_request(rt, &targets, &args.services, "restart", true)?;
     let printer = *rt.printer();
-    let reply = HostClient::call(&paths, true, &Request::Start(request), |p| show_progress(printer, p))?;
-    report(printer, reply.unwrap_or(Reply::Error { message: "no host".into() }))
+    let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| show_progress(printer, p))?;
+    report_start(printer, reply)
 }

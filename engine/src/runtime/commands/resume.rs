@@ -3,10 +3,10 @@
 
 use envctl_contracts::control::{Reply, Request, ResumeRequest};
 
-use super::start::{report, show_progress};
-use crate::config::process_environment;
+use super::report_start;
 use crate::host::client::HostClient;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::ui::lifecycle::show_progress;
 
 /// Arguments of `resume`.
 #[derive(Debug, clap::Args)]
@@ -14,12 +14,10 @@ pub struct ResumeArgs {}
 
 /// Resumes the saved environment.
 pub fn exec(rt: &EngineRuntime, _args: &ResumeArgs) -> Result<Outcome, EngineError> {
-    let paths = rt.paths()?;
     let printer = *rt.printer();
-    let request = Request::Resume(ResumeRequest { env: process_environment() });
-    let reply = HostClient::call(&paths, true, &request, |p| show_progress(printer, p))?
-        .unwrap_or(Reply::Error { message: "no host".into() });
-    if let Reply::Started(outcome) = &reply {
+    let request = Request::Resume(ResumeRequest { env: rt.env().inherited().clone() });
+    let reply = HostClient::call(rt.paths()?, true, &request, |p| show_progress(printer, p))?;
+    if let Some(Reply::Started(outcome)) = &reply {
         printer.note(&format!(
             "resumed {}: {} adopted, {} restarted",
             outcome.run_id,
@@ -27,5 +25,5 @@ pub fn exec(rt: &EngineRuntime, _args: &ResumeArgs) -> Result<Outcome, EngineErr
             outcome.started.len()
         ));
     }
-    report(printer, reply)
+    report_start(printer, reply)
 }

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use envctl_contracts::state::ShowState;
 
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
-use crate::state::StateRepository;
 use crate::ui::Table;
 
 /// Arguments of `show-state`.
@@ -19,7 +18,7 @@ pub struct ShowStateArgs {
 /// Prints the saved state.
 pub fn exec(rt: &EngineRuntime, args: &ShowStateArgs) -> Result<Outcome, EngineError> {
     let paths = rt.paths()?;
-    let repo = StateRepository::new(&paths.scope_dir);
+    let repo = rt.state()?;
     let run_state = repo.run_state()?;
     let runtime_map = repo.runtime_map()?;
     let found = run_state.is_some();

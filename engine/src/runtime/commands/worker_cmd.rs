@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::process_environment;
 use crate::jobs::handlers::HandlerContext;
 use crate::jobs::worker::{WorkerOptions, run};
-use crate::runtime::{EngineError, EngineRuntime, Outcome, block_on};
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
 /// Arguments of `worker`.
 #[derive(Debug, clap::Args)]
@@ -30,19 +29,17 @@ pub struct WorkerArgs {
 /// Runs a worker until Ctrl-C (twice: stop the running jobs too) or, with `--drain`, until the queue is empty.
 pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineError> {
     let settings = rt.settings()?;
-    let store: Arc<dyn crate::jobs::JobStore> = match &args.backend {
-        Some(url) => Arc::new(
-            crate::jobs::RedisStore::open(url, &settings.config.jobs.redis_prefix)
-                .map_err(|e| EngineError::Failed(e.to_string()))?,
-        ),
-        None => crate::jobs::open(&settings).map_err(|e| EngineError::Failed(e.to_string()))?,
+    let store = match &args.backend {
+        Some(url) => rt.job_stores()?.redis_at(url).open()?,
+        None => rt.job_store()?,
     };
     let lease = Duration::from_secs(settings.config.jobs.lease_secs);
-    let ctx = Arc::new(HandlerContext { settings: Some(settings), base_env: process_environment() });
+    let ctx =
+        Arc::new(HandlerContext { settings: Some(settings.clone()), base_env: rt.env().inherited().clone() });
     let options =
         WorkerOptions { concurrency: args.concurrency, types: args.types.clone(), drain: args.drain, lease };
     let printer = *rt.printer();
-    let report = block_on(async move {
+    let report = rt.block_on(async move {
         let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
         let signals = {
             let (shutdown, force) = (shutdown.clone(), force.clone());
@@ -58,8 +55,7 @@ pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineErro
         let report = run(store, ctx, options, shutdown, force).await;
         signals.abort();
         report
-    })
-    .map_err(|e| EngineError::Failed(e.to_string()))?;
+    })??;
     #[allow(clippy::cast_precision_loss)]
     let rate = report.finished as f64 / report.elapsed.as_secs_f64().max(1e-9);
     printer.note(&format!(

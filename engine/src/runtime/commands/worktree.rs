@@ -1,14 +1,12 @@
 //! `envctl worktree add NAME [--from BRANCH] | list [--json] | remove NAME [--force]`.
 
-use std::process::Command;
-
-use super::list_targets;
-use super::stop::stop;
-use crate::ports::Ledger;
-use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use envctl_contracts::targets::TargetKind;
 
-use crate::targets::{Targets, validate_name};
+use crate::host::direct;
+use crate::requirements::drop_target_data;
+use crate::runtime::cli::ListTargetsArgs;
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::targets::{validate_name, worktree};
 
 /// `envctl worktree …`.
 #[derive(Debug, clap::Subcommand)]
@@ -22,7 +20,7 @@ pub enum WorktreeCommand {
         from: Option<String>,
     },
     /// List main and the worktrees with their ports.
-    List(list_targets::ListTargetsArgs),
+    List(ListTargetsArgs),
     /// Stop a worktree's services, free its ports, then remove it.
     Remove {
         /// Worktree name.
@@ -33,60 +31,27 @@ pub enum WorktreeCommand {
     },
 }
 
-fn git(repo: &std::path::Path, args: &[&str]) -> Result<String, EngineError> {
-    let output = Command::new("git")
-        .arg("-C")
-        .arg(repo)
-        .args(args)
-        .output()
-        .map_err(|e| EngineError::Failed(format!("cannot run git: {e}\nhint: install git")))?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(EngineError::Failed(format!(
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
-    }
-}
-
-/// Runs a `worktree` subcommand.
+/// Runs `worktree add` and `worktree remove` (`list` is `list-targets`).
 pub fn exec(rt: &EngineRuntime, command: &WorktreeCommand) -> Result<Outcome, EngineError> {
     match command {
-        WorktreeCommand::List(args) => list_targets::exec(rt, args),
+        WorktreeCommand::List(_) => Ok(Outcome::Success),
         WorktreeCommand::Add { name, from } => {
             validate_name(name)?;
             let settings = rt.settings()?;
-            let repo = &settings.paths.repo_root;
-            let path = repo.join(&settings.config.project.trees_dir).join(name);
-            if path.exists() {
-                return Err(EngineError::Failed(format!(
-                    "{} already exists\nhint: pick another name",
-                    path.display()
-                )));
-            }
-            let path_str = path.display().to_string();
-            let branch_exists =
-                git(repo, &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{name}")]).is_ok();
-            if branch_exists {
-                git(repo, &["worktree", "add", &path_str, name])?;
-            } else {
-                let mut args = vec!["worktree", "add", "-b", name, &path_str];
-                if let Some(from) = from {
-                    args.push(from);
-                }
-                git(repo, &args)?;
-            }
-            rt.printer().note(&format!("created worktree {name} at {path_str}"));
+            let path = worktree::add(
+                &settings.paths.repo_root,
+                &settings.config.project.trees_dir,
+                name,
+                from.as_deref(),
+            )?;
+            rt.printer().note(&format!("created worktree {name} at {}", path.display()));
             rt.printer().note(&format!("start it with `envctl start --tree {name}`"));
             Ok(Outcome::Success)
         }
         WorktreeCommand::Remove { name, force } => {
             validate_name(name)?;
             let settings = rt.settings()?;
-            let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
-            let Some(target) = targets.all.iter().find(|t| &t.name == name) else {
+            let Some(target) = rt.targets()?.all.iter().find(|t| &t.name == name) else {
                 return Err(EngineError::Failed(format!(
                     "no worktree named `{name}`\nhint: `envctl worktree list` shows them"
                 )));
@@ -94,25 +59,15 @@ pub fn exec(rt: &EngineRuntime, command: &WorktreeCommand) -> Result<Outcome, En
             if target.kind == TargetKind::Main {
                 return Err(EngineError::Failed("the main checkout cannot be removed".into()));
             }
-            let stopped = stop(&settings.paths, std::slice::from_ref(name), &[])?;
+            let state = rt.state()?;
+            let stopped = rt.block_on(direct::stop(&settings.paths, std::slice::from_ref(name), &[]))??;
             let repo = settings.paths.repo_root.display().to_string();
-            let released =
-                Ledger::new(&settings.paths.ledger_dir).release(|o| o.repo == repo && &o.target == name)?;
-            for note in drop_data(&settings, name) {
-                rt.printer().note(&note);
+            let released = rt.ledger()?.release(|o| o.repo == repo && &o.target == name)?;
+            let saved = state.run_state().ok().flatten();
+            for note in rt.block_on(drop_target_data(settings, saved.as_ref(), name))? {
+                rt.printer().note(&note.to_string());
             }
-            let checkout = target.root.display().to_string();
-            let mut args = vec!["worktree", "remove"];
-            if *force {
-                args.push("--force");
-            }
-            args.push(&checkout);
-            git(&settings.paths.repo_root, &args).map_err(|e| match e {
-                EngineError::Failed(m) if !force => {
-                    EngineError::Failed(format!("{m}\nhint: commit or stash its changes, or pass --force"))
-                }
-                other => other,
-            })?;
+            worktree::remove(&settings.paths.repo_root, &target.root, *force)?;
             rt.printer().note(&format!(
                 "removed {name} (stopped {} service(s), released {released} port lease(s))",
                 stopped.len()
@@ -120,60 +75,4 @@ pub fn exec(rt: &EngineRuntime, command: &WorktreeCommand) -> Result<Outcome, En
             Ok(Outcome::Success)
         }
     }
-}
-
-/// Drops a worktree's requirement data: its database in a shared Postgres (when that runs), its index in a shared
-/// Redis (when that runs), its own servers' data directories. Returns what it did, for the user.
-fn drop_data(settings: &crate::config::Settings, target: &str) -> Vec<String> {
-    use envctl_contracts::config::{Adapter, Isolation};
-    use envctl_contracts::state::ProcessKind;
-
-    use crate::requirements::{self, PG_USER, postgres, redis};
-
-    let state = crate::state::StateRepository::new(&settings.paths.scope_dir).run_state().ok().flatten();
-    let running_port = |name: &str| {
-        state.as_ref()?.services.iter().find_map(|r| {
-            let alive = r
-                .pid
-                .zip(r.pid_start_time)
-                .is_some_and(|(p, s)| crate::supervisor::proc_info::is_same_process(p, s));
-            (r.kind == ProcessKind::Requirement && r.target == "main" && r.service == name && alive)
-                .then_some(r.port)
-                .flatten()
-        })
-    };
-    let mut notes = Vec::new();
-    for (name, req) in settings.config.requirements.iter().filter(|(_, r)| r.enabled) {
-        match (req.adapter, req.isolation) {
-            (Adapter::Postgres, Isolation::Database) => {
-                let database = requirements::database_name(&settings.config.project.name, target);
-                match running_port(name) {
-                    Some(port) => match crate::runtime::block_on(postgres::drop_database(port, PG_USER, &database)) {
-                        Ok(()) => notes.push(format!("dropped database {database}")),
-                        Err(e) => notes.push(format!("could not drop database {database}: {e}")),
-                    },
-                    None => notes.push(format!(
-                        "database {database} stays in main's Postgres, which is not running; `envctl stop-all --remove-data` deletes all data"
-                    )),
-                }
-            }
-            (Adapter::Redis, Isolation::DbIndex) => {
-                let index = requirements::redis_index(req.isolation, crate::targets::slot_for(target));
-                if let Some(port) = running_port(name) {
-                    match crate::runtime::block_on(redis::flush_database(port, index)) {
-                        Ok(()) => notes.push(format!("emptied Redis database {index}")),
-                        Err(e) => notes.push(format!("could not empty Redis database {index}: {e}")),
-                    }
-                }
-            }
-            _ => {
-                if let Ok(dir) = requirements::data_dir(&settings.paths, req, name, target)
-                    && std::fs::remove_dir_all(&dir).is_ok()
-                {
-                    notes.push(format!("removed {}", dir.display()));
-                }
-            }
-        }
-    }
-    notes
 }

@@ -1,4 +1,6 @@
-//! Builds a [`StartupPlan`] without starting anything.
+//! Pure planning, no side effects: each target's ports ([`plan_ports`], read-only against the lease ledger), its
+//! requirements and the environment, argv and layer of each service ([`explain`]). `start` carries the plan out;
+//! `explain-startup`, `env`, job handlers, the doctor and debug bundles read it.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +12,7 @@ use envctl_contracts::startup::{RequirementPlan, ServicePlan, StartupPlan, Targe
 use crate::config::{EnvVars, Settings, template};
 use crate::ports::{Ledger, PortError, PortRequest, is_free, requests, server_owner};
 use crate::requirements;
-use crate::targets::Target;
+use crate::targets::{Selection, Target, TargetError, Targets};
 
 /// Port plans by (owner target, service or requirement).
 #[derive(Debug, Clone, Default)]
@@ -276,4 +278,37 @@ pub fn explain(settings: &Settings, targets: &[&Target], ports: &PortTable, env:
         targets: plans,
         problems,
     }
+}
+
+/// A target's plan could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// No such target.
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    /// Its ports could not be planned.
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
+
+/// The environment every service of `target` shares (each requirement's exports and `ENVCTL_TARGET`) and the
+/// target's root: what a job for the target runs with.
+pub fn target_env(
+    settings: &Settings,
+    target: &str,
+    env: &EnvVars,
+) -> Result<(BTreeMap<String, String>, std::path::PathBuf), PlanError> {
+    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let selected =
+        targets.select(&Selection::Trees(vec![target.to_owned()]), settings.config.project.default_mode)?;
+    let ports = plan_ports(settings, &selected)?;
+    let plan = explain(settings, &selected, &ports, env);
+    let mut vars = BTreeMap::new();
+    let mut root = settings.paths.repo_root.clone();
+    if let Some(target_plan) = plan.targets.into_iter().next() {
+        vars.extend(target_plan.requirements.into_iter().flat_map(|r| r.env));
+        vars.insert("ENVCTL_TARGET".into(), target_plan.name);
+        root = std::path::PathBuf::from(target_plan.root);
+    }
+    Ok((vars, root))
 }

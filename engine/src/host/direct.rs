@@ -1,0 +1,180 @@
+//! Stopping without a host (it died, or was never there): every recorded process of the selection is checked by
+//! pid **and** start time and stopped, then the saved state forgets it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::control::{Reply, Request, StopRequest};
+use envctl_contracts::ports::PortsManifest;
+use envctl_contracts::state::{ErrorReport, RuntimeMap, ServiceRecord};
+
+use super::client::{ClientError, HostClient};
+use nix::sys::signal::Signal;
+
+use crate::config::Paths;
+use crate::ports::Ledger;
+use crate::state::{RunArtifacts, StateError, StateRepository, now_rfc3339};
+use crate::supervisor::{proc_info, signal};
+
+/// Why a stop did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum StopError {
+    /// The host could not be reached.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The host answered with an error.
+    #[error("{0}")]
+    Host(String),
+    /// The saved state could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The port leases could not be released.
+    #[error(transparent)]
+    Port(#[from] crate::ports::PortError),
+}
+
+/// What `blast-all` did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Blasted {
+    /// Processes stopped.
+    pub stopped: usize,
+    /// Port leases released.
+    pub released: usize,
+}
+
+fn matches(record: &ServiceRecord, targets: &[String], services: &[String]) -> bool {
+    (targets.is_empty() || targets.contains(&record.target))
+        && (services.is_empty() || services.contains(&record.service))
+}
+
+/// Stops `targets` (all when empty) and `services` (all when empty) through the host when one answers, directly
+/// otherwise; returns `target/service` of each stopped.
+pub async fn stop(paths: &Paths, targets: &[String], services: &[String]) -> Result<Vec<String>, StopError> {
+    let request = Request::Stop(StopRequest { targets: targets.to_vec(), services: services.to_vec() });
+    let asked = {
+        let paths = paths.clone();
+        tokio::task::spawn_blocking(move || HostClient::call(&paths, false, &request, |_| {}))
+            .await
+            .map_err(|e| StopError::Host(e.to_string()))?
+    };
+    match asked? {
+        Some(Reply::Stopped { stopped, .. }) => Ok(stopped),
+        Some(Reply::Error { message }) => Err(StopError::Host(message)),
+        Some(other) => Err(StopError::Host(format!("unexpected answer from the host: {other:?}"))),
+        None => direct_stop(&StateRepository::new(&paths.scope_dir), targets, services).await,
+    }
+}
+
+/// Stops recorded processes without a host, then records them as stopped.
+async fn direct_stop(
+    repo: &StateRepository,
+    targets: &[String],
+    services: &[String],
+) -> Result<Vec<String>, StopError> {
+    let Some(mut state) = repo.run_state()? else { return Ok(Vec::new()) };
+    let mut stopped = Vec::new();
+    for record in state.services.iter().filter(|r| matches(r, targets, services)) {
+        if let (Some(pid), Some(started)) = (record.pid, record.pid_start_time)
+            && proc_info::is_same_process(pid, started)
+        {
+            let grace = Duration::from_secs(record.spec.as_ref().map_or(5, |s| s.stop_grace_secs));
+            signal::stop_unowned(pid, started, grace).await;
+            stopped.push(format!("{}/{}", record.target, record.service));
+        }
+    }
+    state.services.retain(|r| !matches(r, targets, services));
+    state.updated_at = now_rfc3339();
+    let mut runtime_map = repo.runtime_map()?.unwrap_or_else(|| RuntimeMap {
+        schema_version: SCHEMA_VERSION,
+        run_id: state.run_id.clone(),
+        targets: BTreeMap::new(),
+    });
+    for (target, endpoints) in &mut runtime_map.targets {
+        endpoints.retain(|service, _| {
+            !(targets.is_empty() || targets.contains(target))
+                || !(services.is_empty() || services.contains(service))
+        });
+    }
+    runtime_map.targets.retain(|_, e| !e.is_empty());
+    let ports_manifest = repo.ports_manifest()?.unwrap_or_else(|| PortsManifest {
+        schema_version: SCHEMA_VERSION,
+        run_id: state.run_id.clone(),
+        targets: Vec::new(),
+    });
+    let error_report = repo.error_report()?.unwrap_or_else(|| ErrorReport {
+        schema_version: SCHEMA_VERSION,
+        run_id: state.run_id.clone(),
+        generated_at: now_rfc3339(),
+        errors: Vec::new(),
+    });
+    repo.save_run(&RunArtifacts { run_state: state, runtime_map, ports_manifest, error_report })?;
+    Ok(stopped)
+}
+
+/// Processes as (pid, start time).
+type Processes = BTreeSet<(u32, u64)>;
+
+/// Every (pid, start time) recorded in the scope's states: the hosts, then the services.
+fn recorded(scope: &std::path::Path) -> (Processes, Processes) {
+    let mut files = vec![scope.join("run_state.json")];
+    if let Ok(runs) = std::fs::read_dir(scope.join("runs")) {
+        files.extend(runs.filter_map(Result::ok).map(|e| e.path().join("run_state.json")));
+    }
+    let (mut hosts, mut services) = (BTreeSet::new(), BTreeSet::new());
+    for file in files {
+        let Some(state) = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<envctl_contracts::state::RunState>(&b).ok())
+        else {
+            continue;
+        };
+        if let Some(host) = state.host {
+            hosts.insert((host.pid, host.start_time));
+        }
+        for record in state.services {
+            if let (Some(pid), Some(started)) = (record.pid, record.pid_start_time) {
+                services.insert((pid, started));
+            }
+        }
+    }
+    (hosts, services)
+}
+
+/// Stops every process recorded in any of the scope's states (hosts first, each checked by pid and start time),
+/// releases the repository's port leases and forgets every service.
+pub async fn blast_all(paths: &Paths, ledger: &Ledger, repo: &StateRepository) -> Result<Blasted, StopError> {
+    let (hosts, services) = recorded(&paths.scope_dir);
+    let mut stopped = 0;
+    for (pid, started) in hosts.iter().filter(|(p, s)| proc_info::is_same_process(*p, *s)) {
+        // The host stops its services on SIGTERM; SIGKILL if it does not finish in time.
+        signal::signal_all(*pid, *started, &[(*pid, *started)], Signal::SIGTERM);
+        if !signal::wait_gone(*pid, *started, &[], Duration::from_secs(15)).await {
+            signal::signal_all(*pid, *started, &[(*pid, *started)], Signal::SIGKILL);
+            signal::wait_gone(*pid, *started, &[], Duration::from_secs(2)).await;
+        }
+        stopped += 1;
+    }
+    for (pid, started) in &services {
+        let alive = proc_info::is_same_process(*pid, *started)
+            || !proc_info::group_or_session_members(*pid).is_empty();
+        if alive && signal::stop_unowned(*pid, *started, Duration::from_secs(2)).await {
+            stopped += 1;
+        }
+    }
+    let repo_root = paths.repo_root.display().to_string();
+    let released = ledger.release(|owner| owner.repo == repo_root)?;
+    let _ = std::fs::remove_file(paths.control_socket());
+    if let Some(mut state) = repo.run_state()? {
+        state.services.clear();
+        state.host = None;
+        state.updated_at = now_rfc3339();
+        if let (Some(runtime_map), Some(ports_manifest), Some(error_report)) =
+            (repo.runtime_map()?, repo.ports_manifest()?, repo.error_report()?)
+        {
+            let runtime_map = RuntimeMap { targets: BTreeMap::new(), ..runtime_map };
+            repo.save_run(&RunArtifacts { run_state: state, runtime_map, ports_manifest, error_report })?;
+        }
+    }
+    Ok(Blasted { stopped, released })
+}

@@ -1,0 +1,86 @@
+//! [`RequirementError`]: why a requirement's server, data or database could not be made ready.
+
+use std::path::PathBuf;
+
+/// A requirement could not be prepared, reached or changed. Each names the server, port, path or database.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RequirementError {
+    /// A binary it needs is not installed.
+    #[error("{binary} is not installed\nhint: install it with `apt-get install {package}`")]
+    Missing {
+        /// The binary.
+        binary: String,
+        /// The Debian package that has it.
+        package: String,
+    },
+    /// envctl runs as root and there is nobody to run Postgres as.
+    #[error(
+        "envctl runs as root and Postgres refuses to; no `postgres` or `nobody` user exists to run it as\nhint: create one (`useradd --system postgres`) or run envctl as an ordinary user"
+    )]
+    NoUnprivilegedUser,
+    /// A file operation on its data failed.
+    #[error("cannot {what} {}: {detail}", path.display())]
+    Io {
+        /// What was being done (`create`, `copy the template cluster to`, …).
+        what: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The system's reason.
+        detail: String,
+    },
+    /// A setup program (`initdb`) failed.
+    #[error("{} failed for {}: {detail}", program.display(), dir.display())]
+    Setup {
+        /// The program.
+        program: PathBuf,
+        /// The directory it worked on.
+        dir: PathBuf,
+        /// Its output.
+        detail: String,
+    },
+    /// The server did not answer or refused a command.
+    #[error("{server} on 127.0.0.1:{port}: {detail}")]
+    Server {
+        /// `postgres` or `redis`.
+        server: &'static str,
+        /// Its port.
+        port: u16,
+        /// What it said.
+        detail: String,
+    },
+    /// A seed failed.
+    #[error("seed `{seed}` of database {database}: {detail}")]
+    Seed {
+        /// The seed file or command.
+        seed: String,
+        /// The database.
+        database: String,
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+impl RequirementError {
+    /// An I/O failure on `path`.
+    pub fn io(what: &'static str, path: &std::path::Path, source: &std::io::Error) -> Self {
+        Self::Io { what, path: path.to_path_buf(), detail: source.to_string() }
+    }
+
+    /// A Postgres server's answer on `port`.
+    pub fn postgres(port: u16, detail: impl Into<String>) -> Self {
+        Self::Server { server: "postgres", port, detail: detail.into() }
+    }
+
+    /// A Redis server's answer on `port`.
+    pub fn redis(port: u16, detail: impl Into<String>) -> Self {
+        Self::Server { server: "redis", port, detail: detail.into() }
+    }
+
+    /// The server's own words, for callers that act on a SQLSTATE code in them.
+    pub fn detail(&self) -> Option<&str> {
+        match self {
+            Self::Server { detail, .. } | Self::Seed { detail, .. } => Some(detail),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! `start --foreground`: the host runs inside this process, and every service's log is printed here, each line
+//! prefixed with its target and service. Ctrl-C stops everything in reverse dependency order; a second Ctrl-C
+//! skips the grace period.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use envctl_contracts::control::{Reply, Request, StartRequest};
+
+use super::super::report_start;
+use crate::host::client::HostClient;
+use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::supervisor::logs::read_new_lines;
+use crate::ui::lifecycle::show_progress;
+
+/// Runs the host here (a task on this command's runtime), starts the request through it, and follows the logs
+/// until the host ends.
+pub fn run(rt: &EngineRuntime, request: StartRequest) -> Result<Outcome, EngineError> {
+    let paths = rt.paths()?.clone();
+    let printer = *rt.printer();
+    if HostClient::connect(&paths).is_some() {
+        return Err(EngineError::Failed(
+            "a detached envctl host already runs for this repository\nhint: stop it with `envctl stop-all`, or run `envctl start` without --foreground".into(),
+        ));
+    }
+    let parts = rt.host_parts()?;
+    rt.block_on(async move {
+        let mut host = tokio::spawn(EngineRuntime::run_host(parts, std::future::pending()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = loop {
+            if let Some(client) = HostClient::connect(&paths) {
+                break client;
+            }
+            if host.is_finished() || Instant::now() >= deadline {
+                return match host.await {
+                    Ok(Err(e)) => Err(e),
+                    _ => Err(EngineError::Failed("the in-process host did not start".into())),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let reply = tokio::task::spawn_blocking(move || {
+            client.request(&Request::Start(request), |p| show_progress(printer, p))
+        })
+        .await
+        .map_err(|e| EngineError::Failed(e.to_string()))??;
+        let logs: Vec<(String, PathBuf)> = match &reply {
+            Reply::Started(outcome) => outcome
+                .services
+                .iter()
+                .filter_map(|r| {
+                    r.log_path.as_ref().map(|p| (format!("{}/{}", r.target, r.service), PathBuf::from(p)))
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let started = report_start(printer, Some(reply));
+        if started.is_err() {
+            let _ = host.await;
+            return started;
+        }
+        printer.note("following logs; Ctrl-C stops everything (press it twice to skip the grace period)");
+        let mut offsets: BTreeMap<PathBuf, u64> = BTreeMap::new();
+        let width = logs.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+        let ended = loop {
+            for (label, path) in &logs {
+                let offset = offsets.entry(path.clone()).or_insert(0);
+                for line in read_new_lines(path, offset) {
+                    printer.data(&format!("{label:<width$} | {line}"));
+                }
+            }
+            tokio::select! {
+                ended = &mut host => break ended,
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+        };
+        for (label, path) in &logs {
+            let offset = offsets.entry(path.clone()).or_insert(0);
+            for line in read_new_lines(path, offset) {
+                printer.data(&format!("{label:<width$} | {line}"));
+            }
+        }
+        match ended {
+            Ok(Ok(())) => Ok(Outcome::Interrupted),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(EngineError::Failed("the in-process host panicked".into())),
+        }
+    })?
+}

@@ -1,0 +1,131 @@
+//! The health verdict: every recorded service checked against `/proc` ([`super::truth`]) and judged healthy,
+//! degraded (restarted, or still starting) or unhealthy. `envctl health` prints it; the doctor's `services` gate
+//! reuses it.
+
+use envctl_contracts::SCHEMA_VERSION;
+use envctl_contracts::inspect::{HealthReport, ServiceHealth};
+use envctl_contracts::state::{ServiceRecord, ServiceStatus};
+
+use super::truth::{Truth, check};
+
+/// Judges `records`; with `strict`, a degraded service makes the report not ok.
+pub fn verdict(records: Vec<ServiceRecord>, strict: bool) -> HealthReport {
+    let mut issues = Vec::new();
+    let mut degraded = false;
+    let services: Vec<ServiceHealth> = records
+        .into_iter()
+        .map(|r| {
+            let truth = check(&r);
+            let healthy = truth == Truth::Running && r.status == ServiceStatus::Ready;
+            let label = format!("{}/{}", r.target, r.service);
+            match truth {
+                Truth::Gone => {
+                    issues.push(format!("{label}: its process (pid {}) is gone", r.pid.unwrap_or_default()));
+                }
+                Truth::NotListening => issues.push(format!(
+                    "{label}: runs but nothing of it listens on port {}",
+                    r.port.unwrap_or_default()
+                )),
+                Truth::Down => issues.push(format!(
+                    "{label}: {}",
+                    r.failure.clone().unwrap_or_else(|| format!("{:?}", r.status).to_lowercase())
+                )),
+                Truth::Running if !healthy => {
+                    degraded = true;
+                    issues.push(format!("{label}: {:?}", r.status).to_lowercase());
+                }
+                Truth::Running => {}
+            }
+            if healthy && r.restarts > 0 {
+                degraded = true;
+                issues.push(format!("{label}: restarted {} time(s)", r.restarts));
+            }
+            ServiceHealth {
+                truth: truth.as_str().to_owned(),
+                healthy,
+                target: r.target,
+                service: r.service,
+                status: r.status,
+                pid: r.pid,
+                port: r.port,
+                url: r.url,
+                restarts: r.restarts,
+                failure: r.failure,
+                probes: r.probes,
+            }
+        })
+        .collect();
+    let unhealthy = services.iter().any(|s| !s.healthy && s.truth != "running");
+    let overall = if unhealthy {
+        "unhealthy"
+    } else if degraded {
+        "degraded"
+    } else {
+        "healthy"
+    };
+    let ok = !(unhealthy || strict && degraded);
+    HealthReport { schema_version: SCHEMA_VERSION, ok, overall: overall.into(), services, issues }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(status: ServiceStatus, pid: Option<u32>, started: Option<u64>, restarts: u32) -> ServiceRecord {
+        ServiceRecord {
+            kind: envctl_contracts::state::ProcessKind::Service,
+            target: "main".into(),
+            service: "web".into(),
+            pid,
+            pid_start_time: started,
+            port: None,
+            url: None,
+            status,
+            log_path: None,
+            started_at: None,
+            ready_at: None,
+            restarts,
+            exit_code: None,
+            failure: None,
+            probes: Vec::new(),
+            spec: None,
+        }
+    }
+
+    #[test]
+    fn a_live_ready_service_without_a_port_is_healthy() {
+        let (pid, started) = crate::supervisor::proc_info::current();
+        let report = verdict(vec![record(ServiceStatus::Ready, Some(pid), Some(started), 0)], true);
+        assert!(report.ok, "{report:?}");
+        assert_eq!(report.overall, "healthy");
+    }
+
+    #[test]
+    fn a_recorded_pid_with_another_start_time_is_gone_and_unhealthy() {
+        let (pid, started) = crate::supervisor::proc_info::current();
+        let report = verdict(vec![record(ServiceStatus::Ready, Some(pid), Some(started + 1), 0)], false);
+        assert!(!report.ok);
+        assert_eq!(report.overall, "unhealthy");
+        assert_eq!(report.services[0].truth, "gone");
+        assert!(report.issues[0].contains("is gone"), "{:?}", report.issues);
+    }
+
+    #[test]
+    fn restarts_degrade_and_fail_only_when_strict() {
+        let (pid, started) = crate::supervisor::proc_info::current();
+        let records = || vec![record(ServiceStatus::Ready, Some(pid), Some(started), 2)];
+        let lenient = verdict(records(), false);
+        assert!(lenient.ok);
+        assert_eq!(lenient.overall, "degraded");
+        assert!(!verdict(records(), true).ok);
+    }
+
+    #[test]
+    fn a_failed_service_reports_its_failure() {
+        let mut failed = record(ServiceStatus::Failed, Some(1), Some(1), 0);
+        failed.failure = Some("exited with code 3".into());
+        let report = verdict(vec![failed], false);
+        assert!(!report.ok);
+        assert_eq!(report.issues, vec!["main/web: exited with code 3".to_owned()]);
+    }
+}
