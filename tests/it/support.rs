@@ -301,5 +301,9 @@ impl Drop for RedisServer {
 
 /// Runs `future` on a runtime of its own (tests that talk to a server through the engine's async clients).
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime").block_on(future)
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future)
 }

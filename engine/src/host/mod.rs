@@ -651,3 +651,196 @@ impl Signals {
         }
     }
 }
+
+#[cfg(test)]
+impl Host {
+    /// A host that serves nothing (request handling tests): no lock, no socket.
+    fn for_test(parts: HostParts, orchestrator: Arc<dyn Orchestrator>) -> Arc<Self> {
+        let (reporter_tx, _) = mpsc::unbounded_channel();
+        let (events, _) = mpsc::unbounded_channel();
+        Arc::new(Self {
+            parts,
+            record: HostRecord { pid: 1, start_time: 1 },
+            services: tokio::sync::Mutex::new(BTreeMap::new()),
+            run: std::sync::Mutex::new(RunInfo::default()),
+            previous: None,
+            reporter: Reporter { changed: Arc::new(Notify::new()), events: reporter_tx },
+            save_lock: tokio::sync::Mutex::new(()),
+            events,
+            force: AtomicBool::new(false),
+            uses: std::sync::Mutex::new(BTreeMap::new()),
+            worker_started: AtomicBool::new(false),
+            orchestrator,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envctl_contracts::control::{StartOutcome, StopRequest};
+    use envctl_contracts::startup::ServicePlan;
+    use envctl_contracts::state::ProcessKind;
+
+    use super::*;
+    use crate::config::LoadOptions;
+
+    /// Answers `start` with an outcome naming the request's command, and records what it was asked.
+    #[derive(Debug, Default)]
+    struct Recorder {
+        asked: std::sync::Mutex<Vec<String>>,
+    }
+
+    impl Orchestrator for Recorder {
+        fn start<'a>(
+            &'a self,
+            _host: &'a Arc<Host>,
+            request: StartRequest,
+            _tx: &'a mpsc::Sender<Reply>,
+        ) -> ReplyFuture<'a> {
+            unpoisoned(&self.asked).push(request.command.clone());
+            Box::pin(async move {
+                Reply::Started(StartOutcome { run_id: request.command, ..StartOutcome::default() })
+            })
+        }
+
+        fn resume<'a>(
+            &'a self,
+            _host: &'a Arc<Host>,
+            _request: ResumeRequest,
+            _tx: &'a mpsc::Sender<Reply>,
+        ) -> ReplyFuture<'a> {
+            unpoisoned(&self.asked).push("resume".into());
+            Box::pin(async { Reply::Error { message: "nothing to resume".into() } })
+        }
+    }
+
+    fn parts(dir: &std::path::Path) -> HostParts {
+        std::fs::create_dir_all(dir.join("repo/.git")).expect("git dir");
+        let runtime = dir.join("runtime").display().to_string();
+        let env = EnvVars::from_pairs([("ENVCTL_RUNTIME_DIR", runtime.as_str())]);
+        let paths = Paths::discover(&dir.join("repo"), None, &env).expect("paths");
+        HostParts {
+            state: StateRepository::new(&paths.scope_dir),
+            ledger: Ledger::new(&paths.ledger_dir),
+            paths,
+            env,
+            token: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    fn sleeper(host: &Host, target: &str, name: &str, kind: ProcessKind) -> ServiceSpec {
+        ServiceSpec {
+            kind,
+            target: target.into(),
+            plan: ServicePlan {
+                name: name.into(),
+                layer: 0,
+                cwd: "/".into(),
+                argv: vec!["sleep".into(), "1000".into()],
+                env: BTreeMap::new(),
+                port: None,
+                url: None,
+                ready: None,
+                depends_on: Vec::new(),
+                restart: envctl_contracts::config::RestartPolicy::No,
+                stop_grace_secs: 1,
+                stop_signal: "TERM".into(),
+                user: None,
+            },
+            base_env: BTreeMap::new(),
+            log_path: host.paths().scope_dir.join(format!("{target}-{name}.log")),
+            stop_grace: Duration::from_secs(1),
+        }
+    }
+
+    async fn ask(host: &Arc<Host>, request: Request) -> Reply {
+        let (tx, mut rx) = mpsc::channel(8);
+        handle(host, request, &tx).await;
+        drop(tx);
+        rx.recv().await.expect("a reply")
+    }
+
+    use envctl_contracts::control::Request;
+
+    fn start_request(host: &Host, command: &str) -> Request {
+        let load =
+            LoadOptions { start_dir: host.paths().repo_root.clone(), config_file: None, sets: Vec::new() };
+        let settings = Settings::load(&load, &host.parts.env).expect("default settings");
+        Request::Start(StartRequest {
+            command: command.into(),
+            config: settings.config,
+            targets: Vec::new(),
+            services: Vec::new(),
+            env: BTreeMap::new(),
+            no_resume: false,
+            no_deps: false,
+            deps_only: false,
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn start_and_resume_go_to_the_orchestrator_and_an_idle_host_then_exits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let recorder = Arc::new(Recorder::default());
+        let host = Host::for_test(parts(dir.path()), recorder.clone());
+        let Reply::Started(outcome) = ask(&host, start_request(&host, "restart")).await else {
+            panic!("not started")
+        };
+        assert_eq!(outcome.run_id, "restart");
+        assert!(matches!(
+            ask(&host, Request::Resume(ResumeRequest { env: BTreeMap::new() })).await,
+            Reply::Error { .. }
+        ));
+        assert_eq!(*unpoisoned(&recorder.asked), vec!["restart".to_owned(), "resume".to_owned()]);
+        assert!(host.parts.token.is_cancelled(), "a host with nothing to supervise exits after answering");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn stop_stops_the_selection_but_keeps_a_server_another_running_target_uses() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host = Host::for_test(parts(dir.path()), Arc::new(Recorder::default()));
+        let db = sleeper(&host, "main", "postgres", ProcessKind::Requirement);
+        let main_api = sleeper(&host, "main", "api", ProcessKind::Service);
+        let tree_api = sleeper(&host, "feature", "api", ProcessKind::Service);
+        for spec in [db, main_api, tree_api] {
+            host.launch(spec, None).await;
+        }
+        let server: Key = ("main".into(), "postgres".into());
+        host.share_servers(BTreeMap::from([
+            ("main".to_owned(), BTreeSet::from([server.clone()])),
+            ("feature".to_owned(), BTreeSet::from([server.clone()])),
+        ]));
+        let stop = |targets: &[&str]| {
+            Request::Stop(StopRequest {
+                targets: targets.iter().map(|t| (*t).to_owned()).collect(),
+                services: Vec::new(),
+            })
+        };
+        let Reply::Stopped { stopped, host_exiting } = ask(&host, stop(&["main"])).await else {
+            panic!("not stopped")
+        };
+        assert_eq!(stopped, vec!["main/api".to_owned()], "the shared server stays while feature runs");
+        assert!(!host_exiting);
+        assert!(host.get(&server).await.is_some());
+        let Reply::Stopped { stopped, host_exiting } = ask(&host, stop(&[])).await else {
+            panic!("not stopped")
+        };
+        assert_eq!(stopped.len(), 2, "{stopped:?}");
+        assert!(host_exiting && host.is_idle().await);
+        assert!(host.parts.token.is_cancelled());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn status_lists_every_supervised_service() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host = Host::for_test(parts(dir.path()), Arc::new(Recorder::default()));
+        host.launch(sleeper(&host, "main", "api", ProcessKind::Service), None).await;
+        let Reply::Status { services, host: record, .. } = ask(&host, Request::Status).await else {
+            panic!("no status")
+        };
+        assert_eq!(record, HostRecord { pid: 1, start_time: 1 });
+        assert_eq!(services.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(), vec!["api"]);
+        host.stop_all().await;
+    }
+}

@@ -312,3 +312,68 @@ pub fn target_env(
     }
     Ok((vars, root))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LoadOptions;
+
+    /// A repository (a `.git` directory is enough for discovery) with `config` as its `.envctl`, and its settings.
+    fn settings(config: &str) -> (tempfile::TempDir, Settings) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join(".git")).expect("git dir");
+        std::fs::write(repo.join(".envctl"), config).expect("config");
+        let runtime = dir.path().join("runtime").display().to_string();
+        let env = EnvVars::from_pairs([("ENVCTL_RUNTIME_DIR", runtime.as_str())]);
+        let load = LoadOptions { start_dir: repo, config_file: None, sets: Vec::new() };
+        (dir, Settings::load(&load, &env).expect("settings"))
+    }
+
+    fn main_target(settings: &Settings) -> Target {
+        Targets::discover(&settings.paths, &settings.config.project.trees_dir).all.remove(0)
+    }
+
+    #[test]
+    fn services_are_layered_by_dependency_and_get_their_port_and_target() {
+        let (_dir, settings) = settings(
+            "[services.api]\ncommand = \"serve --port {port}\"\nport = 47110\n\n[services.web]\ncommand = \"web {api.url}\"\ndepends_on = [\"api\"]\n",
+        );
+        let target = main_target(&settings);
+        let ports = plan_ports(&settings, &[&target]).expect("ports");
+        let plan = explain(&settings, &[&target], &ports, &EnvVars::default());
+        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+        let services = &plan.targets[0].services;
+        let api = services.iter().find(|s| s.name == "api").expect("api");
+        let web = services.iter().find(|s| s.name == "web").expect("web");
+        assert!(api.layer < web.layer, "api {} web {}", api.layer, web.layer);
+        let port = api.port.expect("api port").assigned;
+        assert_eq!(api.env.get("PORT"), Some(&port.to_string()));
+        assert_eq!(api.env.get("ENVCTL_TARGET").map(String::as_str), Some("main"));
+        assert_eq!(api.argv.last(), Some(&format!("serve --port {port}")));
+        assert_eq!(web.argv.last(), Some(&format!("web http://127.0.0.1:{port}")));
+    }
+
+    #[test]
+    fn a_dependency_that_does_not_run_for_the_target_is_a_problem_naming_it() {
+        let (_dir, settings) = settings(
+            "[services.web]\ncommand = \"web\"\ndepends_on = [\"api\"]\n\n[services.api]\ncommand = \"api\"\ntargets = \"trees\"\n",
+        );
+        let target = main_target(&settings);
+        let ports = plan_ports(&settings, &[&target]).expect("ports");
+        let plan = explain(&settings, &[&target], &ports, &EnvVars::default());
+        assert_eq!(
+            plan.problems,
+            vec!["main: `web` depends on `api`, which does not run for this target".to_owned()]
+        );
+    }
+
+    #[test]
+    fn target_env_names_the_target_and_its_root() {
+        let (_dir, settings) = settings("[services.api]\ncommand = \"api\"\n");
+        let (vars, root) = target_env(&settings, "main", &EnvVars::default()).expect("env");
+        assert_eq!(vars.get("ENVCTL_TARGET").map(String::as_str), Some("main"));
+        assert_eq!(root, settings.paths.repo_root);
+        assert!(matches!(target_env(&settings, "nope", &EnvVars::default()), Err(PlanError::Target(_))));
+    }
+}

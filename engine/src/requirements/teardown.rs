@@ -39,24 +39,25 @@ impl std::fmt::Display for TeardownNote {
     }
 }
 
+/// Whether the process with this pid and start time still runs.
+pub type IsAlive = fn(u32, u64) -> bool;
+
 /// The port of main's running server for requirement `name` (pid and start time checked), from `state`.
-fn running_port(state: Option<&RunState>, name: &str) -> Option<u16> {
+fn running_port(state: Option<&RunState>, is_alive: IsAlive, name: &str) -> Option<u16> {
     state?.services.iter().find_map(|r| {
-        let alive = r
-            .pid
-            .zip(r.pid_start_time)
-            .is_some_and(|(p, s)| crate::supervisor::proc_info::is_same_process(p, s));
+        let alive = r.pid.zip(r.pid_start_time).is_some_and(|(p, s)| is_alive(p, s));
         (r.kind == ProcessKind::Requirement && r.target == "main" && r.service == name && alive)
             .then_some(r.port)
             .flatten()
     })
 }
 
-/// Drops `target`'s requirement data. Shared servers must be running for their part to be dropped; what stays is
-/// said.
+/// Drops `target`'s requirement data. Shared servers must be running (`state` records them; `is_alive` checks
+/// each by pid and start time) for their part to be dropped; what stays is said.
 pub async fn drop_target_data(
     settings: &Settings,
     state: Option<&RunState>,
+    is_alive: IsAlive,
     target: &str,
 ) -> Vec<TeardownNote> {
     let mut notes = Vec::new();
@@ -64,7 +65,7 @@ pub async fn drop_target_data(
         match (req.adapter, req.isolation) {
             (Adapter::Postgres, Isolation::Database) => {
                 let database = database_name(&settings.config.project.name, target);
-                notes.push(match running_port(state, name) {
+                notes.push(match running_port(state, is_alive, name) {
                     Some(port) => match postgres::drop_database(port, PG_USER, &database).await {
                         Ok(()) => TeardownNote::DroppedDatabase(database),
                         Err(e) => TeardownNote::Failed(e),
@@ -74,7 +75,7 @@ pub async fn drop_target_data(
             }
             (Adapter::Redis, Isolation::DbIndex) => {
                 let index = redis_index(req.isolation, crate::targets::slot_for(target));
-                if let Some(port) = running_port(state, name) {
+                if let Some(port) = running_port(state, is_alive, name) {
                     notes.push(match redis::flush_database(port, index).await {
                         Ok(()) => TeardownNote::EmptiedRedis(index),
                         Err(e) => TeardownNote::Failed(RequirementError::redis(port, e)),

@@ -63,6 +63,21 @@ pub enum EngineError {
     /// A worktree could not be created or removed.
     #[error(transparent)]
     Worktree(#[from] crate::targets::worktree::WorktreeError),
+    /// A service or requirement did not start (its reason and last log lines).
+    #[error("{}", start_failure(.0))]
+    StartFailed(Box<envctl_contracts::control::StartFailure>),
+    /// A flag's value is not acceptable.
+    #[error("{flag} `{value}` {why}\nhint: {hint}")]
+    BadFlag {
+        /// The flag.
+        flag: &'static str,
+        /// The value given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+        /// What is accepted.
+        hint: String,
+    },
     /// A command failed for a reason it explains (a service that did not start, an unhealthy target, …).
     #[error("{0}")]
     Failed(String),
@@ -78,4 +93,25 @@ impl From<crate::host::direct::StopError> for EngineError {
             StopError::Host(message) => Self::HostReply(message),
         }
     }
+}
+
+/// A start failure as the user reads it: what failed and why, the last log lines, what to do.
+fn start_failure(failure: &envctl_contracts::control::StartFailure) -> String {
+    use std::fmt::Write as _;
+    let mut message = format!("{}/{} failed: {}", failure.target, failure.service, failure.reason);
+    if let Some(path) = &failure.log_path {
+        let _ = write!(message, "\nlast log lines ({path}):");
+        if failure.log_tail.is_empty() {
+            message.push_str("\n  (the log is empty)");
+        }
+        for line in &failure.log_tail {
+            let _ = write!(message, "\n  {line}");
+        }
+    }
+    let _ = write!(
+        message,
+        "\nhint: fix it and run `envctl start` again; `envctl logs --service {}` shows the whole log",
+        failure.service
+    );
+    message
 }

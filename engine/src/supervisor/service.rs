@@ -459,3 +459,96 @@ async fn wait_exit(proc: &mut Proc, pid: u32, started: u64) -> Option<i32> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use envctl_contracts::state::ProcessKind;
+
+    use super::*;
+
+    fn spec(dir: &std::path::Path, command: &str, restart: RestartPolicy) -> ServiceSpec {
+        ServiceSpec {
+            kind: ProcessKind::Service,
+            target: "main".into(),
+            plan: ServicePlan {
+                name: "svc".into(),
+                layer: 0,
+                cwd: dir.display().to_string(),
+                argv: vec!["/bin/sh".into(), "-c".into(), command.into()],
+                env: BTreeMap::new(),
+                port: None,
+                url: None,
+                ready: None,
+                depends_on: Vec::new(),
+                restart,
+                stop_grace_secs: 1,
+                stop_signal: "TERM".into(),
+                user: None,
+            },
+            base_env: BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]),
+            log_path: dir.join("svc.log"),
+            stop_grace: Duration::from_secs(1),
+        }
+    }
+
+    fn reporter() -> Reporter {
+        Reporter { changed: Arc::new(Notify::new()), events: mpsc::unbounded_channel().0 }
+    }
+
+    /// Waits (at most 10 s) until the record satisfies `done`; returns it.
+    async fn until(handle: &ServiceHandle, done: impl Fn(&ServiceRecord) -> bool) -> ServiceRecord {
+        let mut watch = handle.watch();
+        let wait = async {
+            loop {
+                let record = watch.borrow_and_update().clone();
+                if done(&record) {
+                    return record;
+                }
+                if watch.changed().await.is_err() {
+                    return watch.borrow().clone();
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait).await.expect("the record got there in time")
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_process_that_runs_becomes_ready_and_a_stop_leaves_nothing_running() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tracker = tokio_util::task::TaskTracker::new();
+        let handle =
+            launch(spec(dir.path(), "exec sleep 1000", RestartPolicy::No), None, reporter(), &tracker);
+        let ready = until(&handle, |r| r.status == ServiceStatus::Ready).await;
+        let (pid, started) = (ready.pid.expect("pid"), ready.pid_start_time.expect("start time"));
+        assert!(proc_info::is_same_process(pid, started));
+        handle.stop(false).await;
+        assert_eq!(handle.record().status, ServiceStatus::Stopped);
+        assert!(!proc_info::is_same_process(pid, started), "the process is gone after the stop");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_exit_before_ready_fails_with_its_code_and_is_not_restarted_under_no() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tracker = tokio_util::task::TaskTracker::new();
+        let handle = launch(spec(dir.path(), "exit 3", RestartPolicy::No), None, reporter(), &tracker);
+        let failed = until(&handle, |r| r.status == ServiceStatus::Failed).await;
+        assert_eq!(failed.exit_code, Some(3), "{failed:?}");
+        assert!(failed.failure.as_deref().is_some_and(|f| f.contains('3')), "{failed:?}");
+        assert_eq!(failed.restarts, 0);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn on_failure_restarts_a_crashing_ready_service_and_counts_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let marker = dir.path().join("ran-once");
+        let command = format!(
+            "if [ -e {m} ]; then exec sleep 1000; else touch {m}; sleep 0.2; exit 1; fi",
+            m = marker.display()
+        );
+        let tracker = tokio_util::task::TaskTracker::new();
+        let handle = launch(spec(dir.path(), &command, RestartPolicy::OnFailure), None, reporter(), &tracker);
+        let restarted = until(&handle, |r| r.restarts >= 1 && r.status == ServiceStatus::Ready).await;
+        assert_eq!(restarted.restarts, 1, "{restarted:?}");
+        handle.stop(true).await;
+    }
+}

@@ -158,9 +158,12 @@ pub struct PurgeArgs {
     pub vacuum: bool,
 }
 
-fn duration(text: &str, flag: &str) -> Result<Duration, EngineError> {
-    humantime::parse_duration(text).map_err(|e| {
-        EngineError::Failed(format!("{flag} `{text}` is not a duration ({e})\nhint: write e.g. 30s, 5m, 7d"))
+fn duration(text: &str, flag: &'static str) -> Result<Duration, EngineError> {
+    humantime::parse_duration(text).map_err(|e| EngineError::BadFlag {
+        flag,
+        value: text.to_owned(),
+        why: format!("is not a duration ({e})"),
+        hint: "write e.g. 30s, 5m, 7d".into(),
     })
 }
 
@@ -170,9 +173,12 @@ fn priority(text: &str) -> Result<Priority, EngineError> {
         "normal" => Ok(Priority::Normal),
         "high" => Ok(Priority::High),
         "critical" => Ok(Priority::Critical),
-        other => Err(EngineError::Failed(format!(
-            "`{other}` is not a priority\nhint: low, normal, high or critical"
-        ))),
+        other => Err(EngineError::BadFlag {
+            flag: "--priority",
+            value: other.to_owned(),
+            why: "is not a priority".into(),
+            hint: "low, normal, high or critical".into(),
+        }),
     }
 }
 

@@ -22,8 +22,6 @@ pub mod test_cmd;
 pub mod worker_cmd;
 pub mod worktree;
 
-use std::fmt::Write as _;
-
 use envctl_contracts::control::{Reply, StartOutcome, StartRequest};
 use envctl_contracts::state::ServiceRecord;
 
@@ -135,23 +133,8 @@ fn report_start(printer: Printer, reply: Option<Reply>) -> Result<Outcome, Engin
     for warning in &outcome.warnings {
         printer.warn(warning);
     }
-    if let Some(failure) = &outcome.failure {
-        let mut message = format!("{}/{} failed: {}", failure.target, failure.service, failure.reason);
-        if let Some(path) = &failure.log_path {
-            let _ = write!(message, "\nlast log lines ({path}):");
-            if failure.log_tail.is_empty() {
-                message.push_str("\n  (the log is empty)");
-            }
-            for line in &failure.log_tail {
-                let _ = write!(message, "\n  {line}");
-            }
-        }
-        let _ = write!(
-            message,
-            "\nhint: fix it and run `envctl start` again; `envctl logs --service {}` shows the whole log",
-            failure.service
-        );
-        return Err(EngineError::Failed(message));
+    if let Some(failure) = outcome.failure {
+        return Err(EngineError::StartFailed(Box::new(failure)));
     }
     if !outcome.reused.is_empty() && outcome.started.is_empty() {
         printer.note("already running with the same configuration; reused it (use --no-resume to restart)");

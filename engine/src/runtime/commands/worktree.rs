@@ -6,6 +6,7 @@ use crate::host::direct;
 use crate::requirements::drop_target_data;
 use crate::runtime::cli::ListTargetsArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::supervisor::proc_info::is_same_process;
 use crate::targets::{validate_name, worktree};
 
 /// `envctl worktree …`.
@@ -64,7 +65,7 @@ pub fn exec(rt: &EngineRuntime, command: &WorktreeCommand) -> Result<Outcome, En
             let repo = settings.paths.repo_root.display().to_string();
             let released = rt.ledger()?.release(|o| o.repo == repo && &o.target == name)?;
             let saved = state.run_state().ok().flatten();
-            for note in rt.block_on(drop_target_data(settings, saved.as_ref(), name))? {
+            for note in rt.block_on(drop_target_data(settings, saved.as_ref(), is_same_process, name))? {
                 rt.printer().note(&note.to_string());
             }
             worktree::remove(&settings.paths.repo_root, &target.root, *force)?;
