@@ -1,18 +1,22 @@
 //! The envctl engine.
 //!
-//! Module map (one folder per domain, each with one public entry type):
+//! Module map (one folder per domain, each with one public entry type). Lower rows never import higher ones;
+//! no two domains import each other; only `runtime` imports `startup`.
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`runtime`] | `EngineRuntime`, the composition root; the command line; dispatch; exit codes |
-//! | [`config`] | finding and reading `.envctl` (TOML or legacy), precedence, validation, `Paths`, `EnvVars` |
-//! | [`targets`] | main + worktrees, names, slots, selection |
+//! | [`runtime`] | `EngineRuntime`, the composition root: builds settings, targets, state, ledger, job stores, the tokio runtime and the host once; the command line; thin commands; exit codes |
+//! | [`startup`] | start / restart / resume orchestration, run in the host as its `Orchestrator` |
+//! | [`host`] | the per-repository host process: control socket, adopting survivors, the run's bookkeeping, state writes, stopping without a host (`direct`) |
+//! | [`jobs`] | job model, `JobStore` (embedded SQLite, Redis), worker, handlers, test suites as jobs |
+//! | [`plan`] | pure planning: each target's ports, environment and service argv (`explain`) |
 //! | [`ports`] | the port planner and the machine-wide lease ledger |
-//! | [`requirements`] | what postgres / redis / command requirements export and need |
-//! | [`startup`] | the plan of what `start` does |
-//! | [`state`] | run artifacts, atomic writes, the scope's repository |
-//! | [`supervisor`] | process truth (pid + start time) |
-//! | [`ui`] | the printer and tables (the only module that writes to the terminal) |
+//! | [`requirements`] | Postgres / Redis / command servers: data, databases, exports, probes' clients, teardown |
+//! | [`supervisor`] | spawning, probes, restart policies, graceful stop, logs, process truth, the health verdict |
+//! | [`targets`] | main + worktrees, names, slots, selection, `git worktree` |
+//! | [`config`] | finding and reading `.envctl` (TOML or legacy), precedence, validation, `Paths`, `EnvVars` |
+//! | [`state`] | run artifacts, atomic writes, the scope's repository, ids |
+//! | [`ui`] | the printer, tables and lifecycle lines (the only module that writes to the terminal) |
 
 pub mod config;
 pub mod host;

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use envctl_contracts::control::{Progress, Reply, Request};
 
@@ -62,27 +62,28 @@ impl HostClient {
         let repo = paths.current_root.as_os_str();
         let mut child = spawn::spawn_detached(&exe, &["host".as_ref(), "-C".as_ref(), repo], &log)
             .map_err(|e| spawn_error(&e))?;
-        let deadline = Instant::now() + SPAWN_WAIT;
-        let pause = Duration::from_micros(500);
-        loop {
-            if let Some(client) = Self::connect(paths) {
-                return Ok(client);
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                // Another host may have won the race for the lock; it answers soon.
-                if let Some(client) = Self::connect(paths) {
-                    return Ok(client);
-                }
-                if !status.success() {
-                    let tail = logs::tail(&log, 5).join("\n");
-                    return Err(spawn_error(&format!("it exited with {status}: {tail}")));
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(spawn_error(&"it did not answer within 10 s"));
-            }
-            std::thread::sleep(pause);
+        // The host writes one line on stdout once its socket is bound (and closes it by exiting if it cannot
+        // run): wait for that, not in a polling loop.
+        let mut stdout = child.stdout.take().ok_or_else(|| spawn_error(&"no pipe to the host"))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = [0u8; 6];
+            let _ = tx.send(std::io::Read::read(&mut stdout, &mut line).map(|n| n > 0));
+        });
+        let said_ready = rx.recv_timeout(SPAWN_WAIT);
+        if let Some(client) = Self::connect(paths) {
+            return Ok(client);
         }
+        if said_ready.is_err() {
+            return Err(spawn_error(&"it did not answer within 10 s"));
+        }
+        // It exited without serving: another host may have won the race for the lock and answers soon.
+        let status = child.wait().map_err(|e| spawn_error(&e))?;
+        if let Some(client) = Self::connect(paths) {
+            return Ok(client);
+        }
+        let tail = logs::tail(&log, 5).join("\n");
+        Err(spawn_error(&format!("it exited with {status}: {tail}")))
     }
 
     /// Sends `request`; calls `progress` for each progress line; returns the final reply.

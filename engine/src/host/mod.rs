@@ -409,6 +409,7 @@ async fn wait_for_lock(paths: &Paths) -> Result<Option<File>, HostError> {
 pub async fn run(
     parts: HostParts,
     orchestrator: Arc<dyn Orchestrator>,
+    ready: impl FnOnce(),
     stop: impl Future<Output = ()>,
 ) -> Result<(), HostError> {
     let paths = parts.paths.clone();
@@ -457,6 +458,7 @@ pub async fn run(
         host.share_servers(users);
     }
     let listener = server::bind(&paths)?;
+    ready();
     host.reporter.changed.notify_one();
     let saver = tokio::spawn(save_on_change(Arc::clone(&host)));
     let forwarder = tokio::spawn(forward_service_events(Arc::clone(&host), service_events));

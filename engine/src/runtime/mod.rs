@@ -233,11 +233,13 @@ impl EngineRuntime {
 
     /// Runs the host of this repository, composed with the startup orchestrator, until `stop` completes or it has
     /// nothing left to do.
+    /// `ready` runs once the control socket accepts connections.
     pub async fn run_host(
         parts: HostParts,
+        ready: impl FnOnce(),
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), EngineError> {
         let orchestrator = Arc::new(crate::startup::Startup);
-        Ok(crate::host::run(parts, orchestrator, stop).await?)
+        Ok(crate::host::run(parts, orchestrator, ready, stop).await?)
     }
 }

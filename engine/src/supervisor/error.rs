@@ -19,7 +19,7 @@ pub enum SupervisorError {
     /// The process could not be spawned.
     #[error("cannot start `{program}`: {source}")]
     Spawn {
-        /// argv[0].
+        /// The program (`argv[0]`).
         program: String,
         /// The system's reason.
         source: std::io::Error,

@@ -64,8 +64,8 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<tokio::process::Child> {
     })
 }
 
-/// Starts `program args` detached from the terminal (own session, stdin from `/dev/null`, output appended to
-/// `log_path`) and returns it without waiting.
+/// Starts `program args` detached from the terminal (own session, stdin from `/dev/null`, stderr appended to
+/// `log_path`, stdout a pipe the caller reads the program's readiness from) and returns it without waiting.
 #[allow(unsafe_code)]
 pub fn spawn_detached(
     program: &Path,
@@ -77,9 +77,8 @@ pub fn spawn_detached(
         std::fs::create_dir_all(dir)?;
     }
     let log = OpenOptions::new().create(true).append(true).open(log_path)?;
-    let err = log.try_clone()?;
     let mut cmd = std::process::Command::new(program);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(err));
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
     // SAFETY: only the async-signal-safe `setsid` runs between fork and exec; it touches no memory of the parent.
     unsafe {
         cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));

@@ -9,6 +9,8 @@ pub struct HostArgs {}
 /// Runs the host until it has nothing left to supervise or is told to stop.
 pub fn exec(rt: &EngineRuntime, _args: &HostArgs) -> Result<Outcome, EngineError> {
     let parts = rt.host_parts()?;
-    rt.block_on(EngineRuntime::run_host(parts, std::future::pending()))??;
+    // The `start` that spawned this host waits for this line on the host's stdout, then connects.
+    let ready = || rt.printer().data("ready");
+    rt.block_on(EngineRuntime::run_host(parts, ready, std::future::pending()))??;
     Ok(Outcome::Success)
 }

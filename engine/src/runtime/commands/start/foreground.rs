@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use envctl_contracts::control::{Reply, Request, StartRequest};
 
@@ -26,19 +26,23 @@ pub fn run(rt: &EngineRuntime, request: StartRequest) -> Result<Outcome, EngineE
     }
     let parts = rt.host_parts()?;
     rt.block_on(async move {
-        let mut host = tokio::spawn(EngineRuntime::run_host(parts, std::future::pending()));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let client = loop {
-            if let Some(client) = HostClient::connect(&paths) {
-                break client;
-            }
-            if host.is_finished() || Instant::now() >= deadline {
-                return match host.await {
+        let (ready_tx, ready) = tokio::sync::oneshot::channel();
+        let ready_tx = move || {
+            let _ = ready_tx.send(());
+        };
+        let mut host = tokio::spawn(EngineRuntime::run_host(parts, ready_tx, std::future::pending()));
+        let serving = tokio::select! {
+            served = tokio::time::timeout(Duration::from_secs(10), ready) => matches!(served, Ok(Ok(()))),
+            ended = &mut host => {
+                return match ended {
                     Ok(Err(e)) => Err(e),
                     _ => Err(EngineError::Failed("the in-process host did not start".into())),
                 };
             }
-            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        let client = match HostClient::connect(&paths) {
+            Some(client) if serving => client,
+            _ => return Err(EngineError::Failed("the in-process host did not start".into())),
         };
         let reply = tokio::task::spawn_blocking(move || {
             client.request(&Request::Start(request), |p| show_progress(printer, p))
