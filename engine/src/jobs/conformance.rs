@@ -1,11 +1,13 @@
 //! The job-store conformance suite: the semantics every [`JobStore`] must have, written once and run against
-//! each store (`embedded` here; the Redis store runs the same functions when it exists).
+//! each store (the embedded one and a real `redis-server`). Each case gets a store on a [`ManualClock`] and moves
+//! time by advancing it, so nothing here sleeps and the timings asserted are exact.
 
 use std::time::Duration;
 
 use envctl_contracts::config::Priority;
 use envctl_contracts::jobs::{JobProgress, JobStatus};
 
+use super::clock::{Clock, ManualClock};
 use super::store::{Finish, JobStore, NewJob};
 
 fn job(kind: &str, priority: Priority) -> NewJob {
@@ -22,7 +24,7 @@ fn job(kind: &str, priority: Priority) -> NewJob {
 const LEASE: Duration = Duration::from_secs(30);
 
 /// Priority first, then first in, first out.
-pub fn priority_then_fifo(store: &dyn JobStore) {
+pub fn priority_then_fifo(store: &dyn JobStore, _clock: &ManualClock) {
     let low = store.enqueue(&[job("a", Priority::Low)]).expect("enqueue");
     let normal = store.enqueue(&[job("a", Priority::Normal), job("a", Priority::Normal)]).expect("enqueue");
     let critical = store.enqueue(&[job("a", Priority::Critical)]).expect("enqueue");
@@ -33,19 +35,21 @@ pub fn priority_then_fifo(store: &dyn JobStore) {
 }
 
 /// Delayed jobs wait until due; type filters are honoured.
-pub fn delayed_and_filtered(store: &dyn JobStore) {
+pub fn delayed_and_filtered(store: &dyn JobStore, clock: &ManualClock) {
     let mut later = job("a", Priority::Normal);
     later.delay = Some(Duration::from_millis(300));
     let id = store.enqueue(&[later, job("b", Priority::Normal)]).expect("enqueue");
     assert_eq!(store.get(&id[0]).expect("get").status, JobStatus::Scheduled);
     assert!(store.claim("w", &["a".into()], 10, LEASE).expect("claim").is_empty(), "not due yet");
-    std::thread::sleep(Duration::from_millis(350));
+    clock.advance(Duration::from_millis(250));
+    assert!(store.claim("w", &["a".into()], 10, LEASE).expect("claim").is_empty(), "still not due");
+    clock.advance(Duration::from_millis(100));
     let claimed = store.claim("w", &["a".into()], 10, LEASE).expect("claim");
     assert_eq!(claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![id[0].clone()]);
 }
 
 /// A failure is retried with backoff until `max_attempts`, then the job is dead; a permanent failure is final.
-pub fn retries_then_dead(store: &dyn JobStore) {
+pub fn retries_then_dead(store: &dyn JobStore, clock: &ManualClock) {
     let mut flaky = job("a", Priority::Normal);
     flaky.max_attempts = 2;
     let ids = store.enqueue(&[flaky, job("b", Priority::Normal)]).expect("enqueue");
@@ -57,7 +61,10 @@ pub fn retries_then_dead(store: &dyn JobStore) {
     assert_eq!(after.status, JobStatus::Scheduled, "retried later");
     assert_eq!(after.error.as_deref(), Some("boom"));
     assert!(store.claim("w", &["a".into()], 1, LEASE).expect("claim").is_empty(), "backing off");
-    std::thread::sleep(Duration::from_millis(1300));
+    // The first pause is 1 s ± 25 %.
+    clock.advance(Duration::from_millis(700));
+    assert!(store.claim("w", &["a".into()], 1, LEASE).expect("claim").is_empty(), "still backing off");
+    clock.advance(Duration::from_millis(600));
     let second = store.claim("w", &["a".into()], 1, LEASE).expect("claim");
     assert_eq!(second[0].attempts, 2);
     store
@@ -73,11 +80,13 @@ pub fn retries_then_dead(store: &dyn JobStore) {
 
 /// While a lease is live nobody else gets the job; once it expires the job comes back, attempts counted, and the
 /// first worker's late result is ignored.
-pub fn leases(store: &dyn JobStore) {
+pub fn leases(store: &dyn JobStore, clock: &ManualClock) {
     let id = store.enqueue(&[job("a", Priority::Normal)]).expect("enqueue")[0].clone();
     assert_eq!(store.claim("w1", &[], 1, Duration::from_millis(300)).expect("claim").len(), 1);
     assert!(store.claim("w2", &[], 1, LEASE).expect("claim").is_empty(), "leased to w1");
-    std::thread::sleep(Duration::from_millis(350));
+    clock.advance(Duration::from_millis(250));
+    assert!(store.claim("w2", &[], 1, LEASE).expect("claim").is_empty(), "still leased to w1");
+    clock.advance(Duration::from_millis(100));
     let again = store.claim("w2", &[], 1, LEASE).expect("claim");
     assert_eq!((again[0].id.clone(), again[0].attempts), (id.clone(), 2));
     assert_eq!(
@@ -98,7 +107,7 @@ pub fn leases(store: &dyn JobStore) {
 }
 
 /// Cancelling a queued job is immediate; a running one is flagged until its worker reports it cancelled.
-pub fn cancellation(store: &dyn JobStore) {
+pub fn cancellation(store: &dyn JobStore, _clock: &ManualClock) {
     let ids = store.enqueue(&[job("a", Priority::Normal), job("b", Priority::Normal)]).expect("enqueue");
     assert_eq!(store.cancel(&ids[0]).expect("cancel"), JobStatus::Cancelled);
     let running = store.claim("w", &[], 10, LEASE).expect("claim");
@@ -113,7 +122,7 @@ pub fn cancellation(store: &dyn JobStore) {
 }
 
 /// Progress and logs are visible while the job runs; stats count by status; purge removes what it should.
-pub fn progress_logs_stats_purge(store: &dyn JobStore) {
+pub fn progress_logs_stats_purge(store: &dyn JobStore, _clock: &ManualClock) {
     let ids = store.enqueue(&[job("a", Priority::Normal), job("a", Priority::Normal)]).expect("enqueue");
     let running = store.claim("w", &[], 1, LEASE).expect("claim");
     let id = running[0].id.clone();
@@ -134,60 +143,74 @@ pub fn progress_logs_stats_purge(store: &dyn JobStore) {
     assert!(store.get(&ids[0]).is_err() || store.get(&ids[1]).is_err());
 }
 
-/// One test per conformance case for a store built by `$store` (an expression returning `(guard, store)`).
+/// The windows measured back from now (start latency, run time, workers heard from and jobs finished in the last
+/// minute, purge by age) follow the store's clock.
+pub fn time_windows(store: &dyn JobStore, clock: &ManualClock) {
+    let id = store.enqueue(&[job("a", Priority::Normal)]).expect("enqueue")[0].clone();
+    store.worker_heartbeat("w", Some(1)).expect("worker heartbeat");
+    clock.advance(Duration::from_millis(200));
+    assert_eq!(store.claim("w", &[], 1, LEASE).expect("claim").len(), 1);
+    clock.advance(Duration::from_millis(500));
+    store.finish("w", &[(id.clone(), Finish::Succeeded(serde_json::Value::Null))]).expect("finish");
+    let stats = store.stats().expect("stats");
+    assert_eq!(stats.workers.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), vec!["w"]);
+    assert_eq!((stats.finished_last_minute, stats.finished_last_hour), (1, 1));
+    assert_eq!((stats.start_latency_p50_ms, stats.mean_run_ms), (Some(200.0), Some(500.0)));
+    assert_eq!(store.purge(Some(Duration::from_secs(60)), false).expect("purge"), 0, "it finished just now");
+    clock.advance(Duration::from_secs(61));
+    let stats = store.stats().expect("stats");
+    assert!(stats.workers.is_empty(), "a worker silent for a minute is not listed: {:?}", stats.workers);
+    assert_eq!((stats.finished_last_minute, stats.finished_last_hour), (0, 1));
+    assert_eq!(store.purge(Some(Duration::from_secs(60)), false).expect("purge"), 1);
+    assert!(store.get(&id).is_err(), "purged");
+}
+
+/// One test per conformance case for a store built by `$store`, an expression returning `(guard, store)` that
+/// builds the store on `$clock` (an `Arc<dyn Clock>`; the case advances the same [`ManualClock`]).
 #[cfg(test)]
 macro_rules! conformance_tests {
-    ($name:ident, $store:expr) => {
+    ($name:ident, |$clock:ident| $store:expr) => {
+        conformance_tests!(@cases $name, |$clock| $store, [
+            priority_then_fifo,
+            delayed_and_filtered,
+            retries_then_dead,
+            leases,
+            cancellation,
+            progress_logs_stats_purge,
+            time_windows,
+        ]);
+    };
+    (@cases $name:ident, |$clock:ident| $store:expr, [$($case:ident),* $(,)?]) => {
         mod $name {
             #[allow(unused_imports)]
             use super::super::{EmbeddedStore, RedisStore};
             #[allow(unused_imports)]
             use super::TestRedis;
 
-            #[test]
-            fn priority_then_fifo() {
-                super::priority_then_fifo(&$store.1);
-            }
-
-            #[test]
-            fn delayed_and_filtered() {
-                super::delayed_and_filtered(&$store.1);
-            }
-
-            #[test]
-            fn retries_then_dead() {
-                super::retries_then_dead(&$store.1);
-            }
-
-            #[test]
-            fn leases() {
-                super::leases(&$store.1);
-            }
-
-            #[test]
-            fn cancellation() {
-                super::cancellation(&$store.1);
-            }
-
-            #[test]
-            fn progress_logs_stats_purge() {
-                super::progress_logs_stats_purge(&$store.1);
-            }
+            $(
+                #[test]
+                fn $case() {
+                    let clock = std::sync::Arc::new(super::ManualClock::default());
+                    let $clock: std::sync::Arc<dyn super::Clock> = clock.clone();
+                    let (_guard, store) = $store;
+                    super::$case(&store, &clock);
+                }
+            )*
         }
     };
 }
 
 #[cfg(test)]
-conformance_tests!(embedded, {
+conformance_tests!(embedded, |clock| {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = EmbeddedStore::open(&dir.path().join("jobs.sqlite3")).expect("open");
+    let store = EmbeddedStore::open_with_clock(&dir.path().join("jobs.sqlite3"), clock).expect("open");
     (dir, store)
 });
 
 #[cfg(test)]
-conformance_tests!(redis, {
+conformance_tests!(redis, |clock| {
     let server = TestRedis::start(false);
-    let store = RedisStore::open(&server.url(), "test").expect("connect");
+    let store = RedisStore::open_with_clock(&server.url(), "test", clock).expect("connect");
     (server, store)
 });
 
@@ -211,7 +234,8 @@ impl TestRedis {
     }
 
     fn start_in(dir: tempfile::TempDir, port: u16, aof: bool) -> Self {
-        let child = std::process::Command::new("redis-server")
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new("redis-server")
             .args([
                 "--port",
                 &port.to_string(),
@@ -224,15 +248,23 @@ impl TestRedis {
             ])
             .arg("--dir")
             .arg(dir.path())
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("redis-server (apt-get install redis-server)");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        Self { child, port, _dir: dir }
+        // Ready once it says so (no polling); the reader keeps draining its log until it exits.
+        let log = child.stdout.take().expect("stdout");
+        let (ready, is_ready) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(log).lines().map_while(Result::ok) {
+                if line.contains("Ready to accept connections") {
+                    let _ = ready.send(());
+                }
+            }
+        });
+        let started = is_ready.recv_timeout(Duration::from_secs(10));
+        let server = Self { child, port, _dir: dir };
+        assert!(started.is_ok(), "redis-server did not start on port {port}");
+        server
     }
 
     /// Its URL.

@@ -3,7 +3,7 @@
 //! process killed mid-write leaves the previous state, and two workers never claim the same job.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use envctl_contracts::SCHEMA_VERSION;
@@ -11,9 +11,8 @@ use envctl_contracts::config::Priority;
 use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerInfo};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use super::store::{
-    Finish, JobStore, ListFilter, NewJob, StoreError, backoff, new_id, now_ms, percentiles, rfc3339,
-};
+use super::clock::{Clock, SystemClock};
+use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, backoff, new_id, percentiles, rfc3339};
 
 /// Log lines kept per job.
 const LOG_LINES_KEPT: i64 = 5000;
@@ -58,6 +57,7 @@ scheduled_at, started_at, finished_at, worker_id, progress, result, error, metad
 pub struct EmbeddedStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    clock: Arc<dyn Clock>,
 }
 
 fn priority_rank(priority: Priority) -> i64 {
@@ -117,6 +117,11 @@ fn placeholders(n: usize) -> String {
 impl EmbeddedStore {
     /// Opens (creating when needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Self::open_with_clock(path, Arc::new(SystemClock))
+    }
+
+    /// Opens the store at `path`, reading the time from `clock`.
+    pub fn open_with_clock(path: &Path, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let fail = |e: &dyn std::fmt::Display| StoreError::Backend {
             store: path.display().to_string(),
             detail: e.to_string(),
@@ -129,7 +134,11 @@ impl EmbeddedStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| fail(&e))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
-        Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn) })
+        Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock })
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     fn fail(&self, e: &rusqlite::Error) -> StoreError {
@@ -168,7 +177,7 @@ impl JobStore for EmbeddedStore {
     }
 
     fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         self.write(|tx| {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO jobs (id, type, target, payload, status, priority, max_attempts, created_at, updated_at, scheduled_at) \
@@ -204,7 +213,7 @@ impl JobStore for EmbeddedStore {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         self.write(|tx| {
             // Leases that ran out: the worker died; the job goes back (or is dead with no attempt left).
@@ -243,7 +252,7 @@ impl JobStore for EmbeddedStore {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let until = now_ms() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let until = self.now_ms() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         self.write(|tx| {
             let list = placeholders(jobs.len());
             let mut values: Vec<rusqlite::types::Value> = vec![until.into(), worker.to_owned().into()];
@@ -259,7 +268,7 @@ impl JobStore for EmbeddedStore {
     }
 
     fn finish(&self, worker: &str, results: &[(String, Finish)]) -> Result<usize, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         self.write(|tx| {
             let mut done = 0;
             for (id, finish) in results {
@@ -303,14 +312,14 @@ impl JobStore for EmbeddedStore {
         self.write(|tx| {
             tx.execute(
                 "UPDATE jobs SET progress = ?, updated_at = ? WHERE id = ?",
-                params![text, now_ms(), id],
+                params![text, self.now_ms(), id],
             )
             .map(|_| ())
         })
     }
 
     fn log(&self, id: &str, lines: &[String]) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         self.write(|tx| {
             let Some(seq): Option<i64> = tx.query_row("SELECT seq FROM jobs WHERE id = ?", [id], |r| r.get(0)).optional()? else {
                 return Ok(());
@@ -388,7 +397,7 @@ impl JobStore for EmbeddedStore {
                 });
             }
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let changed = self.write(|tx| {
             tx.execute(
                 "UPDATE jobs SET status = ?, updated_at = ?, finished_at = CASE WHEN ? = 'cancelled' THEN ? END WHERE id = ? AND status = ?",
@@ -407,7 +416,7 @@ impl JobStore for EmbeddedStore {
                 what: "only failed, dead or cancelled jobs can be retried".into(),
             });
         }
-        let now = now_ms();
+        let now = self.now_ms();
         self.write(|tx| {
             tx.execute(
                 "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, result = NULL, finished_at = NULL, worker_id = NULL, updated_at = ? WHERE id = ?",
@@ -418,7 +427,7 @@ impl JobStore for EmbeddedStore {
     }
 
     fn stats(&self) -> Result<JobStats, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         self.read(|c| {
             let mut stats = JobStats {
                 schema_version: SCHEMA_VERSION,
@@ -494,7 +503,7 @@ impl JobStore for EmbeddedStore {
     }
 
     fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError> {
-        let cutoff = older_than.map(|d| now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let cutoff = older_than.map(|d| self.now_ms() - i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         self.write(|tx| {
             let mut removed = 0;
             if let Some(cutoff) = cutoff {
@@ -512,7 +521,7 @@ impl JobStore for EmbeddedStore {
     }
 
     fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         self.write(|tx| {
             match running {
                 Some(n) => tx.execute(

@@ -1,6 +1,7 @@
 //! The job runtime: jobs in a store (embedded SQLite on one machine), claimed under leases by workers that run
 //! their handlers, with priorities, delays, retries with backoff, progress, logs and cancellation.
 
+pub mod clock;
 #[cfg(test)]
 mod conformance;
 pub mod embedded;
@@ -11,6 +12,7 @@ pub mod store;
 pub mod suites;
 pub mod worker;
 
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use embedded::EmbeddedStore;
 pub use factory::StoreFactory;
 pub use redis_store::RedisStore;

@@ -1,13 +1,15 @@
 //! The Redis store: jobs shared by workers on any machine. Every state transition is one Lua script (enqueue,
 //! claim, finish, heartbeat, cancel/retry), so it is atomic; the scripts read the server's clock, so leases and
-//! schedules do not depend on the workers' clocks.
+//! schedules do not depend on the workers' clocks. (A test clock that
+//! [overrides](super::Clock::overrides_server_clock) the server's is passed to every script as its second
+//! argument instead; an empty one means `TIME`.)
 //!
 //! Keys (under the prefix, `envctl` by default): `job:<id>` (a hash per job), `queue:<type>` (a sorted set per
 //! type, scored priority-major then FIFO), `types`, `scheduled` and `leases` (sorted by due time and lease expiry),
 //! `all` (every job by sequence), `finished` (by finish time), `counts` (jobs per status), `logs:<id>`, `workers`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use envctl_contracts::SCHEMA_VERSION;
@@ -15,7 +17,8 @@ use envctl_contracts::config::Priority;
 use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerInfo};
 use redis::{Commands, Script};
 
-use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, new_id, now_ms, percentiles, rfc3339};
+use super::clock::{Clock, SystemClock};
+use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, new_id, percentiles, rfc3339};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// Log lines kept per job.
@@ -31,6 +34,7 @@ pub struct RedisStore {
     /// A second connection for blocking waits, so they never hold up the first.
     wake: Mutex<Option<redis::Connection>>,
     client: redis::Client,
+    clock: Arc<dyn Clock>,
     enqueue: Script,
     claim: Script,
     finish: Script,
@@ -43,6 +47,7 @@ impl std::fmt::Debug for RedisStore {
         f.debug_struct("RedisStore")
             .field("url", &self.url)
             .field("prefix", &self.prefix)
+            .field("clock", &self.clock)
             .finish_non_exhaustive()
     }
 }
@@ -99,6 +104,12 @@ fn job_of(fields: &HashMap<String, String>) -> Option<Job> {
 impl RedisStore {
     /// Connects to `url`, keeping every key under `prefix`.
     pub fn open(url: &str, prefix: &str) -> Result<Self, StoreError> {
+        Self::open_with_clock(url, prefix, Arc::new(SystemClock))
+    }
+
+    /// Connects to `url`, keeping every key under `prefix` and reading the time from `clock` (the scripts keep
+    /// the server's clock unless `clock` [overrides](Clock::overrides_server_clock) it).
+    pub fn open_with_clock(url: &str, prefix: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let fail =
             |e: &dyn std::fmt::Display| StoreError::Backend { store: url.to_owned(), detail: e.to_string() };
         let client = redis::Client::open(url).map_err(|e| fail(&e))?;
@@ -109,12 +120,22 @@ impl RedisStore {
             conn: Mutex::new(conn),
             wake: Mutex::new(None),
             client,
+            clock,
             enqueue: script(include_str!("lua/enqueue.lua")),
             claim: script(include_str!("lua/claim.lua")),
             finish: script(include_str!("lua/finish.lua")),
             heartbeat: script(include_str!("lua/heartbeat.lua")),
             control: script(include_str!("lua/control.lua")),
         })
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The scripts' second argument: the clock's time when it overrides the server's, else empty (`TIME`).
+    fn script_now(&self) -> String {
+        if self.clock.overrides_server_clock() { self.now_ms().to_string() } else { String::new() }
     }
 
     fn key(&self, k: &str) -> String {
@@ -148,7 +169,7 @@ impl RedisStore {
     fn control(&self, action: &str, id: &str) -> Result<JobStatus, StoreError> {
         let reply: redis::RedisResult<String> = {
             let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.control.arg(&self.prefix).arg(action).arg(id).invoke(&mut conn)
+            self.control.arg(&self.prefix).arg(self.script_now()).arg(action).arg(id).invoke(&mut conn)
         };
         match reply {
             Ok(status) => JobStatus::parse(&status)
@@ -174,7 +195,7 @@ impl JobStore for RedisStore {
         let mut ids = Vec::with_capacity(jobs.len());
         for batch in jobs.chunks(ENQUEUE_BATCH) {
             let mut invocation = self.enqueue.prepare_invoke();
-            invocation.arg(&self.prefix);
+            invocation.arg(&self.prefix).arg(self.script_now());
             for job in batch {
                 let id = new_id();
                 invocation
@@ -203,6 +224,7 @@ impl JobStore for RedisStore {
             let mut invocation = self.claim.prepare_invoke();
             invocation
                 .arg(&self.prefix)
+                .arg(self.script_now())
                 .arg(worker)
                 .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
                 .arg(max);
@@ -222,6 +244,7 @@ impl JobStore for RedisStore {
             let mut invocation = self.heartbeat.prepare_invoke();
             invocation
                 .arg(&self.prefix)
+                .arg(self.script_now())
                 .arg(worker)
                 .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX));
             for id in jobs {
@@ -237,7 +260,7 @@ impl JobStore for RedisStore {
         }
         let done: i64 = self.with(|c| {
             let mut invocation = self.finish.prepare_invoke();
-            invocation.arg(&self.prefix).arg(worker);
+            invocation.arg(&self.prefix).arg(self.script_now()).arg(worker);
             for (id, finish) in results {
                 let (kind, value) = match finish {
                     Finish::Succeeded(result) => ("succeeded", result.to_string()),
@@ -258,7 +281,7 @@ impl JobStore for RedisStore {
     }
 
     fn log(&self, id: &str, lines: &[String]) -> Result<(), StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let key = self.key(&format!("logs:{id}"));
         let stamped: Vec<String> = lines.iter().map(|l| format!("{now}\t{l}")).collect();
         self.with(|c| {
@@ -322,7 +345,7 @@ impl JobStore for RedisStore {
     }
 
     fn stats(&self) -> Result<JobStats, StoreError> {
-        let now = now_ms();
+        let now = self.now_ms();
         let counts: HashMap<String, i64> = self.with(|c| c.hgetall(self.key("counts")))?;
         let n = |s: &str| u64::try_from(counts.get(s).copied().unwrap_or(0)).unwrap_or(0);
         let minute: u64 = self.with(|c| c.zcount(self.key("finished"), now - 60_000, "+inf"))?;
@@ -410,7 +433,7 @@ impl JobStore for RedisStore {
     fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError> {
         let mut doomed: Vec<String> = Vec::new();
         if let Some(age) = older_than {
-            let cutoff = now_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
+            let cutoff = self.now_ms() - i64::try_from(age.as_millis()).unwrap_or(i64::MAX);
             doomed.extend(
                 self.with(|c| c.zrangebyscore::<_, _, _, Vec<String>>(self.key("finished"), "-inf", cutoff))?,
             );
@@ -459,7 +482,7 @@ impl JobStore for RedisStore {
         match running {
             None => self.with(|c| c.hdel(&key, worker)),
             Some(n) => {
-                let now = now_ms();
+                let now = self.now_ms();
                 let current: Option<String> = self.with(|c| c.hget(&key, worker))?;
                 let started = current
                     .and_then(|v| v.split(':').next().and_then(|s| s.parse::<i64>().ok()))

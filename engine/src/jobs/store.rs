@@ -82,7 +82,8 @@ pub struct ListFilter {
 }
 
 /// Where jobs live: one machine (embedded) or many (Redis). Every method is atomic with respect to every other
-/// process using the same store.
+/// process using the same store.  Every time-dependent decision (leases, due times, backoff, timestamps,
+/// staleness, purge ages) reads the store's [`Clock`](super::Clock).
 pub trait JobStore: Send + Sync {
     /// Enqueues jobs; returns their ids in order.
     fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError>;
@@ -132,13 +133,6 @@ pub trait JobStore: Send + Sync {
     fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError>;
 }
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// RFC 3339 of milliseconds since the epoch.
 pub fn rfc3339(ms: i64) -> String {
     let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
@@ -167,12 +161,13 @@ pub fn percentiles(mut samples: Vec<f64>) -> (Option<f64>, Option<f64>) {
     (Some(at(0.5)), Some(at(0.99)))
 }
 
-/// A new job id: time-ordered, unique across processes.
+/// A new job id: ordered by the wall clock (not the store's: an id only has to be unique), unique across processes.
 pub fn new_id() -> String {
+    use super::clock::{Clock as _, SystemClock};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let salt =
         crate::state::fnv1a(format!("{}-{n}-{:?}", std::process::id(), std::time::Instant::now()).as_bytes());
-    format!("j{:011x}{:08x}", now_ms(), salt & 0xffff_ffff)
+    format!("j{:011x}{:08x}", SystemClock.now_ms(), salt & 0xffff_ffff)
 }

@@ -3,9 +3,12 @@
 //!
 //! How it works: one loop claims as many due jobs as it has free slots (one transaction), starts a task per job,
 //! and waits for the first of: a job finishing (finishes are recorded in batches), the heartbeat tick (every second,
-//! or every third of a shorter lease), shutdown, or — when nothing was claimed — a short poll pause that grows while idle. A worker
-//! killed with SIGKILL simply stops renewing: its leases run out and the jobs go back to the queue for another
-//! worker. With `drain` it exits once nothing is queued, scheduled or running anywhere in the store.
+//! or every third of a shorter lease), shutdown, or — when nothing was claimed — a short poll pause that grows while
+//! busy or draining. An idle worker instead waits on the store's wake-up through its one `Waiter`: a blocking
+//! thread that runs one [`JobStore::wait_for_work`] at a time, armed when the worker goes idle and re-armed only
+//! after that wait returned (a pass that ends for another reason leaves it outstanding, never starts a second). A
+//! worker killed with SIGKILL simply stops renewing: its leases run out and the jobs go back to the queue for
+//! another worker. With `drain` it exits once nothing is queued, scheduled or running anywhere in the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::handlers::{self, HandlerContext};
 use super::store::{Finish, JobStore, StoreError};
+
+/// Longest one wait on the store's wake-up lasts (a store that cannot be told sleeps this long: the idle poll).
+const IDLE_WAIT: Duration = Duration::from_millis(100);
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -57,6 +63,57 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(StoreError::Backend { store: "worker".into(), detail: e.to_string() }))
 }
 
+/// The idle worker's one outstanding wait on the store's wake-up, run by one blocking thread for the worker's life.
+/// [`stop`](Self::stop) ends the thread; dropped without it (a store error ended the worker), the thread ends by
+/// itself once the wait in progress returns.
+struct Waiter {
+    /// Asks the thread for one wait; dropped to stop it.
+    arm: Option<std::sync::mpsc::Sender<()>>,
+    /// One message per wait that returned.
+    woke: tokio::sync::mpsc::Receiver<()>,
+    /// Whether a wait was asked for and has not been seen to return.
+    armed: bool,
+    thread: tokio::task::JoinHandle<()>,
+}
+
+impl Waiter {
+    fn start(store: Arc<dyn JobStore>) -> Self {
+        let (arm, requests) = std::sync::mpsc::channel::<()>();
+        let (woke_tx, woke) = tokio::sync::mpsc::channel(1);
+        let thread = tokio::task::spawn_blocking(move || {
+            while requests.recv().is_ok() {
+                store.wait_for_work(IDLE_WAIT);
+                if woke_tx.blocking_send(()).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { arm: Some(arm), woke, armed: false, thread }
+    }
+
+    /// Completes when the store may have work: arms a wait unless one is outstanding, then waits for it to return.
+    /// Cancel-safe: dropped early, the wait stays outstanding and the next call waits for the same one.
+    async fn work_may_have_arrived(&mut self) {
+        if !self.armed {
+            self.armed = self.arm.as_ref().is_some_and(|arm| arm.send(()).is_ok());
+        }
+        if self.armed && self.woke.recv().await.is_some() {
+            self.armed = false;
+        } else {
+            // The thread is gone (its store call panicked): poll instead.
+            self.armed = false;
+            tokio::time::sleep(IDLE_WAIT).await;
+        }
+    }
+
+    /// Stops the thread, after the wait in progress (at most [`IDLE_WAIT`]) returns.
+    async fn stop(mut self) {
+        drop(self.arm.take());
+        self.woke.close();
+        let _ = self.thread.await;
+    }
+}
+
 /// Runs until `shutdown` completes (finishing what it runs, stopping them if a second `force` arrives) or, with
 /// `drain`, until the store has nothing left to do.
 pub async fn run(
@@ -73,6 +130,7 @@ pub async fn run(
     let mut tasks: JoinSet<(String, Finish)> = JoinSet::new();
     let mut finished = 0u64;
     let mut idle = Duration::from_millis(1);
+    let mut waiter = Waiter::start(Arc::clone(&store));
     // Leases are renewed (and cancellations picked up) every second, or every third of a shorter lease.
     let mut heartbeat = tokio::time::interval((options.lease / 3).min(Duration::from_secs(1)));
     heartbeat.tick().await;
@@ -141,8 +199,8 @@ pub async fn run(
             () = tokio::time::sleep(wait), if !running.is_empty() && (running.len() >= concurrency || claimed == 0) => {
                 if claimed == 0 { idle = (idle * 2).min(Duration::from_millis(100)); }
             }
-            // Idle: block on the store's wake-up (Redis tells an idle worker about new jobs at once).
-            _ = blocking({ let s = Arc::clone(&store); move || { s.wait_for_work(Duration::from_millis(100)); Ok(()) } }), if running.is_empty() && claimed == 0 && !options.drain => {}
+            // Idle: the store's wake-up (Redis tells an idle worker about new jobs at once).
+            () = waiter.work_may_have_arrived(), if running.is_empty() && claimed == 0 && !options.drain => {}
             () = tokio::time::sleep(wait), if running.is_empty() && claimed == 0 && options.drain => {
                 idle = (idle * 2).min(Duration::from_millis(100));
             }
@@ -153,7 +211,110 @@ pub async fn run(
             }
         }
     }
+    waiter.stop().await;
     let (s, w) = (Arc::clone(&store), id.clone());
     let _ = blocking(move || s.worker_heartbeat(&w, None)).await;
     Ok(WorkerReport { id, finished, elapsed: began.elapsed() })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus};
+
+    use super::*;
+    use crate::jobs::EmbeddedStore;
+    use crate::jobs::store::{ListFilter, NewJob};
+
+    /// An embedded store that counts the waits on its wake-up in progress.
+    struct Watched {
+        inner: EmbeddedStore,
+        waiting: AtomicUsize,
+        most: AtomicUsize,
+        waits: AtomicUsize,
+    }
+
+    impl JobStore for Watched {
+        fn wait_for_work(&self, timeout: Duration) {
+            let now = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
+            self.most.fetch_max(now, Ordering::SeqCst);
+            self.waits.fetch_add(1, Ordering::SeqCst);
+            std::thread::sleep(timeout);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError> {
+            self.inner.enqueue(jobs)
+        }
+        fn claim(&self, w: &str, t: &[String], max: usize, lease: Duration) -> Result<Vec<Job>, StoreError> {
+            self.inner.claim(w, t, max, lease)
+        }
+        fn heartbeat(&self, w: &str, jobs: &[String], lease: Duration) -> Result<Vec<String>, StoreError> {
+            self.inner.heartbeat(w, jobs, lease)
+        }
+        fn finish(&self, w: &str, results: &[(String, Finish)]) -> Result<usize, StoreError> {
+            self.inner.finish(w, results)
+        }
+        fn progress(&self, id: &str, progress: &JobProgress) -> Result<(), StoreError> {
+            self.inner.progress(id, progress)
+        }
+        fn log(&self, id: &str, lines: &[String]) -> Result<(), StoreError> {
+            self.inner.log(id, lines)
+        }
+        fn get(&self, id: &str) -> Result<Job, StoreError> {
+            self.inner.get(id)
+        }
+        fn logs(&self, id: &str, skip: usize) -> Result<Vec<JobLogLine>, StoreError> {
+            self.inner.logs(id, skip)
+        }
+        fn list(&self, filter: &ListFilter) -> Result<Vec<Job>, StoreError> {
+            self.inner.list(filter)
+        }
+        fn cancel(&self, id: &str) -> Result<JobStatus, StoreError> {
+            self.inner.cancel(id)
+        }
+        fn retry(&self, id: &str) -> Result<(), StoreError> {
+            self.inner.retry(id)
+        }
+        fn stats(&self) -> Result<JobStats, StoreError> {
+            self.inner.stats()
+        }
+        fn pending(&self, types: &[String]) -> Result<bool, StoreError> {
+            self.inner.pending(types)
+        }
+        fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError> {
+            self.inner.purge(older_than, dead)
+        }
+        fn worker_heartbeat(&self, w: &str, running: Option<u32>) -> Result<(), StoreError> {
+            self.inner.worker_heartbeat(w, running)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_worker_keeps_one_wait_outstanding_and_stops_it_on_exit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Watched {
+            inner: EmbeddedStore::open(&dir.path().join("jobs.sqlite3")).expect("open"),
+            waiting: AtomicUsize::new(0),
+            most: AtomicUsize::new(0),
+            waits: AtomicUsize::new(0),
+        });
+        let ctx = Arc::new(HandlerContext { settings: None, base_env: std::collections::BTreeMap::new() });
+        // A 30 ms lease ticks the heartbeat every 10 ms: each tick ends a loop pass while a 100 ms wait is out.
+        let options = WorkerOptions {
+            concurrency: 1,
+            types: Vec::new(),
+            drain: false,
+            lease: Duration::from_millis(30),
+        };
+        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
+        let worker =
+            tokio::spawn(run(Arc::clone(&store) as Arc<dyn JobStore>, ctx, options, shutdown.clone(), force));
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        shutdown.cancel();
+        worker.await.expect("join").expect("worker");
+        assert_eq!(store.most.load(Ordering::SeqCst), 1, "waits at once");
+        assert!(store.waits.load(Ordering::SeqCst) >= 2, "re-armed after each wait returned");
+        assert_eq!(store.waiting.load(Ordering::SeqCst), 0, "no wait outlives the worker");
+    }
 }

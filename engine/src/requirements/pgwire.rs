@@ -130,3 +130,171 @@ pub async fn query(port: u16, user: &str, database: &str, sql: &str) -> Result<R
 pub fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::Instant;
+
+    use super::*;
+    use crate::requirements::postgres::{RunAs, run_as};
+
+    /// A throwaway cluster (`initdb` in a temporary directory, trust authentication, user `envctl`) served on a
+    /// free loopback port; as root, run as the unprivileged user envctl itself would use. Stopped by its pid on
+    /// drop.
+    struct TestPostgres {
+        child: Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    }
+
+    impl TestPostgres {
+        /// `None`, with the reason printed, when envctl runs as root and no user exists that Postgres could run as.
+        async fn start() -> Option<Self> {
+            let user = match run_as() {
+                Ok(user) => user,
+                Err(reason) => {
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!("skipped: {reason}");
+                    }
+                    return None;
+                }
+            };
+            let initdb = crate::requirements::find_binary("initdb", None)
+                .expect("initdb (apt-get install postgresql)");
+            let bin_dir = initdb.parent().expect("bin dir").to_path_buf();
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (data, sockets, log) =
+                (dir.path().join("data"), dir.path().join("sockets"), dir.path().join("postgres.log"));
+            std::fs::create_dir(&sockets).expect("socket dir");
+            if let Some(user) = &user {
+                for path in [dir.path(), &sockets] {
+                    nix::unistd::chown(path, Some(user.uid), Some(user.gid)).expect("chown");
+                }
+            }
+            let output = as_user(&initdb, dir.path(), user.as_ref())
+                .arg("-D")
+                .arg(&data)
+                .args(["-U", "envctl", "--auth=trust", "--no-sync", "--no-instructions", "-E", "UTF8"])
+                .arg("--locale=C")
+                .output()
+                .expect("run initdb");
+            assert!(output.status.success(), "initdb: {}", String::from_utf8_lossy(&output.stderr));
+            let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+                .expect("bind")
+                .local_addr()
+                .expect("addr")
+                .port();
+            let child = as_user(&bin_dir.join("postgres"), dir.path(), user.as_ref())
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-h", "127.0.0.1", "-k"])
+                .arg(&sockets)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log"))
+                .spawn()
+                .expect("run postgres");
+            let server = Self { child, port, _dir: dir };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while let Err(e) = query(port, "envctl", "postgres", "SELECT 1").await {
+                assert!(
+                    Instant::now() < deadline,
+                    "postgres did not start: {e}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Some(server)
+        }
+    }
+
+    fn as_user(program: &Path, cwd: &Path, user: Option<&RunAs>) -> Command {
+        use std::os::unix::process::CommandExt as _;
+        let mut command = Command::new(program);
+        command.current_dir(cwd);
+        if let Some(user) = user {
+            command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+        }
+        command
+    }
+
+    impl Drop for TestPostgres {
+        fn drop(&mut self) {
+            // Fast shutdown, then SIGKILL if it lingers.
+            if let Ok(pid) = i32::try_from(self.child.id()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::SIGINT);
+            }
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// A non-NULL cell.
+    #[allow(clippy::unnecessary_wraps)]
+    fn text(value: &str) -> Option<String> {
+        Some(value.to_owned())
+    }
+
+    #[tokio::test]
+    async fn select_returns_the_rows_of_the_last_statement() {
+        let Some(pg) = TestPostgres::start().await else { return };
+        let q = |sql: &'static str| query(pg.port, "envctl", "postgres", sql);
+        assert_eq!(q("SELECT 1").await.expect("select"), vec![vec![text("1")]]);
+        assert_eq!(
+            q("SELECT 1, NULL::text, 'x'").await.expect("select"),
+            vec![vec![text("1"), None, text("x")]]
+        );
+        assert_eq!(
+            q("SELECT 1; SELECT 'a' UNION ALL SELECT 'b'").await.expect("select"),
+            vec![vec![text("a")], vec![text("b")]]
+        );
+        assert!(q("SELECT 1 WHERE false").await.expect("select").is_empty());
+    }
+
+    #[tokio::test]
+    async fn errors_carry_the_servers_message_and_the_connection_goes_on() {
+        let Some(pg) = TestPostgres::start().await else { return };
+        let mut conn = Connection::connect(pg.port, "envctl", "postgres").await.expect("connect");
+        let err = conn.query("SELEC 1").await.expect_err("syntax error");
+        assert_eq!(err, "ERROR: syntax error at or near \"SELEC\" (42601)");
+        assert_eq!(conn.query("SELECT 2").await.expect("after the error"), vec![vec![text("2")]]);
+        let err = Connection::connect(pg.port, "envctl", "nope").await.expect_err("no such database");
+        assert_eq!(err, "FATAL: database \"nope\" does not exist (3D000)");
+    }
+
+    #[tokio::test]
+    async fn ident_quotes_a_name_with_a_double_quote() {
+        let name = "we\"ird db";
+        assert_eq!(ident(name), "\"we\"\"ird db\"");
+        let Some(pg) = TestPostgres::start().await else { return };
+        query(pg.port, "envctl", "postgres", &format!("CREATE DATABASE {}", ident(name)))
+            .await
+            .expect("create");
+        let found =
+            query(pg.port, "envctl", "postgres", "SELECT datname FROM pg_database WHERE datname LIKE 'we%'")
+                .await
+                .expect("select");
+        assert_eq!(found, vec![vec![text(name)]]);
+        assert_eq!(
+            query(pg.port, "envctl", name, "SELECT current_database()").await.expect("connect by name"),
+            found
+        );
+        let unquoted = query(pg.port, "envctl", "postgres", &format!("DROP DATABASE {name}")).await;
+        assert!(unquoted.is_err_and(|e| e.contains("42601")), "unquoted, the name is a syntax error");
+        query(pg.port, "envctl", "postgres", &format!("DROP DATABASE {}", ident(name))).await.expect("drop");
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_names_the_address() {
+        let port =
+            std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port();
+        let err = query(port, "envctl", "postgres", "SELECT 1").await.expect_err("nothing listens");
+        assert!(err.starts_with(&format!("127.0.0.1:{port}: ")) && err.contains("refused"), "{err}");
+    }
+}

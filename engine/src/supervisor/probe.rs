@@ -134,9 +134,8 @@ impl Probe {
                     Err(e) => Attempt::fail(e),
                 }
             }
-            Self::Redis(port) => match crate::requirements::redis::commands(*port, &["PING"]).await {
-                Ok(replies) if replies.first().is_some_and(|r| r == "+PONG") => Attempt::pass("PONG"),
-                Ok(replies) => Attempt::fail(format!("PING answered {replies:?}")),
+            Self::Redis(port) => match crate::requirements::redis::ping(*port).await {
+                Ok(()) => Attempt::pass("PONG"),
                 Err(e) => Attempt::fail(e),
             },
         }

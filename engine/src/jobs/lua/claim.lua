@@ -1,5 +1,5 @@
--- ARGV: prefix, worker, lease_ms, max, then the types to claim (all when none). Returns the claimed ids.
-local worker, lease, max = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+-- ARGV: prefix, now, worker, lease_ms, max, then the types to claim (all when none). Returns the claimed ids.
+local worker, lease, max = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 -- Leases that ran out: back to the queue, or dead with no attempt left, or cancelled if a cancel was pending.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', key('leases'), id)
@@ -21,8 +21,8 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('scheduled'), '-inf', now, '
   if redis.call('HGET', job(id), 'status') == 'scheduled' then move(id, 'scheduled', 'queued'); enqueue(id) end
 end
 local types = {}
-if #ARGV >= 5 then
-  for i = 5, #ARGV do types[#types + 1] = ARGV[i] end
+if #ARGV >= 6 then
+  for i = 6, #ARGV do types[#types + 1] = ARGV[i] end
 else
   types = redis.call('SMEMBERS', key('types'))
 end

@@ -1,8 +1,16 @@
--- Shared by every script: the prefix, the server's clock, and moving a job between statuses (keeping the counts).
+-- Shared by every script: the prefix, the clock, and moving a job between statuses (keeping the counts).
+-- ARGV[1] is the prefix; ARGV[2] the time in milliseconds when the client's clock overrides the server's (tests
+-- only), else empty: the server's clock.
 local p = ARGV[1]
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now, now_us
+if ARGV[2] ~= '' then
+  now = tonumber(ARGV[2])
+  now_us = now * 1000
+else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local function key(k) return p .. ':' .. k end
 local function job(id) return p .. ':job:' .. id end
 local function move(id, from, to)

@@ -1,5 +1,5 @@
--- ARGV: prefix, action (cancel | retry), id. Returns the new status, or an error naming the current one.
-local action, id = ARGV[2], ARGV[3]
+-- ARGV: prefix, now, action (cancel | retry), id. Returns the new status, or an error naming the current one.
+local action, id = ARGV[3], ARGV[4]
 local j = job(id)
 local st = redis.call('HGET', j, 'status')
 if not st then return redis.error_reply('missing') end

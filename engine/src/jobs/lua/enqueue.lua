@@ -1,9 +1,10 @@
--- ARGV: prefix, then per job: id, type, target, payload, priority (0-3), max_attempts, delay_ms. Returns the count.
-local count = (#ARGV - 1) / 7
+-- ARGV: prefix, now, then per job: id, type, target, payload, priority (0-3), max_attempts, delay_ms. Returns the
+-- count.
+local count = (#ARGV - 2) / 7
 local last = redis.call('INCRBY', key('seq'), count)
 local seq = last - count
 local types, queued, scheduled = {}, 0, 0
-for i = 2, #ARGV, 7 do
+for i = 3, #ARGV, 7 do
   local id, ty, target, payload = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local priority, max_attempts, delay = tonumber(ARGV[i + 4]), ARGV[i + 5], tonumber(ARGV[i + 6])
   seq = seq + 1

@@ -1,9 +1,9 @@
--- ARGV: prefix, worker, then per result: id, kind (succeeded | retry | failed | cancelled), value. A retry backs off
+-- ARGV: prefix, now, worker, then per result: id, kind (succeeded | retry | failed | cancelled), value. A retry backs off
 -- 1 s doubling to 5 minutes, with jitter.
 -- A result for a job the worker no longer holds is ignored. Returns how many were recorded.
-local worker = ARGV[2]
+local worker = ARGV[3]
 local done = 0
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local id, kind, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local j = job(id)
   local st = redis.call('HGET', j, 'status')

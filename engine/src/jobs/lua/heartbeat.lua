@@ -1,7 +1,7 @@
--- ARGV: prefix, worker, lease_ms, then job ids. Renews the worker's leases; returns the ids whose cancel was asked.
-local worker, lease = ARGV[2], tonumber(ARGV[3])
+-- ARGV: prefix, now, worker, lease_ms, then job ids. Renews the worker's leases; returns the ids whose cancel was asked.
+local worker, lease = ARGV[3], tonumber(ARGV[4])
 local cancelled = {}
-for i = 4, #ARGV do
+for i = 5, #ARGV do
   local id = ARGV[i]
   local j = job(id)
   local st = redis.call('HGET', j, 'status')
