@@ -24,7 +24,7 @@ fn redis_of(url: &str) -> (u16, String) {
 
 fn sql(url: &str, query: &str) -> Result<pgwire::Rows, String> {
     let (port, db) = pg_of(url);
-    block_on(pgwire::query(port, "postgres", &db, query))
+    block_on(pgwire::query(port, "postgres", &db, query)).map_err(|e| e.to_string())
 }
 
 fn env_of(env: &TestEnv, target: &str) -> serde_json::Value {

@@ -67,20 +67,12 @@ impl RequirementError {
     }
 
     /// A Postgres server's answer on `port`.
-    pub fn postgres(port: u16, detail: impl Into<String>) -> Self {
-        Self::Server { server: "postgres", port, detail: detail.into() }
+    pub fn postgres(port: u16, detail: impl std::fmt::Display) -> Self {
+        Self::Server { server: "postgres", port, detail: detail.to_string() }
     }
 
     /// A Redis server's answer on `port`.
-    pub fn redis(port: u16, detail: impl Into<String>) -> Self {
-        Self::Server { server: "redis", port, detail: detail.into() }
-    }
-
-    /// The server's own words, for callers that act on a SQLSTATE code in them.
-    pub fn detail(&self) -> Option<&str> {
-        match self {
-            Self::Server { detail, .. } | Self::Seed { detail, .. } => Some(detail),
-            _ => None,
-        }
+    pub fn redis(port: u16, detail: impl std::fmt::Display) -> Self {
+        Self::Server { server: "redis", port, detail: detail.to_string() }
     }
 }

@@ -25,7 +25,35 @@ fn message(kind: u8, body: &[u8]) -> Vec<u8> {
 }
 
 /// The fields of an ErrorResponse, as "SEVERITY: message (CODE)".
-fn error_text(body: &[u8]) -> String {
+/// Why a query did not run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PgError {
+    /// The connection failed, timed out or broke.
+    #[error("{0}")]
+    Io(String),
+    /// The server refused the connection or the statement.
+    #[error("{severity}: {message} ({code})")]
+    Server {
+        /// `ERROR`, `FATAL`, …
+        severity: String,
+        /// Its message.
+        message: String,
+        /// The SQLSTATE code (`42601`, `55006`, …).
+        code: String,
+    },
+}
+
+impl PgError {
+    /// The SQLSTATE code, when the server answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Server { code, .. } => Some(code),
+            Self::Io(_) => None,
+        }
+    }
+}
+
+fn error_text(body: &[u8]) -> PgError {
     let (mut severity, mut text, mut code) = (String::new(), String::new(), String::new());
     for field in body.split(|b| *b == 0).filter(|f| !f.is_empty()) {
         let value = String::from_utf8_lossy(&field[1..]).into_owned();
@@ -36,16 +64,16 @@ fn error_text(body: &[u8]) -> String {
             _ => {}
         }
     }
-    format!("{severity}: {text} ({code})")
+    PgError::Server { severity, message: text, code }
 }
 
 impl Connection {
     /// Connects to 127.0.0.1:`port` as `user` to `database`.
-    pub async fn connect(port: u16, user: &str, database: &str) -> Result<Self, String> {
+    pub async fn connect(port: u16, user: &str, database: &str) -> Result<Self, PgError> {
         let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(("127.0.0.1", port)))
             .await
-            .map_err(|_| format!("127.0.0.1:{port}: no answer"))?
-            .map_err(|e| format!("127.0.0.1:{port}: {e}"))?;
+            .map_err(|_| PgError::Io(format!("127.0.0.1:{port}: no answer")))?
+            .map_err(|e| PgError::Io(format!("127.0.0.1:{port}: {e}")))?;
         let mut conn = Self { stream };
         let mut body = 196_608u32.to_be_bytes().to_vec();
         for (k, v) in [("user", user), ("database", database), ("application_name", "envctl")] {
@@ -57,15 +85,15 @@ impl Connection {
         body.push(0);
         let mut startup = u32::try_from(body.len() + 4).unwrap_or(u32::MAX).to_be_bytes().to_vec();
         startup.extend_from_slice(&body);
-        conn.stream.write_all(&startup).await.map_err(|e| e.to_string())?;
+        conn.stream.write_all(&startup).await.map_err(|e| PgError::Io(e.to_string()))?;
         loop {
             let (kind, body) = conn.read().await?;
             match kind {
                 b'R' if body.get(..4) == Some(&[0, 0, 0, 0]) => {}
                 b'R' => {
-                    return Err(
-                        "the server asks for a password; envctl's clusters use trust authentication".into()
-                    );
+                    return Err(PgError::Io(
+                        "the server asks for a password; envctl's clusters use trust authentication".into(),
+                    ));
                 }
                 b'E' => return Err(error_text(&body)),
                 b'Z' => return Ok(conn),
@@ -74,20 +102,26 @@ impl Connection {
         }
     }
 
-    async fn read(&mut self) -> Result<(u8, Vec<u8>), String> {
+    async fn read(&mut self) -> Result<(u8, Vec<u8>), PgError> {
         let mut head = [0u8; 5];
-        self.stream.read_exact(&mut head).await.map_err(|e| format!("connection closed: {e}"))?;
+        self.stream
+            .read_exact(&mut head)
+            .await
+            .map_err(|e| PgError::Io(format!("connection closed: {e}")))?;
         let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
         let mut body = vec![0u8; len.saturating_sub(4)];
-        self.stream.read_exact(&mut body).await.map_err(|e| format!("connection closed: {e}"))?;
+        self.stream
+            .read_exact(&mut body)
+            .await
+            .map_err(|e| PgError::Io(format!("connection closed: {e}")))?;
         Ok((head[0], body))
     }
 
     /// Runs `sql` (one or more statements) and returns the rows of the last result.
-    pub async fn query(&mut self, sql: &str) -> Result<Rows, String> {
+    pub async fn query(&mut self, sql: &str) -> Result<Rows, PgError> {
         let mut body = sql.as_bytes().to_vec();
         body.push(0);
-        self.stream.write_all(&message(b'Q', &body)).await.map_err(|e| e.to_string())?;
+        self.stream.write_all(&message(b'Q', &body)).await.map_err(|e| PgError::Io(e.to_string()))?;
         let mut rows = Vec::new();
         let mut failure = None;
         loop {
@@ -122,7 +156,7 @@ fn parse_row(body: &[u8]) -> Vec<Option<String>> {
 }
 
 /// Connects, runs `sql`, disconnects.
-pub async fn query(port: u16, user: &str, database: &str, sql: &str) -> Result<Rows, String> {
+pub async fn query(port: u16, user: &str, database: &str, sql: &str) -> Result<Rows, PgError> {
     Connection::connect(port, user, database).await?.query(sql).await
 }
 
@@ -262,10 +296,11 @@ mod tests {
         let Some(pg) = TestPostgres::start().await else { return };
         let mut conn = Connection::connect(pg.port, "envctl", "postgres").await.expect("connect");
         let err = conn.query("SELEC 1").await.expect_err("syntax error");
-        assert_eq!(err, "ERROR: syntax error at or near \"SELEC\" (42601)");
+        assert_eq!(err.to_string(), "ERROR: syntax error at or near \"SELEC\" (42601)");
+        assert_eq!(err.code(), Some("42601"));
         assert_eq!(conn.query("SELECT 2").await.expect("after the error"), vec![vec![text("2")]]);
         let err = Connection::connect(pg.port, "envctl", "nope").await.expect_err("no such database");
-        assert_eq!(err, "FATAL: database \"nope\" does not exist (3D000)");
+        assert_eq!(err.to_string(), "FATAL: database \"nope\" does not exist (3D000)");
     }
 
     #[tokio::test]
@@ -286,7 +321,7 @@ mod tests {
             found
         );
         let unquoted = query(pg.port, "envctl", "postgres", &format!("DROP DATABASE {name}")).await;
-        assert!(unquoted.is_err_and(|e| e.contains("42601")), "unquoted, the name is a syntax error");
+        assert!(unquoted.is_err_and(|e| e.code() == Some("42601")), "unquoted, the name is a syntax error");
         query(pg.port, "envctl", "postgres", &format!("DROP DATABASE {}", ident(name))).await.expect("drop");
     }
 
@@ -294,7 +329,8 @@ mod tests {
     async fn a_closed_port_names_the_address() {
         let port =
             std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port();
-        let err = query(port, "envctl", "postgres", "SELECT 1").await.expect_err("nothing listens");
+        let err =
+            query(port, "envctl", "postgres", "SELECT 1").await.expect_err("nothing listens").to_string();
         assert!(err.starts_with(&format!("127.0.0.1:{port}: ")) && err.contains("refused"), "{err}");
     }
 }

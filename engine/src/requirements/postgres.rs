@@ -242,7 +242,7 @@ pub async fn ensure_database(
     database: &str,
     template: Option<&str>,
 ) -> Result<Created, RequirementError> {
-    let pg = |e: String| RequirementError::postgres(port, e);
+    let pg = |e: pgwire::PgError| RequirementError::postgres(port, e.to_string());
     if database_exists(port, user, database).await? {
         return Ok(Created::Existing);
     }
@@ -256,11 +256,11 @@ pub async fn ensure_database(
         for attempt in 0..5u32 {
             match pgwire::query(port, user, "postgres", &sql).await {
                 Ok(_) => return Ok(Created::Cloned),
-                Err(e) if e.contains("42601") || e.contains("42704") => sql.clone_from(&plain),
-                Err(e) if e.contains("55006") && attempt < 4 => {
+                Err(e) if matches!(e.code(), Some("42601" | "42704")) => sql.clone_from(&plain),
+                Err(e) if e.code() == Some("55006") && attempt < 4 => {
                     tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
                 }
-                Err(e) if e.contains("55006") => break,
+                Err(e) if e.code() == Some("55006") => break,
                 Err(e) => return Err(pg(e)),
             }
         }
@@ -293,7 +293,7 @@ pub async fn drop_database(port: u16, user: &str, database: &str) -> Result<(), 
     )
     .await
     .map(|_| ())
-    .map_err(|e| RequirementError::postgres(port, e))
+    .map_err(|e| RequirementError::postgres(port, e.to_string()))
 }
 
 /// Runs a seed into `database`: an `.sql` file's statements, or a shell command with `DATABASE_URL` set.
@@ -314,7 +314,10 @@ pub async fn seed(
     let is_sql = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("sql"));
     if is_sql && file.is_file() {
         let sql = std::fs::read_to_string(&file).map_err(|e| RequirementError::io("read", &file, &e))?;
-        return pgwire::query(port, user, database, &sql).await.map(|_| ()).map_err(failed);
+        return pgwire::query(port, user, database, &sql)
+            .await
+            .map(|_| ())
+            .map_err(|e| failed(e.to_string()));
     }
     let output = tokio::process::Command::new("/bin/sh")
         .args(["-c", seed])

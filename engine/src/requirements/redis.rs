@@ -4,6 +4,7 @@
 //! Talking to a server (the readiness `PING`, emptying a worktree's database) goes through the `redis` crate's
 //! synchronous client on tokio's blocking pool: one fresh connection per call, 2 s to connect and 2 s per reply.
 
+use super::RequirementError;
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,7 +34,7 @@ pub fn argv(binary: &Path, data_dir: &Path, port: u16) -> Vec<String> {
 }
 
 /// What went wrong talking to 127.0.0.1:`port`, in words a user can act on.
-fn describe(port: u16, e: &redis::RedisError) -> String {
+fn describe(port: u16, e: &redis::RedisError) -> RequirementError {
     let what = if e.is_connection_refusal() {
         "connection refused (is redis-server running on that port?)".to_owned()
     } else if e.is_timeout() {
@@ -44,14 +45,14 @@ fn describe(port: u16, e: &redis::RedisError) -> String {
     } else {
         e.to_string()
     };
-    format!("127.0.0.1:{port}: {what}")
+    RequirementError::redis(port, what)
 }
 
 /// Runs `f` on a new connection to database 0 of 127.0.0.1:`port`, on the blocking pool.
 async fn with_connection<T: Send + 'static>(
     port: u16,
     f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
-) -> Result<T, String> {
+) -> Result<T, RequirementError> {
     let run = move || {
         use redis::IntoConnectionInfo as _;
         let info = ("127.0.0.1", port).into_connection_info()?;
@@ -65,18 +66,22 @@ async fn with_connection<T: Send + 'static>(
     };
     match tokio::task::spawn_blocking(run).await {
         Ok(result) => result.map_err(|e| describe(port, &e)),
-        Err(e) => Err(format!("127.0.0.1:{port}: {e}")),
+        Err(e) => Err(RequirementError::redis(port, e.to_string())),
     }
 }
 
 /// `PING`: succeeds when the server answers `PONG` (a server still loading its data answers an error instead).
-pub async fn ping(port: u16) -> Result<(), String> {
+pub async fn ping(port: u16) -> Result<(), RequirementError> {
     let reply: String = with_connection(port, |c| redis::cmd("PING").query(c)).await?;
-    if reply == "PONG" { Ok(()) } else { Err(format!("127.0.0.1:{port}: PING answered {reply:?}")) }
+    if reply == "PONG" {
+        Ok(())
+    } else {
+        Err(RequirementError::redis(port, format!("PING answered {reply:?}")))
+    }
 }
 
 /// Empties database `index`.
-pub async fn flush_database(port: u16, index: u16) -> Result<(), String> {
+pub async fn flush_database(port: u16, index: u16) -> Result<(), RequirementError> {
     with_connection(port, move |c| {
         redis::cmd("SELECT").arg(index).query::<()>(c)?;
         redis::cmd("FLUSHDB").query::<()>(c)
@@ -87,7 +92,7 @@ pub async fn flush_database(port: u16, index: u16) -> Result<(), String> {
 /// Runs inline commands (one per line, words split at whitespace) in order on one connection and returns each
 /// reply in RESP's one-line form: `+OK`, `+PONG`, `:1`, `$-1` for nil, `-ERR …`, a string's text. For tests and
 /// scripts that poke a server; envctl itself uses [`ping`] and [`flush_database`].
-pub async fn commands(port: u16, lines: &[&str]) -> Result<Vec<String>, String> {
+pub async fn commands(port: u16, lines: &[&str]) -> Result<Vec<String>, RequirementError> {
     let lines: Vec<Vec<String>> =
         lines.iter().map(|l| l.split_whitespace().map(str::to_owned).collect()).collect();
     with_connection(port, move |c| {
@@ -192,8 +197,8 @@ mod tests {
             commands(port, &["SELECT 2", "GET k", "GET gone"]).await.expect("get"),
             vec!["+OK", "v", "$-1"]
         );
-        let err = flush_database(port, 16).await.expect_err("only 16 databases");
-        assert!(err == format!("127.0.0.1:{port}: ERR DB index is out of range"), "{err}");
+        let err = flush_database(port, 16).await.expect_err("only 16 databases").to_string();
+        assert!(err == format!("redis on 127.0.0.1:{port}: ERR DB index is out of range"), "{err}");
     }
 
     #[tokio::test]
@@ -201,8 +206,8 @@ mod tests {
         let silent = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
         let port = silent.local_addr().expect("addr").port();
         let began = std::time::Instant::now();
-        let err = ping(port).await.expect_err("no answer");
-        assert_eq!(err, format!("127.0.0.1:{port}: no answer within 2 s"));
+        let err = ping(port).await.expect_err("no answer").to_string();
+        assert_eq!(err, format!("redis on 127.0.0.1:{port}: no answer within 2 s"));
         assert!(began.elapsed() < Duration::from_millis(2500), "{:?}", began.elapsed());
     }
 
@@ -210,10 +215,10 @@ mod tests {
     async fn a_closed_port_gives_a_clear_error() {
         let port = free_port();
         for err in [
-            ping(port).await.expect_err("nothing listens"),
-            flush_database(port, 0).await.expect_err("nothing"),
+            ping(port).await.expect_err("nothing listens").to_string(),
+            flush_database(port, 0).await.expect_err("nothing").to_string(),
         ] {
-            assert!(err.starts_with(&format!("127.0.0.1:{port}: connection refused")), "{err}");
+            assert!(err.starts_with(&format!("redis on 127.0.0.1:{port}: connection refused")), "{err}");
         }
     }
 }

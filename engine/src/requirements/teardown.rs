@@ -78,7 +78,7 @@ pub async fn drop_target_data(
                 if let Some(port) = running_port(state, is_alive, name) {
                     notes.push(match redis::flush_database(port, index).await {
                         Ok(()) => TeardownNote::EmptiedRedis(index),
-                        Err(e) => TeardownNote::Failed(RequirementError::redis(port, e)),
+                        Err(e) => TeardownNote::Failed(e),
                     });
                 }
             }

@@ -7,6 +7,7 @@
 //! narrow face (launch, stop, snapshot, event and the run's bookkeeping).
 
 mod error;
+mod layers;
 mod requirements;
 mod run;
 

@@ -13,7 +13,7 @@ use envctl_contracts::startup::{RequirementPlan, StartupPlan};
 use envctl_contracts::state::ProcessKind;
 use tokio::sync::mpsc;
 
-use super::run::{TargetResult, run_target};
+use super::layers::{TargetResult, run_target};
 use crate::config::Settings;
 use crate::host::{Host, Key};
 use crate::requirements::{self, PG_USER, RequirementError, postgres};

@@ -131,12 +131,12 @@ impl Probe {
             Self::Postgres { port, user, database } => {
                 match crate::requirements::pgwire::query(*port, user, database, "SELECT 1").await {
                     Ok(_) => Attempt::pass("SELECT 1 answered"),
-                    Err(e) => Attempt::fail(e),
+                    Err(e) => Attempt::fail(e.to_string()),
                 }
             }
             Self::Redis(port) => match crate::requirements::redis::ping(*port).await {
                 Ok(()) => Attempt::pass("PONG"),
-                Err(e) => Attempt::fail(e),
+                Err(e) => Attempt::fail(e.to_string()),
             },
         }
     }

@@ -414,7 +414,7 @@ impl Task {
 
     /// SIGTERM to the group and descendants → grace → SIGKILL → reaped.
     async fn stop_process(&self, pid: u32, started: u64, proc: &mut Proc, force: bool) -> Ended {
-        let members = proc_info::tree(pid);
+        let members = signal::scan(move || proc_info::tree(pid)).await;
         let grace = if force { Duration::ZERO } else { self.spec.stop_grace };
         let polite = if self.spec.plan.stop_signal == "INT" { Signal::SIGINT } else { Signal::SIGTERM };
         signal::signal_all(pid, started, &members, if force { Signal::SIGKILL } else { polite });
@@ -531,7 +531,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let tracker = tokio_util::task::TaskTracker::new();
         let handle = launch(spec(dir.path(), "exit 3", RestartPolicy::No), None, reporter(), &tracker);
-        let failed = until(&handle, |r| r.status == ServiceStatus::Failed).await;
+        // The final record: failed, and the process's exit recorded.
+        let failed = until(&handle, |r| r.status == ServiceStatus::Failed && r.pid.is_none()).await;
         assert_eq!(failed.exit_code, Some(3), "{failed:?}");
         assert!(failed.failure.as_deref().is_some_and(|f| f.contains('3')), "{failed:?}");
         assert_eq!(failed.restarts, 0);

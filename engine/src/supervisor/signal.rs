@@ -11,6 +11,19 @@ use nix::unistd::Pid;
 
 use super::proc_info;
 
+/// Runs a `/proc` scan on the blocking pool, so the async thread that asked keeps serving.
+pub async fn scan<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::task::spawn_blocking(move || {
+        let _ = tx.send(f());
+    });
+    match rx.await {
+        Ok(value) => value,
+        // The blocking pool is shutting down with the runtime: nothing is left to ask.
+        Err(_) => std::future::pending().await,
+    }
+}
+
 fn pid(raw: u32) -> Option<Pid> {
     i32::try_from(raw).ok().filter(|p| *p > 0).map(Pid::from_raw)
 }
@@ -49,12 +62,17 @@ pub fn any_alive(leader: u32, started: u64, members: &[(u32, u64)]) -> bool {
 /// Stops a process (and its group and descendants) that this process is not the parent of, polling for its end.
 /// Returns whether everything ended before `grace + kill_wait` ran out.
 pub async fn stop_unowned(leader: u32, started: u64, grace: Duration) -> bool {
-    if !proc_info::is_same_process(leader, started) && proc_info::group_or_session_members(leader).is_empty()
-    {
-        return true;
-    }
-    let mut members = proc_info::tree(leader);
-    members.extend(proc_info::group_or_session_members(leader));
+    let members = scan(move || {
+        let group = proc_info::group_or_session_members(leader);
+        if !proc_info::is_same_process(leader, started) && group.is_empty() {
+            return None;
+        }
+        let mut members = proc_info::tree(leader);
+        members.extend(group);
+        Some(members)
+    })
+    .await;
+    let Some(members) = members else { return true };
     signal_all(leader, started, &members, Signal::SIGTERM);
     if wait_gone(leader, started, &members, grace).await {
         return true;
@@ -82,7 +100,7 @@ pub async fn wait_gone(leader: u32, started: u64, members: &[(u32, u64)], limit:
 /// After a service's leader exited: stops whatever is left of its process group and session (a child it did not
 /// wait for, a server it forked), so nothing it started outlives it.
 pub async fn reap_leftovers(leader: u32, grace: Duration) {
-    let members = proc_info::group_or_session_members(leader);
+    let members = scan(move || proc_info::group_or_session_members(leader)).await;
     if members.is_empty() || proc_info::start_time(leader).is_some() {
         // Nothing left, or the leader's pid already names another process: its group is not ours to signal.
         return;
