@@ -41,6 +41,13 @@ pub struct StartRequest {
     pub env: BTreeMap<String, String>,
     /// Restart services even when an identical one already runs.
     pub no_resume: bool,
+    /// Restart exactly these services (of `services`) even when identical ones run; what they depend on is
+    /// reused when it runs.
+    #[serde(default)]
+    pub restart: Vec<String>,
+    /// Also restart the services that depend on `restart`'s, directly or not.
+    #[serde(default)]
+    pub with_dependents: bool,
     /// Start no requirements (services only).
     #[serde(default)]
     pub no_deps: bool,

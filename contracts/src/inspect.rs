@@ -47,6 +47,14 @@ pub struct HealthReport {
     pub services: Vec<ServiceHealth>,
     /// One line per problem.
     pub issues: Vec<String>,
+    /// Whether a live host supervises what runs (restart policies, probes). False when the recorded host is gone:
+    /// services may still run, but nothing restarts them; `envctl resume` adopts them.
+    #[serde(default = "default_true")]
+    pub supervised: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// An error-looking line in a service's log.

@@ -3,6 +3,7 @@
 
 mod bad_config;
 mod config_cmd;
+mod correctness;
 mod inspect;
 mod jobs;
 mod legacy;

@@ -62,16 +62,17 @@ pub async fn stop(paths: &Paths, targets: &[String], services: &[String]) -> Res
         Some(Reply::Stopped { stopped, .. }) => Ok(stopped),
         Some(Reply::Error { message }) => Err(StopError::Host(message)),
         Some(other) => Err(StopError::Host(format!("unexpected answer from the host: {other:?}"))),
-        None => direct_stop(&StateRepository::new(&paths.scope_dir), targets, services).await,
+        None => direct_stop(paths, targets, services).await,
     }
 }
 
 /// Stops recorded processes without a host, then records them as stopped.
 async fn direct_stop(
-    repo: &StateRepository,
+    paths: &Paths,
     targets: &[String],
     services: &[String],
 ) -> Result<Vec<String>, StopError> {
+    let repo = StateRepository::new(&paths.scope_dir);
     let Some(mut state) = repo.run_state()? else { return Ok(Vec::new()) };
     let mut stopped = Vec::new();
     for record in state.services.iter().filter(|r| matches(r, targets, services)) {
@@ -83,6 +84,13 @@ async fn direct_stop(
             stopped.push(format!("{}/{}", record.target, record.service));
         }
     }
+    let moved: Vec<(String, String)> = state
+        .services
+        .iter()
+        .filter(|r| matches(r, targets, services))
+        .filter(|r| r.spec.as_ref().and_then(|s| s.port).is_some_and(|p| p.assigned != p.requested))
+        .map(|r| (r.target.clone(), r.service.clone()))
+        .collect();
     state.services.retain(|r| !matches(r, targets, services));
     state.updated_at = now_rfc3339();
     let mut runtime_map = repo.runtime_map()?.unwrap_or_else(|| RuntimeMap {
@@ -109,6 +117,10 @@ async fn direct_stop(
         errors: Vec::new(),
     });
     repo.save_run(&RunArtifacts { run_state: state, runtime_map, ports_manifest, error_report })?;
+    // Moved ports (something held the requested one) are given up, so the next start asks for its own again.
+    let root = paths.repo_root.display().to_string();
+    Ledger::new(&paths.ledger_dir)
+        .release(|o| o.repo == root && moved.iter().any(|(t, s)| &o.target == t && &o.service == s))?;
     Ok(stopped)
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use envctl_contracts::control::{Reply, ResumeRequest, StartRequest};
 use envctl_contracts::ports::{LeaseOwner, TargetPorts};
-use envctl_contracts::state::{ErrorEntry, Event, HostRecord, RunState};
+use envctl_contracts::state::{ErrorEntry, Event, HostRecord, RunState, ServiceRecord, ServiceStatus};
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -138,6 +138,20 @@ pub struct Host {
     uses: std::sync::Mutex<BTreeMap<String, BTreeSet<Key>>>,
     worker_started: AtomicBool,
     orchestrator: Arc<dyn Orchestrator>,
+    /// Held while a request changes what runs (`start`, `resume`, `stop`): one at a time, so a second `start`
+    /// waits for the first and reuses what it started.
+    orchestration: tokio::sync::Mutex<()>,
+    /// Records of services that are not supervised but stay in the state with their last status and failure (a
+    /// service that crashed under an earlier host), until they are started again or leave the configuration.
+    retained: std::sync::Mutex<BTreeMap<Key, ServiceRecord>>,
+}
+
+/// Whether a status means a process runs (or is about to).
+fn is_live(status: ServiceStatus) -> bool {
+    matches!(
+        status,
+        ServiceStatus::Pending | ServiceStatus::Starting | ServiceStatus::Ready | ServiceStatus::Restarting
+    )
 }
 
 fn unpoisoned<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -170,8 +184,52 @@ impl Host {
     pub async fn launch(&self, spec: ServiceSpec, adopt: Option<(u32, u64)>) -> ServiceHandle {
         let key = (spec.target.clone(), spec.plan.name.clone());
         let handle = launch(spec, adopt, self.reporter.clone(), &self.parts.tracker);
+        unpoisoned(&self.retained).remove(&key);
         self.services.lock().await.insert(key, handle.clone());
         handle
+    }
+
+    /// Forgets `keys` entirely: their supervised handles are stopped and their retained records dropped (services
+    /// that left the configuration).
+    pub async fn forget(&self, keys: Vec<Key>) {
+        {
+            let mut retained = unpoisoned(&self.retained);
+            for key in &keys {
+                retained.remove(key);
+            }
+        }
+        self.stop(keys).await;
+    }
+
+    /// Keys of every service the state knows of: supervised or retained.
+    pub async fn known(&self) -> BTreeSet<Key> {
+        let mut keys: BTreeSet<Key> = self.services.lock().await.keys().cloned().collect();
+        keys.extend(unpoisoned(&self.retained).keys().cloned());
+        keys
+    }
+
+    /// Among `servers`, those no target with a live service uses (what a failed start may stop again).
+    pub async fn unused_servers(&self, servers: &[Key]) -> Vec<Key> {
+        use envctl_contracts::state::ProcessKind;
+        let live_targets: BTreeSet<String> = self
+            .services
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, h)| h.spec.kind == ProcessKind::Service && is_live(h.record().status))
+            .map(|((t, _), _)| t.clone())
+            .collect();
+        let uses = unpoisoned(&self.uses);
+        servers
+            .iter()
+            .filter(|key| !live_targets.iter().any(|t| uses.get(t).is_some_and(|used| used.contains(*key))))
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for the other requests that change what runs to finish; held until the guard drops.
+    pub async fn orchestrating(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.orchestration.lock().await
     }
 
     /// The supervised service under `key`.
@@ -284,7 +342,9 @@ impl Host {
     /// is logged and recorded as an event, and returned.
     pub async fn save(&self, history: bool) -> Result<(), StateError> {
         let _guard = self.save_lock.lock().await;
-        let records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
+        let mut records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
+        records.extend(unpoisoned(&self.retained).values().cloned());
+        records.sort_by(|a, b| (&a.target, &a.service).cmp(&(&b.target, &b.service)));
         let run = unpoisoned(&self.run).clone();
         let mut artifacts = snapshot::artifacts(&run, self.record, records);
         artifacts.run_state.requirement_users = unpoisoned(&self.uses)
@@ -326,7 +386,34 @@ impl Host {
         for (key, _) in &handles {
             services.remove(key);
         }
+        drop(services);
+        self.release_moved_ports(handles.iter().map(|(_, h)| (&h.spec.target, &h.spec.plan))).await;
         handles.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Gives up the leases of stopped services that run on another port than they asked for (something held
+    /// theirs), so their next start takes the requested port back when it is free.
+    async fn release_moved_ports<'a>(
+        &self,
+        stopped: impl Iterator<Item = (&'a String, &'a envctl_contracts::startup::ServicePlan)>,
+    ) {
+        let repo = self.paths().repo_root.display().to_string();
+        let moved: Vec<LeaseOwner> = stopped
+            .filter(|(_, plan)| plan.port.is_some_and(|p| p.assigned != p.requested))
+            .map(|(target, plan)| LeaseOwner {
+                repo: repo.clone(),
+                target: target.clone(),
+                service: plan.name.clone(),
+            })
+            .collect();
+        if moved.is_empty() {
+            return;
+        }
+        let ledger = self.parts.ledger.clone();
+        let released = tokio::task::spawn_blocking(move || ledger.release(|o| moved.contains(o))).await;
+        if let Ok(Err(e)) = released {
+            tracing::warn!(error = %e, "moved port leases not released");
+        }
     }
 
     /// Stops everything.
@@ -340,9 +427,14 @@ impl Host {
         self.parts.token.cancel();
     }
 
-    /// Whether nothing is supervised.
+    /// Whether nothing runs: every supervised service has ended (failed, exited, stopped) or there is none.
     pub async fn is_idle(&self) -> bool {
-        self.services.lock().await.is_empty()
+        self.services.lock().await.values().all(|h| !is_live(h.record().status))
+    }
+
+    /// Whether any service has a handle (a task to stop before the host exits).
+    async fn has_handles(&self) -> bool {
+        !self.services.lock().await.is_empty()
     }
 
     /// What a stop of `targets` (all when empty) and `services` (all when empty) stops: the matching services and
@@ -383,25 +475,20 @@ fn take_lock(paths: &Paths) -> Result<Option<File>, HostError> {
 }
 
 /// Waits (up to 10 s) for the host lock while an earlier host finishes exiting. `None` when another host holds it
-/// and serves the socket. The wait blocks on the lock itself (on the blocking pool), not in a polling loop.
+/// and serves the socket. Only this contended case waits in a loop (two hosts racing, or one still stopping its
+/// services): either the lock frees or the other host's socket answers.
 async fn wait_for_lock(paths: &Paths) -> Result<Option<File>, HostError> {
-    if let Some(lock) = take_lock(paths)? {
-        return Ok(Some(lock));
-    }
-    if std::os::unix::net::UnixStream::connect(paths.control_socket()).is_ok() {
-        return Ok(None);
-    }
-    let path = paths.scope_dir.join("host.lock");
-    let io = |source| HostError::Io { path: path.display().to_string(), source };
-    let file =
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
-    let waiting = tokio::task::spawn_blocking(move || file.lock().map(|()| file));
-    match tokio::time::timeout(Duration::from_secs(10), waiting).await {
-        Ok(Ok(Ok(file))) => Ok(Some(file)),
-        Ok(Ok(Err(e))) => Err(io(e)),
-        Ok(Err(e)) => Err(io(std::io::Error::other(e))),
-        // The thread still waiting dies with this process, which exits on the error.
-        Err(_) => Ok(None),
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(lock) = take_lock(paths)? {
+            return Ok(Some(lock));
+        }
+        if std::os::unix::net::UnixStream::connect(paths.control_socket()).is_ok()
+            || std::time::Instant::now() >= deadline
+        {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
@@ -438,6 +525,8 @@ pub async fn run(
         uses: std::sync::Mutex::new(BTreeMap::new()),
         worker_started: AtomicBool::new(false),
         orchestrator,
+        orchestration: tokio::sync::Mutex::new(()),
+        retained: std::sync::Mutex::new(BTreeMap::new()),
     });
     host.begin_run("host", &host.previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
     adopt_survivors(&host).await;
@@ -476,7 +565,7 @@ pub async fn run(
     }
     // No new clients from here on; a second signal during the stop forces it.
     server::unbind(&paths);
-    let had_services = !host.is_idle().await;
+    let had_services = host.has_handles().await;
     if had_services {
         let stopping = host.stop_all();
         tokio::pin!(stopping);
@@ -548,6 +637,18 @@ async fn adopt_survivors(host: &Host) {
     })
     .await
     .unwrap_or_else(|_| Vec::new());
+    let adopted: BTreeSet<Key> = alive
+        .iter()
+        .map(|(r, _, _, _): &(ServiceRecord, u32, u64, _)| (r.target.clone(), r.service.clone()))
+        .collect();
+    {
+        let mut retained = unpoisoned(&host.retained);
+        for record in
+            previous.services.iter().filter(|r| !adopted.contains(&(r.target.clone(), r.service.clone())))
+        {
+            retained.insert((record.target.clone(), record.service.clone()), record.clone());
+        }
+    }
     for (record, pid, started, plan) in alive {
         let log_path = record.log_path.as_ref().map_or_else(
             || logs::log_path(&host.paths().scope_dir, &previous.run_id, &record.target, &record.service),
@@ -624,6 +725,14 @@ async fn save_on_change(host: Arc<Host>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
         // Failures are logged and recorded by `save`.
         let _ = host.save(false).await;
+        // Nothing left to supervise (the last service ended on its own) and no request under way: exit.
+        if let Ok(_quiet) = host.orchestration.try_lock()
+            && host.has_handles().await
+            && host.is_idle().await
+        {
+            tracing::info!("nothing runs any more; the host exits");
+            host.exit();
+        }
     }
 }
 
@@ -673,6 +782,8 @@ impl Host {
             uses: std::sync::Mutex::new(BTreeMap::new()),
             worker_started: AtomicBool::new(false),
             orchestrator,
+            orchestration: tokio::sync::Mutex::new(()),
+            retained: std::sync::Mutex::new(BTreeMap::new()),
         })
     }
 }
@@ -776,6 +887,8 @@ mod tests {
             services: Vec::new(),
             env: BTreeMap::new(),
             no_resume: false,
+            restart: Vec::new(),
+            with_dependents: false,
             no_deps: false,
             deps_only: false,
         })

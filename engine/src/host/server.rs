@@ -72,6 +72,10 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
 /// Answers one request: `start` and `resume` through the host's orchestrator, the rest here. The host exits
 /// once a reply says so or nothing is supervised any more.
 pub async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
+    let _one_at_a_time = match &request {
+        Request::Start(_) | Request::Resume(_) | Request::Stop(_) => Some(host.orchestrating().await),
+        Request::Status | Request::Shutdown => None,
+    };
     let reply = match request {
         Request::Start(start) => host.orchestrator.start(host, start, tx).await,
         Request::Resume(resume) => host.orchestrator.resume(host, resume, tx).await,

@@ -8,7 +8,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
     blast_all, config_cmd, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
-    list_commands, logs, restart, resume, show_config, show_state, start, stop, test_cmd, worker_cmd,
+    list_commands, logs, ports, restart, resume, show_config, show_state, start, stop, test_cmd, worker_cmd,
     worktree,
 };
 
@@ -135,6 +135,9 @@ pub enum Command {
     /// Create, list and remove worktrees.
     #[command(subcommand)]
     Worktree(worktree::WorktreeCommand),
+    /// Forget port leases (`ports reset`).
+    #[command(subcommand)]
+    Ports(ports::PortsCommand),
     /// Enqueue, inspect, cancel and retry jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
@@ -151,6 +154,7 @@ pub enum Command {
     /// Show the effective configuration and where each value came from.
     ShowConfig(show_config::ShowConfigArgs),
     /// List main and the worktrees with their planned ports.
+    #[command(visible_alias = "list-trees")]
     ListTargets(ListTargetsArgs),
     /// Show the saved state of the last run (exit 1 when there is none).
     ShowState(show_state::ShowStateArgs),

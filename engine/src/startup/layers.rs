@@ -14,6 +14,29 @@ use crate::host::{Host, Key};
 use crate::supervisor::logs;
 use crate::supervisor::service::{ServiceHandle, ServiceSpec};
 
+/// Which services a start restarts even when an identical one already runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Restart {
+    /// None: identical running services are reused.
+    #[default]
+    Nothing,
+    /// Every one (`start --no-resume`, `restart` of whole targets).
+    Everything,
+    /// Exactly these (`restart --service`).
+    Only(std::collections::BTreeSet<String>),
+}
+
+impl Restart {
+    /// Whether `service` is restarted.
+    pub fn applies_to(&self, service: &str) -> bool {
+        match self {
+            Self::Nothing => false,
+            Self::Everything => true,
+            Self::Only(names) => names.contains(service),
+        }
+    }
+}
+
 /// Log lines shown with a failure.
 const FAILURE_TAIL: usize = 20;
 
@@ -44,7 +67,7 @@ pub(super) struct TargetResult {
 pub(super) async fn run_target(
     host: &Arc<Host>,
     specs: Vec<ServiceSpec>,
-    no_resume: bool,
+    restart: &Restart,
     tx: &mpsc::Sender<Reply>,
     began: Instant,
 ) -> TargetResult {
@@ -59,8 +82,14 @@ pub(super) async fn run_target(
             let existing = host.get(&key).await;
             if let Some(handle) = &existing {
                 let record = handle.record();
-                let alive = matches!(record.status, ServiceStatus::Ready | ServiceStatus::Starting);
-                if alive && !no_resume && same_service(&handle.spec.plan, &spec.plan) {
+                let alive = matches!(
+                    record.status,
+                    ServiceStatus::Pending | ServiceStatus::Ready | ServiceStatus::Starting
+                );
+                if alive
+                    && !restart.applies_to(&spec.plan.name)
+                    && same_service(&handle.spec.plan, &spec.plan)
+                {
                     result.reused.push(label);
                     waiting.push((key, handle.clone()));
                     continue;

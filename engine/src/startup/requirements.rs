@@ -13,7 +13,7 @@ use envctl_contracts::startup::{RequirementPlan, StartupPlan};
 use envctl_contracts::state::ProcessKind;
 use tokio::sync::mpsc;
 
-use super::layers::{TargetResult, run_target};
+use super::layers::{Restart, TargetResult, run_target};
 use crate::config::Settings;
 use crate::host::{Host, Key};
 use crate::requirements::{self, PG_USER, RequirementError, postgres};
@@ -78,7 +78,7 @@ pub async fn run(
             plan: req.process.clone(),
         });
     }
-    let mut result = run_target(host, specs, false, tx, began).await;
+    let mut result = run_target(host, specs, &Restart::Nothing, tx, began).await;
     if result.failure.is_some() {
         return result;
     }

@@ -10,7 +10,7 @@ use envctl_contracts::startup::{ServicePlan, StartupPlan};
 use envctl_contracts::state::{ErrorEntry, ProcessKind, ServiceStatus};
 use tokio::sync::mpsc;
 
-use super::layers::run_target;
+use super::layers::{Restart, run_target};
 use super::{StartupError, requirements};
 use crate::config::{EnvVars, Settings};
 use crate::host::{Host, Key};
@@ -39,21 +39,56 @@ fn error(e: &StartupError) -> Reply {
     Reply::Error { message: e.to_string() }
 }
 
-/// Forgets services that ended (failed, exited, stopped) so no earlier failure is carried into the new run.
-async fn forget_ended(host: &Host) {
-    let ended: Vec<Key> = host
-        .snapshot()
+/// Every service among `plans` that depends on one of `names`, directly or not.
+fn dependents(plans: &[ServicePlan], names: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    loop {
+        let more: Vec<String> = plans
+            .iter()
+            .filter(|p| !out.contains(&p.name) && !names.contains(&p.name))
+            .filter(|p| p.depends_on.iter().any(|d| names.contains(d) || out.contains(d)))
+            .map(|p| p.name.clone())
+            .collect();
+        if more.is_empty() {
+            return out;
+        }
+        out.extend(more);
+    }
+}
+
+/// What a start of one target starts and restarts: everything, or the named services with what they depend on
+/// (and, with `with_dependents`, what depends on the restarted ones).
+fn selection(plans: &[ServicePlan], request: &StartRequest) -> (BTreeSet<String>, Restart) {
+    if !request.restart.is_empty() {
+        let mut restart: BTreeSet<String> = request.restart.iter().cloned().collect();
+        if request.with_dependents {
+            restart.extend(dependents(plans, &restart));
+        }
+        let names: Vec<String> = restart.iter().cloned().collect();
+        return (closure(plans, &names), Restart::Only(restart));
+    }
+    let wanted = if request.services.is_empty() {
+        plans.iter().map(|s| s.name.clone()).collect()
+    } else {
+        closure(plans, &request.services)
+    };
+    (wanted, if request.no_resume { Restart::Everything } else { Restart::Nothing })
+}
+
+/// Forgets the services of `targets` that are no longer in the configuration (a record of one that crashed stays
+/// until it is started again or leaves the configuration).
+async fn forget_removed(host: &Host, settings: &Settings, targets: &[String]) {
+    let gone: Vec<Key> = host
+        .known()
         .await
-        .iter()
-        .filter(|(_, h)| {
-            matches!(
-                h.record().status,
-                ServiceStatus::Failed | ServiceStatus::Exited | ServiceStatus::Stopped
-            )
+        .into_iter()
+        .filter(|(t, s)| {
+            targets.contains(t)
+                && !settings.config.services.contains_key(s)
+                && !settings.config.requirements.contains_key(s)
         })
-        .map(|(k, _)| k.clone())
         .collect();
-    host.stop(ended).await;
+    host.forget(gone).await;
 }
 
 /// Starts (or reuses) the requested services.
@@ -63,12 +98,14 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
     let targets: Vec<Target> = request.targets.iter().map(Target::from_selected).collect();
     let selected: Vec<&Target> = targets.iter().collect();
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    forget_ended(host).await;
+    forget_removed(host, &settings, &names).await;
     host.ensure_worker(&settings, &request.env);
     let run_id = host.begin_run(&request.command, &names);
     let mut outcome = StartOutcome { run_id: run_id.clone(), ..StartOutcome::default() };
     let env = EnvVars::from_pairs(request.env.get("PATH").map(|p| ("PATH", p.as_str())));
     let mut attempt = 0;
+    // Requirement servers this start began (not reused): a failed start stops them again.
+    let mut began_servers: Vec<Key> = Vec::new();
     let plan = loop {
         let table = match reserve_ports(host, &settings, &selected).await {
             Ok(table) => table,
@@ -83,6 +120,13 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
             break plan;
         }
         let result = requirements::run(host, &settings, &plan, &request.env, tx, began).await;
+        began_servers.extend(
+            result
+                .started
+                .iter()
+                .filter_map(|l| l.split_once('/'))
+                .map(|(o, n)| (o.to_owned(), n.to_owned())),
+        );
         outcome.reused.extend(result.reused);
         outcome.started.extend(result.started);
         match result.failure {
@@ -105,6 +149,7 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
             }
             Some(failure) => {
                 outcome.failure = Some(failure);
+                stop_began_servers(host, &began_servers).await;
                 return finish(host, outcome, &names).await;
             }
             None => break plan,
@@ -114,7 +159,21 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
         return finish(host, outcome, &names).await;
     }
     start_services(host, plan, &request, &run_id, tx, began, &mut outcome).await;
+    if outcome.failure.is_some() {
+        stop_began_servers(host, &began_servers).await;
+    }
     finish(host, outcome, &names).await
+}
+
+/// After a failed start: stops the requirement servers it began that no target with a live service uses (reused
+/// ones, and ones a running target needs, stay).
+async fn stop_began_servers(host: &Host, began: &[Key]) {
+    let unused = host.unused_servers(began).await;
+    if !unused.is_empty() {
+        let labels: Vec<String> = unused.iter().map(|(o, n)| format!("{o}/{n}")).collect();
+        host.event(None, None, "start.rollback", serde_json::json!({"stopped": labels}));
+        host.stop(unused).await;
+    }
 }
 
 /// Starts every target's services side by side, each target layer by layer.
@@ -129,11 +188,7 @@ async fn start_services(
 ) {
     let mut jobs = tokio::task::JoinSet::new();
     for target_plan in plan.targets {
-        let wanted = if request.services.is_empty() {
-            target_plan.services.iter().map(|s| s.name.clone()).collect()
-        } else {
-            closure(&target_plan.services, &request.services)
-        };
+        let (wanted, restart) = selection(&target_plan.services, request);
         let specs: Vec<ServiceSpec> = target_plan
             .services
             .into_iter()
@@ -148,8 +203,7 @@ async fn start_services(
             })
             .collect();
         let (host, tx) = (Arc::clone(host), tx.clone());
-        let no_resume = request.no_resume;
-        jobs.spawn(async move { run_target(&host, specs, no_resume, &tx, began).await });
+        jobs.spawn(async move { run_target(&host, specs, &restart, &tx, began).await });
     }
     while let Some(done) = jobs.join_next().await {
         if let Ok(result) = done {
@@ -311,7 +365,7 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
         by_target.entry(spec.target.clone()).or_default().push(spec);
     }
     for (_, specs) in by_target {
-        let result = run_target(host, specs, true, tx, began).await;
+        let result = run_target(host, specs, &Restart::Everything, tx, began).await;
         outcome.started.extend(result.started);
         if outcome.failure.is_none() {
             outcome.failure = result.failure;

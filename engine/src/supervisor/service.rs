@@ -348,7 +348,15 @@ impl Task {
                 }
                 code = wait_exit(proc, pid, started) => {
                     let describe = code.map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited with code {c}"));
-                    self.fail(format!("{describe} before it was ready"));
+                    let why = format!("{describe} before it was ready");
+                    tracing::warn!(target = %self.spec.target, service = %self.spec.plan.name, reason = %why, "service failed");
+                    // One change with the whole truth: whoever sees it failed also sees the process gone.
+                    self.update(|r| {
+                        r.status = ServiceStatus::Failed;
+                        r.failure = Some(why);
+                        r.pid = None;
+                        r.exit_code = code;
+                    });
                     return Err(Ended::Exited(code));
                 }
                 () = tokio::time::sleep(pause) => {

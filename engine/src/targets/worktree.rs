@@ -62,6 +62,12 @@ pub fn add(repo: &Path, trees_dir: &str, name: &str, from: Option<&str>) -> Resu
     Ok(path)
 }
 
+/// Whether the worktree at `checkout` has uncommitted changes or untracked files (what `git worktree remove`
+/// refuses without `--force`).
+pub fn is_dirty(checkout: &Path) -> Result<bool, WorktreeError> {
+    Ok(!git(checkout, &["status", "--porcelain", "--untracked-files=normal"])?.trim().is_empty())
+}
+
 /// Removes the worktree checked out at `checkout` (with `force`, even with uncommitted changes).
 pub fn remove(repo: &Path, checkout: &Path, force: bool) -> Result<(), WorktreeError> {
     let checkout = checkout.display().to_string();

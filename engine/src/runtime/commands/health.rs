@@ -26,7 +26,8 @@ pub struct HealthArgs {
 /// Checks health.
 pub fn exec(rt: &EngineRuntime, args: &HealthArgs) -> Result<Outcome, EngineError> {
     let records = selected_records(rt, &args.targets, &[])?;
-    let report = health::verdict(records, args.strict);
+    let host = rt.state()?.run_state()?.and_then(|s| s.host);
+    let report = health::verdict(records, health::Supervision::of(host), args.strict);
     if args.json {
         rt.printer().json(&report);
     } else {

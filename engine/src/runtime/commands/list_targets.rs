@@ -77,10 +77,10 @@ pub fn exec(rt: &EngineRuntime, args: &ListTargetsArgs) -> Result<Outcome, Engin
             .ports
             .iter()
             .map(|(name, p)| {
-                if p.retries > 0 {
-                    format!("{name}={} (wanted {})", p.assigned, p.requested)
-                } else {
+                if p.assigned == p.requested {
                     format!("{name}={}", p.assigned)
+                } else {
+                    format!("{name}={} (wanted {})", p.assigned, p.requested)
                 }
             })
             .collect();

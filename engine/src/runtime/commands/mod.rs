@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod list_commands;
 pub mod list_targets;
 pub mod logs;
+pub mod ports;
 pub mod restart;
 pub mod resume;
 pub mod show_config;
@@ -56,6 +57,7 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Host(args) => host_cmd::exec(rt, args),
         Command::Jobs(sub) => jobs::exec(rt, sub),
         Command::Worker(args) => worker_cmd::exec(rt, args),
+        Command::Ports(sub) => ports::exec(rt, sub),
         Command::Test(args) => test_cmd::exec(rt, args),
     }
 }
@@ -115,6 +117,8 @@ fn start_request(
         services: services.to_vec(),
         env: rt.env().inherited().clone(),
         no_resume,
+        restart: Vec::new(),
+        with_dependents: false,
         no_deps: false,
         deps_only: false,
     })

@@ -1,4 +1,5 @@
-//! `envctl restart [targets] [--service S]`: stop and start again (every running target by default).
+//! `envctl restart [targets] [--service S [--with-dependents]]`: stop and start again — every service of every
+//! running target by default, or exactly the named services (their dependencies keep running).
 
 use envctl_contracts::control::Request;
 
@@ -14,9 +15,12 @@ pub struct RestartArgs {
     /// Which targets (default: every running target).
     #[command(flatten)]
     pub targets: TargetArgs,
-    /// Only these services and what they depend on (repeatable).
+    /// Only these services (repeatable); what they depend on keeps running (or is started when it is not).
     #[arg(long = "service", value_name = "S")]
     pub services: Vec<String>,
+    /// Also restart the services that depend on the named ones.
+    #[arg(long, requires = "services")]
+    pub with_dependents: bool,
 }
 
 /// Restarts the selected services.
@@ -30,7 +34,9 @@ pub fn exec(rt: &EngineRuntime, args: &RestartArgs) -> Result<Outcome, EngineErr
     } else {
         TargetArgs { tree: names, ..TargetArgs::default() }
     };
-    let request = start_request(rt, &targets, &args.services, "restart", true)?;
+    let mut request = start_request(rt, &targets, &args.services, "restart", args.services.is_empty())?;
+    request.restart.clone_from(&args.services);
+    request.with_dependents = args.with_dependents;
     let printer = *rt.printer();
     let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| show_progress(printer, p))?;
     report_start(printer, reply)

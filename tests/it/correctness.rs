@@ -1,0 +1,191 @@
+//! Lifecycle correctness: regression tests for what a new user hit in a day with a real app, each named after
+//! what it pins.
+
+use crate::support::{TestEnv, alive, eventually, free_port, kill9};
+
+const HTTP: &str = "python3 -m http.server {port} --bind 127.0.0.1";
+
+fn scope(env: &TestEnv) -> std::path::PathBuf {
+    env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo))
+}
+
+fn service<'a>(health: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    health["services"].as_array()?.iter().find(|s| s["service"] == name)
+}
+
+#[test]
+fn a_refused_worktree_remove_destroys_nothing() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.write(
+        ".envctl",
+        &format!(
+            "[services.app]\ncommand = \"sleep 1000\"\n\n[requirements.cache]\nadapter = \"command\"\ncommand = \"{HTTP}\"\nport = {port}\n"
+        ),
+    );
+    env.envctl(&["worktree", "add", "feature-z"]).ok();
+    env.envctl(&["start", "--tree", "feature-z"]).ok();
+    let data = scope(&env).join("data").join("cache").join("feature-z");
+    assert!(data.is_dir(), "the worktree's server has its data directory");
+    let before = env.pids();
+    env.write("trees/feature-z/wip.txt", "not committed");
+    let run = env.envctl(&["worktree", "remove", "feature-z"]);
+    run.fails();
+    assert!(run.stderr.contains("uncommitted changes") && run.stderr.contains("--force"), "{}", run.stderr);
+    assert!(!run.stderr.contains("removed"), "{}", run.stderr);
+    assert!(data.is_dir(), "its data is kept");
+    assert!(env.repo.join("trees/feature-z").is_dir(), "the worktree is kept");
+    assert!(before.values().all(|(p, s)| alive(*p, *s)), "its services keep running");
+    env.envctl(&["worktree", "remove", "feature-z", "--force"]).ok();
+    assert!(!data.exists(), "--force removes its data");
+    assert!(!env.repo.join("trees/feature-z").exists());
+    assert!(before.values().all(|(p, s)| !alive(*p, *s)));
+}
+
+#[test]
+fn a_crashed_service_stays_in_the_state_after_another_is_restarted() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.web]\ncommand = \"sleep 1000\"\n\n[services.worker]\ncommand = \"echo worker-log-line; exec sleep 1000\"\nrestart = \"no\"\n",
+    );
+    env.envctl(&["start"]).ok();
+    let (worker, _) = env.pids()["main/worker"];
+    kill9(worker);
+    assert!(eventually(5, || {
+        let health = env.envctl(&["health", "--json"]).json();
+        service(&health, "worker").is_some_and(|w| w["status"] == "failed")
+    }));
+    env.envctl(&["restart", "--service", "web"]).ok();
+    let health = env.envctl(&["health", "--json"]);
+    health.fails();
+    let health = health.json();
+    let row = service(&health, "worker").expect("the crashed service keeps its row");
+    assert_eq!(row["status"], "failed", "{health}");
+    assert!(row["failure"].as_str().is_some_and(|f| f.contains("signal")), "{health}");
+    let errors = env.envctl(&["errors", "--json"]);
+    assert!(errors.stdout.contains("worker"), "{}", errors.stdout);
+    let logs = env.envctl(&["logs", "--service", "worker"]);
+    logs.ok();
+    assert!(logs.stdout.contains("worker-log-line"), "{}", logs.stdout);
+    env.envctl(&["start"]).ok();
+    let health = env.envctl(&["health", "--json"]).json();
+    assert_eq!(service(&health, "worker").expect("worker")["status"], "ready", "started again: {health}");
+}
+
+#[test]
+fn two_starts_at_once_both_succeed_with_one_set_of_services() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.s0]\ncommand = \"sleep 1000\"\n\n[services.s1]\ncommand = \"sleep 1000\"\n",
+    );
+    for trial in 0..5 {
+        let (mut a, mut b) = (env.spawn_envctl(&["start"]), env.spawn_envctl(&["start"]));
+        let (a, b) = (a.wait().expect("wait a"), b.wait().expect("wait b"));
+        assert!(a.success() && b.success(), "trial {trial}: {a:?} {b:?}");
+        let pids = env.pids();
+        assert_eq!(pids.len(), 2, "trial {trial}: {pids:?}");
+        assert!(pids.values().all(|(p, s)| alive(*p, *s)), "trial {trial}");
+        env.envctl(&["stop-all"]).ok();
+    }
+}
+
+#[test]
+fn restart_of_a_service_restarts_exactly_it_and_dependents_only_when_asked() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.api]\ncommand = \"sleep 1000\"\n\n[services.worker]\ncommand = \"sleep 1000\"\ndepends_on = [\"api\"]\n",
+    );
+    env.envctl(&["start"]).ok();
+    let before = env.pids();
+    env.envctl(&["restart", "--service", "worker"]).ok();
+    let after = env.pids();
+    assert_eq!(after["main/api"], before["main/api"], "its dependency keeps running");
+    assert_ne!(after["main/worker"], before["main/worker"]);
+    env.envctl(&["restart", "--service", "api", "--with-dependents"]).ok();
+    let last = env.pids();
+    assert_ne!(last["main/api"], after["main/api"]);
+    assert_ne!(last["main/worker"], after["main/worker"], "--with-dependents restarts what depends on it");
+    env.envctl(&["restart", "--service", "api"]).ok();
+    assert_eq!(env.pids()["main/worker"], last["main/worker"], "without it, dependents are left alone");
+}
+
+#[test]
+fn a_failed_start_stops_the_requirements_it_began_and_its_host_exits() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.write(
+        ".envctl",
+        &format!(
+            "[services.bad]\ncommand = \"exit 1\"\ndepends_on = [\"cache\"]\n\n[requirements.cache]\nadapter = \"command\"\ncommand = \"{HTTP}\"\nport = {port}\n"
+        ),
+    );
+    env.envctl(&["start"]).fails();
+    let state = env.state();
+    let host = state["host"]["pid"].as_u64().expect("host pid");
+    let host = u32::try_from(host).expect("pid");
+    let host_started = state["host"]["start_time"].as_u64().expect("start time");
+    assert!(
+        eventually(5, || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()),
+        "the requirement this start began is stopped"
+    );
+    assert!(eventually(5, || !alive(host, host_started)), "a host with nothing to supervise exits");
+}
+
+#[test]
+fn a_stopped_target_takes_its_requested_port_back() {
+    let foreign = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let wanted = foreign.local_addr().expect("addr").port();
+    let env = TestEnv::new();
+    env.write(".envctl", &format!("[services.web]\ncommand = \"{HTTP}\"\nport = {wanted}\n"));
+    env.envctl(&["start"]).ok();
+    let listed = env.envctl(&["list-targets"]);
+    assert!(listed.stdout.contains(&format!("(wanted {wanted})")), "{}", listed.stdout);
+    drop(foreign);
+    env.envctl(&["stop-all"]).ok();
+    env.envctl(&["start"]).ok();
+    let health = env.envctl(&["health", "--json"]).json();
+    assert_eq!(service(&health, "web").expect("web")["port"], wanted, "{health}");
+    let listed = env.envctl(&["list-targets"]);
+    assert!(!listed.stdout.contains("wanted"), "{}", listed.stdout);
+}
+
+#[test]
+fn ports_reset_forgets_a_stopped_targets_leases_and_refuses_a_running_one() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.write(".envctl", &format!("[services.web]\ncommand = \"{HTTP}\"\nport = {port}\n"));
+    env.envctl(&["start"]).ok();
+    let run = env.envctl(&["ports", "reset"]);
+    run.fails();
+    assert!(run.stderr.contains("main is running"), "{}", run.stderr);
+    env.envctl(&["stop-all"]).ok();
+    let run = env.envctl(&["ports", "reset", "--main"]);
+    run.ok();
+    assert!(run.stderr.contains("released"), "{}", run.stderr);
+    assert!(std::fs::read_dir(env.runtime.join("ports")).map_or(true, |d| {
+        d.filter_map(Result::ok).all(|e| !e.file_name().to_string_lossy().starts_with(&port.to_string()))
+    }));
+}
+
+#[test]
+fn health_says_supervision_is_off_when_the_host_is_gone() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"sleep 1000\"\n");
+    env.envctl(&["start"]).ok();
+    let host = env.state()["host"]["pid"].as_u64().expect("host pid");
+    kill9(host);
+    assert!(eventually(5, || {
+        let run = env.envctl(&["health"]);
+        run.stdout.contains("supervision is off")
+    }));
+    let run = env.envctl(&["health"]);
+    run.ok();
+    assert!(run.stdout.contains("envctl resume"), "{}", run.stdout);
+    env.envctl(&["health", "--strict"]).fails();
+    assert_eq!(env.envctl(&["health", "--json"]).json()["supervised"], false);
+    env.envctl(&["resume"]).ok();
+    env.envctl(&["health", "--strict"]).ok();
+}
