@@ -189,3 +189,54 @@ fn health_says_supervision_is_off_when_the_host_is_gone() {
     env.envctl(&["resume"]).ok();
     env.envctl(&["health", "--strict"]).ok();
 }
+
+/// Starts three services, kills the host with SIGKILL and garbles `run_state.json`, as a crash mid-write would.
+fn three_services_behind_a_torn_state(env: &TestEnv) -> std::collections::BTreeMap<String, (u32, u64)> {
+    env.write(
+        ".envctl",
+        "[services.a]\ncommand = \"sleep 1000\"\n\n[services.b]\ncommand = \"sleep 1000\"\n\n[services.c]\ncommand = \"sleep 1000\"\n",
+    );
+    env.envctl(&["start"]).ok();
+    let before = env.pids();
+    assert_eq!(before.len(), 3);
+    let host = env.state()["host"]["pid"].as_u64().expect("host pid");
+    kill9(host);
+    assert!(eventually(5, || !std::path::Path::new(&format!("/proc/{host}")).exists()
+        || std::fs::read_to_string(format!("/proc/{host}/stat")).is_ok_and(|s| s.contains(") Z"))));
+    std::fs::write(scope(env).join("run_state.json"), "{\"schema_version\": 1, \"run_id\": \"run-to")
+        .expect("garble");
+    before
+}
+
+#[test]
+fn stop_all_finds_every_process_behind_a_corrupt_run_state() {
+    let env = TestEnv::new();
+    let before = three_services_behind_a_torn_state(&env);
+    let run = env.envctl(&["stop-all"]);
+    run.ok();
+    assert!(run.stderr.contains("recovered") && run.stderr.contains("3 process(es)"), "{}", run.stderr);
+    assert!(eventually(5, || before.values().all(|(p, s)| !alive(*p, *s))), "every process is stopped");
+}
+
+#[test]
+fn resume_adopts_every_process_behind_a_corrupt_run_state_and_start_starts_no_second_set() {
+    let env = TestEnv::new();
+    let before = three_services_behind_a_torn_state(&env);
+    let run = env.envctl(&["resume"]);
+    run.ok();
+    assert!(run.stderr.contains("recovered"), "{}", run.stderr);
+    assert!(run.stderr.contains("3 adopted, 0 restarted"), "{}", run.stderr);
+    assert_eq!(env.pids(), before, "adopted, not restarted");
+    env.envctl(&["start"]).ok();
+    assert_eq!(env.pids(), before, "a start reuses them instead of starting a second set");
+}
+
+#[test]
+fn start_after_a_corrupt_run_state_reuses_what_runs() {
+    let env = TestEnv::new();
+    let before = three_services_behind_a_torn_state(&env);
+    let run = env.envctl(&["start"]);
+    run.ok();
+    assert!(run.stderr.contains("recovered"), "{}", run.stderr);
+    assert_eq!(env.pids(), before, "no second set on other ports");
+}

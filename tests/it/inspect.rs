@@ -59,6 +59,7 @@ fn list_commands_lists_exactly_the_implemented_commands() {
         "worktree add",
         "worktree list",
         "worktree remove",
+        "ports reset",
         "jobs enqueue",
         "jobs list",
         "jobs show",

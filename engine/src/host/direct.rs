@@ -48,9 +48,18 @@ fn matches(record: &ServiceRecord, targets: &[String], services: &[String]) -> b
         && (services.is_empty() || services.contains(&record.service))
 }
 
+/// What a stop did.
+#[derive(Debug, Clone, Default)]
+pub struct Stopped {
+    /// `target/service` of each process stopped.
+    pub stopped: Vec<String>,
+    /// Set when the saved state was torn and what runs was recovered first (what to tell the user).
+    pub recovered: Option<String>,
+}
+
 /// Stops `targets` (all when empty) and `services` (all when empty) through the host when one answers, directly
-/// otherwise; returns `target/service` of each stopped.
-pub async fn stop(paths: &Paths, targets: &[String], services: &[String]) -> Result<Vec<String>, StopError> {
+/// otherwise.
+pub async fn stop(paths: &Paths, targets: &[String], services: &[String]) -> Result<Stopped, StopError> {
     let request = Request::Stop(StopRequest { targets: targets.to_vec(), services: services.to_vec() });
     let asked = {
         let paths = paths.clone();
@@ -59,7 +68,7 @@ pub async fn stop(paths: &Paths, targets: &[String], services: &[String]) -> Res
             .map_err(|e| StopError::Host(e.to_string()))?
     };
     match asked? {
-        Some(Reply::Stopped { stopped, .. }) => Ok(stopped),
+        Some(Reply::Stopped { stopped, .. }) => Ok(Stopped { stopped, recovered: None }),
         Some(Reply::Error { message }) => Err(StopError::Host(message)),
         Some(other) => Err(StopError::Host(format!("unexpected answer from the host: {other:?}"))),
         None => direct_stop(paths, targets, services).await,
@@ -67,13 +76,17 @@ pub async fn stop(paths: &Paths, targets: &[String], services: &[String]) -> Res
 }
 
 /// Stops recorded processes without a host, then records them as stopped.
-async fn direct_stop(
-    paths: &Paths,
-    targets: &[String],
-    services: &[String],
-) -> Result<Vec<String>, StopError> {
+async fn direct_stop(paths: &Paths, targets: &[String], services: &[String]) -> Result<Stopped, StopError> {
     let repo = StateRepository::new(&paths.scope_dir);
-    let Some(mut state) = repo.run_state()? else { return Ok(Vec::new()) };
+    let (mut state, recovered) = match repo.run_state() {
+        Ok(Some(state)) => (state, None),
+        Ok(None) => return Ok(Stopped::default()),
+        Err(e @ StateError::Corrupt { .. }) => {
+            let recovered = super::recover::recover(&repo, &crate::plan::scope_of(paths), &e);
+            (recovered.state, Some(recovered.note))
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut stopped = Vec::new();
     for record in state.services.iter().filter(|r| matches(r, targets, services)) {
         if let (Some(pid), Some(started)) = (record.pid, record.pid_start_time)
@@ -93,7 +106,8 @@ async fn direct_stop(
         .collect();
     state.services.retain(|r| !matches(r, targets, services));
     state.updated_at = now_rfc3339();
-    let mut runtime_map = repo.runtime_map()?.unwrap_or_else(|| RuntimeMap {
+    // A torn companion artifact is rewritten, not a reason to leave processes running.
+    let mut runtime_map = repo.runtime_map().ok().flatten().unwrap_or_else(|| RuntimeMap {
         schema_version: SCHEMA_VERSION,
         run_id: state.run_id.clone(),
         targets: BTreeMap::new(),
@@ -105,12 +119,12 @@ async fn direct_stop(
         });
     }
     runtime_map.targets.retain(|_, e| !e.is_empty());
-    let ports_manifest = repo.ports_manifest()?.unwrap_or_else(|| PortsManifest {
+    let ports_manifest = repo.ports_manifest().ok().flatten().unwrap_or_else(|| PortsManifest {
         schema_version: SCHEMA_VERSION,
         run_id: state.run_id.clone(),
         targets: Vec::new(),
     });
-    let error_report = repo.error_report()?.unwrap_or_else(|| ErrorReport {
+    let error_report = repo.error_report().ok().flatten().unwrap_or_else(|| ErrorReport {
         schema_version: SCHEMA_VERSION,
         run_id: state.run_id.clone(),
         generated_at: now_rfc3339(),
@@ -121,7 +135,7 @@ async fn direct_stop(
     let root = paths.repo_root.display().to_string();
     Ledger::new(&paths.ledger_dir)
         .release(|o| o.repo == root && moved.iter().any(|(t, s)| &o.target == t && &o.service == s))?;
-    Ok(stopped)
+    Ok(Stopped { stopped, recovered })
 }
 
 /// Processes as (pid, start time).

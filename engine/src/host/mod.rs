@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod direct;
+mod recover;
 mod server;
 mod snapshot;
 
@@ -144,6 +145,23 @@ pub struct Host {
     /// Records of services that are not supervised but stay in the state with their last status and failure (a
     /// service that crashed under an earlier host), until they are started again or leave the configuration.
     retained: std::sync::Mutex<BTreeMap<Key, ServiceRecord>>,
+    /// Said once to the first command after the host recovered a torn state.
+    recovery: std::sync::Mutex<Option<String>>,
+}
+
+/// The state an earlier host left: read, or recovered when it is torn; with what to tell the user then.
+fn read_previous(repo: &StateRepository, scope: &str) -> (Option<RunState>, Option<String>) {
+    match repo.run_state() {
+        Ok(state) => (state, None),
+        Err(e @ StateError::Corrupt { .. }) => {
+            let recovered = recover::recover(repo, scope, &e);
+            (Some(recovered.state), Some(recovered.note))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the saved state could not be read");
+            (None, Some(e.to_string()))
+        }
+    }
 }
 
 /// Whether a status means a process runs (or is about to).
@@ -225,6 +243,11 @@ impl Host {
             .filter(|key| !live_targets.iter().any(|t| uses.get(t).is_some_and(|used| used.contains(*key))))
             .cloned()
             .collect()
+    }
+
+    /// What to tell the user once about a state the host had to recover (taken by the first reply).
+    pub fn take_recovery_note(&self) -> Option<String> {
+        unpoisoned(&self.recovery).take()
     }
 
     /// Waits for the other requests that change what runs to finish; held until the guard drops.
@@ -504,9 +527,10 @@ pub async fn run(
         return Err(HostError::AlreadyRunning(paths.scope_dir.join("host.lock").display().to_string()));
     };
     let (pid, start_time) = proc_info::current();
-    let previous = {
+    let (previous, recovery) = {
         let repo = parts.state.clone();
-        tokio::task::spawn_blocking(move || repo.run_state().ok().flatten()).await.ok().flatten()
+        let scope = crate::plan::scope_of(&paths);
+        tokio::task::spawn_blocking(move || read_previous(&repo, &scope)).await.unwrap_or_default()
     };
     let (service_events_tx, service_events) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -527,6 +551,7 @@ pub async fn run(
         orchestrator,
         orchestration: tokio::sync::Mutex::new(()),
         retained: std::sync::Mutex::new(BTreeMap::new()),
+        recovery: std::sync::Mutex::new(recovery),
     });
     host.begin_run("host", &host.previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
     adopt_survivors(&host).await;
@@ -784,6 +809,7 @@ impl Host {
             orchestrator,
             orchestration: tokio::sync::Mutex::new(()),
             retained: std::sync::Mutex::new(BTreeMap::new()),
+            recovery: std::sync::Mutex::new(None),
         })
     }
 }

@@ -44,6 +44,21 @@ impl PortTable {
     }
 }
 
+/// The variables that mark every process envctl starts as this repository's (`ENVCTL_SCOPE`), target's and
+/// service's: how a torn state is recovered from `/proc`.
+fn marker(settings: &Settings, target: &str, service: &str) -> [(String, String); 3] {
+    [
+        ("ENVCTL_SCOPE".into(), scope_of(&settings.paths)),
+        ("ENVCTL_TARGET".into(), target.to_owned()),
+        ("ENVCTL_SERVICE".into(), service.to_owned()),
+    ]
+}
+
+/// The repository's scope name (its scope directory's name), as `ENVCTL_SCOPE` carries it.
+pub fn scope_of(paths: &crate::config::Paths) -> String {
+    paths.scope_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
 /// What a target's services can refer to: `{name.attr}` values and per-requirement exports.
 struct Context<'a> {
     settings: &'a Settings,
@@ -163,7 +178,7 @@ fn plan_requirements(
             .command
             .as_ref()
             .map(|c| (fill(c), req.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(), owner_root));
-        let process = requirements::process(&requirements::ProcessInput {
+        let mut process = requirements::process(&requirements::ProcessInput {
             name,
             req,
             data_dir: &data_dir,
@@ -172,6 +187,7 @@ fn plan_requirements(
             url: &endpoint.url,
             command,
         });
+        process.env.extend(marker(settings, owner, name));
         requirement_plans.push(RequirementPlan {
             url: endpoint.url.clone(),
             data_dir: data_dir.display().to_string(),
@@ -222,8 +238,7 @@ fn plan_target(
         if let Some(plan) = port {
             env_out.insert("PORT".into(), plan.assigned.to_string());
         }
-        env_out.insert("ENVCTL_TARGET".into(), target.name.clone());
-        env_out.insert("ENVCTL_SERVICE".into(), name.to_owned());
+        env_out.extend(marker(settings, &target.name, name));
         let mut fill = |text: &str, what: &str| {
             template::expand(text, |n, a| ctx.lookup(name, n, a)).unwrap_or_else(|missing| {
                 problems.push(format!(

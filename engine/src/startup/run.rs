@@ -259,6 +259,7 @@ async fn reserve_ports(
 
 /// Records the failure, saves, and builds the reply.
 async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> Reply {
+    outcome.warnings.extend(host.take_recovery_note());
     match &outcome.failure {
         Some(f) => {
             tracing::warn!(run_id = %outcome.run_id, target = %f.target, service = %f.service, reason = %f.reason, "start failed");

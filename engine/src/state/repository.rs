@@ -99,6 +99,15 @@ impl StateRepository {
         read_json(&self.scope_dir.join("run_state.json"))
     }
 
+    /// The newest readable per-run copy (`runs/<run-id>/run_state.json`, by last update), for recovering from a
+    /// torn latest view.
+    pub fn newest_run_copy(&self) -> Option<RunState> {
+        let runs = std::fs::read_dir(self.scope_dir.join("runs")).ok()?;
+        runs.filter_map(Result::ok)
+            .filter_map(|e| read_json::<RunState>(&e.path().join("run_state.json")).ok().flatten())
+            .max_by(|a, b| a.updated_at.cmp(&b.updated_at))
+    }
+
     /// Targets that have services in the saved state, in the order they appear.
     pub fn running_targets(&self) -> Result<Vec<String>, StateError> {
         let state = self.run_state()?;

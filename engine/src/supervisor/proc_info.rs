@@ -47,6 +47,51 @@ pub fn current() -> (u32, u64) {
     (pid, start_time(pid).unwrap_or_default())
 }
 
+/// A process group leader whose environment marks it as started by envctl for a scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marked {
+    /// Its pid (and process group).
+    pub pid: u32,
+    /// Its start time.
+    pub start_time: u64,
+    /// `ENVCTL_TARGET`.
+    pub target: String,
+    /// `ENVCTL_SERVICE`.
+    pub service: String,
+}
+
+/// Every living process group leader whose environment carries `ENVCTL_SCOPE=<scope>` (a full `/proc` scan; used
+/// to recover what envctl started when its saved state is torn). Processes of other users are not readable and
+/// so never found.
+pub fn marked_leaders(scope: &str) -> Vec<Marked> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let wanted = format!("ENVCTL_SCOPE={scope}");
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|pid| {
+            let stat = stat(pid).filter(|s| s.pgid == pid)?;
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            if !vars.contains(&wanted.as_bytes()) {
+                return None;
+            }
+            let var = |name: &str| {
+                let prefix = format!("{name}=");
+                vars.iter()
+                    .find_map(|v| v.strip_prefix(prefix.as_bytes()))
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            };
+            Some(Marked {
+                pid,
+                start_time: stat.start_time,
+                target: var("ENVCTL_TARGET")?,
+                service: var("ENVCTL_SERVICE")?,
+            })
+        })
+        .collect()
+}
+
 /// Direct children of `pid`, from `/proc/<pid>/task/*/children`.
 pub fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };

@@ -24,7 +24,11 @@ pub struct StopAllArgs {
     pub remove_data: bool,
 }
 
-fn say(rt: &EngineRuntime, stopped: &[String]) {
+fn say(rt: &EngineRuntime, report: &direct::Stopped) {
+    if let Some(note) = &report.recovered {
+        rt.printer().warn(note);
+    }
+    let stopped = &report.stopped;
     if stopped.is_empty() {
         rt.printer().note("nothing was running");
     } else {

@@ -106,7 +106,7 @@ fn remove(rt: &EngineRuntime, name: &str, force: bool) -> Result<(), EngineError
     }
     rt.printer().note(&format!(
         "removed {name} (stopped {} service(s), released {released} port lease(s))",
-        stopped.len()
+        stopped.stopped.len()
     ));
     Ok(())
 }
