@@ -211,12 +211,30 @@ fn flatten(
                 flatten(&format!("{path}.{key}"), inner, depth, out, provenance);
             }
         }
-        _ => out.push(ConfigValue {
-            key: path.to_owned(),
-            value: value.clone(),
-            source: source_of(path, provenance),
-        }),
+        _ => {
+            let (key, value) = file_spelling(path, value);
+            out.push(ConfigValue { key, value, source: source_of(path, provenance) });
+        }
     }
+}
+
+/// A resolved key and value as the file spells them, so `show-config` output pastes into `--set`: durations kept
+/// in milliseconds (`ready.timeout_ms`) become `timeout = "30s"`, ones kept in seconds (`stop_grace_secs`) become
+/// `stop_grace = 5`. `jobs.lease_secs` is spelled that way in the file too.
+fn file_spelling(path: &str, value: &serde_json::Value) -> (String, serde_json::Value) {
+    if path == "jobs.lease_secs" {
+        return (path.to_owned(), value.clone());
+    }
+    if let Some(key) = path.strip_suffix("_ms") {
+        let text = value
+            .as_u64()
+            .map(|ms| if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") });
+        return (key.to_owned(), text.map_or_else(|| value.clone(), serde_json::Value::String));
+    }
+    if let Some(key) = path.strip_suffix("_secs") {
+        return (key.to_owned(), value.clone());
+    }
+    (path.to_owned(), value.clone())
 }
 
 /// The source of a resolved key: the key itself, its file spelling (`stop_grace` for `stop_grace_secs`), a key

@@ -158,7 +158,7 @@ fn find_project(start: &Path) -> Result<Found, ConfigError> {
         None => Err(ConfigError::single(
             start.display().to_string(),
             "not inside a git repository or an envctl project",
-            "run envctl inside a repository (or pass --repo PATH); `git init` makes one, `envctl config init` writes .envctl",
+            "run envctl inside a git repository (or pass --repo PATH): `git init` makes one here; then `envctl config init` writes its .envctl",
         )),
     }
 }

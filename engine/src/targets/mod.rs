@@ -79,7 +79,7 @@ pub enum TargetError {
         why: &'static str,
     },
     /// No target has that name.
-    #[error("no worktree named `{name}`{}\nhint: `envctl list-targets` shows the targets; `git worktree add trees/{name}` makes one", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    #[error("no worktree named `{name}`{}\nhint: `envctl list-targets` shows the targets; `envctl worktree add {name}` makes one", suggestion.as_ref().map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
     Unknown {
         /// The name given.
         name: String,
@@ -87,7 +87,7 @@ pub enum TargetError {
         suggestion: Option<String>,
     },
     /// `--trees` or the trees mode found no worktree.
-    #[error("there are no worktrees\nhint: create one with `git worktree add trees/NAME`, or use --main")]
+    #[error("there are no worktrees\nhint: create one with `envctl worktree add NAME`, or use --main")]
     NoWorktrees,
 }
 

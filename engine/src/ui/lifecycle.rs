@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use envctl_contracts::config::{ProbeKind, ReadyProbe, RestartPolicy};
 use envctl_contracts::control::Progress;
 use envctl_contracts::state::{ServiceRecord, ServiceStatus};
 
@@ -35,4 +36,38 @@ pub fn urls(records: &[ServiceRecord]) -> String {
         let _ = writeln!(out, "  {:<16} {url}", record.service);
     }
     out
+}
+
+/// A readiness probe as the config spells it (`http /health`, `tcp`, …), with its timeout.
+pub fn probe_text(ready: Option<&ReadyProbe>, has_port: bool) -> String {
+    let Some(ready) = ready else {
+        return if has_port {
+            "tcp (default for a service with a port)".into()
+        } else {
+            "none: ready once it runs".into()
+        };
+    };
+    let probe = match &ready.probe {
+        ProbeKind::Tcp => "tcp".to_owned(),
+        ProbeKind::Http { path, status } => {
+            format!("http {path}{}", status.map(|s| format!(" (status {s})")).unwrap_or_default())
+        }
+        ProbeKind::Exec { command } => format!("exec `{command}`"),
+        ProbeKind::Log { pattern } => format!("log /{pattern}/"),
+        ProbeKind::Postgres { .. } => "postgres SELECT 1".to_owned(),
+        ProbeKind::Redis => "redis PING".to_owned(),
+    };
+    format!(
+        "{probe}, timeout {}",
+        humantime::format_duration(std::time::Duration::from_millis(ready.timeout_ms))
+    )
+}
+
+/// A restart policy as the config spells it.
+pub fn restart_text(policy: RestartPolicy) -> &'static str {
+    match policy {
+        RestartPolicy::No => "no",
+        RestartPolicy::OnFailure => "on-failure",
+        RestartPolicy::Always => "always",
+    }
 }

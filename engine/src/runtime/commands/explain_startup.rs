@@ -47,6 +47,15 @@ pub fn exec(rt: &EngineRuntime, args: &ExplainStartupArgs) -> Result<Outcome, En
             let _ = writeln!(out, "  service {} (layer {}){port}", service.name, service.layer);
             let _ = writeln!(out, "    cwd: {}", service.cwd);
             let _ = writeln!(out, "    run: {}", service.argv.last().map_or("", String::as_str));
+            if let Some(url) = &service.url {
+                let _ = writeln!(out, "    url: {url}");
+            }
+            let _ = writeln!(
+                out,
+                "    ready: {}",
+                crate::ui::lifecycle::probe_text(service.ready.as_ref(), service.port.is_some())
+            );
+            let _ = writeln!(out, "    restart: {}", crate::ui::lifecycle::restart_text(service.restart));
             for (key, value) in &service.env {
                 let _ = writeln!(out, "    env: {key}={value}");
             }

@@ -70,6 +70,17 @@ fn selected_records(
 ) -> Result<Vec<ServiceRecord>, EngineError> {
     let repo = rt.state()?;
     let names = targets.names_among(&repo.running_targets()?)?;
+    // A name that is no target at all gets the same suggestion `start` gives (when the config can be read).
+    if let Ok(known) = rt.targets() {
+        let all: Vec<&str> = known.all.iter().map(|t| t.name.as_str()).collect();
+        if let Some(name) = targets.tree.iter().find(|n| !all.contains(&n.as_str())) {
+            return Err(crate::targets::TargetError::Unknown {
+                name: name.clone(),
+                suggestion: crate::config::suggest(name, &all).map(str::to_owned),
+            }
+            .into());
+        }
+    }
     let records: Vec<ServiceRecord> = repo
         .run_state()?
         .map(|s| s.services)
