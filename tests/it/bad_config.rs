@@ -108,3 +108,73 @@ fn a_bad_config_loses_nothing_on_config_set() {
     assert!(run.stderr.contains("70000 is not a port"), "{}", run.stderr);
     assert_eq!(env.read(".envctl"), original, "the file is untouched");
 }
+
+/// A user's first run listed 7 problems; a missing `command`, `restart = "sometimes"` and a misspelt `depends_on`
+/// only appeared once those were fixed, because a service (or `[jobs]`) with one value of the wrong type was
+/// dropped whole. Every problem must be in the first run, once, with its line.
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        r#"[project]
+default_mode = "tree"
+
+[services.web]
+port = "8000"
+restart = "sometimes"
+depends_on = ["postgress", "worker"]
+stop_grace = "soon"
+
+[services.worker]
+command = "run worker"
+prot = 8001
+ready = "http"
+enabled = "yes"
+depends_on = ["web"]
+
+[requirements.postgres]
+port = 99999
+
+[jobs]
+lease_secs = "forever"
+backend = "rabbit"
+
+[jobs.types.lint]
+max_attempts = 0
+"#,
+    );
+    let run = env.envctl(&["show-config"]);
+    run.fails();
+    let stderr = env.redact(&run.stderr);
+    // (location, key, what the message says)
+    let expected = [
+        (":2:16:", "project.default_mode", "`tree` is not one of main, trees"),
+        (":4:11:", "services.web.command", "is required"),
+        (":5:8:", "services.web.port", "expected a whole number"),
+        (":6:11:", "services.web.restart", "`sometimes` is not one of no, on-failure, always"),
+        (":7:15:", "services.web.depends_on", "`postgress` is not a service or requirement"),
+        (":7:15:", "services.web.depends_on", "dependency cycle: web -> worker -> web"),
+        (":8:14:", "services.web.stop_grace", "`soon` is not a duration"),
+        (":12:1:", "services.worker.prot", "unknown key; did you mean `port`?"),
+        (":13:9:", "services.worker.ready", "must be a table, not string"),
+        (":14:11:", "services.worker.enabled", "expected a boolean"),
+        (":18:8:", "requirements.postgres.port", "99999 is not a port"),
+        (":21:14:", "jobs.lease_secs", "expected a whole number"),
+        (":22:11:", "jobs.backend", "`rabbit` is not one of embedded, redis"),
+        (":24:13:", "jobs.types.lint.command", "is required"),
+        (":25:16:", "jobs.types.lint.max_attempts", "0 must be a whole number of at least 1"),
+    ];
+    for (location, key, message) in expected {
+        let line = format!("[REPO]/.envctl{location} {key}: ");
+        assert!(
+            stderr.lines().any(|l| l.trim_start().starts_with(&line) && l.contains(message)),
+            "missing `{line}… {message}` in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("did you mean `postgres`?"), "suggests the requirement:\n{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: the configuration has {} problems:", expected.len())),
+        "each problem once, nothing else:\n{stderr}"
+    );
+}

@@ -1,13 +1,15 @@
 //! Resolution and validation: raw sections become the typed [`Config`], defaults are filled in, and every
 //! value is checked (ports, choices, durations, names, `depends_on` targets, dependency cycles, placeholders).
 //! Problems are collected, each with its location and key. Each section is checked in its own file here.
+//!
+//! Every entry is checked, whatever else is wrong with it or its name.
 
 mod graph;
 mod jobs;
 mod requirement;
 mod service;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -193,23 +195,43 @@ impl<'m> Checker<'m> {
                 None => "trees".to_owned(),
             },
         };
+        // Every name in the file is defined, even one that is invalid, a duplicate or has a broken body: naming
+        // it in `depends_on` is not a second problem.
+        let defined: BTreeSet<&str> = raw
+            .requirements
+            .iter()
+            .map(|(name, _)| name)
+            .chain(raw.services.iter().map(|(name, _)| name))
+            .map(|name| name.get_ref().as_str())
+            .collect();
+        let requirement_names: BTreeSet<&str> =
+            raw.requirements.iter().map(|(name, _)| name.get_ref().as_str()).collect();
         let mut names = BTreeMap::new();
         let mut requirements = BTreeMap::new();
         for (name, body) in &raw.requirements {
-            if self.check_name(name, "requirements", &mut names) {
+            let usable = self.check_name(name, "requirements", &mut names);
+            if let Some(body) = body {
                 let resolved = self.requirement(name, body);
-                requirements.insert(name.get_ref().clone(), resolved);
+                if usable {
+                    requirements.insert(name.get_ref().clone(), resolved);
+                }
             }
         }
         let mut services = BTreeMap::new();
         for (name, body) in &raw.services {
-            if self.check_name(name, "services", &mut names) {
-                services.insert(name.get_ref().clone(), self.service(name, body));
+            let usable = self.check_name(name, "services", &mut names);
+            if let Some(body) = body {
+                let resolved = self.service(name, body);
+                if usable {
+                    services.insert(name.get_ref().clone(), resolved);
+                }
             }
         }
-        let known: Vec<&str> = names.keys().map(String::as_str).collect();
+        let known: Vec<&str> = defined.into_iter().collect();
         for (name, body) in &raw.services {
-            self.check_references(name.get_ref(), body, &known, &requirements);
+            if let Some(body) = body {
+                self.check_references(name.get_ref(), body, &known, &requirement_names);
+            }
         }
         self.check_cycles(&raw.services);
         Config { project, services, requirements, jobs: self.jobs(raw) }
