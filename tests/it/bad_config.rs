@@ -178,3 +178,19 @@ max_attempts = 0
         "each problem once, nothing else:\n{stderr}"
     );
 }
+
+/// A value that is already reported does not cause more reports: a `command` of the wrong type is not also
+/// "required", a port out of range does not make an `http` probe "need a port", and depending on a service whose
+/// own definition is broken is not an error.
+#[test]
+fn a_bad_value_causes_no_follow_on_errors() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.web]\ncommand = 5\nport = 70000\nready = { http = \"/\" }\n\n[services]\napi = \"run\"\n\n\
+         [services.worker]\ncommand = \"run\"\ndepends_on = [\"web\", \"api\"]\nready = { htp = \"/\" }\n",
+    );
+    let run = env.envctl(&["show-config"]);
+    run.fails();
+    insta::assert_snapshot!(env.redact(&run.stderr));
+}

@@ -2,7 +2,9 @@
 //! value is checked (ports, choices, durations, names, `depends_on` targets, dependency cycles, placeholders).
 //! Problems are collected, each with its location and key. Each section is checked in its own file here.
 //!
-//! Every entry is checked, whatever else is wrong with it or its name.
+//! Every entry is checked, whatever else is wrong, and no problem is reported as a consequence of another: a value
+//! already reported (and so left out, see [`super::load`]) is not also "required", and a check that needs a value
+//! that was reported asks [`Checker::reported`] and stays quiet.
 
 mod graph;
 mod jobs;
@@ -33,7 +35,7 @@ pub(super) const SCOPES: &[(&str, TargetScope)] =
 #[derive(Debug)]
 pub struct Checker<'m> {
     map: &'m SourceMap,
-    problems: Vec<(usize, Problem)>,
+    problems: Vec<(Range<usize>, Problem)>,
 }
 
 /// Service and requirement names: letters, digits, `_` and `-`, starting with a letter or digit.
@@ -67,12 +69,28 @@ impl<'m> Checker<'m> {
     /// Records a problem at `span` for `key`.
     pub fn error(&mut self, span: &Range<usize>, key: &str, message: String) {
         let problem = Problem { location: self.map.locate(span), key: Some(key.to_owned()), message };
-        self.problems.push((span.start, problem));
+        self.problems.push((span.clone(), problem));
+    }
+
+    /// Whether a problem was already reported for `key` or a key under it.
+    pub fn reported(&self, key: &str) -> bool {
+        self.reported_keys()
+            .any(|k| k == key || k.strip_prefix(key).is_some_and(|rest| rest.starts_with('.')))
+    }
+
+    /// Where the first problem reported for exactly `key` is.
+    pub fn reported_at(&self, key: &str) -> Option<Range<usize>> {
+        self.problems.iter().find(|(_, p)| p.key.as_deref() == Some(key)).map(|(span, _)| span.clone())
+    }
+
+    /// The keys problems were reported for so far.
+    pub(super) fn reported_keys(&self) -> impl Iterator<Item = &str> {
+        self.problems.iter().filter_map(|(_, p)| p.key.as_deref())
     }
 
     /// The problems, in the order of their spans.
     pub fn finish(mut self) -> Vec<Problem> {
-        self.problems.sort_by_key(|(at, _)| *at);
+        self.problems.sort_by_key(|(span, _)| span.start);
         self.problems.dedup_by(|a, b| a.1 == b.1);
         self.problems.into_iter().map(|(_, p)| p).collect()
     }
@@ -165,6 +183,8 @@ impl<'m> Checker<'m> {
                 self.error(&v.span(), key, "must not be empty".to_owned());
                 None
             }
+            // A value of the wrong type was reported and left out: it is there, just wrong.
+            None if self.reported(key) => None,
             None => {
                 self.error(parent, key, "is required".to_owned());
                 None
