@@ -194,3 +194,18 @@ fn a_bad_value_causes_no_follow_on_errors() {
     run.fails();
     insta::assert_snapshot!(env.redact(&run.stderr));
 }
+
+/// Bytes that are not UTF-8 are reported like every other problem: file, line and column, every line at once.
+#[test]
+fn invalid_utf8_is_reported_at_its_line_and_column() {
+    let env = TestEnv::new();
+    let content = b"[services.web]\ncommand = \"caf\xe9\"\n\n[services.api]\n# \xff\xfe\ncommand = \"run\"\n";
+    std::fs::write(env.repo.join(".envctl"), content).expect("write");
+    let run = env.envctl(&["show-config"]);
+    run.fails();
+    let stderr = env.redact(&run.stderr);
+    for location in ["[REPO]/.envctl:2:15: invalid UTF-8", "[REPO]/.envctl:5:3: invalid UTF-8"] {
+        assert!(stderr.contains(location), "missing `{location}` in:\n{stderr}");
+    }
+    insta::assert_snapshot!(stderr);
+}
