@@ -108,3 +108,104 @@ fn a_bad_config_loses_nothing_on_config_set() {
     assert!(run.stderr.contains("70000 is not a port"), "{}", run.stderr);
     assert_eq!(env.read(".envctl"), original, "the file is untouched");
 }
+
+/// A user's first run listed 7 problems; a missing `command`, `restart = "sometimes"` and a misspelt `depends_on`
+/// only appeared once those were fixed, because a service (or `[jobs]`) with one value of the wrong type was
+/// dropped whole. Every problem must be in the first run, once, with its line.
+#[test]
+fn every_problem_is_reported_in_one_pass() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        r#"[project]
+default_mode = "tree"
+
+[services.web]
+port = "8000"
+restart = "sometimes"
+depends_on = ["postgress", "worker"]
+stop_grace = "soon"
+
+[services.worker]
+command = "run worker"
+prot = 8001
+ready = "http"
+enabled = "yes"
+depends_on = ["web"]
+
+[requirements.postgres]
+port = 99999
+
+[jobs]
+lease_secs = "forever"
+backend = "rabbit"
+
+[jobs.types.lint]
+max_attempts = 0
+"#,
+    );
+    let run = env.envctl(&["show-config"]);
+    run.fails();
+    let stderr = env.redact(&run.stderr);
+    // (location, key, what the message says)
+    let expected = [
+        (":2:16:", "project.default_mode", "`tree` is not one of main, trees"),
+        (":4:11:", "services.web.command", "is required"),
+        (":5:8:", "services.web.port", "expected a whole number"),
+        (":6:11:", "services.web.restart", "`sometimes` is not one of no, on-failure, always"),
+        (":7:15:", "services.web.depends_on", "`postgress` is not a service or requirement"),
+        (":7:15:", "services.web.depends_on", "dependency cycle: web -> worker -> web"),
+        (":8:14:", "services.web.stop_grace", "`soon` is not a duration"),
+        (":12:1:", "services.worker.prot", "unknown key; did you mean `port`?"),
+        (":13:9:", "services.worker.ready", "must be a table, not string"),
+        (":14:11:", "services.worker.enabled", "expected a boolean"),
+        (":18:8:", "requirements.postgres.port", "99999 is not a port"),
+        (":21:14:", "jobs.lease_secs", "expected a whole number"),
+        (":22:11:", "jobs.backend", "`rabbit` is not one of embedded, redis"),
+        (":24:13:", "jobs.types.lint.command", "is required"),
+        (":25:16:", "jobs.types.lint.max_attempts", "0 must be a whole number of at least 1"),
+    ];
+    for (location, key, message) in expected {
+        let line = format!("[REPO]/.envctl{location} {key}: ");
+        assert!(
+            stderr.lines().any(|l| l.trim_start().starts_with(&line) && l.contains(message)),
+            "missing `{line}… {message}` in:\n{stderr}"
+        );
+    }
+    assert!(stderr.contains("did you mean `postgres`?"), "suggests the requirement:\n{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: the configuration has {} problems:", expected.len())),
+        "each problem once, nothing else:\n{stderr}"
+    );
+}
+
+/// A value that is already reported does not cause more reports: a `command` of the wrong type is not also
+/// "required", a port out of range does not make an `http` probe "need a port", and depending on a service whose
+/// own definition is broken is not an error.
+#[test]
+fn a_bad_value_causes_no_follow_on_errors() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.web]\ncommand = 5\nport = 70000\nready = { http = \"/\" }\n\n[services]\napi = \"run\"\n\n\
+         [services.worker]\ncommand = \"run\"\ndepends_on = [\"web\", \"api\"]\nready = { htp = \"/\" }\n",
+    );
+    let run = env.envctl(&["show-config"]);
+    run.fails();
+    insta::assert_snapshot!(env.redact(&run.stderr));
+}
+
+/// Bytes that are not UTF-8 are reported like every other problem: file, line and column, every line at once.
+#[test]
+fn invalid_utf8_is_reported_at_its_line_and_column() {
+    let env = TestEnv::new();
+    let content = b"[services.web]\ncommand = \"caf\xe9\"\n\n[services.api]\n# \xff\xfe\ncommand = \"run\"\n";
+    std::fs::write(env.repo.join(".envctl"), content).expect("write");
+    let run = env.envctl(&["show-config"]);
+    run.fails();
+    let stderr = env.redact(&run.stderr);
+    for location in ["[REPO]/.envctl:2:15: invalid UTF-8", "[REPO]/.envctl:5:3: invalid UTF-8"] {
+        assert!(stderr.contains(location), "missing `{location}` in:\n{stderr}");
+    }
+    insta::assert_snapshot!(stderr);
+}

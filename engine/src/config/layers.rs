@@ -78,7 +78,7 @@ impl SourceMap {
 }
 
 /// Parses every layer and merges them, later layers winning key by key. Syntax errors in any layer are all
-/// returned, located.
+/// returned, located, in layer and file order.
 pub fn parse_and_merge(layers: &[Layer]) -> (Spanned<DeTable<'_>>, SourceMap, Vec<Problem>) {
     let mut map = SourceMap::default();
     let mut merged: Option<Spanned<DeTable<'_>>> = None;
@@ -90,11 +90,12 @@ pub fn parse_and_merge(layers: &[Layer]) -> (Spanned<DeTable<'_>>, SourceMap, Ve
         for err in errors {
             let span = err.span().unwrap_or(0..0);
             let span = span.start + offset..span.end + offset;
-            problems.push(Problem {
+            let problem = Problem {
                 location: map.locate(&span),
                 key: None,
                 message: format!("invalid TOML: {}", err.message().trim()),
-            });
+            };
+            problems.push((span.start, problem));
         }
         let table = shift_table(table, offset);
         match &mut merged {
@@ -103,6 +104,8 @@ pub fn parse_and_merge(layers: &[Layer]) -> (Spanned<DeTable<'_>>, SourceMap, Ve
         }
         offset += layer.text.len() + 1;
     }
+    problems.sort_by_key(|(at, _)| *at);
+    let problems = problems.into_iter().map(|(_, p)| p).collect();
     (merged.unwrap_or_else(|| Spanned::new(0..0, DeTable::default())), map, problems)
 }
 
@@ -188,5 +191,18 @@ mod tests {
         let (_, _, problems) = parse_and_merge(&layers);
         assert!(problems.iter().any(|p| p.location.starts_with("/r/.envctl:1:")), "{problems:?}");
         assert!(problems.iter().any(|p| p.location == "--set x==1"), "{problems:?}");
+    }
+
+    #[test]
+    fn syntax_errors_come_in_file_order() {
+        let text = "[a]\nx = \"open\ny = 1\n\n[b]\nz = = 5\n";
+        let layers = [layer(Origin::File("/r/.envctl".into()), text)];
+        let (_, _, problems) = parse_and_merge(&layers);
+        let lines: Vec<&str> = problems.iter().filter_map(|p| p.location.split(':').nth(1)).collect();
+        assert!(lines.len() >= 2, "{problems:?}");
+        assert!(
+            lines.windows(2).all(|w| w[0].parse::<u32>().ok() <= w[1].parse::<u32>().ok()),
+            "{problems:?}"
+        );
     }
 }

@@ -1,6 +1,9 @@
 //! From layers of text to a validated [`Config`]: parse and merge ([`super::layers`]), name unknown keys,
-//! deserialize each section on its own (so one bad section does not hide another), then resolve and validate
-//! ([`super::validate`]). Every problem is collected; loading fails once, with all of them.
+//! deserialize each section and entry on its own, then resolve and validate ([`super::validate`]). Every problem
+//! is collected; loading fails once, with all of them.
+//!
+//! A reported value is taken out of the tree before anything reads it (an unknown key, a table given as a plain
+//! value, a value of the wrong type), so it is reported once and the rest of its table is still read and checked.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -8,7 +11,7 @@ use std::ops::Range;
 use envctl_contracts::config::Config;
 use serde::Deserialize;
 use toml::Spanned;
-use toml::de::{DeTable, DeValue, ValueDeserializer};
+use toml::de::{DeArray, DeTable, DeValue, ValueDeserializer};
 
 use super::error::ConfigError;
 use super::layers::{Layer, SourceMap, parse_and_merge};
@@ -31,9 +34,9 @@ pub fn load(layers: &[Layer], repo_name: &str, hint: &str) -> Result<Loaded, Con
         return Err(ConfigError { problems: syntax, hint: hint.to_owned() });
     }
     let mut checker = Checker::new(&map);
-    let mut unknown = Vec::new();
-    check_keys(tree.get_ref(), &ROOT, "", &mut checker, &mut unknown);
-    for path in &unknown {
+    let mut reported = Vec::new();
+    check_keys(tree.get_ref(), &ROOT, "", &mut checker, &mut reported);
+    for path in &reported {
         remove_path(tree.get_mut(), path);
     }
     let mut provenance = BTreeMap::new();
@@ -52,13 +55,15 @@ fn join(prefix: &str, key: &str) -> String {
     if prefix.is_empty() { key.to_owned() } else { format!("{prefix}.{key}") }
 }
 
-/// Reports keys the schema does not know, with the closest known key as a suggestion.
+/// Reports keys the schema does not know (with the closest known key as a suggestion) and plain values where a
+/// table belongs, adding their paths to `reported` so they are taken out before deserializing. An entry of a
+/// `MapOf` that is not a table stays: its name is still defined (see [`entries`]).
 fn check_keys(
     table: &DeTable<'_>,
     shape: &Shape,
     prefix: &str,
     checker: &mut Checker<'_>,
-    unknown: &mut Vec<Vec<String>>,
+    reported: &mut Vec<Vec<String>>,
 ) {
     let path_of = |key: &str| -> Vec<String> {
         let mut parts: Vec<String> =
@@ -72,7 +77,7 @@ fn check_keys(
         match shape {
             Shape::Leaf => {}
             Shape::MapOf(entry) => match value.get_ref().as_table() {
-                Some(inner) => check_keys(inner, entry, &path, checker, unknown),
+                Some(inner) => check_keys(inner, entry, &path, checker, reported),
                 None => checker.error(
                     &value.span(),
                     &path,
@@ -81,14 +86,18 @@ fn check_keys(
             },
             Shape::Table(known) => match known.iter().find(|(name, _)| *name == key_str) {
                 Some((_, Shape::Leaf)) => {}
-                Some((_, inner_shape)) => match value.get_ref().as_table() {
-                    Some(inner) => check_keys(inner, inner_shape, &path, checker, unknown),
-                    None => checker.error(
-                        &value.span(),
-                        &path,
-                        format!("must be a table, not {}", value.get_ref().type_str()),
-                    ),
-                },
+                Some((_, inner_shape)) => {
+                    if let Some(inner) = value.get_ref().as_table() {
+                        check_keys(inner, inner_shape, &path, checker, reported);
+                    } else {
+                        checker.error(
+                            &value.span(),
+                            &path,
+                            format!("must be a table, not {}", value.get_ref().type_str()),
+                        );
+                        reported.push(path_of(key_str));
+                    }
+                }
                 None => {
                     let names: Vec<&str> = known.iter().map(|(name, _)| *name).collect();
                     let message = match super::suggest(key_str, &names) {
@@ -96,24 +105,22 @@ fn check_keys(
                         None => format!("unknown key (known here: {})", names.join(", ")),
                     };
                     checker.error(&key.span(), &path, message);
-                    unknown.push(path_of(key_str));
+                    reported.push(path_of(key_str));
                 }
             },
         }
     }
 }
 
-fn remove_path(table: &mut DeTable<'_>, path: &[String]) {
+/// Removes the value at `path`; whether there was one.
+fn remove_path(table: &mut DeTable<'_>, path: &[String]) -> bool {
     match path {
-        [] => {}
-        [last] => {
-            table.remove(last.as_str());
-        }
-        [first, rest @ ..] => {
-            if let Some(DeValue::Table(inner)) = table.get_mut(first.as_str()).map(Spanned::get_mut) {
-                remove_path(inner, rest);
-            }
-        }
+        [] => false,
+        [last] => table.remove(last.as_str()).is_some(),
+        [first, rest @ ..] => match table.get_mut(first.as_str()).map(Spanned::get_mut) {
+            Some(DeValue::Table(inner)) => remove_path(inner, rest),
+            _ => false,
+        },
     }
 }
 
@@ -143,39 +150,87 @@ fn record_provenance(
     }
 }
 
-/// Deserializes one value, reporting a failure at the deepest key whose value holds the error's span.
+/// Deserializes one value. Serde stops at the first error, so a failure is reported at the deepest key whose
+/// value holds the error's span, the value at fault (a key's, or one item of an array) is left out, and the rest
+/// is read again: one bad value hides nothing. `None` when the failure belongs to nothing inside the value.
 fn de<T: for<'de> Deserialize<'de>>(
-    value: Spanned<DeValue<'_>>,
+    mut value: Spanned<DeValue<'_>>,
     path: &str,
     checker: &mut Checker<'_>,
 ) -> Option<T> {
-    let copy = value.clone();
-    match T::deserialize(ValueDeserializer::from(value)) {
-        Ok(parsed) => Some(parsed),
-        Err(err) => {
-            let span = err.span().unwrap_or_else(|| copy.span());
-            let key = key_at(&copy, &span, path);
-            let message = err
-                .message()
-                .trim()
-                .replace("expected i64", "expected a whole number")
-                .replace("expected u16", "expected a whole number");
-            checker.error(&span, &key, message);
-            None
+    loop {
+        let copy = value.clone();
+        let err = match T::deserialize(ValueDeserializer::from(value)) {
+            Ok(parsed) => return Some(parsed),
+            Err(err) => err,
+        };
+        let span = err.span().unwrap_or_else(|| copy.span());
+        let steps = steps_to(&copy, &span);
+        let key = steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::Key(key) => Some(key.as_str()),
+                Step::Index(_) => None,
+            })
+            .fold(path.to_owned(), |path, key| join(&path, key));
+        let message = err
+            .message()
+            .trim()
+            .replace("expected i64", "expected a whole number")
+            .replace("expected u16", "expected a whole number");
+        checker.error(&span, &key, message);
+        value = copy;
+        if !remove_step(value.get_mut(), &steps) {
+            return None;
         }
     }
 }
 
-fn key_at(value: &Spanned<DeValue<'_>>, span: &Range<usize>, path: &str) -> String {
-    if let Some(table) = value.get_ref().as_table() {
-        for (key, inner) in table {
-            let range = inner.span();
-            if range.start <= span.start && span.end <= range.end.max(span.end) && span.start < range.end {
-                return key_at(inner, span, &join(path, key.get_ref()));
-            }
+/// One step from a value to a value inside it.
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The steps from `value` down to the deepest value inside it that holds `span`.
+fn steps_to(value: &Spanned<DeValue<'_>>, span: &Range<usize>) -> Vec<Step> {
+    let holds = |inner: &Spanned<DeValue<'_>>| {
+        let range = inner.span();
+        range.start <= span.start && span.start < range.end
+    };
+    let (step, inner) = match value.get_ref() {
+        DeValue::Table(table) => match table.iter().find(|(_, inner)| holds(inner)) {
+            Some((key, inner)) => (Step::Key(key.get_ref().to_string()), inner),
+            None => return Vec::new(),
+        },
+        DeValue::Array(items) => match items.iter().enumerate().find(|(_, inner)| holds(inner)) {
+            Some((index, inner)) => (Step::Index(index), inner),
+            None => return Vec::new(),
+        },
+        _ => return Vec::new(),
+    };
+    let mut steps = vec![step];
+    steps.extend(steps_to(inner, span));
+    steps
+}
+
+/// Removes the value `steps` lead to; whether there was one.
+fn remove_step(value: &mut DeValue<'_>, steps: &[Step]) -> bool {
+    match (value, steps) {
+        (DeValue::Table(table), [Step::Key(key)]) => table.remove(key.as_str()).is_some(),
+        (DeValue::Array(items), [Step::Index(index)]) if *index < items.len() => {
+            let kept = std::mem::replace(items, DeArray::new()).into_iter().enumerate();
+            *items = kept.filter(|(i, _)| i != index).map(|(_, item)| item).collect();
+            true
         }
+        (DeValue::Table(table), [Step::Key(key), rest @ ..]) => {
+            table.get_mut(key.as_str()).is_some_and(|inner| remove_step(inner.get_mut(), rest))
+        }
+        (DeValue::Array(items), [Step::Index(index), rest @ ..]) => {
+            items.get_mut(*index).is_some_and(|inner| remove_step(inner.get_mut(), rest))
+        }
+        _ => false,
     }
-    path.to_owned()
 }
 
 fn read_sections(tree: DeTable<'_>, checker: &mut Checker<'_>) -> RawConfig {
@@ -200,20 +255,75 @@ fn read_sections(tree: DeTable<'_>, checker: &mut Checker<'_>) -> RawConfig {
     raw
 }
 
-fn entries<T: for<'de> Deserialize<'de> + Default>(
+/// The entries of a `MapOf` table, every name kept: an entry whose body could not be read (a plain value,
+/// already reported by [`check_keys`]) has no body but its name is still defined, so `depends_on` naming it is
+/// not an error too.
+fn entries<T: for<'de> Deserialize<'de>>(
     value: Spanned<DeValue<'_>>,
     prefix: &str,
     checker: &mut Checker<'_>,
-) -> Vec<(Spanned<String>, T)> {
+) -> Vec<(Spanned<String>, Option<T>)> {
     let DeValue::Table(table) = value.into_inner() else {
         return Vec::new();
     };
     table
         .into_iter()
-        .filter_map(|(name, body)| {
+        .map(|(name, body)| {
             let path = join(prefix, name.get_ref());
-            let parsed = de(body, &path, checker)?;
-            Some((Spanned::new(name.span(), name.into_inner().into_owned()), parsed))
+            let parsed = if body.get_ref().as_table().is_some() { de(body, &path, checker) } else { None };
+            (Spanned::new(name.span(), name.into_inner().into_owned()), parsed)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::layers::Origin;
+
+    fn problems(text: &str) -> Vec<String> {
+        let layers = [Layer { origin: Origin::File("/r/.envctl".into()), text: text.to_owned() }];
+        match load(&layers, "r", "hint") {
+            Ok(_) => Vec::new(),
+            Err(err) => err.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn every_bad_value_in_one_table_is_reported_and_the_rest_still_checked() {
+        let found = problems(
+            "[services.web]\nport = \"80\"\nenabled = \"yes\"\nrestart = \"sometimes\"\n\
+             depends_on = [\"web\", 5]\n",
+        );
+        assert_eq!(
+            found,
+            [
+                "/r/.envctl:1:11: services.web.command: is required",
+                "/r/.envctl:2:8: services.web.port: invalid type: string \"80\", expected a whole number",
+                "/r/.envctl:3:11: services.web.enabled: invalid type: string \"yes\", expected a boolean",
+                "/r/.envctl:4:11: services.web.restart: `sometimes` is not one of no, on-failure, always",
+                "/r/.envctl:5:15: services.web.depends_on: a service cannot depend on itself",
+                "/r/.envctl:5:22: services.web.depends_on: invalid type: integer `5`, expected a string",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_plain_value_where_a_table_belongs_is_reported_once() {
+        let found = problems("[services.web]\ncommand = \"run\"\nready = \"http\"\n\n[jobs]\ntypes = 3\n");
+        assert_eq!(
+            found,
+            [
+                "/r/.envctl:3:9: services.web.ready: must be a table, not string",
+                "/r/.envctl:6:9: jobs.types: must be a table, not integer",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_broken_section_hides_nothing_after_it() {
+        let found = problems("[jobs]\nlease_secs = \"forever\"\nbackend = \"rabbit\"\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(found[1].contains("jobs.backend: `rabbit`"), "{found:?}");
+    }
 }

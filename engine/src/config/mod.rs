@@ -132,15 +132,47 @@ impl Settings {
     }
 }
 
-/// Reads a config file, naming it in any error.
+/// Reads a config file, naming it in any error; bytes that are not UTF-8 are reported at their line and column.
 pub fn read_config_text(file: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(file).map_err(|e| {
+    let bytes = std::fs::read(file).map_err(|e| {
         ConfigError::single(
             file.display().to_string(),
             &format!("cannot read the config file: {e}"),
             "check the file's permissions and encoding (UTF-8)",
         )
-    })
+    })?;
+    String::from_utf8(bytes).map_err(|e| invalid_utf8(file, e.as_bytes()))
+}
+
+/// At most this many lines with invalid UTF-8 are listed (a binary file would have thousands).
+const MAX_UTF8_PROBLEMS: usize = 10;
+
+/// The first invalid byte of each line that is not UTF-8, located like any other problem. (`\n` never occurs
+/// inside a multi-byte UTF-8 sequence, so splitting the bytes into lines is safe.)
+fn invalid_utf8(file: &Path, bytes: &[u8]) -> ConfigError {
+    let mut problems: Vec<Problem> = bytes
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter_map(|(index, line)| {
+            let valid = std::str::from_utf8(line).err()?.valid_up_to();
+            let col = std::str::from_utf8(&line[..valid]).map_or(0, |s| s.chars().count()) + 1;
+            Some(Problem {
+                location: format!("{}:{}:{col}", file.display(), index + 1),
+                key: None,
+                message: format!("invalid UTF-8 (byte 0x{:02x})", line[valid]),
+            })
+        })
+        .collect();
+    if problems.len() > MAX_UTF8_PROBLEMS {
+        let more = problems.len() - MAX_UTF8_PROBLEMS;
+        problems.truncate(MAX_UTF8_PROBLEMS);
+        problems.push(Problem {
+            location: file.display().to_string(),
+            key: None,
+            message: format!("and {more} more lines with invalid UTF-8"),
+        });
+    }
+    ConfigError { problems, hint: "save the file as UTF-8, then check with `envctl show-config`".into() }
 }
 
 /// A TOML string literal.
@@ -253,4 +285,18 @@ fn source_of(path: &str, provenance: &BTreeMap<String, String>) -> String {
         }
     }
     "default".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn invalid_utf8_lists_at_most_ten_lines() {
+        let bytes = b"ok = \"\xff\"\n".repeat(12);
+        let err = super::invalid_utf8(Path::new("/r/.envctl"), &bytes);
+        assert_eq!(err.problems.len(), 11, "{err}");
+        assert_eq!(err.problems[0].to_string(), "/r/.envctl:1:7: invalid UTF-8 (byte 0xff)");
+        assert_eq!(err.problems[10].to_string(), "/r/.envctl: and 2 more lines with invalid UTF-8");
+    }
 }

@@ -165,14 +165,15 @@ pub struct RawJobs {
     pub lease_secs: Option<Spanned<i64>>,
 }
 
-/// The whole file, section by section. Entries keep their name's span.
+/// The whole file, section by section. Entries keep their name's span; an entry's body is `None` when it was
+/// not a table (already reported), so the name still counts as defined.
 #[derive(Debug, Default)]
 pub struct RawConfig {
     pub project: RawProject,
-    pub services: Vec<(Spanned<String>, RawService)>,
-    pub requirements: Vec<(Spanned<String>, RawRequirement)>,
+    pub services: Vec<(Spanned<String>, Option<RawService>)>,
+    pub requirements: Vec<(Spanned<String>, Option<RawRequirement>)>,
     pub jobs: RawJobs,
-    pub job_types: Vec<(Spanned<String>, RawJobType)>,
+    pub job_types: Vec<(Spanned<String>, Option<RawJobType>)>,
 }
 
 #[cfg(test)]

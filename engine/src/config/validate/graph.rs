@@ -2,7 +2,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use envctl_contracts::config::RequirementConfig;
 use toml::Spanned;
 
 use super::Checker;
@@ -15,7 +14,7 @@ impl Checker<'_> {
         service: &str,
         body: &RawService,
         known: &[&str],
-        requirements: &BTreeMap<String, RequirementConfig>,
+        requirements: &BTreeSet<&str>,
     ) {
         let key = format!("services.{service}");
         for dep in body.depends_on.iter().flatten() {
@@ -60,7 +59,7 @@ impl Checker<'_> {
                         p.name,
                         template::ATTRS.join(", ")
                     ))
-                } else if !requirements.contains_key(p.name) && !matches!(attr, "url" | "port" | "host") {
+                } else if !requirements.contains(p.name) && !matches!(attr, "url" | "port" | "host") {
                     Some(format!("`{{{}.{attr}}}`: services offer url, port and host", p.name))
                 } else {
                     None
@@ -72,14 +71,16 @@ impl Checker<'_> {
         }
     }
 
-    /// Reports each dependency cycle among services once, with its path.
-    pub(super) fn check_cycles(&mut self, services: &[(Spanned<String>, RawService)]) {
+    /// Reports each dependency cycle among services once, with its path. A service naming itself is reported by
+    /// [`Self::check_references`], so it is no cycle here.
+    pub(super) fn check_cycles(&mut self, services: &[(Spanned<String>, Option<RawService>)]) {
         let graph: BTreeMap<&str, Vec<&str>> = services
             .iter()
             .map(|(name, body)| {
+                let name = name.get_ref().as_str();
                 (
-                    name.get_ref().as_str(),
-                    body.depends_on.iter().flatten().map(|d| d.get_ref().as_str()).collect(),
+                    name,
+                    depends_on(body.as_ref()).map(|d| d.get_ref().as_str()).filter(|d| *d != name).collect(),
                 )
             })
             .collect();
@@ -89,8 +90,7 @@ impl Checker<'_> {
             if let Some(cycle) = find_cycle(&graph, &mut stack) {
                 let members: BTreeSet<&str> = cycle.iter().copied().collect();
                 if reported.insert(members) {
-                    let span =
-                        body.depends_on.iter().flatten().next().map_or_else(|| name.span(), Spanned::span);
+                    let span = depends_on(body.as_ref()).next().map_or_else(|| name.span(), Spanned::span);
                     self.error(
                         &span,
                         &format!("services.{}.depends_on", name.get_ref()),
@@ -100,6 +100,11 @@ impl Checker<'_> {
             }
         }
     }
+}
+
+/// A service's `depends_on` entries (none when its body could not be read).
+fn depends_on(body: Option<&RawService>) -> impl Iterator<Item = &Spanned<String>> {
+    body.into_iter().flat_map(|b| b.depends_on.iter().flatten())
 }
 
 /// Depth-first search from the last node of `stack`; returns the cycle through the first node, if any.

@@ -29,8 +29,8 @@ impl Checker<'_> {
                     &key,
                     "job type names are `name` or `namespace.name` (letters, digits, `_`, `-`)".into(),
                 );
-                continue;
             }
+            let Some(body) = body else { continue };
             let command = self
                 .non_empty(body.command.as_ref(), &format!("{key}.command"), &name.span())
                 .unwrap_or_default();
@@ -40,10 +40,12 @@ impl Checker<'_> {
             let priority =
                 self.choice(body.priority.as_ref(), &format!("{key}.priority"), PRIORITIES, Priority::Normal);
             let max_attempts = u32::try_from(attempts).unwrap_or(u32::MAX);
-            types.insert(
-                name.get_ref().clone(),
-                JobTypeConfig { command, max_attempts, timeout_secs, priority },
-            );
+            if valid {
+                types.insert(
+                    name.get_ref().clone(),
+                    JobTypeConfig { command, max_attempts, timeout_secs, priority },
+                );
+            }
         }
         JobsConfig {
             backend: self.choice(jobs.backend.as_ref(), "jobs.backend", BACKENDS, JobsBackend::Embedded),

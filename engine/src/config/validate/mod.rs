@@ -1,13 +1,17 @@
 //! Resolution and validation: raw sections become the typed [`Config`], defaults are filled in, and every
 //! value is checked (ports, choices, durations, names, `depends_on` targets, dependency cycles, placeholders).
 //! Problems are collected, each with its location and key. Each section is checked in its own file here.
+//!
+//! Every entry is checked, whatever else is wrong, and no problem is reported as a consequence of another: a value
+//! already reported (and so left out, see [`super::load`]) is not also "required", and a check that needs a value
+//! that was reported asks [`Checker::reported`] and stays quiet.
 
 mod graph;
 mod jobs;
 mod requirement;
 mod service;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -31,7 +35,7 @@ pub(super) const SCOPES: &[(&str, TargetScope)] =
 #[derive(Debug)]
 pub struct Checker<'m> {
     map: &'m SourceMap,
-    problems: Vec<(usize, Problem)>,
+    problems: Vec<(Range<usize>, Problem)>,
 }
 
 /// Service and requirement names: letters, digits, `_` and `-`, starting with a letter or digit.
@@ -65,12 +69,28 @@ impl<'m> Checker<'m> {
     /// Records a problem at `span` for `key`.
     pub fn error(&mut self, span: &Range<usize>, key: &str, message: String) {
         let problem = Problem { location: self.map.locate(span), key: Some(key.to_owned()), message };
-        self.problems.push((span.start, problem));
+        self.problems.push((span.clone(), problem));
+    }
+
+    /// Whether a problem was already reported for `key` or a key under it.
+    pub fn reported(&self, key: &str) -> bool {
+        self.reported_keys()
+            .any(|k| k == key || k.strip_prefix(key).is_some_and(|rest| rest.starts_with('.')))
+    }
+
+    /// Where the first problem reported for exactly `key` is.
+    pub fn reported_at(&self, key: &str) -> Option<Range<usize>> {
+        self.problems.iter().find(|(_, p)| p.key.as_deref() == Some(key)).map(|(span, _)| span.clone())
+    }
+
+    /// The keys problems were reported for so far.
+    pub(super) fn reported_keys(&self) -> impl Iterator<Item = &str> {
+        self.problems.iter().filter_map(|(_, p)| p.key.as_deref())
     }
 
     /// The problems, in the order of their spans.
     pub fn finish(mut self) -> Vec<Problem> {
-        self.problems.sort_by_key(|(at, _)| *at);
+        self.problems.sort_by_key(|(span, _)| span.start);
         self.problems.dedup_by(|a, b| a.1 == b.1);
         self.problems.into_iter().map(|(_, p)| p).collect()
     }
@@ -163,6 +183,8 @@ impl<'m> Checker<'m> {
                 self.error(&v.span(), key, "must not be empty".to_owned());
                 None
             }
+            // A value of the wrong type was reported and left out: it is there, just wrong.
+            None if self.reported(key) => None,
             None => {
                 self.error(parent, key, "is required".to_owned());
                 None
@@ -193,23 +215,43 @@ impl<'m> Checker<'m> {
                 None => "trees".to_owned(),
             },
         };
+        // Every name in the file is defined, even one that is invalid, a duplicate or has a broken body: naming
+        // it in `depends_on` is not a second problem.
+        let defined: BTreeSet<&str> = raw
+            .requirements
+            .iter()
+            .map(|(name, _)| name)
+            .chain(raw.services.iter().map(|(name, _)| name))
+            .map(|name| name.get_ref().as_str())
+            .collect();
+        let requirement_names: BTreeSet<&str> =
+            raw.requirements.iter().map(|(name, _)| name.get_ref().as_str()).collect();
         let mut names = BTreeMap::new();
         let mut requirements = BTreeMap::new();
         for (name, body) in &raw.requirements {
-            if self.check_name(name, "requirements", &mut names) {
+            let usable = self.check_name(name, "requirements", &mut names);
+            if let Some(body) = body {
                 let resolved = self.requirement(name, body);
-                requirements.insert(name.get_ref().clone(), resolved);
+                if usable {
+                    requirements.insert(name.get_ref().clone(), resolved);
+                }
             }
         }
         let mut services = BTreeMap::new();
         for (name, body) in &raw.services {
-            if self.check_name(name, "services", &mut names) {
-                services.insert(name.get_ref().clone(), self.service(name, body));
+            let usable = self.check_name(name, "services", &mut names);
+            if let Some(body) = body {
+                let resolved = self.service(name, body);
+                if usable {
+                    services.insert(name.get_ref().clone(), resolved);
+                }
             }
         }
-        let known: Vec<&str> = names.keys().map(String::as_str).collect();
+        let known: Vec<&str> = defined.into_iter().collect();
         for (name, body) in &raw.services {
-            self.check_references(name.get_ref(), body, &known, &requirements);
+            if let Some(body) = body {
+                self.check_references(name.get_ref(), body, &known, &requirement_names);
+            }
         }
         self.check_cycles(&raw.services);
         Config { project, services, requirements, jobs: self.jobs(raw) }

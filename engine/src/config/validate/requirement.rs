@@ -1,5 +1,7 @@
 //! `[requirements.<name>]`: adapter defaults, isolation, port, command, seed, probe.
 
+use std::ops::Range;
+
 use envctl_contracts::config::{Adapter, Isolation, RequirementConfig, TargetScope};
 use toml::Spanned;
 
@@ -21,6 +23,12 @@ impl Checker<'_> {
         };
         let adapter =
             self.choice(body.adapter.as_ref(), &format!("{key}.adapter"), ADAPTERS, default_adapter);
+        // With the adapter reported, checks of what that adapter allows would only guess.
+        let adapter_known = !self.reported(&format!("{key}.adapter"));
+        // A key whose value was reported and left out is still there as far as "does not apply here" goes.
+        let present = |checker: &Self, value: Option<Range<usize>>, field: &str| {
+            value.or_else(|| checker.reported_at(&format!("{key}.{field}")))
+        };
         let (default_isolation, allowed, default_port): (Isolation, &[Isolation], Option<u16>) = match adapter
         {
             Adapter::Postgres => (Isolation::Database, &[Isolation::Database, Isolation::Server], Some(5432)),
@@ -29,7 +37,7 @@ impl Checker<'_> {
         };
         let isolation =
             self.choice(body.isolation.as_ref(), &format!("{key}.isolation"), ISOLATIONS, default_isolation);
-        let isolation = if allowed.contains(&isolation) {
+        let isolation = if allowed.contains(&isolation) || !adapter_known {
             isolation
         } else {
             let span = body.isolation.as_ref().map_or_else(|| name.span(), Spanned::span);
@@ -43,7 +51,7 @@ impl Checker<'_> {
             default_isolation
         };
         let port = self.port(body.port.as_ref(), &format!("{key}.port")).or(default_port);
-        if port.is_none() && body.port.is_none() {
+        if port.is_none() && body.port.is_none() && adapter_known && !self.reported(&format!("{key}.port")) {
             self.error(
                 &name.span(),
                 &format!("{key}.port"),
@@ -51,22 +59,26 @@ impl Checker<'_> {
             );
         }
         let command = body.command.as_ref().map(|c| c.get_ref().clone());
-        match (adapter, &body.command) {
+        let command_at = present(self, body.command.as_ref().map(Spanned::span), "command");
+        match (adapter, command_at) {
+            _ if !adapter_known => {}
             (Adapter::Command, None) => self.error(&name.span(), &format!("{key}.command"), "is required for a `command` requirement".into()),
-            (Adapter::Postgres | Adapter::Redis, Some(c)) => self.error(
-                &c.span(),
+            (Adapter::Postgres | Adapter::Redis, Some(at)) => self.error(
+                &at,
                 &format!("{key}.command"),
                 "only `command` requirements take a command; set `adapter = \"command\"` to run your own server".into(),
             ),
             _ => {}
         }
-        if let Some(seed) = &body.seed
+        if let Some(at) = present(self, body.seed.as_ref().map(Spanned::span), "seed")
+            && adapter_known
             && adapter != Adapter::Postgres
         {
-            self.error(&seed.span(), &format!("{key}.seed"), "only applies to postgres requirements".into());
+            self.error(&at, &format!("{key}.seed"), "only applies to postgres requirements".into());
         }
+        let ready_given = body.ready.is_some() || self.reported(&format!("{key}.ready"));
         let ready = self.ready(body.ready.as_ref(), &key, port);
-        if ready.is_some() && adapter != Adapter::Command {
+        if ready_given && adapter_known && adapter != Adapter::Command {
             self.error(
                 &name.span(),
                 &format!("{key}.ready"),

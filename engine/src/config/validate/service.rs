@@ -23,7 +23,13 @@ impl Checker<'_> {
         let ready = ready?;
         let span = ready.span();
         let body = ready.get_ref();
+        let port_reported = self.reported(&format!("{key}.port"));
         let key = format!("{key}.ready");
+        // An unknown or mistyped probe key was reported and left out: the probe is not also "missing".
+        let probe_reported = self
+            .reported_keys()
+            .filter_map(|k| k.strip_prefix(key.as_str())?.strip_prefix('.'))
+            .any(|rest| !matches!(rest, "timeout" | "status"));
         let mut kinds = Vec::new();
         if let Some(path) = &body.http {
             if !path.get_ref().starts_with('/') {
@@ -57,17 +63,23 @@ impl Checker<'_> {
         if let Some(pattern) = &body.log {
             kinds.push(ProbeKind::Log { pattern: pattern.get_ref().clone() });
         }
-        if body.status.is_some() && body.http.is_none() {
+        if (body.status.is_some() || self.reported(&format!("{key}.status")))
+            && body.http.is_none()
+            && !self.reported(&format!("{key}.http"))
+        {
             self.error(&span, &format!("{key}.status"), "only applies to an `http` probe".into());
         }
         let timeout =
             self.duration(body.timeout.as_ref(), &format!("{key}.timeout")).unwrap_or(DEFAULT_READY_TIMEOUT);
+        if kinds.is_empty() && probe_reported {
+            return None;
+        }
         if kinds.len() != 1 {
             self.error(&span, &key, "set exactly one of `http`, `tcp = true`, `exec` or `log`".into());
             return None;
         }
         let probe = kinds.remove(0);
-        if matches!(probe, ProbeKind::Http { .. } | ProbeKind::Tcp) && port.is_none() {
+        if matches!(probe, ProbeKind::Http { .. } | ProbeKind::Tcp) && port.is_none() && !port_reported {
             self.error(&span, &key, "an `http` or `tcp` probe needs `port` to be set".into());
         }
         Some(ReadyProbe { probe, timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) })
