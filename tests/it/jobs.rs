@@ -265,3 +265,26 @@ fn a_running_job_reports_progress_that_is_visible_while_it_runs() {
     env.envctl(&["jobs", "cancel", &id]).ok();
     assert!(worker.wait().expect("worker").success());
 }
+
+#[test]
+fn a_target_given_only_in_the_payload_is_the_job_s_target() {
+    let env = TestEnv::new();
+    let payload = r#"{"command": "true", "target": "main"}"#;
+    let id =
+        ids(&env.envctl(&["jobs", "enqueue", "command.exec", "--payload", payload]).ok().stdout).remove(0);
+    assert_eq!(job(&env, &id)["target"], "main");
+    let shown = env.envctl(&["jobs", "show", &id]).ok().stdout.clone();
+    assert!(shown.lines().next().is_some_and(|l| l.ends_with("(main)")), "{shown}");
+    let listed = env.envctl(&["jobs", "list"]).ok().stdout.clone();
+    let row = listed.lines().find(|l| l.starts_with(&id)).unwrap_or_default().to_owned();
+    assert_eq!(row.split_whitespace().nth(2), Some("main"), "{listed}");
+    let filtered = env.envctl(&["jobs", "list", "--target", "main", "--json"]).ok().json();
+    assert_eq!(filtered["jobs"].as_array().map(Vec::len), Some(1), "{filtered}");
+    // The same target in both places is fine; two different ones are refused, naming both.
+    env.envctl(&["jobs", "enqueue", "command.exec", "--payload", payload, "--target", "main"]).ok();
+    let clash = env.envctl(&["jobs", "enqueue", "command.exec", "--payload", payload, "--target", "feat"]);
+    clash.fails();
+    assert!(clash.stderr.contains("`feat`") && clash.stderr.contains("`main`"), "{}", clash.stderr);
+    let all = env.envctl(&["jobs", "list", "--json"]).ok().json();
+    assert_eq!(all["jobs"].as_array().map(Vec::len), Some(2), "nothing enqueued by the clash: {all}");
+}

@@ -8,7 +8,7 @@ use envctl_contracts::config::Priority;
 use envctl_contracts::jobs::{JobProgress, JobStatus};
 
 use super::clock::{Clock, ManualClock};
-use super::store::{Finish, JobStore, NewJob};
+use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError};
 
 fn job(kind: &str, priority: Priority) -> NewJob {
     NewJob {
@@ -143,6 +143,35 @@ pub fn progress_logs_stats_purge(store: &dyn JobStore, _clock: &ManualClock) {
     assert!(store.get(&ids[0]).is_err() || store.get(&ids[1]).is_err());
 }
 
+/// A job's target is the one it was given, else its payload's; a batch with a job naming two targets is refused
+/// whole.
+pub fn payload_target(store: &dyn JobStore, _clock: &ManualClock) {
+    let mut in_payload = job("a", Priority::Normal);
+    in_payload.payload = serde_json::json!({ "command": "true", "target": "feat" });
+    let mut both = in_payload.clone();
+    both.target = Some("feat".into());
+    let mut given = job("a", Priority::Normal);
+    given.target = Some("main".into());
+    let mut not_a_name = job("a", Priority::Normal);
+    not_a_name.payload = serde_json::json!({ "target": 7 });
+    let ids = store
+        .enqueue(&[in_payload.clone(), both, given, job("a", Priority::Normal), not_a_name])
+        .expect("enqueue");
+    let targets: Vec<Option<String>> = ids.iter().map(|id| store.get(id).expect("get").target).collect();
+    assert_eq!(targets, vec![Some("feat".into()), Some("feat".into()), Some("main".into()), None, None]);
+    let feat = ListFilter { target: Some("feat".into()), limit: 100, ..ListFilter::default() };
+    assert_eq!(store.list(&feat).expect("list").len(), 2);
+    let mut clash = in_payload;
+    clash.target = Some("main".into());
+    let refused = store.enqueue(&[job("a", Priority::Normal), clash]).expect_err("two targets");
+    assert!(
+        matches!(&refused, StoreError::TargetConflict { target, payload } if target == "main" && payload == "feat"),
+        "{refused}"
+    );
+    let all = ListFilter { limit: 100, ..ListFilter::default() };
+    assert_eq!(store.list(&all).expect("list").len(), ids.len(), "nothing of the refused batch was enqueued");
+}
+
 /// The windows measured back from now (start latency, run time, workers heard from and jobs finished in the last
 /// minute, purge by age) follow the store's clock.
 pub fn time_windows(store: &dyn JobStore, clock: &ManualClock) {
@@ -177,6 +206,7 @@ macro_rules! conformance_tests {
             leases,
             cancellation,
             progress_logs_stats_purge,
+            payload_target,
             time_windows,
         ]);
     };

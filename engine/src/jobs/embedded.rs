@@ -177,6 +177,7 @@ impl JobStore for EmbeddedStore {
     }
 
     fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError> {
+        let targets = jobs.iter().map(NewJob::resolved_target).collect::<Result<Vec<_>, _>>()?;
         let now = self.now_ms();
         self.write(|tx| {
             let mut insert = tx.prepare_cached(
@@ -184,14 +185,14 @@ impl JobStore for EmbeddedStore {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?;
             let mut ids = Vec::with_capacity(jobs.len());
-            for job in jobs {
+            for (job, target) in jobs.iter().zip(targets) {
                 let id = new_id();
                 let due = job.delay.map(|d| now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                 let status = if due.is_some() { "scheduled" } else { "queued" };
                 insert.execute(params![
                     id,
                     job.job_type,
-                    job.target,
+                    target,
                     job.payload.to_string(),
                     status,
                     priority_rank(job.priority),

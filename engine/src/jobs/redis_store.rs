@@ -192,16 +192,18 @@ impl RedisStore {
 
 impl JobStore for RedisStore {
     fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError> {
+        // Every job is checked before the first batch is written.
+        let targets = jobs.iter().map(NewJob::resolved_target).collect::<Result<Vec<_>, _>>()?;
         let mut ids = Vec::with_capacity(jobs.len());
-        for batch in jobs.chunks(ENQUEUE_BATCH) {
+        for (batch, targets) in jobs.chunks(ENQUEUE_BATCH).zip(targets.chunks(ENQUEUE_BATCH)) {
             let mut invocation = self.enqueue.prepare_invoke();
             invocation.arg(&self.prefix).arg(self.script_now());
-            for job in batch {
+            for (job, target) in batch.iter().zip(targets) {
                 let id = new_id();
                 invocation
                     .arg(&id)
                     .arg(&job.job_type)
-                    .arg(job.target.as_deref().unwrap_or(""))
+                    .arg(target.unwrap_or(""))
                     .arg(job.payload.to_string())
                     .arg(rank(job.priority))
                     .arg(job.max_attempts.max(1))

@@ -208,9 +208,6 @@ fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineErro
             "--payload is not JSON: {e}\nhint: quote it, e.g. --payload '{{\"command\": \"make\"}}'"
         ))
     })?;
-    if let Some(t) = target {
-        crate::targets::validate_name(t)?;
-    }
     let kind = settings.config.jobs.types.get(job_type);
     let job = NewJob {
         job_type: job_type.clone(),
@@ -223,6 +220,10 @@ fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineErro
         max_attempts: max_attempts.or(kind.map(|k| k.max_attempts)).unwrap_or(3),
         delay: delay.as_deref().map(|d| duration(d, "--delay")).transpose()?,
     };
+    // `--target`, else the payload's `target` (the store enqueues the job with the same one).
+    if let Some(t) = job.resolved_target()? {
+        crate::targets::validate_name(t)?;
+    }
     let mut out = String::new();
     let mut left = *count;
     while left > 0 {
