@@ -10,6 +10,17 @@ fn job(env: &TestEnv, id: &str) -> serde_json::Value {
     env.envctl(&["jobs", "show", id, "--json"]).ok().json()
 }
 
+/// SIGKILLs what a job started when dropped (the job outlives the worker a test killed).
+struct JobProcesses(String);
+
+impl Drop for JobProcesses {
+    fn drop(&mut self) {
+        for pid in processes_of(&self.0) {
+            kill9(pid);
+        }
+    }
+}
+
 /// Processes whose environment carries this job's id.
 fn processes_of(job_id: &str) -> Vec<u32> {
     let needle = format!("ENVCTL_JOB_ID={job_id}");
@@ -287,4 +298,35 @@ fn a_target_given_only_in_the_payload_is_the_job_s_target() {
     assert!(clash.stderr.contains("`feat`") && clash.stderr.contains("`main`"), "{}", clash.stderr);
     let all = env.envctl(&["jobs", "list", "--json"]).ok().json();
     assert_eq!(all["jobs"].as_array().map(Vec::len), Some(2), "nothing enqueued by the clash: {all}");
+}
+
+#[test]
+fn stats_show_a_worker_killed_with_sigkill_as_gone() {
+    let env = TestEnv::new();
+    let payload = serde_json::json!({ "command": "exec sleep 30" }).to_string();
+    let id =
+        ids(&env.envctl(&["jobs", "enqueue", "command.exec", "--payload", &payload]).ok().stdout).remove(0);
+    let _sleep = JobProcesses(id.clone());
+    let mut worker = env.spawn_envctl(&["--set", "jobs.lease_secs=1", "worker"]);
+    let pid = worker.id();
+    let this_worker = || {
+        let stats = env.envctl(&["jobs", "stats", "--json"]).ok().json();
+        stats["workers"]
+            .as_array()
+            .and_then(|workers| {
+                workers.iter().find(|w| w["id"].as_str().is_some_and(|i| i.contains(&format!(":{pid}:"))))
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(eventually(20, || this_worker()["running"] == 1), "the worker runs the job");
+    assert_eq!(this_worker()["state"], "alive");
+    kill9(pid);
+    worker.wait().expect("reap");
+    // Its heartbeat goes stale after a few leases (3 s with a 1 s lease): it is gone and holds nothing.
+    assert!(eventually(15, || this_worker()["state"] == "gone"), "{}", this_worker());
+    assert_eq!(this_worker()["running"], 0, "a gone worker runs nothing");
+    let text = env.envctl(&["jobs", "stats"]).ok().stdout.clone();
+    let line = text.lines().find(|l| l.contains(&format!(":{pid}:"))).unwrap_or_default().to_owned();
+    assert!(line.contains("gone") && !line.contains("running"), "{text}");
 }

@@ -12,7 +12,10 @@ use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, 
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::clock::{Clock, SystemClock};
-use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, backoff, new_id, percentiles, rfc3339};
+use super::store::{
+    DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError, backoff,
+    liveness, millis, new_id, percentiles, rfc3339,
+};
 
 /// Log lines kept per job.
 const LOG_LINES_KEPT: i64 = 5000;
@@ -46,8 +49,23 @@ CREATE INDEX IF NOT EXISTS jobs_leased ON jobs(lease_until) WHERE status IN ('ru
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS job_logs (job_seq INTEGER NOT NULL, at INTEGER NOT NULL, line TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs(job_seq);
-CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, running INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, running INTEGER NOT NULL, stale_at INTEGER);
 ";
+
+/// Brings a store made by an older envctl up to [`SCHEMA`]: `workers.stale_at` (when the worker's heartbeat goes
+/// stale; NULL in the rows of an older worker, which [`DEFAULT_STALE_AFTER`] stands in for).
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let has_stale_at: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('workers') WHERE name = 'stale_at')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_stale_at {
+        tx.execute_batch("ALTER TABLE workers ADD COLUMN stale_at INTEGER")?;
+    }
+    tx.commit()
+}
 
 const COLUMNS: &str = "id, type, target, payload, status, priority, attempts, max_attempts, created_at, updated_at, \
 scheduled_at, started_at, finished_at, worker_id, progress, result, error, metadata";
@@ -129,11 +147,12 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         }
-        let conn = Connection::open(path).map_err(|e| fail(&e))?;
+        let mut conn = Connection::open(path).map_err(|e| fail(&e))?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(|e| fail(&e))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| fail(&e))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
+        migrate(&mut conn).map_err(|e| fail(&e))?;
         Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock })
     }
 
@@ -481,10 +500,20 @@ impl JobStore for EmbeddedStore {
             #[allow(clippy::cast_precision_loss)]
             let waits: Vec<f64> = stmt.query_map([now - 3_600_000], |r| r.get::<_, i64>(0))?.filter_map(Result::ok).map(|w| w as f64).collect();
             (stats.start_latency_p50_ms, stats.start_latency_p99_ms) = percentiles(waits);
-            let mut stmt = c.prepare("SELECT id, started_at, heartbeat_at, running FROM workers WHERE heartbeat_at >= ? ORDER BY id")?;
+            let mut stmt = c.prepare(
+                "SELECT id, started_at, heartbeat_at, running, COALESCE(stale_at, heartbeat_at + ?1) FROM workers \
+                 WHERE COALESCE(stale_at, heartbeat_at + ?1) >= ?2 ORDER BY id",
+            )?;
             stats.workers = stmt
-                .query_map([now - 60_000], |r| {
-                    Ok(WorkerInfo { id: r.get(0)?, started_at: rfc3339(r.get(1)?), heartbeat_at: rfc3339(r.get(2)?), running: r.get(3)? })
+                .query_map(params![millis(DEFAULT_STALE_AFTER), now - millis(GONE_WORKERS_LISTED)], |r| {
+                    let (worker_state, running) = liveness(now, r.get(4)?, r.get(3)?);
+                    Ok(WorkerInfo {
+                        id: r.get(0)?,
+                        started_at: rfc3339(r.get(1)?),
+                        heartbeat_at: rfc3339(r.get(2)?),
+                        state: worker_state,
+                        running,
+                    })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(stats)
@@ -521,18 +550,62 @@ impl JobStore for EmbeddedStore {
         })
     }
 
-    fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError> {
+    fn worker_heartbeat(
+        &self,
+        worker: &str,
+        running: Option<u32>,
+        stale_after: Duration,
+    ) -> Result<(), StoreError> {
         let now = self.now_ms();
+        let stale_at = now.saturating_add(millis(stale_after));
         self.write(|tx| {
             match running {
                 Some(n) => tx.execute(
-                    "INSERT INTO workers (id, started_at, heartbeat_at, running) VALUES (?1, ?2, ?2, ?3) \
-                     ON CONFLICT(id) DO UPDATE SET heartbeat_at = ?2, running = ?3",
-                    params![worker, now, n],
+                    "INSERT INTO workers (id, started_at, heartbeat_at, running, stale_at) VALUES (?1, ?2, ?2, ?3, ?4) \
+                     ON CONFLICT(id) DO UPDATE SET heartbeat_at = ?2, running = ?3, stale_at = ?4",
+                    params![worker, now, n, stale_at],
                 )?,
                 None => tx.execute("DELETE FROM workers WHERE id = ?", [worker])?,
             };
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envctl_contracts::jobs::WorkerState;
+
+    use super::*;
+    use crate::jobs::ManualClock;
+
+    #[test]
+    fn a_store_of_an_older_envctl_gains_worker_staleness_and_its_workers_the_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.sqlite3");
+        let clock = Arc::new(ManualClock::default());
+        let now = clock.now_ms();
+        {
+            let old = Connection::open(&path).expect("open");
+            old.execute_batch(
+                "CREATE TABLE workers (id TEXT PRIMARY KEY, started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, running INTEGER NOT NULL);",
+            )
+            .expect("old schema");
+            old.execute("INSERT INTO workers VALUES ('old', ?1, ?1, 2)", [now]).expect("an older worker");
+        }
+        let store = EmbeddedStore::open_with_clock(&path, clock.clone()).expect("open");
+        EmbeddedStore::open_with_clock(&path, clock.clone()).expect("opening again migrates nothing twice");
+        let state = || {
+            store
+                .stats()
+                .expect("stats")
+                .workers
+                .into_iter()
+                .map(|w| (w.state, w.running))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(state(), vec![(WorkerState::Alive, 2)]);
+        clock.advance(DEFAULT_STALE_AFTER + Duration::from_millis(1));
+        assert_eq!(state(), vec![(WorkerState::Gone, 0)]);
     }
 }

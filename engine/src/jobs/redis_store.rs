@@ -6,7 +6,8 @@
 //!
 //! Keys (under the prefix, `envctl` by default): `job:<id>` (a hash per job), `queue:<type>` (a sorted set per
 //! type, scored priority-major then FIFO), `types`, `scheduled` and `leases` (sorted by due time and lease expiry),
-//! `all` (every job by sequence), `finished` (by finish time), `counts` (jobs per status), `logs:<id>`, `workers`.
+//! `all` (every job by sequence), `finished` (by finish time), `counts` (jobs per status), `logs:<id>`, `workers`
+//! (a hash: worker id → `<started>:<last heartbeat>:<running>:<stale at>`, times in milliseconds).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,10 @@ use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, 
 use redis::{Commands, Script};
 
 use super::clock::{Clock, SystemClock};
-use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, new_id, percentiles, rfc3339};
+use super::store::{
+    DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError, liveness,
+    millis, new_id, percentiles, rfc3339,
+};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// Log lines kept per job.
@@ -386,11 +390,16 @@ impl JobStore for RedisStore {
             .filter_map(|(id, v)| {
                 let mut parts = v.split(':').map(|p| p.parse::<i64>().unwrap_or(0));
                 let (started, beat, running) = (parts.next()?, parts.next()?, parts.next()?);
-                (beat >= now - 60_000).then(|| WorkerInfo {
+                // An older worker's entry has no fourth part.
+                let stale_at =
+                    parts.next().unwrap_or_else(|| beat.saturating_add(millis(DEFAULT_STALE_AFTER)));
+                let (state, running) = liveness(now, stale_at, u32::try_from(running).unwrap_or(0));
+                (stale_at >= now - millis(GONE_WORKERS_LISTED)).then(|| WorkerInfo {
                     id,
                     started_at: rfc3339(started),
                     heartbeat_at: rfc3339(beat),
-                    running: u32::try_from(running).unwrap_or(0),
+                    state,
+                    running,
                 })
             })
             .collect();
@@ -479,7 +488,12 @@ impl JobStore for RedisStore {
         }
     }
 
-    fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError> {
+    fn worker_heartbeat(
+        &self,
+        worker: &str,
+        running: Option<u32>,
+        stale_after: Duration,
+    ) -> Result<(), StoreError> {
         let key = self.key("workers");
         match running {
             None => self.with(|c| c.hdel(&key, worker)),
@@ -489,7 +503,8 @@ impl JobStore for RedisStore {
                 let started = current
                     .and_then(|v| v.split(':').next().and_then(|s| s.parse::<i64>().ok()))
                     .unwrap_or(now);
-                self.with(|c| c.hset(&key, worker, format!("{started}:{now}:{n}")))
+                let stale_at = now.saturating_add(millis(stale_after));
+                self.with(|c| c.hset(&key, worker, format!("{started}:{now}:{n}:{stale_at}")))
             }
         }
     }

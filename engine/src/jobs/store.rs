@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use envctl_contracts::config::Priority;
-use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus};
+use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerState};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -156,8 +156,33 @@ pub trait JobStore: Send + Sync {
     fn wait_for_work(&self, timeout: Duration) {
         std::thread::sleep(timeout);
     }
-    /// Records that `worker` is alive and holds `running` jobs (`running = None`: it left).
-    fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError>;
+    /// Records that `worker` is alive and holds `running` jobs (`running = None`: it left, and is no longer
+    /// listed). Unless it beats again within `stale_after`, [`stats`](Self::stats) shows it gone, running nothing,
+    /// for an hour ([`GONE_WORKERS_LISTED`]).
+    fn worker_heartbeat(
+        &self,
+        worker: &str,
+        running: Option<u32>,
+        stale_after: Duration,
+    ) -> Result<(), StoreError>;
+}
+
+/// How long after it went gone a worker is still listed by [`JobStore::stats`].
+pub const GONE_WORKERS_LISTED: Duration = Duration::from_secs(3600);
+
+/// The staleness assumed for a worker whose heartbeat did not record one (a worker of an older envctl): three of
+/// the default 30 s leases.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(90);
+
+/// A worker's liveness at `now_ms`, from the time its heartbeat goes stale (both milliseconds since the epoch), and
+/// the jobs it holds: none once it is gone.
+pub fn liveness(now_ms: i64, stale_at_ms: i64, running: u32) -> (WorkerState, u32) {
+    if now_ms <= stale_at_ms { (WorkerState::Alive, running) } else { (WorkerState::Gone, 0) }
+}
+
+/// Milliseconds of a duration, saturating.
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// RFC 3339 of milliseconds since the epoch.

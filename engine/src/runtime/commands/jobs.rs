@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use envctl_contracts::SCHEMA_VERSION;
 use envctl_contracts::config::Priority;
-use envctl_contracts::jobs::{JobList, JobStatus};
+use envctl_contracts::jobs::{JobList, JobStatus, WorkerState};
 
 use crate::jobs::{ListFilter, NewJob};
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
@@ -405,7 +405,14 @@ fn stats(rt: &EngineRuntime, args: &StatsArgs) -> Result<Outcome, EngineError> {
             let _ = writeln!(out, "mean run time {mean:.1} ms, success rate {:.1}%", rate * 100.0);
         }
         for w in &stats.workers {
-            let _ = writeln!(out, "worker {} running {} (heartbeat {})", w.id, w.running, w.heartbeat_at);
+            let _ = match w.state {
+                WorkerState::Alive => {
+                    writeln!(out, "worker {} running {} (heartbeat {})", w.id, w.running, w.heartbeat_at)
+                }
+                WorkerState::Gone => {
+                    writeln!(out, "worker {} gone (last heartbeat {})", w.id, w.heartbeat_at)
+                }
+            };
         }
         printer.data(&out);
     }
