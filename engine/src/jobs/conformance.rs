@@ -119,6 +119,15 @@ pub fn cancellation(store: &dyn JobStore, _clock: &ManualClock) {
     assert!(store.cancel(&ids[1]).is_err(), "a finished job cannot be cancelled");
     store.retry(&ids[1]).expect("retry");
     assert_eq!(store.get(&ids[1]).expect("get").status, JobStatus::Queued);
+    // An attempt that fails (retryably, with attempts left) after its cancel was asked for is not retried.
+    assert_eq!(store.claim("w", &[], 1, LEASE).expect("claim").len(), 1);
+    assert_eq!(store.cancel(&ids[1]).expect("cancel"), JobStatus::Cancelling);
+    store
+        .finish("w", &[(ids[1].clone(), Finish::Failed { error: "boom".into(), retry: true })])
+        .expect("finish");
+    let failed = store.get(&ids[1]).expect("get");
+    assert_eq!((failed.status, failed.error.as_deref()), (JobStatus::Cancelled, Some("boom")));
+    assert_eq!(store.stats().expect("stats").scheduled, 0, "nothing waits to retry");
 }
 
 /// Progress and logs are visible while the job runs; stats count by status; purge removes what it should.

@@ -292,14 +292,16 @@ impl JobStore for EmbeddedStore {
         self.write(|tx| {
             let mut done = 0;
             for (id, finish) in results {
-                let held: Option<(i64, i64)> = tx
+                let held: Option<(i64, i64, String)> = tx
                     .query_row(
-                        "SELECT attempts, max_attempts FROM jobs WHERE id = ? AND worker_id = ? AND status IN ('running', 'cancelling')",
+                        "SELECT attempts, max_attempts, status FROM jobs WHERE id = ? AND worker_id = ? AND status IN ('running', 'cancelling')",
                         params![id, worker],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
                     .optional()?;
-                let Some((attempts, max_attempts)) = held else { continue };
+                let Some((attempts, max_attempts, status)) = held else { continue };
+                // A cancel asked for while the attempt ran stops any retry.
+                let cancelling = status == "cancelling";
                 done += match finish {
                     Finish::Succeeded(result) => tx.execute(
                         "UPDATE jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
@@ -309,7 +311,7 @@ impl JobStore for EmbeddedStore {
                         "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
                         params![now, now, id],
                     )?,
-                    Finish::Failed { error, retry } if *retry && attempts < max_attempts => {
+                    Finish::Failed { error, retry } if *retry && attempts < max_attempts && !cancelling => {
                         let pause = backoff(u32::try_from(attempts).unwrap_or(1), u64::try_from(now).unwrap_or(0) ^ id.len() as u64);
                         let due = now + i64::try_from(pause.as_millis()).unwrap_or(0);
                         tx.execute(
@@ -319,7 +321,17 @@ impl JobStore for EmbeddedStore {
                     }
                     Finish::Failed { error, retry } => tx.execute(
                         "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
-                        params![if *retry { "dead" } else { "failed" }, error, now, now, id],
+                        params![
+                            match (*retry, cancelling && attempts < max_attempts) {
+                                (true, true) => "cancelled",
+                                (true, false) => "dead",
+                                (false, _) => "failed",
+                            },
+                            error,
+                            now,
+                            now,
+                            id
+                        ],
                     )?,
                 };
             }
