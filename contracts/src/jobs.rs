@@ -136,6 +136,17 @@ pub struct JobList {
     pub jobs: Vec<Job>,
 }
 
+/// Whether a worker is still heard from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// It heartbeats.
+    Alive,
+    /// Its heartbeat is older than a few of its leases: it was killed or lost the store. It holds no job any more
+    /// (the jobs it held go back to the queue as their leases run out).
+    Gone,
+}
+
 /// A worker that heartbeats.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct WorkerInfo {
@@ -145,7 +156,9 @@ pub struct WorkerInfo {
     pub started_at: String,
     /// Its last heartbeat (RFC 3339).
     pub heartbeat_at: String,
-    /// Jobs it holds now.
+    /// Alive, or gone once its heartbeat is older than three of its leases (`jobs.lease_secs`).
+    pub state: WorkerState,
+    /// Jobs it holds now (0 when it is gone).
     pub running: u32,
 }
 
@@ -180,7 +193,7 @@ pub struct JobStats {
     pub start_latency_p50_ms: Option<f64>,
     /// 99th percentile of the same.
     pub start_latency_p99_ms: Option<f64>,
-    /// Workers heard from in the last minute.
+    /// Workers alive now, and those gone within the last hour, by id.
     pub workers: Vec<WorkerInfo>,
 }
 

@@ -1,5 +1,9 @@
 //! The job runtime with the embedded store and real worker processes.
 
+use std::time::Duration;
+
+use envctl_engine::jobs::{EmbeddedStore, Finish, JobStore as _};
+
 use crate::support::{RedisServer, TestEnv, eventually, kill9};
 
 fn ids(stdout: &str) -> Vec<String> {
@@ -8,6 +12,29 @@ fn ids(stdout: &str) -> Vec<String> {
 
 fn job(env: &TestEnv, id: &str) -> serde_json::Value {
     env.envctl(&["jobs", "show", id, "--json"]).ok().json()
+}
+
+/// The repository's embedded job store, opened by the test (to play a worker whose timing it controls).
+fn embedded_store(env: &TestEnv) -> EmbeddedStore {
+    let scopes = env.runtime.join("scopes");
+    let path = std::fs::read_dir(&scopes)
+        .expect("scopes")
+        .filter_map(Result::ok)
+        .map(|scope| scope.path().join("jobs.sqlite3"))
+        .find(|path| path.exists())
+        .expect("the embedded store exists once a job was enqueued");
+    EmbeddedStore::open(&path).expect("open the store")
+}
+
+/// SIGKILLs what a job started when dropped (the job outlives the worker a test killed).
+struct JobProcesses(String);
+
+impl Drop for JobProcesses {
+    fn drop(&mut self) {
+        for pid in processes_of(&self.0) {
+            kill9(pid);
+        }
+    }
 }
 
 /// Processes whose environment carries this job's id.
@@ -132,8 +159,12 @@ fn a_job_cancelled_while_running_leaves_no_process_behind() {
     let mut worker = env.spawn_envctl(&["worker", "--drain"]);
     assert!(eventually(20, || processes_of(&id).len() >= 3), "the shell and its two sleeps run");
     let run = env.envctl(&["jobs", "cancel", &id]);
-    assert!(run.ok().stderr.contains("cancelling"), "{}", run.stderr);
-    assert!(eventually(20, || job(&env, &id)["status"] == "cancelled"));
+    assert_eq!(
+        run.ok().stderr.trim(),
+        format!("{id}: cancelled"),
+        "the cancel waits for the worker to stop it"
+    );
+    assert_eq!(job(&env, &id)["status"], "cancelled");
     assert!(eventually(5, || processes_of(&id).is_empty()), "left behind: {:?}", processes_of(&id));
     assert!(worker.wait().expect("worker exits when drained").success());
     let queued = ids(&env.envctl(&["jobs", "enqueue", "noop", "--delay", "1h"]).ok().stdout).remove(0);
@@ -264,4 +295,98 @@ fn a_running_job_reports_progress_that_is_visible_while_it_runs() {
     );
     env.envctl(&["jobs", "cancel", &id]).ok();
     assert!(worker.wait().expect("worker").success());
+}
+
+#[test]
+fn a_target_given_only_in_the_payload_is_the_job_s_target() {
+    let env = TestEnv::new();
+    let payload = r#"{"command": "true", "target": "main"}"#;
+    let id =
+        ids(&env.envctl(&["jobs", "enqueue", "command.exec", "--payload", payload]).ok().stdout).remove(0);
+    assert_eq!(job(&env, &id)["target"], "main");
+    let shown = env.envctl(&["jobs", "show", &id]).ok().stdout.clone();
+    assert!(shown.lines().next().is_some_and(|l| l.ends_with("(main)")), "{shown}");
+    let listed = env.envctl(&["jobs", "list"]).ok().stdout.clone();
+    let row = listed.lines().find(|l| l.starts_with(&id)).unwrap_or_default().to_owned();
+    assert_eq!(row.split_whitespace().nth(2), Some("main"), "{listed}");
+    let filtered = env.envctl(&["jobs", "list", "--target", "main", "--json"]).ok().json();
+    assert_eq!(filtered["jobs"].as_array().map(Vec::len), Some(1), "{filtered}");
+    // The same target in both places is fine; two different ones are refused, naming both.
+    env.envctl(&["jobs", "enqueue", "command.exec", "--payload", payload, "--target", "main"]).ok();
+    let clash = env.envctl(&["jobs", "enqueue", "command.exec", "--payload", payload, "--target", "feat"]);
+    clash.fails();
+    assert!(clash.stderr.contains("`feat`") && clash.stderr.contains("`main`"), "{}", clash.stderr);
+    let all = env.envctl(&["jobs", "list", "--json"]).ok().json();
+    assert_eq!(all["jobs"].as_array().map(Vec::len), Some(2), "nothing enqueued by the clash: {all}");
+}
+
+#[test]
+fn stats_show_a_worker_killed_with_sigkill_as_gone() {
+    let env = TestEnv::new();
+    let payload = serde_json::json!({ "command": "exec sleep 30" }).to_string();
+    let id =
+        ids(&env.envctl(&["jobs", "enqueue", "command.exec", "--payload", &payload]).ok().stdout).remove(0);
+    let _sleep = JobProcesses(id.clone());
+    let mut worker = env.spawn_envctl(&["--set", "jobs.lease_secs=1", "worker"]);
+    let pid = worker.id();
+    let this_worker = || {
+        let stats = env.envctl(&["jobs", "stats", "--json"]).ok().json();
+        stats["workers"]
+            .as_array()
+            .and_then(|workers| {
+                workers.iter().find(|w| w["id"].as_str().is_some_and(|i| i.contains(&format!(":{pid}:"))))
+            })
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(eventually(20, || this_worker()["running"] == 1), "the worker runs the job");
+    assert_eq!(this_worker()["state"], "alive");
+    kill9(pid);
+    worker.wait().expect("reap");
+    // Its heartbeat goes stale after a few leases (3 s with a 1 s lease): it is gone and holds nothing.
+    assert!(eventually(15, || this_worker()["state"] == "gone"), "{}", this_worker());
+    assert_eq!(this_worker()["running"], 0, "a gone worker runs nothing");
+    let text = env.envctl(&["jobs", "stats"]).ok().stdout.clone();
+    let line = text.lines().find(|l| l.contains(&format!(":{pid}:"))).unwrap_or_default().to_owned();
+    assert!(line.contains("gone") && !line.contains("running"), "{text}");
+}
+
+#[test]
+fn cancel_says_when_the_job_finished_before_the_cancel_reached_it() {
+    let env = TestEnv::new();
+    let id = ids(&env.envctl(&["jobs", "enqueue", "noop"]).ok().stdout).remove(0);
+    // The test is the job's worker, so it decides when the job ends: just after the cancel was asked for.
+    let store = embedded_store(&env);
+    let lease = Duration::from_secs(60);
+    assert_eq!(store.claim("test-worker", &[], 1, lease).expect("claim").len(), 1);
+    let run = std::thread::scope(|s| {
+        let cancel = s.spawn(|| env.envctl(&["jobs", "cancel", &id]));
+        let asked = eventually(20, || job(&env, &id)["status"] == "cancelling");
+        store
+            .finish("test-worker", &[(id.clone(), Finish::Succeeded(serde_json::Value::Null))])
+            .expect("finish");
+        assert!(asked, "the cancel was asked for");
+        cancel.join().expect("cancel")
+    });
+    run.fails();
+    assert_eq!(
+        run.stderr.trim(),
+        format!("{id}: finished before the cancel reached it (succeeded)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(job(&env, &id)["status"], "succeeded");
+    // A job already finished: exit 1, with its status.
+    let again = env.envctl(&["jobs", "cancel", &id]);
+    again.fails();
+    assert!(again.stderr.contains("succeeded"), "{}", again.stderr);
+    // A worker that has not stopped the job when the wait ends: the cancel stands.
+    let slow = ids(&env.envctl(&["jobs", "enqueue", "noop"]).ok().stdout).remove(0);
+    assert_eq!(store.claim("test-worker", &[], 1, lease).expect("claim").len(), 1);
+    let waited = env.envctl(&["jobs", "cancel", &slow, "--wait", "300ms"]);
+    assert_eq!(waited.ok().stderr.trim(), format!("{slow}: cancelling (its worker stops it)"));
+    let unwaited = env.envctl(&["jobs", "cancel", &slow, "--no-wait"]);
+    assert_eq!(unwaited.ok().stderr.trim(), format!("{slow}: cancelling (its worker stops it)"));
+    store.finish("test-worker", &[(slow.clone(), Finish::Cancelled)]).expect("finish");
+    assert_eq!(job(&env, &slow)["status"], "cancelled");
 }

@@ -97,6 +97,27 @@ fn a_service_that_exits_at_start_fails_the_start_with_its_log_and_no_stale_failu
 }
 
 #[test]
+fn a_service_that_fails_before_it_is_ready_is_one_entry_in_errors() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.bad]\ncommand = \"sh -c 'exit 3'\"\n");
+    env.envctl(&["start"]).fails();
+    let run = env.envctl(&["errors", "--json"]);
+    run.fails();
+    let report = run.json();
+    let entries: Vec<&serde_json::Value> = report["errors"]
+        .as_array()
+        .map(|all| all.iter().filter(|e| e["service"] == "bad").collect())
+        .unwrap_or_default();
+    assert_eq!(entries.len(), 1, "one failure, one entry: {}", run.stdout);
+    assert_eq!(entries[0]["kind"], "start_failed", "the more specific entry is kept");
+    assert!(
+        entries[0]["message"].as_str().is_some_and(|m| m.contains("exited with code 3")),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
 fn a_port_held_by_a_foreign_process_moves_the_service_and_the_process_lives() {
     let foreign = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
     let taken = foreign.local_addr().expect("addr").port();

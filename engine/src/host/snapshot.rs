@@ -12,6 +12,11 @@ use envctl_contracts::state::{
 use super::RunInfo;
 use crate::state::{RunArtifacts, now_rfc3339};
 
+/// Whether two entries describe one failure: the same target, service and message, whatever their kinds.
+fn same_failure(a: &ErrorEntry, b: &ErrorEntry) -> bool {
+    a.target == b.target && a.service == b.service && a.message == b.message
+}
+
 /// The artifacts for `records` in `run`.
 pub fn artifacts(run: &RunInfo, host: HostRecord, records: Vec<ServiceRecord>) -> RunArtifacts {
     let now = now_rfc3339();
@@ -24,7 +29,9 @@ pub fn artifacts(run: &RunInfo, host: HostRecord, records: Vec<ServiceRecord>) -
                 kind: "service_failed".into(),
                 message: record.failure.clone().unwrap_or_else(|| "failed".into()),
             };
-            if !errors.contains(&entry) {
+            // A failure the run already recorded (a `start_failed` of the same service, same message) is reported
+            // once, as the run's more specific entry.
+            if !errors.iter().any(|e| same_failure(e, &entry)) {
                 errors.push(entry);
             }
         }
@@ -63,5 +70,62 @@ pub fn artifacts(run: &RunInfo, host: HostRecord, records: Vec<ServiceRecord>) -
             generated_at: now,
             errors,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envctl_contracts::state::ProcessKind;
+
+    use super::*;
+
+    fn failed(service: &str, failure: &str) -> ServiceRecord {
+        ServiceRecord {
+            kind: ProcessKind::default(),
+            target: "main".into(),
+            service: service.into(),
+            pid: None,
+            pid_start_time: None,
+            port: None,
+            url: None,
+            status: ServiceStatus::Failed,
+            log_path: None,
+            started_at: None,
+            ready_at: None,
+            restarts: 0,
+            exit_code: Some(3),
+            failure: Some(failure.into()),
+            probes: Vec::new(),
+            spec: None,
+        }
+    }
+
+    fn entry(service: &str, kind: &str, message: &str) -> ErrorEntry {
+        ErrorEntry {
+            target: Some("main".into()),
+            service: Some(service.into()),
+            kind: kind.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_start_failure_and_its_failed_service_are_one_entry() {
+        let why = "exited with code 3 before it was ready";
+        let run = RunInfo {
+            run_id: "run-1".into(),
+            command: "start".into(),
+            targets: vec!["main".into()],
+            errors: vec![entry("bad", "start_failed", why)],
+            ports: BTreeMap::new(),
+            created_at: now_rfc3339(),
+        };
+        let host = HostRecord { pid: 1, start_time: 1 };
+        let records = vec![failed("bad", why), failed("other", "exited with code 1")];
+        let errors = artifacts(&run, host, records).error_report.errors;
+        assert_eq!(
+            errors,
+            vec![entry("bad", "start_failed", why), entry("other", "service_failed", "exited with code 1")]
+        );
     }
 }

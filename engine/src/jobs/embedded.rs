@@ -12,7 +12,10 @@ use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, 
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::clock::{Clock, SystemClock};
-use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, backoff, new_id, percentiles, rfc3339};
+use super::store::{
+    DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError, backoff,
+    liveness, millis, new_id, percentiles, rfc3339,
+};
 
 /// Log lines kept per job.
 const LOG_LINES_KEPT: i64 = 5000;
@@ -46,8 +49,23 @@ CREATE INDEX IF NOT EXISTS jobs_leased ON jobs(lease_until) WHERE status IN ('ru
 CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished_at) WHERE finished_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS job_logs (job_seq INTEGER NOT NULL, at INTEGER NOT NULL, line TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs(job_seq);
-CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, running INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, running INTEGER NOT NULL, stale_at INTEGER);
 ";
+
+/// Brings a store made by an older envctl up to [`SCHEMA`]: `workers.stale_at` (when the worker's heartbeat goes
+/// stale; NULL in the rows of an older worker, which [`DEFAULT_STALE_AFTER`] stands in for).
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let has_stale_at: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('workers') WHERE name = 'stale_at')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_stale_at {
+        tx.execute_batch("ALTER TABLE workers ADD COLUMN stale_at INTEGER")?;
+    }
+    tx.commit()
+}
 
 const COLUMNS: &str = "id, type, target, payload, status, priority, attempts, max_attempts, created_at, updated_at, \
 scheduled_at, started_at, finished_at, worker_id, progress, result, error, metadata";
@@ -129,11 +147,12 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
         }
-        let conn = Connection::open(path).map_err(|e| fail(&e))?;
+        let mut conn = Connection::open(path).map_err(|e| fail(&e))?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(|e| fail(&e))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| fail(&e))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
+        migrate(&mut conn).map_err(|e| fail(&e))?;
         Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock })
     }
 
@@ -177,6 +196,7 @@ impl JobStore for EmbeddedStore {
     }
 
     fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError> {
+        let targets = jobs.iter().map(NewJob::resolved_target).collect::<Result<Vec<_>, _>>()?;
         let now = self.now_ms();
         self.write(|tx| {
             let mut insert = tx.prepare_cached(
@@ -184,14 +204,14 @@ impl JobStore for EmbeddedStore {
                  VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?;
             let mut ids = Vec::with_capacity(jobs.len());
-            for job in jobs {
+            for (job, target) in jobs.iter().zip(targets) {
                 let id = new_id();
                 let due = job.delay.map(|d| now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
                 let status = if due.is_some() { "scheduled" } else { "queued" };
                 insert.execute(params![
                     id,
                     job.job_type,
-                    job.target,
+                    target,
                     job.payload.to_string(),
                     status,
                     priority_rank(job.priority),
@@ -272,14 +292,16 @@ impl JobStore for EmbeddedStore {
         self.write(|tx| {
             let mut done = 0;
             for (id, finish) in results {
-                let held: Option<(i64, i64)> = tx
+                let held: Option<(i64, i64, String)> = tx
                     .query_row(
-                        "SELECT attempts, max_attempts FROM jobs WHERE id = ? AND worker_id = ? AND status IN ('running', 'cancelling')",
+                        "SELECT attempts, max_attempts, status FROM jobs WHERE id = ? AND worker_id = ? AND status IN ('running', 'cancelling')",
                         params![id, worker],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
                     .optional()?;
-                let Some((attempts, max_attempts)) = held else { continue };
+                let Some((attempts, max_attempts, status)) = held else { continue };
+                // A cancel asked for while the attempt ran stops any retry.
+                let cancelling = status == "cancelling";
                 done += match finish {
                     Finish::Succeeded(result) => tx.execute(
                         "UPDATE jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
@@ -289,7 +311,7 @@ impl JobStore for EmbeddedStore {
                         "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
                         params![now, now, id],
                     )?,
-                    Finish::Failed { error, retry } if *retry && attempts < max_attempts => {
+                    Finish::Failed { error, retry } if *retry && attempts < max_attempts && !cancelling => {
                         let pause = backoff(u32::try_from(attempts).unwrap_or(1), u64::try_from(now).unwrap_or(0) ^ id.len() as u64);
                         let due = now + i64::try_from(pause.as_millis()).unwrap_or(0);
                         tx.execute(
@@ -299,7 +321,17 @@ impl JobStore for EmbeddedStore {
                     }
                     Finish::Failed { error, retry } => tx.execute(
                         "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
-                        params![if *retry { "dead" } else { "failed" }, error, now, now, id],
+                        params![
+                            match (*retry, cancelling && attempts < max_attempts) {
+                                (true, true) => "cancelled",
+                                (true, false) => "dead",
+                                (false, _) => "failed",
+                            },
+                            error,
+                            now,
+                            now,
+                            id
+                        ],
                     )?,
                 };
             }
@@ -480,10 +512,20 @@ impl JobStore for EmbeddedStore {
             #[allow(clippy::cast_precision_loss)]
             let waits: Vec<f64> = stmt.query_map([now - 3_600_000], |r| r.get::<_, i64>(0))?.filter_map(Result::ok).map(|w| w as f64).collect();
             (stats.start_latency_p50_ms, stats.start_latency_p99_ms) = percentiles(waits);
-            let mut stmt = c.prepare("SELECT id, started_at, heartbeat_at, running FROM workers WHERE heartbeat_at >= ? ORDER BY id")?;
+            let mut stmt = c.prepare(
+                "SELECT id, started_at, heartbeat_at, running, COALESCE(stale_at, heartbeat_at + ?1) FROM workers \
+                 WHERE COALESCE(stale_at, heartbeat_at + ?1) >= ?2 ORDER BY id",
+            )?;
             stats.workers = stmt
-                .query_map([now - 60_000], |r| {
-                    Ok(WorkerInfo { id: r.get(0)?, started_at: rfc3339(r.get(1)?), heartbeat_at: rfc3339(r.get(2)?), running: r.get(3)? })
+                .query_map(params![millis(DEFAULT_STALE_AFTER), now - millis(GONE_WORKERS_LISTED)], |r| {
+                    let (worker_state, running) = liveness(now, r.get(4)?, r.get(3)?);
+                    Ok(WorkerInfo {
+                        id: r.get(0)?,
+                        started_at: rfc3339(r.get(1)?),
+                        heartbeat_at: rfc3339(r.get(2)?),
+                        state: worker_state,
+                        running,
+                    })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
             Ok(stats)
@@ -520,18 +562,62 @@ impl JobStore for EmbeddedStore {
         })
     }
 
-    fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError> {
+    fn worker_heartbeat(
+        &self,
+        worker: &str,
+        running: Option<u32>,
+        stale_after: Duration,
+    ) -> Result<(), StoreError> {
         let now = self.now_ms();
+        let stale_at = now.saturating_add(millis(stale_after));
         self.write(|tx| {
             match running {
                 Some(n) => tx.execute(
-                    "INSERT INTO workers (id, started_at, heartbeat_at, running) VALUES (?1, ?2, ?2, ?3) \
-                     ON CONFLICT(id) DO UPDATE SET heartbeat_at = ?2, running = ?3",
-                    params![worker, now, n],
+                    "INSERT INTO workers (id, started_at, heartbeat_at, running, stale_at) VALUES (?1, ?2, ?2, ?3, ?4) \
+                     ON CONFLICT(id) DO UPDATE SET heartbeat_at = ?2, running = ?3, stale_at = ?4",
+                    params![worker, now, n, stale_at],
                 )?,
                 None => tx.execute("DELETE FROM workers WHERE id = ?", [worker])?,
             };
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envctl_contracts::jobs::WorkerState;
+
+    use super::*;
+    use crate::jobs::ManualClock;
+
+    #[test]
+    fn a_store_of_an_older_envctl_gains_worker_staleness_and_its_workers_the_default() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.sqlite3");
+        let clock = Arc::new(ManualClock::default());
+        let now = clock.now_ms();
+        {
+            let old = Connection::open(&path).expect("open");
+            old.execute_batch(
+                "CREATE TABLE workers (id TEXT PRIMARY KEY, started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, running INTEGER NOT NULL);",
+            )
+            .expect("old schema");
+            old.execute("INSERT INTO workers VALUES ('old', ?1, ?1, 2)", [now]).expect("an older worker");
+        }
+        let store = EmbeddedStore::open_with_clock(&path, clock.clone()).expect("open");
+        EmbeddedStore::open_with_clock(&path, clock.clone()).expect("opening again migrates nothing twice");
+        let state = || {
+            store
+                .stats()
+                .expect("stats")
+                .workers
+                .into_iter()
+                .map(|w| (w.state, w.running))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(state(), vec![(WorkerState::Alive, 2)]);
+        clock.advance(DEFAULT_STALE_AFTER + Duration::from_millis(1));
+        assert_eq!(state(), vec![(WorkerState::Gone, 0)]);
     }
 }

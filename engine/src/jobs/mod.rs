@@ -1,6 +1,7 @@
 //! The job runtime: jobs in a store (embedded SQLite on one machine), claimed under leases by workers that run
 //! their handlers, with priorities, delays, retries with backoff, progress, logs and cancellation.
 
+pub mod cancel;
 pub mod clock;
 #[cfg(test)]
 mod conformance;

@@ -6,7 +6,8 @@
 //!
 //! Keys (under the prefix, `envctl` by default): `job:<id>` (a hash per job), `queue:<type>` (a sorted set per
 //! type, scored priority-major then FIFO), `types`, `scheduled` and `leases` (sorted by due time and lease expiry),
-//! `all` (every job by sequence), `finished` (by finish time), `counts` (jobs per status), `logs:<id>`, `workers`.
+//! `all` (every job by sequence), `finished` (by finish time), `counts` (jobs per status), `logs:<id>`, `workers`
+//! (a hash: worker id → `<started>:<last heartbeat>:<running>:<stale at>`, times in milliseconds).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +19,10 @@ use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, 
 use redis::{Commands, Script};
 
 use super::clock::{Clock, SystemClock};
-use super::store::{Finish, JobStore, ListFilter, NewJob, StoreError, new_id, percentiles, rfc3339};
+use super::store::{
+    DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError, liveness,
+    millis, new_id, percentiles, rfc3339,
+};
 
 const COMMON: &str = include_str!("lua/common.lua");
 /// Log lines kept per job.
@@ -192,16 +196,18 @@ impl RedisStore {
 
 impl JobStore for RedisStore {
     fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError> {
+        // Every job is checked before the first batch is written.
+        let targets = jobs.iter().map(NewJob::resolved_target).collect::<Result<Vec<_>, _>>()?;
         let mut ids = Vec::with_capacity(jobs.len());
-        for batch in jobs.chunks(ENQUEUE_BATCH) {
+        for (batch, targets) in jobs.chunks(ENQUEUE_BATCH).zip(targets.chunks(ENQUEUE_BATCH)) {
             let mut invocation = self.enqueue.prepare_invoke();
             invocation.arg(&self.prefix).arg(self.script_now());
-            for job in batch {
+            for (job, target) in batch.iter().zip(targets) {
                 let id = new_id();
                 invocation
                     .arg(&id)
                     .arg(&job.job_type)
-                    .arg(job.target.as_deref().unwrap_or(""))
+                    .arg(target.unwrap_or(""))
                     .arg(job.payload.to_string())
                     .arg(rank(job.priority))
                     .arg(job.max_attempts.max(1))
@@ -384,11 +390,16 @@ impl JobStore for RedisStore {
             .filter_map(|(id, v)| {
                 let mut parts = v.split(':').map(|p| p.parse::<i64>().unwrap_or(0));
                 let (started, beat, running) = (parts.next()?, parts.next()?, parts.next()?);
-                (beat >= now - 60_000).then(|| WorkerInfo {
+                // An older worker's entry has no fourth part.
+                let stale_at =
+                    parts.next().unwrap_or_else(|| beat.saturating_add(millis(DEFAULT_STALE_AFTER)));
+                let (state, running) = liveness(now, stale_at, u32::try_from(running).unwrap_or(0));
+                (stale_at >= now - millis(GONE_WORKERS_LISTED)).then(|| WorkerInfo {
                     id,
                     started_at: rfc3339(started),
                     heartbeat_at: rfc3339(beat),
-                    running: u32::try_from(running).unwrap_or(0),
+                    state,
+                    running,
                 })
             })
             .collect();
@@ -477,7 +488,12 @@ impl JobStore for RedisStore {
         }
     }
 
-    fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError> {
+    fn worker_heartbeat(
+        &self,
+        worker: &str,
+        running: Option<u32>,
+        stale_after: Duration,
+    ) -> Result<(), StoreError> {
         let key = self.key("workers");
         match running {
             None => self.with(|c| c.hdel(&key, worker)),
@@ -487,7 +503,8 @@ impl JobStore for RedisStore {
                 let started = current
                     .and_then(|v| v.split(':').next().and_then(|s| s.parse::<i64>().ok()))
                     .unwrap_or(now);
-                self.with(|c| c.hset(&key, worker, format!("{started}:{now}:{n}")))
+                let stale_at = now.saturating_add(millis(stale_after));
+                self.with(|c| c.hset(&key, worker, format!("{started}:{now}:{n}:{stale_at}")))
             }
         }
     }

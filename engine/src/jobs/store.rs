@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use envctl_contracts::config::Priority;
-use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus};
+use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerState};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -21,6 +21,16 @@ pub enum StoreError {
     /// No job has that id.
     #[error("no job `{0}`\nhint: `envctl jobs list` shows the jobs")]
     NotFound(String),
+    /// A job names one target and its payload another.
+    #[error(
+        "the job's target `{target}` and its payload's target `{payload}` differ\nhint: give the target once (`--target` or the payload's \"target\"), or the same in both"
+    )]
+    TargetConflict {
+        /// The job's target (`--target`).
+        target: String,
+        /// The payload's `target`.
+        payload: String,
+    },
     /// The job is not in a state that allows the operation.
     #[error("job `{id}` is {status}; {what}")]
     State {
@@ -48,6 +58,22 @@ pub struct NewJob {
     pub max_attempts: u32,
     /// Run no earlier than this from now.
     pub delay: Option<Duration>,
+}
+
+impl NewJob {
+    /// The target the job runs for: [`target`](Self::target), else the payload's `"target"` (when it is a string).
+    /// Both, naming different targets, is an error. Every store enqueues a job with this as its target, so the
+    /// job's `target` is right whichever way the caller gave it.
+    pub fn resolved_target(&self) -> Result<Option<&str>, StoreError> {
+        let in_payload = self.payload.get("target").and_then(serde_json::Value::as_str);
+        match (self.target.as_deref(), in_payload) {
+            (Some(target), Some(payload)) if target != payload => {
+                Err(StoreError::TargetConflict { target: target.to_owned(), payload: payload.to_owned() })
+            }
+            (Some(target), _) => Ok(Some(target)),
+            (None, payload) => Ok(payload),
+        }
+    }
 }
 
 /// How an attempt ended.
@@ -85,7 +111,8 @@ pub struct ListFilter {
 /// process using the same store.  Every time-dependent decision (leases, due times, backoff, timestamps,
 /// staleness, purge ages) reads the store's [`Clock`](super::Clock).
 pub trait JobStore: Send + Sync {
-    /// Enqueues jobs; returns their ids in order.
+    /// Enqueues jobs; returns their ids in order. Each job's target is its
+    /// [`resolved_target`](NewJob::resolved_target); when a job names two different targets, nothing is enqueued.
     fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError>;
     /// Claims up to `max` due jobs (priority first, then FIFO; `types` filters) for `worker` under a lease of
     /// `lease`. Expired leases are returned to the queue first (or made dead when no attempt remains).
@@ -129,8 +156,33 @@ pub trait JobStore: Send + Sync {
     fn wait_for_work(&self, timeout: Duration) {
         std::thread::sleep(timeout);
     }
-    /// Records that `worker` is alive and holds `running` jobs (`running = None`: it left).
-    fn worker_heartbeat(&self, worker: &str, running: Option<u32>) -> Result<(), StoreError>;
+    /// Records that `worker` is alive and holds `running` jobs (`running = None`: it left, and is no longer
+    /// listed). Unless it beats again within `stale_after`, [`stats`](Self::stats) shows it gone, running nothing,
+    /// for an hour ([`GONE_WORKERS_LISTED`]).
+    fn worker_heartbeat(
+        &self,
+        worker: &str,
+        running: Option<u32>,
+        stale_after: Duration,
+    ) -> Result<(), StoreError>;
+}
+
+/// How long after it went gone a worker is still listed by [`JobStore::stats`].
+pub const GONE_WORKERS_LISTED: Duration = Duration::from_secs(3600);
+
+/// The staleness assumed for a worker whose heartbeat did not record one (a worker of an older envctl): three of
+/// the default 30 s leases.
+pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(90);
+
+/// A worker's liveness at `now_ms`, from the time its heartbeat goes stale (both milliseconds since the epoch), and
+/// the jobs it holds: none once it is gone.
+pub fn liveness(now_ms: i64, stale_at_ms: i64, running: u32) -> (WorkerState, u32) {
+    if now_ms <= stale_at_ms { (WorkerState::Alive, running) } else { (WorkerState::Gone, 0) }
+}
+
+/// Milliseconds of a duration, saturating.
+pub fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// RFC 3339 of milliseconds since the epoch.

@@ -8,7 +8,7 @@
 //! thread that runs one [`JobStore::wait_for_work`] at a time, armed when the worker goes idle and re-armed only
 //! after that wait returned (a pass that ends for another reason leaves it outstanding, never starts a second). A
 //! worker killed with SIGKILL simply stops renewing: its leases run out and the jobs go back to the queue for
-//! another worker. With `drain` it exits once nothing is queued, scheduled or running anywhere in the store.
+//! another worker, and once it has been silent for [`STALE_LEASES`] leases the store reports it gone. With `drain` it exits once nothing is queued, scheduled or running anywhere in the store.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::handlers::{self, HandlerContext};
 use super::store::{Finish, JobStore, StoreError};
+
+/// A worker silent for this many of its leases is gone (`jobs stats` says so, and counts nothing as running on it).
+pub const STALE_LEASES: u32 = 3;
 
 /// Longest one wait on the store's wake-up lasts (a store that cannot be told sleeps this long: the idle poll).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
@@ -134,9 +137,10 @@ pub async fn run(
     // Leases are renewed (and cancellations picked up) every second, or every third of a shorter lease.
     let mut heartbeat = tokio::time::interval((options.lease / 3).min(Duration::from_secs(1)));
     heartbeat.tick().await;
+    let stale_after = options.lease * STALE_LEASES;
     {
         let (s, w) = (Arc::clone(&store), id.clone());
-        blocking(move || s.worker_heartbeat(&w, Some(0))).await?;
+        blocking(move || s.worker_heartbeat(&w, Some(0), stale_after)).await?;
     }
     loop {
         let mut claimed = 0;
@@ -189,7 +193,7 @@ pub async fn run(
             _ = heartbeat.tick() => {
                 let ids: Vec<String> = running.keys().cloned().collect();
                 let (s, w, lease, n) = (Arc::clone(&store), id.clone(), options.lease, u32::try_from(running.len()).unwrap_or(u32::MAX));
-                let cancelled = blocking(move || { s.worker_heartbeat(&w, Some(n))?; s.heartbeat(&w, &ids, lease) }).await?;
+                let cancelled = blocking(move || { s.worker_heartbeat(&w, Some(n), stale_after)?; s.heartbeat(&w, &ids, lease) }).await?;
                 for job in cancelled {
                     if let Some(token) = running.get(&job) { token.cancel(); }
                 }
@@ -213,7 +217,7 @@ pub async fn run(
     }
     waiter.stop().await;
     let (s, w) = (Arc::clone(&store), id.clone());
-    let _ = blocking(move || s.worker_heartbeat(&w, None)).await;
+    let _ = blocking(move || s.worker_heartbeat(&w, None, stale_after)).await;
     Ok(WorkerReport { id, finished, elapsed: began.elapsed() })
 }
 
@@ -285,8 +289,8 @@ mod tests {
         fn purge(&self, older_than: Option<Duration>, dead: bool) -> Result<u64, StoreError> {
             self.inner.purge(older_than, dead)
         }
-        fn worker_heartbeat(&self, w: &str, running: Option<u32>) -> Result<(), StoreError> {
-            self.inner.worker_heartbeat(w, running)
+        fn worker_heartbeat(&self, w: &str, running: Option<u32>, stale: Duration) -> Result<(), StoreError> {
+            self.inner.worker_heartbeat(w, running, stale)
         }
     }
 

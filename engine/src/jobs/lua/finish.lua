@@ -1,5 +1,6 @@
 -- ARGV: prefix, now, worker, then per result: id, kind (succeeded | retry | failed | cancelled), value. A retry backs off
--- 1 s doubling to 5 minutes, with jitter.
+-- 1 s doubling to 5 minutes, with jitter; a job whose cancel was asked for while the attempt ran is not retried but
+-- cancelled.
 -- A result for a job the worker no longer holds is ignored. Returns how many were recorded.
 local worker = ARGV[3]
 local done = 0
@@ -12,7 +13,7 @@ for i = 4, #ARGV, 3 do
       move(id, st, 'succeeded'); redis.call('HSET', j, 'result', value, 'error', ''); finished(id)
     elseif kind == 'cancelled' then
       move(id, st, 'cancelled'); finished(id)
-    elseif kind == 'retry' and tonumber(redis.call('HGET', j, 'attempts')) < tonumber(redis.call('HGET', j, 'max_attempts')) then
+    elseif kind == 'retry' and st == 'running' and tonumber(redis.call('HGET', j, 'attempts')) < tonumber(redis.call('HGET', j, 'max_attempts')) then
       local attempts = tonumber(redis.call('HGET', j, 'attempts'))
       local base = math.min(1000 * 2 ^ (attempts - 1), 300000)
       local backoff = math.floor(base * (750 + (tonumber(redis.call('HGET', j, 'seq')) * 7919 + now) % 500) / 1000)
@@ -22,7 +23,13 @@ for i = 4, #ARGV, 3 do
       redis.call('ZADD', key('scheduled'), now + backoff, id)
     else
       local final = 'failed'
-      if kind == 'retry' then final = 'dead' end
+      if kind == 'retry' then
+        final = 'dead'
+        -- Attempts remain, so only a cancel (st == 'cancelling') stopped the retry.
+        if tonumber(redis.call('HGET', j, 'attempts')) < tonumber(redis.call('HGET', j, 'max_attempts')) then
+          final = 'cancelled'
+        end
+      end
       move(id, st, final); redis.call('HSET', j, 'error', value); finished(id)
     end
     done = done + 1

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use envctl_contracts::SCHEMA_VERSION;
 use envctl_contracts::config::Priority;
-use envctl_contracts::jobs::{JobList, JobStatus};
+use envctl_contracts::jobs::{JobList, JobStatus, WorkerState};
 
+use crate::jobs::cancel::CancelOutcome;
 use crate::jobs::{ListFilter, NewJob};
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::ui::Table;
@@ -27,7 +28,7 @@ pub enum JobsCommand {
     Logs(LogsArgs),
     /// Report a running job's progress (jobs call this with their own `$ENVCTL_JOB_ID`).
     Progress(ProgressArgs),
-    /// Cancel a job (a running one is stopped by its worker, wherever it runs).
+    /// Cancel a job (a running one is stopped by its worker, wherever it runs; waits up to `--wait` to say how it ended).
     Cancel(CancelArgs),
     /// Queue a failed, dead or cancelled job again.
     Retry(RetryArgs),
@@ -127,6 +128,12 @@ pub struct ProgressArgs {
 pub struct CancelArgs {
     /// Job id.
     pub id: String,
+    /// How long to wait for a running job's worker to stop it (`5s`, `500ms`).
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub wait: String,
+    /// Ask for the cancel and return without waiting.
+    #[arg(long, conflicts_with = "wait")]
+    pub no_wait: bool,
 }
 
 /// Arguments of `jobs retry`.
@@ -208,9 +215,6 @@ fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineErro
             "--payload is not JSON: {e}\nhint: quote it, e.g. --payload '{{\"command\": \"make\"}}'"
         ))
     })?;
-    if let Some(t) = target {
-        crate::targets::validate_name(t)?;
-    }
     let kind = settings.config.jobs.types.get(job_type);
     let job = NewJob {
         job_type: job_type.clone(),
@@ -223,6 +227,10 @@ fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineErro
         max_attempts: max_attempts.or(kind.map(|k| k.max_attempts)).unwrap_or(3),
         delay: delay.as_deref().map(|d| duration(d, "--delay")).transpose()?,
     };
+    // `--target`, else the payload's `target` (the store enqueues the job with the same one).
+    if let Some(t) = job.resolved_target()? {
+        crate::targets::validate_name(t)?;
+    }
     let mut out = String::new();
     let mut left = *count;
     while left > 0 {
@@ -353,17 +361,21 @@ fn progress(rt: &EngineRuntime, args: &ProgressArgs) -> Result<Outcome, EngineEr
     Ok(Outcome::Success)
 }
 
-/// Cancels a job.
+/// Cancels a job and says what became of it: exit 1 when it finished (or had finished) otherwise.
 fn cancel(rt: &EngineRuntime, args: &CancelArgs) -> Result<Outcome, EngineError> {
-    let CancelArgs { id } = args;
+    let CancelArgs { id, wait, no_wait } = args;
+    let wait = if *no_wait { Duration::ZERO } else { duration(wait, "--wait")? };
     let store = rt.job_store()?;
     let printer = rt.printer();
-    let status = store.cancel(id)?;
-    printer.note(&format!(
-        "{id}: {}",
-        if status == JobStatus::Cancelled { "cancelled" } else { "cancelling (its worker stops it)" }
-    ));
-    Ok(Outcome::Success)
+    let (said, outcome) = match crate::jobs::cancel::cancel(store.as_ref(), id, wait)? {
+        CancelOutcome::Cancelled => ("cancelled".to_owned(), Outcome::Success),
+        CancelOutcome::FinishedFirst(status) => {
+            (format!("finished before the cancel reached it ({})", status.as_str()), Outcome::Failure)
+        }
+        CancelOutcome::Cancelling => ("cancelling (its worker stops it)".to_owned(), Outcome::Success),
+    };
+    printer.note(&format!("{id}: {said}"));
+    Ok(outcome)
 }
 
 /// Queues a job again.
@@ -404,7 +416,14 @@ fn stats(rt: &EngineRuntime, args: &StatsArgs) -> Result<Outcome, EngineError> {
             let _ = writeln!(out, "mean run time {mean:.1} ms, success rate {:.1}%", rate * 100.0);
         }
         for w in &stats.workers {
-            let _ = writeln!(out, "worker {} running {} (heartbeat {})", w.id, w.running, w.heartbeat_at);
+            let _ = match w.state {
+                WorkerState::Alive => {
+                    writeln!(out, "worker {} running {} (heartbeat {})", w.id, w.running, w.heartbeat_at)
+                }
+                WorkerState::Gone => {
+                    writeln!(out, "worker {} gone (last heartbeat {})", w.id, w.heartbeat_at)
+                }
+            };
         }
         printer.data(&out);
     }
