@@ -99,7 +99,11 @@ fn a_service_that_exits_at_start_fails_the_start_with_its_log_and_no_stale_failu
 #[test]
 fn a_service_that_fails_before_it_is_ready_is_one_entry_in_errors() {
     let env = TestEnv::new();
-    env.write(".envctl", "[services.bad]\ncommand = \"sh -c 'exit 3'\"\n");
+    // A probe that cannot pass, so the exit always comes before readiness however slow the machine is.
+    env.write(
+        ".envctl",
+        "[services.bad]\ncommand = \"sh -c 'exit 3'\"\nready = { log = \"never\", timeout = \"10s\" }\n",
+    );
     env.envctl(&["start"]).fails();
     let run = env.envctl(&["errors", "--json"]);
     run.fails();

@@ -219,6 +219,13 @@ impl Host {
         self.stop(keys).await;
     }
 
+    /// Drops the retained records that a stop of `targets` (all when empty) and `services` (all when empty) covers.
+    pub fn drop_retained(&self, targets: &[String], services: &[String]) {
+        unpoisoned(&self.retained).retain(|(t, s), _| {
+            !((targets.is_empty() || targets.contains(t)) && (services.is_empty() || services.contains(s)))
+        });
+    }
+
     /// Keys of every service the state knows of: supervised or retained.
     pub async fn known(&self) -> BTreeSet<Key> {
         let mut keys: BTreeSet<Key> = self.services.lock().await.keys().cloned().collect();
@@ -455,6 +462,23 @@ impl Host {
         self.services.lock().await.values().all(|h| !is_live(h.record().status))
     }
 
+    /// Keeps the records of services that ended on their own (failed, exited) when their handles go with the
+    /// host, so the state still shows them and why.
+    async fn retain_ended(&self) {
+        let ended: Vec<ServiceRecord> = self
+            .services
+            .lock()
+            .await
+            .values()
+            .map(ServiceHandle::record)
+            .filter(|r| matches!(r.status, ServiceStatus::Failed | ServiceStatus::Exited))
+            .collect();
+        let mut retained = unpoisoned(&self.retained);
+        for record in ended {
+            retained.insert((record.target.clone(), record.service.clone()), record);
+        }
+    }
+
     /// Whether any service has a handle (a task to stop before the host exits).
     async fn has_handles(&self) -> bool {
         !self.services.lock().await.is_empty()
@@ -591,6 +615,7 @@ pub async fn run(
     // No new clients from here on; a second signal during the stop forces it.
     server::unbind(&paths);
     let had_services = host.has_handles().await;
+    host.retain_ended().await;
     if had_services {
         let stopping = host.stop_all();
         tokio::pin!(stopping);

@@ -82,6 +82,7 @@ pub async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>
         Request::Stop(stop) => {
             let keys = host.stop_keys(&stop.targets, &stop.services).await;
             let stopped = host.stop(keys).await;
+            host.drop_retained(&stop.targets, &stop.services);
             // Failures are logged and recorded by `save`.
             let _ = host.save(true).await;
             Reply::Stopped { stopped: labels(&stopped), host_exiting: host.is_idle().await }
