@@ -240,3 +240,93 @@ fn start_after_a_corrupt_run_state_reuses_what_runs() {
     assert!(run.stderr.contains("recovered"), "{}", run.stderr);
     assert_eq!(env.pids(), before, "no second set on other ports");
 }
+
+#[test]
+fn a_missing_program_is_named_as_command_not_found() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"nosuchbinary --serve\"\nready = { log = \"never\", timeout = \"10s\" }\n");
+    let run = env.envctl(&["start"]);
+    run.fails();
+    assert!(run.stderr.contains("`nosuchbinary`: command not found"), "{}", run.stderr);
+}
+
+#[test]
+fn logs_no_color_and_no_color_strip_ansi_sequences() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.web]\ncommand = \"printf '\\\\033[31mred-marker\\\\033[0m\\\\n'; exec sleep 1000\"\n",
+    );
+    env.envctl(&["start"]).ok();
+    assert!(eventually(5, || env.envctl(&["logs"]).stdout.contains("red-marker")));
+    assert!(env.envctl(&["logs"]).stdout.contains("\u{1b}[31m"), "the log keeps its colours by default");
+    let plain = env.envctl(&["logs", "--no-color"]);
+    assert!(plain.stdout.contains("red-marker") && !plain.stdout.contains('\u{1b}'), "{:?}", plain.stdout);
+    let plain = env.envctl_with(&[("NO_COLOR", "1")], &["logs"]);
+    assert!(plain.stdout.contains("red-marker") && !plain.stdout.contains('\u{1b}'), "{:?}", plain.stdout);
+}
+
+#[test]
+fn resume_after_a_foreground_run_names_the_run_it_found() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"sleep 1000\"\n");
+    env.envctl(&["start"]).ok();
+    env.envctl(&["stop"]).ok();
+    let run = env.envctl(&["resume"]);
+    run.fails();
+    assert!(run.stderr.contains("nothing to resume: the last run (run-"), "{}", run.stderr);
+    assert!(!run.stderr.contains("nothing has been started"), "{}", run.stderr);
+}
+
+#[test]
+fn a_mistyped_tree_gets_a_suggestion_from_health_logs_and_endpoints() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"sleep 1000\"\n");
+    env.envctl(&["worktree", "add", "feature-x"]).ok();
+    for command in ["health", "logs", "endpoints"] {
+        let run = env.envctl(&[command, "--tree", "featurex"]);
+        run.fails();
+        assert!(run.stderr.contains("did you mean `feature-x`?"), "{command}: {}", run.stderr);
+        assert!(run.stderr.contains("envctl worktree add"), "{command}: {}", run.stderr);
+    }
+}
+
+#[test]
+fn show_config_prints_keys_as_the_file_spells_them() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"sleep 1000\"\nstop_grace = 7\nready = { exec = \"true\", timeout = \"1500ms\" }\n");
+    let run = env.envctl(&["show-config"]);
+    run.ok();
+    let line = |key: &str| {
+        run.stdout.lines().find(|l| l.split_whitespace().next() == Some(key)).unwrap_or_default().to_owned()
+    };
+    assert!(line("services.web.stop_grace").split_whitespace().nth(1) == Some("7"), "{}", run.stdout);
+    let ready = line("services.web.ready");
+    assert!(ready.contains(r#""exec":"true""#) && ready.contains(r#""timeout":"1500ms""#), "{ready}");
+    assert!(!run.stdout.contains("stop_grace_secs") && !run.stdout.contains("timeout_ms"), "{}", run.stdout);
+    let set = env.envctl(&["--set", "services.web.stop_grace=9", "show-config", "--json"]).json();
+    let grace = set["values"]
+        .as_array()
+        .and_then(|v| v.iter().find(|e| e["key"] == "services.web.stop_grace"))
+        .cloned();
+    assert_eq!(
+        grace.map(|g| g["value"].clone()),
+        Some(serde_json::json!(9)),
+        "what it prints pastes into --set"
+    );
+}
+
+#[test]
+fn explain_startup_text_shows_probe_restart_and_url() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.write(
+        ".envctl",
+        &format!("[services.web]\ncommand = \"{HTTP}\"\nport = {port}\nready = {{ http = \"/\" }}\nrestart = \"on-failure\"\n"),
+    );
+    let run = env.envctl(&["explain-startup"]);
+    run.ok();
+    assert!(run.stdout.contains(&format!("url: http://127.0.0.1:{port}")), "{}", run.stdout);
+    assert!(run.stdout.contains("ready: http /, timeout 30s"), "{}", run.stdout);
+    assert!(run.stdout.contains("restart: on-failure"), "{}", run.stdout);
+}

@@ -89,6 +89,12 @@ pub const ENV_VARS: &[EnvVarSpec] = &[
         "Searched for the binaries requirements need (`initdb`, `redis-server`, …).",
     ),
     var(
+        "NO_COLOR",
+        None,
+        ValueKind::String,
+        "Any non-empty value: no colour in envctl's output, and ANSI sequences are stripped from service logs that `envctl logs` prints (as `--no-color`).",
+    ),
+    var(
         "ENVCTL_LOG",
         None,
         ValueKind::String,

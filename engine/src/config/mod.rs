@@ -250,12 +250,55 @@ fn flatten(
     }
 }
 
+/// Milliseconds as the file writes a duration: `"30s"`, or `"1500ms"` when not whole seconds.
+fn duration_text(ms: u64) -> String {
+    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+}
+
+/// A resolved readiness probe as the file spells it: `{ "http": "/health", "timeout": "30s" }`.
+fn ready_spelling(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::{Value, json};
+    let mut out = serde_json::Map::new();
+    match value.get("probe") {
+        Some(Value::String(kind)) if kind == "tcp" => {
+            out.insert("tcp".into(), Value::Bool(true));
+        }
+        Some(Value::Object(probe)) => {
+            for (kind, fields) in probe {
+                match kind.as_str() {
+                    "http" => {
+                        out.insert("http".into(), fields.get("path").cloned().unwrap_or(Value::Null));
+                        if let Some(status) = fields.get("status").filter(|s| !s.is_null()) {
+                            out.insert("status".into(), status.clone());
+                        }
+                    }
+                    "exec" => {
+                        out.insert("exec".into(), fields.get("command").cloned().unwrap_or(Value::Null));
+                    }
+                    "log" => {
+                        out.insert("log".into(), fields.get("pattern").cloned().unwrap_or(Value::Null));
+                    }
+                    _ => return value.clone(),
+                }
+            }
+        }
+        _ => return value.clone(),
+    }
+    if let Some(ms) = value.get("timeout_ms").and_then(Value::as_u64) {
+        out.insert("timeout".into(), json!(duration_text(ms)));
+    }
+    Value::Object(out)
+}
+
 /// A resolved key and value as the file spells them, so `show-config` output pastes into `--set`: durations kept
 /// in milliseconds (`ready.timeout_ms`) become `timeout = "30s"`, ones kept in seconds (`stop_grace_secs`) become
 /// `stop_grace = 5`. `jobs.lease_secs` is spelled that way in the file too.
 fn file_spelling(path: &str, value: &serde_json::Value) -> (String, serde_json::Value) {
     if path == "jobs.lease_secs" {
         return (path.to_owned(), value.clone());
+    }
+    if path.ends_with(".ready") {
+        return (path.to_owned(), ready_spelling(value));
     }
     if let Some(key) = path.strip_suffix("_ms") {
         let text = value

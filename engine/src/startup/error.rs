@@ -20,6 +20,16 @@ pub enum StartupError {
         "there is no saved state to resume (nothing has been started in this repository)\nhint: `envctl start` starts it"
     )]
     NothingToResume,
+    /// The last run ended with nothing left running (it was stopped, or ran in the foreground).
+    #[error(
+        "nothing to resume: the last run ({run_id}, `envctl {command}`) has nothing left running\nhint: `envctl start` starts it again"
+    )]
+    NothingRunning {
+        /// The last run.
+        run_id: String,
+        /// The command that made it.
+        command: String,
+    },
     /// A blocking step of the start could not be run.
     #[error("the host could not run a step of the start: {0}")]
     Task(String),

@@ -299,7 +299,12 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
     let previous = host.previous().cloned();
     let supervised: BTreeMap<Key, ServiceHandle> = host.snapshot().await;
     if previous.as_ref().is_none_or(|p| p.services.is_empty()) && supervised.is_empty() {
-        return error(&StartupError::NothingToResume);
+        return error(&match &previous {
+            Some(last) => {
+                StartupError::NothingRunning { run_id: last.run_id.clone(), command: last.command.clone() }
+            }
+            None => StartupError::NothingToResume,
+        });
     }
     let targets: Vec<String> = previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default();
     let run_id = host.begin_run("resume", &targets);

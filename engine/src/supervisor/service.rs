@@ -235,8 +235,7 @@ impl Task {
                 restarts = 0;
             }
             let failed = code != Some(0);
-            let describe =
-                code.map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited with code {c}"));
+            let describe = describe_exit(code, &self.spec.log_path).await;
             let policy = self.spec.plan.restart;
             let wants_restart =
                 policy == RestartPolicy::Always || (policy == RestartPolicy::OnFailure && failed);
@@ -347,7 +346,7 @@ impl Task {
                     return Err(ended);
                 }
                 code = wait_exit(proc, pid, started) => {
-                    let describe = code.map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited with code {c}"));
+                    let describe = describe_exit(code, &self.spec.log_path).await;
                     let why = format!("{describe} before it was ready");
                     tracing::warn!(target = %self.spec.target, service = %self.spec.plan.name, reason = %why, "service failed");
                     // One change with the whole truth: whoever sees it failed also sees the process gone.
@@ -455,6 +454,30 @@ impl Task {
     }
 }
 
+/// How a process ended, in words: its exit code, or the signal; for a shell's 127 the program it could not find.
+async fn describe_exit(code: Option<i32>, log: &std::path::Path) -> String {
+    match code {
+        None => "was killed by a signal".to_owned(),
+        Some(127) => {
+            let log = log.to_path_buf();
+            let tail = signal::scan(move || logs::tail(&log, 5)).await;
+            match tail.iter().rev().find_map(|line| missing_program(line)) {
+                Some(program) => format!("`{program}`: command not found (exit code 127)"),
+                None => "exited with code 127 (a command was not found)".to_owned(),
+            }
+        }
+        Some(c) => format!("exited with code {c}"),
+    }
+}
+
+/// The program a shell says it could not find: `sh: 1: foo: not found` (dash), `bash: line 1: foo: command not
+/// found`, `sh: foo: command not found`.
+fn missing_program(line: &str) -> Option<String> {
+    let rest = line.strip_suffix(": not found").or_else(|| line.strip_suffix(": command not found"))?;
+    let program = rest.rsplit(": ").next()?.trim();
+    (!program.is_empty() && !program.contains(' ')).then(|| program.to_owned())
+}
+
 /// Waits for the process to exit: by reaping a child, or by polling `/proc` for an adopted survivor.
 async fn wait_exit(proc: &mut Proc, pid: u32, started: u64) -> Option<i32> {
     match proc {
@@ -518,6 +541,32 @@ mod tests {
             }
         };
         tokio::time::timeout(Duration::from_secs(10), wait).await.expect("the record got there in time")
+    }
+
+    #[test]
+    fn the_missing_program_is_read_from_each_shells_words() {
+        assert_eq!(missing_program("sh: 1: nosuchbinary: not found").as_deref(), Some("nosuchbinary"));
+        assert_eq!(
+            missing_program("bash: line 1: nosuchbinary: command not found").as_deref(),
+            Some("nosuchbinary")
+        );
+        assert_eq!(missing_program("sh: nosuchbinary: command not found").as_deref(), Some("nosuchbinary"));
+        assert_eq!(missing_program("all tests passed"), None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_missing_program_is_named_as_not_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let tracker = tokio_util::task::TaskTracker::new();
+        let handle = launch(
+            spec(dir.path(), "nosuchbinary-envctl --flag", RestartPolicy::No),
+            None,
+            reporter(),
+            &tracker,
+        );
+        let failed = until(&handle, |r| r.status == ServiceStatus::Failed && r.pid.is_none()).await;
+        let failure = failed.failure.unwrap_or_default();
+        assert!(failure.starts_with("`nosuchbinary-envctl`: command not found (exit code 127)"), "{failure}");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -5,6 +5,37 @@
 
 pub mod lifecycle;
 
+/// `text` without ANSI escape sequences (colours, cursor moves, titles): CSI `ESC [ … final`, OSC `ESC ] … BEL`
+/// or `ESC \\`, and two-byte escapes.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('\u{40}'..='\u{7e}').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(']') => {
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 use std::io::Write as _;
 
 use serde::Serialize;
@@ -118,6 +149,13 @@ impl Table {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn strip_ansi_removes_colours_cursor_moves_and_titles_only() {
+        let coloured = "\u{1b}[1;31merror\u{1b}[0m: \u{1b}]0;title\u{7}done \u{1b}[2K\u{1b}(Bplain";
+        assert_eq!(super::strip_ansi(coloured), "error: done plain");
+        assert_eq!(super::strip_ansi("no escapes [here]"), "no escapes [here]");
+    }
+
     use super::*;
 
     #[test]

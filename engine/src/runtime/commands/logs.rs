@@ -26,6 +26,9 @@ pub struct LogsArgs {
     /// Keep printing new lines until Ctrl-C.
     #[arg(short, long)]
     pub follow: bool,
+    /// Strip ANSI colour and cursor sequences from the lines (also when NO_COLOR is set).
+    #[arg(long)]
+    pub no_color: bool,
 }
 
 /// Arguments of `clear-logs`.
@@ -52,8 +55,10 @@ fn log_files(records: &[ServiceRecord]) -> Vec<(String, PathBuf)> {
 pub fn exec(rt: &EngineRuntime, args: &LogsArgs) -> Result<Outcome, EngineError> {
     let files = log_files(&selected_records(rt, &args.targets, &args.services)?);
     let width = files.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    let plain = args.no_color || rt.env().get("NO_COLOR").is_some();
     let prefix = |label: &str, line: &str| {
-        if files.len() > 1 { format!("{label:<width$} | {line}") } else { line.to_owned() }
+        let line = if plain { crate::ui::strip_ansi(line) } else { line.to_owned() };
+        if files.len() > 1 { format!("{label:<width$} | {line}") } else { line }
     };
     let mut offsets = Vec::new();
     for (label, path) in &files {
