@@ -252,7 +252,7 @@ fn flatten(
 
 /// Milliseconds as the file writes a duration: `"30s"`, or `"1500ms"` when not whole seconds.
 fn duration_text(ms: u64) -> String {
-    if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 /// A resolved readiness probe as the file spells it: `{ "http": "/health", "timeout": "30s" }`.
@@ -297,13 +297,13 @@ fn file_spelling(path: &str, value: &serde_json::Value) -> (String, serde_json::
     if path == "jobs.lease_secs" {
         return (path.to_owned(), value.clone());
     }
-    if path.ends_with(".ready") {
+    if path.rsplit('.').next() == Some("ready") {
         return (path.to_owned(), ready_spelling(value));
     }
     if let Some(key) = path.strip_suffix("_ms") {
         let text = value
             .as_u64()
-            .map(|ms| if ms % 1000 == 0 { format!("{}s", ms / 1000) } else { format!("{ms}ms") });
+            .map(|ms| if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") });
         return (key.to_owned(), text.map_or_else(|| value.clone(), serde_json::Value::String));
     }
     if let Some(key) = path.strip_suffix("_secs") {

@@ -30,6 +30,10 @@ pub fn strip_ansi(text: &str) -> String {
                     }
                 }
             }
+            // Character set designations take one more byte (`ESC ( B`).
+            Some('(' | ')' | '*' | '+') => {
+                chars.next();
+            }
             _ => {}
         }
     }
