@@ -214,6 +214,9 @@ pub struct SuiteResult {
     /// Why it failed, when it did.
     #[serde(default)]
     pub error: Option<String>,
+    /// The failing tests' names, when the runner printed them (pytest, cargo test, go test, jest, vitest).
+    #[serde(default)]
+    pub failed_tests: Vec<String>,
 }
 
 /// `test_results.json`: the last `envctl test` run's suites (what `test --failed` reruns).

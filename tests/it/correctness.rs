@@ -330,3 +330,48 @@ fn explain_startup_text_shows_probe_restart_and_url() {
     assert!(run.stdout.contains("ready: http /, timeout 30s"), "{}", run.stdout);
     assert!(run.stdout.contains("restart: on-failure"), "{}", run.stdout);
 }
+
+#[test]
+fn test_names_failing_tests_and_failed_reruns_only_those() {
+    let env = TestEnv::new();
+    // A stand-in runner that prints pytest's summary lines, remembers its arguments, and fails.
+    let runner = env.write(
+        "pytest",
+        "#!/bin/sh\necho \"$@\" >> args.log\necho 'tests/t.py::test_a PASSED'\necho 'FAILED tests/t.py::test_b - AssertionError: boom'\nexit 1\n",
+    );
+    std::fs::set_permissions(&runner, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    env.write(
+        ".envctl",
+        "[services.api]\ncommand = \"sleep 1000\"\ntest = \"./pytest -q\"\n\n[services.web]\ncommand = \"sleep 1000\"\ntest = \"true\"\n",
+    );
+    let run = env.envctl(&["test", "--service", "api"]);
+    run.fails();
+    assert!(run.stdout.contains("failing tests of main/api:\n  tests/t.py::test_b"), "{}", run.stdout);
+    assert!(run.stdout.contains("0 passed, 1 failed"), "only the named service ran: {}", run.stdout);
+    env.envctl(&["test", "--failed"]).fails();
+    let args = env.read("args.log");
+    assert_eq!(
+        args.lines().collect::<Vec<_>>(),
+        vec!["-q", "-q tests/t.py::test_b"],
+        "the rerun names only the failing test"
+    );
+    let run = env.envctl(&["test", "--service", "nope"]);
+    run.fails();
+    assert!(run.stderr.contains("there is no service `nope`"), "{}", run.stderr);
+}
+
+#[test]
+fn migrate_runs_each_targets_migrations_as_jobs_and_fails_when_one_does() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.api]\ncommand = \"sleep 1000\"\nmigrate = \"echo migrated-$ENVCTL_TARGET >> migrated.txt\"\n\n[services.bad]\ncommand = \"sleep 1000\"\nmigrate = \"exit 4\"\n",
+    );
+    let run = env.envctl(&["migrate", "--service", "api"]);
+    run.ok();
+    assert!(run.stdout.contains("1 passed, 0 failed"), "{}", run.stdout);
+    assert_eq!(env.read("migrated.txt").trim(), "migrated-main");
+    let run = env.envctl(&["migrate"]);
+    run.fails();
+    assert!(run.stdout.contains("1 passed, 1 failed"), "{}", run.stdout);
+}

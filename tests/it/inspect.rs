@@ -69,8 +69,9 @@ fn list_commands_lists_exactly_the_implemented_commands() {
         "jobs retry",
         "jobs stats",
         "jobs purge",
-        "worker",
         "test",
+        "migrate",
+        "worker",
     ]
     .iter()
     .map(ToString::to_string)

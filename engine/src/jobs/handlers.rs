@@ -44,6 +44,9 @@ struct ExecPayload {
 struct TestPayload {
     service: String,
     target: Option<String>,
+    /// Only these tests (the ones that failed last time), when the runner can be told so.
+    #[serde(default)]
+    only: Vec<String>,
 }
 
 fn bad_payload(job: &Job, why: impl std::fmt::Display) -> Finish {
@@ -125,8 +128,19 @@ pub async fn run(
                 };
             };
             let target = payload.target.or_else(|| job.target.clone()).unwrap_or_else(|| "main".into());
-            exec(ctx, store, job, &test, Some(&target), service.cwd.as_deref(), BTreeMap::new(), None, cancel)
-                .await
+            let command = super::suites::narrow(&test, &payload.only).unwrap_or(test);
+            exec(
+                ctx,
+                store,
+                job,
+                &command,
+                Some(&target),
+                service.cwd.as_deref(),
+                BTreeMap::new(),
+                None,
+                cancel,
+            )
+            .await
         }
         user => match ctx.settings.as_ref().and_then(|s| s.config.jobs.types.get(user)) {
             Some(kind) => {

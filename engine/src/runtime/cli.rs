@@ -8,8 +8,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
     blast_all, config_cmd, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
-    list_commands, logs, ports, restart, resume, show_config, show_state, start, stop, test_cmd, worker_cmd,
-    worktree,
+    list_commands, logs, migrate, ports, restart, resume, show_config, show_state, start, stop, test_cmd,
+    worker_cmd, worktree,
 };
 
 /// envctl runs a repository's whole development environment for the main checkout and every git worktree.
@@ -144,6 +144,8 @@ pub enum Command {
     /// Run every selected target's service test suites as jobs and summarise them (exit 1 when any failed).
     #[command(visible_aliases = ["tests", "t"])]
     Test(test_cmd::TestArgs),
+    /// Run every selected target's service `migrate` commands as jobs and summarise them (exit 1 when any failed).
+    Migrate(migrate::MigrateArgs),
     /// Run jobs from the repository's job store.
     Worker(worker_cmd::WorkerArgs),
     /// The per-repository host process (started by `start`).

@@ -12,6 +12,7 @@ pub mod jobs;
 pub mod list_commands;
 pub mod list_targets;
 pub mod logs;
+pub mod migrate;
 pub mod ports;
 pub mod restart;
 pub mod resume;
@@ -59,6 +60,7 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Worker(args) => worker_cmd::exec(rt, args),
         Command::Ports(sub) => ports::exec(rt, sub),
         Command::Test(args) => test_cmd::exec(rt, args),
+        Command::Migrate(args) => migrate::exec(rt, args),
     }
 }
 
@@ -111,16 +113,7 @@ fn start_request(
 ) -> Result<StartRequest, EngineError> {
     let settings = rt.settings()?;
     let selected = rt.select(&targets.selection())?;
-    for service in services {
-        if !settings.config.services.contains_key(service) {
-            let known: Vec<&str> = settings.config.services.keys().map(String::as_str).collect();
-            return Err(EngineError::NoService {
-                name: service.clone(),
-                suggestion: crate::config::suggest(service, &known).map(str::to_owned),
-                known: known.iter().map(|s| (*s).to_owned()).collect(),
-            });
-        }
-    }
+    known_services(settings, services)?;
     Ok(StartRequest {
         command: command.to_owned(),
         config: settings.config.clone(),
@@ -162,4 +155,92 @@ fn report_start(printer: Printer, reply: Option<Reply>) -> Result<Outcome, Engin
     }
     printer.data(&crate::ui::lifecycle::urls(&outcome.services));
     Ok(Outcome::Success)
+}
+
+/// An error naming the first of `services` the configuration does not have, with a suggestion.
+fn known_services(settings: &crate::config::Settings, services: &[String]) -> Result<(), EngineError> {
+    for service in services {
+        if !settings.config.services.contains_key(service) {
+            let known: Vec<&str> = settings.config.services.keys().map(String::as_str).collect();
+            return Err(EngineError::NoService {
+                name: service.clone(),
+                suggestion: crate::config::suggest(service, &known).map(str::to_owned),
+                known: known.iter().map(|s| (*s).to_owned()).collect(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs `suites` as `kind` jobs in this process with a line per suite as it ends, keeps test results for
+/// `test --failed`, prints the summary table; exit 1 when any failed, 2 when Ctrl-C cut it short.
+fn run_suites(
+    rt: &EngineRuntime,
+    kind: crate::jobs::suites::SuiteKind,
+    suites: &[crate::jobs::suites::Suite],
+    parallel: Option<usize>,
+) -> Result<Outcome, EngineError> {
+    use std::fmt::Write as _;
+    use std::sync::Arc;
+
+    use crate::jobs::suites::{SuiteKind, SuiteOptions};
+
+    let settings = rt.settings()?;
+    let options = SuiteOptions {
+        parallel: parallel
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(4))),
+        lease: std::time::Duration::from_secs(settings.config.jobs.lease_secs),
+    };
+    let ctx = Arc::new(crate::jobs::handlers::HandlerContext {
+        settings: Some(settings.clone()),
+        base_env: rt.env().inherited().clone(),
+    });
+    let printer = *rt.printer();
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let run = rt.block_on(crate::jobs::suites::run_suites(
+        rt.job_store()?,
+        ctx,
+        kind,
+        suites,
+        &options,
+        interrupt,
+        |r| {
+            let mark = if r.passed { "passed" } else { "FAILED" };
+            printer.note(&format!("  {mark:<6} {}/{}", r.target, r.service));
+        },
+    ))??;
+    if kind == SuiteKind::Test
+        && let Err(e) = rt.state()?.save_test_results(&run.results)
+    {
+        printer.warn(&e.to_string());
+    }
+    let mut table = crate::ui::Table::new(&["TARGET", "SERVICE", "RESULT", "DURATION", "LOG"]);
+    for suite in &run.results.suites {
+        let result = match &suite.error {
+            None => "passed".to_owned(),
+            Some(error) => format!("failed ({error})"),
+        };
+        let duration = suite.duration_secs.map_or_else(|| "-".into(), |d| format!("{d:.1}s"));
+        let log = format!("envctl jobs logs {}", suite.job);
+        table.row(vec![suite.target.clone(), suite.service.clone(), result, duration, log]);
+    }
+    let failed = run.results.suites.iter().filter(|s| !s.passed).count();
+    let mut out = table.render();
+    for suite in run.results.suites.iter().filter(|s| !s.failed_tests.is_empty()) {
+        let _ = writeln!(out, "\nfailing tests of {}/{}:", suite.target, suite.service);
+        for name in &suite.failed_tests {
+            let _ = writeln!(out, "  {name}");
+        }
+    }
+    let _ = writeln!(out, "\n{} passed, {failed} failed", run.results.suites.len() - failed);
+    printer.data(&out);
+    Ok(if run.interrupted {
+        Outcome::Interrupted
+    } else if failed > 0 {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    })
 }
