@@ -37,6 +37,9 @@ pub struct Layer {
 #[derive(Debug, Clone, Default)]
 pub struct SourceMap {
     segments: Vec<(usize, Layer)>,
+    /// For each segment, the byte offset at which each of its lines starts (so locating a span is a binary
+    /// search, not a scan from the top: a config of thousands of keys is located in linear time overall).
+    line_starts: Vec<Vec<usize>>,
 }
 
 impl SourceMap {
@@ -46,9 +49,11 @@ impl SourceMap {
             return "<config>".to_owned();
         };
         let offset = (span.start - start).min(layer.text.len());
-        let before = &layer.text[..offset];
-        let line = before.matches('\n').count() + 1;
-        let col = before.rsplit('\n').next().map_or(0, |s| s.chars().count()) + 1;
+        let index = self.segments.iter().rposition(|(s, _)| *s <= span.start).unwrap_or_default();
+        let starts = &self.line_starts[index];
+        let line = starts.partition_point(|s| *s <= offset).max(1);
+        let line_start = starts.get(line - 1).copied().unwrap_or_default();
+        let col = layer.text.get(line_start..offset).map_or(0, |s| s.chars().count()) + 1;
         match &layer.origin {
             Origin::File(path) => format!("{}:{line}:{col}", path.display()),
             Origin::Legacy { path, lines } => match lines.get(line - 1) {
@@ -85,6 +90,9 @@ pub fn parse_and_merge(layers: &[Layer]) -> (Spanned<DeTable<'_>>, SourceMap, Ve
     let mut problems = Vec::new();
     let mut offset = 0;
     for layer in layers {
+        map.line_starts.push(
+            std::iter::once(0).chain(layer.text.match_indices('\n').map(|(at, _)| at + 1)).collect(),
+        );
         map.segments.push((offset, layer.clone()));
         let (table, errors) = DeTable::parse_recoverable(&layer.text);
         for err in errors {

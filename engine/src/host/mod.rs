@@ -767,14 +767,19 @@ async fn write_events(
     }
 }
 
-/// Writes the artifacts whenever a service changes (changes arriving together are written once).
+/// Writes the artifacts whenever a service changes. Changes that arrive together are written once, and the pause
+/// before the next write grows with what the last one cost (twice its time, 50 ms to 2 s), so a host with
+/// thousands of services spends most of its time supervising, not rewriting its state; commands save explicitly
+/// when they finish.
 async fn save_on_change(host: Arc<Host>) {
+    let mut pause = Duration::from_millis(50);
     loop {
         host.reporter.changed.notified().await;
-        // Changes that arrive together are written once; commands save explicitly when they finish.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(pause).await;
+        let began = std::time::Instant::now();
         // Failures are logged and recorded by `save`.
         let _ = host.save(false).await;
+        pause = (began.elapsed() * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
         // Nothing left to supervise (the last service ended on its own) and no request under way: exit.
         if let Ok(_quiet) = host.orchestration.try_lock()
             && host.has_handles().await
