@@ -88,6 +88,9 @@ pub struct EndpointList {
     pub schema_version: u32,
     /// Target → service → endpoint.
     pub targets: BTreeMap<String, BTreeMap<String, Endpoint>>,
+    /// Target → requirement → URL as that target's services reach it (a worktree's own database, say).
+    #[serde(default)]
+    pub requirements: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// `envctl env --json`.

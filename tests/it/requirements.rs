@@ -46,10 +46,17 @@ fn main_and_a_worktree_get_their_own_database_and_redis() {
     sql(&main_db, "CREATE TABLE before_clone (id int); INSERT INTO before_clone VALUES (7)")
         .expect("create in main");
     env.envctl(&["worktree", "add", "feat"]).ok();
-    env.envctl(&["start", "--tree", "feat"]).ok();
+    let started = env.envctl(&["start", "--tree", "feat"]);
+    started.ok();
     let feat = env_of(&env, "feat");
     let feat_db = feat["DATABASE_URL"].as_str().expect("url").to_owned();
     assert_ne!(main_db, feat_db);
+    // start, endpoints and health show the worktree's own database URL, not only `env`.
+    assert!(started.stdout.contains(&feat_db), "{}", started.stdout);
+    let endpoints = env.envctl(&["endpoints", "--json"]).json();
+    assert_eq!(endpoints["requirements"]["feat"]["postgres"], feat_db.as_str(), "{endpoints}");
+    let health = env.envctl(&["health"]);
+    assert!(health.stdout.contains(&format!("feat requirement postgres: {feat_db}")), "{}", health.stdout);
     assert_ne!(main["REDIS_URL"], feat["REDIS_URL"]);
     // The worktree's database started as a copy of main's…
     assert_eq!(

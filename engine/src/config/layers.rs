@@ -90,9 +90,8 @@ pub fn parse_and_merge(layers: &[Layer]) -> (Spanned<DeTable<'_>>, SourceMap, Ve
     let mut problems = Vec::new();
     let mut offset = 0;
     for layer in layers {
-        map.line_starts.push(
-            std::iter::once(0).chain(layer.text.match_indices('\n').map(|(at, _)| at + 1)).collect(),
-        );
+        map.line_starts
+            .push(std::iter::once(0).chain(layer.text.match_indices('\n').map(|(at, _)| at + 1)).collect());
         map.segments.push((offset, layer.clone()));
         let (table, errors) = DeTable::parse_recoverable(&layer.text);
         for err in errors {

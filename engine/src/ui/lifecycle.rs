@@ -1,5 +1,6 @@
 //! Lifecycle output: progress lines while a start waits, and the URL listing once it is ready.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use envctl_contracts::config::{ProbeKind, ReadyProbe, RestartPolicy};
@@ -23,17 +24,24 @@ pub fn show_progress(printer: Printer, p: &Progress) {
     printer.note(&line);
 }
 
-/// Each target's services with their URLs, one block per target.
-pub fn urls(records: &[ServiceRecord]) -> String {
+/// Each target's services with their URLs, then the requirements as that target reaches them, one block per
+/// target.
+pub fn urls(records: &[ServiceRecord], requirements: &BTreeMap<String, BTreeMap<String, String>>) -> String {
+    use envctl_contracts::state::ProcessKind;
+    let mut targets: Vec<&str> = records.iter().map(|r| r.target.as_str()).collect();
+    targets.extend(requirements.keys().map(String::as_str));
+    targets.dedup();
+    let mut seen = std::collections::BTreeSet::new();
     let mut out = String::new();
-    let mut current = "";
-    for record in records {
-        if record.target != current {
-            current = &record.target;
-            let _ = writeln!(out, "{current}");
+    for target in targets.into_iter().filter(|t| seen.insert(*t)) {
+        let _ = writeln!(out, "{target}");
+        for record in records.iter().filter(|r| r.target == target && r.kind == ProcessKind::Service) {
+            let url = record.url.clone().unwrap_or_else(|| "(no port)".into());
+            let _ = writeln!(out, "  {:<16} {url}", record.service);
         }
-        let url = record.url.clone().unwrap_or_else(|| "(no port)".into());
-        let _ = writeln!(out, "  {:<16} {url}", record.service);
+        for (name, url) in requirements.get(target).into_iter().flatten() {
+            let _ = writeln!(out, "  {name:<16} {url}");
+        }
     }
     out
 }

@@ -39,7 +39,9 @@ pub fn exec(rt: &EngineRuntime, args: &EndpointsArgs) -> Result<Outcome, EngineE
             .or_default()
             .insert(r.service, Endpoint { port: r.port, url: r.url, status: r.status });
     }
-    let list = EndpointList { schema_version: SCHEMA_VERSION, targets };
+    let names: Vec<String> = targets.keys().cloned().collect();
+    let requirements = super::requirement_urls(rt, &names);
+    let list = EndpointList { schema_version: SCHEMA_VERSION, targets, requirements };
     if args.json {
         rt.printer().json(&list);
     } else {
@@ -57,6 +59,9 @@ pub fn exec(rt: &EngineRuntime, args: &EndpointsArgs) -> Result<Outcome, EngineE
                     url,
                     format!("{:?}", e.status).to_lowercase(),
                 ]);
+            }
+            for (name, url) in list.requirements.get(target).into_iter().flatten() {
+                table.row(vec![target.clone(), name.clone(), url.clone(), "requirement".into()]);
             }
         }
         rt.printer().data(&table.render());

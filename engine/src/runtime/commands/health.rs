@@ -44,6 +44,12 @@ pub fn exec(rt: &EngineRuntime, args: &HealthArgs) -> Result<Outcome, EngineErro
             ]);
         }
         let mut out = table.render();
+        let targets: Vec<String> = report.services.iter().map(|s| s.target.clone()).collect();
+        for (target, urls) in super::requirement_urls(rt, &targets) {
+            for (name, url) in urls {
+                let _ = writeln!(out, "{target} requirement {name}: {url}");
+            }
+        }
         let _ = writeln!(out, "\n{}", report.overall);
         for issue in &report.issues {
             let _ = writeln!(out, "  {issue}");

@@ -29,7 +29,6 @@ use envctl_contracts::state::ServiceRecord;
 
 use super::cli::TargetArgs;
 use super::{Command, EngineError, EngineRuntime, Outcome};
-use crate::ui::Printer;
 
 /// Runs one command.
 pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, EngineError> {
@@ -129,7 +128,8 @@ fn start_request(
 }
 
 /// Prints a start's outcome: URLs on stdout; a failure becomes the command's error.
-fn report_start(printer: Printer, reply: Option<Reply>) -> Result<Outcome, EngineError> {
+fn report_start(rt: &EngineRuntime, reply: Option<Reply>) -> Result<Outcome, EngineError> {
+    let printer = *rt.printer();
     let outcome: StartOutcome = match reply {
         Some(Reply::Started(outcome)) => outcome,
         Some(Reply::Error { message }) => return Err(EngineError::HostReply(message)),
@@ -153,7 +153,8 @@ fn report_start(printer: Printer, reply: Option<Reply>) -> Result<Outcome, Engin
             outcome.reused.join(", ")
         ));
     }
-    printer.data(&crate::ui::lifecycle::urls(&outcome.services));
+    let targets: Vec<String> = outcome.services.iter().map(|r| r.target.clone()).collect();
+    printer.data(&crate::ui::lifecycle::urls(&outcome.services, &requirement_urls(rt, &targets)));
     Ok(Outcome::Success)
 }
 
@@ -243,4 +244,27 @@ fn run_suites(
     } else {
         Outcome::Success
     })
+}
+
+/// Target → requirement → URL as that target's services reach it (from the plan: a worktree's own database in a
+/// shared server, say). Empty when the configuration cannot be read.
+fn requirement_urls(
+    rt: &EngineRuntime,
+    targets: &[String],
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    let plan = || -> Result<_, EngineError> {
+        let settings = rt.settings()?;
+        let selected = rt.select(&crate::targets::Selection::Trees(targets.to_vec()))?;
+        let ports = crate::plan::plan_ports(settings, &selected)?;
+        Ok(crate::plan::explain(settings, &selected, &ports, rt.env()))
+    };
+    plan()
+        .map(|plan| {
+            plan.targets
+                .into_iter()
+                .filter(|t| !t.requirements.is_empty())
+                .map(|t| (t.name, t.requirements.into_iter().map(|r| (r.name, r.url)).collect()))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -39,5 +39,5 @@ pub fn exec(rt: &EngineRuntime, args: &RestartArgs) -> Result<Outcome, EngineErr
     request.with_dependents = args.with_dependents;
     let printer = *rt.printer();
     let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| show_progress(printer, p))?;
-    report_start(printer, reply)
+    report_start(rt, reply)
 }

@@ -25,5 +25,5 @@ pub fn exec(rt: &EngineRuntime, _args: &ResumeArgs) -> Result<Outcome, EngineErr
             outcome.started.len()
         ));
     }
-    report_start(printer, reply)
+    report_start(rt, reply)
 }

@@ -51,5 +51,5 @@ pub fn exec(rt: &EngineRuntime, args: &StartArgs) -> Result<Outcome, EngineError
             show_progress(printer, p);
         }
     })?;
-    report_start(printer, reply)
+    report_start(rt, reply)
 }

@@ -59,7 +59,7 @@ pub fn run(rt: &EngineRuntime, request: StartRequest) -> Result<Outcome, EngineE
                 .collect(),
             _ => Vec::new(),
         };
-        let started = report_start(printer, Some(reply));
+        let started = report_start(rt, Some(reply));
         if started.is_err() {
             let _ = host.await;
             return started;
