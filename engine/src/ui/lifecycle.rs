@@ -12,6 +12,8 @@ use super::Printer;
 /// Prints one progress line on stderr.
 pub fn show_progress(printer: Printer, p: &Progress) {
     let line = match p.status {
+        // Every service passes through it at once; only what happens next is news.
+        ServiceStatus::Pending => return,
         ServiceStatus::Ready => {
             format!("  ready     {}/{} {} ({} ms)", p.target, p.service, p.detail, p.elapsed_ms)
         }
