@@ -96,6 +96,30 @@ pub struct ServiceRecord {
     pub spec: Option<ServicePlan>,
 }
 
+impl ServiceRecord {
+    /// A record of `service` of `target` with `status` and nothing else known yet.
+    pub fn new(kind: ProcessKind, target: &str, service: &str, status: ServiceStatus) -> Self {
+        Self {
+            kind,
+            target: target.to_owned(),
+            service: service.to_owned(),
+            pid: None,
+            pid_start_time: None,
+            port: None,
+            url: None,
+            status,
+            log_path: None,
+            started_at: None,
+            ready_at: None,
+            restarts: 0,
+            exit_code: None,
+            failure: None,
+            probes: Vec::new(),
+            spec: None,
+        }
+    }
+}
+
 /// `run_state.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct RunState {

@@ -177,6 +177,36 @@ fn unpoisoned<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Host {
+    /// A host over `parts` for the process `record`, with what the last host left (`previous`, and a note when it
+    /// had to be recovered), reporting service changes to `reporter` and events to `events`.
+    fn new(
+        parts: HostParts,
+        record: HostRecord,
+        previous: Option<RunState>,
+        recovery: Option<String>,
+        reporter: Reporter,
+        events: mpsc::UnboundedSender<Event>,
+        orchestrator: Arc<dyn Orchestrator>,
+    ) -> Self {
+        Self {
+            parts,
+            record,
+            services: tokio::sync::Mutex::new(BTreeMap::new()),
+            run: std::sync::Mutex::new(RunInfo::default()),
+            previous,
+            reporter,
+            save_lock: tokio::sync::Mutex::new(()),
+            events,
+            force: AtomicBool::new(false),
+            uses: std::sync::Mutex::new(BTreeMap::new()),
+            worker_started: AtomicBool::new(false),
+            orchestrator,
+            orchestration: tokio::sync::Mutex::new(()),
+            retained: std::sync::Mutex::new(BTreeMap::new()),
+            recovery: std::sync::Mutex::new(recovery),
+        }
+    }
+
     /// The repository's locations.
     pub fn paths(&self) -> &Paths {
         &self.parts.paths
@@ -560,23 +590,9 @@ pub async fn run(
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let events_done = CancellationToken::new();
     let event_writer = tokio::spawn(write_events(parts.state.clone(), events_rx, events_done.clone()));
-    let host = Arc::new(Host {
-        parts,
-        record: HostRecord { pid, start_time },
-        services: tokio::sync::Mutex::new(BTreeMap::new()),
-        run: std::sync::Mutex::new(RunInfo::default()),
-        previous,
-        reporter: Reporter { changed: Arc::new(Notify::new()), events: service_events_tx },
-        save_lock: tokio::sync::Mutex::new(()),
-        events: events_tx,
-        force: AtomicBool::new(false),
-        uses: std::sync::Mutex::new(BTreeMap::new()),
-        worker_started: AtomicBool::new(false),
-        orchestrator,
-        orchestration: tokio::sync::Mutex::new(()),
-        retained: std::sync::Mutex::new(BTreeMap::new()),
-        recovery: std::sync::Mutex::new(recovery),
-    });
+    let reporter = Reporter { changed: Arc::new(Notify::new()), events: service_events_tx };
+    let record = HostRecord { pid, start_time };
+    let host = Arc::new(Host::new(parts, record, previous, recovery, reporter, events_tx, orchestrator));
     host.begin_run("host", &host.previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
     adopt_survivors(&host).await;
     claim_adopted_ports(&host).await;
@@ -824,23 +840,9 @@ impl Host {
     fn for_test(parts: HostParts, orchestrator: Arc<dyn Orchestrator>) -> Arc<Self> {
         let (reporter_tx, _) = mpsc::unbounded_channel();
         let (events, _) = mpsc::unbounded_channel();
-        Arc::new(Self {
-            parts,
-            record: HostRecord { pid: 1, start_time: 1 },
-            services: tokio::sync::Mutex::new(BTreeMap::new()),
-            run: std::sync::Mutex::new(RunInfo::default()),
-            previous: None,
-            reporter: Reporter { changed: Arc::new(Notify::new()), events: reporter_tx },
-            save_lock: tokio::sync::Mutex::new(()),
-            events,
-            force: AtomicBool::new(false),
-            uses: std::sync::Mutex::new(BTreeMap::new()),
-            worker_started: AtomicBool::new(false),
-            orchestrator,
-            orchestration: tokio::sync::Mutex::new(()),
-            retained: std::sync::Mutex::new(BTreeMap::new()),
-            recovery: std::sync::Mutex::new(None),
-        })
+        let reporter = Reporter { changed: Arc::new(Notify::new()), events: reporter_tx };
+        let record = HostRecord { pid: 1, start_time: 1 };
+        Arc::new(Self::new(parts, record, None, None, reporter, events, orchestrator))
     }
 }
 

@@ -39,7 +39,13 @@ pub fn recover(repo: &StateRepository, scope: &str, why: &StateError) -> Recover
     for marked in &found {
         let at = state.services.iter().position(|r| r.target == marked.target && r.service == marked.service);
         let at = at.unwrap_or_else(|| {
-            state.services.push(bare_record(&marked.target, &marked.service));
+            // Found running with no record of how it was started: it can be stopped, not restarted.
+            state.services.push(ServiceRecord::new(
+                ProcessKind::Service,
+                &marked.target,
+                &marked.service,
+                ServiceStatus::Ready,
+            ));
             state.services.len() - 1
         });
         let record = &mut state.services[at];
@@ -58,26 +64,4 @@ pub fn recover(repo: &StateRepository, scope: &str, why: &StateError) -> Recover
     );
     tracing::warn!(found = found.len(), "run_state.json was unreadable; recovered");
     Recovered { state, note }
-}
-
-/// A record for a process found running with no record of how it was started (it can be stopped, not restarted).
-fn bare_record(target: &str, service: &str) -> ServiceRecord {
-    ServiceRecord {
-        kind: ProcessKind::Service,
-        target: target.to_owned(),
-        service: service.to_owned(),
-        pid: None,
-        pid_start_time: None,
-        port: None,
-        url: None,
-        status: ServiceStatus::Ready,
-        log_path: None,
-        started_at: None,
-        ready_at: None,
-        restarts: 0,
-        exit_code: None,
-        failure: None,
-        probes: Vec::new(),
-        spec: None,
-    }
 }

@@ -104,22 +104,10 @@ mod tests {
 
     fn record(status: ServiceStatus, pid: Option<u32>, started: Option<u64>, restarts: u32) -> ServiceRecord {
         ServiceRecord {
-            kind: envctl_contracts::state::ProcessKind::Service,
-            target: "main".into(),
-            service: "web".into(),
             pid,
             pid_start_time: started,
-            port: None,
-            url: None,
-            status,
-            log_path: None,
-            started_at: None,
-            ready_at: None,
             restarts,
-            exit_code: None,
-            failure: None,
-            probes: Vec::new(),
-            spec: None,
+            ..ServiceRecord::new(envctl_contracts::state::ProcessKind::Service, "main", "web", status)
         }
     }
 

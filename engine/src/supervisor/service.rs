@@ -121,22 +121,11 @@ pub fn launch(
 ) -> ServiceHandle {
     let (tx, rx) = mpsc::channel(4);
     let record = ServiceRecord {
-        kind: spec.kind,
-        target: spec.target.clone(),
-        service: spec.plan.name.clone(),
-        pid: None,
-        pid_start_time: None,
         port: spec.plan.port.map(|p| p.assigned),
         url: spec.plan.url.clone(),
-        status: ServiceStatus::Pending,
         log_path: Some(spec.log_path.display().to_string()),
-        started_at: None,
-        ready_at: None,
-        restarts: 0,
-        exit_code: None,
-        failure: None,
-        probes: Vec::new(),
         spec: Some(spec.plan.clone()),
+        ..ServiceRecord::new(spec.kind, &spec.target, &spec.plan.name, ServiceStatus::Pending)
     };
     let (publish, watch) = watch::channel(record);
     let spec = Arc::new(spec);
