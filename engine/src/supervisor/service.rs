@@ -4,8 +4,9 @@
 //! How it works: the task spawns the process (or adopts a survivor of an earlier host, identified by pid and
 //! start time), probes readiness with backoff until the probe's timeout while watching for an early exit, and
 //! then supervises: when the process exits, the restart policy decides between restarting it (with exponential
-//! backoff, at most [`MAX_RESTARTS`] times in a row) and recording the exit. A `Stop` message signals the process
-//! group and its descendants, waits the grace period, kills what is left and acknowledges.
+//! backoff, at most [`MAX_RESTARTS`](super::restart::MAX_RESTARTS) times in a row) and recording the exit. A
+//! `Stop` message signals the process group and its descendants, waits the grace period, kills what is left and
+//! acknowledges.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,13 +20,10 @@ use nix::sys::signal::Signal;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::probe::{Probe, next_pause};
+use super::restart::RestartLimits;
 use super::{logs, proc_info, signal, spawn};
 use crate::state::now_rfc3339;
 
-/// Consecutive restarts before a crashing service is given up on.
-pub const MAX_RESTARTS: u32 = 10;
-/// A process that ran at least this long resets the restart count.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// A service with no probe and no port counts as ready once it has been running this long (long enough to catch
 /// a command that is not found or fails at once).
 const SETTLE: Duration = Duration::from_millis(5);
@@ -119,6 +117,17 @@ pub fn launch(
     reporter: Reporter,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ServiceHandle {
+    launch_with(spec, adopt, reporter, tracker, RestartLimits::default())
+}
+
+/// [`launch`] with restart limits of its own (tests restart a service hundreds of times without waiting).
+fn launch_with(
+    spec: ServiceSpec,
+    adopt: Option<(u32, u64)>,
+    reporter: Reporter,
+    tracker: &tokio_util::task::TaskTracker,
+    limits: RestartLimits,
+) -> ServiceHandle {
     let (tx, rx) = mpsc::channel(4);
     let record = ServiceRecord {
         kind: spec.kind,
@@ -140,7 +149,7 @@ pub fn launch(
     };
     let (publish, watch) = watch::channel(record);
     let spec = Arc::new(spec);
-    let task = Task { spec: Arc::clone(&spec), publish, reporter, rx };
+    let task = Task { spec: Arc::clone(&spec), publish, reporter, rx, limits };
     tracker.spawn(task.run(adopt));
     ServiceHandle { tx, record: watch, spec }
 }
@@ -166,6 +175,7 @@ struct Task {
     publish: watch::Sender<ServiceRecord>,
     reporter: Reporter,
     rx: mpsc::Receiver<Control>,
+    limits: RestartLimits,
 }
 
 impl Task {
@@ -231,7 +241,7 @@ impl Task {
                 Ended::Exited(code) => code,
             };
             signal::reap_leftovers(pid, self.spec.stop_grace).await;
-            if began.elapsed() >= STABLE_AFTER {
+            if began.elapsed() >= self.limits.stable_after {
                 restarts = 0;
             }
             let failed = code != Some(0);
@@ -241,8 +251,9 @@ impl Task {
             let wants_restart =
                 policy == RestartPolicy::Always || (policy == RestartPolicy::OnFailure && failed);
             let was_ready = self.publish.borrow().status == ServiceStatus::Ready;
-            if !wants_restart || restarts >= MAX_RESTARTS || !was_ready {
-                let gave_up = wants_restart && restarts >= MAX_RESTARTS;
+            let max_restarts = self.limits.max_restarts;
+            if !wants_restart || restarts >= max_restarts || !was_ready {
+                let gave_up = wants_restart && restarts >= max_restarts;
                 self.update(|r| {
                     r.pid = None;
                     r.exit_code = code;
@@ -262,8 +273,7 @@ impl Task {
             }
             restarts += 1;
             tracing::warn!(target = %self.spec.target, service = %self.spec.plan.name, restarts, exit = ?code, "restarting");
-            let pause =
-                Duration::from_millis(100 * 2u64.pow(restarts.min(9) - 1)).min(Duration::from_secs(30));
+            let pause = self.limits.pause(restarts);
             self.update(|r| {
                 r.pid = None;
                 r.exit_code = code;
