@@ -9,3 +9,4 @@ mod legacy;
 mod lifecycle;
 mod requirements;
 mod support;
+mod zombies;
