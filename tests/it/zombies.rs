@@ -134,6 +134,8 @@ impl Pid1Host {
             .env("XDG_STATE_HOME", env.home.join(".local/state"))
             .env("XDG_DATA_HOME", env.home.join(".local/share"))
             .env("XDG_CACHE_HOME", env.home.join(".cache"))
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", env.home.join(".gitconfig"))
             .env("ENVCTL_RUNTIME_DIR", &env.runtime)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -30,10 +30,13 @@ pub fn strays(group: u32) -> usize {
 }
 
 /// Waits for the adopted process (`pid`, `started`) once it exited, if it was handed to this process (a survivor
-/// of an earlier host has no tokio `Child`); returns whether it did.
-pub fn adopted(pid: u32, started: u64) -> bool {
-    proc_info::zombie(pid).is_some_and(|stat| stat.ppid == std::process::id() && stat.start_time == started)
-        && wait(pid)
+/// of an earlier host has no tokio `Child`).
+pub fn adopted(pid: u32, started: u64) {
+    if proc_info::zombie(pid)
+        .is_some_and(|stat| stat.ppid == std::process::id() && stat.start_time == started)
+    {
+        wait(pid);
+    }
 }
 
 /// Collects the exit of the zombie child `pid`.

@@ -45,7 +45,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_default_pauses_double_from_100_ms_up_to_30_s() {
+    fn the_default_pauses_double_from_100_ms_nine_times_and_ten_restarts_are_allowed() {
         let limits = RestartLimits::default();
         let pauses: Vec<u128> = (1..=11).map(|n| limits.pause(n).as_millis()).collect();
         assert_eq!(pauses, [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 25600, 25600]);
