@@ -10,3 +10,4 @@ mod legacy;
 mod lifecycle;
 mod requirements;
 mod support;
+mod zombies;

@@ -1,15 +1,17 @@
 //! Readiness probes: `tcp` (a connection succeeds), `http` (a GET answers the expected status, any 2xx/3xx by
 //! default), `exec` (a command exits 0) and `log` (a log line matches a regular expression). One attempt at a
-//! time; the caller repeats with backoff until the probe's timeout.
+//! time; the caller repeats with backoff until the probe's timeout. An `exec` attempt leaves nothing behind: its
+//! command runs in a process group of its own, killed when the attempt ends, and every process of it is waited for.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envctl_contracts::config::ProbeKind;
+use nix::sys::signal::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::SupervisorError;
+use super::{SupervisorError, proc_info, reap, signal};
 
 /// The host probes connect to.
 const HOST: &str = "127.0.0.1";
@@ -84,11 +86,15 @@ impl Probe {
         })
     }
 
-    /// One attempt.
+    /// One attempt, at most [`ATTEMPT_LIMIT`] long.
     pub async fn attempt(&self) -> Attempt {
+        if let Self::Exec { command, cwd, env } = self {
+            // Not cancelled by a timeout: it kills and waits for its command itself.
+            return exec(command, cwd, env).await;
+        }
         match tokio::time::timeout(ATTEMPT_LIMIT, self.attempt_inner()).await {
             Ok(attempt) => attempt,
-            Err(_) => Attempt::fail(format!("no answer within {} ms", ATTEMPT_LIMIT.as_millis())),
+            Err(_) => no_answer(),
         }
     }
 
@@ -99,23 +105,7 @@ impl Probe {
                 Err(e) => Attempt::fail(format!("{HOST}:{port}: {e}")),
             },
             Self::Http { port, path, status } => http(*port, path, *status).await,
-            Self::Exec { command, cwd, env } => {
-                let run = tokio::process::Command::new("sh")
-                    .args(["-c", command])
-                    .current_dir(cwd)
-                    .envs(env.iter().map(|(k, v)| (k, v)))
-                    .stdin(std::process::Stdio::null())
-                    .stdout(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
-                    .kill_on_drop(true)
-                    .status()
-                    .await;
-                match run {
-                    Ok(s) if s.success() => Attempt::pass("exit 0"),
-                    Ok(s) => Attempt::fail(format!("`{command}` exited with {s}")),
-                    Err(e) => Attempt::fail(format!("`{command}`: {e}")),
-                }
-            }
+            Self::Exec { command, cwd, env } => exec(command, cwd, env).await,
             Self::Log { regex, log } => match std::fs::read(log) {
                 Ok(bytes) => {
                     let text = String::from_utf8_lossy(&bytes);
@@ -139,6 +129,59 @@ impl Probe {
                 Err(e) => Attempt::fail(e.to_string()),
             },
         }
+    }
+}
+
+fn no_answer() -> Attempt {
+    Attempt::fail(format!("no answer within {} ms", ATTEMPT_LIMIT.as_millis()))
+}
+
+/// Runs `sh -c command` as the leader of a new process group, for at most [`ATTEMPT_LIMIT`]. Then whatever of the
+/// group still runs (all of it on a timeout) is killed, the shell is waited for here rather than left to tokio's
+/// best-effort reaping of a dropped `Child`, and so are the processes of the group that were handed to this
+/// process when their parent died ([`reap::strays`]).
+async fn exec(command: &str, cwd: &Path, env: &[(String, String)]) -> Attempt {
+    let spawned = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .current_dir(cwd)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        // Only if this attempt is dropped half-way (the runtime shutting down).
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => return Attempt::fail(format!("`{command}`: {e}")),
+    };
+    let group = child.id().unwrap_or_default();
+    let started = proc_info::start_time(group).unwrap_or_default();
+    let exited = tokio::time::timeout(ATTEMPT_LIMIT, child.wait()).await.ok();
+    signal::signal_all(group, started, &[], Signal::SIGKILL);
+    if exited.is_none() {
+        let _ = child.wait().await;
+    }
+    wait_group_gone(group).await;
+    match exited {
+        None => no_answer(),
+        Some(Ok(s)) if s.success() => Attempt::pass("exit 0"),
+        Some(Ok(s)) => Attempt::fail(format!("`{command}` exited with {s}")),
+        Some(Err(e)) => Attempt::fail(format!("`{command}`: {e}")),
+    }
+}
+
+/// Waits (half a second at most) until nothing of the killed process group `group` is left, zombies included,
+/// waiting for those handed to this process.
+async fn wait_group_gone(group: u32) {
+    let deadline = Instant::now() + Duration::from_millis(500);
+    loop {
+        reap::strays(group);
+        if !signal::group_exists(group) || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -205,6 +248,33 @@ mod tests {
         assert!(ok.ok, "{ok:?}");
         let missing = Probe::Http { port, path: "/nope".into(), status: None }.attempt().await;
         assert!(!missing.ok && missing.detail.contains("404"), "{missing:?}");
+    }
+
+    /// Whether `pid` is a child of this process that exited and was never waited for.
+    fn unreaped(pid: u32) -> bool {
+        proc_info::zombie(pid).is_some_and(|s| s.ppid == std::process::id())
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn an_exec_probe_that_hangs_is_killed_with_what_it_started_and_reaped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let probe = Probe::Exec {
+            command: "echo $$ > shell; sleep 30 & echo $! > sleeper; wait".into(),
+            cwd: dir.path().to_path_buf(),
+            env: Vec::new(),
+        };
+        let attempt = probe.attempt().await;
+        assert!(!attempt.ok && attempt.detail.contains("no answer"), "{attempt:?}");
+        let read = |name: &str| -> u32 {
+            std::fs::read_to_string(dir.path().join(name)).expect("pid file").trim().parse().expect("pid")
+        };
+        let (shell, sleeper) = (read("shell"), read("sleeper"));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while (unreaped(shell) || proc_info::stat(sleeper).is_some()) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(!unreaped(shell), "the probe's shell {shell} was never waited for");
+        assert!(proc_info::stat(sleeper).is_none(), "the probe's child {sleeper} outlived it");
     }
 
     #[tokio::test]

@@ -19,16 +19,24 @@ pub struct Stat {
 
 /// `/proc/<pid>/stat`, or `None` when the process does not exist or is a zombie.
 pub fn stat(pid: u32) -> Option<Stat> {
+    read_stat(pid).filter(|(dead, _)| !dead).map(|(_, stat)| stat)
+}
+
+/// `/proc/<pid>/stat` of a process that exited and has not been waited for yet (a zombie), else `None`.
+pub fn zombie(pid: u32) -> Option<Stat> {
+    read_stat(pid).filter(|(dead, _)| *dead).map(|(_, stat)| stat)
+}
+
+/// `/proc/<pid>/stat` and whether the process is dead (a zombie, or being reaped).
+fn read_stat(pid: u32) -> Option<(bool, Stat)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may contain spaces and parentheses; the fields after the last ')' are fixed.
     let fields: Vec<&str> = text[text.rfind(')')? + 1..].split_whitespace().collect();
     // fields[0] is field 3 (state); field N is fields[N - 3].
-    if matches!(fields.first(), Some(&("Z" | "X"))) {
-        return None;
-    }
+    let dead = matches!(fields.first(), Some(&("Z" | "X")));
     let num = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
     let small = |n: usize| num(n).and_then(|v| u32::try_from(v).ok());
-    Some(Stat { ppid: small(4)?, pgid: small(5)?, sid: small(6)?, start_time: num(22)? })
+    Some((dead, Stat { ppid: small(4)?, pgid: small(5)?, sid: small(6)?, start_time: num(22)? }))
 }
 
 /// The start time of `pid`, or `None` when no such (living) process exists.

@@ -4,8 +4,10 @@
 //! How it works: the task spawns the process (or adopts a survivor of an earlier host, identified by pid and
 //! start time), probes readiness with backoff until the probe's timeout while watching for an early exit, and
 //! then supervises: when the process exits, the restart policy decides between restarting it (with exponential
-//! backoff, at most [`MAX_RESTARTS`] times in a row) and recording the exit. A `Stop` message signals the process
-//! group and its descendants, waits the grace period, kills what is left and acknowledges.
+//! backoff, at most [`MAX_RESTARTS`](super::restart::MAX_RESTARTS) times in a row) and recording the exit. A
+//! `Stop` message signals the process group and its descendants, waits the grace period, kills what is left and
+//! acknowledges. Every process of the service that is handed to the host (when it is PID 1 of a container) is
+//! waited for: after each exit, at each stop and every few seconds while it runs ([`reap`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -19,13 +21,10 @@ use nix::sys::signal::Signal;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use super::probe::{Probe, next_pause};
-use super::{logs, proc_info, signal, spawn};
+use super::restart::RestartLimits;
+use super::{logs, proc_info, reap, signal, spawn};
 use crate::state::now_rfc3339;
 
-/// Consecutive restarts before a crashing service is given up on.
-pub const MAX_RESTARTS: u32 = 10;
-/// A process that ran at least this long resets the restart count.
-const STABLE_AFTER: Duration = Duration::from_secs(30);
 /// A service with no probe and no port counts as ready once it has been running this long (long enough to catch
 /// a command that is not found or fails at once).
 const SETTLE: Duration = Duration::from_millis(5);
@@ -119,6 +118,17 @@ pub fn launch(
     reporter: Reporter,
     tracker: &tokio_util::task::TaskTracker,
 ) -> ServiceHandle {
+    launch_with(spec, adopt, reporter, tracker, RestartLimits::default())
+}
+
+/// [`launch`] with restart limits of its own (tests restart a service hundreds of times without waiting).
+fn launch_with(
+    spec: ServiceSpec,
+    adopt: Option<(u32, u64)>,
+    reporter: Reporter,
+    tracker: &tokio_util::task::TaskTracker,
+    limits: RestartLimits,
+) -> ServiceHandle {
     let (tx, rx) = mpsc::channel(4);
     let record = ServiceRecord {
         port: spec.plan.port.map(|p| p.assigned),
@@ -129,7 +139,7 @@ pub fn launch(
     };
     let (publish, watch) = watch::channel(record);
     let spec = Arc::new(spec);
-    let task = Task { spec: Arc::clone(&spec), publish, reporter, rx };
+    let task = Task { spec: Arc::clone(&spec), publish, reporter, rx, limits };
     tracker.spawn(task.run(adopt));
     ServiceHandle { tx, record: watch, spec }
 }
@@ -155,6 +165,7 @@ struct Task {
     publish: watch::Sender<ServiceRecord>,
     reporter: Reporter,
     rx: mpsc::Receiver<Control>,
+    limits: RestartLimits,
 }
 
 impl Task {
@@ -220,7 +231,7 @@ impl Task {
                 Ended::Exited(code) => code,
             };
             signal::reap_leftovers(pid, self.spec.stop_grace).await;
-            if began.elapsed() >= STABLE_AFTER {
+            if began.elapsed() >= self.limits.stable_after {
                 restarts = 0;
             }
             let failed = code != Some(0);
@@ -229,8 +240,9 @@ impl Task {
             let wants_restart =
                 policy == RestartPolicy::Always || (policy == RestartPolicy::OnFailure && failed);
             let was_ready = self.publish.borrow().status == ServiceStatus::Ready;
-            if !wants_restart || restarts >= MAX_RESTARTS || !was_ready {
-                let gave_up = wants_restart && restarts >= MAX_RESTARTS;
+            let max_restarts = self.limits.max_restarts;
+            if !wants_restart || restarts >= max_restarts || !was_ready {
+                let gave_up = wants_restart && restarts >= max_restarts;
                 self.update(|r| {
                     r.pid = None;
                     r.exit_code = code;
@@ -250,8 +262,7 @@ impl Task {
             }
             restarts += 1;
             tracing::warn!(target = %self.spec.target, service = %self.spec.plan.name, restarts, exit = ?code, "restarting");
-            let pause =
-                Duration::from_millis(100 * 2u64.pow(restarts.min(9) - 1)).min(Duration::from_secs(30));
+            let pause = self.limits.pause(restarts);
             self.update(|r| {
                 r.pid = None;
                 r.exit_code = code;
@@ -374,10 +385,11 @@ impl Task {
         }
     }
 
-    /// Runs until the process exits or a stop arrives; rotates the log now and then.
+    /// Runs until the process exits or a stop arrives; now and then rotates the log and waits for the strays of the
+    /// process's group (orphans of a running service, when this host is PID 1).
     async fn supervise(&mut self, pid: u32, started: u64, proc: &mut Proc) -> Ended {
-        let mut rotation = tokio::time::interval(Duration::from_secs(5));
-        rotation.tick().await;
+        let mut chores = tokio::time::interval(Duration::from_secs(5));
+        chores.tick().await;
         loop {
             tokio::select! {
                 msg = self.rx.recv() => {
@@ -387,7 +399,10 @@ impl Task {
                     return ended;
                 }
                 code = wait_exit(proc, pid, started) => return Ended::Exited(code),
-                _ = rotation.tick() => { let _ = logs::rotate_if_large(&self.spec.log_path, logs::ROTATE_BYTES); }
+                _ = chores.tick() => {
+                    let _ = logs::rotate_if_large(&self.spec.log_path, logs::ROTATE_BYTES);
+                    reap::strays(pid);
+                }
             }
         }
     }
@@ -408,7 +423,8 @@ impl Task {
         });
     }
 
-    /// SIGTERM to the group and descendants → grace → SIGKILL → reaped.
+    /// SIGTERM to the group and descendants → grace → SIGKILL → reaped; then the same for what is left of the group
+    /// (an orphan of it that ignored the signal), and its strays waited for.
     async fn stop_process(&self, pid: u32, started: u64, proc: &mut Proc, force: bool) -> Ended {
         let members = signal::scan(move || proc_info::tree(pid)).await;
         let grace = if force { Duration::ZERO } else { self.spec.stop_grace };
@@ -420,6 +436,11 @@ impl Task {
         }
         if let Proc::Child(child) = proc {
             let _ = child.wait().await;
+        } else {
+            reap::adopted(pid, started);
+        }
+        if signal::group_exists(pid) {
+            signal::reap_leftovers(pid, grace).await;
         }
         self.update(|r| {
             if r.status != ServiceStatus::Failed {
@@ -467,7 +488,8 @@ fn missing_program(line: &str) -> Option<String> {
     (!program.is_empty() && !program.contains(' ')).then(|| program.to_owned())
 }
 
-/// Waits for the process to exit: by reaping a child, or by polling `/proc` for an adopted survivor.
+/// Waits for the process to exit: by reaping a child, or by polling `/proc` for an adopted survivor (and reaping
+/// it when it was handed to this process).
 async fn wait_exit(proc: &mut Proc, pid: u32, started: u64) -> Option<i32> {
     match proc {
         Proc::Child(child) => child.wait().await.ok().and_then(|s| s.code()),
@@ -475,6 +497,7 @@ async fn wait_exit(proc: &mut Proc, pid: u32, started: u64) -> Option<i32> {
             while proc_info::is_same_process(pid, started) {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            reap::adopted(pid, started);
             None
         }
     }
@@ -556,6 +579,85 @@ mod tests {
         let failed = until(&handle, |r| r.status == ServiceStatus::Failed && r.pid.is_none()).await;
         let failure = failed.failure.unwrap_or_default();
         assert!(failure.starts_with("`nosuchbinary-envctl`: command not found (exit code 127)"), "{failure}");
+    }
+
+    /// Which of `pids` are children of this process that exited and were never waited for.
+    fn unreaped(pids: &[u32]) -> Vec<u32> {
+        let me = std::process::id();
+        pids.iter().copied().filter(|pid| proc_info::zombie(*pid).is_some_and(|s| s.ppid == me)).collect()
+    }
+
+    /// The pids a command appended to `file`, one a line.
+    fn pids_in(file: &std::path::Path) -> Vec<u32> {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Makes this process the subreaper of its descendants while it lives, as envctl's host is when it runs as
+    /// PID 1 of a container: a process whose parent dies becomes this process's child.
+    struct Subreaper;
+
+    impl Subreaper {
+        fn new() -> Self {
+            nix::sys::prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
+            Self
+        }
+    }
+
+    impl Drop for Subreaper {
+        fn drop(&mut self) {
+            let _ = nix::sys::prctl::set_child_subreaper(false);
+        }
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn five_hundred_restarts_of_a_crashing_service_leave_no_zombie() {
+        const RESTARTS: u32 = 500;
+        let _subreaper = Subreaper::new();
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The service leaves a shell behind (started by a subshell that exits at once, so it is handed to this
+        // process), blocks on a FIFO until its probe opens it and exits at once: it is ready (the probe passed)
+        // before it crashes, every time, without a timing race.
+        nix::unistd::mkfifo(&dir.path().join("go"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
+        let command = "echo $$ >> services; (sh -c 'exit 0' & echo $! >> strays); read x < go; exit 1";
+        let mut spec = spec(dir.path(), command, RestartPolicy::Always);
+        spec.plan.ready = Some(envctl_contracts::config::ReadyProbe {
+            probe: ProbeKind::Exec { command: "echo $$ >> probes; : > go".into() },
+            timeout_ms: 10_000,
+        });
+        let limits = RestartLimits {
+            max_restarts: u32::MAX,
+            first_pause: Duration::ZERO,
+            max_pause: Duration::ZERO,
+            stable_after: Duration::MAX,
+        };
+        let tracker = tokio_util::task::TaskTracker::new();
+        let handle = launch_with(spec, None, reporter(), &tracker, limits);
+        let mut watch = handle.watch();
+        let restarted = tokio::time::timeout(Duration::from_secs(60), async {
+            while watch.borrow_and_update().restarts < RESTARTS {
+                watch.changed().await.expect("the task runs");
+            }
+        })
+        .await;
+        let record = handle.record();
+        handle.stop(true).await;
+        assert!(restarted.is_ok(), "{RESTARTS} restarts within 60 s: {record:?}");
+        let spawned: Vec<u32> =
+            ["services", "probes", "strays"].iter().flat_map(|f| pids_in(&dir.path().join(f))).collect();
+        assert!(spawned.len() >= 3 * RESTARTS as usize, "{} processes recorded", spawned.len());
+        // A child that just exited is a zombie until its waiter runs; one that nobody waits for stays one.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut zombies = unreaped(&spawned);
+        while !zombies.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            zombies = unreaped(&spawned);
+        }
+        let some = &zombies[..zombies.len().min(5)];
+        assert_eq!(zombies.len(), 0, "unreaped children after {RESTARTS} restarts, among them {some:?}");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
-use super::proc_info;
+use super::{proc_info, reap};
 
 /// Runs a `/proc` scan on the blocking pool, so the async thread that asked keeps serving.
 pub async fn scan<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
@@ -51,6 +51,11 @@ pub fn signal_all(leader: u32, started: u64, members: &[(u32, u64)], signal: Sig
             let _ = kill(p, signal);
         }
     }
+}
+
+/// Whether anything is left of the process group `group`, zombies included.
+pub fn group_exists(group: u32) -> bool {
+    pid(group).is_some_and(|g| killpg(g, None) != Err(nix::errno::Errno::ESRCH))
 }
 
 /// Whether any of the leader's group or `members` is still alive.
@@ -98,16 +103,18 @@ pub async fn wait_gone(leader: u32, started: u64, members: &[(u32, u64)], limit:
 }
 
 /// After a service's leader exited: stops whatever is left of its process group and session (a child it did not
-/// wait for, a server it forked), so nothing it started outlives it.
+/// wait for, a server it forked), so nothing it started outlives it, and waits for those of them that were handed
+/// to this process ([`reap::strays`]).
 pub async fn reap_leftovers(leader: u32, grace: Duration) {
     let members = scan(move || proc_info::group_or_session_members(leader)).await;
-    if members.is_empty() || proc_info::start_time(leader).is_some() {
-        // Nothing left, or the leader's pid already names another process: its group is not ours to signal.
-        return;
+    // With nothing left, or the leader's pid already naming another process (its group is not ours to signal),
+    // there is nothing to stop.
+    if !members.is_empty() && proc_info::start_time(leader).is_none() {
+        signal_all(leader, 0, &members, Signal::SIGTERM);
+        if !wait_gone(leader, 0, &members, grace).await {
+            signal_all(leader, 0, &members, Signal::SIGKILL);
+            wait_gone(leader, 0, &members, Duration::from_secs(2)).await;
+        }
     }
-    signal_all(leader, 0, &members, Signal::SIGTERM);
-    if !wait_gone(leader, 0, &members, grace).await {
-        signal_all(leader, 0, &members, Signal::SIGKILL);
-        wait_gone(leader, 0, &members, Duration::from_secs(2)).await;
-    }
+    reap::strays(leader);
 }
