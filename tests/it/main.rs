@@ -10,4 +10,5 @@ mod legacy;
 mod lifecycle;
 mod requirements;
 mod support;
+mod trust;
 mod zombies;

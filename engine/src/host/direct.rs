@@ -182,8 +182,11 @@ pub async fn blast_all(paths: &Paths, ledger: &Ledger, repo: &StateRepository) -
         stopped += 1;
     }
     for (pid, started) in &services {
+        // Ours when it is the recorded process, or when its pid is free and a group of ours still has members
+        // under it; a pid that names another process now is not ours, whatever it leads.
         let alive = proc_info::is_same_process(*pid, *started)
-            || !proc_info::group_or_session_members(*pid).is_empty();
+            || (proc_info::start_time(*pid).is_none()
+                && !proc_info::group_or_session_members(*pid).is_empty());
         if alive && signal::stop_unowned(*pid, *started, Duration::from_secs(2)).await {
             stopped += 1;
         }

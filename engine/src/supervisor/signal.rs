@@ -68,6 +68,15 @@ pub fn any_alive(leader: u32, started: u64, members: &[(u32, u64)]) -> bool {
 /// Returns whether everything ended before `grace + kill_wait` ran out.
 pub async fn stop_unowned(leader: u32, started: u64, grace: Duration) -> bool {
     let members = scan(move || {
+        match proc_info::start_time(leader) {
+            // The recorded process: its tree and its group are ours.
+            Some(now) if now == started => {}
+            // The pid names another process now, so the kernel had no group or session of ours under it left to
+            // keep the pid reserved: nothing here is ours, whatever it leads.
+            Some(_) => return None,
+            // Gone: while a group or session of ours still has members, its id cannot be reused, so they are ours.
+            None => {}
+        }
         let group = proc_info::group_or_session_members(leader);
         if !proc_info::is_same_process(leader, started) && group.is_empty() {
             return None;
