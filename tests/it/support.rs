@@ -150,6 +150,19 @@ impl TestEnv {
             .expect("spawn envctl")
     }
 
+    /// Runs envctl under `umask` (what a shell with a permissive umask would start).
+    pub fn envctl_umask(&self, umask: &str, args: &[&str]) -> Run {
+        let output = self
+            .sandboxed("sh", &self.repo)
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_envctl"))
+            .args(args)
+            .output()
+            .expect("run envctl");
+        Run::from(&output)
+    }
+
     /// Runs envctl with extra environment variables for this run only.
     pub fn envctl_with(&self, vars: &[(&str, &str)], args: &[&str]) -> Run {
         let mut cmd = self.sandboxed(env!("CARGO_BIN_EXE_envctl"), &self.repo);

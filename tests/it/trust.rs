@@ -98,3 +98,122 @@ fn stop_all_leaves_a_foreign_session_on_a_recycled_pid_alone() {
     env.envctl(&["stop-all"]).ok();
     assert!(members.iter().all(|(p, s)| alive(*p, *s)), "the foreign session and its child live");
 }
+
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::symlink_metadata(path).expect("metadata").permissions().mode() & 0o777
+}
+
+#[test]
+fn state_logs_and_the_socket_are_private_whatever_the_umask() {
+    let env = TestEnv::new();
+    let port = crate::support::free_port();
+    env.write(".envctl", &format!("[services.web]\ncommand = \"echo hello; exec python3 -m http.server {{port}} --bind 127.0.0.1\"\nport = {port}\n"));
+    env.envctl_umask("000", &["start"]).ok();
+    let scope = scope(&env);
+    assert_eq!(mode(&env.runtime), 0o700, "runtime root");
+    assert_eq!(mode(&scope), 0o700, "scope dir");
+    assert_eq!(mode(&scope.join("host.sock")), 0o600, "control socket");
+    for entry in walk(&scope) {
+        // A state write may rename a temporary file away while the walk runs.
+        let Ok(meta) = std::fs::symlink_metadata(&entry) else { continue };
+        let (m, kind) =
+            (std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, meta.file_type());
+        if kind.is_dir() {
+            assert_eq!(m, 0o700, "{}", entry.display());
+        } else if kind.is_file() {
+            assert_eq!(m, 0o600, "{}", entry.display());
+        }
+    }
+    assert_eq!(mode(&env.runtime.join("ports")), 0o700, "the lease ledger");
+}
+
+/// Every path below `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            out.extend(walk(&path));
+        }
+        out.push(path);
+    }
+    out
+}
+
+/// The uid and gid of `nobody`, when this test runs as root and can act as another user.
+#[allow(clippy::print_stderr)] // says why it did not run
+fn other_user() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: acting as another local user needs root");
+        return None;
+    }
+    let user = nix::unistd::User::from_name("nobody").ok().flatten()?;
+    Some((user.uid.as_raw(), user.gid.as_raw()))
+}
+
+#[test]
+fn the_host_refuses_a_request_from_another_user_even_when_the_socket_is_reachable() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some((uid, gid)) = other_user() else { return };
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"sleep 1000\"\n");
+    env.envctl(&["start"]).ok();
+    let socket = scope(&env).join("host.sock");
+    // The attacker got through the directories somehow (here: the test opens them up).
+    let mut dir = socket.parent().expect("dir").to_path_buf();
+    while dir != std::path::Path::new("/tmp") && dir.starts_with("/tmp") {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        dir.pop();
+    }
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).expect("chmod socket");
+    let script = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.settimeout(5); s.connect({:?}); print(s.makefile().readline())",
+        socket.display().to_string()
+    );
+    let output = {
+        use std::os::unix::process::CommandExt as _;
+        std::process::Command::new("python3")
+            .args(["-c", &script])
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("python3 as nobody")
+    };
+    let answer = String::from_utf8_lossy(&output.stdout);
+    assert!(answer.contains("refused: uid"), "{answer} {}", String::from_utf8_lossy(&output.stderr));
+    assert!(!answer.contains("\"Status\""), "{answer}");
+    env.envctl(&["health"]).ok();
+}
+
+#[test]
+fn a_socket_directory_another_user_made_first_is_refused() {
+    let Some((uid, gid)) = other_user() else { return };
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"sleep 1000\"\n");
+    // A runtime dir whose scope path is too long for a socket, so the socket goes to the fallback directory…
+    let long = env.runtime.join("x".repeat(120));
+    std::fs::create_dir_all(&long).expect("mkdir");
+    let xdg = tempfile::tempdir().expect("xdg");
+    // …which another user created first.
+    let planted = xdg.path().join("envctl");
+    std::fs::create_dir(&planted).expect("plant");
+    nix::unistd::chown(&planted, Some(uid.into()), Some(gid.into())).expect("chown");
+    let vars = [
+        ("ENVCTL_RUNTIME_DIR", long.to_str().expect("utf-8")),
+        ("XDG_RUNTIME_DIR", xdg.path().to_str().expect("utf-8")),
+    ];
+    let run = env.envctl_with(&vars, &["start"]);
+    run.fails();
+    let host_log = std::fs::read_to_string(
+        long.join("scopes").join(envctl_engine::config::scope_id(&env.repo)).join("host.log"),
+    )
+    .unwrap_or_default();
+    assert!(
+        run.stderr.contains("is owned by uid") || host_log.contains("is owned by uid"),
+        "{}\n{host_log}",
+        run.stderr
+    );
+    assert!(std::fs::read_dir(&planted).expect("read").next().is_none(), "nothing of ours went in there");
+    let _ = env.envctl_with(&vars, &["stop-all"]);
+}

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::detect::{Detected, detect_all};
 use super::layers::{Layer, Origin};
 use super::{ConfigError, Paths, legacy, load, read_config_text, toml_string};
-use crate::state::write_atomic;
+use crate::state::write_user_file;
 
 /// What `config init` wrote.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ pub fn init(paths: &Paths, force: bool) -> Result<InitOutcome, ConfigError> {
     let detected = detect_all(&paths.repo_root);
     let text = render_init(&repo_name(paths), &detected);
     validate(paths, &file, &text)?;
-    write_atomic(&file, text.as_bytes()).map_err(|e| write_error(&file, &e))?;
+    write_user_file(&file, text.as_bytes()).map_err(|e| write_error(&file, &e))?;
     Ok(InitOutcome { file, detected })
 }
 
@@ -129,7 +129,7 @@ pub fn set(paths: &Paths, assignment: &str) -> Result<PathBuf, ConfigError> {
     table.insert(last, toml_edit::Item::Value(value));
     let text = doc.to_string();
     validate(paths, &file, &text)?;
-    write_atomic(&file, text.as_bytes()).map_err(|e| write_error(&file, &e))?;
+    write_user_file(&file, text.as_bytes()).map_err(|e| write_error(&file, &e))?;
     Ok(file)
 }
 
@@ -169,7 +169,7 @@ pub fn migrate(paths: &Paths) -> Result<MigrateOutcome, ConfigError> {
         })
         .find(|candidate| !candidate.exists())
         .unwrap_or_else(|| file.with_extension("legacy.bak"));
-    write_atomic(&backup, old.as_bytes()).map_err(|e| write_error(&backup, &e))?;
-    write_atomic(&file, text.as_bytes()).map_err(|e| write_error(&file, &e))?;
+    write_user_file(&backup, old.as_bytes()).map_err(|e| write_error(&backup, &e))?;
+    write_user_file(&file, text.as_bytes()).map_err(|e| write_error(&file, &e))?;
     Ok(MigrateOutcome { file, backup: Some(backup), warnings: imported.warnings })
 }

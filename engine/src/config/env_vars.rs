@@ -89,6 +89,12 @@ pub const ENV_VARS: &[EnvVarSpec] = &[
         "Searched for the binaries requirements need (`initdb`, `redis-server`, …).",
     ),
     var(
+        "XDG_RUNTIME_DIR",
+        None,
+        ValueKind::String,
+        "The user's runtime directory: the host's control socket goes to `$XDG_RUNTIME_DIR/envctl/` when the scope directory's path is too long for a socket (else `/tmp/envctl-<uid>/`, which must be the user's own, a real directory, mode 0700).",
+    ),
+    var(
         "NO_COLOR",
         None,
         ValueKind::String,

@@ -35,6 +35,9 @@ pub struct Paths {
     pub scope_dir: PathBuf,
     /// The machine-wide port lease ledger.
     pub ledger_dir: PathBuf,
+    /// Where the control socket goes when the scope directory's path is too long for one: the user's runtime
+    /// directory (`$XDG_RUNTIME_DIR/envctl`) when there is one, else `/tmp/envctl-<uid>`.
+    pub socket_fallback_dir: PathBuf,
 }
 
 impl Paths {
@@ -75,6 +78,10 @@ impl Paths {
         let runtime_root = runtime_root(env);
         let scope_dir = runtime_root.join("scopes").join(scope_id(&repo_root));
         let ledger_dir = runtime_root.join("ports");
+        let socket_fallback_dir = match env.get("XDG_RUNTIME_DIR") {
+            Some(dir) if Path::new(dir).is_absolute() => Path::new(dir).join("envctl"),
+            _ => PathBuf::from(format!("/tmp/envctl-{}", nix::unistd::getuid())),
+        };
         Ok(Self {
             repo_root,
             git_common_dir,
@@ -84,6 +91,7 @@ impl Paths {
             runtime_root,
             scope_dir,
             ledger_dir,
+            socket_fallback_dir,
         })
     }
 
@@ -92,15 +100,14 @@ impl Paths {
         self.repo_root.join(".envctl")
     }
 
-    /// The host's control socket: inside the scope directory when the path is short enough, otherwise under
-    /// `/tmp/envctl-<uid>/`.
+    /// The host's control socket: inside the scope directory when the path is short enough, otherwise in
+    /// [`Self::socket_fallback_dir`].
     pub fn control_socket(&self) -> PathBuf {
         let preferred = self.scope_dir.join("host.sock");
         if preferred.as_os_str().len() <= MAX_SOCKET_PATH {
             return preferred;
         }
-        let uid = nix::unistd::getuid();
-        PathBuf::from(format!("/tmp/envctl-{uid}")).join(format!("{}.sock", short_hash(&self.scope_dir)))
+        self.socket_fallback_dir.join(format!("{}.sock", short_hash(&self.scope_dir)))
     }
 }
 

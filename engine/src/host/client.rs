@@ -39,15 +39,30 @@ pub struct HostClient {
     log: PathBuf,
 }
 
+/// Whether `dir` is a real directory owned by this user that no one else can write to.
+fn trusted_dir(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    std::fs::symlink_metadata(dir).is_ok_and(|m| {
+        m.file_type().is_dir()
+            && m.uid() == nix::unistd::geteuid().as_raw()
+            && m.permissions().mode() & 0o022 == 0
+    })
+}
+
 /// The host's own log file.
 pub fn host_log(paths: &Paths) -> PathBuf {
     paths.scope_dir.join("host.log")
 }
 
 impl HostClient {
-    /// Connects to the running host, if one answers.
+    /// Connects to the running host, if one answers — and only when its socket lies in a directory that is the
+    /// user's own and nobody else can write to (a request carries the user's whole environment).
     pub fn connect(paths: &Paths) -> Option<Self> {
-        UnixStream::connect(paths.control_socket()).ok().map(|stream| Self { stream, log: host_log(paths) })
+        let socket = paths.control_socket();
+        if !socket.parent().is_some_and(trusted_dir) {
+            return None;
+        }
+        UnixStream::connect(socket).ok().map(|stream| Self { stream, log: host_log(paths) })
     }
 
     /// Connects, first spawning a detached host (`<exe> host -C <repo>`) when none answers.

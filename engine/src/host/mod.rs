@@ -541,9 +541,17 @@ impl Host {
 fn take_lock(paths: &Paths) -> Result<Option<File>, HostError> {
     let path = paths.scope_dir.join("host.lock");
     let io = |source| HostError::Io { path: path.display().to_string(), source };
-    std::fs::create_dir_all(&paths.scope_dir).map_err(io)?;
-    let file =
-        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    crate::state::create_private_dir_all(&paths.scope_dir).map_err(io)?;
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?
+    };
     match file.try_lock() {
         Ok(()) => Ok(Some(file)),
         Err(std::fs::TryLockError::WouldBlock) => Ok(None),

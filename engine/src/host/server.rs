@@ -11,15 +11,32 @@ use super::{Host, HostError, Key};
 use crate::config::Paths;
 use crate::supervisor::service::ServiceHandle;
 
-/// Binds the control socket (any file left at its path is stale: the caller holds the host lock).
+/// Binds the control socket (any file left at its path is stale: the caller holds the host lock) in a private
+/// directory (0700, the user's own), the socket itself 0600 whatever the umask.
 pub fn bind(paths: &Paths) -> Result<UnixListener, HostError> {
+    use std::os::unix::fs::PermissionsExt as _;
     let socket = paths.control_socket();
     let io = |source| HostError::Io { path: socket.display().to_string(), source };
+    for dir in [&paths.runtime_root, &paths.scope_dir] {
+        crate::state::ensure_private_dir(dir).map_err(io)?;
+    }
     if let Some(dir) = socket.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+        crate::state::ensure_private_dir(dir).map_err(io)?;
     }
     let _ = std::fs::remove_file(&socket);
-    UnixListener::bind(&socket).map_err(io)
+    let listener = UnixListener::bind(&socket).map_err(io)?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    Ok(listener)
+}
+
+/// Whether the peer of `stream` runs as this process's user (`SO_PEERCRED`); anyone else is refused.
+fn same_user(stream: &UnixStream) -> Result<(), String> {
+    let me = nix::unistd::geteuid().as_raw();
+    match stream.peer_cred() {
+        Ok(peer) if peer.uid() == me => Ok(()),
+        Ok(peer) => Err(format!("refused: uid {} is not this host's user (uid {me})", peer.uid())),
+        Err(e) => Err(format!("refused: the peer's credentials cannot be read ({e})")),
+    }
 }
 
 /// Removes the socket file.
@@ -42,6 +59,14 @@ pub async fn serve(host: Arc<Host>, listener: UnixListener) {
 }
 
 async fn connection(host: Arc<Host>, stream: UnixStream) {
+    if let Err(why) = same_user(&stream) {
+        tracing::warn!(reason = %why, "control connection refused");
+        let (_, mut write) = stream.into_split();
+        let mut bytes = serde_json::to_vec(&Reply::Error { message: why }).unwrap_or_default();
+        bytes.push(b'\n');
+        let _ = write.write_all(&bytes).await;
+        return;
+    }
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     if BufReader::new(read).read_line(&mut line).await.unwrap_or(0) == 0 {

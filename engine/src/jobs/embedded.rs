@@ -145,7 +145,7 @@ impl EmbeddedStore {
             detail: e.to_string(),
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+            crate::state::create_private_dir_all(dir).map_err(|e| fail(&e))?;
         }
         let mut conn = Connection::open(path).map_err(|e| fail(&e))?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(|e| fail(&e))?;

@@ -110,7 +110,7 @@ async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), Requi
             Ok(())
         }
         Adapter::Redis | Adapter::Command => {
-            std::fs::create_dir_all(&data_dir).map_err(|e| RequirementError::io("create", &data_dir, &e))
+            crate::state::create_private_dir_all(&data_dir).map_err(|e| RequirementError::io("create", &data_dir, &e))
         }
     })
     .await

@@ -1,6 +1,9 @@
 //! Crash-safe file writes: the bytes go to a temporary file in the same directory, are synced, and the file is
 //! renamed over the target, then the directory is synced. A reader sees the old file or the new one, never a
 //! torn one, even when the writer is killed half-way.
+//!
+//! envctl's own files (state, leases, locks) are private to the user whatever the umask: directories are created
+//! 0700 and files 0600. A file of the user's repository (`.envctl`) keeps the mode it had.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -17,19 +20,77 @@ pub enum Durability {
     None,
 }
 
-/// Writes `bytes` to `path` atomically and durably, creating the parent directory if needed.
+/// Creates `dir` and its missing parents, each 0700 whatever the umask (existing ones are left as they are).
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Makes `dir` a private directory of this user: created 0700 when missing; refused when it is a symlink, not a
+/// directory, or owned by another user (someone else made it first: nothing of ours goes in there); set to 0700
+/// when it is ours but open to others.
+pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    create_private_dir_all(dir)?;
+    let meta = fs::symlink_metadata(dir)?;
+    let refuse =
+        |why: String| io::Error::new(io::ErrorKind::PermissionDenied, format!("{}: {why}", dir.display()));
+    if !meta.file_type().is_dir() {
+        return Err(refuse(
+            "is not a real directory (a symlink or a file); envctl keeps nothing there".into(),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(refuse(format!(
+            "is owned by uid {}, not by you (uid {me}); envctl keeps nothing in another user's directory",
+            meta.uid()
+        )));
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Opens (creating 0600) `path` for appending: a private log or event file.
+pub fn open_private_append(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent() {
+        create_private_dir_all(dir)?;
+    }
+    OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
+/// Writes `bytes` to `path` atomically and durably as a private file (0600), creating the parent directory
+/// (0700) if needed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic_with(path, bytes, Durability::Full)
 }
 
-/// Writes `bytes` to `path` atomically with the given durability.
+/// Writes a file of the user's (the repository's `.envctl`) atomically and durably, keeping the mode it had
+/// (0644 for a new one).
+pub fn write_user_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    write_with_mode(path, bytes, Durability::Full, mode)
+}
+
+/// Writes `bytes` to `path` atomically with the given durability, as a private file (0600).
 pub fn write_atomic_with(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
+    write_with_mode(path, bytes, durability, 0o600)
+}
+
+fn write_with_mode(path: &Path, bytes: &[u8], durability: Durability, mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
+    create_private_dir_all(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| {
-        let mut file = OpenOptions::new().write(true).create(true).truncate(true).open(&temp)?;
+        let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&temp)?;
+        // The umask may have taken bits the mode asked for (a user file's group read, say): set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
         file.write_all(bytes)?;
         if durability != Durability::None {
             file.sync_data()?;
@@ -71,10 +132,12 @@ pub struct FileLock {
 impl FileLock {
     /// Blocks until the lock on `path` (created if missing) is held.
     pub fn acquire(path: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir)?;
+            create_private_dir_all(dir)?;
         }
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file =
+            OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)?;
         file.lock()?;
         Ok(Self { _file: file })
     }

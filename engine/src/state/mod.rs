@@ -6,7 +6,10 @@
 mod atomic;
 mod repository;
 
-pub use atomic::{Durability, FileLock, leftover_temps, write_atomic, write_atomic_with};
+pub use atomic::{
+    Durability, FileLock, create_private_dir_all, ensure_private_dir, leftover_temps, open_private_append,
+    write_atomic, write_atomic_with, write_user_file,
+};
 pub use repository::{EventLog, RunArtifacts, StateError, StateRepository};
 
 use std::time::SystemTime;

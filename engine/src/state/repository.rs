@@ -1,6 +1,5 @@
 //! [`StateRepository`]: reads and writes one scope's artifacts.
 
-use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -86,10 +85,7 @@ impl StateRepository {
     /// Opens `events.jsonl` for appending (kept open by the host).
     pub fn event_log(&self) -> Result<EventLog, StateError> {
         let path = self.scope_dir.join("events.jsonl");
-        let open = || -> std::io::Result<std::fs::File> {
-            std::fs::create_dir_all(&self.scope_dir)?;
-            OpenOptions::new().create(true).append(true).open(&path)
-        };
+        let open = || -> std::io::Result<std::fs::File> { super::atomic::open_private_append(&path) };
         let file = open().map_err(|source| StateError::Io { path: path.clone(), source })?;
         Ok(EventLog { file, path })
     }
@@ -142,7 +138,7 @@ impl StateRepository {
         let path = self.scope_dir.join("test_results.json");
         let bytes = serde_json::to_vec_pretty(results)
             .map_err(|e| StateError::Corrupt { path: path.clone(), detail: e.to_string() })?;
-        std::fs::create_dir_all(&self.scope_dir)
+        super::atomic::create_private_dir_all(&self.scope_dir)
             .map_err(|source| StateError::Io { path: self.scope_dir.clone(), source })?;
         super::atomic::write_atomic(&path, &bytes).map_err(|source| StateError::Io { path, source })
     }

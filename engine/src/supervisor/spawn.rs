@@ -8,7 +8,6 @@
 //! of fork + exec.
 
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
 use std::path::Path;
 use std::process::Stdio;
 
@@ -34,9 +33,9 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> std::io::Result<tokio::process::Child> {
     let (program, args) =
         spec.argv.split_first().ok_or_else(|| std::io::Error::other("empty command line"))?;
     if let Some(dir) = spec.log_path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::state::create_private_dir_all(dir)?;
     }
-    let log = OpenOptions::new().create(true).append(true).open(spec.log_path)?;
+    let log = crate::state::open_private_append(spec.log_path)?;
     let err = log.try_clone()?;
     let mut cmd = tokio::process::Command::new(program);
     cmd.args(args)
@@ -74,9 +73,9 @@ pub fn spawn_detached(
 ) -> std::io::Result<std::process::Child> {
     use std::os::unix::process::CommandExt as _;
     if let Some(dir) = log_path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::state::create_private_dir_all(dir)?;
     }
-    let log = OpenOptions::new().create(true).append(true).open(log_path)?;
+    let log = crate::state::open_private_append(log_path)?;
     let mut cmd = std::process::Command::new(program);
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
     // SAFETY: only the async-signal-safe `setsid` runs between fork and exec; it touches no memory of the parent.
