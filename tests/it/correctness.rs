@@ -143,6 +143,13 @@ fn a_stopped_target_takes_its_requested_port_back() {
     env.envctl(&["start"]).ok();
     let listed = env.envctl(&["list-targets"]);
     assert!(listed.stdout.contains(&format!("(wanted {wanted})")), "{}", listed.stdout);
+    let health = env.envctl(&["health", "--json"]).json();
+    let moved = service(&health, "web").expect("web")["port"].as_u64().expect("port");
+    env.envctl(&["restart", "--service", "web"]).ok();
+    assert!(
+        env.runtime.join("ports").join(format!("{moved}.json")).exists(),
+        "a service restarted on its moved port keeps the lease on it"
+    );
     drop(foreign);
     env.envctl(&["stop-all"]).ok();
     env.envctl(&["start"]).ok();
@@ -374,4 +381,31 @@ fn migrate_runs_each_targets_migrations_as_jobs_and_fails_when_one_does() {
     let run = env.envctl(&["migrate"]);
     run.fails();
     assert!(run.stdout.contains("1 passed, 1 failed"), "{}", run.stdout);
+}
+
+#[test]
+fn stop_stops_every_process_behind_a_corrupt_run_state() {
+    let env = TestEnv::new();
+    let before = three_services_behind_a_torn_state(&env);
+    let run = env.envctl(&["stop"]);
+    run.ok();
+    assert!(eventually(5, || before.values().all(|(p, s)| !alive(*p, *s))), "{}", run.stderr);
+}
+
+#[test]
+fn a_recovered_process_without_a_spec_is_stopped_not_doubled() {
+    let env = TestEnv::new();
+    let before = three_services_behind_a_torn_state(&env);
+    // No per-run copy either: /proc alone says what runs, not how it was started.
+    std::fs::remove_dir_all(scope(&env).join("runs")).expect("remove runs");
+    env.envctl(&["start"]).ok();
+    assert!(
+        eventually(5, || before.values().all(|(p, s)| !alive(*p, *s))),
+        "the unknown survivors are stopped"
+    );
+    let after = env.pids();
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(after.values().all(|(p, s)| alive(*p, *s)), "one fresh set runs");
+    env.envctl(&["stop-all"]).ok();
+    assert!(after.values().all(|(p, s)| !alive(*p, *s)), "and stop-all stops it");
 }

@@ -89,8 +89,19 @@ impl HostClient {
         if let Some(client) = Self::connect(paths) {
             return Ok(client);
         }
-        if said_ready.is_err() {
-            return Err(spawn_error(&"it did not answer within 10 s"));
+        match said_ready {
+            Err(_) => return Err(spawn_error(&"it did not answer within 10 s")),
+            // It said it serves: a connection refused now is passing (a full backlog), so try a little longer.
+            Ok(Ok(true)) => {
+                for _ in 0..100 {
+                    std::thread::sleep(Duration::from_millis(10));
+                    if let Some(client) = Self::connect(paths) {
+                        return Ok(client);
+                    }
+                }
+                return Err(spawn_error(&"it said it serves, but its socket does not answer"));
+            }
+            Ok(_) => {}
         }
         // It exited without serving: another host may have won the race for the lock and answers soon.
         let status = child.wait().map_err(|e| spawn_error(&e))?;

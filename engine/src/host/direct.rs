@@ -170,7 +170,11 @@ fn recorded(scope: &std::path::Path) -> (Processes, Processes) {
 /// Stops every process recorded in any of the scope's states (hosts first, each checked by pid and start time),
 /// releases the repository's port leases and forgets every service.
 pub async fn blast_all(paths: &Paths, ledger: &Ledger, repo: &StateRepository) -> Result<Blasted, StopError> {
-    let (hosts, services) = recorded(&paths.scope_dir);
+    let (hosts, mut services) = recorded(&paths.scope_dir);
+    // What the states do not name (a torn latest view) is found by the mark every process envctl starts carries.
+    let scope = crate::plan::scope_of(paths);
+    let marked = signal::scan(move || proc_info::marked_leaders(&scope)).await;
+    services.extend(marked.into_iter().map(|m| (m.pid, m.start_time)));
     let mut stopped = 0;
     for (pid, started) in hosts.iter().filter(|(p, s)| proc_info::is_same_process(*p, *s)) {
         // The host stops its services on SIGTERM; SIGKILL if it does not finish in time.
@@ -194,12 +198,13 @@ pub async fn blast_all(paths: &Paths, ledger: &Ledger, repo: &StateRepository) -
     let repo_root = paths.repo_root.display().to_string();
     let released = ledger.release(|owner| owner.repo == repo_root)?;
     let _ = std::fs::remove_file(paths.control_socket());
-    if let Some(mut state) = repo.run_state()? {
+    // A torn state is left for the next host to recover; everything it could name is stopped above.
+    if let Ok(Some(mut state)) = repo.run_state() {
         state.services.clear();
         state.host = None;
         state.updated_at = now_rfc3339();
-        if let (Some(runtime_map), Some(ports_manifest), Some(error_report)) =
-            (repo.runtime_map()?, repo.ports_manifest()?, repo.error_report()?)
+        if let (Ok(Some(runtime_map)), Ok(Some(ports_manifest)), Ok(Some(error_report))) =
+            (repo.runtime_map(), repo.ports_manifest(), repo.error_report())
         {
             let runtime_map = RuntimeMap { targets: BTreeMap::new(), ..runtime_map };
             repo.save_run(&RunArtifacts { run_state: state, runtime_map, ports_manifest, error_report })?;

@@ -426,8 +426,21 @@ impl Host {
         saved
     }
 
-    /// Stops the given services in reverse dependency order and forgets them; returns their keys.
+    /// Stops the given services for good (a user's stop, a failed start's rollback, the host's exit): as
+    /// [`Self::stop`], then gives up the ports they were moved to, so their next start asks for their own again.
+    pub async fn stop_for_good(&self, keys: Vec<Key>) -> Vec<Key> {
+        let handles = self.halt(keys).await;
+        self.release_moved_ports(handles.iter().map(|(_, h)| (&h.spec.target, &h.spec.plan))).await;
+        handles.into_iter().map(|(k, _)| k).collect()
+    }
+
+    /// Stops the given services in reverse dependency order and forgets them (their leases stay: a service stopped
+    /// to be started again keeps its port); returns their keys.
     pub async fn stop(&self, keys: Vec<Key>) -> Vec<Key> {
+        self.halt(keys).await.into_iter().map(|(k, _)| k).collect()
+    }
+
+    async fn halt(&self, keys: Vec<Key>) -> Vec<(Key, ServiceHandle)> {
         let force = self.force.load(Ordering::Relaxed);
         let handles: Vec<(Key, ServiceHandle)> = {
             let services = self.services.lock().await;
@@ -447,8 +460,7 @@ impl Host {
             services.remove(key);
         }
         drop(services);
-        self.release_moved_ports(handles.iter().map(|(_, h)| (&h.spec.target, &h.spec.plan))).await;
-        handles.into_iter().map(|(k, _)| k).collect()
+        handles
     }
 
     /// Gives up the leases of stopped services that run on another port than they asked for (something held
@@ -476,10 +488,10 @@ impl Host {
         }
     }
 
-    /// Stops everything.
+    /// Stops everything for good.
     pub async fn stop_all(&self) -> Vec<Key> {
         let keys: Vec<Key> = self.services.lock().await.keys().cloned().collect();
-        self.stop(keys).await
+        self.stop_for_good(keys).await
     }
 
     /// Asks the host to exit.
@@ -525,7 +537,9 @@ impl Host {
         let mut keys: Vec<Key> = all.keys().filter(|k| selected(k)).cloned().collect();
         let remaining: BTreeSet<&String> = all
             .iter()
-            .filter(|(k, h)| h.spec.kind == ProcessKind::Service && !selected(k))
+            .filter(|(k, h)| {
+                h.spec.kind == ProcessKind::Service && !selected(k) && is_live(h.record().status)
+            })
             .map(|((t, _), _)| t)
             .collect();
         let uses = unpoisoned(&self.uses);
@@ -622,8 +636,10 @@ pub async fn run(
     let listener = server::bind(&paths)?;
     ready();
     host.reporter.changed.notify_one();
-    let saver = tokio::spawn(save_on_change(Arc::clone(&host)));
-    let forwarder = tokio::spawn(forward_service_events(Arc::clone(&host), service_events));
+    let (saver_done, forwarder_done) = (CancellationToken::new(), CancellationToken::new());
+    let saver = tokio::spawn(save_on_change(Arc::clone(&host), saver_done.clone()));
+    let forwarder =
+        tokio::spawn(forward_service_events(Arc::clone(&host), service_events, forwarder_done.clone()));
     let adopted = host.services.lock().await.len();
     tracing::info!(pid, adopted, socket = %paths.control_socket().display(), "host started");
     host.event(None, None, "host.started", serde_json::json!({"pid": pid, "adopted": adopted}));
@@ -638,6 +654,10 @@ pub async fn run(
     }
     // No new clients from here on; a second signal during the stop forces it.
     server::unbind(&paths);
+    host.parts.token.cancel();
+    // No more saves on change (one under way finishes first): the final save below is the last word.
+    saver_done.cancel();
+    let _ = saver.await;
     let had_services = host.has_handles().await;
     host.retain_ended().await;
     if had_services {
@@ -651,16 +671,16 @@ pub async fn run(
         }
     }
     tracing::info!(pid, had_services, "host stopping");
+    host.parts.tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(2), host.parts.tracker.wait()).await;
+    // The services' last events go to the log before the host's own last one.
+    forwarder_done.cancel();
+    let _ = forwarder.await;
     host.event(None, None, "host.stopped", serde_json::json!({"pid": pid}));
-    saver.abort();
     if had_services {
         // Failures are logged and recorded by `save`.
         let _ = host.save(true).await;
     }
-    forwarder.abort();
-    host.parts.token.cancel();
-    host.parts.tracker.close();
-    let _ = tokio::time::timeout(Duration::from_secs(2), host.parts.tracker.wait()).await;
     // The writer appends what is queued and ends.
     events_done.cancel();
     let _ = event_writer.await;
@@ -697,6 +717,20 @@ async fn claim_adopted_ports(host: &Host) {
 /// Re-owns every service of the saved state whose process still runs (pid and start time match).
 async fn adopt_survivors(host: &Host) {
     let Some(previous) = host.previous.clone() else { return };
+    // A process that runs but whose spec is unknown (found in /proc when the state was torn) cannot be
+    // supervised or restarted: it is stopped (pid and start time checked), so it never runs twice beside the
+    // one the next start launches.
+    let strays: Vec<(String, u32, u64)> = previous
+        .services
+        .iter()
+        .filter(|r| r.spec.is_none())
+        .filter_map(|r| Some((format!("{}/{}", r.target, r.service), r.pid?, r.pid_start_time?)))
+        .collect();
+    for (label, pid, started) in strays {
+        if crate::supervisor::signal::stop_unowned(pid, started, Duration::from_secs(5)).await {
+            host.event(None, None, "recovered.stopped", serde_json::json!({"service": label, "pid": pid}));
+        }
+    }
     let candidates: Vec<_> = previous
         .services
         .iter()
@@ -720,7 +754,14 @@ async fn adopt_survivors(host: &Host) {
         for record in
             previous.services.iter().filter(|r| !adopted.contains(&(r.target.clone(), r.service.clone())))
         {
-            retained.insert((record.target.clone(), record.service.clone()), record.clone());
+            let mut record = record.clone();
+            if is_live(record.status) {
+                // It was running under the last host and is gone now: say so, not that it still runs.
+                record.status = ServiceStatus::Exited;
+                record.failure = Some("its process was gone when a new host took over".into());
+                record.pid = None;
+            }
+            retained.insert((record.target.clone(), record.service.clone()), record);
         }
     }
     for (record, pid, started, plan) in alive {
@@ -741,8 +782,19 @@ async fn adopt_survivors(host: &Host) {
 }
 
 /// Turns each service's lifecycle event into an `events.jsonl` line of the current run.
-async fn forward_service_events(host: Arc<Host>, mut events: mpsc::UnboundedReceiver<ServiceEvent>) {
-    while let Some(e) = events.recv().await {
+async fn forward_service_events(
+    host: Arc<Host>,
+    mut events: mpsc::UnboundedReceiver<ServiceEvent>,
+    done: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            Some(e) = events.recv() => host.event(Some(e.target), Some(e.service), &e.event, e.detail),
+            () = done.cancelled() => break,
+        }
+    }
+    while let Ok(e) = events.try_recv() {
         host.event(Some(e.target), Some(e.service), &e.event, e.detail);
     }
 }
@@ -795,11 +847,17 @@ async fn write_events(
 /// before the next write grows with what the last one cost (twice its time, 50 ms to 2 s), so a host with
 /// thousands of services spends most of its time supervising, not rewriting its state; commands save explicitly
 /// when they finish.
-async fn save_on_change(host: Arc<Host>) {
+async fn save_on_change(host: Arc<Host>, done: CancellationToken) {
     let mut pause = Duration::from_millis(50);
     loop {
-        host.reporter.changed.notified().await;
-        tokio::time::sleep(pause).await;
+        tokio::select! {
+            () = host.reporter.changed.notified() => {}
+            () = done.cancelled() => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = done.cancelled() => return,
+        }
         let began = std::time::Instant::now();
         // Failures are logged and recorded by `save`.
         let _ = host.save(false).await;
@@ -934,10 +992,14 @@ mod tests {
     }
 
     async fn ask(host: &Arc<Host>, request: Request) -> Reply {
+        try_ask(host, request).await.expect("a reply")
+    }
+
+    async fn try_ask(host: &Arc<Host>, request: Request) -> Option<Reply> {
         let (tx, mut rx) = mpsc::channel(8);
         handle(host, request, &tx).await;
         drop(tx);
-        rx.recv().await.expect("a reply")
+        rx.recv().await
     }
 
     use envctl_contracts::control::Request;
@@ -969,12 +1031,15 @@ mod tests {
             panic!("not started")
         };
         assert_eq!(outcome.run_id, "restart");
-        assert!(matches!(
-            ask(&host, Request::Resume(ResumeRequest { env: BTreeMap::new() })).await,
-            Reply::Error { .. }
-        ));
-        assert_eq!(*unpoisoned(&recorder.asked), vec!["restart".to_owned(), "resume".to_owned()]);
         assert!(host.parts.token.is_cancelled(), "a host with nothing to supervise exits after answering");
+        let resume = || Request::Resume(ResumeRequest { env: BTreeMap::new() });
+        assert!(
+            try_ask(&host, resume()).await.is_none(),
+            "an exiting host answers nothing (the client asks the next)"
+        );
+        let next = Host::for_test(parts(dir.path()), recorder.clone());
+        assert!(matches!(ask(&next, resume()).await, Reply::Error { .. }));
+        assert_eq!(*unpoisoned(&recorder.asked), vec!["restart".to_owned(), "resume".to_owned()]);
     }
 
     #[tokio::test(flavor = "current_thread")]

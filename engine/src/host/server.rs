@@ -97,16 +97,18 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
 /// Answers one request: `start` and `resume` through the host's orchestrator, the rest here. The host exits
 /// once a reply says so or nothing is supervised any more.
 pub async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
-    let _one_at_a_time = match &request {
-        Request::Start(_) | Request::Resume(_) | Request::Stop(_) => Some(host.orchestrating().await),
-        Request::Status | Request::Shutdown => None,
-    };
+    let changes = !matches!(request, Request::Status);
+    let _one_at_a_time = if changes { Some(host.orchestrating().await) } else { None };
+    if changes && host.parts.token.is_cancelled() {
+        // The host began to exit while this waited: no answer, so the client asks the next host.
+        return;
+    }
     let reply = match request {
         Request::Start(start) => host.orchestrator.start(host, start, tx).await,
         Request::Resume(resume) => host.orchestrator.resume(host, resume, tx).await,
         Request::Stop(stop) => {
             let keys = host.stop_keys(&stop.targets, &stop.services).await;
-            let stopped = host.stop(keys).await;
+            let stopped = host.stop_for_good(keys).await;
             host.drop_retained(&stop.targets, &stop.services);
             // Failures are logged and recorded by `save`.
             let _ = host.save(true).await;
@@ -125,7 +127,8 @@ pub async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>
     };
     let exiting = matches!(reply, Reply::Stopped { host_exiting: true, .. });
     let _ = tx.send(reply).await;
-    if exiting || host.is_idle().await {
+    // A status request changes nothing, so it never decides that the host exits.
+    if exiting || (changes && host.is_idle().await) {
         host.exit();
     }
 }

@@ -54,9 +54,10 @@ fn marker(settings: &Settings, target: &str, service: &str) -> [(String, String)
     ]
 }
 
-/// The repository's scope name (its scope directory's name), as `ENVCTL_SCOPE` carries it.
+/// The repository's scope as `ENVCTL_SCOPE` carries it: its scope directory, so two runtime directories of one
+/// repository never take each other's processes for their own.
 pub fn scope_of(paths: &crate::config::Paths) -> String {
-    paths.scope_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    paths.scope_dir.display().to_string()
 }
 
 /// What a target's services can refer to: `{name.attr}` values and per-requirement exports.

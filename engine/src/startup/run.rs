@@ -172,7 +172,7 @@ async fn stop_began_servers(host: &Host, began: &[Key]) {
     if !unused.is_empty() {
         let labels: Vec<String> = unused.iter().map(|(o, n)| format!("{o}/{n}")).collect();
         host.event(None, None, "start.rollback", serde_json::json!({"stopped": labels}));
-        host.stop(unused).await;
+        host.stop_for_good(unused).await;
     }
 }
 

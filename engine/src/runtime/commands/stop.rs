@@ -38,10 +38,9 @@ fn say(rt: &EngineRuntime, report: &direct::Stopped) {
 
 /// Stops the selected services.
 pub fn exec(rt: &EngineRuntime, args: &StopArgs) -> Result<Outcome, EngineError> {
-    let running = rt.state()?.running_targets()?;
-    let any_flag = args.targets.main || args.targets.all || !args.targets.tree.is_empty();
-    let targets =
-        if any_flag && !args.targets.all { args.targets.names_among(&running)? } else { Vec::new() };
+    // No flag (or --all) stops every target; naming them needs no saved state, so a torn one stops nothing here.
+    let any_flag = args.targets.main || !args.targets.tree.is_empty();
+    let targets = if any_flag && !args.targets.all { args.targets.names_among(&[])? } else { Vec::new() };
     let stopped = rt.block_on(direct::stop(rt.paths()?, &targets, &args.services))??;
     say(rt, &stopped);
     Ok(Outcome::Success)

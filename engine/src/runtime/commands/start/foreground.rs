@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use envctl_contracts::control::{Reply, Request, StartRequest};
@@ -65,30 +67,39 @@ pub fn run(rt: &EngineRuntime, request: StartRequest) -> Result<Outcome, EngineE
             return started;
         }
         printer.note("following logs; Ctrl-C stops everything (press it twice to skip the grace period)");
-        let mut offsets: BTreeMap<PathBuf, u64> = BTreeMap::new();
-        let width = logs.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
-        let ended = loop {
-            for (label, path) in &logs {
-                let offset = offsets.entry(path.clone()).or_insert(0);
-                for line in read_new_lines(path, offset) {
-                    printer.data(&format!("{label:<width$} | {line}"));
-                }
-            }
-            tokio::select! {
-                ended = &mut host => break ended,
-                () = tokio::time::sleep(Duration::from_millis(50)) => {}
-            }
+        // The follower reads and prints on a thread of its own: a slow terminal or a paused pager blocks it, never
+        // the host it shares this runtime with.
+        let done = Arc::new(AtomicBool::new(false));
+        let follower = {
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || follow(&logs, printer, &done))
         };
-        for (label, path) in &logs {
-            let offset = offsets.entry(path.clone()).or_insert(0);
-            for line in read_new_lines(path, offset) {
-                printer.data(&format!("{label:<width$} | {line}"));
-            }
-        }
+        let ended = (&mut host).await;
+        done.store(true, Ordering::Relaxed);
+        let _ = tokio::task::spawn_blocking(move || follower.join()).await;
         match ended {
             Ok(Ok(())) => Ok(Outcome::Interrupted),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(EngineError::Failed("the in-process host panicked".into())),
         }
     })?
+}
+
+/// Prints every new line of `logs`, prefixed with its `target/service`, until `done` (then what is left).
+fn follow(logs: &[(String, PathBuf)], printer: crate::ui::Printer, done: &AtomicBool) {
+    let mut offsets: BTreeMap<PathBuf, u64> = BTreeMap::new();
+    let width = logs.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
+    loop {
+        let last = done.load(Ordering::Relaxed);
+        for (label, path) in logs {
+            let offset = offsets.entry(path.clone()).or_insert(0);
+            for line in read_new_lines(path, offset) {
+                printer.data(&format!("{label:<width$} | {line}"));
+            }
+        }
+        if last {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
