@@ -217,3 +217,60 @@ fn a_socket_directory_another_user_made_first_is_refused() {
     assert!(std::fs::read_dir(&planted).expect("read").next().is_none(), "nothing of ours went in there");
     let _ = env.envctl_with(&vars, &["stop-all"]);
 }
+
+#[test]
+fn a_worktree_path_with_shell_syntax_is_one_word_in_a_command() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"echo root={root}; exec sleep 1000\"\n");
+    env.git(&["add", ".envctl"]);
+    env.git(&["commit", "-q", "-m", "config"]);
+    let evil = "trees/b;touch $HOME/PWN3;x";
+    env.git(&["worktree", "add", "-q", evil]);
+    env.envctl(&["start", "--all"]).ok();
+    let logs = env.envctl(&["logs", "--all"]);
+    assert!(eventually(5, || env.envctl(&["logs", "--all"]).stdout.contains("b;touch")), "{}", logs.stdout);
+    assert!(!env.home.join("PWN3").exists(), "the path's `;` ran a command");
+    let logs = env.envctl(&["logs", "--all"]).stdout;
+    assert!(logs.contains(&format!("root={}", env.repo.join(evil).display())), "{logs}");
+}
+
+#[test]
+fn a_jobs_cwd_cannot_leave_its_targets_checkout() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"sleep 1000\"\n");
+    env.write("sub/keep.txt", "");
+    let enqueue = |cwd: &str| {
+        let payload = format!(
+            r#"{{"command": "pwd > {}/pwd.txt", "target": "main", "cwd": "{cwd}"}}"#,
+            env.repo.display()
+        );
+        env.envctl(&["jobs", "enqueue", "command.exec", "--payload", &payload]).ok().stdout.trim().to_owned()
+    };
+    let escape = enqueue("../../../../../../etc");
+    let inside = enqueue("sub");
+    env.envctl(&["worker", "--drain"]).ok();
+    let escaped = env.envctl(&["jobs", "show", &escape, "--json"]).json();
+    assert_eq!(escaped["status"], "failed", "{escaped}");
+    assert!(
+        escaped["error"].as_str().is_some_and(|e| e.contains("leaves the target's checkout")),
+        "{escaped}"
+    );
+    let fine = env.envctl(&["jobs", "show", &inside, "--json"]).json();
+    assert_eq!(fine["status"], "succeeded", "{fine}");
+    assert_eq!(
+        env.read("pwd.txt").trim(),
+        env.repo.join("sub").display().to_string(),
+        "only the job inside ran"
+    );
+}
+
+#[test]
+fn config_set_edits_a_symlinked_envctl_through_the_link() {
+    let env = TestEnv::new();
+    env.write("config/envctl.toml", "[services.web]\ncommand = \"sleep 1000\"\n");
+    std::os::unix::fs::symlink("config/envctl.toml", env.repo.join(".envctl")).expect("symlink");
+    env.envctl(&["config", "set", "services.web.port=8123"]).ok();
+    let link = std::fs::symlink_metadata(env.repo.join(".envctl")).expect("meta");
+    assert!(link.file_type().is_symlink(), "the link stays a link");
+    assert!(env.read("config/envctl.toml").contains("port = 8123"), "{}", env.read("config/envctl.toml"));
+}

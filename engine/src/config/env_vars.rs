@@ -89,6 +89,12 @@ pub const ENV_VARS: &[EnvVarSpec] = &[
         "Searched for the binaries requirements need (`initdb`, `redis-server`, …).",
     ),
     var(
+        "ENVCTL_KEEP_RUNS",
+        None,
+        ValueKind::Integer,
+        "How many per-run state copies (`<scope>/runs/<run-id>/`) are kept; older ones are deleted. Default: 50.",
+    ),
+    var(
         "XDG_RUNTIME_DIR",
         None,
         ValueKind::String,

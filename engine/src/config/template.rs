@@ -70,6 +70,25 @@ pub fn expand(
     Ok(out)
 }
 
+/// `value` as one word for `sh`: as it is when every character is plainly safe (letters, digits and
+/// `_ - . / : @ % + , =`), otherwise single-quoted, so a path such as `trees/b;touch x` stays one argument.
+pub fn shell_word(value: &str) -> String {
+    let safe = |c: char| c.is_ascii_alphanumeric() || "_-./:@%+,=".contains(c);
+    if !value.is_empty() && value.chars().all(safe) {
+        value.to_owned()
+    } else {
+        format!("'{}'", value.replace('\'', r"'\''"))
+    }
+}
+
+/// [`expand`] for a shell command line: every filled-in value is one shell word ([`shell_word`]).
+pub fn expand_for_shell(
+    text: &str,
+    mut lookup: impl FnMut(&str, Option<&str>) -> Option<String>,
+) -> Result<String, String> {
+    expand(text, |name, attr| lookup(name, attr).map(|v| shell_word(&v)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,6 +98,19 @@ mod tests {
         let text = "run --port {port} --db {postgres.url} ${HOME} {a,b} awk '{print $1}'";
         let found: Vec<_> = placeholders(text).into_iter().map(|p| (p.name, p.attr)).collect();
         assert_eq!(found, vec![("port", None), ("postgres", Some("url"))]);
+    }
+
+    #[test]
+    fn values_for_a_shell_are_single_words_whatever_they_hold() {
+        let filled = expand_for_shell("echo root={root} port={port}", |name, _| match name {
+            "root" => Some("/repo/trees/b;touch $HOME/PWN3;x".into()),
+            "port" => Some("8001".into()),
+            _ => None,
+        });
+        assert_eq!(filled.as_deref(), Ok("echo root='/repo/trees/b;touch $HOME/PWN3;x' port=8001"));
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("postgres://u@127.0.0.1:5432/db"), "postgres://u@127.0.0.1:5432/db");
+        assert_eq!(shell_word(""), "''");
     }
 
     #[test]

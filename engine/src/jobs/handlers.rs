@@ -173,6 +173,24 @@ pub async fn run(
     }
 }
 
+/// `cwd` (relative to `root`, or `root` itself) when it stays inside `root` once `..` and symlinks are resolved:
+/// a job's working directory never leaves its target's checkout.
+fn within(root: &std::path::Path, cwd: Option<&str>) -> Result<PathBuf, String> {
+    let Some(cwd) = cwd else { return Ok(root.to_path_buf()) };
+    let dir = root.join(cwd);
+    let real_root = root.canonicalize().map_err(|e| format!("{}: {e}", root.display()))?;
+    let real = dir.canonicalize().map_err(|e| format!("cwd `{cwd}`: {}: {e}", dir.display()))?;
+    if real.starts_with(&real_root) {
+        Ok(real)
+    } else {
+        Err(format!(
+            "cwd `{cwd}` leaves the target's checkout ({} is outside {}); a job runs inside its checkout",
+            real.display(),
+            real_root.display()
+        ))
+    }
+}
+
 /// Runs a shell command in its own process group, streaming its output into the job's log.
 #[allow(clippy::too_many_arguments)]
 async fn exec(
@@ -194,7 +212,10 @@ async fn exec(
         },
         None => (BTreeMap::new(), std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))),
     };
-    let dir = cwd.map_or_else(|| root.clone(), |c| root.join(c));
+    let dir = match within(&root, cwd) {
+        Ok(dir) => dir,
+        Err(error) => return Finish::Failed { error, retry: false },
+    };
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.args(["-c", command])
         .current_dir(&dir)

@@ -175,10 +175,16 @@ fn plan_requirements(
         };
         let owner_root =
             if owner == target.name { target.root.clone() } else { settings.paths.repo_root.clone() };
-        let command = req
-            .command
-            .as_ref()
-            .map(|c| (fill(c), req.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(), owner_root));
+        let fill_for_shell = |value: &str| {
+            template::expand_for_shell(value, |n, a| match (n, a) {
+                ("port", None) => Some(endpoint.port.to_string()),
+                _ => ctx.lookup(name, n, a),
+            })
+            .unwrap_or_else(|_| value.to_owned())
+        };
+        let command = req.command.as_ref().map(|c| {
+            (fill_for_shell(c), req.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(), owner_root)
+        });
         let mut process = requirements::process(&requirements::ProcessInput {
             name,
             req,
@@ -240,8 +246,14 @@ fn plan_target(
             env_out.insert("PORT".into(), plan.assigned.to_string());
         }
         env_out.extend(marker(settings, &target.name, name));
-        let mut fill = |text: &str, what: &str| {
-            template::expand(text, |n, a| ctx.lookup(name, n, a)).unwrap_or_else(|missing| {
+        let mut fill = |text: &str, what: &str, for_shell: bool| {
+            let lookup = |n: &str, a: Option<&str>| ctx.lookup(name, n, a);
+            let filled = if for_shell {
+                template::expand_for_shell(text, lookup)
+            } else {
+                template::expand(text, lookup)
+            };
+            filled.unwrap_or_else(|missing| {
                 problems.push(format!(
                     "{}: {name}.{what}: {missing} cannot be filled in for this target",
                     target.name
@@ -250,10 +262,12 @@ fn plan_target(
             })
         };
         for (key, value) in &service.env {
-            let filled = fill(value, &format!("env.{key}"));
+            let filled = fill(value, &format!("env.{key}"), false);
             env_out.insert(key.clone(), filled);
         }
-        let command = fill(&service.command, "command");
+        // The command goes through `sh -c`: each filled-in value stays one word, whatever characters a
+        // worktree's path or a password holds.
+        let command = fill(&service.command, "command", true);
         let cwd = service.cwd.as_ref().map_or_else(|| target.root.clone(), |c| target.root.join(c));
         service_plans.push(ServicePlan {
             name: name.to_owned(),

@@ -181,7 +181,15 @@ impl EngineRuntime {
 
     /// The scope's artifacts.
     pub fn state(&self) -> Result<StateRepository, EngineError> {
-        Ok(StateRepository::new(&self.paths()?.scope_dir))
+        Ok(StateRepository::new(&self.paths()?.scope_dir).keeping(self.keep_runs()))
+    }
+
+    /// How many run copies to keep (`ENVCTL_KEEP_RUNS`).
+    fn keep_runs(&self) -> usize {
+        self.env
+            .get("ENVCTL_KEEP_RUNS")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(crate::state::KEEP_RUNS)
     }
 
     /// The machine-wide port leases.
@@ -222,7 +230,7 @@ impl EngineRuntime {
     pub fn host_parts(&self) -> Result<HostParts, EngineError> {
         let paths = self.paths()?.clone();
         Ok(HostParts {
-            state: StateRepository::new(&paths.scope_dir),
+            state: StateRepository::new(&paths.scope_dir).keeping(self.keep_runs()),
             ledger: Ledger::new(&paths.ledger_dir),
             paths,
             env: self.env.clone(),

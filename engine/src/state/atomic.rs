@@ -69,11 +69,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Writes a file of the user's (the repository's `.envctl`) atomically and durably, keeping the mode it had
-/// (0644 for a new one).
+/// (0644 for a new one). A symlink is written through: the file it points to changes, the link stays.
 pub fn write_user_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    write_with_mode(path, bytes, Durability::Full, mode)
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    let target = if is_link { fs::canonicalize(path)? } else { path.to_path_buf() };
+    let mode = fs::metadata(&target).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    write_with_mode(&target, bytes, Durability::Full, mode)
 }
 
 /// Writes `bytes` to `path` atomically with the given durability, as a private file (0600).

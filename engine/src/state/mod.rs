@@ -10,7 +10,7 @@ pub use atomic::{
     Durability, FileLock, create_private_dir_all, ensure_private_dir, leftover_temps, open_private_append,
     write_atomic, write_atomic_with, write_user_file,
 };
-pub use repository::{EventLog, RunArtifacts, StateError, StateRepository};
+pub use repository::{EventLog, KEEP_RUNS, RunArtifacts, StateError, StateRepository};
 
 use std::time::SystemTime;
 

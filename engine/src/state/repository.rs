@@ -50,12 +50,23 @@ pub struct RunArtifacts {
 #[derive(Debug, Clone)]
 pub struct StateRepository {
     scope_dir: PathBuf,
+    keep_runs: usize,
 }
 
+/// Per-run copies kept under `runs/` unless `ENVCTL_KEEP_RUNS` says otherwise.
+pub const KEEP_RUNS: usize = 50;
+
 impl StateRepository {
-    /// The repository of `scope_dir` (created on first write).
+    /// The repository of `scope_dir` (created on first write), keeping the last [`KEEP_RUNS`] run copies.
     pub fn new(scope_dir: &Path) -> Self {
-        Self { scope_dir: scope_dir.to_path_buf() }
+        Self { scope_dir: scope_dir.to_path_buf(), keep_runs: KEEP_RUNS }
+    }
+
+    /// The same, keeping the last `keep_runs` (at least 1) run copies.
+    #[must_use]
+    pub fn keeping(mut self, keep_runs: usize) -> Self {
+        self.keep_runs = keep_runs.max(1);
+        self
     }
 
     /// The scope directory.
@@ -79,7 +90,23 @@ impl StateRepository {
     pub fn save_run_with_history(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
         let _lock = self.lock()?;
         write_all(&self.scope_dir.join("runs").join(&artifacts.run_state.run_id), artifacts)?;
-        write_all(&self.scope_dir, artifacts)
+        write_all(&self.scope_dir, artifacts)?;
+        self.prune_runs(&artifacts.run_state.run_id);
+        Ok(())
+    }
+
+    /// Deletes the oldest run copies beyond the limit (never `current`): `runs/` stays bounded however long envctl
+    /// is used. Run ids sort by time.
+    fn prune_runs(&self, current: &str) {
+        let Ok(entries) = std::fs::read_dir(self.scope_dir.join("runs")) else { return };
+        let mut runs: Vec<PathBuf> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        runs.sort();
+        let excess = runs.len().saturating_sub(self.keep_runs);
+        for old in runs.into_iter().take(excess).filter(|p| !p.ends_with(current)) {
+            if let Err(e) = std::fs::remove_dir_all(&old) {
+                tracing::warn!(path = %old.display(), error = %e, "an old run copy could not be removed");
+            }
+        }
     }
 
     /// Opens `events.jsonl` for appending (kept open by the host).
@@ -198,6 +225,29 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
         Some(_) => {}
     }
     serde_json::from_value(value).map(Some).map_err(|e| corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod prune_tests {
+    use super::*;
+
+    #[test]
+    fn only_the_last_runs_are_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = StateRepository::new(dir.path()).keeping(3);
+        for i in 0..6 {
+            std::fs::create_dir_all(dir.path().join("runs").join(format!("run-2026010100000{i}-0")))
+                .expect("mkdir");
+        }
+        repo.prune_runs("run-20260101000005-0");
+        let mut left: Vec<String> = std::fs::read_dir(dir.path().join("runs"))
+            .expect("runs")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, vec!["run-20260101000003-0", "run-20260101000004-0", "run-20260101000005-0"]);
+    }
 }
 
 #[cfg(test)]
