@@ -390,3 +390,27 @@ fn cancel_says_when_the_job_finished_before_the_cancel_reached_it() {
     store.finish("test-worker", &[(slow.clone(), Finish::Cancelled)]).expect("finish");
     assert_eq!(job(&env, &slow)["status"], "cancelled");
 }
+
+#[test]
+fn a_worker_survives_a_redis_restart_and_runs_what_is_enqueued_after_it() {
+    let mut redis = RedisServer::start(true);
+    let url = redis.url();
+    let vars = [("ENVCTL_JOBS_BACKEND", "redis"), ("ENVCTL_REDIS_URL", url.as_str())];
+    let env = TestEnv::new();
+    let mut worker = env.spawn_envctl_with(&vars, &["worker"]);
+    let before = ids(&env.envctl_with(&vars, &["jobs", "enqueue", "noop"]).ok().stdout).remove(0);
+    assert!(eventually(10, || job_with(&env, &vars, &before)["status"] == "succeeded"));
+    redis.restart();
+    let after = ids(&env.envctl_with(&vars, &["jobs", "enqueue", "noop"]).ok().stdout).remove(0);
+    assert!(
+        eventually(20, || job_with(&env, &vars, &after)["status"] == "succeeded"),
+        "the worker reconnected and ran the job enqueued after the restart: {}",
+        job_with(&env, &vars, &after)
+    );
+    assert!(worker.try_wait().expect("worker status").is_none(), "the worker is still running");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(worker.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGINT,
+    );
+    let _ = worker.wait();
+}

@@ -366,10 +366,20 @@ impl Host {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
             }
-            let store = match tokio::task::spawn_blocking(move || stores.open()).await {
-                Ok(Ok(store)) => store,
-                Ok(Err(e)) => return tracing::warn!(error = %e, "no in-process job worker"),
-                Err(e) => return tracing::warn!(error = %e, "no in-process job worker"),
+            // A store that does not answer yet (Redis not up) is tried again, so jobs run once it is.
+            let mut pause = Duration::from_millis(200);
+            let store = loop {
+                let opening = stores.clone();
+                match tokio::task::spawn_blocking(move || opening.open()).await {
+                    Ok(Ok(store)) => break store,
+                    Ok(Err(e)) => tracing::warn!(error = %e, retry_in_ms = pause.as_millis(), "job store not reachable yet"),
+                    Err(e) => return tracing::warn!(error = %e, "no in-process job worker"),
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(10));
             };
             if let Err(e) = crate::jobs::worker::run(store, ctx, options, shutdown, force).await {
                 tracing::warn!(error = %e, "the in-process job worker stopped");

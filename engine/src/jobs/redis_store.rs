@@ -155,7 +155,22 @@ impl RedisStore {
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut conn).map_err(|e| self.fail(&e))
+        f(&mut conn).map_err(|e| {
+            self.reconnect_if_broken(&mut conn, &e);
+            self.fail(&e)
+        })
+    }
+
+    /// After a connection-level failure (the server restarted, the network went away) the connection is replaced
+    /// when the server answers again, so the next call works; the failed call is not repeated here (whether it
+    /// ran is unknown: the caller decides, as the worker does by calling again, at least once).
+    fn reconnect_if_broken(&self, conn: &mut redis::Connection, e: &redis::RedisError) {
+        let broken =
+            e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout();
+        if broken && let Ok(fresh) = self.client.get_connection_with_timeout(Duration::from_secs(2)) {
+            *conn = fresh;
+            tracing::info!(store = %self.url, "reconnected to the job store");
+        }
     }
 
     fn jobs(&self, ids: &[String]) -> Result<Vec<Job>, StoreError> {
@@ -173,7 +188,12 @@ impl RedisStore {
     fn control(&self, action: &str, id: &str) -> Result<JobStatus, StoreError> {
         let reply: redis::RedisResult<String> = {
             let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            self.control.arg(&self.prefix).arg(self.script_now()).arg(action).arg(id).invoke(&mut conn)
+            let reply =
+                self.control.arg(&self.prefix).arg(self.script_now()).arg(action).arg(id).invoke(&mut conn);
+            if let Err(e) = &reply {
+                self.reconnect_if_broken(&mut conn, e);
+            }
+            reply
         };
         match reply {
             Ok(status) => JobStatus::parse(&status)

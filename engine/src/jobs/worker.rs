@@ -48,6 +48,8 @@ pub struct WorkerReport {
     pub finished: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// Store calls that found the store unreachable and were made again.
+    pub outages: u64,
 }
 
 /// `<host>:<pid>:<start time>`.
@@ -117,6 +119,31 @@ impl Waiter {
     }
 }
 
+/// Runs a store call on the blocking pool, calling it again while the store is unreachable (a Redis restart, a
+/// network outage), with a pause doubling from 100 ms to 5 s, until it answers or `stop` fires. Each outage is
+/// logged and counted in `outages`. Jobs stay safe meanwhile: a lease that lapses returns its job to the queue.
+async fn patiently<T: Send + 'static>(
+    call: impl Fn() -> Result<T, StoreError> + Clone + Send + 'static,
+    stop: &CancellationToken,
+    outages: &mut u64,
+) -> Result<T, StoreError> {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match blocking(call.clone()).await {
+            Err(StoreError::Backend { store, detail }) if !stop.is_cancelled() => {
+                *outages += 1;
+                tracing::warn!(%store, %detail, retry_in_ms = pause.as_millis(), "job store unreachable; trying again");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    () = stop.cancelled() => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Runs until `shutdown` completes (finishing what it runs, stopping them if a second `force` arrives) or, with
 /// `drain`, until the store has nothing left to do.
 pub async fn run(
@@ -138,9 +165,10 @@ pub async fn run(
     let mut heartbeat = tokio::time::interval((options.lease / 3).min(Duration::from_secs(1)));
     heartbeat.tick().await;
     let stale_after = options.lease * STALE_LEASES;
+    let mut outages = 0u64;
     {
         let (s, w) = (Arc::clone(&store), id.clone());
-        blocking(move || s.worker_heartbeat(&w, Some(0), stale_after)).await?;
+        patiently(move || s.worker_heartbeat(&w, Some(0), stale_after), &force, &mut outages).await?;
     }
     loop {
         let mut claimed = 0;
@@ -152,7 +180,7 @@ pub async fn run(
                 concurrency - running.len(),
                 options.lease,
             );
-            let jobs = blocking(move || s.claim(&w, &types, free, lease)).await?;
+            let jobs = patiently(move || s.claim(&w, &types, free, lease), &shutdown, &mut outages).await?;
             claimed = jobs.len();
             for job in jobs {
                 let token = CancellationToken::new();
@@ -170,7 +198,7 @@ pub async fn run(
             }
             if options.drain && claimed == 0 {
                 let (s, types) = (Arc::clone(&store), options.types.clone());
-                if !blocking(move || s.pending(&types)).await? {
+                if !patiently(move || s.pending(&types), &shutdown, &mut outages).await? {
                     break;
                 }
             }
@@ -187,13 +215,13 @@ pub async fn run(
                 for (job, _) in &results { running.remove(job); }
                 finished += results.len() as u64;
                 let (s, w) = (Arc::clone(&store), id.clone());
-                blocking(move || s.finish(&w, &results)).await?;
+                patiently(move || s.finish(&w, &results), &force, &mut outages).await?;
                 idle = Duration::from_millis(1);
             }
             _ = heartbeat.tick() => {
                 let ids: Vec<String> = running.keys().cloned().collect();
                 let (s, w, lease, n) = (Arc::clone(&store), id.clone(), options.lease, u32::try_from(running.len()).unwrap_or(u32::MAX));
-                let cancelled = blocking(move || { s.worker_heartbeat(&w, Some(n), stale_after)?; s.heartbeat(&w, &ids, lease) }).await?;
+                let cancelled = patiently(move || { s.worker_heartbeat(&w, Some(n), stale_after)?; s.heartbeat(&w, &ids, lease) }, &force, &mut outages).await?;
                 for job in cancelled {
                     if let Some(token) = running.get(&job) { token.cancel(); }
                 }
@@ -218,7 +246,7 @@ pub async fn run(
     waiter.stop().await;
     let (s, w) = (Arc::clone(&store), id.clone());
     let _ = blocking(move || s.worker_heartbeat(&w, None, stale_after)).await;
-    Ok(WorkerReport { id, finished, elapsed: began.elapsed() })
+    Ok(WorkerReport { id, finished, elapsed: began.elapsed(), outages })
 }
 
 #[cfg(test)]

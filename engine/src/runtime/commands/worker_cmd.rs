@@ -64,5 +64,11 @@ pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineErro
         report.finished,
         report.elapsed.as_secs_f64()
     ));
+    if report.outages > 0 {
+        printer.note(&format!(
+            "the job store was unreachable {} time(s); the worker waited and went on",
+            report.outages
+        ));
+    }
     Ok(Outcome::Success)
 }
