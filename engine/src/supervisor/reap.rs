@@ -16,10 +16,21 @@ use nix::unistd::Pid;
 
 use super::proc_info;
 
+/// Whether orphans can be handed to this process at all: it is PID 1 of its namespace or a child subreaper.
+/// Anywhere else (a detached host, a CLI) orphans go to init and there is never a stray to wait for.
+pub fn receives_orphans() -> bool {
+    std::process::id() == 1 || nix::sys::prctl::get_child_subreaper().unwrap_or(false)
+}
+
 /// Waits for every zombie child of this process in process group `group` other than the group's leader (whose
-/// exit its owner collects); returns how many it waited for. Reads `/proc/self/task/*/children` and one `stat` per
-/// child: cheap enough for every stop, restart and probe.
+/// exit its owner collects); returns how many it waited for. Costs nothing unless this process receives orphans
+/// ([`receives_orphans`]); then it reads `/proc/self/task/*/children` and one `stat` per child.
 pub fn strays(group: u32) -> usize {
+    if receives_orphans() { collect_strays(group) } else { 0 }
+}
+
+/// [`strays`] without asking whether orphans can arrive.
+fn collect_strays(group: u32) -> usize {
     let mut reaped = 0;
     for child in proc_info::children(std::process::id()) {
         if child != group && proc_info::zombie(child).is_some_and(|stat| stat.pgid == group) && wait(child) {
@@ -65,7 +76,7 @@ mod tests {
         while !all_exited() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
         }
-        assert_eq!(strays(group), 1, "only the stray of the group is waited for");
+        assert_eq!(collect_strays(group), 1, "only the stray of the group is waited for");
         assert!(proc_info::zombie(stray.id()).is_none(), "the stray is gone");
         assert!(proc_info::zombie(leader.id()).is_some(), "the leader is left to its owner");
         assert!(proc_info::zombie(other.id()).is_some(), "another group's child is left to its owner");

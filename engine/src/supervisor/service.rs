@@ -400,8 +400,12 @@ impl Task {
                 }
                 code = wait_exit(proc, pid, started) => return Ended::Exited(code),
                 _ = chores.tick() => {
-                    let _ = logs::rotate_if_large(&self.spec.log_path, logs::ROTATE_BYTES);
-                    reap::strays(pid);
+                    let log = self.spec.log_path.clone();
+                    signal::scan(move || {
+                        let _ = logs::rotate_if_large(&log, logs::ROTATE_BYTES);
+                        reap::strays(pid);
+                    })
+                    .await;
                 }
             }
         }
@@ -439,9 +443,11 @@ impl Task {
         } else {
             reap::adopted(pid, started);
         }
-        if signal::group_exists(pid) {
-            signal::reap_leftovers(pid, grace).await;
-        }
+        // What is left of the group (an orphan that ignored the signal) is killed in one call, without a /proc
+        // scan: the group id cannot name anyone else's while the group still has members. Its strays are then
+        // waited for when orphans come to this process at all.
+        signal::kill_rest_of_group(pid);
+        signal::scan(move || reap::strays(pid)).await;
         self.update(|r| {
             if r.status != ServiceStatus::Failed {
                 r.status = ServiceStatus::Stopped;

@@ -58,6 +58,17 @@ pub fn group_exists(group: u32) -> bool {
     pid(group).is_some_and(|g| killpg(g, None) != Err(nix::errno::Errno::ESRCH))
 }
 
+/// SIGKILLs whatever is left of the process group `group` once its leader (envctl's process) is gone and waited
+/// for: while the group has members its id is not given to anyone else, so they are ours (zombies ignore it).
+pub fn kill_rest_of_group(group: u32) {
+    if proc_info::start_time(group).is_none()
+        && group_exists(group)
+        && let Some(g) = pid(group)
+    {
+        let _ = killpg(g, Signal::SIGKILL);
+    }
+}
+
 /// Whether any of the leader's group or `members` is still alive.
 pub fn any_alive(leader: u32, started: u64, members: &[(u32, u64)]) -> bool {
     proc_info::is_same_process(leader, started)
@@ -125,5 +136,5 @@ pub async fn reap_leftovers(leader: u32, grace: Duration) {
             wait_gone(leader, 0, &members, Duration::from_secs(2)).await;
         }
     }
-    reap::strays(leader);
+    scan(move || reap::strays(leader)).await;
 }
