@@ -252,9 +252,12 @@ fn requirement_urls(
     rt: &EngineRuntime,
     targets: &[String],
 ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    let mut names = targets.to_vec();
+    names.sort();
+    names.dedup();
     let plan = || -> Result<_, EngineError> {
         let settings = rt.settings()?;
-        let selected = rt.select(&crate::targets::Selection::Trees(targets.to_vec()))?;
+        let selected = rt.select(&crate::targets::Selection::Trees(names))?;
         let ports = crate::plan::plan_ports(settings, &selected)?;
         Ok(crate::plan::explain(settings, &selected, &ports, rt.env()))
     };
