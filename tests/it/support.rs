@@ -94,8 +94,10 @@ impl TestEnv {
         std::fs::read_to_string(self.repo.join(rel)).expect("read")
     }
 
+    /// `program` in `cwd` with this environment's `HOME`, XDG directories, git identity and `ENVCTL_RUNTIME_DIR`,
+    /// and nothing else of the caller's environment but `PATH`.
     #[allow(clippy::disallowed_methods)] // the test harness passes its own PATH on
-    fn sandboxed(&self, program: &str, cwd: &Path) -> Command {
+    pub fn sandboxed(&self, program: &str, cwd: &Path) -> Command {
         let mut cmd = Command::new(program);
         cmd.current_dir(cwd)
             .env_clear()

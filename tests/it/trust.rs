@@ -67,8 +67,9 @@ fn host_down(env: &TestEnv) {
         || std::fs::read_to_string(format!("/proc/{host}/stat")).is_ok_and(|s| s.contains(") Z"))));
 }
 
-#[test]
-fn blast_all_leaves_a_foreign_session_on_a_recycled_pid_alone() {
+/// A service dies with its host; its recorded pid then names a foreign session (with a child): `command` must
+/// leave that session alone.
+fn a_recycled_pid_is_left_alone_by(command: &str) {
     let env = TestEnv::new();
     env.write(".envctl", "[services.web]\ncommand = \"sleep 1000\"\n");
     env.envctl(&["start"]).ok();
@@ -79,24 +80,18 @@ fn blast_all_leaves_a_foreign_session_on_a_recycled_pid_alone() {
     let foreign = Foreign::start();
     let members = foreign.members();
     record_points_at(&env, "web", foreign.pid());
-    env.envctl(&["blast-all"]).ok();
-    assert!(members.iter().all(|(p, s)| alive(*p, *s)), "the foreign session and its child live");
+    env.envctl(&[command]).ok();
+    assert!(members.iter().all(|(p, s)| alive(*p, *s)), "{command}: the foreign session and its child live");
+}
+
+#[test]
+fn blast_all_leaves_a_foreign_session_on_a_recycled_pid_alone() {
+    a_recycled_pid_is_left_alone_by("blast-all");
 }
 
 #[test]
 fn stop_all_leaves_a_foreign_session_on_a_recycled_pid_alone() {
-    let env = TestEnv::new();
-    env.write(".envctl", "[services.web]\ncommand = \"sleep 1000\"\n");
-    env.envctl(&["start"]).ok();
-    let (web, web_started) = env.pids()["main/web"];
-    host_down(&env);
-    kill9(web);
-    assert!(eventually(5, || !alive(web, web_started)));
-    let foreign = Foreign::start();
-    let members = foreign.members();
-    record_points_at(&env, "web", foreign.pid());
-    env.envctl(&["stop-all"]).ok();
-    assert!(members.iter().all(|(p, s)| alive(*p, *s)), "the foreign session and its child live");
+    a_recycled_pid_is_left_alone_by("stop-all");
 }
 
 fn mode(path: &std::path::Path) -> u32 {

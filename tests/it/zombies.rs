@@ -122,21 +122,11 @@ impl Pid1Host {
         if !usable.is_ok_and(|s| s.success()) {
             return None;
         }
-        let unshare = Command::new("unshare")
+        let unshare = env
+            .sandboxed("unshare", &env.repo)
             .args(ns)
             .arg(env!("CARGO_BIN_EXE_envctl"))
             .args(["start", "--foreground"])
-            .current_dir(&env.repo)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &env.home)
-            .env("XDG_CONFIG_HOME", env.home.join(".config"))
-            .env("XDG_STATE_HOME", env.home.join(".local/state"))
-            .env("XDG_DATA_HOME", env.home.join(".local/share"))
-            .env("XDG_CACHE_HOME", env.home.join(".cache"))
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", env.home.join(".gitconfig"))
-            .env("ENVCTL_RUNTIME_DIR", &env.runtime)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

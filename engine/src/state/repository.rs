@@ -262,22 +262,15 @@ mod tests {
     pub(crate) fn artifacts(run_id: &str, services: usize) -> RunArtifacts {
         let records = (0..services)
             .map(|i| envctl_contracts::state::ServiceRecord {
-                kind: envctl_contracts::state::ProcessKind::Service,
-                target: "main".into(),
-                service: format!("svc{i}"),
                 pid: Some(1000 + u32::try_from(i).unwrap_or(0)),
                 pid_start_time: Some(1),
                 port: Some(8000),
-                url: None,
-                status: ServiceStatus::Ready,
-                log_path: None,
-                started_at: None,
-                ready_at: None,
-                restarts: 0,
-                exit_code: None,
-                failure: None,
-                probes: Vec::new(),
-                spec: None,
+                ..envctl_contracts::state::ServiceRecord::new(
+                    envctl_contracts::state::ProcessKind::Service,
+                    "main",
+                    &format!("svc{i}"),
+                    ServiceStatus::Ready,
+                )
             })
             .collect();
         RunArtifacts {
