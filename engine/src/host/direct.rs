@@ -44,8 +44,7 @@ pub struct Blasted {
 }
 
 fn matches(record: &ServiceRecord, targets: &[String], services: &[String]) -> bool {
-    (targets.is_empty() || targets.contains(&record.target))
-        && (services.is_empty() || services.contains(&record.service))
+    super::covers(targets, services, &record.target, &record.service)
 }
 
 /// What a stop did.
@@ -113,10 +112,7 @@ async fn direct_stop(paths: &Paths, targets: &[String], services: &[String]) -> 
         targets: BTreeMap::new(),
     });
     for (target, endpoints) in &mut runtime_map.targets {
-        endpoints.retain(|service, _| {
-            !(targets.is_empty() || targets.contains(target))
-                || !(services.is_empty() || services.contains(service))
-        });
+        endpoints.retain(|service, _| !super::covers(targets, services, target, service));
     }
     runtime_map.targets.retain(|_, e| !e.is_empty());
     let ports_manifest = repo.ports_manifest().ok().flatten().unwrap_or_else(|| PortsManifest {

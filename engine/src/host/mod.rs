@@ -172,6 +172,12 @@ fn is_live(status: ServiceStatus) -> bool {
     )
 }
 
+/// Whether a stop of `targets` (all when empty) and `services` (all when empty) covers `service` of `target`.
+pub fn covers(targets: &[String], services: &[String], target: &str, service: &str) -> bool {
+    (targets.is_empty() || targets.iter().any(|t| t == target))
+        && (services.is_empty() || services.iter().any(|s| s == service))
+}
+
 fn unpoisoned<T>(lock: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -251,9 +257,7 @@ impl Host {
 
     /// Drops the retained records that a stop of `targets` (all when empty) and `services` (all when empty) covers.
     pub fn drop_retained(&self, targets: &[String], services: &[String]) {
-        unpoisoned(&self.retained).retain(|(t, s), _| {
-            !((targets.is_empty() || targets.contains(t)) && (services.is_empty() || services.contains(s)))
-        });
+        unpoisoned(&self.retained).retain(|(t, s), _| !covers(targets, services, t, s));
     }
 
     /// Keys of every service the state knows of: supervised or retained.
@@ -541,9 +545,7 @@ impl Host {
     pub async fn stop_keys(&self, targets: &[String], services: &[String]) -> Vec<Key> {
         use envctl_contracts::state::ProcessKind;
         let all = self.services.lock().await;
-        let selected = |(t, s): &Key| {
-            (targets.is_empty() || targets.contains(t)) && (services.is_empty() || services.contains(s))
-        };
+        let selected = |(t, s): &Key| covers(targets, services, t, s);
         let mut keys: Vec<Key> = all.keys().filter(|k| selected(k)).cloned().collect();
         let remaining: BTreeSet<&String> = all
             .iter()

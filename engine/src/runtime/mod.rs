@@ -216,16 +216,6 @@ impl EngineRuntime {
         Ok(runtime.block_on(future))
     }
 
-    /// Cancelled when the command ends; every task started for it watches this.
-    pub fn shutdown(&self) -> &CancellationToken {
-        &self.shutdown
-    }
-
-    /// Tracks every task started for the command.
-    pub fn tracker(&self) -> &TaskTracker {
-        &self.tracker
-    }
-
     /// What the host process is built from.
     pub fn host_parts(&self) -> Result<HostParts, EngineError> {
         let paths = self.paths()?.clone();
