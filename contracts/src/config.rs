@@ -113,6 +113,75 @@ pub struct ServiceConfig {
     pub migrate: Option<String>,
     /// Seconds between SIGTERM and SIGKILL when stopping.
     pub stop_grace_secs: u64,
+    /// Dotenv files (relative to the target's root) loaded in order under `env`, after the project's.
+    #[serde(default)]
+    pub env_file: Vec<String>,
+    /// Shell command that prepares a checkout for the service (`uv sync`, `npm ci`), run in its directory.
+    #[serde(default)]
+    pub setup: Option<String>,
+    /// Files (relative to the service's directory) whose contents decide whether `setup` runs again.
+    #[serde(default)]
+    pub setup_inputs: Vec<String>,
+    /// Time limit of `setup`, in seconds.
+    #[serde(default = "default_setup_timeout")]
+    pub setup_timeout_secs: u64,
+    /// Time limit of one run of `test`, in seconds.
+    #[serde(default = "default_suite_timeout")]
+    pub test_timeout_secs: u64,
+    /// Time limit of one run of `migrate`, in seconds.
+    #[serde(default = "default_suite_timeout")]
+    pub migrate_timeout_secs: u64,
+    /// Which database `test` runs against when the service uses a Postgres requirement.
+    #[serde(default)]
+    pub test_database: TestDatabase,
+}
+
+/// The default time limit of a `test` or `migrate` run: 30 minutes.
+pub const DEFAULT_SUITE_TIMEOUT_SECS: u64 = 30 * 60;
+
+fn default_suite_timeout() -> u64 {
+    DEFAULT_SUITE_TIMEOUT_SECS
+}
+
+/// The default time limit of a setup step: 10 minutes.
+pub const DEFAULT_SETUP_TIMEOUT_SECS: u64 = 10 * 60;
+
+fn default_setup_timeout() -> u64 {
+    DEFAULT_SETUP_TIMEOUT_SECS
+}
+
+impl ServiceConfig {
+    /// The service's setup step, when it has one.
+    pub fn setup_step(&self) -> Option<SetupConfig> {
+        self.setup.as_ref().map(|command| SetupConfig {
+            command: command.clone(),
+            inputs: self.setup_inputs.clone(),
+            timeout_secs: self.setup_timeout_secs,
+        })
+    }
+}
+
+/// A step that prepares a checkout (`uv sync`, `npm ci`): run before the first start of a checkout and again
+/// whenever one of its inputs changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SetupConfig {
+    /// Shell command line, run in the service's directory (the target's root for `[setup]`).
+    pub command: String,
+    /// Files (relative to that directory) whose contents decide whether it runs again.
+    pub inputs: Vec<String>,
+    /// Time limit, in seconds.
+    pub timeout_secs: u64,
+}
+
+/// Which database a service's `test` runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum TestDatabase {
+    /// A fresh copy of the target's database, dropped afterwards: tests never touch development data.
+    #[default]
+    Clone,
+    /// The target's own database.
+    Target,
 }
 
 /// Built-in requirement adapters.
@@ -225,6 +294,9 @@ pub struct ProjectConfig {
     pub default_mode: Mode,
     /// Directory, relative to the repository root, where `worktree add` creates worktrees.
     pub trees_dir: String,
+    /// Dotenv files (relative to the target's root) every service loads, before its own.
+    #[serde(default)]
+    pub env_file: Vec<String>,
 }
 
 /// The whole resolved configuration.
@@ -234,6 +306,9 @@ pub struct Config {
     pub project: ProjectConfig,
     /// `[services.<name>]`, by name.
     pub services: BTreeMap<String, ServiceConfig>,
+    /// `[setup]`: what prepares every checkout before its services start.
+    #[serde(default)]
+    pub setup: Option<SetupConfig>,
     /// `[requirements.<name>]`, by name.
     pub requirements: BTreeMap<String, RequirementConfig>,
     /// `[jobs]`.

@@ -76,6 +76,10 @@ pub struct SelectedTarget {
 pub struct ResumeRequest {
     /// The environment restarted services inherit (the asking shell's).
     pub env: BTreeMap<String, String>,
+    /// The configuration as the asking command loaded it (the host's job worker runs with it); none when it
+    /// does not load.
+    #[serde(default)]
+    pub config: Option<crate::config::Config>,
 }
 
 /// `stop`, `stop-all`.

@@ -102,4 +102,7 @@ pub struct EnvReport {
     pub target: String,
     /// Service → the variables envctl adds to its environment.
     pub services: BTreeMap<String, BTreeMap<String, String>>,
+    /// Service → variable → the dotenv `file:line` it was read from (only variables that came from one).
+    #[serde(default)]
+    pub sources: BTreeMap<String, BTreeMap<String, String>>,
 }

@@ -75,6 +75,9 @@ pub struct ServicePlan {
     /// The user it runs as, when not the one running envctl (Postgres refuses to run as root).
     #[serde(default)]
     pub user: Option<String>,
+    /// Where each variable of `env` that came from a dotenv file was read (`.env:3`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_sources: BTreeMap<String, String>,
 }
 
 fn default_stop_signal() -> String {

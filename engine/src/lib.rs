@@ -9,6 +9,7 @@
 //! | [`startup`] | start / restart / resume orchestration, run in the host as its `Orchestrator` |
 //! | [`host`] | the per-repository host process: control socket, adopting survivors, the run's bookkeeping, state writes, stopping without a host (`direct`) |
 //! | [`jobs`] | job model, `JobStore` (embedded SQLite, Redis), worker, handlers, test suites as jobs |
+//! | [`setup`] | preparing a checkout (`[setup]`, a service's `setup`): run before its first start and again when an input changes |
 //! | [`plan`] | pure planning: each target's ports, environment and service argv (`explain`) |
 //! | [`ports`] | the port planner and the machine-wide lease ledger |
 //! | [`requirements`] | Postgres / Redis / command servers: data, databases, exports, probes' clients, teardown |
@@ -25,6 +26,7 @@ pub mod plan;
 pub mod ports;
 pub mod requirements;
 pub mod runtime;
+pub mod setup;
 pub mod startup;
 pub mod state;
 pub mod supervisor;

@@ -8,6 +8,7 @@ mod inspect;
 mod jobs;
 mod legacy;
 mod lifecycle;
+mod projects;
 mod requirements;
 mod support;
 mod trust;

@@ -15,7 +15,7 @@ use toml::de::{DeArray, DeTable, DeValue, ValueDeserializer};
 
 use super::error::ConfigError;
 use super::layers::{Layer, SourceMap, parse_and_merge};
-use super::raw::{ROOT, RawConfig, Shape};
+use super::raw::{ROOT, RawConfig, RawSetup, Shape};
 use super::validate::Checker;
 
 /// A loaded configuration and where each value came from.
@@ -238,6 +238,10 @@ fn read_sections(tree: DeTable<'_>, checker: &mut Checker<'_>) -> RawConfig {
     for (key, value) in tree {
         match key.get_ref().as_ref() {
             "project" => raw.project = de(value, "project", checker).unwrap_or_default(),
+            "setup" => {
+                let span = value.span();
+                raw.setup = de::<RawSetup>(value, "setup", checker).map(|body| Spanned::new(span, body));
+            }
             "services" => raw.services = entries(value, "services", checker),
             "requirements" => raw.requirements = entries(value, "requirements", checker),
             "jobs" => {

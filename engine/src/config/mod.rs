@@ -5,6 +5,7 @@
 //! Precedence, highest first: `--set KEY=VALUE` > `ENVCTL_*` variables > the file > defaults.
 
 pub mod detect;
+pub mod dotenv;
 pub mod edit;
 mod env_vars;
 mod error;
@@ -25,6 +26,7 @@ pub use env_vars::{ENV_VARS, EnvVarSpec, EnvVars, ValueKind, reference_table};
 pub use error::{ConfigError, Problem};
 pub use layers::{Layer, Origin};
 pub use paths::{Paths, join_subdir, scope_id};
+pub(crate) use validate::valid_env_key;
 pub use validate::valid_name;
 
 /// Where to look and what to override.

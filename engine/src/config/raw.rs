@@ -40,6 +40,13 @@ const SERVICE: Shape = Shape::Table(&[
     ("test", Shape::Leaf),
     ("migrate", Shape::Leaf),
     ("stop_grace", Shape::Leaf),
+    ("env_file", Shape::Leaf),
+    ("setup", Shape::Leaf),
+    ("setup_inputs", Shape::Leaf),
+    ("setup_timeout", Shape::Leaf),
+    ("test_timeout", Shape::Leaf),
+    ("migrate_timeout", Shape::Leaf),
+    ("test_database", Shape::Leaf),
 ]);
 
 const REQUIREMENT: Shape = Shape::Table(&[
@@ -65,8 +72,14 @@ const JOB_TYPE: Shape = Shape::Table(&[
 pub const ROOT: Shape = Shape::Table(&[
     (
         "project",
-        Shape::Table(&[("name", Shape::Leaf), ("default_mode", Shape::Leaf), ("trees_dir", Shape::Leaf)]),
+        Shape::Table(&[
+            ("name", Shape::Leaf),
+            ("default_mode", Shape::Leaf),
+            ("trees_dir", Shape::Leaf),
+            ("env_file", Shape::Leaf),
+        ]),
     ),
+    ("setup", Shape::Table(&[("command", Shape::Leaf), ("inputs", Shape::Leaf), ("timeout", Shape::Leaf)])),
     ("services", Shape::MapOf(&SERVICE)),
     ("requirements", Shape::MapOf(&REQUIREMENT)),
     (
@@ -98,6 +111,16 @@ pub struct RawProject {
     pub name: Option<Spanned<String>>,
     pub default_mode: Option<Spanned<String>>,
     pub trees_dir: Option<Spanned<String>>,
+    pub env_file: Option<Vec<Spanned<String>>>,
+}
+
+/// `[setup]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSetup {
+    pub command: Option<Spanned<String>>,
+    pub inputs: Option<Vec<Spanned<String>>>,
+    pub timeout: Option<Spanned<RawDuration>>,
 }
 
 /// `ready = { … }`.
@@ -128,6 +151,13 @@ pub struct RawService {
     pub test: Option<Spanned<String>>,
     pub migrate: Option<Spanned<String>>,
     pub stop_grace: Option<Spanned<RawDuration>>,
+    pub env_file: Option<Vec<Spanned<String>>>,
+    pub setup: Option<Spanned<String>>,
+    pub setup_inputs: Option<Vec<Spanned<String>>>,
+    pub setup_timeout: Option<Spanned<RawDuration>>,
+    pub test_timeout: Option<Spanned<RawDuration>>,
+    pub migrate_timeout: Option<Spanned<RawDuration>>,
+    pub test_database: Option<Spanned<String>>,
 }
 
 /// `[requirements.<name>]`.
@@ -170,6 +200,7 @@ pub struct RawJobs {
 #[derive(Debug, Default)]
 pub struct RawConfig {
     pub project: RawProject,
+    pub setup: Option<Spanned<RawSetup>>,
     pub services: Vec<(Spanned<String>, Option<RawService>)>,
     pub requirements: Vec<(Spanned<String>, Option<RawRequirement>)>,
     pub jobs: RawJobs,

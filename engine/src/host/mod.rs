@@ -351,10 +351,7 @@ impl Host {
         if self.worker_started.swap(true, Ordering::SeqCst) {
             return;
         }
-        let ctx = Arc::new(crate::jobs::handlers::HandlerContext {
-            settings: Some(settings.clone()),
-            base_env: env.clone(),
-        });
+        let ctx = Arc::new(crate::jobs::handlers::HandlerContext::new(Some(settings.clone()), env.clone()));
         let options = crate::jobs::worker::WorkerOptions {
             concurrency: 4,
             types: Vec::new(),
@@ -996,6 +993,7 @@ mod tests {
                 stop_grace_secs: 1,
                 stop_signal: "TERM".into(),
                 user: None,
+                env_sources: BTreeMap::new(),
             },
             base_env: BTreeMap::new(),
             log_path: host.paths().scope_dir.join(format!("{target}-{name}.log")),
@@ -1044,7 +1042,7 @@ mod tests {
         };
         assert_eq!(outcome.run_id, "restart");
         assert!(host.parts.token.is_cancelled(), "a host with nothing to supervise exits after answering");
-        let resume = || Request::Resume(ResumeRequest { env: BTreeMap::new() });
+        let resume = || Request::Resume(ResumeRequest { env: BTreeMap::new(), config: None });
         assert!(
             try_ask(&host, resume()).await.is_none(),
             "an exiting host answers nothing (the client asks the next)"

@@ -16,14 +16,104 @@ use tokio_util::sync::CancellationToken;
 use super::store::{Finish, JobStore};
 use crate::config::{EnvVars, Settings};
 
-/// What handlers need from the outside: the repository's settings (when the worker runs in one) and the
-/// environment commands inherit.
-#[derive(Debug, Clone)]
+/// Each line a job's command prints, with the job's id, as it is printed (`envctl test` shows them live).
+pub type LineTap = tokio::sync::mpsc::UnboundedSender<(String, String)>;
+
+/// What handlers need from the outside: the repository's settings (when the worker runs in one), the
+/// environment commands inherit and, optionally, a tap on their output.
+///
+/// A worker lives longer than one edit of `.envctl` (the host's runs for as long as the host): before each job
+/// that reads the configuration it looks at the file, and when its contents changed it reloads it, so a job never
+/// runs with a value the user already changed.
+#[derive(Debug)]
 pub struct HandlerContext {
-    /// Settings, when the worker runs inside a repository.
-    pub settings: Option<Settings>,
+    settings: Option<Settings>,
     /// The environment commands inherit.
     pub base_env: BTreeMap<String, String>,
+    tap: Option<LineTap>,
+    current: std::sync::Mutex<Option<Reloaded>>,
+}
+
+/// The configuration as last read from the file.
+#[derive(Debug)]
+struct Reloaded {
+    stamp: (std::time::SystemTime, u64),
+    hash: u64,
+    settings: Settings,
+}
+
+impl HandlerContext {
+    /// Handlers for a worker inside a repository (`settings`, just loaded) or outside any (`None`).
+    pub fn new(settings: Option<Settings>, base_env: BTreeMap<String, String>) -> Self {
+        let current = settings.as_ref().and_then(|given| {
+            let (stamp, hash) = read_stamp(given.paths.config_file.as_deref()?)?;
+            Some(Reloaded { stamp, hash, settings: given.clone() })
+        });
+        Self { settings, base_env, tap: None, current: std::sync::Mutex::new(current) }
+    }
+
+    /// The same, with every output line also sent to `tap`.
+    #[must_use]
+    pub fn with_tap(mut self, tap: LineTap) -> Self {
+        self.tap = Some(tap);
+        self
+    }
+
+    /// The settings jobs run with: the ones given, or the file's newer contents when they changed since (a
+    /// change that does not load keeps the last good settings).
+    pub fn settings(&self) -> Option<Settings> {
+        let given = self.settings.as_ref()?;
+        let mut current = self.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(known) = current.as_mut() else { return Some(given.clone()) };
+        let file = given.paths.config_file.as_deref()?;
+        let Ok(meta) = std::fs::metadata(file) else { return Some(known.settings.clone()) };
+        if stamp_of(&meta) == known.stamp {
+            return Some(known.settings.clone());
+        }
+        let Some((stamp, hash)) = read_stamp(file) else { return Some(known.settings.clone()) };
+        known.stamp = stamp;
+        if hash != known.hash {
+            match self.reload(given) {
+                Ok(settings) => {
+                    tracing::info!(file = %file.display(), "configuration changed; jobs use the new one");
+                    known.settings = settings;
+                    known.hash = hash;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the changed configuration does not load; jobs keep the last one");
+                }
+            }
+        }
+        Some(known.settings.clone())
+    }
+
+    fn reload(&self, given: &Settings) -> Result<Settings, crate::config::ConfigError> {
+        let options = crate::config::LoadOptions {
+            start_dir: given.paths.repo_root.clone(),
+            config_file: given.paths.config_file.clone(),
+            sets: Vec::new(),
+        };
+        let mut settings = Settings::load(&options, &EnvVars::from_inherited(self.base_env.clone()))?;
+        // Where state lives does not move under a running worker.
+        settings.paths = given.paths.clone();
+        Ok(settings)
+    }
+}
+
+type Stamp = (std::time::SystemTime, u64);
+
+fn stamp_of(meta: &std::fs::Metadata) -> Stamp {
+    (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len())
+}
+
+/// A file's modification time and size, and a hash of its contents.
+fn read_stamp(file: &std::path::Path) -> Option<(Stamp, u64)> {
+    use std::hash::{Hash as _, Hasher as _};
+    let meta = std::fs::metadata(file).ok()?;
+    let bytes = std::fs::read(file).ok()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    Some((stamp_of(&meta), hasher.finish()))
 }
 
 /// `command.exec`'s payload.
@@ -67,13 +157,44 @@ fn timeout_of(value: Option<&serde_json::Value>) -> Result<Option<Duration>, Str
     }
 }
 
-/// A target's environment and root, as `envctl env` computes it (requirement variables and `ENVCTL_TARGET`).
-fn target_env(ctx: &HandlerContext, target: &str) -> Result<(BTreeMap<String, String>, PathBuf), String> {
-    let Some(settings) = &ctx.settings else {
-        return Err(format!("this worker runs outside a repository, so it cannot run for target `{target}`"));
+/// Where and with what a job's command runs: the variables envctl adds, the target's root (the job's `cwd` may
+/// not leave it) and the directory it starts in when the payload names none.
+#[derive(Debug, Clone)]
+struct Place {
+    vars: BTreeMap<String, String>,
+    root: PathBuf,
+    dir: Option<PathBuf>,
+}
+
+fn planning_env(ctx: &HandlerContext) -> EnvVars {
+    EnvVars::from_pairs(ctx.base_env.get("PATH").map(|p| ("PATH", p.as_str())))
+}
+
+fn settings_of(ctx: &HandlerContext, target: &str) -> Result<Settings, String> {
+    ctx.settings().ok_or_else(|| {
+        format!("this worker runs outside a repository, so it cannot run for target `{target}`")
+    })
+}
+
+/// A target's environment and root, as `envctl env` computes it (requirement variables and `ENVCTL_TARGET`);
+/// outside any target, the worker's directory.
+fn target_place(ctx: &HandlerContext, target: Option<&str>) -> Result<Place, String> {
+    let Some(target) = target else {
+        let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+        return Ok(Place { vars: BTreeMap::new(), root, dir: None });
     };
-    let env = EnvVars::from_pairs(ctx.base_env.get("PATH").map(|p| ("PATH", p.as_str())));
-    crate::plan::target_env(settings, target, &env).map_err(|e| e.to_string())
+    let settings = settings_of(ctx, target)?;
+    let (vars, root) =
+        crate::plan::target_env(&settings, target, &planning_env(ctx)).map_err(|e| e.to_string())?;
+    Ok(Place { vars, root, dir: None })
+}
+
+/// A service's environment in a target, exactly what `envctl env --service` prints, in the service's directory.
+fn service_place(ctx: &HandlerContext, target: &str, service: &str) -> Result<Place, String> {
+    let settings = settings_of(ctx, target)?;
+    let found = crate::plan::service_env(&settings, target, service, &planning_env(ctx))
+        .map_err(|e| e.to_string())?;
+    Ok(Place { vars: found.vars, root: found.root, dir: Some(found.cwd) })
 }
 
 /// Runs `job` to its end (or until `cancel`), logging its output to the store.
@@ -94,12 +215,16 @@ pub async fn run(
                 Ok(t) => t,
                 Err(e) => return bad_payload(job, e),
             };
+            let place = match target_place(ctx, payload.target.as_deref().or(job.target.as_deref())) {
+                Ok(place) => place,
+                Err(error) => return Finish::Failed { error, retry: false },
+            };
             exec(
                 ctx,
                 store,
                 job,
                 &payload.command,
-                payload.target.as_deref(),
+                &place,
                 payload.cwd.as_deref(),
                 payload.env,
                 timeout,
@@ -112,7 +237,8 @@ pub async fn run(
                 Ok(p) => p,
                 Err(e) => return bad_payload(job, e),
             };
-            let service = ctx.settings.as_ref().and_then(|s| s.config.services.get(&payload.service));
+            let settings = ctx.settings();
+            let service = settings.as_ref().and_then(|s| s.config.services.get(&payload.service));
             let Some(service) = service else {
                 return bad_payload(job, format!("no service `{}` in this repository", payload.service));
             };
@@ -129,20 +255,19 @@ pub async fn run(
             };
             let target = payload.target.or_else(|| job.target.clone()).unwrap_or_else(|| "main".into());
             let command = super::suites::narrow(&test, &payload.only).unwrap_or(test);
-            exec(
-                ctx,
-                store,
-                job,
-                &command,
-                Some(&target),
-                service.cwd.as_deref(),
-                BTreeMap::new(),
-                None,
-                cancel,
-            )
-            .await
+            let place = match service_place(ctx, &target, &payload.service) {
+                Ok(place) => place,
+                Err(error) => return Finish::Failed { error, retry: false },
+            };
+            let limit = if job.job_type == "test.run" {
+                service.test_timeout_secs
+            } else {
+                service.migrate_timeout_secs
+            };
+            let timeout = Some(Duration::from_secs(limit));
+            exec(ctx, store, job, &command, &place, None, BTreeMap::new(), timeout, cancel).await
         }
-        user => match ctx.settings.as_ref().and_then(|s| s.config.jobs.types.get(user)) {
+        user => match ctx.settings().and_then(|s| s.config.jobs.types.get(user).cloned()) {
             Some(kind) => {
                 let timeout = kind.timeout_secs.map(Duration::from_secs);
                 let env: BTreeMap<String, String> = job
@@ -150,18 +275,11 @@ pub async fn run(
                     .get("env")
                     .and_then(|e| serde_json::from_value(e.clone()).ok())
                     .unwrap_or_default();
-                exec(
-                    ctx,
-                    store,
-                    job,
-                    &kind.command.clone(),
-                    job.target.as_deref(),
-                    None,
-                    env,
-                    timeout,
-                    cancel,
-                )
-                .await
+                let place = match target_place(ctx, job.target.as_deref()) {
+                    Ok(place) => place,
+                    Err(error) => return Finish::Failed { error, retry: false },
+                };
+                exec(ctx, store, job, &kind.command.clone(), &place, None, env, timeout, cancel).await
             }
             None => Finish::Failed {
                 error: format!(
@@ -198,30 +316,25 @@ async fn exec(
     store: &Arc<dyn JobStore>,
     job: &Job,
     command: &str,
-    target: Option<&str>,
+    place: &Place,
     cwd: Option<&str>,
     env: BTreeMap<String, String>,
     timeout: Option<Duration>,
     cancel: CancellationToken,
 ) -> Finish {
-    let target = target.or(job.target.as_deref());
-    let (target_vars, root) = match target {
-        Some(t) => match target_env(ctx, t) {
-            Ok(found) => found,
-            Err(e) => return Finish::Failed { error: e, retry: false },
+    let dir = match (cwd, &place.dir) {
+        (None, Some(dir)) => dir.clone(),
+        _ => match within(&place.root, cwd) {
+            Ok(dir) => dir,
+            Err(error) => return Finish::Failed { error, retry: false },
         },
-        None => (BTreeMap::new(), std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"))),
-    };
-    let dir = match within(&root, cwd) {
-        Ok(dir) => dir,
-        Err(error) => return Finish::Failed { error, retry: false },
     };
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.args(["-c", command])
         .current_dir(&dir)
         .env_clear()
         .envs(&ctx.base_env)
-        .envs(&target_vars)
+        .envs(&place.vars)
         .envs(&env)
         .env("ENVCTL_JOB_ID", &job.id)
         .stdin(Stdio::null())
@@ -240,7 +353,7 @@ async fn exec(
     };
     let pid = child.id().unwrap_or_default();
     let started = crate::supervisor::proc_info::start_time(pid).unwrap_or_default();
-    let logger = stream_output(store, &job.id, &mut child);
+    let logger = stream_output(store, &job.id, &mut child, ctx.tap.as_ref());
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -270,6 +383,7 @@ fn stream_output(
     store: &Arc<dyn JobStore>,
     job_id: &str,
     child: &mut tokio::process::Child,
+    tap: Option<&LineTap>,
 ) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for stream in [
@@ -279,10 +393,13 @@ fn stream_output(
     .into_iter()
     .flatten()
     {
-        let tx = tx.clone();
+        let (tx, tap, id) = (tx.clone(), tap.cloned(), job_id.to_owned());
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(tap) = &tap {
+                    let _ = tap.send((id.clone(), line.clone()));
+                }
                 if tx.send(line).is_err() {
                     break;
                 }

@@ -207,15 +207,19 @@ fn failed_of(store: &dyn JobStore, job: &Job) -> Vec<String> {
 
 /// Enqueues `suites` as `kind` jobs and runs them with a worker of this process until each has ended (or
 /// `interrupt` fires, which stops the running ones). `finished` is called once per suite as it ends.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_suites(
     store: Arc<dyn JobStore>,
-    ctx: Arc<HandlerContext>,
+    ctx: HandlerContext,
     kind: SuiteKind,
     suites: &[Suite],
     options: &SuiteOptions,
     interrupt: impl std::future::Future<Output = ()>,
     mut finished: impl FnMut(&SuiteResult),
+    mut line: impl FnMut(&Suite, &str),
 ) -> Result<SuiteRun, StoreError> {
+    let (tap, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let ctx = Arc::new(ctx.with_tap(tap));
     let new: Vec<NewJob> = suites
         .iter()
         .map(|suite| NewJob {
@@ -246,6 +250,11 @@ pub async fn run_suites(
     let mut done: BTreeMap<String, SuiteResult> = BTreeMap::new();
     let mut interrupted = false;
     while done.len() < ids.len() {
+        while let Ok((id, text)) = lines.try_recv() {
+            if let Some(suite) = labels.get(&id) {
+                line(suite, &text);
+            }
+        }
         for id in &ids {
             if done.contains_key(id) {
                 continue;
@@ -267,6 +276,11 @@ pub async fn run_suites(
     }
     shutdown.cancel();
     let _ = worker.await;
+    while let Ok((id, text)) = lines.try_recv() {
+        if let Some(suite) = labels.get(&id) {
+            line(suite, &text);
+        }
+    }
     let mut results = Vec::new();
     for id in &ids {
         let result = if let Some(result) = done.remove(id) {

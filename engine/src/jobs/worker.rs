@@ -331,7 +331,7 @@ mod tests {
             most: AtomicUsize::new(0),
             waits: AtomicUsize::new(0),
         });
-        let ctx = Arc::new(HandlerContext { settings: None, base_env: std::collections::BTreeMap::new() });
+        let ctx = Arc::new(HandlerContext::new(None, std::collections::BTreeMap::new()));
         // A 30 ms lease ticks the heartbeat every 10 ms: each tick ends a loop pass while a 100 ms wait is out.
         let options = WorkerOptions {
             concurrency: 1,

@@ -241,6 +241,8 @@ fn plan_target(
                 ));
             }
         }
+        let files = config.project.env_file.iter().chain(&service.env_file);
+        let from_files = env_files(settings, target, files, name, problems);
         let port = ports.get(&target.name, name).copied();
         if let Some(plan) = port {
             env_out.insert("PORT".into(), plan.assigned.to_string());
@@ -265,6 +267,15 @@ fn plan_target(
             let filled = fill(value, &format!("env.{key}"), false);
             env_out.insert(key.clone(), filled);
         }
+        // Under everything envctl sets: a project's `.env` written for another setup never points a worktree
+        // at main's database.
+        let mut env_sources = BTreeMap::new();
+        for (key, value, source) in from_files {
+            if !env_out.contains_key(&key) {
+                env_out.insert(key.clone(), value);
+                env_sources.insert(key, source);
+            }
+        }
         // The command goes through `sh -c`: each filled-in value stays one word, whatever characters a
         // worktree's path or a password holds.
         let command = fill(&service.command, "command", true);
@@ -283,6 +294,7 @@ fn plan_target(
             stop_grace_secs: service.stop_grace_secs,
             stop_signal: "TERM".into(),
             user: None,
+            env_sources,
         });
     }
     TargetPlan {
@@ -291,6 +303,40 @@ fn plan_target(
         requirements: requirement_plans,
         services: service_plans,
     }
+}
+
+/// The variables of a service's dotenv `files`, later files overriding earlier ones, each with its `file:line`.
+/// A file is looked for in the target's checkout, then (for a worktree, where an untracked `.env` is usually
+/// missing) in the main checkout; one found in neither is a problem.
+fn env_files<'a>(
+    settings: &Settings,
+    target: &Target,
+    files: impl Iterator<Item = &'a String>,
+    service: &str,
+    problems: &mut Vec<String>,
+) -> Vec<(String, String, String)> {
+    let mut vars: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for file in files {
+        let path =
+            [target.root.join(file), settings.paths.repo_root.join(file)].into_iter().find(|p| p.is_file());
+        let Some(path) = path else {
+            problems.push(format!(
+                "{}: {service}.env_file: `{file}` does not exist in {}; create it or remove it from `env_file`",
+                target.name,
+                target.root.display()
+            ));
+            continue;
+        };
+        match crate::config::dotenv::read(&path) {
+            Ok(read) => {
+                for var in read {
+                    vars.insert(var.key, (var.value, format!("{}:{}", path.display(), var.line)));
+                }
+            }
+            Err(e) => problems.push(format!("{}: {service}.env_file: {e}", target.name)),
+        }
+    }
+    vars.into_iter().map(|(k, (v, s))| (k, v, s)).collect()
 }
 
 /// What `start` would do for `targets`.
@@ -319,6 +365,17 @@ pub enum PlanError {
     /// Its ports could not be planned.
     #[error(transparent)]
     Port(#[from] PortError),
+    /// The service does not run for the target.
+    #[error("service `{service}` does not run for target `{target}` (see its `targets` and `enabled` keys)")]
+    NotHere {
+        /// Service.
+        service: String,
+        /// Target.
+        target: String,
+    },
+    /// The plan has problems (a placeholder that cannot be filled in, a missing env file).
+    #[error("{}", .0.join("\n"))]
+    Problems(Vec<String>),
 }
 
 /// The environment every service of `target` shares (each requirement's exports and `ENVCTL_TARGET`) and the
@@ -341,6 +398,58 @@ pub fn target_env(
         root = std::path::PathBuf::from(target_plan.root);
     }
     Ok((vars, root))
+}
+
+/// `services` and every service they depend on, directly or not (empty: every service).
+pub fn with_dependencies(settings: &Settings, services: &[String]) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    let mut queue = services.to_vec();
+    while let Some(name) = queue.pop() {
+        if let Some(service) = settings.config.services.get(&name)
+            && out.insert(name)
+        {
+            queue.extend(service.depends_on.iter().cloned());
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The environment envctl gives `service` of `target` (what `envctl env --service` prints), the target's root and
+/// the service's working directory: what the service's `test`, `migrate` and `setup` run with.
+pub fn service_env(
+    settings: &Settings,
+    target: &str,
+    service: &str,
+    env: &EnvVars,
+) -> Result<ServiceEnv, PlanError> {
+    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let selected =
+        targets.select(&Selection::Trees(vec![target.to_owned()]), settings.config.project.default_mode)?;
+    let ports = plan_ports(settings, &selected)?;
+    let plan = explain(settings, &selected, &ports, env);
+    let target_plan = plan.targets.into_iter().next().ok_or_else(|| {
+        PlanError::Target(TargetError::Unknown { name: target.to_owned(), suggestion: None })
+    })?;
+    let root = std::path::PathBuf::from(&target_plan.root);
+    let found = target_plan.services.into_iter().find(|s| s.name == service);
+    let Some(found) = found else {
+        return Err(PlanError::NotHere { service: service.to_owned(), target: target.to_owned() });
+    };
+    if !plan.problems.is_empty() {
+        return Err(PlanError::Problems(plan.problems));
+    }
+    Ok(ServiceEnv { vars: found.env, cwd: std::path::PathBuf::from(found.cwd), root })
+}
+
+/// What [`service_env`] found.
+#[derive(Debug, Clone)]
+pub struct ServiceEnv {
+    /// The variables.
+    pub vars: BTreeMap<String, String>,
+    /// The service's working directory.
+    pub cwd: std::path::PathBuf,
+    /// The target's root.
+    pub root: std::path::PathBuf,
 }
 
 #[cfg(test)]

@@ -209,6 +209,7 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
         stop_grace_secs: 10,
         stop_signal: stop_signal.to_owned(),
         user,
+        env_sources: BTreeMap::new(),
     }
 }
 

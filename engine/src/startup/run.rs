@@ -306,6 +306,9 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
             None => StartupError::NothingToResume,
         });
     }
+    if let Some(config) = request.config.clone() {
+        host.ensure_worker(&Settings::resolved(config, host.paths().clone()), &request.env);
+    }
     let targets: Vec<String> = previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default();
     let run_id = host.begin_run("resume", &targets);
     let mut outcome = StartOutcome { run_id: run_id.clone(), ..StartOutcome::default() };

@@ -533,6 +533,7 @@ mod tests {
                 stop_grace_secs: 1,
                 stop_signal: "TERM".into(),
                 user: None,
+                env_sources: BTreeMap::new(),
             },
             base_env: BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]),
             log_path: dir.join("svc.log"),

@@ -44,6 +44,7 @@ impl Checker<'_> {
             .command
             .iter()
             .map(|c| (c, "command".to_owned()))
+            .chain(body.setup.iter().map(|c| (c, "setup".to_owned())))
             .chain(body.env.iter().flatten().map(|(k, v)| (v, format!("env.{}", k.get_ref()))));
         for (text, field) in texts {
             for p in template::placeholders(text.get_ref()) {

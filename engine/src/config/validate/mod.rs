@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::time::Duration;
 
-use envctl_contracts::config::{Config, Mode, ProjectConfig, TargetScope};
+use envctl_contracts::config::{
+    Config, DEFAULT_SETUP_TIMEOUT_SECS, Mode, ProjectConfig, SetupConfig, TargetScope,
+};
 use toml::Spanned;
 
 use super::error::Problem;
@@ -46,7 +48,7 @@ pub fn valid_name(name: &str) -> bool {
         && name.len() <= 63
 }
 
-pub(super) fn valid_env_key(key: &str) -> bool {
+pub(crate) fn valid_env_key(key: &str) -> bool {
     let mut chars = key.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -214,7 +216,9 @@ impl<'m> Checker<'m> {
                 }
                 None => "trees".to_owned(),
             },
+            env_file: self.relative_paths(raw.project.env_file.as_ref(), "project.env_file"),
         };
+        let setup = raw.setup.as_ref().and_then(|setup| self.project_setup(setup));
         // Every name in the file is defined, even one that is invalid, a duplicate or has a broken body: naming
         // it in `depends_on` is not a second problem.
         let defined: BTreeSet<&str> = raw
@@ -254,7 +258,21 @@ impl<'m> Checker<'m> {
             }
         }
         self.check_cycles(&raw.services);
-        Config { project, services, requirements, jobs: self.jobs(raw) }
+        Config { project, services, setup, requirements, jobs: self.jobs(raw) }
+    }
+
+    /// `[setup]`: a command (required), its inputs and its timeout.
+    fn project_setup(&mut self, setup: &Spanned<super::raw::RawSetup>) -> Option<SetupConfig> {
+        let body = setup.get_ref();
+        let inputs = self.setup_inputs(body.command.as_ref(), body.inputs.as_ref(), "setup", "command");
+        let timeout_secs = self
+            .duration(body.timeout.as_ref(), "setup.timeout")
+            .map_or(DEFAULT_SETUP_TIMEOUT_SECS, |d| d.as_secs().max(1));
+        if body.command.is_none() && body.inputs.is_none() && !self.reported("setup.command") {
+            self.error(&setup.span(), "setup.command", "is required".into());
+        }
+        let command = self.non_blank(body.command.as_ref(), "setup.command")?;
+        Some(SetupConfig { command, inputs, timeout_secs })
     }
 
     fn check_name(

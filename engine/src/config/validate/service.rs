@@ -2,13 +2,19 @@
 
 use std::collections::BTreeMap;
 
-use envctl_contracts::config::{ProbeKind, ReadyProbe, RestartPolicy, ServiceConfig, TargetScope};
+use envctl_contracts::config::{
+    DEFAULT_SETUP_TIMEOUT_SECS, DEFAULT_SUITE_TIMEOUT_SECS, ProbeKind, ReadyProbe, RestartPolicy,
+    ServiceConfig, TargetScope, TestDatabase,
+};
 use toml::Spanned;
 
 use super::{
     Checker, DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE_SECS, SCOPES, relative_inside, valid_env_key,
 };
 use crate::config::raw::{RawReady, RawService};
+
+const TEST_DATABASES: &[(&str, TestDatabase)] =
+    &[("clone", TestDatabase::Clone), ("target", TestDatabase::Target)];
 
 const RESTARTS: &[(&str, RestartPolicy)] =
     &[("no", RestartPolicy::No), ("on-failure", RestartPolicy::OnFailure), ("always", RestartPolicy::Always)];
@@ -142,6 +148,76 @@ impl Checker<'_> {
             stop_grace_secs: self
                 .duration(body.stop_grace.as_ref(), &format!("{key}.stop_grace"))
                 .map_or(DEFAULT_STOP_GRACE_SECS, |d| d.as_secs()),
+            env_file: self.relative_paths(body.env_file.as_ref(), &format!("{key}.env_file")),
+            setup: self.non_blank(body.setup.as_ref(), &format!("{key}.setup")),
+            setup_inputs: self.setup_inputs(body.setup.as_ref(), body.setup_inputs.as_ref(), &key, "setup"),
+            setup_timeout_secs: self
+                .duration(body.setup_timeout.as_ref(), &format!("{key}.setup_timeout"))
+                .map_or(DEFAULT_SETUP_TIMEOUT_SECS, |d| d.as_secs().max(1)),
+            test_timeout_secs: self
+                .duration(body.test_timeout.as_ref(), &format!("{key}.test_timeout"))
+                .map_or(DEFAULT_SUITE_TIMEOUT_SECS, |d| d.as_secs().max(1)),
+            migrate_timeout_secs: self
+                .duration(body.migrate_timeout.as_ref(), &format!("{key}.migrate_timeout"))
+                .map_or(DEFAULT_SUITE_TIMEOUT_SECS, |d| d.as_secs().max(1)),
+            test_database: self.choice(
+                body.test_database.as_ref(),
+                &format!("{key}.test_database"),
+                TEST_DATABASES,
+                TestDatabase::Clone,
+            ),
         }
+    }
+
+    /// Paths that must stay inside the checkout (`env_file`, `setup_inputs`).
+    pub(super) fn relative_paths(&mut self, paths: Option<&Vec<Spanned<String>>>, key: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for path in paths.into_iter().flatten() {
+            if relative_inside(path.get_ref()) && !path.get_ref().is_empty() {
+                out.push(path.get_ref().clone());
+            } else {
+                self.error(
+                    &path.span(),
+                    key,
+                    format!(
+                        "`{}` must be a relative path inside the checkout (no `..`, not absolute)",
+                        path.get_ref()
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// An optional command that, when given, must not be blank.
+    pub(super) fn non_blank(&mut self, value: Option<&Spanned<String>>, key: &str) -> Option<String> {
+        let value = value?;
+        if value.get_ref().trim().is_empty() {
+            self.error(&value.span(), key, "must not be empty".into());
+            return None;
+        }
+        Some(value.get_ref().clone())
+    }
+
+    /// A setup step's inputs (`<key>.<inputs>`), which need its command (`<key>.<command>`).
+    pub(super) fn setup_inputs(
+        &mut self,
+        command: Option<&Spanned<String>>,
+        inputs: Option<&Vec<Spanned<String>>>,
+        key: &str,
+        command_name: &str,
+    ) -> Vec<String> {
+        let inputs_key =
+            if command_name == "setup" { format!("{key}.setup_inputs") } else { format!("{key}.inputs") };
+        if command.is_none()
+            && let Some(first) = inputs.and_then(|list| list.first())
+        {
+            self.error(
+                &first.span(),
+                &inputs_key,
+                format!("needs `{command_name}`, the command these inputs feed"),
+            );
+        }
+        self.relative_paths(inputs, &inputs_key)
     }
 }

@@ -56,7 +56,11 @@ pub fn exec(rt: &EngineRuntime, args: &EnvArgs) -> Result<Outcome, EngineError> 
         return Err(EngineError::Failed("no target selected".into()));
     };
     let mut services: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+    let mut sources: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     for service in target.services {
+        if !service.env_sources.is_empty() {
+            sources.insert(service.name.clone(), service.env_sources);
+        }
         services.insert(service.name, service.env);
     }
     if let Some(name) = &args.service {
@@ -69,8 +73,9 @@ pub fn exec(rt: &EngineRuntime, args: &EnvArgs) -> Result<Outcome, EngineError> 
             )));
         };
         services = BTreeMap::from([(name.clone(), env)]);
+        sources.retain(|service, _| service == name);
     }
-    let report = EnvReport { schema_version: SCHEMA_VERSION, target: target.name, services };
+    let report = EnvReport { schema_version: SCHEMA_VERSION, target: target.name, services, sources };
     if args.json {
         rt.printer().json(&report);
         return Ok(Outcome::Success);
@@ -81,8 +86,16 @@ pub fn exec(rt: &EngineRuntime, args: &EnvArgs) -> Result<Outcome, EngineError> 
         if many {
             let _ = writeln!(out, "# {}/{service}", report.target);
         }
+        let sources = report.sources.get(service);
         for (key, value) in env {
-            let _ = writeln!(out, "export {key}={}", shell_quote(value));
+            match sources.and_then(|s| s.get(key)) {
+                Some(source) => {
+                    let _ = writeln!(out, "export {key}={}  # {source}", shell_quote(value));
+                }
+                None => {
+                    let _ = writeln!(out, "export {key}={}", shell_quote(value));
+                }
+            }
         }
     }
     rt.printer().data(&out);

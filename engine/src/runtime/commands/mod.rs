@@ -127,6 +127,35 @@ fn start_request(
     })
 }
 
+/// Runs the setup steps of the selected targets that have not run in their checkout yet or whose inputs
+/// changed, their output on stderr as it comes; the first that fails stops the start (nothing was started).
+fn prepare_checkouts(
+    rt: &EngineRuntime,
+    targets: &TargetArgs,
+    services: &[String],
+) -> Result<(), EngineError> {
+    let settings = rt.settings()?;
+    if settings.config.setup.is_none() && settings.config.services.values().all(|s| s.setup.is_none()) {
+        return Ok(());
+    }
+    let selected = rt.select(&targets.selection())?;
+    let closure = crate::plan::with_dependencies(settings, services);
+    let ports = crate::plan::plan_ports(settings, &selected)?;
+    let steps = crate::setup::steps(settings, &selected, &ports, rt.env(), &closure);
+    let printer = *rt.printer();
+    for step in steps {
+        let Some(reason) = crate::setup::reason(settings, &step) else { continue };
+        let label = format!("{}/{}", step.target, step.name);
+        printer.note(&format!("setup {label}: `{}` ({reason})", step.command));
+        let ran = rt.block_on(crate::setup::run(settings, &step, rt.env().inherited(), |line| {
+            printer.note(&format!("  {label} | {line}"));
+        }))?;
+        let took = ran.map_err(|e| EngineError::Failed(e.to_string()))?;
+        printer.note(&format!("setup {label}: done in {:.1} s", took.as_secs_f64()));
+    }
+    Ok(())
+}
+
 /// Prints a start's outcome: URLs on stdout; a failure becomes the command's error.
 fn report_start(rt: &EngineRuntime, reply: Option<Reply>) -> Result<Outcome, EngineError> {
     let printer = *rt.printer();
@@ -182,7 +211,6 @@ fn run_suites(
     parallel: Option<usize>,
 ) -> Result<Outcome, EngineError> {
     use std::fmt::Write as _;
-    use std::sync::Arc;
 
     use crate::jobs::suites::{SuiteKind, SuiteOptions};
 
@@ -192,10 +220,8 @@ fn run_suites(
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(4))),
         lease: std::time::Duration::from_secs(settings.config.jobs.lease_secs),
     };
-    let ctx = Arc::new(crate::jobs::handlers::HandlerContext {
-        settings: Some(settings.clone()),
-        base_env: rt.env().inherited().clone(),
-    });
+    let ctx =
+        crate::jobs::handlers::HandlerContext::new(Some(settings.clone()), rt.env().inherited().clone());
     let printer = *rt.printer();
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -211,6 +237,7 @@ fn run_suites(
             let mark = if r.passed { "passed" } else { "FAILED" };
             printer.note(&format!("  {mark:<6} {}/{}", r.target, r.service));
         },
+        |suite, line| printer.note(&format!("  {}/{} | {line}", suite.target, suite.service)),
     ))??;
     if kind == SuiteKind::Test
         && let Err(e) = rt.state()?.save_test_results(&run.results)

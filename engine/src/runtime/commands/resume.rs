@@ -15,7 +15,10 @@ pub struct ResumeArgs {}
 /// Resumes the saved environment.
 pub fn exec(rt: &EngineRuntime, _args: &ResumeArgs) -> Result<Outcome, EngineError> {
     let printer = *rt.printer();
-    let request = Request::Resume(ResumeRequest { env: rt.env().inherited().clone() });
+    // A configuration that does not load does not stop a resume (the saved state says what ran): the host then
+    // runs no job worker until a `start`.
+    let config = rt.settings().ok().map(|s| s.config.clone());
+    let request = Request::Resume(ResumeRequest { env: rt.env().inherited().clone(), config });
     let reply = HostClient::call(rt.paths()?, true, &request, |p| show_progress(printer, p))?;
     if let Some(Reply::Started(outcome)) = &reply {
         printer.note(&format!(

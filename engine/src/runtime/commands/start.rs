@@ -7,7 +7,7 @@ use std::io::IsTerminal as _;
 use envctl_contracts::control::Request;
 use envctl_contracts::state::ServiceStatus;
 
-use super::{report_start, start_request};
+use super::{prepare_checkouts, report_start, start_request};
 use crate::host::client::HostClient;
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
@@ -41,6 +41,9 @@ pub fn exec(rt: &EngineRuntime, args: &StartArgs) -> Result<Outcome, EngineError
     let mut request = start_request(rt, &args.targets, &args.services, "start", args.no_resume)?;
     request.no_deps = args.no_deps;
     request.deps_only = args.deps_only;
+    if !args.deps_only {
+        prepare_checkouts(rt, &args.targets, &args.services)?;
+    }
     if args.foreground {
         return foreground::run(rt, request);
     }
