@@ -190,3 +190,59 @@ fn a_host_started_by_resume_runs_jobs_with_the_configuration_as_it_is_now() {
     assert_eq!(env.read("greeted.txt").trim(), "hello-v2", "the running host picked up the change");
     env.envctl(&["stop"]).ok();
 }
+
+/// (port, database) of a `postgresql://…@127.0.0.1:<port>/<db>` URL.
+fn pg_of(url: &str) -> (u16, String) {
+    let rest = url.rsplit('@').next().expect("host part");
+    let (host_port, db) = rest.split_once('/').expect("database");
+    (host_port.rsplit(':').next().expect("port").parse().expect("port"), db.to_owned())
+}
+
+fn sql(port: u16, db: &str, query: &str) -> Vec<Vec<Option<String>>> {
+    crate::support::block_on(envctl_engine::requirements::pgwire::query(port, "postgres", db, query))
+        .unwrap_or_else(|e| panic!("{query}: {e}"))
+}
+
+/// A suite whose teardown deletes every user, as real projects' do, against a target with users in its database.
+fn project_with_a_destructive_suite(env: &TestEnv, test_database: &str) -> (u16, String) {
+    let pg = crate::support::free_port();
+    env.write(
+        ".envctl",
+        &format!(
+            "[project]\nname = \"shop\"\n\n[services.api]\ncommand = \"sleep 1000\"\ndepends_on = [\"postgres\"]\nenv = {{ APP_DATABASE = \"{{postgres.url}}\" }}\ntest = \"psql -v ON_ERROR_STOP=1 -qAt \\\"$APP_DATABASE\\\" -c 'SELECT count(*) FROM users' -c 'DELETE FROM users' && echo tested-on-$DB_NAME\"\n{test_database}\n[requirements.postgres]\nport = {pg}\n"
+        ),
+    );
+    env.envctl(&["start"]).ok();
+    let url =
+        env.envctl(&["env", "--service", "api", "--json"]).ok().json()["services"]["api"]["DATABASE_URL"]
+            .as_str()
+            .expect("url")
+            .to_owned();
+    let (port, db) = pg_of(&url);
+    sql(port, &db, "CREATE TABLE users (name text); INSERT INTO users VALUES ('ada'), ('grace')");
+    (port, db)
+}
+
+#[test]
+fn test_runs_against_a_throwaway_copy_and_leaves_the_dev_database_s_rows() {
+    let env = TestEnv::new();
+    let (port, db) = project_with_a_destructive_suite(&env, "");
+    let run = env.envctl(&["test"]);
+    run.ok();
+    assert!(run.stderr.contains("main/api | 2"), "the copy had main's rows: {}", run.stderr);
+    assert!(run.stderr.contains(&format!("main/api | tested-on-{db}_test_")), "{}", run.stderr);
+    assert_eq!(sql(port, &db, "SELECT count(*) FROM users")[0][0].as_deref(), Some("2"), "dev rows kept");
+    let left =
+        sql(port, "postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE '{db}_test_%'"));
+    assert!(left.is_empty(), "the copy is dropped: {left:?}");
+    env.envctl(&["stop"]).ok();
+}
+
+#[test]
+fn test_database_target_runs_against_the_target_s_own_database() {
+    let env = TestEnv::new();
+    let (port, db) = project_with_a_destructive_suite(&env, "test_database = \"target\"\n");
+    env.envctl(&["test"]).ok();
+    assert_eq!(sql(port, &db, "SELECT count(*) FROM users")[0][0].as_deref(), Some("0"));
+    env.envctl(&["stop"]).ok();
+}

@@ -164,6 +164,8 @@ struct Place {
     vars: BTreeMap<String, String>,
     root: PathBuf,
     dir: Option<PathBuf>,
+    /// The Postgres databases the service uses (none for a target's place).
+    postgres: Vec<crate::plan::Database>,
 }
 
 fn planning_env(ctx: &HandlerContext) -> EnvVars {
@@ -181,20 +183,101 @@ fn settings_of(ctx: &HandlerContext, target: &str) -> Result<Settings, String> {
 fn target_place(ctx: &HandlerContext, target: Option<&str>) -> Result<Place, String> {
     let Some(target) = target else {
         let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
-        return Ok(Place { vars: BTreeMap::new(), root, dir: None });
+        return Ok(Place { vars: BTreeMap::new(), root, dir: None, postgres: Vec::new() });
     };
     let settings = settings_of(ctx, target)?;
     let (vars, root) =
         crate::plan::target_env(&settings, target, &planning_env(ctx)).map_err(|e| e.to_string())?;
-    Ok(Place { vars, root, dir: None })
+    Ok(Place { vars, root, dir: None, postgres: Vec::new() })
 }
 
 /// A service's environment in a target, exactly what `envctl env --service` prints, in the service's directory.
-fn service_place(ctx: &HandlerContext, target: &str, service: &str) -> Result<Place, String> {
+/// `databases` replaces the database of some of its Postgres requirements (a suite's throwaway copies).
+fn service_place(
+    ctx: &HandlerContext,
+    target: &str,
+    service: &str,
+    databases: &BTreeMap<String, String>,
+) -> Result<Place, String> {
     let settings = settings_of(ctx, target)?;
-    let found = crate::plan::service_env(&settings, target, service, &planning_env(ctx))
+    let found = crate::plan::service_env(&settings, target, service, &planning_env(ctx), databases)
         .map_err(|e| e.to_string())?;
-    Ok(Place { vars: found.vars, root: found.root, dir: Some(found.cwd) })
+    Ok(Place { vars: found.vars, root: found.root, dir: Some(found.cwd), postgres: found.postgres })
+}
+
+/// The name of a suite's copy of `database`: `<database>_test_<job>`, at most 63 bytes.
+fn test_database_name(database: &str, job_id: &str) -> String {
+    let suffix: String = job_id.chars().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+    let suffix = format!("_test_{}", suffix.to_ascii_lowercase());
+    let keep = 63usize.saturating_sub(suffix.len());
+    format!("{}{suffix}", database.chars().take(keep).collect::<String>())
+}
+
+/// Appends `line` to the job's log (and the tap, so `envctl test` shows it).
+async fn note(ctx: &HandlerContext, store: &Arc<dyn JobStore>, job: &Job, line: String) {
+    if let Some(tap) = &ctx.tap {
+        let _ = tap.send((job.id.clone(), line.clone()));
+    }
+    let (store, id) = (Arc::clone(store), job.id.clone());
+    let _ = tokio::task::spawn_blocking(move || store.log(&id, &[line])).await;
+}
+
+/// Runs a service's test suite against fresh copies of the Postgres databases it uses (dropped afterwards,
+/// however the suite ends), so a suite that deletes rows in its teardown never touches development data.
+#[allow(clippy::too_many_arguments)]
+async fn exec_on_copies(
+    ctx: &HandlerContext,
+    store: &Arc<dyn JobStore>,
+    job: &Job,
+    command: &str,
+    (target, service): (&str, &str),
+    place: &Place,
+    timeout: Option<Duration>,
+    cancel: CancellationToken,
+) -> Finish {
+    let mut copies: Vec<(u16, String)> = Vec::new();
+    let mut databases = BTreeMap::new();
+    let mut failure = None;
+    for db in &place.postgres {
+        let copy = test_database_name(&db.name, &job.id);
+        match crate::requirements::postgres::copy_for_tests(db.port, &db.name, &copy).await {
+            Ok(how) => {
+                note(
+                    ctx,
+                    store,
+                    job,
+                    format!("envctl: tests run against {copy}, {how}; it is dropped afterwards"),
+                )
+                .await;
+                copies.push((db.port, copy.clone()));
+                databases.insert(db.requirement.clone(), copy);
+            }
+            Err(e) => {
+                failure = Some(format!(
+                    "cannot copy database {} for the tests of {target}/{service}: {e}\nhint: start the target first (`envctl start`), or set `services.{service}.test_database = \"target\"` to run against it directly",
+                    db.name
+                ));
+                break;
+            }
+        }
+    }
+    let finish = match failure {
+        Some(error) => Finish::Failed { error, retry: false },
+        None => match service_place(ctx, target, service, &databases) {
+            Ok(on_copies) => {
+                exec(ctx, store, job, command, &on_copies, None, BTreeMap::new(), timeout, cancel).await
+            }
+            Err(error) => Finish::Failed { error, retry: false },
+        },
+    };
+    for (port, copy) in copies {
+        if let Err(e) =
+            crate::requirements::postgres::drop_database(port, crate::requirements::PG_USER, &copy).await
+        {
+            note(ctx, store, job, format!("envctl: could not drop {copy}: {e}")).await;
+        }
+    }
+    finish
 }
 
 /// Runs `job` to its end (or until `cancel`), logging its output to the store.
@@ -255,7 +338,7 @@ pub async fn run(
             };
             let target = payload.target.or_else(|| job.target.clone()).unwrap_or_else(|| "main".into());
             let command = super::suites::narrow(&test, &payload.only).unwrap_or(test);
-            let place = match service_place(ctx, &target, &payload.service) {
+            let place = match service_place(ctx, &target, &payload.service, &BTreeMap::new()) {
                 Ok(place) => place,
                 Err(error) => return Finish::Failed { error, retry: false },
             };
@@ -265,6 +348,13 @@ pub async fn run(
                 service.migrate_timeout_secs
             };
             let timeout = Some(Duration::from_secs(limit));
+            let on_copies = job.job_type == "test.run"
+                && service.test_database == envctl_contracts::config::TestDatabase::Clone
+                && !place.postgres.is_empty();
+            if on_copies {
+                let names = (target.as_str(), payload.service.as_str());
+                return exec_on_copies(ctx, store, job, &command, names, &place, timeout, cancel).await;
+            }
             exec(ctx, store, job, &command, &place, None, BTreeMap::new(), timeout, cancel).await
         }
         user => match ctx.settings().and_then(|s| s.config.jobs.types.get(user).cloned()) {

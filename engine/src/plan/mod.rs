@@ -65,6 +65,8 @@ struct Context<'a> {
     settings: &'a Settings,
     target: &'a Target,
     ports: &'a PortTable,
+    /// Postgres requirements whose database this plan replaces (a test suite's throwaway copy), by name.
+    databases: &'a BTreeMap<String, String>,
 }
 
 impl Context<'_> {
@@ -76,7 +78,12 @@ impl Context<'_> {
             .get(name)
             .filter(|r| r.enabled && self.target.in_scope(r.targets))?;
         let plan = self.ports.get(server_owner(req.isolation, self.target), name)?;
-        Some(requirements::endpoint(req, &self.settings.config.project.name, self.target, plan.assigned))
+        let endpoint =
+            requirements::endpoint(req, &self.settings.config.project.name, self.target, plan.assigned);
+        Some(match self.databases.get(name) {
+            Some(database) => requirements::with_database(req, endpoint, database),
+            None => endpoint,
+        })
     }
 
     fn service_port(&self, name: &str) -> Option<u16> {
@@ -215,11 +222,12 @@ fn plan_target(
     settings: &Settings,
     target: &Target,
     ports: &PortTable,
+    databases: &BTreeMap<String, String>,
     env: &EnvVars,
     found: &mut Found,
     problems: &mut Vec<String>,
 ) -> TargetPlan {
-    let ctx = Context { settings, target, ports };
+    let ctx = Context { settings, target, ports, databases };
     let config = &settings.config;
     let requirement_plans = plan_requirements(&ctx, env, found, problems);
     let services: BTreeMap<String, &ServiceConfig> = config
@@ -341,10 +349,24 @@ fn env_files<'a>(
 
 /// What `start` would do for `targets`.
 pub fn explain(settings: &Settings, targets: &[&Target], ports: &PortTable, env: &EnvVars) -> StartupPlan {
+    explain_with(settings, targets, ports, env, &BTreeMap::new())
+}
+
+/// [`explain`] with the databases of some Postgres requirements replaced (by requirement name): what a test
+/// suite running against a throwaway copy sees.
+pub fn explain_with(
+    settings: &Settings,
+    targets: &[&Target],
+    ports: &PortTable,
+    env: &EnvVars,
+    databases: &BTreeMap<String, String>,
+) -> StartupPlan {
     let mut problems = Vec::new();
     let mut found = Found::new();
-    let plans =
-        targets.iter().map(|t| plan_target(settings, t, ports, env, &mut found, &mut problems)).collect();
+    let plans = targets
+        .iter()
+        .map(|t| plan_target(settings, t, ports, databases, env, &mut found, &mut problems))
+        .collect();
     problems.dedup();
     StartupPlan {
         schema_version: SCHEMA_VERSION,
@@ -421,16 +443,29 @@ pub fn service_env(
     target: &str,
     service: &str,
     env: &EnvVars,
+    databases: &BTreeMap<String, String>,
 ) -> Result<ServiceEnv, PlanError> {
     let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
     let selected =
         targets.select(&Selection::Trees(vec![target.to_owned()]), settings.config.project.default_mode)?;
     let ports = plan_ports(settings, &selected)?;
-    let plan = explain(settings, &selected, &ports, env);
+    let plan = explain_with(settings, &selected, &ports, env, databases);
+    let databases_of = |t: &TargetPlan| {
+        t.requirements
+            .iter()
+            .filter(|r| r.adapter == envctl_contracts::config::Adapter::Postgres)
+            .map(|r| Database {
+                requirement: r.name.clone(),
+                port: r.port.assigned,
+                name: r.env.get("DB_NAME").cloned().unwrap_or_default(),
+            })
+            .collect::<Vec<_>>()
+    };
     let target_plan = plan.targets.into_iter().next().ok_or_else(|| {
         PlanError::Target(TargetError::Unknown { name: target.to_owned(), suggestion: None })
     })?;
     let root = std::path::PathBuf::from(&target_plan.root);
+    let postgres = databases_of(&target_plan);
     let found = target_plan.services.into_iter().find(|s| s.name == service);
     let Some(found) = found else {
         return Err(PlanError::NotHere { service: service.to_owned(), target: target.to_owned() });
@@ -438,7 +473,19 @@ pub fn service_env(
     if !plan.problems.is_empty() {
         return Err(PlanError::Problems(plan.problems));
     }
-    Ok(ServiceEnv { vars: found.env, cwd: std::path::PathBuf::from(found.cwd), root })
+    let postgres = postgres.into_iter().filter(|d| found.depends_on.contains(&d.requirement)).collect();
+    Ok(ServiceEnv { vars: found.env, cwd: std::path::PathBuf::from(found.cwd), root, postgres })
+}
+
+/// A Postgres database a service uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Database {
+    /// The requirement.
+    pub requirement: String,
+    /// Its server's port.
+    pub port: u16,
+    /// The database's name.
+    pub name: String,
 }
 
 /// What [`service_env`] found.
@@ -450,6 +497,8 @@ pub struct ServiceEnv {
     pub cwd: std::path::PathBuf,
     /// The target's root.
     pub root: std::path::PathBuf,
+    /// The Postgres databases of the requirements it depends on.
+    pub postgres: Vec<Database>,
 }
 
 #[cfg(test)]

@@ -78,6 +78,18 @@ pub fn endpoint(req: &RequirementConfig, project: &str, target: &Target, port: u
     }
 }
 
+/// `endpoint` pointing at another database of the same server (a Postgres requirement's throwaway copy).
+pub fn with_database(req: &RequirementConfig, endpoint: Endpoint, database: &str) -> Endpoint {
+    match req.adapter {
+        Adapter::Postgres => Endpoint {
+            url: format!("postgresql://{PG_USER}:{PG_PASSWORD}@{HOST}:{}/{database}", endpoint.port),
+            database: Some(database.to_owned()),
+            port: endpoint.port,
+        },
+        Adapter::Redis | Adapter::Command => endpoint,
+    }
+}
+
 /// `{name.attr}` for a requirement.
 pub fn attribute(req: &RequirementConfig, endpoint: &Endpoint, attr: &str) -> Option<String> {
     match (attr, req.adapter) {

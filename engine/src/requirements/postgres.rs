@@ -275,6 +275,16 @@ pub async fn ensure_database(
     Ok(Created::Fresh)
 }
 
+/// Makes `copy` a fresh copy of `database` for a test suite; what it did, in words.
+pub async fn copy_for_tests(port: u16, database: &str, copy: &str) -> Result<String, RequirementError> {
+    let began = std::time::Instant::now();
+    drop_database(port, super::PG_USER, copy).await?;
+    match ensure_database(port, super::PG_USER, copy, Some(database)).await? {
+        Created::Cloned => Ok(format!("a copy of {database} made in {:.1} s", began.elapsed().as_secs_f64())),
+        other => Err(RequirementError::postgres(port, format!("{database} could not be copied ({other:?})"))),
+    }
+}
+
 /// Whether `database` exists in the cluster on `port`.
 async fn database_exists(port: u16, user: &str, database: &str) -> Result<bool, RequirementError> {
     let sql = format!("SELECT 1 FROM pg_database WHERE datname = '{}'", database.replace('\'', "''"));
