@@ -269,3 +269,126 @@ fn config_set_edits_a_symlinked_envctl_through_the_link() {
     assert!(link.file_type().is_symlink(), "the link stays a link");
     assert!(env.read("config/envctl.toml").contains("port = 8123"), "{}", env.read("config/envctl.toml"));
 }
+
+/// Processes carrying this repository's marker (`ENVCTL_SCOPE`), by service: (pid, parent pid).
+fn marked(env: &TestEnv) -> std::collections::BTreeMap<String, Vec<(u32, u32)>> {
+    let scope = format!("ENVCTL_SCOPE={}", scope(env).display());
+    let mut out: std::collections::BTreeMap<String, Vec<(u32, u32)>> = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let vars: Vec<String> =
+            environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
+        if !vars.contains(&scope) {
+            continue;
+        }
+        let Some(service) = vars.iter().find_map(|v| v.strip_prefix("ENVCTL_SERVICE=")) else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let fields: Vec<&str> =
+            stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        let parent = fields.get(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+        out.entry(service.to_owned()).or_default().push((pid, parent));
+    }
+    out
+}
+
+/// The tops of each service's process trees: marked processes whose parent is not marked for the same service.
+fn leaders(env: &TestEnv) -> std::collections::BTreeMap<String, Vec<u32>> {
+    marked(env)
+        .into_iter()
+        .map(|(service, procs)| {
+            let pids: Vec<u32> = procs.iter().map(|(p, _)| *p).collect();
+            (service, procs.iter().filter(|(_, parent)| !pids.contains(parent)).map(|(p, _)| *p).collect())
+        })
+        .collect()
+}
+
+/// The pid of this test's envctl host (`envctl host` with the test's runtime directory), once it runs.
+fn host_pid(env: &TestEnv) -> Option<u32> {
+    let runtime = format!("ENVCTL_RUNTIME_DIR={}", env.runtime.display());
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let ours = environ.split(|b| *b == 0).any(|v| v == runtime.as_bytes());
+        (ours && args.get(1) == Some(&b"host".as_slice())).then_some(pid)
+    })
+}
+
+#[test]
+fn a_host_killed_at_any_moment_of_a_start_leaves_every_service_owned_and_none_twice() {
+    // A chain of four services, each ready a moment after the one before: the host dies before, during and
+    // after each of their spawns.
+    let mut config = String::new();
+    for i in 0..4 {
+        let dep = if i == 0 { String::new() } else { format!("depends_on = [\"s{}\"]\n", i - 1) };
+        let _ = std::fmt::Write::write_fmt(
+            &mut config,
+            format_args!(
+                "[services.s{i}]\ncommand = \"sleep 1000\"\nready = {{ exec = \"sleep 0.15\" }}\n{dep}\n"
+            ),
+        );
+    }
+    for delay_ms in [0, 120, 260, 420, 700] {
+        let env = TestEnv::new();
+        env.write(".envctl", &config);
+        let mut start = env.spawn_envctl(&["start"]);
+        assert!(eventually(10, || host_pid(&env).is_some()), "a host starts");
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let host = host_pid(&env).expect("host");
+        kill9(host);
+        let _ = start.wait();
+        // A readiness probe the host was running (it carries the marker too) ends on its own.
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        let survivors = leaders(&env);
+        // The next start adopts what survived and starts the rest: one process tree per service, none twice.
+        env.envctl(&["start"]).ok();
+        let after = leaders(&env);
+        for i in 0..4 {
+            let name = format!("s{i}");
+            let shown: Vec<String> = after
+                .get(&name)
+                .into_iter()
+                .flatten()
+                .map(|p| {
+                    format!(
+                        "{p}: {}",
+                        std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                            .unwrap_or_default()
+                            .replace('\0', " ")
+                    )
+                })
+                .collect();
+            assert_eq!(
+                after.get(&name).map(Vec::len),
+                Some(1),
+                "killed at {delay_ms} ms: {name}: {shown:?} survivors {survivors:?} state {}",
+                env.envctl(&["show-state", "--json"]).stdout
+            );
+        }
+        // A survivor was either adopted (it is the service's process now) or stopped and replaced (a service
+        // the dead host never recorded how it started) — never left running beside a new one.
+        for (service, pids) in &survivors {
+            for pid in pids {
+                let adopted = after.get(service).is_some_and(|now| now.contains(pid));
+                let gone = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+                    stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+                });
+                assert!(
+                    adopted || gone,
+                    "killed at {delay_ms} ms: {service} pid {pid} left beside {after:?}"
+                );
+            }
+        }
+        env.envctl(&["stop"]).ok();
+        assert!(
+            eventually(5, || marked(&env).is_empty()),
+            "killed at {delay_ms} ms: left behind: {:?}",
+            marked(&env)
+        );
+    }
+}

@@ -150,8 +150,10 @@ pub struct Host {
 }
 
 /// The state an earlier host left: read, or recovered when it is torn; with what to tell the user then.
-fn read_previous(repo: &StateRepository, scope: &str) -> (Option<RunState>, Option<String>) {
+/// After a host that died without exiting (`unclean`), what it started but never saved is found in `/proc` too.
+fn read_previous(repo: &StateRepository, scope: &str, unclean: bool) -> (Option<RunState>, Option<String>) {
     match repo.run_state() {
+        Ok(state) if unclean => (recover::add_unrecorded(state, scope).0, None),
         Ok(state) => (state, None),
         Err(e @ StateError::Corrupt { .. }) => {
             let recovered = recover::recover(repo, scope, &e);
@@ -570,6 +572,7 @@ fn take_lock(paths: &Paths) -> Result<Option<File>, HostError> {
         std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .mode(0o600)
             .open(&path)
@@ -612,10 +615,11 @@ pub async fn run(
         return Err(HostError::AlreadyRunning(paths.scope_dir.join("host.lock").display().to_string()));
     };
     let (pid, start_time) = proc_info::current();
+    let unclean = mark_running(&lock, pid, start_time);
     let (previous, recovery) = {
         let repo = parts.state.clone();
         let scope = crate::plan::scope_of(&paths);
-        tokio::task::spawn_blocking(move || read_previous(&repo, &scope)).await.unwrap_or_default()
+        tokio::task::spawn_blocking(move || read_previous(&repo, &scope, unclean)).await.unwrap_or_default()
     };
     let (service_events_tx, service_events) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
@@ -693,9 +697,23 @@ pub async fn run(
     // The writer appends what is queued and ends.
     events_done.cancel();
     let _ = event_writer.await;
-    // The next host may start now.
+    // The next host may start now, knowing this one exited.
+    let _ = lock.set_len(0);
     drop(lock);
     Ok(())
+}
+
+/// Writes this host into its lock file, which it empties when it exits; whether the file named a host already (one
+/// that died without exiting: SIGKILL, a crash, a power cut).
+fn mark_running(lock: &File, pid: u32, start_time: u64) -> bool {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let mut file = lock;
+    let mut before = String::new();
+    let _ = file.read_to_string(&mut before);
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = writeln!(file, "{pid} {start_time}");
+    !before.trim().is_empty()
 }
 
 /// Leases the ports of adopted services to this host, so planners see them held by a live owner again.

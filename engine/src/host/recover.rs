@@ -18,11 +18,60 @@ pub struct Recovered {
     pub note: String,
 }
 
-/// Rebuilds the state of `repo` after `why` made its latest view unreadable.
-pub fn recover(repo: &StateRepository, scope: &str, why: &StateError) -> Recovered {
-    let copy = repo.newest_run_copy();
-    let from = if copy.is_some() { "the last run's copy and /proc" } else { "/proc" };
-    let mut state = copy.unwrap_or_else(|| RunState {
+/// Adds to `state` what envctl started that it does not record: the services a host spawned before it could save
+/// (it was killed mid-start). Each marked process whose service has no live record takes that record over (its
+/// pid and start time now); one with no record at all is recorded as found, so it can be stopped. A service whose
+/// record names another live process keeps it. `None` back when nothing runs and nothing was recorded.
+pub fn add_unrecorded(state: Option<RunState>, scope: &str) -> (Option<RunState>, usize) {
+    let found = proc_info::marked_leaders(scope);
+    let live = |r: &ServiceRecord| match (r.pid, r.pid_start_time) {
+        (Some(pid), Some(started)) => proc_info::start_time(pid) == Some(started),
+        _ => false,
+    };
+    let unrecorded: Vec<_> = found
+        .into_iter()
+        .filter(|m| {
+            !state
+                .iter()
+                .flat_map(|s| &s.services)
+                .any(|r| r.pid == Some(m.pid) && r.pid_start_time == Some(m.start_time))
+        })
+        .collect();
+    if unrecorded.is_empty() {
+        return (state, 0);
+    }
+    let mut state = state.unwrap_or_else(empty_state);
+    let mut added = 0;
+    for marked in &unrecorded {
+        let at = state.services.iter().position(|r| r.target == marked.target && r.service == marked.service);
+        if at.is_some_and(|i| live(&state.services[i])) {
+            tracing::warn!(pid = marked.pid, target = %marked.target, service = %marked.service, "a second process of a recorded service runs; left alone");
+            continue;
+        }
+        let at = at.unwrap_or_else(|| {
+            state.services.push(ServiceRecord::new(
+                ProcessKind::Service,
+                &marked.target,
+                &marked.service,
+                ServiceStatus::Ready,
+            ));
+            state.services.len() - 1
+        });
+        let record = &mut state.services[at];
+        record.pid = Some(marked.pid);
+        record.pid_start_time = Some(marked.start_time);
+        record.status = ServiceStatus::Ready;
+        if !state.targets.contains(&marked.target) {
+            state.targets.push(marked.target.clone());
+        }
+        added += 1;
+    }
+    tracing::warn!(added, "the last host died before saving what it started; found it in /proc");
+    (Some(state), added)
+}
+
+fn empty_state() -> RunState {
+    RunState {
         schema_version: SCHEMA_VERSION,
         run_id: crate::state::new_run_id(),
         command: "recovered".into(),
@@ -34,7 +83,14 @@ pub fn recover(repo: &StateRepository, scope: &str, why: &StateError) -> Recover
         created_at: now_rfc3339(),
         updated_at: now_rfc3339(),
         requirement_users: std::collections::BTreeMap::new(),
-    });
+    }
+}
+
+/// Rebuilds the state of `repo` after `why` made its latest view unreadable.
+pub fn recover(repo: &StateRepository, scope: &str, why: &StateError) -> Recovered {
+    let copy = repo.newest_run_copy();
+    let from = if copy.is_some() { "the last run's copy and /proc" } else { "/proc" };
+    let mut state = copy.unwrap_or_else(empty_state);
     let found = proc_info::marked_leaders(scope);
     for marked in &found {
         let at = state.services.iter().position(|r| r.target == marked.target && r.service == marked.service);

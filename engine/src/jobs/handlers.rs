@@ -427,6 +427,7 @@ async fn exec(
         .envs(&place.vars)
         .envs(&env)
         .env("ENVCTL_JOB_ID", &job.id)
+        .env(crate::supervisor::proc_info::ROLE_VAR, "job")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

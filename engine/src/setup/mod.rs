@@ -262,6 +262,7 @@ pub async fn run(
         .env_clear()
         .envs(base_env)
         .envs(&step.env)
+        .env(crate::supervisor::proc_info::ROLE_VAR, "setup")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

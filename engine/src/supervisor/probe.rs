@@ -145,6 +145,7 @@ async fn exec(command: &str, cwd: &Path, env: &[(String, String)]) -> Attempt {
         .args(["-c", command])
         .current_dir(cwd)
         .envs(env.iter().map(|(k, v)| (k, v)))
+        .env(super::proc_info::ROLE_VAR, "probe")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -68,9 +68,13 @@ pub struct Marked {
     pub service: String,
 }
 
-/// Every living process group leader whose environment carries `ENVCTL_SCOPE=<scope>` (a full `/proc` scan; used
-/// to recover what envctl started when its saved state is torn). Processes of other users are not readable and
-/// so never found.
+/// Set on the processes envctl runs with a service's variables that are not the service — a readiness probe, a
+/// job, a setup step (`probe`, `job`, `setup`) — so they are never taken for the service itself.
+pub const ROLE_VAR: &str = "ENVCTL_ROLE";
+
+/// Every living process group leader whose environment carries `ENVCTL_SCOPE=<scope>` and no `ENVCTL_ROLE` — a
+/// service or requirement envctl started (a full `/proc` scan; used to recover what envctl started when its saved
+/// state is torn or was never written). Processes of other users are not readable and so never found.
 pub fn marked_leaders(scope: &str) -> Vec<Marked> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let wanted = format!("ENVCTL_SCOPE={scope}");
@@ -81,7 +85,8 @@ pub fn marked_leaders(scope: &str) -> Vec<Marked> {
             let stat = stat(pid).filter(|s| s.pgid == pid)?;
             let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
             let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-            if !vars.contains(&wanted.as_bytes()) {
+            let role = format!("{ROLE_VAR}=");
+            if !vars.contains(&wanted.as_bytes()) || vars.iter().any(|v| v.starts_with(role.as_bytes())) {
                 return None;
             }
             let var = |name: &str| {
