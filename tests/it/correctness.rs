@@ -454,3 +454,21 @@ fn a_recovered_process_without_a_spec_is_stopped_not_doubled() {
     env.envctl(&["stop-all"]).ok();
     assert!(after.values().all(|(p, s)| !alive(*p, *s)), "and stop-all stops it");
 }
+
+#[test]
+fn worktree_add_excludes_the_trees_dir_once() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[project]\nname = \"x\"\n");
+    let exclude = env.repo.join(".git/info/exclude");
+    // A user's line without a trailing newline stays as it is.
+    std::fs::write(&exclude, "*.swp").expect("write exclude");
+    env.envctl(&["worktree", "add", "one"]).ok();
+    env.envctl(&["worktree", "add", "two"]).ok();
+    // From inside a worktree, the main repository's exclude file is the one.
+    let inside = env.repo.join("trees/one");
+    env.envctl_in(&inside, &["worktree", "add", "three"]).ok();
+    let text = std::fs::read_to_string(&exclude).expect("read exclude");
+    assert_eq!(text, "*.swp\n/trees/\n", "added once, after the user's line");
+    let status = env.git(&["status", "--porcelain", "--untracked-files=all"]);
+    assert!(!status.contains("trees"), "git status lists no worktree: {status}");
+}
