@@ -121,6 +121,39 @@ fn a_service_that_fails_before_it_is_ready_is_one_entry_in_errors() {
     );
 }
 
+/// `error_report.json` of `env`'s repository.
+fn error_report(env: &TestEnv) -> serde_json::Value {
+    let path =
+        env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo)).join("error_report.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("error_report.json")).expect("json")
+}
+
+#[test]
+fn error_report_keeps_the_last_50_lines_of_a_failed_services_log() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.bad]\ncommand = \"for i in $(seq 1 200); do echo log-line-$i; done; exit 3\"\nready = { log = \"never\", timeout = \"10s\" }\n",
+    );
+    env.envctl(&["start"]).fails();
+    let report = error_report(&env);
+    let entry = report["errors"]
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["kind"] == "start_failed"))
+        .unwrap_or_else(|| panic!("no start_failed entry: {report}"));
+    let tail: Vec<&str> = entry["log_tail"]
+        .as_array()
+        .expect("log_tail")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let want: Vec<String> = (151..=200).map(|i| format!("log-line-{i}")).collect();
+    assert_eq!(tail, want, "{report}");
+    let log = entry["log_path"].as_str().map(std::path::Path::new);
+    assert!(log.is_some_and(std::path::Path::is_file), "{report}");
+    assert!(!report.to_string().contains("log-line-150\""), "nothing before the tail: {report}");
+}
+
 #[test]
 fn a_port_held_by_a_foreign_process_moves_the_service_and_the_process_lives() {
     let foreign = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");

@@ -141,6 +141,23 @@ fn a_foreign_process_on_the_requirement_port_is_left_alone() {
 }
 
 #[test]
+fn a_failed_seed_keeps_only_the_last_50_lines_of_its_output_in_the_error_report() {
+    let env = TestEnv::new();
+    let seed = "seed = \"for i in $(seq 1 200); do echo seed-line-$i >&2; done; exit 4\"\n";
+    env.write(".envctl", &config(free_port(), free_port(), seed));
+    let run = env.envctl(&["start"]);
+    run.fails();
+    let scope = env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo));
+    let text = std::fs::read_to_string(scope.join("error_report.json")).expect("error_report.json");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let message = report["errors"][0]["message"].as_str().expect("message");
+    assert!(message.contains("seed-line-200") && message.contains("seed-line-151"), "{message}");
+    assert!(message.contains("(150 earlier lines left out)"), "{message}");
+    assert!(!text.contains("seed-line-150"), "the whole output was kept: {text}");
+    assert!(!run.stderr.contains("seed-line-150"), "{}", run.stderr);
+}
+
+#[test]
 fn a_seed_runs_once_when_the_database_is_created() {
     let env = TestEnv::new();
     env.write("seed.sql", "CREATE TABLE products (name text); INSERT INTO products VALUES ('kettle');\n");

@@ -28,6 +28,9 @@ pub fn artifacts(run: &RunInfo, host: HostRecord, records: Vec<ServiceRecord>) -
                 service: Some(record.service.clone()),
                 kind: "service_failed".into(),
                 message: record.failure.clone().unwrap_or_else(|| "failed".into()),
+                // Its tail is not read here, on the host's async thread; `envctl logs` shows it.
+                log_path: record.log_path.clone(),
+                log_tail: Vec::new(),
             };
             // A failure the run already recorded (a `start_failed` of the same service, same message) is reported
             // once, as the run's more specific entry.
@@ -106,6 +109,8 @@ mod tests {
             service: Some(service.into()),
             kind: kind.into(),
             message: message.into(),
+            log_path: None,
+            log_tail: Vec::new(),
         }
     }
 

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use envctl_contracts::config::{Adapter, Isolation, ProbeKind, ReadyProbe, RequirementConfig, RestartPolicy};
 use envctl_contracts::ports::PortPlan;
 use envctl_contracts::startup::{BinaryCheck, ServicePlan};
+use envctl_contracts::state::ERROR_TAIL_LINES;
 
 use crate::config::Paths;
 
@@ -38,6 +39,16 @@ pub struct Endpoint {
     pub url: String,
     /// Database name (postgres) or index (redis), when there is one.
     pub database: Option<String>,
+}
+
+/// What a setup program (initdb, a seed command) wrote, as its last [`ERROR_TAIL_LINES`] lines at most, with how
+/// many earlier lines were left out: its whole output never ends up in a message or `error_report.json`.
+pub fn output_tail(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text.trim().lines().collect();
+    let left_out = lines.len().saturating_sub(ERROR_TAIL_LINES);
+    let tail = lines[left_out..].join("\n");
+    if left_out == 0 { tail } else { format!("({left_out} earlier lines left out)\n{tail}") }
 }
 
 /// The database a target uses: `<project>_<target>`, lower-case, `[a-z0-9_]`, at most 63 bytes.
@@ -253,6 +264,15 @@ pub fn binaries(req: &RequirementConfig, path_var: Option<&str>) -> Vec<BinaryCh
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setup_programs_output_keeps_its_last_lines_only() {
+        let many: Vec<String> = (1..=120).map(|i| format!("line {i}")).collect();
+        let tail = output_tail(many.join("\n").as_bytes());
+        assert!(tail.starts_with("(70 earlier lines left out)\nline 71\n"), "{tail}");
+        assert!(tail.ends_with("line 120") && tail.lines().count() == ERROR_TAIL_LINES + 1, "{tail}");
+        assert_eq!(output_tail(b"  one\ntwo\n"), "one\ntwo");
+    }
 
     #[test]
     fn database_names_are_safe_identifiers() {
