@@ -74,6 +74,9 @@ pub struct ServiceRecord {
     pub pid_start_time: Option<u64>,
     /// Port it serves on.
     pub port: Option<u16>,
+    /// Its named ports (`ports = { … }`), by name.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
     /// URL, when it listens.
     pub url: Option<String>,
     /// Status.
@@ -106,6 +109,7 @@ impl ServiceRecord {
             pid: None,
             pid_start_time: None,
             port: None,
+            ports: BTreeMap::new(),
             url: None,
             status,
             log_path: None,
@@ -154,6 +158,9 @@ pub struct RunState {
 pub struct Endpoint {
     /// Port.
     pub port: Option<u16>,
+    /// Named ports, by name.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
     /// URL.
     pub url: Option<String>,
     /// Status.

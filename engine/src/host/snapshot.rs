@@ -43,7 +43,12 @@ pub fn artifacts(run: &RunInfo, host: HostRecord, records: Vec<ServiceRecord>) -
     for record in &records {
         targets.entry(record.target.clone()).or_default().insert(
             record.service.clone(),
-            Endpoint { port: record.port, url: record.url.clone(), status: record.status },
+            Endpoint {
+                port: record.port,
+                ports: record.ports.clone(),
+                url: record.url.clone(),
+                status: record.status,
+            },
         );
     }
     let failure = errors.first().map(|e| e.message.clone());
@@ -90,6 +95,7 @@ mod tests {
             pid: None,
             pid_start_time: None,
             port: None,
+            ports: BTreeMap::new(),
             url: None,
             status: ServiceStatus::Failed,
             log_path: None,

@@ -102,6 +102,11 @@ pub fn attribute(req: &RequirementConfig, endpoint: &Endpoint, attr: &str) -> Op
     }
 }
 
+/// The variable a service's or requirement's own process gets its named port `name` in: `PORT_<NAME>`.
+pub fn port_var(name: &str) -> String {
+    format!("PORT_{}", name.to_ascii_uppercase())
+}
+
 /// The variables a requirement exports to the services that depend on it (before its own `env`).
 pub fn exports(req: &RequirementConfig, endpoint: &Endpoint) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -157,6 +162,8 @@ pub struct ProcessInput<'a> {
     pub data_dir: &'a Path,
     /// Its port.
     pub port: PortPlan,
+    /// Its named ports, by name.
+    pub ports: &'a BTreeMap<String, PortPlan>,
     /// The binaries it needs (found or not).
     pub binaries: &'a [BinaryCheck],
     /// How the owning target reaches it.
@@ -203,6 +210,9 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
             let (command, env, cwd) = input.command.clone().unwrap_or_default();
             let mut env = env;
             env.insert("PORT".into(), port.to_string());
+            for (name, plan) in input.ports {
+                env.insert(port_var(name), plan.assigned.to_string());
+            }
             (vec!["/bin/sh".into(), "-c".into(), command], cwd, env, input.req.ready.clone(), "TERM", None)
         }
     };
@@ -213,6 +223,7 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
         argv,
         env,
         port: Some(input.port),
+        ports: input.ports.clone(),
         url: Some(input.url.to_owned()),
         ready,
         depends_on: Vec::new(),

@@ -135,7 +135,9 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
                 attempt += 1;
                 let repo = settings.paths.repo_root.display().to_string();
                 let released = host.ledger().release(|o| {
-                    o.repo == repo && o.target == failure.target && o.service == failure.service
+                    o.repo == repo
+                        && o.target == failure.target
+                        && crate::ports::belongs_to(&o.service, &failure.service)
                 });
                 if let Err(e) = released {
                     tracing::warn!(error = %e, "the conflicting port's lease could not be released");
