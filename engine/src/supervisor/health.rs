@@ -251,4 +251,61 @@ mod tests {
             vec!["main/web: its readiness probe fails now: http 500 from http://x/health"]
         );
     }
+
+    /// A ready record of this process with an `http` probe of `port` (which this process listens on).
+    fn probed(port: u16) -> ServiceRecord {
+        use envctl_contracts::config::{ReadyProbe, RestartPolicy};
+        use envctl_contracts::ports::{PortPlan, PortSource};
+        let (pid, started) = crate::supervisor::proc_info::current();
+        let plan = PortPlan {
+            requested: port,
+            assigned: port,
+            final_port: port,
+            source: PortSource::Config,
+            retries: 0,
+        };
+        let spec = envctl_contracts::startup::ServicePlan {
+            name: "web".into(),
+            layer: 0,
+            cwd: "/".into(),
+            argv: Vec::new(),
+            env: BTreeMap::new(),
+            port: Some(plan),
+            ports: BTreeMap::new(),
+            url: None,
+            ready: Some(ReadyProbe {
+                probe: ProbeKind::Http { path: "/".into(), status: None },
+                timeout_ms: 1,
+            }),
+            depends_on: Vec::new(),
+            restart: RestartPolicy::No,
+            stop_grace_secs: 1,
+            stop_signal: "TERM".into(),
+            user: None,
+        };
+        ServiceRecord {
+            port: Some(port),
+            spec: Some(spec),
+            ..record(ServiceStatus::Ready, Some(pid), Some(started), 0)
+        }
+    }
+
+    #[tokio::test]
+    async fn every_probe_is_asked_at_once() {
+        // Listeners that accept connections and never answer: each probe waits out its whole attempt.
+        let listeners: Vec<std::net::TcpListener> =
+            (0..5).map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind")).collect();
+        let records = listeners.iter().map(|l| probed(l.local_addr().expect("addr").port())).collect();
+        let mut observed = observe(records);
+        assert!(observed.iter().all(|o| o.truth == Truth::Running), "{observed:?}");
+        let began = std::time::Instant::now();
+        reprobe(&mut observed, &BTreeMap::new()).await;
+        let took = began.elapsed();
+        assert!(took < super::super::probe::ATTEMPT_LIMIT * 2, "five silent probes took {took:?}");
+        assert!(
+            observed
+                .iter()
+                .all(|o| o.probe.as_ref().is_some_and(|p| !p.ok && p.detail.contains("no answer")))
+        );
+    }
 }
