@@ -95,6 +95,10 @@ pub struct ServiceConfig {
     pub cwd: Option<String>,
     /// Base port (main's port; worktrees get their own). None means the service opens no listener.
     pub port: Option<u16>,
+    /// More base ports by name (`ports = { smtp = 1025, web = 1080 }`), each planned and leased like `port`; the
+    /// service gets `PORT_<NAME>`, and `{ports.<name>}` / `{<service>.ports.<name>}` fill them in.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
     /// Readiness probe; none means ready once running (or once the port listens, when it has one).
     pub ready: Option<ReadyProbe>,
     /// Services and requirements that must be ready first.
@@ -217,6 +221,10 @@ pub struct RequirementConfig {
     pub isolation: Isolation,
     /// Base port (main's port).
     pub port: u16,
+    /// More base ports by name, for the `command` adapter (a mail catcher's SMTP and web ports), each planned like
+    /// `port`; its server gets `PORT_<NAME>`, and `{<requirement>.ports.<name>}` fills them in.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
     /// Command line, for the `command` adapter.
     pub command: Option<String>,
     /// Readiness probe, for the `command` adapter.

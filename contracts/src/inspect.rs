@@ -32,6 +32,10 @@ pub struct ServiceHealth {
     pub failure: Option<String>,
     /// Recent readiness probes.
     pub probes: Vec<ProbeRecord>,
+    /// The readiness probe `health` ran just now, when it ran one (a ready, running service whose probe can be
+    /// asked again; not with `--no-probe`). A failed one makes the service unhealthy.
+    #[serde(default)]
+    pub probe: Option<ProbeRecord>,
 }
 
 /// `envctl health --json`.

@@ -32,6 +32,9 @@ pub struct RequirementPlan {
     pub server_owner: String,
     /// Port plan of the server this target uses.
     pub port: PortPlan,
+    /// Plans of its named ports (`ports = { … }`), by name.
+    #[serde(default)]
+    pub ports: BTreeMap<String, PortPlan>,
     /// Binaries the adapter needs.
     pub binaries: Vec<BinaryCheck>,
     /// Environment it exports to services.
@@ -59,6 +62,9 @@ pub struct ServicePlan {
     pub env: BTreeMap<String, String>,
     /// Port plan, when the service listens.
     pub port: Option<PortPlan>,
+    /// Plans of its named ports (`ports = { … }`), by name; each is also in `env` as `PORT_<NAME>`.
+    #[serde(default)]
+    pub ports: BTreeMap<String, PortPlan>,
     /// URL, when the service listens.
     pub url: Option<String>,
     /// Readiness probe.

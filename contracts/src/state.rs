@@ -74,6 +74,9 @@ pub struct ServiceRecord {
     pub pid_start_time: Option<u64>,
     /// Port it serves on.
     pub port: Option<u16>,
+    /// Its named ports (`ports = { … }`), by name.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
     /// URL, when it listens.
     pub url: Option<String>,
     /// Status.
@@ -106,6 +109,7 @@ impl ServiceRecord {
             pid: None,
             pid_start_time: None,
             port: None,
+            ports: BTreeMap::new(),
             url: None,
             status,
             log_path: None,
@@ -154,6 +158,9 @@ pub struct RunState {
 pub struct Endpoint {
     /// Port.
     pub port: Option<u16>,
+    /// Named ports, by name.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
     /// URL.
     pub url: Option<String>,
     /// Status.
@@ -171,6 +178,10 @@ pub struct RuntimeMap {
     pub targets: BTreeMap<String, BTreeMap<String, Endpoint>>,
 }
 
+/// At most this many lines of a failed step's log are kept in `error_report.json` (and of a setup program's
+/// output in a message), never the whole log.
+pub const ERROR_TAIL_LINES: usize = 50;
+
 /// One failure of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorEntry {
@@ -182,6 +193,12 @@ pub struct ErrorEntry {
     pub kind: String,
     /// What happened, for a person.
     pub message: String,
+    /// The log of the service or server that failed, when it has one.
+    #[serde(default)]
+    pub log_path: Option<String>,
+    /// The last lines of that log as the step failed, at most [`ERROR_TAIL_LINES`].
+    #[serde(default)]
+    pub log_tail: Vec<String>,
 }
 
 /// `error_report.json`: this run's failures only.

@@ -40,6 +40,10 @@ const CASES: &[(&str, &str)] = &[
     ),
     ("duplicate_name", "[services.redis]\ncommand = \"run\"\n\n[requirements.redis]\n"),
     (
+        "named_ports",
+        "[services.mail]\ncommand = \"catch --smtp {ports.smtp} --web {ports.wbe}\"\nport = 1025\nports = { smtp = 1025, web = 1080, Admin = 1090, pop = 0 }\n\n[services.app]\ncommand = \"run\"\nenv = { MAIL = \"{mail.ports.web}\", BAD = \"{mail.ports.imap}\", NONE = \"{app.ports.web}\" }\n\n[requirements.redis]\nports = { extra = 7000 }\n\n[requirements.ports]\nadapter = \"command\"\ncommand = \"run\"\nport = 7100\n",
+    ),
+    (
         "invalid_names",
         "[services.\"web app\"]\ncommand = \"run\"\n\n[jobs.types.\"a.b.c\"]\ncommand = \"x\"\n",
     ),

@@ -197,6 +197,51 @@ fn health_says_supervision_is_off_when_the_host_is_gone() {
     env.envctl(&["health", "--strict"]).ok();
 }
 
+/// A web server whose `/health` answers 200 until a file named `broken` exists in its directory, then 500.
+const FLAKY_HEALTH: &str = r"import http.server, os, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(500 if os.path.exists('broken') else 200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
+";
+
+#[test]
+fn health_reruns_the_readiness_probe_and_names_its_answer() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.write("flaky.py", FLAKY_HEALTH);
+    env.write(
+        ".envctl",
+        &format!(
+            "[services.web]\ncommand = \"python3 flaky.py {{port}}\"\nport = {port}\nready = {{ http = \"/health\" }}\n"
+        ),
+    );
+    env.envctl(&["start"]).ok();
+    let healthy = env.envctl(&["health", "--json"]).ok().json();
+    let probe = &service(&healthy, "web").expect("web")["probe"];
+    assert_eq!(probe["ok"], true, "{healthy}");
+    env.write("broken", "");
+    let url = format!("http://127.0.0.1:{port}/health");
+    let run = env.envctl(&["health"]);
+    run.fails();
+    assert!(run.stdout.contains(&format!("http 500 from {url}")), "{}", run.stdout);
+    assert!(run.stdout.contains("unhealthy"), "{}", run.stdout);
+    let report = env.envctl(&["health", "--json"]).json();
+    let web = service(&report, "web").expect("web");
+    assert_eq!(
+        (web["healthy"].as_bool(), web["probe"]["ok"].as_bool()),
+        (Some(false), Some(false)),
+        "{report}"
+    );
+    assert!(web["probe"]["detail"].as_str().is_some_and(|d| d.contains("500")), "{report}");
+    assert_eq!(report["ok"], false);
+    // Without the probe, only the process and its listener are checked.
+    env.envctl(&["health", "--no-probe"]).ok();
+}
+
 /// Starts three services, kills the host with SIGKILL and garbles `run_state.json`, as a crash mid-write would.
 fn three_services_behind_a_torn_state(env: &TestEnv) -> std::collections::BTreeMap<String, (u32, u64)> {
     env.write(
@@ -408,4 +453,22 @@ fn a_recovered_process_without_a_spec_is_stopped_not_doubled() {
     assert!(after.values().all(|(p, s)| alive(*p, *s)), "one fresh set runs");
     env.envctl(&["stop-all"]).ok();
     assert!(after.values().all(|(p, s)| !alive(*p, *s)), "and stop-all stops it");
+}
+
+#[test]
+fn worktree_add_excludes_the_trees_dir_once() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[project]\nname = \"x\"\n");
+    let exclude = env.repo.join(".git/info/exclude");
+    // A user's line without a trailing newline stays as it is.
+    std::fs::write(&exclude, "*.swp").expect("write exclude");
+    env.envctl(&["worktree", "add", "one"]).ok();
+    env.envctl(&["worktree", "add", "two"]).ok();
+    // From inside a worktree, the main repository's exclude file is the one.
+    let inside = env.repo.join("trees/one");
+    env.envctl_in(&inside, &["worktree", "add", "three"]).ok();
+    let text = std::fs::read_to_string(&exclude).expect("read exclude");
+    assert_eq!(text, "*.swp\n/trees/\n", "added once, after the user's line");
+    let status = env.git(&["status", "--porcelain", "--untracked-files=all"]);
+    assert!(!status.contains("trees"), "git status lists no worktree: {status}");
 }

@@ -121,6 +121,39 @@ fn a_service_that_fails_before_it_is_ready_is_one_entry_in_errors() {
     );
 }
 
+/// `error_report.json` of `env`'s repository.
+fn error_report(env: &TestEnv) -> serde_json::Value {
+    let path =
+        env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo)).join("error_report.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("error_report.json")).expect("json")
+}
+
+#[test]
+fn error_report_keeps_the_last_50_lines_of_a_failed_services_log() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.bad]\ncommand = \"for i in $(seq 1 200); do echo log-line-$i; done; exit 3\"\nready = { log = \"never\", timeout = \"10s\" }\n",
+    );
+    env.envctl(&["start"]).fails();
+    let report = error_report(&env);
+    let entry = report["errors"]
+        .as_array()
+        .and_then(|all| all.iter().find(|e| e["kind"] == "start_failed"))
+        .unwrap_or_else(|| panic!("no start_failed entry: {report}"));
+    let tail: Vec<&str> = entry["log_tail"]
+        .as_array()
+        .expect("log_tail")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    let want: Vec<String> = (151..=200).map(|i| format!("log-line-{i}")).collect();
+    assert_eq!(tail, want, "{report}");
+    let log = entry["log_path"].as_str().map(std::path::Path::new);
+    assert!(log.is_some_and(std::path::Path::is_file), "{report}");
+    assert!(!report.to_string().contains("log-line-150\""), "nothing before the tail: {report}");
+}
+
 #[test]
 fn a_port_held_by_a_foreign_process_moves_the_service_and_the_process_lives() {
     let foreign = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
@@ -368,4 +401,89 @@ fn every_lifecycle_step_is_an_event_line() {
     let start_run = events.iter().find(|e| e["event"] == "run.ready").expect("run.ready")["run_id"].clone();
     assert!(events.iter().filter(|e| e["event"] == "service.ready").all(|e| e["run_id"] == start_run));
     assert!(events.iter().all(|e| e["schema_version"] == 1 && e["at"].is_string()));
+}
+
+/// A mail catcher: listens on `$PORT_SMTP` and `$PORT_WEB`, then writes both to `ports.seen` in its directory.
+const MAIL_CATCHER: &str = r#"import os, socket, time
+held = []
+for var in ("PORT_SMTP", "PORT_WEB"):
+    s = socket.socket()
+    s.bind(("127.0.0.1", int(os.environ[var])))
+    s.listen()
+    held.append(s)
+with open("ports.seen", "w") as f:
+    f.write(os.environ["PORT_SMTP"] + " " + os.environ["PORT_WEB"])
+time.sleep(1000)
+"#;
+
+/// The lease of `port` in the machine-wide ledger, when there is one.
+fn lease(env: &TestEnv, port: u64) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(env.runtime.join("ports").join(format!("{port}.json"))).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+#[test]
+fn named_ports_are_leased_per_target_and_reach_the_service_and_its_dependents() {
+    // Something else listens on the SMTP base port: main's is moved past it.
+    let foreign = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let (smtp, web) = (foreign.local_addr().expect("addr").port(), free_port());
+    let env = TestEnv::new();
+    env.write("mail.py", MAIL_CATCHER);
+    env.write(
+        ".envctl",
+        &format!(
+            "[services.mail]\ncommand = \"python3 mail.py\"\nports = {{ smtp = {smtp}, web = {web} }}\nready = {{ exec = \"test -f ports.seen\" }}\n\n[services.app]\ncommand = \"sleep 1000\"\ndepends_on = [\"mail\"]\nenv = {{ MAIL_WEB = \"{{mail.ports.web}}\" }}\n"
+        ),
+    );
+    env.git(&["add", "."]);
+    env.git(&["commit", "-q", "-m", "config"]);
+    env.envctl(&["worktree", "add", "feat"]).ok();
+    env.envctl(&["start", "--all"]).ok();
+    let list = env.envctl(&["list-targets", "--json"]).ok().json();
+    let mut seen = BTreeSet::new();
+    for target in list["targets"].as_array().expect("targets") {
+        let name = target["name"].as_str().expect("name");
+        let slot = target["slot"].as_u64().expect("slot");
+        let plan = |port: &str| target["ports"][format!("mail.ports.{port}")].clone();
+        let (got_smtp, got_web) = (plan("smtp")["assigned"].as_u64(), plan("web")["assigned"].as_u64());
+        let (got_smtp, got_web) = (got_smtp.expect("smtp planned"), got_web.expect("web planned"));
+        assert!(seen.insert(got_smtp) && seen.insert(got_web), "a port used twice: {list}");
+        assert_eq!(plan("web")["requested"].as_u64(), Some(u64::from(web) + slot), "{list}");
+        assert_ne!(got_smtp, u64::from(smtp), "the foreign listener's port is skipped: {list}");
+        for (port, owner) in [(got_smtp, "mail.ports.smtp"), (got_web, "mail.ports.web")] {
+            let held = lease(&env, port).unwrap_or_else(|| panic!("{name}: port {port} is not leased"));
+            assert_eq!(
+                (held["owner"]["target"].as_str(), held["owner"]["service"].as_str()),
+                (Some(name), Some(owner))
+            );
+        }
+        // The service got both, and listens on both.
+        let root = std::path::PathBuf::from(target["root"].as_str().expect("root"));
+        let reported = std::fs::read_to_string(root.join("ports.seen")).expect("ports.seen");
+        assert_eq!(reported, format!("{got_smtp} {got_web}"), "{name}");
+        for port in [got_smtp, got_web] {
+            std::net::TcpStream::connect(("127.0.0.1", u16::try_from(port).expect("u16")))
+                .expect("listening");
+        }
+        // Its dependent reaches its web port; `env`, `endpoints` and `explain-startup` show them.
+        let flag = if name == "main" { vec!["--main"] } else { vec!["--tree", name] };
+        let shown = env.envctl(&[&["env", "--json"][..], &flag].concat()).ok().json();
+        assert_eq!(shown["services"]["app"]["MAIL_WEB"], got_web.to_string(), "{shown}");
+        assert_eq!(shown["services"]["mail"]["PORT_SMTP"], got_smtp.to_string(), "{shown}");
+        let plan = env.envctl(&[&["explain-startup", "--json"][..], &flag].concat()).ok().json();
+        let mail =
+            plan["targets"][0]["services"].as_array().and_then(|s| s.iter().find(|s| s["name"] == "mail"));
+        assert_eq!(mail.map(|m| m["ports"]["web"]["assigned"].clone()), Some(got_web.into()), "{plan}");
+        let endpoints = env.envctl(&["endpoints", "--json"]).ok().json();
+        assert_eq!(endpoints["targets"][name]["mail"]["ports"]["smtp"], got_smtp, "{endpoints}");
+    }
+    assert_eq!(seen.len(), 4);
+    // Stopping main gives up the lease of its moved SMTP port (as for `port`) and keeps the web port's.
+    let main = &list["targets"][0]["ports"];
+    let (main_smtp, main_web) =
+        (main["mail.ports.smtp"]["assigned"].as_u64(), main["mail.ports.web"]["assigned"].as_u64());
+    env.envctl(&["stop", "--main"]).ok();
+    assert!(lease(&env, main_smtp.expect("smtp")).is_none(), "the moved port's lease is released");
+    assert!(lease(&env, main_web.expect("web")).is_some(), "the requested port stays leased");
+    drop(foreign);
 }

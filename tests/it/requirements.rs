@@ -140,6 +140,60 @@ fn a_foreign_process_on_the_requirement_port_is_left_alone() {
     std::net::TcpStream::connect(("127.0.0.1", taken)).expect("the foreign listener is untouched");
 }
 
+/// The local addresses of every listening TCP socket on `port`, as `/proc/net/tcp` and `/proc/net/tcp6` have them
+/// (`127.0.0.1`, `0.0.0.0`, or an IPv6 address in hex).
+fn listening_addresses(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else { continue };
+            let Some((address, hex_port)) = local.split_once(':') else { continue };
+            if *state != "0A" || u16::from_str_radix(hex_port, 16) != Ok(port) {
+                continue;
+            }
+            out.push(match u32::from_str_radix(address, 16) {
+                // IPv4 addresses are written in the kernel's (little-endian) byte order.
+                Ok(v4) if address.len() == 8 => std::net::Ipv4Addr::from(v4.swap_bytes()).to_string(),
+                _ => address.to_owned(),
+            });
+        }
+    }
+    out
+}
+
+#[test]
+fn postgres_and_redis_listen_on_the_loopback_interface_only() {
+    let env = TestEnv::new();
+    env.write(".envctl", &config(free_port(), free_port(), ""));
+    env.envctl(&["start"]).ok();
+    let api = env_of(&env, "main");
+    let (pg, _) = pg_of(api["DATABASE_URL"].as_str().expect("DATABASE_URL"));
+    let (redis, _) = redis_of(api["REDIS_URL"].as_str().expect("REDIS_URL"));
+    for (server, port) in [("postgres", pg), ("redis", redis)] {
+        let addresses = listening_addresses(port);
+        assert_eq!(addresses, ["127.0.0.1"], "{server} on port {port} listens on {addresses:?}");
+    }
+}
+
+#[test]
+fn a_failed_seed_keeps_only_the_last_50_lines_of_its_output_in_the_error_report() {
+    let env = TestEnv::new();
+    let seed = "seed = \"for i in $(seq 1 200); do echo seed-line-$i >&2; done; exit 4\"\n";
+    env.write(".envctl", &config(free_port(), free_port(), seed));
+    let run = env.envctl(&["start"]);
+    run.fails();
+    let scope = env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo));
+    let text = std::fs::read_to_string(scope.join("error_report.json")).expect("error_report.json");
+    let report: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let message = report["errors"][0]["message"].as_str().expect("message");
+    assert!(message.contains("seed-line-200") && message.contains("seed-line-151"), "{message}");
+    assert!(message.contains("(150 earlier lines left out)"), "{message}");
+    assert!(!text.contains("seed-line-150"), "the whole output was kept: {text}");
+    assert!(!run.stderr.contains("seed-line-150"), "{}", run.stderr);
+}
+
 #[test]
 fn a_seed_runs_once_when_the_database_is_created() {
     let env = TestEnv::new();

@@ -31,6 +31,7 @@ const SERVICE: Shape = Shape::Table(&[
     ("command", Shape::Leaf),
     ("cwd", Shape::Leaf),
     ("port", Shape::Leaf),
+    ("ports", Shape::Leaf),
     ("ready", READY),
     ("depends_on", Shape::Leaf),
     ("env", Shape::Leaf),
@@ -53,6 +54,7 @@ const REQUIREMENT: Shape = Shape::Table(&[
     ("adapter", Shape::Leaf),
     ("isolation", Shape::Leaf),
     ("port", Shape::Leaf),
+    ("ports", Shape::Leaf),
     ("command", Shape::Leaf),
     ("ready", READY),
     ("env", Shape::Leaf),
@@ -135,6 +137,9 @@ pub struct RawReady {
     pub timeout: Option<Spanned<RawDuration>>,
 }
 
+/// `ports = { smtp = 1025, web = 1080 }`: named base ports.
+pub type RawPorts = BTreeMap<Spanned<String>, Spanned<i64>>;
+
 /// `[services.<name>]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -142,6 +147,7 @@ pub struct RawService {
     pub command: Option<Spanned<String>>,
     pub cwd: Option<Spanned<String>>,
     pub port: Option<Spanned<i64>>,
+    pub ports: Option<RawPorts>,
     pub ready: Option<Spanned<RawReady>>,
     pub depends_on: Option<Vec<Spanned<String>>>,
     pub env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
@@ -167,6 +173,7 @@ pub struct RawRequirement {
     pub adapter: Option<Spanned<String>>,
     pub isolation: Option<Spanned<String>>,
     pub port: Option<Spanned<i64>>,
+    pub ports: Option<RawPorts>,
     pub command: Option<Spanned<String>>,
     pub ready: Option<Spanned<RawReady>>,
     pub env: Option<BTreeMap<Spanned<String>, Spanned<String>>>,

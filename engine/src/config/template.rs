@@ -1,11 +1,14 @@
-//! Placeholders in commands and env values: `{port}`, `{target}`, `{root}`, `{service}`, and references to other
-//! services and requirements such as `{backend.url}` or `{postgres.port}`. Anything else in braces (shell
-//! `${VAR}`, brace expansion, awk programs) is left alone.
+//! Placeholders in commands and env values: `{port}`, `{target}`, `{root}`, `{service}`, references to other
+//! services and requirements such as `{backend.url}` or `{postgres.port}`, and named ports: `{ports.web}` (the
+//! entry's own) and `{mail.ports.web}` (another's). Anything else in braces (shell `${VAR}`, brace expansion, awk
+//! programs) is left alone.
 
 /// Bare placeholders.
 pub const BARE: &[&str] = &["port", "target", "root", "service"];
-/// Attributes a reference may name.
+/// Attributes a reference may name (besides `ports.<name>`).
 pub const ATTRS: &[&str] = &["url", "port", "host", "user", "password", "database", "db"];
+/// The name of `{ports.<name>}`, an entry's own named port; no service or requirement may be called this.
+pub const OWN_PORTS: &str = "ports";
 
 /// One placeholder found in a text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,8 +17,25 @@ pub struct Placeholder<'a> {
     pub range: std::ops::Range<usize>,
     /// `port`, or the `backend` of `{backend.url}`.
     pub name: &'a str,
-    /// The `url` of `{backend.url}`.
+    /// The `url` of `{backend.url}`; `ports.web` of `{mail.ports.web}`.
     pub attr: Option<&'a str>,
+}
+
+impl<'a> Placeholder<'a> {
+    /// For a named port, (whose, which): see [`named_port`].
+    pub fn named_port(&self, own: &'a str) -> Option<(&'a str, &'a str)> {
+        named_port(own, self.name, self.attr)
+    }
+}
+
+/// For a named port, (whose, which): `{ports.web}` in a text of `own` is (`own`, `web`), `{mail.ports.web}` is
+/// (`mail`, `web`); anything else is none.
+pub fn named_port<'a>(own: &'a str, name: &'a str, attr: Option<&'a str>) -> Option<(&'a str, &'a str)> {
+    let attr = attr?;
+    if name == OWN_PORTS {
+        return Some((own, attr));
+    }
+    attr.strip_prefix("ports.").map(|port| (name, port))
 }
 
 fn is_ident(s: &str) -> bool {
@@ -43,7 +63,8 @@ pub fn placeholders(text: &str) -> Vec<Placeholder<'_>> {
             Some((name, attr)) => (name, Some(attr)),
             None => (inner, None),
         };
-        let shaped = is_ident(name) && attr.is_none_or(is_ident);
+        let named_port = |a: &str| a.strip_prefix("ports.").is_some_and(is_ident);
+        let shaped = is_ident(name) && attr.is_none_or(|a| is_ident(a) || named_port(a));
         if shaped && (attr.is_some() || BARE.contains(&name)) {
             out.push(Placeholder { range: open..close + 1, name, attr });
         }
@@ -98,6 +119,14 @@ mod tests {
         let text = "run --port {port} --db {postgres.url} ${HOME} {a,b} awk '{print $1}'";
         let found: Vec<_> = placeholders(text).into_iter().map(|p| (p.name, p.attr)).collect();
         assert_eq!(found, vec![("port", None), ("postgres", Some("url"))]);
+    }
+
+    #[test]
+    fn named_ports_are_placeholders_of_their_own_or_another_entry() {
+        let text = "{ports.web} {mail.ports.smtp} {mail.ports.a.b} {mail.ports.}";
+        let found: Vec<_> = placeholders(text).iter().map(|p| p.named_port("api")).collect();
+        assert_eq!(found, vec![Some(("api", "web")), Some(("mail", "smtp"))]);
+        assert_eq!(placeholders("{mail.url}")[0].named_port("api"), None);
     }
 
     #[test]

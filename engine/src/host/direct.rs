@@ -100,8 +100,10 @@ async fn direct_stop(paths: &Paths, targets: &[String], services: &[String]) -> 
         .services
         .iter()
         .filter(|r| matches(r, targets, services))
-        .filter(|r| r.spec.as_ref().and_then(|s| s.port).is_some_and(|p| p.assigned != p.requested))
-        .map(|r| (r.target.clone(), r.service.clone()))
+        .flat_map(|r| {
+            let owned = r.spec.as_ref().map(crate::ports::moved).unwrap_or_default();
+            owned.into_iter().map(|service| (r.target.clone(), service))
+        })
         .collect();
     state.services.retain(|r| !matches(r, targets, services));
     state.updated_at = now_rfc3339();

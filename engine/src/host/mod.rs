@@ -484,11 +484,13 @@ impl Host {
     ) {
         let repo = self.paths().repo_root.display().to_string();
         let moved: Vec<LeaseOwner> = stopped
-            .filter(|(_, plan)| plan.port.is_some_and(|p| p.assigned != p.requested))
-            .map(|(target, plan)| LeaseOwner {
-                repo: repo.clone(),
-                target: target.clone(),
-                service: plan.name.clone(),
+            .flat_map(|(target, plan)| {
+                let owned = crate::ports::moved(plan);
+                owned.into_iter().map(|service| LeaseOwner {
+                    repo: repo.clone(),
+                    target: target.clone(),
+                    service,
+                })
             })
             .collect();
         if moved.is_empty() {
@@ -724,10 +726,16 @@ async fn claim_adopted_ports(host: &Host) {
         .lock()
         .await
         .values()
-        .filter_map(|h| {
+        .flat_map(|h| {
             let record = h.record();
-            let owner = LeaseOwner { repo: repo.clone(), target: record.target, service: record.service };
-            record.port.map(|port| (port, owner))
+            let owner =
+                |service: String| LeaseOwner { repo: repo.clone(), target: record.target.clone(), service };
+            let main = record.port.map(|port| (port, owner(record.service.clone())));
+            let named = record
+                .ports
+                .iter()
+                .map(|(name, port)| (*port, owner(crate::ports::named_owner(&record.service, name))));
+            main.into_iter().chain(named).collect::<Vec<_>>()
         })
         .collect();
     if claims.is_empty() {
@@ -1004,6 +1012,7 @@ mod tests {
                 argv: vec!["sleep".into(), "1000".into()],
                 env: BTreeMap::new(),
                 port: None,
+                ports: BTreeMap::new(),
                 url: None,
                 ready: None,
                 depends_on: Vec::new(),

@@ -28,6 +28,9 @@ pub fn artifacts(run: &RunInfo, host: HostRecord, records: Vec<ServiceRecord>) -
                 service: Some(record.service.clone()),
                 kind: "service_failed".into(),
                 message: record.failure.clone().unwrap_or_else(|| "failed".into()),
+                // Its tail is not read here, on the host's async thread; `envctl logs` shows it.
+                log_path: record.log_path.clone(),
+                log_tail: Vec::new(),
             };
             // A failure the run already recorded (a `start_failed` of the same service, same message) is reported
             // once, as the run's more specific entry.
@@ -40,7 +43,12 @@ pub fn artifacts(run: &RunInfo, host: HostRecord, records: Vec<ServiceRecord>) -
     for record in &records {
         targets.entry(record.target.clone()).or_default().insert(
             record.service.clone(),
-            Endpoint { port: record.port, url: record.url.clone(), status: record.status },
+            Endpoint {
+                port: record.port,
+                ports: record.ports.clone(),
+                url: record.url.clone(),
+                status: record.status,
+            },
         );
     }
     let failure = errors.first().map(|e| e.message.clone());
@@ -87,6 +95,7 @@ mod tests {
             pid: None,
             pid_start_time: None,
             port: None,
+            ports: BTreeMap::new(),
             url: None,
             status: ServiceStatus::Failed,
             log_path: None,
@@ -106,6 +115,8 @@ mod tests {
             service: Some(service.into()),
             kind: kind.into(),
             message: message.into(),
+            log_path: None,
+            log_tail: Vec::new(),
         }
     }
 

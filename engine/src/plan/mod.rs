@@ -10,7 +10,7 @@ use envctl_contracts::ports::PortPlan;
 use envctl_contracts::startup::{RequirementPlan, ServicePlan, StartupPlan, TargetPlan};
 
 use crate::config::{EnvVars, Settings, template};
-use crate::ports::{Ledger, PortError, PortRequest, is_free, requests, server_owner};
+use crate::ports::{Ledger, PortError, PortRequest, is_free, named_owner, requests, server_owner};
 use crate::requirements;
 use crate::targets::{Selection, Target, TargetError, Targets};
 
@@ -90,7 +90,28 @@ impl Context<'_> {
         self.ports.get(&self.target.name, name).map(|p| p.assigned)
     }
 
+    /// The target whose port table holds `name`'s ports: a requirement's server owner, else this target.
+    fn owner_of(&self, name: &str) -> &str {
+        match self.settings.config.requirements.get(name) {
+            Some(req) => server_owner(req.isolation, self.target),
+            None => &self.target.name,
+        }
+    }
+
+    /// The plans of `name`'s named `ports` as this target reaches them, by port name.
+    fn named_plans(&self, name: &str, ports: &BTreeMap<String, u16>) -> BTreeMap<String, PortPlan> {
+        let owner = self.owner_of(name);
+        ports
+            .keys()
+            .filter_map(|port| Some((port.clone(), *self.ports.get(owner, &named_owner(name, port))?)))
+            .collect()
+    }
+
     fn lookup(&self, service: &str, name: &str, attr: Option<&str>) -> Option<String> {
+        if let Some((whose, port)) = template::named_port(service, name, attr) {
+            let plan = self.ports.get(self.owner_of(whose), &named_owner(whose, port))?;
+            return Some(plan.assigned.to_string());
+        }
         match (name, attr) {
             ("port", None) => self.service_port(service).map(|p| p.to_string()),
             ("target", None) => Some(self.target.name.clone()),
@@ -192,11 +213,13 @@ fn plan_requirements(
         let command = req.command.as_ref().map(|c| {
             (fill_for_shell(c), req.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(), owner_root)
         });
+        let named = ctx.named_plans(name, &req.ports);
         let mut process = requirements::process(&requirements::ProcessInput {
             name,
             req,
             data_dir: &data_dir,
             port: *plan,
+            ports: &named,
             binaries: &binaries,
             url: &endpoint.url,
             command,
@@ -211,6 +234,7 @@ fn plan_requirements(
             isolation: req.isolation,
             server_owner: owner.to_owned(),
             port: *plan,
+            ports: named,
             binaries,
             env: exported,
         });
@@ -255,6 +279,10 @@ fn plan_target(
         if let Some(plan) = port {
             env_out.insert("PORT".into(), plan.assigned.to_string());
         }
+        let named = ctx.named_plans(name, &service.ports);
+        for (port_name, plan) in &named {
+            env_out.insert(requirements::port_var(port_name), plan.assigned.to_string());
+        }
         env_out.extend(marker(settings, &target.name, name));
         let mut fill = |text: &str, what: &str, for_shell: bool| {
             let lookup = |n: &str, a: Option<&str>| ctx.lookup(name, n, a);
@@ -296,6 +324,7 @@ fn plan_target(
             env: env_out,
             url: port.map(|p| format!("http://{}:{}", requirements::HOST, p.assigned)),
             port,
+            ports: named,
             ready: service.ready.clone(),
             depends_on: service.depends_on.clone(),
             restart: service.restart,
@@ -554,6 +583,24 @@ mod tests {
             plan.problems,
             vec!["main: `web` depends on `api`, which does not run for this target".to_owned()]
         );
+    }
+
+    #[test]
+    fn a_command_requirements_named_ports_reach_its_server_and_the_services_that_name_them() {
+        let (_dir, settings) = settings(
+            "[requirements.mail]\nadapter = \"command\"\ncommand = \"catch --smtp {port} --web {ports.web}\"\nport = 47120\nports = { web = 47121 }\n\n[services.api]\ncommand = \"api\"\nenv = { MAIL_UI = \"http://127.0.0.1:{mail.ports.web}\" }\n",
+        );
+        let target = main_target(&settings);
+        let ports = plan_ports(&settings, &[&target]).expect("ports");
+        let plan = explain(&settings, &[&target], &ports, &EnvVars::default());
+        assert!(plan.problems.is_empty(), "{:?}", plan.problems);
+        let mail = &plan.targets[0].requirements[0];
+        let (smtp, web) = (mail.port.assigned, mail.ports["web"].assigned);
+        assert_ne!(smtp, web);
+        assert_eq!(mail.process.argv.last(), Some(&format!("catch --smtp {smtp} --web {web}")));
+        assert_eq!(mail.process.env.get("PORT_WEB"), Some(&web.to_string()));
+        let api = &plan.targets[0].services[0];
+        assert_eq!(api.env.get("MAIL_UI"), Some(&format!("http://127.0.0.1:{web}")));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use envctl_contracts::config::{Adapter, Isolation, ProbeKind, ReadyProbe, RequirementConfig, RestartPolicy};
 use envctl_contracts::ports::PortPlan;
 use envctl_contracts::startup::{BinaryCheck, ServicePlan};
+use envctl_contracts::state::ERROR_TAIL_LINES;
 
 use crate::config::Paths;
 
@@ -38,6 +39,16 @@ pub struct Endpoint {
     pub url: String,
     /// Database name (postgres) or index (redis), when there is one.
     pub database: Option<String>,
+}
+
+/// What a setup program (initdb, a seed command) wrote, as its last [`ERROR_TAIL_LINES`] lines at most, with how
+/// many earlier lines were left out: its whole output never ends up in a message or `error_report.json`.
+pub fn output_tail(output: &[u8]) -> String {
+    let text = String::from_utf8_lossy(output);
+    let lines: Vec<&str> = text.trim().lines().collect();
+    let left_out = lines.len().saturating_sub(ERROR_TAIL_LINES);
+    let tail = lines[left_out..].join("\n");
+    if left_out == 0 { tail } else { format!("({left_out} earlier lines left out)\n{tail}") }
 }
 
 /// The database a target uses: `<project>_<target>`, lower-case, `[a-z0-9_]`, at most 63 bytes.
@@ -103,6 +114,11 @@ pub fn attribute(req: &RequirementConfig, endpoint: &Endpoint, attr: &str) -> Op
     }
 }
 
+/// The variable a service's or requirement's own process gets its named port `name` in: `PORT_<NAME>`.
+pub fn port_var(name: &str) -> String {
+    format!("PORT_{}", name.to_ascii_uppercase())
+}
+
 /// The variables a requirement exports to the services that depend on it (before its own `env`).
 pub fn exports(req: &RequirementConfig, endpoint: &Endpoint) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -158,6 +174,8 @@ pub struct ProcessInput<'a> {
     pub data_dir: &'a Path,
     /// Its port.
     pub port: PortPlan,
+    /// Its named ports, by name.
+    pub ports: &'a BTreeMap<String, PortPlan>,
     /// The binaries it needs (found or not).
     pub binaries: &'a [BinaryCheck],
     /// How the owning target reaches it.
@@ -204,6 +222,9 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
             let (command, env, cwd) = input.command.clone().unwrap_or_default();
             let mut env = env;
             env.insert("PORT".into(), port.to_string());
+            for (name, plan) in input.ports {
+                env.insert(port_var(name), plan.assigned.to_string());
+            }
             (vec!["/bin/sh".into(), "-c".into(), command], cwd, env, input.req.ready.clone(), "TERM", None)
         }
     };
@@ -214,6 +235,7 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
         argv,
         env,
         port: Some(input.port),
+        ports: input.ports.clone(),
         url: Some(input.url.to_owned()),
         ready,
         depends_on: Vec::new(),
@@ -266,6 +288,15 @@ pub fn binaries(req: &RequirementConfig, path_var: Option<&str>) -> Vec<BinaryCh
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_setup_programs_output_keeps_its_last_lines_only() {
+        let many: Vec<String> = (1..=120).map(|i| format!("line {i}")).collect();
+        let tail = output_tail(many.join("\n").as_bytes());
+        assert!(tail.starts_with("(70 earlier lines left out)\nline 71\n"), "{tail}");
+        assert!(tail.ends_with("line 120") && tail.lines().count() == ERROR_TAIL_LINES + 1, "{tail}");
+        assert_eq!(output_tail(b"  one\ntwo\n"), "one\ntwo");
+    }
 
     #[test]
     fn database_names_are_safe_identifiers() {

@@ -170,7 +170,7 @@ pub fn prepare_cluster(
             return Err(RequirementError::Setup {
                 program,
                 dir: staging,
-                detail: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+                detail: super::output_tail(&output.stderr),
             });
         }
         std::fs::rename(&staging, &template).map_err(|e| io("move", &staging, e))?;
@@ -339,10 +339,6 @@ pub async fn seed(
     if output.status.success() {
         Ok(())
     } else {
-        Err(failed(format!(
-            "exited with {}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        )))
+        Err(failed(format!("exited with {}: {}", output.status, super::output_tail(&output.stderr))))
     }
 }

@@ -43,7 +43,9 @@ const FAILURE_TAIL: usize = 20;
 /// Two plans describe the same running service when everything but the port's bookkeeping matches.
 fn same_service(a: &ServicePlan, b: &ServicePlan) -> bool {
     let port = |p: &ServicePlan| p.port.map(|p| p.assigned);
+    let named = |p: &ServicePlan| p.ports.iter().map(|(n, p)| (n.clone(), p.assigned)).collect::<Vec<_>>();
     port(a) == port(b)
+        && named(a) == named(b)
         && a.argv == b.argv
         && a.cwd == b.cwd
         && a.env == b.env

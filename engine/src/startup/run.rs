@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use envctl_contracts::control::{Reply, ResumeRequest, StartOutcome, StartRequest};
+use envctl_contracts::control::{Reply, ResumeRequest, StartFailure, StartOutcome, StartRequest};
 use envctl_contracts::ports::TargetPorts;
 use envctl_contracts::startup::{ServicePlan, StartupPlan};
-use envctl_contracts::state::{ErrorEntry, ProcessKind, ServiceStatus};
+use envctl_contracts::state::{ERROR_TAIL_LINES, ErrorEntry, ProcessKind, ServiceStatus};
 use tokio::sync::mpsc;
 
 use super::layers::{Restart, run_target};
@@ -135,7 +135,9 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
                 attempt += 1;
                 let repo = settings.paths.repo_root.display().to_string();
                 let released = host.ledger().release(|o| {
-                    o.repo == repo && o.target == failure.target && o.service == failure.service
+                    o.repo == repo
+                        && o.target == failure.target
+                        && crate::ports::belongs_to(&o.service, &failure.service)
                 });
                 if let Err(e) = released {
                     tracing::warn!(error = %e, "the conflicting port's lease could not be released");
@@ -257,6 +259,15 @@ async fn reserve_ports(
     Ok(PortTable::from_plans(port_requests, plans))
 }
 
+/// The last lines of the failed step's log for `error_report.json` (at most [`ERROR_TAIL_LINES`]), read on the
+/// blocking pool; what the failure carries when it has no log.
+async fn report_tail(failure: &StartFailure) -> Vec<String> {
+    let Some(path) = failure.log_path.clone() else { return failure.log_tail.clone() };
+    tokio::task::spawn_blocking(move || logs::tail(std::path::Path::new(&path), ERROR_TAIL_LINES))
+        .await
+        .unwrap_or_default()
+}
+
 /// Records the failure, saves, and builds the reply.
 async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> Reply {
     outcome.warnings.extend(host.take_recovery_note());
@@ -272,11 +283,14 @@ async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> R
     let name = if outcome.failure.is_some() { "run.failed" } else { "run.ready" };
     host.event(None, None, name, detail);
     if let Some(failure) = &outcome.failure {
+        let log_tail = report_tail(failure).await;
         host.record_error(ErrorEntry {
             target: Some(failure.target.clone()),
             service: Some(failure.service.clone()),
             kind: "start_failed".into(),
             message: failure.reason.clone(),
+            log_path: failure.log_path.clone(),
+            log_tail,
         });
     }
     outcome.services = host

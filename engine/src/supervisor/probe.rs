@@ -16,7 +16,7 @@ use super::{SupervisorError, proc_info, reap, signal};
 /// The host probes connect to.
 const HOST: &str = "127.0.0.1";
 /// Longest a single attempt may take.
-const ATTEMPT_LIMIT: Duration = Duration::from_secs(2);
+pub const ATTEMPT_LIMIT: Duration = Duration::from_secs(2);
 
 /// The result of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,16 +186,18 @@ async fn wait_group_gone(group: u32) {
     }
 }
 
+/// A GET of `path` on the port; the answer reads `http 500 from http://127.0.0.1:8000/health, expected 2xx or 3xx`.
 async fn http(port: u16, path: &str, expected: Option<u16>) -> Attempt {
+    let url = format!("http://{HOST}:{port}{path}");
     let mut stream = match TcpStream::connect((HOST, port)).await {
         Ok(s) => s,
-        Err(e) => return Attempt::fail(format!("{HOST}:{port}: {e}")),
+        Err(e) => return Attempt::fail(format!("GET {url}: {e}")),
     };
     let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {HOST}:{port}\r\nUser-Agent: envctl\r\nConnection: close\r\n\r\n"
     );
     if let Err(e) = stream.write_all(request.as_bytes()).await {
-        return Attempt::fail(format!("GET {path}: {e}"));
+        return Attempt::fail(format!("GET {url}: {e}"));
     }
     let mut head = vec![0u8; 256];
     let mut filled = 0;
@@ -203,17 +205,18 @@ async fn http(port: u16, path: &str, expected: Option<u16>) -> Attempt {
         match stream.read(&mut head[filled..]).await {
             Ok(0) => break,
             Ok(n) => filled += n,
-            Err(e) => return Attempt::fail(format!("GET {path}: {e}")),
+            Err(e) => return Attempt::fail(format!("GET {url}: {e}")),
         }
     }
     let line = String::from_utf8_lossy(&head[..filled]);
     let code = line.split_whitespace().nth(1).and_then(|c| c.parse::<u16>().ok());
+    let answer = |code: u16| format!("http {code} from {url}");
     match (code, expected) {
-        (Some(code), Some(want)) if code == want => Attempt::pass(format!("GET {path} → {code}")),
-        (Some(code), None) if (200..400).contains(&code) => Attempt::pass(format!("GET {path} → {code}")),
-        (Some(code), Some(want)) => Attempt::fail(format!("GET {path} → {code}, expected {want}")),
-        (Some(code), None) => Attempt::fail(format!("GET {path} → {code}, expected 2xx or 3xx")),
-        (None, _) => Attempt::fail(format!("GET {path}: not an HTTP answer")),
+        (Some(code), Some(want)) if code == want => Attempt::pass(answer(code)),
+        (Some(code), None) if (200..400).contains(&code) => Attempt::pass(answer(code)),
+        (Some(code), Some(want)) => Attempt::fail(format!("{}, expected {want}", answer(code))),
+        (Some(code), None) => Attempt::fail(format!("{}, expected 2xx or 3xx", answer(code))),
+        (None, _) => Attempt::fail(format!("GET {url}: not an HTTP answer")),
     }
 }
 

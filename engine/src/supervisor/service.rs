@@ -132,6 +132,7 @@ fn launch_with(
     let (tx, rx) = mpsc::channel(4);
     let record = ServiceRecord {
         port: spec.plan.port.map(|p| p.assigned),
+        ports: spec.plan.ports.iter().map(|(name, p)| (name.clone(), p.assigned)).collect(),
         url: spec.plan.url.clone(),
         log_path: Some(spec.log_path.display().to_string()),
         spec: Some(spec.plan.clone()),
@@ -526,6 +527,7 @@ mod tests {
                 argv: vec!["/bin/sh".into(), "-c".into(), command.into()],
                 env: BTreeMap::new(),
                 port: None,
+                ports: BTreeMap::new(),
                 url: None,
                 ready: None,
                 depends_on: Vec::new(),

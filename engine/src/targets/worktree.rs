@@ -22,6 +22,16 @@ pub enum WorktreeError {
     /// The worktree's directory is already there.
     #[error("{} already exists\nhint: pick another name", .0.display())]
     Exists(PathBuf),
+    /// The repository's exclude file could not be updated.
+    #[error("cannot add `{line}` to {}: {detail}\nhint: add that line to it yourself, so `git status` does not list the worktrees", path.display())]
+    Exclude {
+        /// The exclude file.
+        path: PathBuf,
+        /// The line.
+        line: String,
+        /// Why.
+        detail: String,
+    },
 }
 
 fn git(repo: &Path, args: &[&str]) -> Result<String, WorktreeError> {
@@ -62,6 +72,53 @@ pub fn add(repo: &Path, trees_dir: &str, name: &str, from: Option<&str>) -> Resu
     Ok(path)
 }
 
+/// The exclude pattern of `trees_dir` (`trees` → `/trees/`, `./a/b/` → `/a/b/`): that directory at the root only.
+pub fn exclude_line(trees_dir: &str) -> String {
+    let parts: Vec<String> = Path::new(trees_dir)
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    format!("/{}/", parts.join("/"))
+}
+
+/// Makes sure the repository's `info/exclude` (in the directory `git rev-parse --git-common-dir` names, so a
+/// worktree's command reaches the main repository's) ignores `trees_dir`, adding its line only when no spelling of
+/// it (`/trees/`, `/trees`, `trees/`, `trees`) is there. Returns whether the line was added.
+pub fn exclude_trees_dir(repo: &Path, trees_dir: &str) -> Result<bool, WorktreeError> {
+    let common = PathBuf::from(git(repo, &["rev-parse", "--git-common-dir"])?.trim());
+    let path = if common.is_absolute() { common } else { repo.join(common) }.join("info").join("exclude");
+    let line = exclude_line(trees_dir);
+    let failed = |e: std::io::Error| WorktreeError::Exclude {
+        path: path.clone(),
+        line: line.clone(),
+        detail: e.to_string(),
+    };
+    let existing = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(failed(e)),
+    };
+    let bare = line.trim_matches('/');
+    let spellings = [line.clone(), format!("/{bare}"), format!("{bare}/"), bare.to_owned()];
+    if existing.lines().any(|l| spellings.iter().any(|s| s == l.trim())) {
+        return Ok(false);
+    }
+    let mut text = existing;
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&line);
+    text.push('\n');
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(failed)?;
+    }
+    crate::state::write_user_file(&path, text.as_bytes()).map_err(failed)?;
+    Ok(true)
+}
+
 /// Whether the worktree at `checkout` has uncommitted changes or untracked files (what `git worktree remove`
 /// refuses without `--force`).
 pub fn is_dirty(checkout: &Path) -> Result<bool, WorktreeError> {
@@ -84,4 +141,15 @@ pub fn remove(repo: &Path, checkout: &Path, force: bool) -> Result<(), WorktreeE
         },
         other => other,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exclude_line;
+
+    #[test]
+    fn the_exclude_line_anchors_the_trees_dir_at_the_root() {
+        assert_eq!(exclude_line("trees"), "/trees/");
+        assert_eq!(exclude_line("./work/trees/"), "/work/trees/");
+    }
 }

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use toml::Spanned;
 
 use super::Checker;
+use super::ports::NamedPorts;
 use crate::config::raw::RawService;
 use crate::config::{suggest, template};
 
@@ -15,6 +16,7 @@ impl Checker<'_> {
         body: &RawService,
         known: &[&str],
         requirements: &BTreeSet<&str>,
+        named: &NamedPorts<'_>,
     ) {
         let key = format!("services.{service}");
         for dep in body.depends_on.iter().flatten() {
@@ -47,8 +49,9 @@ impl Checker<'_> {
             .chain(body.setup.iter().map(|c| (c, "setup".to_owned())))
             .chain(body.env.iter().flatten().map(|(k, v)| (v, format!("env.{}", k.get_ref()))));
         for (text, field) in texts {
+            self.check_named_port_refs(service, text, &format!("{key}.{field}"), named);
             for p in template::placeholders(text.get_ref()) {
-                let Some(attr) = p.attr else { continue };
+                let Some(attr) = p.attr.filter(|_| p.named_port(service).is_none()) else { continue };
                 let problem = if !known.contains(&p.name) {
                     Some(format!(
                         "`{{{}.{attr}}}` names `{}`, which is not a service or requirement",

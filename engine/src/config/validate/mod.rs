@@ -8,6 +8,7 @@
 
 mod graph;
 mod jobs;
+mod ports;
 mod requirement;
 mod service;
 
@@ -252,9 +253,24 @@ impl<'m> Checker<'m> {
             }
         }
         let known: Vec<&str> = defined.into_iter().collect();
+        let port_names = ports::declared(
+            raw.services
+                .iter()
+                .map(|(n, b)| (n.get_ref().as_str(), b.as_ref().and_then(|b| b.ports.as_ref())))
+                .chain(
+                    raw.requirements
+                        .iter()
+                        .map(|(n, b)| (n.get_ref().as_str(), b.as_ref().and_then(|b| b.ports.as_ref()))),
+                ),
+        );
         for (name, body) in &raw.services {
             if let Some(body) = body {
-                self.check_references(name.get_ref(), body, &known, &requirement_names);
+                self.check_references(name.get_ref(), body, &known, &requirement_names, &port_names);
+            }
+        }
+        for (name, body) in &raw.requirements {
+            if let Some(body) = body {
+                self.check_requirement_port_refs(name.get_ref(), body, &port_names);
             }
         }
         self.check_cycles(&raw.services);
@@ -287,6 +303,14 @@ impl<'m> Checker<'m> {
                 &name.span(),
                 &key,
                 "names use letters, digits, `_` and `-`, starting with a letter or digit".into(),
+            );
+            return false;
+        }
+        if name.get_ref() == super::template::OWN_PORTS {
+            self.error(
+                &name.span(),
+                &key,
+                "`ports` is reserved: `{ports.<name>}` names an entry's own ports; pick another name".into(),
             );
             return false;
         }

@@ -1,4 +1,4 @@
-//! `[requirements.<name>]`: adapter defaults, isolation, port, command, seed, probe.
+//! `[requirements.<name>]`: adapter defaults, isolation, port, named ports (`command` only), command, seed, probe.
 
 use std::ops::Range;
 
@@ -58,6 +58,18 @@ impl Checker<'_> {
                 "is required for a `command` requirement".into(),
             );
         }
+        let ports = self.named_ports(body.ports.as_ref(), &key, port);
+        if let Some((first, _)) = body.ports.iter().flatten().next()
+            && adapter_known
+            && adapter != Adapter::Command
+        {
+            self.error(
+                &first.span(),
+                &format!("{key}.ports"),
+                "only `command` requirements take named ports (postgres and redis listen on `port` alone)"
+                    .into(),
+            );
+        }
         let command = body.command.as_ref().map(|c| c.get_ref().clone());
         let command_at = present(self, body.command.as_ref().map(Spanned::span), "command");
         match (adapter, command_at) {
@@ -89,6 +101,7 @@ impl Checker<'_> {
             adapter,
             isolation,
             port: port.unwrap_or_default(),
+            ports,
             command,
             ready,
             env: self.env(body.env.as_ref(), &key),

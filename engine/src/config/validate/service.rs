@@ -1,4 +1,4 @@
-//! `[services.<name>]`: command, cwd, port, readiness probe, env, restart, targets, stop grace.
+//! `[services.<name>]`: command, cwd, port, named ports, readiness probe, env, restart, targets, stop grace.
 
 use std::collections::BTreeMap;
 
@@ -114,6 +114,7 @@ impl Checker<'_> {
     pub(super) fn service(&mut self, name: &Spanned<String>, body: &RawService) -> ServiceConfig {
         let key = format!("services.{}", name.get_ref());
         let port = self.port(body.port.as_ref(), &format!("{key}.port"));
+        let ports = self.named_ports(body.ports.as_ref(), &key, port);
         let cwd = body.cwd.as_ref().and_then(|cwd| {
             if relative_inside(cwd.get_ref()) {
                 Some(cwd.get_ref().clone())
@@ -132,6 +133,7 @@ impl Checker<'_> {
                 .unwrap_or_default(),
             cwd,
             port,
+            ports,
             ready: self.ready(body.ready.as_ref(), &key, port),
             depends_on: body.depends_on.iter().flatten().map(|d| d.get_ref().clone()).collect(),
             env: self.env(body.env.as_ref(), &key),

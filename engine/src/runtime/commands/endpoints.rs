@@ -37,7 +37,7 @@ pub fn exec(rt: &EngineRuntime, args: &EndpointsArgs) -> Result<Outcome, EngineE
         targets
             .entry(r.target)
             .or_default()
-            .insert(r.service, Endpoint { port: r.port, url: r.url, status: r.status });
+            .insert(r.service, Endpoint { port: r.port, ports: r.ports, url: r.url, status: r.status });
     }
     let names: Vec<String> = targets.keys().cloned().collect();
     let requirements = super::requirement_urls(rt, &names);
@@ -45,7 +45,7 @@ pub fn exec(rt: &EngineRuntime, args: &EndpointsArgs) -> Result<Outcome, EngineE
     if args.json {
         rt.printer().json(&list);
     } else {
-        let mut table = Table::new(&["TARGET", "SERVICE", "URL", "STATUS"]);
+        let mut table = Table::new(&["TARGET", "SERVICE", "URL", "STATUS", "PORTS"]);
         for (target, services) in &list.targets {
             for (service, e) in services {
                 let url = e
@@ -58,13 +58,22 @@ pub fn exec(rt: &EngineRuntime, args: &EndpointsArgs) -> Result<Outcome, EngineE
                     service.clone(),
                     url,
                     format!("{:?}", e.status).to_lowercase(),
+                    named_ports_text(&e.ports),
                 ]);
             }
             for (name, url) in list.requirements.get(target).into_iter().flatten() {
-                table.row(vec![target.clone(), name.clone(), url.clone(), "requirement".into()]);
+                table.row(vec![target.clone(), name.clone(), url.clone(), "requirement".into(), "-".into()]);
             }
         }
         rt.printer().data(&table.render());
     }
     Ok(Outcome::Success)
+}
+
+/// Named ports as `smtp=1025 web=1080`, or `-`.
+pub fn named_ports_text(ports: &BTreeMap<String, u16>) -> String {
+    if ports.is_empty() {
+        return "-".into();
+    }
+    ports.iter().map(|(name, port)| format!("{name}={port}")).collect::<Vec<_>>().join(" ")
 }

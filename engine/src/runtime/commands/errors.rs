@@ -76,6 +76,9 @@ pub fn exec(rt: &EngineRuntime, args: &ErrorsArgs) -> Result<Outcome, EngineErro
                 .collect::<Vec<_>>()
                 .join("/");
             let _ = writeln!(out, "{at}: {} ({})", e.message, e.kind);
+            if let Some(path) = &e.log_path {
+                let _ = writeln!(out, "  log: {path}");
+            }
         }
         for e in &report.log_errors {
             let _ = writeln!(out, "{}/{} log: {}", e.target, e.service, e.line);

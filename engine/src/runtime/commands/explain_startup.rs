@@ -38,13 +38,19 @@ pub fn exec(rt: &EngineRuntime, args: &ExplainStartupArgs) -> Result<Outcome, En
             };
             let _ = writeln!(
                 out,
-                "  requirement {}: {:?} on port {}{shared}",
-                req.name, req.adapter, req.port.assigned
+                "  requirement {}: {:?} on port {}{}{shared}",
+                req.name,
+                req.adapter,
+                req.port.assigned,
+                named_ports(&req.ports, ", ports ")
             );
         }
         for service in &target.services {
             let port = service.port.map(|p| format!(" on port {}", p.assigned)).unwrap_or_default();
             let _ = writeln!(out, "  service {} (layer {}){port}", service.name, service.layer);
+            if !service.ports.is_empty() {
+                let _ = writeln!(out, "    {}", named_ports(&service.ports, "ports: "));
+            }
             let _ = writeln!(out, "    cwd: {}", service.cwd);
             let _ = writeln!(out, "    run: {}", service.argv.last().map_or("", String::as_str));
             if let Some(url) = &service.url {
@@ -69,4 +75,25 @@ pub fn exec(rt: &EngineRuntime, args: &ExplainStartupArgs) -> Result<Outcome, En
     }
     rt.printer().data(&out);
     Ok(Outcome::Success)
+}
+
+/// Named ports after `lead` as `smtp=1025 web=1080` (a moved one as `web=1081 (wanted 1080)`); nothing when none.
+fn named_ports(
+    ports: &std::collections::BTreeMap<String, envctl_contracts::ports::PortPlan>,
+    lead: &str,
+) -> String {
+    if ports.is_empty() {
+        return String::new();
+    }
+    let each: Vec<String> = ports
+        .iter()
+        .map(|(name, p)| {
+            if p.assigned == p.requested {
+                format!("{name}={}", p.assigned)
+            } else {
+                format!("{name}={} (wanted {})", p.assigned, p.requested)
+            }
+        })
+        .collect();
+    format!("{lead}{}", each.join(" "))
 }

@@ -1,5 +1,6 @@
-//! `envctl health [targets] [--json] [--strict]`: every selected service checked against `/proc` (is it the
-//! recorded process, does its process tree listen on its port). Exit 1 when unhealthy.
+//! `envctl health [targets] [--json] [--strict] [--no-probe]`: every selected service checked against `/proc` (is
+//! it the recorded process, does its process tree listen on its port) and its readiness probe asked again, all
+//! probes at once. Exit 1 when unhealthy.
 
 use std::fmt::Write as _;
 
@@ -21,17 +22,24 @@ pub struct HealthArgs {
     /// Also fail when a service is degraded (restarted, or still starting).
     #[arg(long)]
     pub strict: bool,
+    /// Do not ask the readiness probes again; check processes and listeners only.
+    #[arg(long)]
+    pub no_probe: bool,
 }
 
 /// Checks health.
 pub fn exec(rt: &EngineRuntime, args: &HealthArgs) -> Result<Outcome, EngineError> {
     let records = selected_records(rt, &args.targets, &[])?;
     let host = rt.state()?.run_state()?.and_then(|s| s.host);
-    let report = health::verdict(records, health::Supervision::of(host), args.strict);
+    let mut observed = health::observe(records);
+    if !args.no_probe {
+        rt.block_on(health::reprobe(&mut observed, rt.env().inherited()))?;
+    }
+    let report = health::verdict(observed, health::Supervision::of(host), args.strict);
     if args.json {
         rt.printer().json(&report);
     } else {
-        let mut table = Table::new(&["TARGET", "SERVICE", "STATUS", "TRUTH", "PID", "URL"]);
+        let mut table = Table::new(&["TARGET", "SERVICE", "STATUS", "TRUTH", "PID", "URL", "PROBE"]);
         for s in &report.services {
             let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             table.row(vec![
@@ -41,6 +49,7 @@ pub fn exec(rt: &EngineRuntime, args: &HealthArgs) -> Result<Outcome, EngineErro
                 s.truth.clone(),
                 opt(s.pid.map(|p| p.to_string())),
                 opt(s.url.clone()),
+                opt(s.probe.as_ref().map(probe_text)),
             ]);
         }
         let mut out = table.render();
@@ -57,4 +66,9 @@ pub fn exec(rt: &EngineRuntime, args: &HealthArgs) -> Result<Outcome, EngineErro
         rt.printer().data(&out);
     }
     Ok(if report.ok { Outcome::Success } else { Outcome::Failure })
+}
+
+/// A probe's answer for the table: `ok: …` or `FAILED: …`.
+fn probe_text(probe: &envctl_contracts::state::ProbeRecord) -> String {
+    format!("{}: {}", if probe.ok { "ok" } else { "FAILED" }, probe.detail)
 }

@@ -8,28 +8,33 @@ use envctl_contracts::targets::{TargetInfo, TargetList};
 
 use crate::config::Settings;
 use crate::plan::{PortTable, plan_ports};
-use crate::ports::server_owner;
+use crate::ports::{named_owner, server_owner};
 use crate::runtime::cli::ListTargetsArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::targets::Target;
 use crate::ui::Table;
 
-/// The ports one target uses: its services' and the requirements' servers it connects to.
+/// The ports one target uses: its services' and the requirements' servers it connects to, named ones as
+/// `<name>.ports.<port>`.
 fn ports_of(settings: &Settings, target: &Target, table: &PortTable) -> BTreeMap<String, PortPlan> {
     let mut out = BTreeMap::new();
+    let mut add = |owner: &str, name: &str, ports: &BTreeMap<String, u16>| {
+        let names = std::iter::once(name.to_owned()).chain(ports.keys().map(|p| named_owner(name, p)));
+        for key in names {
+            if let Some(plan) = table.get(owner, &key) {
+                out.insert(key, *plan);
+            }
+        }
+    };
     for (name, req) in
         settings.config.requirements.iter().filter(|(_, r)| r.enabled && target.in_scope(r.targets))
     {
-        if let Some(plan) = table.get(server_owner(req.isolation, target), name) {
-            out.insert(name.clone(), *plan);
-        }
+        add(server_owner(req.isolation, target), name, &req.ports);
     }
     for (name, service) in
         settings.config.services.iter().filter(|(_, s)| s.enabled && target.in_scope(s.targets))
     {
-        if let Some(plan) = service.port.and_then(|_| table.get(&target.name, name)) {
-            out.insert(name.clone(), *plan);
-        }
+        add(&target.name, name, &service.ports);
     }
     out
 }

@@ -52,6 +52,15 @@ pub fn exec(rt: &EngineRuntime, command: &WorktreeCommand) -> Result<Outcome, En
                 from.as_deref(),
             )?;
             rt.printer().note(&format!("created worktree {name} at {}", path.display()));
+            let trees_dir = &settings.config.project.trees_dir;
+            match worktree::exclude_trees_dir(&settings.paths.repo_root, trees_dir) {
+                Ok(true) => rt.printer().note(&format!(
+                    "added `{}` to the repository's .git/info/exclude",
+                    worktree::exclude_line(trees_dir)
+                )),
+                Ok(false) => {}
+                Err(e) => rt.printer().warn(&e.to_string()),
+            }
             rt.printer().note(&format!("start it with `envctl start --tree {name}`"));
             Ok(Outcome::Success)
         }
