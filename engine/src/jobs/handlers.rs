@@ -16,11 +16,8 @@ use tokio_util::sync::CancellationToken;
 use super::store::{Finish, JobStore};
 use crate::config::{EnvVars, Settings};
 
-/// Each line a job's command prints, with the job's id, as it is printed (`envctl test` shows them live).
-pub type LineTap = tokio::sync::mpsc::UnboundedSender<(String, String)>;
-
-/// What handlers need from the outside: the repository's settings (when the worker runs in one), the
-/// environment commands inherit and, optionally, a tap on their output.
+/// What handlers need from the outside: the repository's settings (when the worker runs in one) and the
+/// environment commands inherit.
 ///
 /// A worker lives longer than one edit of `.envctl` (the host's runs for as long as the host): before each job
 /// that reads the configuration it looks at the file, and when its contents changed it reloads it, so a job never
@@ -30,7 +27,6 @@ pub struct HandlerContext {
     settings: Option<Settings>,
     /// The environment commands inherit.
     pub base_env: BTreeMap<String, String>,
-    tap: Option<LineTap>,
     current: std::sync::Mutex<Option<Reloaded>>,
 }
 
@@ -49,14 +45,7 @@ impl HandlerContext {
             let (stamp, hash) = read_stamp(given.paths.config_file.as_deref()?)?;
             Some(Reloaded { stamp, hash, settings: given.clone() })
         });
-        Self { settings, base_env, tap: None, current: std::sync::Mutex::new(current) }
-    }
-
-    /// The same, with every output line also sent to `tap`.
-    #[must_use]
-    pub fn with_tap(mut self, tap: LineTap) -> Self {
-        self.tap = Some(tap);
-        self
+        Self { settings, base_env, current: std::sync::Mutex::new(current) }
     }
 
     /// The settings jobs run with: the ones given, or the file's newer contents when they changed since (a
@@ -213,11 +202,8 @@ fn test_database_name(database: &str, job_id: &str) -> String {
     format!("{}{suffix}", database.chars().take(keep).collect::<String>())
 }
 
-/// Appends `line` to the job's log (and the tap, so `envctl test` shows it).
-async fn note(ctx: &HandlerContext, store: &Arc<dyn JobStore>, job: &Job, line: String) {
-    if let Some(tap) = &ctx.tap {
-        let _ = tap.send((job.id.clone(), line.clone()));
-    }
+/// Appends `line` to the job's log.
+async fn note(store: &Arc<dyn JobStore>, job: &Job, line: String) {
     let (store, id) = (Arc::clone(store), job.id.clone());
     let _ = tokio::task::spawn_blocking(move || store.log(&id, &[line])).await;
 }
@@ -243,7 +229,6 @@ async fn exec_on_copies(
         match crate::requirements::postgres::copy_for_tests(db.port, &db.name, &copy).await {
             Ok(how) => {
                 note(
-                    ctx,
                     store,
                     job,
                     format!("envctl: tests run against {copy}, {how}; it is dropped afterwards"),
@@ -274,7 +259,7 @@ async fn exec_on_copies(
         if let Err(e) =
             crate::requirements::postgres::drop_database(port, crate::requirements::PG_USER, &copy).await
         {
-            note(ctx, store, job, format!("envctl: could not drop {copy}: {e}")).await;
+            note(store, job, format!("envctl: could not drop {copy}: {e}")).await;
         }
     }
     finish
@@ -444,7 +429,7 @@ async fn exec(
     };
     let pid = child.id().unwrap_or_default();
     let started = crate::supervisor::proc_info::start_time(pid).unwrap_or_default();
-    let logger = stream_output(store, &job.id, &mut child, ctx.tap.as_ref());
+    let logger = stream_output(store, &job.id, &mut child);
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -474,7 +459,6 @@ fn stream_output(
     store: &Arc<dyn JobStore>,
     job_id: &str,
     child: &mut tokio::process::Child,
-    tap: Option<&LineTap>,
 ) -> tokio::task::JoinHandle<()> {
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     for stream in [
@@ -484,13 +468,10 @@ fn stream_output(
     .into_iter()
     .flatten()
     {
-        let (tx, tap, id) = (tx.clone(), tap.cloned(), job_id.to_owned());
+        let tx = tx.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stream).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(tap) = &tap {
-                    let _ = tap.send((id.clone(), line.clone()));
-                }
                 if tx.send(line).is_err() {
                     break;
                 }

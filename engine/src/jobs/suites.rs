@@ -218,8 +218,7 @@ pub async fn run_suites(
     mut finished: impl FnMut(&SuiteResult),
     mut line: impl FnMut(&Suite, &str),
 ) -> Result<SuiteRun, StoreError> {
-    let (tap, mut lines) = tokio::sync::mpsc::unbounded_channel();
-    let ctx = Arc::new(ctx.with_tap(tap));
+    let ctx = Arc::new(ctx);
     let new: Vec<NewJob> = suites
         .iter()
         .map(|suite| NewJob {
@@ -249,17 +248,24 @@ pub async fn run_suites(
     tokio::pin!(interrupt);
     let mut done: BTreeMap<String, SuiteResult> = BTreeMap::new();
     let mut interrupted = false;
-    while done.len() < ids.len() {
-        while let Ok((id, text)) = lines.try_recv() {
-            if let Some(suite) = labels.get(&id) {
-                line(suite, &text);
+    // Each suite's output, read from its job's log (whichever worker runs it: this one or a host's).
+    let mut shown: BTreeMap<String, usize> = BTreeMap::new();
+    let mut show = |id: &String| {
+        let skip = shown.entry(id.clone()).or_default();
+        if let Ok(new) = store.logs(id, *skip) {
+            *skip += new.len();
+            for entry in new {
+                line(labels[id], &entry.line);
             }
         }
+    };
+    while done.len() < ids.len() {
         for id in &ids {
             if done.contains_key(id) {
                 continue;
             }
             let Ok(job) = store.get(id) else { continue };
+            show(id);
             if job.status.is_final() {
                 let result = result_of(labels[id], &job, failed_of(store.as_ref(), &job));
                 finished(&result);
@@ -276,11 +282,6 @@ pub async fn run_suites(
     }
     shutdown.cancel();
     let _ = worker.await;
-    while let Ok((id, text)) = lines.try_recv() {
-        if let Some(suite) = labels.get(&id) {
-            line(suite, &text);
-        }
-    }
     let mut results = Vec::new();
     for id in &ids {
         let result = if let Some(result) = done.remove(id) {

@@ -282,6 +282,7 @@ mod tests {
             stop_grace_secs: 1,
             stop_signal: "TERM".into(),
             user: None,
+            env_sources: BTreeMap::new(),
         };
         ServiceRecord {
             port: Some(port),
