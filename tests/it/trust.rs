@@ -105,7 +105,11 @@ fn state_logs_and_the_socket_are_private_whatever_the_umask() {
     let port = crate::support::free_port();
     env.write(".envctl", &format!("[services.web]\ncommand = \"echo hello; exec python3 -m http.server {{port}} --bind 127.0.0.1\"\nport = {port}\n"));
     env.envctl_umask("000", &["start"]).ok();
+    // The job store (payloads, logs) too: a job enqueued and run by the host's worker creates it and its WAL.
+    let id = env.envctl_umask("000", &["jobs", "enqueue", "noop"]).ok().stdout.trim().to_owned();
+    assert!(eventually(10, || env.envctl(&["jobs", "show", &id, "--json"]).json()["status"] == "succeeded"));
     let scope = scope(&env);
+    assert!(walk(&scope).iter().any(|p| p.to_string_lossy().ends_with("-wal")), "the store's WAL exists");
     assert_eq!(mode(&env.runtime), 0o700, "runtime root");
     assert_eq!(mode(&scope), 0o700, "scope dir");
     assert_eq!(mode(&scope.join("host.sock")), 0o600, "control socket");

@@ -147,6 +147,13 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             crate::state::create_private_dir_all(dir).map_err(|e| fail(&e))?;
         }
+        // Jobs hold payloads and logs: the file is the user's alone, and SQLite gives its `-wal` and `-shm` files
+        // the database file's mode.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            crate::state::open_private_append(path).map_err(|e| fail(&e))?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| fail(&e))?;
+        }
         let mut conn = Connection::open(path).map_err(|e| fail(&e))?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(|e| fail(&e))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| fail(&e))?;
