@@ -16,10 +16,15 @@ fn pg_of(url: &str) -> (u16, String) {
     (host_port.rsplit(':').next().expect("port").parse().expect("port"), db.to_owned())
 }
 
-fn redis_of(url: &str) -> (u16, String) {
+/// (port, index, password) of a `redis://:<password>@127.0.0.1:<port>/<index>` URL.
+fn redis_of(url: &str) -> (u16, String, Option<String>) {
     let rest = url.trim_start_matches("redis://");
+    let (password, rest) = match rest.split_once('@') {
+        Some((auth, rest)) => (Some(auth.trim_start_matches(':').to_owned()), rest),
+        None => (None, rest),
+    };
     let (host_port, index) = rest.split_once('/').expect("index");
-    (host_port.rsplit(':').next().expect("port").parse().expect("port"), index.to_owned())
+    (host_port.rsplit(':').next().expect("port").parse().expect("port"), index.to_owned(), password)
 }
 
 fn sql(url: &str, query: &str) -> Result<pgwire::Rows, String> {
@@ -67,10 +72,13 @@ fn main_and_a_worktree_get_their_own_database_and_redis() {
     sql(&main_db, "CREATE TABLE only_main (id int)").expect("create in main");
     let err = sql(&feat_db, "SELECT * FROM only_main").expect_err("absent in the worktree");
     assert!(err.contains("does not exist"), "{err}");
-    let (main_redis, _) = redis_of(main["REDIS_URL"].as_str().expect("url"));
-    let (feat_redis, _) = redis_of(feat["REDIS_URL"].as_str().expect("url"));
-    assert_eq!(block_on(redis::commands(main_redis, &["SET shared-key 1"])).expect("set"), vec!["+OK"]);
-    assert_eq!(block_on(redis::commands(feat_redis, &["GET shared-key"])).expect("get"), vec!["$-1"]);
+    let (main_redis, _, main_pw) = redis_of(main["REDIS_URL"].as_str().expect("url"));
+    let (feat_redis, _, feat_pw) = redis_of(feat["REDIS_URL"].as_str().expect("url"));
+    assert_ne!(main_pw, feat_pw, "each server its own password");
+    let set = block_on(redis::commands(main_redis, main_pw.as_deref(), &["SET shared-key 1"]));
+    assert_eq!(set.expect("set"), vec!["+OK"]);
+    let get = block_on(redis::commands(feat_redis, feat_pw.as_deref(), &["GET shared-key"]));
+    assert_eq!(get.expect("get"), vec!["$-1"]);
     // Health covers the requirements too.
     let health = env.envctl(&["health", "--json"]).ok().json();
     let names: Vec<String> = health["services"]
@@ -134,9 +142,9 @@ fn a_foreign_process_on_the_requirement_port_is_left_alone() {
     let env = TestEnv::new();
     env.write(".envctl", &config(free_port(), taken, ""));
     env.envctl(&["start"]).ok();
-    let (port, _) = redis_of(env_of(&env, "main")["REDIS_URL"].as_str().expect("url"));
+    let (port, _, password) = redis_of(env_of(&env, "main")["REDIS_URL"].as_str().expect("url"));
     assert!(port > taken, "redis moved up from {taken} to {port}");
-    assert_eq!(block_on(redis::commands(port, &["PING"])).expect("ping"), vec!["+PONG"]);
+    assert_eq!(block_on(redis::commands(port, password.as_deref(), &["PING"])).expect("ping"), vec!["+PONG"]);
     std::net::TcpStream::connect(("127.0.0.1", taken)).expect("the foreign listener is untouched");
 }
 
@@ -170,7 +178,7 @@ fn postgres_and_redis_listen_on_the_loopback_interface_only() {
     env.envctl(&["start"]).ok();
     let api = env_of(&env, "main");
     let (pg, _) = pg_of(api["DATABASE_URL"].as_str().expect("DATABASE_URL"));
-    let (redis, _) = redis_of(api["REDIS_URL"].as_str().expect("REDIS_URL"));
+    let (redis, _, _) = redis_of(api["REDIS_URL"].as_str().expect("REDIS_URL"));
     for (server, port) in [("postgres", pg), ("redis", redis)] {
         let addresses = listening_addresses(port);
         assert_eq!(addresses, ["127.0.0.1"], "{server} on port {port} listens on {addresses:?}");

@@ -396,3 +396,30 @@ fn a_host_killed_at_any_moment_of_a_start_leaves_every_service_owned_and_none_tw
         );
     }
 }
+
+#[test]
+fn a_redis_server_envctl_starts_refuses_anyone_without_its_password() {
+    let env = TestEnv::new();
+    let port = crate::support::free_port();
+    env.write(".envctl", &format!("[services.api]\ncommand = \"sleep 1000\"\ndepends_on = [\"redis\"]\n\n[requirements.redis]\nport = {port}\n"));
+    env.envctl(&["start"]).ok();
+    let vars = env.envctl(&["env", "--service", "api", "--json"]).ok().json()["services"]["api"].clone();
+    let url = vars["REDIS_URL"].as_str().expect("url").to_owned();
+    let password = vars["REDIS_PASSWORD"].as_str().expect("REDIS_PASSWORD").to_owned();
+    assert!(url.starts_with(&format!("redis://:{password}@127.0.0.1:{port}/")), "{url}");
+    let redis = |password: Option<&str>| {
+        crate::support::block_on(envctl_engine::requirements::redis::commands(port, password, &["PING"]))
+    };
+    // Another local user knows the port, not the password.
+    let refused = redis(None).expect("an answer");
+    assert!(refused[0].starts_with("-NOAUTH"), "{refused:?}");
+    assert!(redis(Some("guess")).is_err(), "a wrong password is refused");
+    assert_eq!(redis(Some(&password)).expect("ping"), vec!["+PONG"]);
+    // Not on the server's command line, which every local user can read.
+    let pid = env.pids()["main/redis"].0;
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(!cmdline.contains(&password), "{cmdline}");
+    let secret = scope(&env).join("secrets").join("main.redis.password");
+    assert_eq!(mode(&secret), 0o600);
+    env.envctl(&["stop"]).ok();
+}

@@ -77,13 +77,35 @@ impl Context<'_> {
             .requirements
             .get(name)
             .filter(|r| r.enabled && self.target.in_scope(r.targets))?;
-        let plan = self.ports.get(server_owner(req.isolation, self.target), name)?;
-        let endpoint =
-            requirements::endpoint(req, &self.settings.config.project.name, self.target, plan.assigned);
+        let owner = server_owner(req.isolation, self.target);
+        let plan = self.ports.get(owner, name)?;
+        let password = self.password(req, owner, name);
+        let endpoint = requirements::endpoint(
+            req,
+            &self.settings.config.project.name,
+            self.target,
+            plan.assigned,
+            password.as_deref(),
+        );
         Some(match self.databases.get(name) {
             Some(database) => requirements::with_database(req, endpoint, database),
             None => endpoint,
         })
+    }
+
+    /// The password of requirement `name`'s server (made the first time it is asked for).
+    fn password(
+        &self,
+        req: &envctl_contracts::config::RequirementConfig,
+        owner: &str,
+        name: &str,
+    ) -> Option<String> {
+        if !requirements::has_password(req.adapter) {
+            return None;
+        }
+        requirements::secrets::password(&self.settings.paths.scope_dir, owner, name)
+            .map_err(|e| tracing::warn!(error = %e, requirement = name, "cannot keep the server's password"))
+            .ok()
     }
 
     fn service_port(&self, name: &str) -> Option<u16> {
@@ -223,6 +245,7 @@ fn plan_requirements(
             binaries: &binaries,
             url: &endpoint.url,
             command,
+            password: endpoint.password.as_deref(),
         });
         process.env.extend(marker(settings, owner, name));
         requirement_plans.push(RequirementPlan {

@@ -6,6 +6,7 @@ mod error;
 pub mod pgwire;
 pub mod postgres;
 pub mod redis;
+pub mod secrets;
 mod teardown;
 
 pub use error::RequirementError;
@@ -39,7 +40,12 @@ pub struct Endpoint {
     pub url: String,
     /// Database name (postgres) or index (redis), when there is one.
     pub database: Option<String>,
+    /// The server's password (redis), when it has one.
+    pub password: Option<String>,
 }
+
+/// The variable a Redis server's process carries its own password in, for its probe (`redis-cli` reads it too).
+pub const REDIS_AUTH_VAR: &str = "REDISCLI_AUTH";
 
 /// What a setup program (initdb, a seed command) wrote, as its last [`ERROR_TAIL_LINES`] lines at most, with how
 /// many earlier lines were left out: its whole output never ends up in a message or `error_report.json`.
@@ -66,8 +72,14 @@ pub fn redis_index(isolation: Isolation, slot: u16) -> u16 {
     if isolation == Isolation::DbIndex && slot > 0 { 1 + (slot - 1) % 15 } else { 0 }
 }
 
-/// How a target reaches a requirement listening on `port`.
-pub fn endpoint(req: &RequirementConfig, project: &str, target: &Target, port: u16) -> Endpoint {
+/// How a target reaches a requirement listening on `port` whose server has `password`.
+pub fn endpoint(
+    req: &RequirementConfig,
+    project: &str,
+    target: &Target,
+    port: u16,
+    password: Option<&str>,
+) -> Endpoint {
     match req.adapter {
         Adapter::Postgres => {
             let db = database_name(project, &target.name);
@@ -75,18 +87,28 @@ pub fn endpoint(req: &RequirementConfig, project: &str, target: &Target, port: u
                 port,
                 url: format!("postgresql://{PG_USER}:{PG_PASSWORD}@{HOST}:{port}/{db}"),
                 database: Some(db),
+                password: None,
             }
         }
         Adapter::Redis => {
             let index = redis_index(req.isolation, target.slot);
+            let auth = password.map(|p| format!(":{p}@")).unwrap_or_default();
             Endpoint {
                 port,
-                url: format!("redis://{HOST}:{port}/{index}"),
+                url: format!("redis://{auth}{HOST}:{port}/{index}"),
                 database: Some(index.to_string()),
+                password: password.map(str::to_owned),
             }
         }
-        Adapter::Command => Endpoint { port, url: format!("http://{HOST}:{port}"), database: None },
+        Adapter::Command => {
+            Endpoint { port, url: format!("http://{HOST}:{port}"), database: None, password: None }
+        }
     }
+}
+
+/// Whether the servers of this adapter get a generated password.
+pub fn has_password(adapter: Adapter) -> bool {
+    adapter == Adapter::Redis
 }
 
 /// `endpoint` pointing at another database of the same server (a Postgres requirement's throwaway copy).
@@ -96,6 +118,7 @@ pub fn with_database(req: &RequirementConfig, endpoint: Endpoint, database: &str
             url: format!("postgresql://{PG_USER}:{PG_PASSWORD}@{HOST}:{}/{database}", endpoint.port),
             database: Some(database.to_owned()),
             port: endpoint.port,
+            password: endpoint.password,
         },
         Adapter::Redis | Adapter::Command => endpoint,
     }
@@ -109,6 +132,7 @@ pub fn attribute(req: &RequirementConfig, endpoint: &Endpoint, attr: &str) -> Op
         ("host", _) => Some(HOST.to_owned()),
         ("user", Adapter::Postgres) => Some(PG_USER.to_owned()),
         ("password", Adapter::Postgres) => Some(PG_PASSWORD.to_owned()),
+        ("password", Adapter::Redis) => endpoint.password.clone(),
         ("database" | "db", Adapter::Postgres | Adapter::Redis) => endpoint.database.clone(),
         _ => None,
     }
@@ -134,6 +158,9 @@ pub fn exports(req: &RequirementConfig, endpoint: &Endpoint) -> BTreeMap<String,
         Adapter::Redis => {
             env.insert("REDIS_URL".into(), endpoint.url.clone());
             env.insert("REDIS_PORT".into(), endpoint.port.to_string());
+            if let Some(password) = &endpoint.password {
+                env.insert("REDIS_PASSWORD".into(), password.clone());
+            }
         }
         Adapter::Command => {}
     }
@@ -182,6 +209,8 @@ pub struct ProcessInput<'a> {
     pub url: &'a str,
     /// For `command`: the command line and environment with placeholders filled in, and the directory to run in.
     pub command: Option<(String, BTreeMap<String, String>, PathBuf)>,
+    /// The server's password, when its adapter has one.
+    pub password: Option<&'a str>,
 }
 
 /// The supervised process of a requirement.
@@ -216,7 +245,10 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
         Adapter::Redis => {
             let ready = ReadyProbe { probe: ProbeKind::Redis, timeout_ms: 30_000 };
             let argv = redis::argv(Path::new(&binary("redis-server")), input.data_dir, port);
-            (argv, input.data_dir.to_path_buf(), BTreeMap::new(), Some(ready), "TERM", None)
+            // The password stays off argv (which every local user can read): it is in the server's config file,
+            // written when its data directory is prepared, and in its environment for its probe.
+            let env = input.password.map(|p| (REDIS_AUTH_VAR.to_owned(), p.to_owned())).into_iter().collect();
+            (argv, input.data_dir.to_path_buf(), env, Some(ready), "TERM", None)
         }
         Adapter::Command => {
             let (command, env, cwd) = input.command.clone().unwrap_or_default();

@@ -11,10 +11,20 @@ use std::time::Duration;
 /// Longest a connection may take to open, and then each reply to arrive.
 const TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The config file envctl writes into a server's data directory: its password (kept off the command line).
+pub const CONFIG_FILE: &str = "envctl-redis.conf";
+
+/// Writes the server's config file (0600) into `data_dir`.
+pub fn write_config(data_dir: &Path, password: Option<&str>) -> std::io::Result<()> {
+    let text = password.map(|p| format!("requirepass {p}\n")).unwrap_or_default();
+    crate::state::write_atomic(&data_dir.join(CONFIG_FILE), text.as_bytes())
+}
+
 /// argv of the server.
 pub fn argv(binary: &Path, data_dir: &Path, port: u16) -> Vec<String> {
     [
         binary.display().to_string(),
+        data_dir.join(CONFIG_FILE).display().to_string(),
         "--port".into(),
         port.to_string(),
         "--bind".into(),
@@ -48,16 +58,22 @@ fn describe(port: u16, e: &redis::RedisError) -> RequirementError {
     RequirementError::redis(port, what)
 }
 
-/// Runs `f` on a new connection to database 0 of 127.0.0.1:`port`, on the blocking pool.
+/// Runs `f` on a new connection to database 0 of 127.0.0.1:`port` (authenticated with `password`), on the
+/// blocking pool.
 async fn with_connection<T: Send + 'static>(
     port: u16,
+    password: Option<&str>,
     f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T> + Send + 'static,
 ) -> Result<T, RequirementError> {
+    let password = password.map(str::to_owned);
     let run = move || {
         use redis::IntoConnectionInfo as _;
         let info = ("127.0.0.1", port).into_connection_info()?;
         // No `CLIENT SETINFO` round trip: a probe's connection lives for one command.
-        let settings = info.redis_settings().clone().set_skip_set_lib_name();
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+        if let Some(password) = password {
+            settings = settings.set_password(password);
+        }
         let client = redis::Client::open(info.set_redis_settings(settings))?;
         let mut conn = client.get_connection_with_timeout(TIMEOUT)?;
         conn.set_read_timeout(Some(TIMEOUT))?;
@@ -71,8 +87,8 @@ async fn with_connection<T: Send + 'static>(
 }
 
 /// `PING`: succeeds when the server answers `PONG` (a server still loading its data answers an error instead).
-pub async fn ping(port: u16) -> Result<(), RequirementError> {
-    let reply: String = with_connection(port, |c| redis::cmd("PING").query(c)).await?;
+pub async fn ping(port: u16, password: Option<&str>) -> Result<(), RequirementError> {
+    let reply: String = with_connection(port, password, |c| redis::cmd("PING").query(c)).await?;
     if reply == "PONG" {
         Ok(())
     } else {
@@ -81,8 +97,8 @@ pub async fn ping(port: u16) -> Result<(), RequirementError> {
 }
 
 /// Empties database `index`.
-pub async fn flush_database(port: u16, index: u16) -> Result<(), RequirementError> {
-    with_connection(port, move |c| {
+pub async fn flush_database(port: u16, password: Option<&str>, index: u16) -> Result<(), RequirementError> {
+    with_connection(port, password, move |c| {
         redis::cmd("SELECT").arg(index).query::<()>(c)?;
         redis::cmd("FLUSHDB").query::<()>(c)
     })
@@ -92,10 +108,14 @@ pub async fn flush_database(port: u16, index: u16) -> Result<(), RequirementErro
 /// Runs inline commands (one per line, words split at whitespace) in order on one connection and returns each
 /// reply in RESP's one-line form: `+OK`, `+PONG`, `:1`, `$-1` for nil, `-ERR …`, a string's text. For tests and
 /// scripts that poke a server; envctl itself uses [`ping`] and [`flush_database`].
-pub async fn commands(port: u16, lines: &[&str]) -> Result<Vec<String>, RequirementError> {
+pub async fn commands(
+    port: u16,
+    password: Option<&str>,
+    lines: &[&str],
+) -> Result<Vec<String>, RequirementError> {
     let lines: Vec<Vec<String>> =
         lines.iter().map(|l| l.split_whitespace().map(str::to_owned).collect()).collect();
-    with_connection(port, move |c| {
+    with_connection(port, password, move |c| {
         let mut replies = Vec::with_capacity(lines.len());
         for words in lines {
             let mut cmd = redis::Cmd::new();
@@ -141,6 +161,7 @@ mod tests {
         fn start() -> Self {
             let dir = tempfile::tempdir().expect("tempdir");
             let port = free_port();
+            write_config(dir.path(), Some(PASSWORD)).expect("config");
             let argv = argv(Path::new("redis-server"), dir.path(), port);
             let child = std::process::Command::new(&argv[0])
                 .args(&argv[1..])
@@ -164,6 +185,8 @@ mod tests {
         }
     }
 
+    const PASSWORD: &str = "s3cret";
+
     fn free_port() -> u16 {
         std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port()
     }
@@ -171,8 +194,9 @@ mod tests {
     #[tokio::test]
     async fn ping_answers_from_a_real_server() {
         let server = Server::start();
-        ping(server.port).await.expect("ping");
-        let replies = commands(server.port, &["PING", "NOSUCH", "INCR n"]).await.expect("commands");
+        ping(server.port, Some(PASSWORD)).await.expect("ping");
+        let replies =
+            commands(server.port, Some(PASSWORD), &["PING", "NOSUCH", "INCR n"]).await.expect("commands");
         assert_eq!(replies[0], "+PONG");
         assert!(replies[1].starts_with("-ERR unknown command"), "{replies:?}");
         assert_eq!(replies[2], ":1", "the connection goes on after an error reply");
@@ -184,20 +208,23 @@ mod tests {
         let port = server.port;
         for db in ["0", "1", "2"] {
             let select = format!("SELECT {db}");
-            assert_eq!(commands(port, &[&select, "SET k v"]).await.expect("set"), vec!["+OK", "+OK"]);
+            assert_eq!(
+                commands(port, Some(PASSWORD), &[&select, "SET k v"]).await.expect("set"),
+                vec!["+OK", "+OK"]
+            );
         }
-        flush_database(port, 1).await.expect("flush");
+        flush_database(port, Some(PASSWORD), 1).await.expect("flush");
         let size = |db: &'static str| async move {
-            commands(port, &[&format!("SELECT {db}"), "DBSIZE"]).await.expect("dbsize").pop()
+            commands(port, Some(PASSWORD), &[&format!("SELECT {db}"), "DBSIZE"]).await.expect("dbsize").pop()
         };
         assert_eq!(size("1").await.as_deref(), Some(":0"), "flushed");
         assert_eq!(size("0").await.as_deref(), Some(":1"), "database 0 untouched");
         assert_eq!(size("2").await.as_deref(), Some(":1"), "database 2 untouched");
         assert_eq!(
-            commands(port, &["SELECT 2", "GET k", "GET gone"]).await.expect("get"),
+            commands(port, Some(PASSWORD), &["SELECT 2", "GET k", "GET gone"]).await.expect("get"),
             vec!["+OK", "v", "$-1"]
         );
-        let err = flush_database(port, 16).await.expect_err("only 16 databases").to_string();
+        let err = flush_database(port, Some(PASSWORD), 16).await.expect_err("only 16 databases").to_string();
         assert!(err == format!("redis on 127.0.0.1:{port}: ERR DB index is out of range"), "{err}");
     }
 
@@ -206,7 +233,7 @@ mod tests {
         let silent = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
         let port = silent.local_addr().expect("addr").port();
         let began = std::time::Instant::now();
-        let err = ping(port).await.expect_err("no answer").to_string();
+        let err = ping(port, None).await.expect_err("no answer").to_string();
         assert_eq!(err, format!("redis on 127.0.0.1:{port}: no answer within 2 s"));
         assert!(began.elapsed() < Duration::from_millis(2500), "{:?}", began.elapsed());
     }
@@ -215,8 +242,8 @@ mod tests {
     async fn a_closed_port_gives_a_clear_error() {
         let port = free_port();
         for err in [
-            ping(port).await.expect_err("nothing listens").to_string(),
-            flush_database(port, 0).await.expect_err("nothing").to_string(),
+            ping(port, None).await.expect_err("nothing listens").to_string(),
+            flush_database(port, Some(PASSWORD), 0).await.expect_err("nothing").to_string(),
         ] {
             assert!(err.starts_with(&format!("redis on 127.0.0.1:{port}: connection refused")), "{err}");
         }

@@ -76,7 +76,8 @@ pub async fn drop_target_data(
             (Adapter::Redis, Isolation::DbIndex) => {
                 let index = redis_index(req.isolation, crate::targets::slot_for(target));
                 if let Some(port) = running_port(state, is_alive, name) {
-                    notes.push(match redis::flush_database(port, index).await {
+                    let password = super::secrets::password(&settings.paths.scope_dir, "main", name).ok();
+                    notes.push(match redis::flush_database(port, password.as_deref(), index).await {
                         Ok(()) => TeardownNote::EmptiedRedis(index),
                         Err(e) => TeardownNote::Failed(e),
                     });

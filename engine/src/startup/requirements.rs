@@ -94,6 +94,7 @@ async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), Requi
     let paths = settings.paths.clone();
     let postgres_bin = req.binaries.iter().find(|b| b.name == "postgres").and_then(|b| b.path.clone());
     let adapter = req.adapter;
+    let password = req.process.env.get(requirements::REDIS_AUTH_VAR).cloned();
     tokio::task::spawn_blocking(move || match adapter {
         Adapter::Postgres => {
             let bin = postgres_bin.map(PathBuf::from).ok_or_else(|| RequirementError::Missing {
@@ -109,7 +110,12 @@ async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), Requi
             }
             Ok(())
         }
-        Adapter::Redis | Adapter::Command => {
+        Adapter::Redis => {
+            crate::state::create_private_dir_all(&data_dir).map_err(|e| RequirementError::io("create", &data_dir, &e))?;
+            requirements::redis::write_config(&data_dir, password.as_deref())
+                .map_err(|e| RequirementError::io("write the config file of", &data_dir, &e))
+        }
+        Adapter::Command => {
             crate::state::create_private_dir_all(&data_dir).map_err(|e| RequirementError::io("create", &data_dir, &e))
         }
     })

@@ -50,8 +50,8 @@ pub enum Probe {
     Log { regex: regex_lite::Regex, log: std::path::PathBuf },
     /// `SELECT 1` over a real Postgres connection.
     Postgres { port: u16, user: String, database: String },
-    /// Redis `PING`.
-    Redis(u16),
+    /// Redis `PING`, with the server's password.
+    Redis { port: u16, password: Option<String> },
 }
 
 impl Probe {
@@ -82,7 +82,14 @@ impl Probe {
             ProbeKind::Postgres { user, database } => {
                 Self::Postgres { port: need_port()?, user: user.clone(), database: database.clone() }
             }
-            ProbeKind::Redis => Self::Redis(need_port()?),
+            ProbeKind::Redis => {
+                let password = env
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == crate::requirements::REDIS_AUTH_VAR)
+                    .map(|(_, v)| v.clone());
+                Self::Redis { port: need_port()?, password }
+            }
         })
     }
 
@@ -124,10 +131,12 @@ impl Probe {
                     Err(e) => Attempt::fail(e.to_string()),
                 }
             }
-            Self::Redis(port) => match crate::requirements::redis::ping(*port).await {
-                Ok(()) => Attempt::pass("PONG"),
-                Err(e) => Attempt::fail(e.to_string()),
-            },
+            Self::Redis { port, password } => {
+                match crate::requirements::redis::ping(*port, password.as_deref()).await {
+                    Ok(()) => Attempt::pass("PONG"),
+                    Err(e) => Attempt::fail(e.to_string()),
+                }
+            }
         }
     }
 }
