@@ -423,3 +423,49 @@ fn a_redis_server_envctl_starts_refuses_anyone_without_its_password() {
     assert_eq!(mode(&secret), 0o600);
     env.envctl(&["stop"]).ok();
 }
+
+/// A read-only view of a directory (a bind mount), unmounted when dropped.
+struct ReadOnlyView {
+    path: std::path::PathBuf,
+}
+
+impl ReadOnlyView {
+    /// `None` (with the reason printed) where the test may not mount.
+    fn of(dir: &std::path::Path, at: &std::path::Path) -> Option<Self> {
+        std::fs::create_dir_all(at).expect("mount point");
+        let bind = std::process::Command::new("mount").arg("--bind").arg(dir).arg(at).status();
+        if !bind.is_ok_and(|s| s.success()) {
+            eprintln!("skipped: cannot bind-mount (not root, or no mount permission here)");
+            return None;
+        }
+        let view = Self { path: at.to_path_buf() };
+        let ro = std::process::Command::new("mount").args(["-o", "remount,bind,ro"]).arg(at).status();
+        assert!(ro.is_ok_and(|s| s.success()), "remount read-only");
+        Some(view)
+    }
+}
+
+impl Drop for ReadOnlyView {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.path).status();
+    }
+}
+
+#[test]
+fn stop_all_stops_everything_even_when_the_runtime_dir_is_read_only() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.a]\ncommand = \"sleep 1000\"\n\n[services.b]\ncommand = \"sleep 1000\"\n",
+    );
+    env.envctl(&["start"]).ok();
+    let pids = env.pids();
+    host_down(&env);
+    let view = env.home.join("runtime-read-only");
+    let Some(_view) = ReadOnlyView::of(&env.runtime, &view) else { return };
+    let run = env.envctl_with(&[("ENVCTL_RUNTIME_DIR", view.to_str().expect("path"))], &["stop-all"]);
+    run.ok();
+    assert!(run.stderr.contains("stopped main/a, main/b"), "{}", run.stderr);
+    assert!(run.stderr.contains("the saved state could not be updated"), "{}", run.stderr);
+    assert!(eventually(5, || pids.values().all(|(p, s)| !alive(*p, *s))), "every service stopped");
+}

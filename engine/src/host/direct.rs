@@ -54,6 +54,9 @@ pub struct Stopped {
     pub stopped: Vec<String>,
     /// Set when the saved state was torn and what runs was recovered first (what to tell the user).
     pub recovered: Option<String>,
+    /// Set when what was stopped could not be written down (a read-only or full runtime directory): the saved
+    /// state is stale until it can be. Stopping never waits on writing.
+    pub stale: Option<String>,
 }
 
 /// Stops `targets` (all when empty) and `services` (all when empty) through the host when one answers, directly
@@ -67,7 +70,7 @@ pub async fn stop(paths: &Paths, targets: &[String], services: &[String]) -> Res
             .map_err(|e| StopError::Host(e.to_string()))?
     };
     match asked? {
-        Some(Reply::Stopped { stopped, .. }) => Ok(Stopped { stopped, recovered: None }),
+        Some(Reply::Stopped { stopped, .. }) => Ok(Stopped { stopped, ..Stopped::default() }),
         Some(Reply::Error { message }) => Err(StopError::Host(message)),
         Some(other) => Err(StopError::Host(format!("unexpected answer from the host: {other:?}"))),
         None => direct_stop(paths, targets, services).await,
@@ -128,12 +131,18 @@ async fn direct_stop(paths: &Paths, targets: &[String], services: &[String]) -> 
         generated_at: now_rfc3339(),
         errors: Vec::new(),
     });
-    repo.save_run(&RunArtifacts { run_state: state, runtime_map, ports_manifest, error_report })?;
+    let mut stale = repo
+        .save_run(&RunArtifacts { run_state: state, runtime_map, ports_manifest, error_report })
+        .err()
+        .map(|e| e.to_string());
     // Moved ports (something held the requested one) are given up, so the next start asks for its own again.
     let root = paths.repo_root.display().to_string();
-    Ledger::new(&paths.ledger_dir)
-        .release(|o| o.repo == root && moved.iter().any(|(t, s)| &o.target == t && &o.service == s))?;
-    Ok(Stopped { stopped, recovered })
+    if let Err(e) = Ledger::new(&paths.ledger_dir)
+        .release(|o| o.repo == root && moved.iter().any(|(t, s)| &o.target == t && &o.service == s))
+    {
+        stale.get_or_insert_with(|| e.to_string());
+    }
+    Ok(Stopped { stopped, recovered, stale })
 }
 
 /// Processes as (pid, start time).

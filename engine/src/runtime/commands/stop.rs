@@ -34,6 +34,11 @@ fn say(rt: &EngineRuntime, report: &direct::Stopped) {
     } else {
         rt.printer().note(&format!("stopped {}", stopped.join(", ")));
     }
+    if let Some(why) = &report.stale {
+        rt.printer().warn(&format!(
+            "the saved state could not be updated ({why}); it still names what was stopped and is stale until envctl's runtime directory is writable again (then run `envctl stop-all` once more)"
+        ));
+    }
 }
 
 /// Stops the selected services.
