@@ -131,7 +131,7 @@ async fn direct_stop(paths: &Paths, targets: &[String], services: &[String]) -> 
         generated_at: now_rfc3339(),
         errors: Vec::new(),
     });
-    let mut stale = repo
+    let mut unsaved = repo
         .save_run(&RunArtifacts { run_state: state, runtime_map, ports_manifest, error_report })
         .err()
         .map(|e| e.to_string());
@@ -140,9 +140,9 @@ async fn direct_stop(paths: &Paths, targets: &[String], services: &[String]) -> 
     if let Err(e) = Ledger::new(&paths.ledger_dir)
         .release(|o| o.repo == root && moved.iter().any(|(t, s)| &o.target == t && &o.service == s))
     {
-        stale.get_or_insert_with(|| e.to_string());
+        unsaved.get_or_insert_with(|| e.to_string());
     }
-    Ok(Stopped { stopped, recovered, stale })
+    Ok(Stopped { stopped, recovered, stale: unsaved })
 }
 
 /// Processes as (pid, start time).
