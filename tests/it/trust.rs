@@ -431,6 +431,7 @@ struct ReadOnlyView {
 
 impl ReadOnlyView {
     /// `None` (with the reason printed) where the test may not mount.
+    #[allow(clippy::print_stderr)] // says why it did not run
     fn of(dir: &std::path::Path, at: &std::path::Path) -> Option<Self> {
         std::fs::create_dir_all(at).expect("mount point");
         let bind = std::process::Command::new("mount").arg("--bind").arg(dir).arg(at).status();
