@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use toml::Spanned;
 
 use super::Checker;
-use crate::config::raw::RawService;
+use crate::config::raw::{RawRequirement, RawService};
 use crate::config::{suggest, template};
 
 impl Checker<'_> {
@@ -46,27 +46,66 @@ impl Checker<'_> {
             .map(|c| (c, "command".to_owned()))
             .chain(body.env.iter().flatten().map(|(k, v)| (v, format!("env.{}", k.get_ref()))));
         for (text, field) in texts {
-            for p in template::placeholders(text.get_ref()) {
-                let Some(attr) = p.attr else { continue };
-                let problem = if !known.contains(&p.name) {
-                    Some(format!(
-                        "`{{{}.{attr}}}` names `{}`, which is not a service or requirement",
-                        p.name, p.name
-                    ))
-                } else if !template::ATTRS.contains(&attr) {
-                    Some(format!(
-                        "`{{{}.{attr}}}`: `{attr}` is not one of {}",
-                        p.name,
-                        template::ATTRS.join(", ")
-                    ))
-                } else if !requirements.contains(p.name) && !matches!(attr, "url" | "port" | "host") {
-                    Some(format!("`{{{}.{attr}}}`: services offer url, port and host", p.name))
+            self.check_placeholders(text, &format!("{key}.{field}"), known, requirements);
+        }
+    }
+
+    /// Checks the placeholders of a requirement's `command`, `seed` and `env` values as a service's are checked.
+    pub(super) fn check_requirement_references(
+        &mut self,
+        name: &str,
+        body: &RawRequirement,
+        known: &[&str],
+        requirements: &BTreeSet<&str>,
+    ) {
+        let key = format!("requirements.{name}");
+        let texts = body
+            .command
+            .iter()
+            .map(|c| (c, "command".to_owned()))
+            .chain(body.seed.iter().map(|s| (s, "seed".to_owned())))
+            .chain(body.env.iter().flatten().map(|(k, v)| (v, format!("env.{}", k.get_ref()))));
+        for (text, field) in texts {
+            self.check_placeholders(text, &format!("{key}.{field}"), known, requirements);
+        }
+    }
+
+    /// Reports each `{name.attr}` in `text` that names no service or requirement, or an attribute it does not
+    /// offer, under `key`.
+    pub(super) fn check_placeholders(
+        &mut self,
+        text: &Spanned<String>,
+        key: &str,
+        known: &[&str],
+        requirements: &BTreeSet<&str>,
+    ) {
+        for p in template::placeholders(text.get_ref()) {
+            let Some(attr) = p.attr else { continue };
+            let problem = if !known.contains(&p.name) {
+                let listing = if known.is_empty() {
+                    "none are defined".to_owned()
                 } else {
-                    None
+                    format!("known: {}", known.join(", "))
                 };
-                if let Some(message) = problem {
-                    self.error(&text.span(), &format!("{key}.{field}"), message);
-                }
+                let hint =
+                    suggest(p.name, known).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                Some(format!(
+                    "`{{{}.{attr}}}` names `{}`, which is not a service or requirement ({listing}){hint}",
+                    p.name, p.name
+                ))
+            } else if !template::ATTRS.contains(&attr) {
+                Some(format!(
+                    "`{{{}.{attr}}}`: `{attr}` is not one of {}",
+                    p.name,
+                    template::ATTRS.join(", ")
+                ))
+            } else if !requirements.contains(p.name) && !matches!(attr, "url" | "port" | "host") {
+                Some(format!("`{{{}.{attr}}}`: services offer url, port and host", p.name))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                self.error(&text.span(), key, message);
             }
         }
     }

@@ -253,6 +253,11 @@ impl<'m> Checker<'m> {
                 self.check_references(name.get_ref(), body, &known, &requirement_names);
             }
         }
+        for (name, body) in &raw.requirements {
+            if let Some(body) = body {
+                self.check_requirement_references(name.get_ref(), body, &known, &requirement_names);
+            }
+        }
         self.check_cycles(&raw.services);
         Config { project, services, requirements, jobs: self.jobs(raw) }
     }
