@@ -156,16 +156,33 @@ fn plan_requirements(
             ));
         }
         let mut exported = requirements::exports(req, &endpoint);
-        let fill = |value: &str| {
-            template::expand(value, |n, a| match (n, a) {
+        // Placeholders are filled in as for a service's command and env: `{port}` is the requirement's own.
+        let mut fill = |value: &str, what: &str, for_shell: bool| {
+            let lookup = |n: &str, a: Option<&str>| match (n, a) {
                 ("port", None) => Some(endpoint.port.to_string()),
                 _ => ctx.lookup(name, n, a),
+            };
+            let filled = if for_shell {
+                template::expand_for_shell(value, lookup)
+            } else {
+                template::expand(value, lookup)
+            };
+            filled.unwrap_or_else(|missing| {
+                problems.push(format!(
+                    "{}: requirements.{name}.{what}: {missing} cannot be filled in for this target",
+                    target.name
+                ));
+                value.to_owned()
             })
-            .unwrap_or_else(|_| value.to_owned())
         };
-        for (key, value) in &req.env {
-            exported.insert(key.clone(), fill(value));
-        }
+        let env_filled: BTreeMap<String, String> = req
+            .env
+            .iter()
+            .map(|(key, value)| (key.clone(), fill(value, &format!("env.{key}"), false)))
+            .collect();
+        exported.extend(env_filled.clone());
+        let seed = req.seed.as_ref().map(|s| fill(s, "seed", true));
+        let command_line = req.command.as_ref().map(|c| fill(c, "command", true));
         let data_dir = match requirements::data_dir(&settings.paths, req, name, owner) {
             Ok(dir) => dir,
             Err(why) => {
@@ -175,16 +192,7 @@ fn plan_requirements(
         };
         let owner_root =
             if owner == target.name { target.root.clone() } else { settings.paths.repo_root.clone() };
-        let fill_for_shell = |value: &str| {
-            template::expand_for_shell(value, |n, a| match (n, a) {
-                ("port", None) => Some(endpoint.port.to_string()),
-                _ => ctx.lookup(name, n, a),
-            })
-            .unwrap_or_else(|_| value.to_owned())
-        };
-        let command = req.command.as_ref().map(|c| {
-            (fill_for_shell(c), req.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(), owner_root)
-        });
+        let command = command_line.map(|c| (c, env_filled, owner_root));
         let mut process = requirements::process(&requirements::ProcessInput {
             name,
             req,
@@ -206,6 +214,7 @@ fn plan_requirements(
             port: *plan,
             binaries,
             env: exported,
+            seed,
         });
     }
     requirement_plans

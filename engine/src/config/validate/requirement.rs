@@ -1,8 +1,10 @@
-//! `[requirements.<name>]`: adapter defaults, isolation, port, command, seed, probe.
+//! `[requirements.<name>]`: adapter defaults, isolation, port, command, seed and its timeout, probe.
 
 use std::ops::Range;
 
-use envctl_contracts::config::{Adapter, Isolation, RequirementConfig, TargetScope};
+use envctl_contracts::config::{
+    Adapter, DEFAULT_SEED_TIMEOUT_SECS, Isolation, RequirementConfig, TargetScope,
+};
 use toml::Spanned;
 
 use super::{Checker, SCOPES};
@@ -76,6 +78,15 @@ impl Checker<'_> {
         {
             self.error(&at, &format!("{key}.seed"), "only applies to postgres requirements".into());
         }
+        if let Some(at) = present(self, body.seed_timeout.as_ref().map(Spanned::span), "seed_timeout")
+            && adapter_known
+            && adapter != Adapter::Postgres
+        {
+            self.error(&at, &format!("{key}.seed_timeout"), "only applies to postgres requirements".into());
+        }
+        let seed_timeout_secs = self
+            .duration(body.seed_timeout.as_ref(), &format!("{key}.seed_timeout"))
+            .map_or(DEFAULT_SEED_TIMEOUT_SECS, |d| d.as_secs().max(1));
         let ready_given = body.ready.is_some() || self.reported(&format!("{key}.ready"));
         let ready = self.ready(body.ready.as_ref(), &key, port);
         if ready_given && adapter_known && adapter != Adapter::Command {
@@ -95,6 +106,7 @@ impl Checker<'_> {
             targets: self.choice(body.targets.as_ref(), &format!("{key}.targets"), SCOPES, TargetScope::All),
             enabled: body.enabled.unwrap_or(true),
             seed: body.seed.as_ref().map(|s| s.get_ref().clone()),
+            seed_timeout_secs,
         }
     }
 }
