@@ -76,6 +76,12 @@ fn target_env(ctx: &HandlerContext, target: &str) -> Result<(BTreeMap<String, St
     crate::plan::target_env(settings, target, &env).map_err(|e| e.to_string())
 }
 
+/// `text` of key `what` with its placeholders filled in for `target`, as a service's command is.
+fn fill(ctx: &HandlerContext, target: &str, service: &str, what: &str, text: &str) -> Result<String, String> {
+    let Some(settings) = &ctx.settings else { return Ok(text.to_owned()) };
+    crate::plan::fill_command(settings, target, service, (what, text)).map_err(|e| e.to_string())
+}
+
 /// Runs `job` to its end (or until `cancel`), logging its output to the store.
 pub async fn run(
     ctx: &HandlerContext,
@@ -128,6 +134,11 @@ pub async fn run(
                 };
             };
             let target = payload.target.or_else(|| job.target.clone()).unwrap_or_else(|| "main".into());
+            let what = format!("services.{}.{key}", payload.service);
+            let test = match fill(ctx, &target, &payload.service, &what, &test) {
+                Ok(filled) => filled,
+                Err(error) => return Finish::Failed { error, retry: false },
+            };
             let command = super::suites::narrow(&test, &payload.only).unwrap_or(test);
             exec(
                 ctx,
@@ -150,18 +161,11 @@ pub async fn run(
                     .get("env")
                     .and_then(|e| serde_json::from_value(e.clone()).ok())
                     .unwrap_or_default();
-                exec(
-                    ctx,
-                    store,
-                    job,
-                    &kind.command.clone(),
-                    job.target.as_deref(),
-                    None,
-                    env,
-                    timeout,
-                    cancel,
-                )
-                .await
+                let command = match type_command(ctx, job, user, &kind.command) {
+                    Ok(command) => command,
+                    Err(error) => return Finish::Failed { error, retry: false },
+                };
+                exec(ctx, store, job, &command, job.target.as_deref(), None, env, timeout, cancel).await
             }
             None => Finish::Failed {
                 error: format!(
@@ -170,6 +174,19 @@ pub async fn run(
                 retry: false,
             },
         },
+    }
+}
+
+/// A user job type's command with its placeholders filled in for the job's target; one that has placeholders
+/// needs a target.
+fn type_command(ctx: &HandlerContext, job: &Job, name: &str, command: &str) -> Result<String, String> {
+    let what = format!("jobs.types.{name}.command");
+    match job.target.as_deref() {
+        Some(target) => fill(ctx, target, name, &what, command),
+        None if crate::config::template::placeholders(command).is_empty() => Ok(command.to_owned()),
+        None => Err(format!(
+            "{what} has placeholders, which are filled in for a target; enqueue it with `--target <name>`"
+        )),
     }
 }
 

@@ -328,6 +328,39 @@ pub enum PlanError {
     /// Its ports could not be planned.
     #[error(transparent)]
     Port(#[from] PortError),
+    /// A placeholder names something that does not run for the target.
+    #[error("{what}: {placeholder} cannot be filled in for target {target} (it does not run there)")]
+    Unfilled {
+        /// The key whose text it is (`services.api.test`, `jobs.types.lint.command`).
+        what: String,
+        /// The placeholder.
+        placeholder: String,
+        /// The target.
+        target: String,
+    },
+}
+
+/// `text` — a service's `test` or `migrate`, a job type's `command`, the key `what` — with its placeholders filled
+/// in for `target` as a service's command is, each value one shell word; `{port}` and `{service}` are
+/// `service`'s. A text without placeholders is returned as it is, without planning anything.
+pub fn fill_command(
+    settings: &Settings,
+    target: &str,
+    service: &str,
+    (what, text): (&str, &str),
+) -> Result<String, PlanError> {
+    if template::placeholders(text).is_empty() {
+        return Ok(text.to_owned());
+    }
+    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let selected =
+        targets.select(&Selection::Trees(vec![target.to_owned()]), settings.config.project.default_mode)?;
+    let ports = plan_ports(settings, &selected)?;
+    let Some(chosen) = selected.first() else { return Ok(text.to_owned()) };
+    let ctx = Context { settings, target: chosen, ports: &ports };
+    template::expand_for_shell(text, |n, a| ctx.lookup(service, n, a)).map_err(|placeholder| {
+        PlanError::Unfilled { what: what.to_owned(), placeholder, target: target.to_owned() }
+    })
 }
 
 /// The environment every service of `target` shares (each requirement's exports and `ENVCTL_TARGET`) and the
@@ -404,6 +437,29 @@ mod tests {
         assert_eq!(
             plan.problems,
             vec!["main: `web` depends on `api`, which does not run for this target".to_owned()]
+        );
+    }
+
+    #[test]
+    fn a_test_command_gets_the_placeholders_of_a_service_command() {
+        let (_dir, settings) = settings(
+            "[services.api]\ncommand = \"api\"\nport = 47120\ntest = \"pytest --base {api.url} --port {port} -k {target}\"\n\n[services.web]\ncommand = \"web\"\ntargets = \"trees\"\nport = 47130\n",
+        );
+        let filled = fill_command(
+            &settings,
+            "main",
+            "api",
+            ("services.api.test", "pytest --base {api.url} --port {port} -k {target}"),
+        );
+        let port = 47120;
+        assert_eq!(
+            filled.expect("filled"),
+            format!("pytest --base http://127.0.0.1:{port} --port {port} -k main")
+        );
+        let unfilled = fill_command(&settings, "main", "api", ("services.api.test", "x {web.url}"));
+        assert_eq!(
+            unfilled.expect_err("web does not run for main").to_string(),
+            "services.api.test: {web.url} cannot be filled in for target main (it does not run there)"
         );
     }
 

@@ -44,6 +44,8 @@ impl Checker<'_> {
             .command
             .iter()
             .map(|c| (c, "command".to_owned()))
+            .chain(body.test.iter().map(|t| (t, "test".to_owned())))
+            .chain(body.migrate.iter().map(|m| (m, "migrate".to_owned())))
             .chain(body.env.iter().flatten().map(|(k, v)| (v, format!("env.{}", k.get_ref()))));
         for (text, field) in texts {
             self.check_placeholders(text, &format!("{key}.{field}"), known, requirements);

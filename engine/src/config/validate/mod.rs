@@ -258,6 +258,12 @@ impl<'m> Checker<'m> {
                 self.check_requirement_references(name.get_ref(), body, &known, &requirement_names);
             }
         }
+        for (name, body) in &raw.job_types {
+            if let Some(command) = body.as_ref().and_then(|b| b.command.as_ref()) {
+                let key = format!("jobs.types.{}.command", name.get_ref());
+                self.check_placeholders(command, &key, &known, &requirement_names);
+            }
+        }
         self.check_cycles(&raw.services);
         Config { project, services, requirements, jobs: self.jobs(raw) }
     }
