@@ -267,3 +267,51 @@ fn a_seed_that_hangs_is_stopped_at_its_timeout_with_its_last_lines() {
     let show = env.envctl(&["show-config", "--json"]).ok().json();
     assert_eq!(show["config"]["requirements"]["postgres"]["seed_timeout_secs"], 2);
 }
+
+#[test]
+fn a_copy_that_fails_fails_the_start_naming_the_tool_and_leaves_no_database() {
+    let env = TestEnv::new();
+    // `migrator` holds a table of main's locked, as a migration half-way would: pg_dump cannot read it.
+    let services = "[services.migrator]\ncommand = \"psql \\\"$DATABASE_URL\\\" -c 'BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(3600);'\"\ndepends_on = [\"postgres\"]\ntargets = \"main\"\n";
+    env.write(".envctl", &config("", services));
+    env.git(&["add", ".envctl"]);
+    env.git(&["commit", "-q", "-m", "config"]);
+    env.envctl(&["start", "--main", "--deps-only"]).ok();
+    let main_db = database_url(&env, "main");
+    sql(&main_db, "CREATE TABLE orders (id int); INSERT INTO orders VALUES (1)").expect("rows in main");
+    env.envctl(&["start", "--main"]).ok();
+    let locked = "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'orders' AND l.mode = 'AccessExclusiveLock' AND l.granted";
+    assert!(eventually(10, || sql(&main_db, locked).is_ok_and(|r| one(&r) == "1")), "the table is locked");
+    env.envctl(&["worktree", "add", "feat"]).ok();
+    let run = env.envctl(&["start", "--tree", "feat"]);
+    run.fails();
+    assert!(
+        run.stderr.contains(
+            "feat/postgres failed: cannot copy database shop_main into shop_feat: pg_dump failed: "
+        ),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("LOCK TABLE public.orders"), "the tool's own words: {}", run.stderr);
+    let left = sql(&main_db, "SELECT 1 FROM pg_database WHERE datname = 'shop_feat'").expect("query");
+    assert!(left.is_empty(), "no half-made database is left");
+    // Once main's database is free again, the worktree's is a plain clone.
+    env.envctl(&["stop", "--main", "--service", "migrator"]).ok();
+    // Postgres notices a vanished client only when its statement ends: end the session as a user would.
+    let end = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'shop_main' AND pid <> pg_backend_pid()";
+    sql(&main_db, end).expect("end the session");
+    let others =
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = 'shop_main' AND pid <> pg_backend_pid()";
+    assert!(
+        eventually(10, || sql(&main_db, others).is_ok_and(|r| one(&r) == "0")),
+        "main's database is free"
+    );
+    let started = env.envctl(&["start", "--tree", "feat"]);
+    assert!(
+        started.ok().stderr.contains("database shop_feat cloned from shop_main (template)"),
+        "{}",
+        started.stderr
+    );
+    let feat_db = main_db.replace("/shop_main", "/shop_feat");
+    assert_eq!(one(&sql(&feat_db, "SELECT count(*) FROM orders").expect("copied")), "1");
+}

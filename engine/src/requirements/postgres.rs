@@ -285,6 +285,9 @@ impl Unfinished {
 /// seconds before `CREATE DATABASE … TEMPLATE` gives up on a busy source, so envctl looks first.)
 const BUSY_PAUSES_MS: [u64; 2] = [100, 200];
 
+/// How long `pg_dump` waits for a table that another session holds locked before the copy fails.
+const DUMP_LOCK_WAIT: &str = "10s";
+
 /// Whether `database` exists in the cluster on `port`.
 pub async fn database_exists(port: u16, user: &str, database: &str) -> Result<bool, RequirementError> {
     let sql = format!("SELECT 1 FROM pg_database WHERE datname = {}", literal(database));
@@ -400,8 +403,10 @@ async fn dump_and_restore(job: &CopyJob<'_>, from: &str, to: &str) -> Result<(),
     let dump_dir = job.scratch.join(format!("{to}.{}.dump", std::process::id()));
     let _ = std::fs::remove_dir_all(&dump_dir);
     let jobs = std::thread::available_parallelism().map_or(2, |n| n.get().min(4)).to_string();
-    // The dump lives for seconds on the same disk: compressing it would only cost CPU.
+    // The dump lives for seconds on the same disk: compressing it would only cost CPU. A table that a session of
+    // main's holds locked (a migration half-way) fails the copy after a while instead of hanging the start.
     let mut dump = vec!["--format=directory".to_owned(), "--compress=0".into(), format!("--jobs={jobs}")];
+    dump.push(format!("--lock-wait-timeout={DUMP_LOCK_WAIT}"));
     dump.extend([format!("--file={}", dump_dir.display()), format!("--dbname={from}")]);
     let restore = vec![
         format!("--jobs={jobs}"),
