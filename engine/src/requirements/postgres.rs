@@ -6,7 +6,9 @@
 //! as root, Postgres (which refuses root) runs as the `postgres` user if there is one, else `nobody`, with its
 //! data under the temporary directory where that user can reach it. Each target's database is created on first
 //! start: main's from scratch (then seeded), a worktree's as a copy of main's, so it starts with the same schema
-//! and data.
+//! and data — by `CREATE DATABASE … TEMPLATE` when main's has no sessions, else by `pg_dump`/`pg_restore`
+//! ([`copy_database`]). A database whose copy or seed has not finished carries a comment saying so, and is made
+//! again by the next start.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -570,7 +572,7 @@ async fn seed_command(run: &SeedRun<'_>) -> Result<(), RequirementError> {
             .status
             .code()
             .map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited with code {c}"));
-        Err(seed_failed(run, format!("{how}; its output is in {}", run.log_path.display())))
+        Err(seed_failed(run, how))
     }
 }
 

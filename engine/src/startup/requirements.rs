@@ -220,11 +220,12 @@ impl<'a> Database<'a> {
         Ok(notes)
     }
 
-    /// Creates the database: a copy of the source when there is one (and it exists), else empty and seeded.
-    /// Returns how, and whether a seed ran.
+    /// Creates the database: a copy of the source when there is one (and it exists, finished), else empty and
+    /// seeded. Returns how, and whether a seed ran.
     async fn make(&self) -> Result<(postgres::Created, bool), StartFailure> {
         if let Some(source) = &self.source
             && postgres::database_exists(self.port, PG_USER, source).await.map_err(self.pg("look up"))?
+            && postgres::unfinished(self.port, PG_USER, source).await.map_err(self.pg("look up"))?.is_none()
         {
             let scratch = self.settings.paths.scope_dir.join("data").join("postgres-copies");
             let password = password_of(&self.req.url);
