@@ -237,6 +237,16 @@ pub struct RequirementConfig {
     pub enabled: bool,
     /// SQL file or command run once when a database is created (postgres).
     pub seed: Option<String>,
+    /// Seconds a seed may run before it is stopped and the start fails.
+    #[serde(default = "default_seed_timeout_secs")]
+    pub seed_timeout_secs: u64,
+}
+
+/// A seed's time limit when `seed_timeout` is not set: ten minutes.
+pub const DEFAULT_SEED_TIMEOUT_SECS: u64 = 600;
+
+fn default_seed_timeout_secs() -> u64 {
+    DEFAULT_SEED_TIMEOUT_SECS
 }
 
 /// Where jobs are stored.

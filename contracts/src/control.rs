@@ -134,6 +134,9 @@ pub struct StartOutcome {
     pub started: Vec<String>,
     /// Problems that did not fail the command (a live service whose port nothing of it listens on, …).
     pub warnings: Vec<String>,
+    /// What the start did that is worth knowing (how a database was made and how long it took, …).
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// The failure, when the start failed.
     pub failure: Option<StartFailure>,
 }

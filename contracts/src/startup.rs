@@ -45,6 +45,9 @@ pub struct RequirementPlan {
     pub data_dir: String,
     /// The process that runs the server.
     pub process: ServicePlan,
+    /// The seed for this target's database (postgres), placeholders filled in and shell-quoted.
+    #[serde(default)]
+    pub seed: Option<String>,
 }
 
 /// One service of one target.

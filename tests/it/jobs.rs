@@ -414,3 +414,47 @@ fn a_worker_survives_a_redis_restart_and_runs_what_is_enqueued_after_it() {
     );
     let _ = worker.wait();
 }
+
+#[test]
+fn test_and_job_type_commands_get_a_service_command_s_placeholders_and_ones_naming_nothing_are_refused() {
+    let env = TestEnv::new();
+    let port = crate::support::free_port();
+    env.write(
+        ".envctl",
+        &format!(
+            "[services.api]\ncommand = \"sleep 1000\"\nport = {port}\ntest = \"echo tested {{api.url}} in {{target}}\"\n\n[jobs.types.ping]\ncommand = \"echo ping {{api.port}}\"\n"
+        ),
+    );
+    let run = env.envctl(&["test"]);
+    run.ok();
+    let id = run.stdout.lines().find(|l| l.contains("api")).and_then(|l| l.split_whitespace().last());
+    let logs = env.envctl(&["jobs", "logs", id.expect("job id")]).ok().stdout.clone();
+    assert!(logs.contains(&format!("tested http://127.0.0.1:{port} in main")), "{logs}");
+    let for_main = ids(&env.envctl(&["jobs", "enqueue", "ping", "--target", "main"]).ok().stdout).remove(0);
+    let no_target = ids(&env.envctl(&["jobs", "enqueue", "ping"]).ok().stdout).remove(0);
+    env.envctl(&["worker", "--drain"]).ok();
+    assert_eq!(job(&env, &for_main)["status"], "succeeded");
+    assert!(env.envctl(&["jobs", "logs", &for_main]).ok().stdout.contains(&format!("ping {port}")));
+    let refused = job(&env, &no_target);
+    assert_eq!(refused["status"], "failed", "{refused}");
+    assert!(
+        refused["error"].as_str().is_some_and(|e| e.contains("jobs.types.ping.command has placeholders")),
+        "{refused}"
+    );
+    env.write(
+        ".envctl",
+        "[services.api]\ncommand = \"sleep 1000\"\nmigrate = \"migrate {db.url}\"\n\n[jobs.types.ping]\ncommand = \"echo {gone.port}\"\n",
+    );
+    let bad = env.envctl(&["show-config"]);
+    bad.fails();
+    assert!(
+        bad.stderr.contains(".envctl:3:11: services.api.migrate: `{db.url}` names `db`"),
+        "{}",
+        bad.stderr
+    );
+    assert!(
+        bad.stderr.contains(".envctl:6:11: jobs.types.ping.command: `{gone.port}` names `gone`"),
+        "{}",
+        bad.stderr
+    );
+}

@@ -203,13 +203,14 @@ fn sql(port: u16, db: &str, query: &str) -> Vec<Vec<Option<String>>> {
         .unwrap_or_else(|e| panic!("{query}: {e}"))
 }
 
-/// A suite whose teardown deletes every user, as real projects' do, against a target with users in its database.
+/// A suite whose teardown deletes every user, as real projects' do, against a target with users in its database
+/// and a backend that holds a connection to it the whole time (as every real backend's pool does).
 fn project_with_a_destructive_suite(env: &TestEnv, test_database: &str) -> (u16, String) {
     let pg = crate::support::free_port();
     env.write(
         ".envctl",
         &format!(
-            "[project]\nname = \"shop\"\n\n[services.api]\ncommand = \"sleep 1000\"\ndepends_on = [\"postgres\"]\nenv = {{ APP_DATABASE = \"{{postgres.url}}\" }}\ntest = \"psql -v ON_ERROR_STOP=1 -qAt \\\"$APP_DATABASE\\\" -c 'SELECT count(*) FROM users' -c 'DELETE FROM users' && echo tested-on-$DB_NAME\"\n{test_database}\n[requirements.postgres]\nport = {pg}\n"
+            "[project]\nname = \"shop\"\n\n[services.api]\ncommand = \"psql -q \\\"$DATABASE_URL\\\" -c 'select pg_sleep(1000)'\"\ndepends_on = [\"postgres\"]\nenv = {{ APP_DATABASE = \"{{postgres.url}}\" }}\ntest = \"psql -v ON_ERROR_STOP=1 -qAt \\\"$APP_DATABASE\\\" -c 'SELECT count(*) FROM users' -c 'DELETE FROM users' && echo tested-on-$DB_NAME\"\n{test_database}\n[requirements.postgres]\nport = {pg}\n"
         ),
     );
     env.envctl(&["start"]).ok();
@@ -230,6 +231,11 @@ fn test_runs_against_a_throwaway_copy_and_leaves_the_dev_database_s_rows() {
     let run = env.envctl(&["test"]);
     run.ok();
     assert!(run.stderr.contains("main/api | 2"), "the copy had main's rows: {}", run.stderr);
+    assert!(
+        run.stderr.contains("made with pg_dump/pg_restore"),
+        "the backend's session kept it busy: {}",
+        run.stderr
+    );
     assert!(run.stderr.contains(&format!("main/api | tested-on-{db}_test_")), "{}", run.stderr);
     assert_eq!(sql(port, &db, "SELECT count(*) FROM users")[0][0].as_deref(), Some("2"), "dev rows kept");
     let left =

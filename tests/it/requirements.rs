@@ -195,9 +195,12 @@ fn a_failed_seed_keeps_only_the_last_50_lines_of_its_output_in_the_error_report(
     let scope = env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo));
     let text = std::fs::read_to_string(scope.join("error_report.json")).expect("error_report.json");
     let report: serde_json::Value = serde_json::from_str(&text).expect("json");
-    let message = report["errors"][0]["message"].as_str().expect("message");
-    assert!(message.contains("seed-line-200") && message.contains("seed-line-151"), "{message}");
-    assert!(message.contains("(150 earlier lines left out)"), "{message}");
+    let entry = &report["errors"][0];
+    let tail: Vec<&str> =
+        entry["log_tail"].as_array().expect("log_tail").iter().filter_map(|l| l.as_str()).collect();
+    assert_eq!(tail.len(), 50, "{entry}");
+    assert_eq!((tail[0], tail[49]), ("seed-line-151", "seed-line-200"), "{entry}");
+    assert!(entry["log_path"].as_str().is_some_and(|p| p.contains("-seed.")), "{entry}");
     assert!(!text.contains("seed-line-150"), "the whole output was kept: {text}");
     assert!(!run.stderr.contains("seed-line-150"), "{}", run.stderr);
 }

@@ -61,6 +61,7 @@ const REQUIREMENT: Shape = Shape::Table(&[
     ("targets", Shape::Leaf),
     ("enabled", Shape::Leaf),
     ("seed", Shape::Leaf),
+    ("seed_timeout", Shape::Leaf),
 ]);
 
 const JOB_TYPE: Shape = Shape::Table(&[
@@ -180,6 +181,7 @@ pub struct RawRequirement {
     pub targets: Option<Spanned<String>>,
     pub enabled: Option<bool>,
     pub seed: Option<Spanned<String>>,
+    pub seed_timeout: Option<Spanned<RawDuration>>,
 }
 
 /// `[jobs.types.<name>]`.

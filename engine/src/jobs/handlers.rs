@@ -223,10 +223,20 @@ async fn exec_on_copies(
 ) -> Finish {
     let mut copies: Vec<(u16, String)> = Vec::new();
     let mut databases = BTreeMap::new();
+    let scratch = match ctx.settings() {
+        Some(settings) => settings.paths.scope_dir.join("data").join("postgres-copies"),
+        None => std::env::temp_dir(),
+    };
     let mut failure = None;
     for db in &place.postgres {
         let copy = test_database_name(&db.name, &job.id);
-        match crate::requirements::postgres::copy_for_tests(db.port, &db.name, &copy).await {
+        let copy_job = crate::requirements::postgres::CopyJob {
+            port: db.port,
+            bin_dir: &db.bin_dir,
+            scratch: &scratch,
+            password: db.password.as_deref(),
+        };
+        match crate::requirements::postgres::copy_for_tests(&copy_job, &db.name, &copy).await {
             Ok(how) => {
                 note(
                     store,
@@ -265,6 +275,12 @@ async fn exec_on_copies(
     finish
 }
 
+/// `text` of key `what` with its placeholders filled in for `target`, as a service's command is.
+fn fill(ctx: &HandlerContext, target: &str, service: &str, what: &str, text: &str) -> Result<String, String> {
+    let Some(settings) = ctx.settings() else { return Ok(text.to_owned()) };
+    crate::plan::fill_command(&settings, target, service, (what, text)).map_err(|e| e.to_string())
+}
+
 /// Runs `job` to its end (or until `cancel`), logging its output to the store.
 pub async fn run(
     ctx: &HandlerContext,
@@ -300,48 +316,7 @@ pub async fn run(
             )
             .await
         }
-        "test.run" | "migrate.run" => {
-            let payload: TestPayload = match serde_json::from_value(job.payload.clone()) {
-                Ok(p) => p,
-                Err(e) => return bad_payload(job, e),
-            };
-            let settings = ctx.settings();
-            let service = settings.as_ref().and_then(|s| s.config.services.get(&payload.service));
-            let Some(service) = service else {
-                return bad_payload(job, format!("no service `{}` in this repository", payload.service));
-            };
-            let (key, command) = if job.job_type == "test.run" {
-                ("test", service.test.clone())
-            } else {
-                ("migrate", service.migrate.clone())
-            };
-            let Some(test) = command else {
-                return Finish::Failed {
-                    error: format!("service `{}` has no `{key}` command", payload.service),
-                    retry: false,
-                };
-            };
-            let target = payload.target.or_else(|| job.target.clone()).unwrap_or_else(|| "main".into());
-            let command = super::suites::narrow(&test, &payload.only).unwrap_or(test);
-            let place = match service_place(ctx, &target, &payload.service, &BTreeMap::new()) {
-                Ok(place) => place,
-                Err(error) => return Finish::Failed { error, retry: false },
-            };
-            let limit = if job.job_type == "test.run" {
-                service.test_timeout_secs
-            } else {
-                service.migrate_timeout_secs
-            };
-            let timeout = Some(Duration::from_secs(limit));
-            let on_copies = job.job_type == "test.run"
-                && service.test_database == envctl_contracts::config::TestDatabase::Clone
-                && !place.postgres.is_empty();
-            if on_copies {
-                let names = (target.as_str(), payload.service.as_str());
-                return exec_on_copies(ctx, store, job, &command, names, &place, timeout, cancel).await;
-            }
-            exec(ctx, store, job, &command, &place, None, BTreeMap::new(), timeout, cancel).await
-        }
+        "test.run" | "migrate.run" => run_suite(ctx, store, job, cancel).await,
         user => match ctx.settings().and_then(|s| s.config.jobs.types.get(user).cloned()) {
             Some(kind) => {
                 let timeout = kind.timeout_secs.map(Duration::from_secs);
@@ -350,11 +325,15 @@ pub async fn run(
                     .get("env")
                     .and_then(|e| serde_json::from_value(e.clone()).ok())
                     .unwrap_or_default();
+                let command = match type_command(ctx, job, user, &kind.command) {
+                    Ok(command) => command,
+                    Err(error) => return Finish::Failed { error, retry: false },
+                };
                 let place = match target_place(ctx, job.target.as_deref()) {
                     Ok(place) => place,
                     Err(error) => return Finish::Failed { error, retry: false },
                 };
-                exec(ctx, store, job, &kind.command.clone(), &place, None, env, timeout, cancel).await
+                exec(ctx, store, job, &command, &place, None, env, timeout, cancel).await
             }
             None => Finish::Failed {
                 error: format!(
@@ -363,6 +342,71 @@ pub async fn run(
                 retry: false,
             },
         },
+    }
+}
+
+/// `test.run` and `migrate.run`: a service's `test` or `migrate` command, in its directory and environment, with
+/// its time limit; a test suite against throwaway copies of its databases unless the service says otherwise.
+async fn run_suite(
+    ctx: &HandlerContext,
+    store: &Arc<dyn JobStore>,
+    job: &Job,
+    cancel: CancellationToken,
+) -> Finish {
+    let payload: TestPayload = match serde_json::from_value(job.payload.clone()) {
+        Ok(p) => p,
+        Err(e) => return bad_payload(job, e),
+    };
+    let settings = ctx.settings();
+    let service = settings.as_ref().and_then(|s| s.config.services.get(&payload.service));
+    let Some(service) = service else {
+        return bad_payload(job, format!("no service `{}` in this repository", payload.service));
+    };
+    let (key, command) = if job.job_type == "test.run" {
+        ("test", service.test.clone())
+    } else {
+        ("migrate", service.migrate.clone())
+    };
+    let Some(test) = command else {
+        return Finish::Failed {
+            error: format!("service `{}` has no `{key}` command", payload.service),
+            retry: false,
+        };
+    };
+    let target = payload.target.or_else(|| job.target.clone()).unwrap_or_else(|| "main".into());
+    let what = format!("services.{}.{key}", payload.service);
+    let test = match fill(ctx, &target, &payload.service, &what, &test) {
+        Ok(filled) => filled,
+        Err(error) => return Finish::Failed { error, retry: false },
+    };
+    let command = super::suites::narrow(&test, &payload.only).unwrap_or(test);
+    let place = match service_place(ctx, &target, &payload.service, &BTreeMap::new()) {
+        Ok(place) => place,
+        Err(error) => return Finish::Failed { error, retry: false },
+    };
+    let limit =
+        if job.job_type == "test.run" { service.test_timeout_secs } else { service.migrate_timeout_secs };
+    let timeout = Some(Duration::from_secs(limit));
+    let on_copies = job.job_type == "test.run"
+        && service.test_database == envctl_contracts::config::TestDatabase::Clone
+        && !place.postgres.is_empty();
+    if on_copies {
+        let names = (target.as_str(), payload.service.as_str());
+        return exec_on_copies(ctx, store, job, &command, names, &place, timeout, cancel).await;
+    }
+    exec(ctx, store, job, &command, &place, None, BTreeMap::new(), timeout, cancel).await
+}
+
+/// A user job type's command with its placeholders filled in for the job's target; one that has placeholders
+/// needs a target.
+fn type_command(ctx: &HandlerContext, job: &Job, name: &str, command: &str) -> Result<String, String> {
+    let what = format!("jobs.types.{name}.command");
+    match job.target.as_deref() {
+        Some(target) => fill(ctx, target, name, &what, command),
+        None if crate::config::template::placeholders(command).is_empty() => Ok(command.to_owned()),
+        None => Err(format!(
+            "{what} has placeholders, which are filled in for a target; enqueue it with `--target <name>`"
+        )),
     }
 }
 

@@ -206,16 +206,33 @@ fn plan_requirements(
             ));
         }
         let mut exported = requirements::exports(req, &endpoint);
-        let fill = |value: &str| {
-            template::expand(value, |n, a| match (n, a) {
+        // Placeholders are filled in as for a service's command and env: `{port}` is the requirement's own.
+        let mut fill = |value: &str, what: &str, for_shell: bool| {
+            let lookup = |n: &str, a: Option<&str>| match (n, a) {
                 ("port", None) => Some(endpoint.port.to_string()),
                 _ => ctx.lookup(name, n, a),
+            };
+            let filled = if for_shell {
+                template::expand_for_shell(value, lookup)
+            } else {
+                template::expand(value, lookup)
+            };
+            filled.unwrap_or_else(|missing| {
+                problems.push(format!(
+                    "{}: requirements.{name}.{what}: {missing} cannot be filled in for this target",
+                    target.name
+                ));
+                value.to_owned()
             })
-            .unwrap_or_else(|_| value.to_owned())
         };
-        for (key, value) in &req.env {
-            exported.insert(key.clone(), fill(value));
-        }
+        let env_filled: BTreeMap<String, String> = req
+            .env
+            .iter()
+            .map(|(key, value)| (key.clone(), fill(value, &format!("env.{key}"), false)))
+            .collect();
+        exported.extend(env_filled.clone());
+        let seed = req.seed.as_ref().map(|s| fill(s, "seed", true));
+        let command_line = req.command.as_ref().map(|c| fill(c, "command", true));
         let data_dir = match requirements::data_dir(&settings.paths, req, name, owner) {
             Ok(dir) => dir,
             Err(why) => {
@@ -225,16 +242,7 @@ fn plan_requirements(
         };
         let owner_root =
             if owner == target.name { target.root.clone() } else { settings.paths.repo_root.clone() };
-        let fill_for_shell = |value: &str| {
-            template::expand_for_shell(value, |n, a| match (n, a) {
-                ("port", None) => Some(endpoint.port.to_string()),
-                _ => ctx.lookup(name, n, a),
-            })
-            .unwrap_or_else(|_| value.to_owned())
-        };
-        let command = req.command.as_ref().map(|c| {
-            (fill_for_shell(c), req.env.iter().map(|(k, v)| (k.clone(), fill(v))).collect(), owner_root)
-        });
+        let command = command_line.map(|c| (c, env_filled, owner_root));
         let named = ctx.named_plans(name, &req.ports);
         let mut process = requirements::process(&requirements::ProcessInput {
             name,
@@ -260,6 +268,7 @@ fn plan_requirements(
             ports: named,
             binaries,
             env: exported,
+            seed,
         });
     }
     requirement_plans
@@ -450,6 +459,40 @@ pub enum PlanError {
     /// The plan has problems (a placeholder that cannot be filled in, a missing env file).
     #[error("{}", .0.join("\n"))]
     Problems(Vec<String>),
+    /// A placeholder names something that does not run for the target.
+    #[error("{what}: {placeholder} cannot be filled in for target {target} (it does not run there)")]
+    Unfilled {
+        /// The key whose text it is (`services.api.test`, `jobs.types.lint.command`).
+        what: String,
+        /// The placeholder.
+        placeholder: String,
+        /// The target.
+        target: String,
+    },
+}
+
+/// `text` — a service's `test` or `migrate`, a job type's `command`, the key `what` — with its placeholders filled
+/// in for `target` as a service's command is, each value one shell word; `{port}` and `{service}` are
+/// `service`'s. A text without placeholders is returned as it is, without planning anything.
+pub fn fill_command(
+    settings: &Settings,
+    target: &str,
+    service: &str,
+    (what, text): (&str, &str),
+) -> Result<String, PlanError> {
+    if template::placeholders(text).is_empty() {
+        return Ok(text.to_owned());
+    }
+    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let selected =
+        targets.select(&Selection::Trees(vec![target.to_owned()]), settings.config.project.default_mode)?;
+    let ports = plan_ports(settings, &selected)?;
+    let Some(chosen) = selected.first() else { return Ok(text.to_owned()) };
+    let databases = BTreeMap::new();
+    let ctx = Context { settings, target: chosen, ports: &ports, databases: &databases };
+    template::expand_for_shell(text, |n, a| ctx.lookup(service, n, a)).map_err(|placeholder| {
+        PlanError::Unfilled { what: what.to_owned(), placeholder, target: target.to_owned() }
+    })
 }
 
 /// The environment every service of `target` shares (each requirement's exports and `ENVCTL_TARGET`) and the
@@ -510,6 +553,15 @@ pub fn service_env(
                 requirement: r.name.clone(),
                 port: r.port.assigned,
                 name: r.env.get("DB_NAME").cloned().unwrap_or_default(),
+                password: requirements::url_password(&r.url),
+                bin_dir: r
+                    .binaries
+                    .iter()
+                    .find(|b| b.name == "postgres")
+                    .and_then(|b| b.path.as_deref())
+                    .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.into()))
+                    .and_then(|p| p.parent().map(std::path::Path::to_path_buf))
+                    .unwrap_or_default(),
             })
             .collect::<Vec<_>>()
     };
@@ -538,6 +590,10 @@ pub struct Database {
     pub port: u16,
     /// The database's name.
     pub name: String,
+    /// The password its URL carries.
+    pub password: Option<String>,
+    /// The directory of the server's `postgres` (with its `pg_dump` and `pg_restore`).
+    pub bin_dir: std::path::PathBuf,
 }
 
 /// What [`service_env`] found.
@@ -624,6 +680,29 @@ mod tests {
         assert_eq!(mail.process.env.get("PORT_WEB"), Some(&web.to_string()));
         let api = &plan.targets[0].services[0];
         assert_eq!(api.env.get("MAIL_UI"), Some(&format!("http://127.0.0.1:{web}")));
+    }
+
+    #[test]
+    fn a_test_command_gets_the_placeholders_of_a_service_command() {
+        let (_dir, settings) = settings(
+            "[services.api]\ncommand = \"api\"\nport = 47120\ntest = \"pytest --base {api.url} --port {port} -k {target}\"\n\n[services.web]\ncommand = \"web\"\ntargets = \"trees\"\nport = 47130\n",
+        );
+        let filled = fill_command(
+            &settings,
+            "main",
+            "api",
+            ("services.api.test", "pytest --base {api.url} --port {port} -k {target}"),
+        );
+        let port = 47120;
+        assert_eq!(
+            filled.expect("filled"),
+            format!("pytest --base http://127.0.0.1:{port} --port {port} -k main")
+        );
+        let unfilled = fill_command(&settings, "main", "api", ("services.api.test", "x {web.url}"));
+        assert_eq!(
+            unfilled.expect_err("web does not run for main").to_string(),
+            "services.api.test: {web.url} cannot be filled in for target main (it does not run there)"
+        );
     }
 
     #[test]

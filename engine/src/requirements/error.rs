@@ -58,6 +58,30 @@ pub enum RequirementError {
         /// What went wrong.
         detail: String,
     },
+    /// A seed ran past its `seed_timeout` and was stopped.
+    #[error(
+        "seed of {database} timed out after {secs} s and was stopped (raise `requirements.{requirement}.seed_timeout` if it needs longer)"
+    )]
+    SeedTimedOut {
+        /// The database.
+        database: String,
+        /// The requirement whose seed it is.
+        requirement: String,
+        /// The limit.
+        secs: u64,
+    },
+    /// Copying a database with `pg_dump`/`pg_restore` failed.
+    #[error("cannot copy database {from} into {to}: {step} failed: {detail}")]
+    Copy {
+        /// The source database.
+        from: String,
+        /// The new database (dropped again).
+        to: String,
+        /// `pg_dump` or `pg_restore`.
+        step: &'static str,
+        /// The last lines it wrote.
+        detail: String,
+    },
 }
 
 impl RequirementError {

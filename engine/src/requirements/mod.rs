@@ -106,6 +106,13 @@ pub fn endpoint(
     }
 }
 
+/// The password a `scheme://user:password@host…` URL carries, when it has one.
+pub fn url_password(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let userinfo = rest.split_once('@')?.0;
+    userinfo.split_once(':').map(|(_, p)| p.to_owned()).filter(|p| !p.is_empty())
+}
+
 /// Whether the servers of this adapter get a generated password.
 pub fn has_password(adapter: Adapter) -> bool {
     adapter == Adapter::Redis
@@ -328,6 +335,14 @@ mod tests {
         assert!(tail.starts_with("(70 earlier lines left out)\nline 71\n"), "{tail}");
         assert!(tail.ends_with("line 120") && tail.lines().count() == ERROR_TAIL_LINES + 1, "{tail}");
         assert_eq!(output_tail(b"  one\ntwo\n"), "one\ntwo");
+    }
+
+    #[test]
+    fn a_url_gives_its_password_only_when_it_has_one() {
+        assert_eq!(url_password("postgresql://postgres:pw@127.0.0.1:5432/db").as_deref(), Some("pw"));
+        assert_eq!(url_password("redis://:pw@127.0.0.1:6379/0").as_deref(), Some("pw"));
+        assert_eq!(url_password("postgresql://postgres@127.0.0.1:5432/db"), None);
+        assert_eq!(url_password("postgresql://127.0.0.1:5432/db"), None);
     }
 
     #[test]

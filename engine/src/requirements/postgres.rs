@@ -6,7 +6,9 @@
 //! as root, Postgres (which refuses root) runs as the `postgres` user if there is one, else `nobody`, with its
 //! data under the temporary directory where that user can reach it. Each target's database is created on first
 //! start: main's from scratch (then seeded), a worktree's as a copy of main's, so it starts with the same schema
-//! and data.
+//! and data — by `CREATE DATABASE … TEMPLATE` when main's has no sessions, else by `pg_dump`/`pg_restore`
+//! ([`copy_database`]). A database whose copy or seed has not finished carries a comment saying so, and is made
+//! again by the next start.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -222,75 +224,276 @@ pub fn argv(bin_dir: &Path, data_dir: &Path, port: u16) -> Vec<String> {
     argv
 }
 
-/// What [`ensure_database`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a target's database came to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Created {
     /// It existed.
     Existing,
-    /// It was created empty (and seeded).
+    /// It was created empty (and then seeded).
     Fresh,
-    /// It was copied from the template database.
+    /// It was copied from the source database by `CREATE DATABASE … TEMPLATE`.
     Cloned,
-    /// The template database was busy, so it was created empty (and seeded) instead.
-    FreshBecauseTemplateBusy,
+    /// The source database was in use, so it was copied with `pg_dump` and `pg_restore`.
+    CopiedByDump,
 }
 
-/// Makes sure `database` exists, copying `template` when given (retrying while other sessions use it).
-pub async fn ensure_database(
-    port: u16,
-    user: &str,
-    database: &str,
-    template: Option<&str>,
-) -> Result<Created, RequirementError> {
-    let pg = |e: pgwire::PgError| RequirementError::postgres(port, e.to_string());
-    if database_exists(port, user, database).await? {
-        return Ok(Created::Existing);
-    }
-    if let Some(template) = template
-        && database_exists(port, user, template).await?
-    {
-        // FILE_COPY (Postgres 15+) copies a small database's files directly, much faster than logging every
-        // block; older servers do not know the option and get the plain statement.
-        let plain = format!("CREATE DATABASE {} TEMPLATE {}", ident(database), ident(template));
-        let mut sql = format!("{plain} STRATEGY = FILE_COPY");
-        for attempt in 0..5u32 {
-            match pgwire::query(port, user, "postgres", &sql).await {
-                Ok(_) => return Ok(Created::Cloned),
-                Err(e) if matches!(e.code(), Some("42601" | "42704")) => sql.clone_from(&plain),
-                Err(e) if e.code() == Some("55006") && attempt < 4 => {
-                    tokio::time::sleep(std::time::Duration::from_millis(50 << attempt)).await;
-                }
-                Err(e) if e.code() == Some("55006") => break,
-                Err(e) => return Err(pg(e)),
-            }
+/// What [`copy_database`] did and how long it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyReport {
+    /// [`Created::Cloned`] or [`Created::CopiedByDump`].
+    pub how: Created,
+    /// Wall time of the whole copy, the template attempts included.
+    pub elapsed: std::time::Duration,
+}
+
+/// Where and how [`copy_database`] reaches the cluster.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyJob<'a> {
+    /// The cluster's port on 127.0.0.1.
+    pub port: u16,
+    /// The directory holding `postgres`, whose `pg_dump` and `pg_restore` are used.
+    pub bin_dir: &'a Path,
+    /// A private directory of envctl's where a dump is kept while it is restored (removed afterwards).
+    pub scratch: &'a Path,
+    /// The password of [`super::PG_USER`], when the URL has one (given to the tools through `PGPASSWORD`).
+    pub password: Option<&'a str>,
+}
+
+/// The comment on a database whose making did not finish: a later start drops and makes it again. A database
+/// without one of these comments (one made by an older envctl, or by hand) is never dropped.
+const SEED_PENDING: &str = "envctl: seed pending";
+const COPY_PENDING: &str = "envctl: copy pending";
+
+/// What a database's comment says did not finish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unfinished {
+    /// Its seed was started and did not succeed.
+    Seed,
+    /// Its copy with `pg_dump`/`pg_restore` was started and did not finish.
+    Copy,
+}
+
+impl Unfinished {
+    fn comment(self) -> &'static str {
+        match self {
+            Self::Seed => SEED_PENDING,
+            Self::Copy => COPY_PENDING,
         }
-        pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database)))
-            .await
-            .map_err(pg)?;
-        return Ok(Created::FreshBecauseTemplateBusy);
     }
-    pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database)))
-        .await
-        .map_err(pg)?;
-    Ok(Created::Fresh)
 }
 
-/// Makes `copy` a fresh copy of `database` for a test suite; what it did, in words.
-pub async fn copy_for_tests(port: u16, database: &str, copy: &str) -> Result<String, RequirementError> {
-    let began = std::time::Instant::now();
-    drop_database(port, super::PG_USER, copy).await?;
-    match ensure_database(port, super::PG_USER, copy, Some(database)).await? {
-        Created::Cloned => Ok(format!("a copy of {database} made in {:.1} s", began.elapsed().as_secs_f64())),
-        other => Err(RequirementError::postgres(port, format!("{database} could not be copied ({other:?})"))),
-    }
+/// Pauses between looks at whether the source has other sessions before it counts as in use: a connection that
+/// is closing gets its moment; one that stays open sends the copy to `pg_dump`. (Postgres itself waits five
+/// seconds before `CREATE DATABASE … TEMPLATE` gives up on a busy source, so envctl looks first.)
+const BUSY_PAUSES_MS: [u64; 2] = [100, 200];
+
+/// How long `pg_dump` waits for a table that another session holds locked before the copy fails.
+const DUMP_LOCK_WAIT: &str = "10s";
+
+/// Makes `copy` a fresh copy of `database` for a test suite (the way [`copy_database`] does); what it did, in
+/// words.
+pub async fn copy_for_tests(
+    job: &CopyJob<'_>,
+    database: &str,
+    copy: &str,
+) -> Result<String, RequirementError> {
+    drop_database(job.port, super::PG_USER, copy).await?;
+    let report = copy_database(job, database, copy).await?;
+    let how = if report.how == Created::CopiedByDump { "with pg_dump/pg_restore, " } else { "" };
+    Ok(format!("a copy of {database} made {how}in {:.1} s", report.elapsed.as_secs_f64()))
 }
 
 /// Whether `database` exists in the cluster on `port`.
-async fn database_exists(port: u16, user: &str, database: &str) -> Result<bool, RequirementError> {
-    let sql = format!("SELECT 1 FROM pg_database WHERE datname = '{}'", database.replace('\'', "''"));
+pub async fn database_exists(port: u16, user: &str, database: &str) -> Result<bool, RequirementError> {
+    let sql = format!("SELECT 1 FROM pg_database WHERE datname = {}", literal(database));
     let rows =
         pgwire::query(port, user, "postgres", &sql).await.map_err(|e| RequirementError::postgres(port, e))?;
     Ok(!rows.is_empty())
+}
+
+/// What the mark on `database` says did not finish (`None` for a database without envctl's mark).
+pub async fn unfinished(
+    port: u16,
+    user: &str,
+    database: &str,
+) -> Result<Option<Unfinished>, RequirementError> {
+    let sql = format!(
+        "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = {}",
+        literal(database)
+    );
+    let rows =
+        pgwire::query(port, user, "postgres", &sql).await.map_err(|e| RequirementError::postgres(port, e))?;
+    let comment = rows.into_iter().next().and_then(|row| row.into_iter().next().flatten());
+    Ok(match comment.as_deref() {
+        Some(SEED_PENDING) => Some(Unfinished::Seed),
+        Some(COPY_PENDING) => Some(Unfinished::Copy),
+        _ => None,
+    })
+}
+
+/// Marks `database` as unfinished (`Some`) or finished (`None`, removing the mark).
+pub async fn mark(
+    port: u16,
+    user: &str,
+    database: &str,
+    what: Option<Unfinished>,
+) -> Result<(), RequirementError> {
+    let value = what.map_or_else(|| "NULL".to_owned(), |w| literal(w.comment()));
+    let sql = format!("COMMENT ON DATABASE {} IS {value}", ident(database));
+    pgwire::query(port, user, "postgres", &sql)
+        .await
+        .map(|_| ())
+        .map_err(|e| RequirementError::postgres(port, e))
+}
+
+/// Creates `database` empty.
+pub async fn create_empty(port: u16, user: &str, database: &str) -> Result<(), RequirementError> {
+    pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database)))
+        .await
+        .map(|_| ())
+        .map_err(|e| RequirementError::postgres(port, e))
+}
+
+/// Copies database `from` to a new database `to` in the cluster on `job.port`: by `CREATE DATABASE … TEMPLATE`
+/// (a file copy, the fastest way) when `from` has no other sessions, else — `from` is in use, by a running
+/// service say — with `pg_dump` and `pg_restore` (directory format, a few jobs), which read `from` without
+/// disturbing its sessions. A failed copy leaves no `to` behind; a copy cut short leaves it marked, and the next
+/// start makes it again.
+pub async fn copy_database(job: &CopyJob<'_>, from: &str, to: &str) -> Result<CopyReport, RequirementError> {
+    let began = std::time::Instant::now();
+    if clone_from_template(job.port, from, to).await? {
+        return Ok(CopyReport { how: Created::Cloned, elapsed: began.elapsed() });
+    }
+    if let Err(e) = dump_and_restore(job, from, to).await {
+        let _ = drop_database(job.port, super::PG_USER, to).await;
+        return Err(e);
+    }
+    Ok(CopyReport { how: Created::CopiedByDump, elapsed: began.elapsed() })
+}
+
+/// `CREATE DATABASE to TEMPLATE from` once `from` has no other sessions; `false` when it stays in use.
+async fn clone_from_template(port: u16, from: &str, to: &str) -> Result<bool, RequirementError> {
+    let mut pauses = BUSY_PAUSES_MS.iter();
+    while sessions_on(port, from).await? > 0 {
+        match pauses.next() {
+            Some(ms) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
+            None => return Ok(false),
+        }
+    }
+    // FILE_COPY (Postgres 15+) copies a small database's files directly, much faster than logging every
+    // block; older servers do not know the option and get the plain statement.
+    let plain = format!("CREATE DATABASE {} TEMPLATE {}", ident(to), ident(from));
+    let mut sql = format!("{plain} STRATEGY = FILE_COPY");
+    loop {
+        match pgwire::query(port, super::PG_USER, "postgres", &sql).await {
+            Ok(_) => return Ok(true),
+            Err(e) if matches!(e.code(), Some("42601" | "42704")) && sql != plain => sql.clone_from(&plain),
+            // A session opened on `from` between the look and the statement.
+            Err(e) if e.code() == Some("55006") => return Ok(false),
+            Err(e) => return Err(RequirementError::postgres(port, e)),
+        }
+    }
+}
+
+/// How many sessions other than envctl's own are connected to `database` (autovacuum, which `CREATE DATABASE`
+/// ends by itself, aside).
+async fn sessions_on(port: u16, database: &str) -> Result<u64, RequirementError> {
+    let sql = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid() \
+         AND backend_type <> 'autovacuum worker'",
+        literal(database)
+    );
+    let rows = pgwire::query(port, super::PG_USER, "postgres", &sql)
+        .await
+        .map_err(|e| RequirementError::postgres(port, e))?;
+    Ok(rows.first().and_then(|r| r.first()).cloned().flatten().and_then(|n| n.parse().ok()).unwrap_or(0))
+}
+
+/// Creates `to` empty and fills it from a directory-format dump of `from`, marked unfinished until done.
+async fn dump_and_restore(job: &CopyJob<'_>, from: &str, to: &str) -> Result<(), RequirementError> {
+    create_empty(job.port, super::PG_USER, to).await?;
+    mark(job.port, super::PG_USER, to, Some(Unfinished::Copy)).await?;
+    crate::state::create_private_dir_all(job.scratch)
+        .map_err(|e| RequirementError::io("create", job.scratch, &e))?;
+    let dump_dir = job.scratch.join(format!("{to}.{}.dump", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dump_dir);
+    let jobs = std::thread::available_parallelism().map_or(2, |n| n.get().min(4)).to_string();
+    // The dump lives for seconds on the same disk: compressing it would only cost CPU. A table that a session of
+    // main's holds locked (a migration half-way) fails the copy after a while instead of hanging the start.
+    let mut dump = vec!["--format=directory".to_owned(), "--compress=0".into(), format!("--jobs={jobs}")];
+    dump.push(format!("--lock-wait-timeout={DUMP_LOCK_WAIT}"));
+    dump.extend([format!("--file={}", dump_dir.display()), format!("--dbname={from}")]);
+    let restore = vec![
+        format!("--jobs={jobs}"),
+        "--no-owner".into(),
+        format!("--dbname={to}"),
+        dump_dir.display().to_string(),
+    ];
+    let result = async {
+        run_tool(job, "pg_dump", &dump, from, to).await?;
+        run_tool(job, "pg_restore", &restore, from, to).await
+    }
+    .await;
+    let _ = std::fs::remove_dir_all(&dump_dir);
+    result?;
+    mark(job.port, super::PG_USER, to, None).await
+}
+
+/// Runs `pg_dump` or `pg_restore` of `job.bin_dir` against the cluster over TCP; a failure names the copy, the
+/// step and the last lines the tool wrote.
+async fn run_tool(
+    job: &CopyJob<'_>,
+    tool: &'static str,
+    args: &[String],
+    from: &str,
+    to: &str,
+) -> Result<(), RequirementError> {
+    let program = job.bin_dir.join(tool);
+    let failed =
+        |detail: String| RequirementError::Copy { from: from.into(), to: to.into(), step: tool, detail };
+    if !program.is_file() {
+        return Err(failed(format!(
+            "{} is not installed (it comes with postgres's client tools: `apt-get install postgresql-client`)",
+            program.display()
+        )));
+    }
+    let mut command = tokio::process::Command::new(&program);
+    command
+        .args([
+            "--host",
+            super::HOST,
+            "--port",
+            &job.port.to_string(),
+            "--username",
+            super::PG_USER,
+            "--no-password",
+        ])
+        .args(args)
+        .env_clear()
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGAPPNAME", "envctl")
+        // The restore's index builds get room; its commits need not wait for the disk (fsync is off anyway).
+        .env("PGOPTIONS", "-c maintenance_work_mem=256MB -c synchronous_commit=off")
+        .current_dir(job.scratch)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    if let Some(password) = job.password {
+        command.env("PGPASSWORD", password);
+    }
+    let output =
+        command.output().await.map_err(|e| failed(format!("cannot run {}: {e}", program.display())))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    let tail = lines[lines.len().saturating_sub(10)..].join("\n");
+    Err(failed(format!("{} ({})", tail.trim(), output.status)))
+}
+
+/// `text` as an SQL string literal.
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Drops `database` (after ending its sessions).
@@ -306,39 +509,109 @@ pub async fn drop_database(port: u16, user: &str, database: &str) -> Result<(), 
     .map_err(|e| RequirementError::postgres(port, e.to_string()))
 }
 
-/// Runs a seed into `database`: an `.sql` file's statements, or a shell command with `DATABASE_URL` set.
-pub async fn seed(
-    port: u16,
-    user: &str,
-    database: &str,
-    seed: &str,
-    cwd: &Path,
-    url: &str,
-) -> Result<(), RequirementError> {
-    let failed = |detail: String| RequirementError::Seed {
-        seed: seed.to_owned(),
-        database: database.to_owned(),
-        detail,
-    };
-    let file = cwd.join(seed);
+/// A seed to run into a new database.
+#[derive(Debug, Clone, Copy)]
+pub struct SeedRun<'a> {
+    /// The cluster's port.
+    pub port: u16,
+    /// The database.
+    pub database: &'a str,
+    /// The requirement it belongs to (for messages naming its keys).
+    pub requirement: &'a str,
+    /// An `.sql` file (relative to `cwd`) or a shell command line, placeholders filled in.
+    pub seed: &'a str,
+    /// The target's checkout, where it runs.
+    pub cwd: &'a Path,
+    /// The whole environment a seed command gets.
+    pub env: &'a std::collections::BTreeMap<String, String>,
+    /// Where its output goes.
+    pub log_path: &'a Path,
+    /// How long it may run.
+    pub timeout: std::time::Duration,
+}
+
+/// Runs a seed: an `.sql` file's statements, or a shell command in its own process group with its output in
+/// `log_path`; past `timeout` it is stopped (its whole group) and fails.
+pub async fn seed(run: &SeedRun<'_>) -> Result<(), RequirementError> {
+    let file = run.cwd.join(run.seed);
     let is_sql = file.extension().is_some_and(|e| e.eq_ignore_ascii_case("sql"));
-    if is_sql && file.is_file() {
-        let sql = std::fs::read_to_string(&file).map_err(|e| RequirementError::io("read", &file, &e))?;
-        return pgwire::query(port, user, database, &sql)
-            .await
-            .map(|_| ())
-            .map_err(|e| failed(e.to_string()));
+    let work =
+        async { if is_sql && file.is_file() { seed_sql(run, &file).await } else { seed_command(run).await } };
+    match tokio::time::timeout(run.timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(RequirementError::SeedTimedOut {
+            database: run.database.to_owned(),
+            requirement: run.requirement.to_owned(),
+            secs: run.timeout.as_secs(),
+        }),
     }
-    let output = tokio::process::Command::new("/bin/sh")
-        .args(["-c", seed])
-        .current_dir(cwd)
-        .env("DATABASE_URL", url)
-        .output()
+}
+
+async fn seed_sql(run: &SeedRun<'_>, file: &Path) -> Result<(), RequirementError> {
+    let sql = std::fs::read_to_string(file).map_err(|e| RequirementError::io("read", file, &e))?;
+    pgwire::query(run.port, super::PG_USER, run.database, &sql)
         .await
-        .map_err(|e| failed(e.to_string()))?;
+        .map(|_| ())
+        .map_err(|e| seed_failed(run, e.to_string()))
+}
+
+fn seed_failed(run: &SeedRun<'_>, detail: String) -> RequirementError {
+    RequirementError::Seed { seed: run.seed.to_owned(), database: run.database.to_owned(), detail }
+}
+
+/// The seed as `/bin/sh -c`, output appended to its log; dropped (on a timeout) it kills its process group.
+async fn seed_command(run: &SeedRun<'_>) -> Result<(), RequirementError> {
+    let log = crate::state::open_private_append(run.log_path)
+        .map_err(|e| RequirementError::io("open", run.log_path, &e))?;
+    let log_err = log.try_clone().map_err(|e| RequirementError::io("open", run.log_path, &e))?;
+    let child = tokio::process::Command::new("/bin/sh")
+        .args(["-c", run.seed])
+        .current_dir(run.cwd)
+        .env_clear()
+        .envs(run.env)
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .process_group(0)
+        .spawn()
+        .map_err(|e| seed_failed(run, format!("cannot run /bin/sh in {}: {e}", run.cwd.display())))?;
+    let group = GroupGuard::of(&child);
+    let output = child.wait_with_output().await.map_err(|e| seed_failed(run, e.to_string()))?;
+    drop(group);
     if output.status.success() {
         Ok(())
     } else {
-        Err(failed(format!("exited with {}: {}", output.status, super::output_tail(&output.stderr))))
+        let how = output
+            .status
+            .code()
+            .map_or_else(|| "was killed by a signal".to_owned(), |c| format!("exited with code {c}"));
+        Err(seed_failed(run, how))
+    }
+}
+
+/// Kills what is left of a seed's process group when dropped: after it exits (something it left in the
+/// background) or when its wait is abandoned (a timeout).
+struct GroupGuard {
+    leader: u32,
+    started: u64,
+}
+
+impl GroupGuard {
+    fn of(child: &tokio::process::Child) -> Self {
+        let leader = child.id().unwrap_or_default();
+        Self { leader, started: crate::supervisor::proc_info::start_time(leader).unwrap_or_default() }
+    }
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        use crate::supervisor::{proc_info, signal};
+        if self.leader == 0 {
+            return;
+        }
+        if proc_info::start_time(self.leader) == Some(self.started) {
+            signal::signal_all(self.leader, self.started, &[], nix::sys::signal::Signal::SIGKILL);
+        }
+        signal::kill_rest_of_group(self.leader);
     }
 }

@@ -63,6 +63,8 @@ pub(super) struct TargetResult {
     pub started: Vec<String>,
     /// The first failure.
     pub failure: Option<StartFailure>,
+    /// What is worth telling about the start (how each new database was made).
+    pub notes: Vec<String>,
 }
 
 /// Starts one target's services layer by layer; on the first failure stops what it started, in reverse.

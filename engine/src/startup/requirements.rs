@@ -3,13 +3,13 @@
 //! worktree's as a copy of main's — and seed the ones created empty.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envctl_contracts::config::{Adapter, Isolation};
 use envctl_contracts::control::{Reply, StartFailure};
-use envctl_contracts::startup::{RequirementPlan, StartupPlan};
+use envctl_contracts::startup::{RequirementPlan, StartupPlan, TargetPlan};
 use envctl_contracts::state::ProcessKind;
 use tokio::sync::mpsc;
 
@@ -82,8 +82,9 @@ pub async fn run(
     if result.failure.is_some() {
         return result;
     }
-    if let Err(f) = databases(settings, plan, &servers).await {
-        result.failure = Some(f);
+    match databases(host, settings, plan, &servers, base_env).await {
+        Ok(notes) => result.notes = notes,
+        Err(f) => result.failure = Some(f),
     }
     result
 }
@@ -123,37 +124,194 @@ async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), Requi
     .unwrap_or_else(|e| Err(RequirementError::Setup { program: "envctl".into(), dir: PathBuf::new(), detail: e.to_string() }))
 }
 
-/// Creates each target's Postgres database (main's first; a worktree's as a copy of main's) and seeds new ones.
+/// Creates each target's Postgres database (main's first; a worktree's as a copy of main's) and seeds new ones;
+/// returns a note for each database it made, saying how and how long it took.
 async fn databases(
+    host: &Host,
     settings: &Settings,
     plan: &StartupPlan,
     servers: &BTreeMap<Key, &RequirementPlan>,
-) -> Result<(), StartFailure> {
-    let project = &settings.config.project.name;
+    base_env: &BTreeMap<String, String>,
+) -> Result<Vec<String>, StartFailure> {
+    let mut notes = Vec::new();
     let mut targets: Vec<_> = plan.targets.iter().collect();
     targets.sort_by_key(|t| t.name != "main");
     for target in targets {
         for req in target.requirements.iter().filter(|r| r.adapter == Adapter::Postgres) {
             let Some(server) = servers.get(&(req.server_owner.clone(), req.name.clone())) else { continue };
-            let port = server.port.assigned;
-            let database = requirements::database_name(project, &target.name);
-            let main_db = requirements::database_name(project, "main");
-            let template =
-                (req.isolation == Isolation::Database && target.name != "main").then_some(main_db.as_str());
-            let created =
-                postgres::ensure_database(port, PG_USER, &database, template).await.map_err(|e| {
-                    failure(&target.name, &req.name, format!("cannot create database {database}: {e}"), None)
-                })?;
-            let fresh =
-                matches!(created, postgres::Created::Fresh | postgres::Created::FreshBecauseTemplateBusy);
-            let seed = settings.config.requirements.get(&req.name).and_then(|r| r.seed.clone());
-            if let (true, Some(seed)) = (fresh, seed) {
-                let root = PathBuf::from(&target.root);
-                postgres::seed(port, PG_USER, &database, &seed, &root, &req.url)
-                    .await
-                    .map_err(|e| failure(&target.name, &req.name, e.to_string(), None))?;
-            }
+            let db = Database::new(host, settings, target, req, server, base_env);
+            notes.extend(db.ensure().await?);
         }
     }
-    Ok(())
+    Ok(notes)
+}
+
+/// One target's database of one Postgres requirement, and everything needed to make it.
+struct Database<'a> {
+    settings: &'a Settings,
+    target: &'a TargetPlan,
+    req: &'a RequirementPlan,
+    port: u16,
+    bin_dir: PathBuf,
+    name: String,
+    /// The database it is copied from (main's), when it is a worktree's in a shared cluster.
+    source: Option<String>,
+    seed_log: PathBuf,
+    base_env: &'a BTreeMap<String, String>,
+}
+
+impl<'a> Database<'a> {
+    fn new(
+        host: &Host,
+        settings: &'a Settings,
+        target: &'a TargetPlan,
+        req: &'a RequirementPlan,
+        server: &RequirementPlan,
+        base_env: &'a BTreeMap<String, String>,
+    ) -> Self {
+        let project = &settings.config.project.name;
+        let postgres = server.binaries.iter().find(|b| b.name == "postgres").and_then(|b| b.path.clone());
+        // The real directory of `postgres` (a `/usr/local/bin/postgres` symlink leads to Debian's), which has
+        // the `pg_dump` and `pg_restore` of the same version.
+        let real = postgres.map(|p| std::fs::canonicalize(&p).unwrap_or_else(|_| PathBuf::from(p)));
+        let bin_dir = real.as_deref().and_then(Path::parent).map(Path::to_path_buf);
+        let seed_name = format!("{}-seed", req.name);
+        Self {
+            settings,
+            target,
+            req,
+            port: server.port.assigned,
+            bin_dir: bin_dir.unwrap_or_default(),
+            name: requirements::database_name(project, &target.name),
+            source: (req.isolation == Isolation::Database && target.name != "main")
+                .then(|| requirements::database_name(project, "main")),
+            seed_log: logs::log_path(&host.paths().scope_dir, &host.run_id(), &target.name, &seed_name),
+            base_env,
+        }
+    }
+
+    fn failed(&self, reason: String, log_path: Option<PathBuf>) -> StartFailure {
+        failure(&self.target.name, &self.req.name, reason, log_path)
+    }
+
+    fn pg(&self, what: &str) -> impl Fn(RequirementError) -> StartFailure + '_ {
+        let what = what.to_owned();
+        move |e| self.failed(format!("cannot {what} database {}: {e}", self.name), None)
+    }
+
+    /// Makes sure the database exists and is finished: one whose making was cut short (its seed failed, its copy
+    /// was interrupted) is dropped and made again.
+    async fn ensure(&self) -> Result<Vec<String>, StartFailure> {
+        let mut notes = Vec::new();
+        let mut redo = None;
+        if postgres::database_exists(self.port, PG_USER, &self.name).await.map_err(self.pg("look up"))? {
+            redo = postgres::unfinished(self.port, PG_USER, &self.name)
+                .await
+                .map_err(self.pg("read the mark of"))?;
+            if redo.is_none() {
+                return Ok(notes);
+            }
+            postgres::drop_database(self.port, PG_USER, &self.name)
+                .await
+                .map_err(self.pg("drop the unfinished"))?;
+        }
+        let began = Instant::now();
+        let (how, seeded) = self.make().await?;
+        let took = seconds(began.elapsed());
+        let target = &self.target.name;
+        if let Some(what) = redo {
+            notes.push(format!("{target}: {}", self.redo_note(what, how, seeded)));
+        }
+        notes.push(format!("{target}: database {} {}", self.name, self.how_note(how, seeded, &took)));
+        Ok(notes)
+    }
+
+    /// Creates the database: a copy of the source when there is one (and it exists, finished), else empty and
+    /// seeded. Returns how, and whether a seed ran.
+    async fn make(&self) -> Result<(postgres::Created, bool), StartFailure> {
+        if let Some(source) = &self.source
+            && postgres::database_exists(self.port, PG_USER, source).await.map_err(self.pg("look up"))?
+            && postgres::unfinished(self.port, PG_USER, source).await.map_err(self.pg("look up"))?.is_none()
+        {
+            let scratch = self.settings.paths.scope_dir.join("data").join("postgres-copies");
+            let password = requirements::url_password(&self.req.url);
+            let job = postgres::CopyJob {
+                port: self.port,
+                bin_dir: &self.bin_dir,
+                scratch: &scratch,
+                password: password.as_deref(),
+            };
+            let report = postgres::copy_database(&job, source, &self.name)
+                .await
+                .map_err(|e| self.failed(e.to_string(), None))?;
+            return Ok((report.how, false));
+        }
+        postgres::create_empty(self.port, PG_USER, &self.name).await.map_err(self.pg("create"))?;
+        let Some(seed) = &self.req.seed else { return Ok((postgres::Created::Fresh, false)) };
+        postgres::mark(self.port, PG_USER, &self.name, Some(postgres::Unfinished::Seed))
+            .await
+            .map_err(self.pg("mark"))?;
+        self.seed(seed).await?;
+        postgres::mark(self.port, PG_USER, &self.name, None).await.map_err(self.pg("unmark"))?;
+        Ok((postgres::Created::Fresh, true))
+    }
+
+    /// Runs the seed with the target's requirement variables and envctl's markers, in the target's checkout.
+    async fn seed(&self, seed: &str) -> Result<(), StartFailure> {
+        let mut env = self.base_env.clone();
+        env.extend(self.target.requirements.iter().flat_map(|r| r.env.clone()));
+        env.insert("ENVCTL_SCOPE".into(), crate::plan::scope_of(&self.settings.paths));
+        env.insert("ENVCTL_TARGET".into(), self.target.name.clone());
+        env.insert("ENVCTL_SERVICE".into(), format!("{}-seed", self.req.name));
+        let timeout = self
+            .settings
+            .config
+            .requirements
+            .get(&self.req.name)
+            .map_or(envctl_contracts::config::DEFAULT_SEED_TIMEOUT_SECS, |r| r.seed_timeout_secs);
+        let run = postgres::SeedRun {
+            port: self.port,
+            database: &self.name,
+            requirement: &self.req.name,
+            seed,
+            cwd: Path::new(&self.target.root),
+            env: &env,
+            log_path: &self.seed_log,
+            timeout: Duration::from_secs(timeout),
+        };
+        postgres::seed(&run).await.map_err(|e| {
+            let log = self.seed_log.is_file().then(|| self.seed_log.clone());
+            self.failed(e.to_string(), log)
+        })
+    }
+
+    fn how_note(&self, how: postgres::Created, seeded: bool, took: &str) -> String {
+        let source = self.source.as_deref().unwrap_or("main");
+        match how {
+            postgres::Created::Cloned => format!("cloned from {source} (template) in {took}"),
+            postgres::Created::CopiedByDump => {
+                format!("copied from {source} with pg_dump/pg_restore in {took} (main was in use)")
+            }
+            postgres::Created::Fresh if seeded => format!("created empty and seeded in {took}"),
+            postgres::Created::Fresh | postgres::Created::Existing => format!("created empty in {took}"),
+        }
+    }
+
+    fn redo_note(&self, what: postgres::Unfinished, how: postgres::Created, seeded: bool) -> String {
+        let again = match (how, seeded) {
+            (postgres::Created::Fresh, true) => "recreated it and seeded again",
+            (postgres::Created::Cloned | postgres::Created::CopiedByDump, _) => "copied it again",
+            _ => "recreated it",
+        };
+        let last = match what {
+            postgres::Unfinished::Seed => "its last seed",
+            postgres::Unfinished::Copy => "its last copy",
+        };
+        format!("database {}: {last} did not finish; {again}", self.name)
+    }
+}
+
+/// A duration as envctl's notes give it: `1.3 s`.
+fn seconds(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
 }

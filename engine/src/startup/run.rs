@@ -129,6 +129,7 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
         );
         outcome.reused.extend(result.reused);
         outcome.started.extend(result.started);
+        outcome.notes.extend(result.notes);
         match result.failure {
             Some(failure) if requirements::is_bind_conflict(&failure) && attempt < 2 => {
                 // Something took the port between planning and binding: give the lease up and plan again.

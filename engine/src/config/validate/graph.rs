@@ -6,7 +6,7 @@ use toml::Spanned;
 
 use super::Checker;
 use super::ports::NamedPorts;
-use crate::config::raw::RawService;
+use crate::config::raw::{RawRequirement, RawService};
 use crate::config::{suggest, template};
 
 impl Checker<'_> {
@@ -47,30 +47,74 @@ impl Checker<'_> {
             .iter()
             .map(|c| (c, "command".to_owned()))
             .chain(body.setup.iter().map(|c| (c, "setup".to_owned())))
+            .chain(body.test.iter().map(|t| (t, "test".to_owned())))
+            .chain(body.migrate.iter().map(|m| (m, "migrate".to_owned())))
             .chain(body.env.iter().flatten().map(|(k, v)| (v, format!("env.{}", k.get_ref()))));
         for (text, field) in texts {
-            self.check_named_port_refs(service, text, &format!("{key}.{field}"), named);
-            for p in template::placeholders(text.get_ref()) {
-                let Some(attr) = p.attr.filter(|_| p.named_port(service).is_none()) else { continue };
-                let problem = if !known.contains(&p.name) {
-                    Some(format!(
-                        "`{{{}.{attr}}}` names `{}`, which is not a service or requirement",
-                        p.name, p.name
-                    ))
-                } else if !template::ATTRS.contains(&attr) {
-                    Some(format!(
-                        "`{{{}.{attr}}}`: `{attr}` is not one of {}",
-                        p.name,
-                        template::ATTRS.join(", ")
-                    ))
-                } else if !requirements.contains(p.name) && !matches!(attr, "url" | "port" | "host") {
-                    Some(format!("`{{{}.{attr}}}`: services offer url, port and host", p.name))
+            let key = format!("{key}.{field}");
+            self.check_named_port_refs(service, text, &key, named);
+            self.check_placeholders(service, text, &key, known, requirements);
+        }
+    }
+
+    /// Checks the placeholders of a requirement's `command`, `seed` and `env` values as a service's are checked.
+    pub(super) fn check_requirement_references(
+        &mut self,
+        name: &str,
+        body: &RawRequirement,
+        known: &[&str],
+        requirements: &BTreeSet<&str>,
+    ) {
+        let key = format!("requirements.{name}");
+        let texts = body
+            .command
+            .iter()
+            .map(|c| (c, "command".to_owned()))
+            .chain(body.seed.iter().map(|s| (s, "seed".to_owned())))
+            .chain(body.env.iter().flatten().map(|(k, v)| (v, format!("env.{}", k.get_ref()))));
+        for (text, field) in texts {
+            self.check_placeholders(name, text, &format!("{key}.{field}"), known, requirements);
+        }
+    }
+
+    /// Reports each `{name.attr}` in `text` that names no service or requirement, or an attribute it does not
+    /// offer, under `key`.
+    pub(super) fn check_placeholders(
+        &mut self,
+        own: &str,
+        text: &Spanned<String>,
+        key: &str,
+        known: &[&str],
+        requirements: &BTreeSet<&str>,
+    ) {
+        for p in template::placeholders(text.get_ref()) {
+            // Named ports (`{ports.web}`, `{mail.ports.web}`) are checked on their own.
+            let Some(attr) = p.attr.filter(|_| p.named_port(own).is_none()) else { continue };
+            let problem = if !known.contains(&p.name) {
+                let listing = if known.is_empty() {
+                    "none are defined".to_owned()
                 } else {
-                    None
+                    format!("known: {}", known.join(", "))
                 };
-                if let Some(message) = problem {
-                    self.error(&text.span(), &format!("{key}.{field}"), message);
-                }
+                let hint =
+                    suggest(p.name, known).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default();
+                Some(format!(
+                    "`{{{}.{attr}}}` names `{}`, which is not a service or requirement ({listing}){hint}",
+                    p.name, p.name
+                ))
+            } else if !template::ATTRS.contains(&attr) {
+                Some(format!(
+                    "`{{{}.{attr}}}`: `{attr}` is not one of {}",
+                    p.name,
+                    template::ATTRS.join(", ")
+                ))
+            } else if !requirements.contains(p.name) && !matches!(attr, "url" | "port" | "host") {
+                Some(format!("`{{{}.{attr}}}`: services offer url, port and host", p.name))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                self.error(&text.span(), key, message);
             }
         }
     }

@@ -273,6 +273,17 @@ impl<'m> Checker<'m> {
                 self.check_requirement_port_refs(name.get_ref(), body, &port_names);
             }
         }
+        for (name, body) in &raw.requirements {
+            if let Some(body) = body {
+                self.check_requirement_references(name.get_ref(), body, &known, &requirement_names);
+            }
+        }
+        for (name, body) in &raw.job_types {
+            if let Some(command) = body.as_ref().and_then(|b| b.command.as_ref()) {
+                let key = format!("jobs.types.{}.command", name.get_ref());
+                self.check_placeholders(name.get_ref(), command, &key, &known, &requirement_names);
+            }
+        }
         self.check_cycles(&raw.services);
         Config { project, services, setup, requirements, jobs: self.jobs(raw) }
     }

@@ -1,8 +1,11 @@
-//! `[requirements.<name>]`: adapter defaults, isolation, port, named ports (`command` only), command, seed, probe.
+//! `[requirements.<name>]`: adapter defaults, isolation, port, named ports (`command` only), command, seed and its
+//! timeout, probe.
 
 use std::ops::Range;
 
-use envctl_contracts::config::{Adapter, Isolation, RequirementConfig, TargetScope};
+use envctl_contracts::config::{
+    Adapter, DEFAULT_SEED_TIMEOUT_SECS, Isolation, RequirementConfig, TargetScope,
+};
 use toml::Spanned;
 
 use super::{Checker, SCOPES};
@@ -14,6 +17,18 @@ const ISOLATIONS: &[(&str, Isolation)] =
     &[("server", Isolation::Server), ("database", Isolation::Database), ("db-index", Isolation::DbIndex)];
 
 impl Checker<'_> {
+    /// Postgres and Redis listen on `port` alone.
+    fn no_named_ports(&mut self, body: &RawRequirement, key: &str) {
+        if let Some((first, _)) = body.ports.iter().flatten().next() {
+            self.error(
+                &first.span(),
+                &format!("{key}.ports"),
+                "only `command` requirements take named ports (postgres and redis listen on `port` alone)"
+                    .into(),
+            );
+        }
+    }
+
     pub(super) fn requirement(&mut self, name: &Spanned<String>, body: &RawRequirement) -> RequirementConfig {
         let key = format!("requirements.{}", name.get_ref());
         let default_adapter = match name.get_ref().as_str() {
@@ -59,16 +74,8 @@ impl Checker<'_> {
             );
         }
         let ports = self.named_ports(body.ports.as_ref(), &key, port);
-        if let Some((first, _)) = body.ports.iter().flatten().next()
-            && adapter_known
-            && adapter != Adapter::Command
-        {
-            self.error(
-                &first.span(),
-                &format!("{key}.ports"),
-                "only `command` requirements take named ports (postgres and redis listen on `port` alone)"
-                    .into(),
-            );
+        if adapter_known && adapter != Adapter::Command {
+            self.no_named_ports(body, &key);
         }
         let command = body.command.as_ref().map(|c| c.get_ref().clone());
         let command_at = present(self, body.command.as_ref().map(Spanned::span), "command");
@@ -82,12 +89,20 @@ impl Checker<'_> {
             ),
             _ => {}
         }
-        if let Some(at) = present(self, body.seed.as_ref().map(Spanned::span), "seed")
-            && adapter_known
-            && adapter != Adapter::Postgres
-        {
-            self.error(&at, &format!("{key}.seed"), "only applies to postgres requirements".into());
+        for (field, value) in [
+            ("seed", body.seed.as_ref().map(Spanned::span)),
+            ("seed_timeout", body.seed_timeout.as_ref().map(Spanned::span)),
+        ] {
+            if let Some(at) = present(self, value, field)
+                && adapter_known
+                && adapter != Adapter::Postgres
+            {
+                self.error(&at, &format!("{key}.{field}"), "only applies to postgres requirements".into());
+            }
         }
+        let seed_timeout_secs = self
+            .duration(body.seed_timeout.as_ref(), &format!("{key}.seed_timeout"))
+            .map_or(DEFAULT_SEED_TIMEOUT_SECS, |d| d.as_secs().max(1));
         let ready_given = body.ready.is_some() || self.reported(&format!("{key}.ready"));
         let ready = self.ready(body.ready.as_ref(), &key, port);
         if ready_given && adapter_known && adapter != Adapter::Command {
@@ -108,6 +123,7 @@ impl Checker<'_> {
             targets: self.choice(body.targets.as_ref(), &format!("{key}.targets"), SCOPES, TargetScope::All),
             enabled: body.enabled.unwrap_or(true),
             seed: body.seed.as_ref().map(|s| s.get_ref().clone()),
+            seed_timeout_secs,
         }
     }
 }

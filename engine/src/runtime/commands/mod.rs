@@ -170,6 +170,9 @@ fn report_start(rt: &EngineRuntime, reply: Option<Reply>) -> Result<Outcome, Eng
     for warning in &outcome.warnings {
         printer.warn(warning);
     }
+    for note in &outcome.notes {
+        printer.note(note);
+    }
     if let Some(failure) = outcome.failure {
         return Err(EngineError::StartFailed(Box::new(failure)));
     }
