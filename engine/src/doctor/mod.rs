@@ -289,8 +289,10 @@ impl<'a> Ctx<'a> {
         let names = self.target_names();
         let Ok(Some(state)) = self.run_state() else { return Vec::new() };
         let records: Vec<_> = state.services.iter().filter(|r| names.contains(&r.target.as_str())).collect();
-        let truths =
-            self.truths.get_or_init(|| records.iter().map(|r| crate::supervisor::truth::check(r)).collect());
+        let truths = self.truths.get_or_init(|| {
+            let owned: Vec<_> = records.iter().map(|r| (*r).clone()).collect();
+            crate::supervisor::truth::check_all(&owned)
+        });
         records.into_iter().zip(truths.iter().copied()).collect()
     }
 

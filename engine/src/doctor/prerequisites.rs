@@ -1,6 +1,7 @@
 //! The `prerequisites` gate: git, each enabled requirement's binaries (with their versions and an install line),
 //! a writable scope directory with room to spare, and the machine-wide lease directory.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{Check, Ctx, listing, unconfigured};
@@ -9,11 +10,35 @@ use crate::requirements::{binaries, find_binary};
 /// Below this much free space in the scope's file system the gate warns; below a tenth of it, it fails.
 const FREE_WARN: u64 = 1 << 30;
 
-/// The first line `program --version` prints.
-fn version(program: &Path) -> Option<String> {
+/// The first line `program --version` prints, remembered in the scope directory's `binary_versions.json` by the
+/// binary's path, size and modification time (running a server binary costs more than every other check).
+fn version(ctx: &Ctx<'_>, program: &Path) -> Option<String> {
+    let meta = std::fs::metadata(program).ok()?;
+    let stamp = format!(
+        "{}:{}",
+        meta.len(),
+        meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos()
+    );
+    let cache = ctx.paths.map(|p| p.scope_dir.join("binary_versions.json"));
+    let mut known: BTreeMap<String, (String, String)> = cache
+        .as_ref()
+        .and_then(|c| std::fs::read(c).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let key = program.display().to_string();
+    if let Some((seen, version)) = known.get(&key)
+        && *seen == stamp
+    {
+        return Some(version.clone());
+    }
     let out = std::process::Command::new(program).arg("--version").output().ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.lines().next().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty())
+    let found = text.lines().next().map(|l| l.trim().to_owned()).filter(|l| !l.is_empty())?;
+    known.insert(key, (stamp, found.clone()));
+    if let (Some(cache), Ok(bytes)) = (cache, serde_json::to_vec(&known)) {
+        let _ = crate::state::write_atomic_with(&cache, &bytes, crate::state::Durability::None);
+    }
+    Some(found)
 }
 
 /// git is on PATH.
@@ -21,7 +46,7 @@ pub fn git(ctx: &Ctx<'_>) -> Check {
     let Some(path) = find_binary("git", ctx.path_var.as_deref()) else {
         return Check::fail("git is not on PATH (worktrees are git worktrees)", "apt-get install git");
     };
-    let found = version(&path).unwrap_or_else(|| "version unknown".into());
+    let found = version(ctx, &path).unwrap_or_else(|| "version unknown".into());
     Check::pass(format!("{found} ({})", path.display())).with("path", path.display()).with("version", found)
 }
 
@@ -54,7 +79,7 @@ pub fn requirement_binaries(ctx: &Ctx<'_>) -> Check {
             }
         }
         if let Some(path) = found.iter().rev().find_map(|b| b.path.as_ref())
-            && let Some(v) = version(Path::new(path))
+            && let Some(v) = version(ctx, Path::new(path))
         {
             check = check.with(format!("{name}.version"), v);
         }

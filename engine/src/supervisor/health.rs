@@ -6,7 +6,7 @@ use envctl_contracts::SCHEMA_VERSION;
 use envctl_contracts::inspect::{HealthReport, ServiceHealth};
 use envctl_contracts::state::{ServiceRecord, ServiceStatus};
 
-use super::truth::{Truth, check};
+use super::truth::{Truth, check_all};
 
 /// Who supervises the recorded services.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +35,11 @@ impl Supervision {
 pub fn verdict(records: Vec<ServiceRecord>, supervision: Supervision, strict: bool) -> HealthReport {
     let mut issues = Vec::new();
     let mut degraded = false;
+    let truths = check_all(&records);
     let services: Vec<ServiceHealth> = records
         .into_iter()
-        .map(|r| {
-            let truth = check(&r);
+        .zip(truths)
+        .map(|(r, truth)| {
             let healthy = truth == Truth::Running && r.status == ServiceStatus::Ready;
             let label = format!("{}/{}", r.target, r.service);
             match truth {

@@ -65,9 +65,9 @@ pub fn exec(rt: &EngineRuntime, args: &DoctorArgs) -> Result<Outcome, EngineErro
         if !seen.get()
             && let Some(signal) = sigint.borrow_mut().as_mut()
         {
-            seen.set(
-                tokio.block_on(async { tokio::time::timeout(Duration::ZERO, signal.recv()).await.is_ok() }),
-            );
+            // One poll of the signal, no timer (a zero timeout would wait for the timer wheel's next tick).
+            let pending = std::future::poll_fn(|cx| std::task::Poll::Ready(signal.poll_recv(cx).is_ready()));
+            seen.set(tokio.block_on(pending));
         }
         seen.get()
     };
