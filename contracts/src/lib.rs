@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod doctor;
 pub mod inspect;
 pub mod jobs;
 pub mod ports;
@@ -42,6 +43,7 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("job_list", schema_for!(jobs::JobList)),
         ("job_stats", schema_for!(jobs::JobStats)),
         ("test_results", schema_for!(jobs::TestResults)),
+        ("runtime_readiness_report", schema_for!(doctor::ReadinessReport)),
     ]
 }
 

@@ -53,6 +53,7 @@ fn list_commands_lists_exactly_the_implemented_commands() {
         "logs",
         "clear-logs",
         "health",
+        "doctor",
         "errors",
         "endpoints",
         "env",

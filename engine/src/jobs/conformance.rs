@@ -231,6 +231,39 @@ pub fn time_windows(store: &dyn JobStore, clock: &ManualClock) {
     assert!(store.get(&id).is_err(), "purged");
 }
 
+/// Orphans are the running jobs whose lease ran out or whose worker is known dead; requeueing puts them back
+/// (counting the lost attempt); a gone worker can be forgotten; the oldest queued job's age and the layout
+/// version are known.
+pub fn orphans_requeue_and_forget(store: &dyn JobStore, clock: &ManualClock) {
+    assert_eq!(store.schema_version().expect("schema"), super::store::STORE_SCHEMA);
+    assert_eq!(store.oldest_queued_age().expect("age"), None);
+    let ids = store
+        .enqueue(&[job("a", Priority::Normal), job("a", Priority::Normal), job("a", Priority::Low)])
+        .expect("enqueue");
+    clock.advance(Duration::from_millis(400));
+    assert_eq!(store.oldest_queued_age().expect("age"), Some(Duration::from_millis(400)));
+    assert_eq!(store.claim("w1", &[], 1, Duration::from_secs(1)).expect("claim").len(), 1);
+    assert_eq!(store.claim("w2", &[], 1, LEASE).expect("claim").len(), 1);
+    store.worker_heartbeat("w2", Some(1), LEASE).expect("w2 beats");
+    assert!(store.orphans(&[]).expect("orphans").is_empty(), "both leases are live");
+    let of_w2 = store.orphans(&["w2".into()]).expect("orphans");
+    assert_eq!(of_w2.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![ids[1].clone()]);
+    clock.advance(Duration::from_millis(1001));
+    assert_eq!(store.orphans(&[]).expect("orphans").len(), 1, "w1's lease ran out");
+    let mut requeued = store.requeue_orphans(&["w2".into()]).expect("requeue");
+    requeued.sort();
+    let mut both = vec![ids[0].clone(), ids[1].clone()];
+    both.sort();
+    assert_eq!(requeued, both);
+    assert!(store.orphans(&["w2".into()]).expect("orphans").is_empty());
+    let back = store.get(&ids[1]).expect("get");
+    assert_eq!((back.status, back.attempts), (JobStatus::Queued, 1));
+    assert_eq!(store.finish("w2", &[(ids[1].clone(), Finish::Cancelled)]).expect("finish"), 0, "w2 lost it");
+    assert_eq!(store.claim("w3", &[], 3, LEASE).expect("claim").len(), 3, "all three run again");
+    assert_eq!(store.forget_workers(&["w2".into(), "nobody".into()]).expect("forget"), 1);
+    assert!(store.stats().expect("stats").workers.is_empty());
+}
+
 /// One test per conformance case for a store built by `$store`, an expression returning `(guard, store)` that
 /// builds the store on `$clock` (an `Arc<dyn Clock>`; the case advances the same [`ManualClock`]).
 #[cfg(test)]
@@ -246,6 +279,7 @@ macro_rules! conformance_tests {
             payload_target,
             worker_liveness,
             time_windows,
+            orphans_requeue_and_forget,
         ]);
     };
     (@cases $name:ident, |$clock:ident| $store:expr, [$($case:ident),* $(,)?]) => {

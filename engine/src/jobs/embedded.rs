@@ -128,6 +128,41 @@ fn job_of(row: &Row<'_>) -> rusqlite::Result<Job> {
     })
 }
 
+/// The condition of an orphaned job (`?1` is now, `?2…` the dead workers).
+fn orphaned(dead_workers: usize) -> String {
+    let dead = if dead_workers == 0 {
+        String::new()
+    } else {
+        let list: Vec<String> = (2..2 + dead_workers).map(|i| format!("?{i}")).collect();
+        format!(" OR worker_id IN ({})", list.join(", "))
+    };
+    format!("status IN ('running', 'cancelling') AND (lease_until < ?1{dead})")
+}
+
+fn orphan_params(now: i64, dead_workers: &[String]) -> Vec<rusqlite::types::Value> {
+    let mut values: Vec<rusqlite::types::Value> = vec![now.into()];
+    values.extend(dead_workers.iter().map(|w| w.clone().into()));
+    values
+}
+
+/// Returns orphaned jobs to the queue (dead with no attempt left, cancelled when a cancel was pending).
+fn requeue(
+    tx: &rusqlite::Transaction<'_>,
+    now: i64,
+    dead_workers: &[String],
+) -> rusqlite::Result<Vec<String>> {
+    let sql = format!(
+        "UPDATE jobs SET status = CASE WHEN status = 'cancelling' THEN 'cancelled' \
+         WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
+         finished_at = CASE WHEN status = 'cancelling' OR attempts >= max_attempts THEN ?1 END, \
+         error = 'its worker stopped renewing the lease', worker_id = NULL, lease_until = NULL, updated_at = ?1 \
+         WHERE {} RETURNING id",
+        orphaned(dead_workers.len())
+    );
+    let mut stmt = tx.prepare_cached(&sql)?;
+    stmt.query_map(params_from_iter(orphan_params(now, dead_workers)), |r| r.get(0))?.collect()
+}
+
 fn placeholders(n: usize) -> String {
     vec!["?"; n].join(", ")
 }
@@ -160,6 +195,7 @@ impl EmbeddedStore {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
         migrate(&mut conn).map_err(|e| fail(&e))?;
+        conn.pragma_update(None, "user_version", super::store::STORE_SCHEMA).map_err(|e| fail(&e))?;
         Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock })
     }
 
@@ -244,14 +280,7 @@ impl JobStore for EmbeddedStore {
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         self.write(|tx| {
             // Leases that ran out: the worker died; the job goes back (or is dead with no attempt left).
-            tx.execute(
-                "UPDATE jobs SET status = CASE WHEN status = 'cancelling' THEN 'cancelled' \
-                 WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END, \
-                 finished_at = CASE WHEN status = 'cancelling' OR attempts >= max_attempts THEN ?1 END, \
-                 error = 'its worker stopped renewing the lease', worker_id = NULL, lease_until = NULL, updated_at = ?1 \
-                 WHERE status IN ('running', 'cancelling') AND lease_until < ?1",
-                [now],
-            )?;
+            requeue(tx, now, &[])?;
             tx.execute(
                 "UPDATE jobs SET status = 'queued', updated_at = ?1 WHERE status = 'scheduled' AND scheduled_at <= ?1",
                 [now],
@@ -588,6 +617,40 @@ impl JobStore for EmbeddedStore {
             };
             Ok(())
         })
+    }
+
+    fn orphans(&self, dead_workers: &[String]) -> Result<Vec<Job>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM jobs WHERE {} ORDER BY seq", orphaned(dead_workers.len()));
+        let values = orphan_params(self.now_ms(), dead_workers);
+        self.read(|c| c.prepare(&sql)?.query_map(params_from_iter(values), job_of)?.collect())
+    }
+
+    fn requeue_orphans(&self, dead_workers: &[String]) -> Result<Vec<String>, StoreError> {
+        let now = self.now_ms();
+        self.write(|tx| requeue(tx, now, dead_workers))
+    }
+
+    fn forget_workers(&self, workers: &[String]) -> Result<usize, StoreError> {
+        self.write(|tx| {
+            let mut stmt = tx.prepare_cached("DELETE FROM workers WHERE id = ?")?;
+            workers.iter().map(|w| stmt.execute([w])).sum()
+        })
+    }
+
+    fn oldest_queued_age(&self) -> Result<Option<Duration>, StoreError> {
+        let now = self.now_ms();
+        let since: Option<i64> = self.read(|c| {
+            c.query_row(
+                "SELECT min(max(created_at, COALESCE(scheduled_at, 0))) FROM jobs WHERE status = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+        })?;
+        Ok(since.map(|t| Duration::from_millis(u64::try_from(now - t).unwrap_or(0))))
+    }
+
+    fn schema_version(&self) -> Result<u32, StoreError> {
+        self.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
     }
 }
 

@@ -44,6 +44,7 @@ pub struct RedisStore {
     finish: Script,
     heartbeat: Script,
     control: Script,
+    requeue: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -117,7 +118,12 @@ impl RedisStore {
         let fail =
             |e: &dyn std::fmt::Display| StoreError::Backend { store: url.to_owned(), detail: e.to_string() };
         let client = redis::Client::open(url).map_err(|e| fail(&e))?;
-        let conn = client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
+        let mut conn = client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
+        let _: bool = redis::cmd("SETNX")
+            .arg(format!("{prefix}:schema"))
+            .arg(super::store::STORE_SCHEMA)
+            .query(&mut conn)
+            .map_err(|e| fail(&e))?;
         Ok(Self {
             url: url.to_owned(),
             prefix: prefix.to_owned(),
@@ -130,6 +136,7 @@ impl RedisStore {
             finish: script(include_str!("lua/finish.lua")),
             heartbeat: script(include_str!("lua/heartbeat.lua")),
             control: script(include_str!("lua/control.lua")),
+            requeue: script(include_str!("lua/requeue.lua")),
         })
     }
 
@@ -183,6 +190,11 @@ impl RedisStore {
         }
         let hashes: Vec<HashMap<String, String>> = self.with(|c| pipe.query(c))?;
         Ok(hashes.iter().filter_map(job_of).collect())
+    }
+
+    /// When `id`'s lease runs out (milliseconds), while it has one.
+    fn lease_until(&self, id: &str) -> Option<i64> {
+        self.with(|c| c.zscore(self.key("leases"), id)).ok().flatten()
     }
 
     fn control(&self, action: &str, id: &str) -> Result<JobStatus, StoreError> {
@@ -506,6 +518,67 @@ impl JobStore for RedisStore {
         if popped.is_err() {
             *wake = None;
         }
+    }
+
+    fn orphans(&self, dead_workers: &[String]) -> Result<Vec<Job>, StoreError> {
+        let now = self.now_ms();
+        let leased: Vec<(String, i64)> = self.with(|c| c.zrange_withscores(self.key("leases"), 0, -1))?;
+        let ids: Vec<String> = leased.into_iter().map(|(id, _)| id).collect();
+        let expired = |j: &Job| {
+            j.worker_id.as_ref().is_some_and(|w| dead_workers.contains(w))
+                || self.lease_until(&j.id).is_some_and(|until| until < now)
+        };
+        Ok(self
+            .jobs(&ids)?
+            .into_iter()
+            .filter(|j| matches!(j.status, JobStatus::Running | JobStatus::Cancelling) && expired(j))
+            .collect())
+    }
+
+    fn requeue_orphans(&self, dead_workers: &[String]) -> Result<Vec<String>, StoreError> {
+        self.with(|c| {
+            let mut invocation = self.requeue.prepare_invoke();
+            invocation.arg(&self.prefix).arg(self.script_now());
+            for w in dead_workers {
+                invocation.arg(w);
+            }
+            invocation.invoke(c)
+        })
+    }
+
+    fn forget_workers(&self, workers: &[String]) -> Result<usize, StoreError> {
+        if workers.is_empty() {
+            return Ok(0);
+        }
+        self.with(|c| c.hdel(self.key("workers"), workers))
+    }
+
+    fn oldest_queued_age(&self) -> Result<Option<Duration>, StoreError> {
+        let types: Vec<String> = self.with(|c| c.smembers(self.key("types")))?;
+        let mut heads = Vec::new();
+        // A queue is scored priority-major, then FIFO: the first of each priority's band is its oldest.
+        for t in types {
+            for band in 0..4u64 {
+                let (low, high) = (band * 1_000_000_000_000, (band + 1) * 1_000_000_000_000 - 1);
+                let head: Vec<String> =
+                    self.with(|c| c.zrangebyscore_limit(self.key(&format!("queue:{t}")), low, high, 0, 1))?;
+                heads.extend(head);
+            }
+        }
+        let now_us = self.now_ms().saturating_mul(1000);
+        let mut pipe = redis::pipe();
+        for id in &heads {
+            pipe.hget(self.key(&format!("job:{id}")), "queued_us");
+        }
+        let queued: Vec<Option<i64>> =
+            if heads.is_empty() { Vec::new() } else { self.with(|c| pipe.query(c))? };
+        let oldest = queued.into_iter().flatten().min();
+        Ok(oldest.map(|us| Duration::from_micros(u64::try_from(now_us - us).unwrap_or(0))))
+    }
+
+    fn schema_version(&self) -> Result<u32, StoreError> {
+        let version: Option<u32> = self.with(|c| c.get(self.key("schema")))?;
+        Ok(version.unwrap_or(1))
     }
 
     fn worker_heartbeat(

@@ -165,7 +165,22 @@ pub trait JobStore: Send + Sync {
         running: Option<u32>,
         stale_after: Duration,
     ) -> Result<(), StoreError>;
+    /// Running (or cancelling) jobs nobody works on any more: their lease ran out, or their worker is one of
+    /// `dead_workers` (a worker of this machine whose process is gone).
+    fn orphans(&self, dead_workers: &[String]) -> Result<Vec<Job>, StoreError>;
+    /// Returns every [`orphan`](Self::orphans) to the queue (dead when no attempt remains, cancelled when a
+    /// cancel was pending), as a claim does with expired leases; returns their ids.
+    fn requeue_orphans(&self, dead_workers: &[String]) -> Result<Vec<String>, StoreError>;
+    /// Forgets the heartbeats of `workers` (gone ones: they are no longer listed); returns how many were known.
+    fn forget_workers(&self, workers: &[String]) -> Result<usize, StoreError>;
+    /// How long the oldest queued job has waited since it was queued (or became due), by the store's clock.
+    fn oldest_queued_age(&self) -> Result<Option<Duration>, StoreError>;
+    /// The layout version the store was written with ([`STORE_SCHEMA`] for a store this envctl made or migrated).
+    fn schema_version(&self) -> Result<u32, StoreError>;
 }
+
+/// The store layout this envctl reads and writes (2: workers record when their heartbeat goes stale).
+pub const STORE_SCHEMA: u32 = 2;
 
 /// How long after it went gone a worker is still listed by [`JobStore::stats`].
 pub const GONE_WORKERS_LISTED: Duration = Duration::from_secs(3600);

@@ -320,6 +320,21 @@ mod tests {
         fn worker_heartbeat(&self, w: &str, running: Option<u32>, stale: Duration) -> Result<(), StoreError> {
             self.inner.worker_heartbeat(w, running, stale)
         }
+        fn orphans(&self, dead: &[String]) -> Result<Vec<Job>, StoreError> {
+            self.inner.orphans(dead)
+        }
+        fn requeue_orphans(&self, dead: &[String]) -> Result<Vec<String>, StoreError> {
+            self.inner.requeue_orphans(dead)
+        }
+        fn forget_workers(&self, workers: &[String]) -> Result<usize, StoreError> {
+            self.inner.forget_workers(workers)
+        }
+        fn oldest_queued_age(&self) -> Result<Option<Duration>, StoreError> {
+            self.inner.oldest_queued_age()
+        }
+        fn schema_version(&self) -> Result<u32, StoreError> {
+            self.inner.schema_version()
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,6 +171,29 @@ impl Ledger {
         Ok(())
     }
 
+    /// Every readable lease whose holder (pid and start time) is gone.
+    pub fn stale(&self) -> Vec<PortLease> {
+        self.held().into_iter().filter(|h| !h.live).map(|h| h.lease).collect()
+    }
+
+    /// Removes the stale leases (holder gone, checked again under the lock) whose owner matches `filter`; returns
+    /// their ports.
+    pub fn release_stale(&self, filter: impl Fn(&LeaseOwner) -> bool) -> Result<Vec<u16>, PortError> {
+        let lock_path = self.dir.join(".lock");
+        let _lock =
+            FileLock::acquire(&lock_path).map_err(|source| PortError::Io { path: lock_path, source })?;
+        let mut released = Vec::new();
+        for held in self.held().into_iter().filter(|h| !h.live && filter(&h.lease.owner)) {
+            let path = self.path(held.lease.port);
+            match std::fs::remove_file(&path) {
+                Ok(()) => released.push(held.lease.port),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(PortError::Io { path, source }),
+            }
+        }
+        Ok(released)
+    }
+
     /// Removes the leases whose owner matches `filter`; returns how many.
     pub fn release(&self, filter: impl Fn(&LeaseOwner) -> bool) -> Result<usize, PortError> {
         let lock_path = self.dir.join(".lock");

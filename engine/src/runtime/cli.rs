@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
-    blast_all, config_cmd, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
+    blast_all, config_cmd, doctor, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
     list_commands, logs, migrate, ports, restart, resume, show_config, show_state, start, stop, test_cmd,
     worker_cmd, worktree,
 };
@@ -125,6 +125,9 @@ pub enum Command {
     /// Check that every service runs and listens (exit 1 when not).
     #[command(visible_alias = "h")]
     Health(health::HealthArgs),
+    /// Readiness gates: config, prerequisites, state truth, requirements, services, job runtime, artifacts
+    /// (exit 1 when a gate fails).
+    Doctor(doctor::DoctorArgs),
     /// This run's failures and error lines from the logs (exit 1 when there are any).
     #[command(visible_alias = "e")]
     Errors(errors::ErrorsArgs),
@@ -185,6 +188,7 @@ const DASHED: &[(&str, &[&str])] = &[
     ("--logs", &["logs"]),
     ("--clear-logs", &["clear-logs"]),
     ("--health", &["health"]),
+    ("--doctor", &["doctor"]),
     ("--errors", &["errors"]),
     ("--endpoints", &["endpoints"]),
     ("--test", &["test"]),

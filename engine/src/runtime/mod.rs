@@ -210,10 +210,14 @@ impl EngineRuntime {
 
     /// Runs `future` to completion on this command's one tokio runtime (built on first use).
     pub fn block_on<F: std::future::Future>(&self, future: F) -> Result<F::Output, EngineError> {
-        let runtime = once(&self.tokio, || {
+        Ok(self.tokio()?.block_on(future))
+    }
+
+    /// This command's one tokio runtime (current-thread, built on first use).
+    pub fn tokio(&self) -> Result<&tokio::runtime::Runtime, EngineError> {
+        once(&self.tokio, || {
             tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)
-        })?;
-        Ok(runtime.block_on(future))
+        })
     }
 
     /// What the host process is built from.

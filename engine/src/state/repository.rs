@@ -160,6 +160,26 @@ impl StateRepository {
         read_json(&self.scope_dir.join("test_results.json"))
     }
 
+    /// Saves `runtime_readiness_report.json`: the latest in the scope directory, and a copy in the run's
+    /// `runs/<run-id>/` when that run has one. Returns the latest's path.
+    pub fn save_readiness_report(
+        &self,
+        report: &envctl_contracts::doctor::ReadinessReport,
+    ) -> Result<PathBuf, StateError> {
+        let name = "runtime_readiness_report.json";
+        let path = self.scope_dir.join(name);
+        super::atomic::create_private_dir_all(&self.scope_dir)
+            .map_err(|source| StateError::Io { path: self.scope_dir.clone(), source })?;
+        let _lock = self.lock()?;
+        if let Some(run) = report.run_id.as_deref().map(|id| self.scope_dir.join("runs").join(id))
+            && run.is_dir()
+        {
+            write_json(&run.join(name), report)?;
+        }
+        write_json(&path, report)?;
+        Ok(path)
+    }
+
     /// Saves `test_results.json`.
     pub fn save_test_results(&self, results: &TestResults) -> Result<(), StateError> {
         let path = self.scope_dir.join("test_results.json");

@@ -11,7 +11,7 @@ use envctl_contracts::inspect::{HealthReport, ServiceHealth};
 use envctl_contracts::state::{ProbeRecord, ServiceRecord, ServiceStatus};
 
 use super::probe::Probe;
-use super::truth::{Truth, check};
+use super::truth::{Truth, check_all};
 
 /// One recorded service, what `/proc` says of it now and, once [`reprobe`] ran, its probe's answer now.
 #[derive(Debug, Clone)]
@@ -26,7 +26,8 @@ pub struct Observed {
 
 /// Checks every record against `/proc` (no probe yet).
 pub fn observe(records: Vec<ServiceRecord>) -> Vec<Observed> {
-    records.into_iter().map(|record| Observed { truth: check(&record), record, probe: None }).collect()
+    let truths = check_all(&records);
+    records.into_iter().zip(truths).map(|(record, truth)| Observed { truth, record, probe: None }).collect()
 }
 
 /// The probe `health` asks again for a ready, running service: the one it became ready with (`tcp` for a port

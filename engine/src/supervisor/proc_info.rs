@@ -144,8 +144,9 @@ pub fn group_or_session_members(id: u32) -> Vec<(u32, u64)> {
         .collect()
 }
 
-/// Listening TCP sockets on the machine: socket inode → port.
-fn listening_inodes() -> BTreeMap<u64, u16> {
+/// Listening TCP sockets on the machine: socket inode → port (the kernel builds these tables on every read,
+/// which is not free on a busy machine: read them once per pass).
+pub fn listening_inodes() -> BTreeMap<u64, u16> {
     let mut out = BTreeMap::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         let Ok(text) = std::fs::read_to_string(table) else { continue };
@@ -165,7 +166,11 @@ fn listening_inodes() -> BTreeMap<u64, u16> {
 
 /// The TCP ports any of `pids` listens on.
 pub fn listening_ports(pids: &[u32]) -> BTreeSet<u16> {
-    let inodes = listening_inodes();
+    listening_ports_in(pids, &listening_inodes())
+}
+
+/// The TCP ports any of `pids` listens on, given the machine's listening sockets.
+pub fn listening_ports_in(pids: &[u32], inodes: &BTreeMap<u64, u16>) -> BTreeSet<u16> {
     let mut ports = BTreeSet::new();
     for pid in pids {
         let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { continue };

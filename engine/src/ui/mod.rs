@@ -68,6 +68,11 @@ impl Printer {
         Self { verbosity }
     }
 
+    /// How chatty it is.
+    pub fn verbosity(&self) -> Verbosity {
+        self.verbosity
+    }
+
     /// Data for stdout (a table, a listing).
     pub fn data(&self, text: &str) {
         let mut out = std::io::stdout().lock();

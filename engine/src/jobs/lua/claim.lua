@@ -2,19 +2,7 @@
 local worker, lease, max = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 -- Leases that ran out: back to the queue, or dead with no attempt left, or cancelled if a cancel was pending.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, 1000)) do
-  redis.call('ZREM', key('leases'), id)
-  local j = job(id)
-  local st = redis.call('HGET', j, 'status')
-  redis.call('HSET', j, 'error', 'its worker stopped renewing the lease', 'worker_id', '')
-  if st == 'cancelling' then
-    move(id, st, 'cancelled'); finished(id)
-  elseif st == 'running' then
-    if tonumber(redis.call('HGET', j, 'attempts')) >= tonumber(redis.call('HGET', j, 'max_attempts')) then
-      move(id, st, 'dead'); finished(id)
-    else
-      move(id, st, 'queued'); enqueue(id)
-    end
-  end
+  requeue(id)
 end
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('scheduled'), '-inf', now, 'LIMIT', 0, 1000)) do
   redis.call('ZREM', key('scheduled'), id)

@@ -31,3 +31,20 @@ local function finished(id)
   redis.call('ZADD', key('finished'), now, id)
   redis.call('ZREM', key('leases'), id)
 end
+-- A job nobody works on any more (its lease ran out, or its worker is gone): back to the queue, or dead with no
+-- attempt left, or cancelled if a cancel was pending.
+local function requeue(id)
+  redis.call('ZREM', key('leases'), id)
+  local j = job(id)
+  local st = redis.call('HGET', j, 'status')
+  redis.call('HSET', j, 'error', 'its worker stopped renewing the lease', 'worker_id', '')
+  if st == 'cancelling' then
+    move(id, st, 'cancelled'); finished(id)
+  elseif st == 'running' then
+    if tonumber(redis.call('HGET', j, 'attempts')) >= tonumber(redis.call('HGET', j, 'max_attempts')) then
+      move(id, st, 'dead'); finished(id)
+    else
+      move(id, st, 'queued'); enqueue(id)
+    end
+  end
+end

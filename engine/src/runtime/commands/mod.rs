@@ -2,6 +2,7 @@
 
 pub mod blast_all;
 pub mod config_cmd;
+pub mod doctor;
 pub mod endpoints;
 pub mod env_cmd;
 pub mod errors;
@@ -50,6 +51,7 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Logs(args) => logs::exec(rt, args),
         Command::ClearLogs(args) => logs::exec_clear(rt, args),
         Command::Health(args) => health::exec(rt, args),
+        Command::Doctor(args) => doctor::exec(rt, args),
         Command::Errors(args) => errors::exec(rt, args),
         Command::Endpoints(args) => endpoints::exec(rt, args),
         Command::Env(args) => env_cmd::exec(rt, args),

@@ -1,0 +1,91 @@
+//! The `requirements` gate: each running requirement server of the selected targets answers a real query
+//! (Postgres `SELECT 1`, Redis `PING`), with its latency.
+
+use std::time::Instant;
+
+use envctl_contracts::config::Adapter;
+use envctl_contracts::state::{ProcessKind, ServiceRecord, ServiceStatus};
+
+use super::{Check, Ctx, listing, unconfigured};
+use crate::supervisor::probe::Probe;
+
+/// The requirement servers the selected targets use: their own, and shared ones they are recorded as using.
+fn servers<'a>(ctx: &'a Ctx<'_>) -> Vec<&'a ServiceRecord> {
+    let Ok(Some(state)) = ctx.run_state() else { return Vec::new() };
+    let names = ctx.target_names();
+    let used: Vec<&String> = names.iter().filter_map(|n| state.requirement_users.get(*n)).flatten().collect();
+    state
+        .services
+        .iter()
+        .filter(|r| r.kind == ProcessKind::Requirement)
+        .filter(|r| {
+            names.contains(&r.target.as_str()) || used.contains(&&format!("{}/{}", r.target, r.service))
+        })
+        .collect()
+}
+
+/// Every running requirement answers its probe.
+pub fn probes(ctx: &Ctx<'_>) -> Check {
+    if let Some(skip) = unconfigured(ctx) {
+        return skip;
+    }
+    let Ok(settings) = &ctx.settings else { return Check::skip("the configuration does not load") };
+    if settings.config.requirements.values().all(|r| !r.enabled) {
+        return Check::skip("no requirement is enabled");
+    }
+    let servers = servers(ctx);
+    let running: Vec<&&ServiceRecord> = servers.iter().filter(|r| r.status == ServiceStatus::Ready).collect();
+    if running.is_empty() {
+        return Check::skip("no requirement server runs (`envctl start` starts them)");
+    }
+    let mut failed = Vec::new();
+    let mut evidence = Vec::new();
+    for record in running {
+        let label = format!("{}/{}", record.target, record.service);
+        let adapter = settings.config.requirements.get(&record.service).map(|r| r.adapter);
+        let password = crate::requirements::secrets::password(
+            &settings.paths.scope_dir,
+            &record.target,
+            &record.service,
+        )
+        .ok();
+        let Some(probe) = probe_of(adapter, record.port, password) else { continue };
+        let started = Instant::now();
+        let attempt = ctx.tokio.block_on(probe.attempt());
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        evidence.push((
+            label.clone(),
+            format!("{} in {ms:.1} ms: {}", if attempt.ok { "answered" } else { "failed" }, attempt.detail),
+        ));
+        if !attempt.ok {
+            failed.push(format!("{label} on port {} ({})", record.port.unwrap_or_default(), attempt.detail));
+        }
+    }
+    let mut found = if failed.is_empty() {
+        Check::pass(format!("{} server(s) answer", evidence.len()))
+    } else {
+        Check::fail(
+            format!("not answering: {}", listing(&failed)),
+            "`envctl logs --service NAME` shows the server's log; `envctl restart` starts it again",
+        )
+    };
+    for (label, line) in evidence {
+        found = found.with(label, line);
+    }
+    found
+}
+
+/// The query that proves a server of `adapter` on `port` works (`None`: a command server, checked by its own
+/// readiness probe).
+fn probe_of(adapter: Option<Adapter>, port: Option<u16>, password: Option<String>) -> Option<Probe> {
+    let port = port?;
+    match adapter? {
+        Adapter::Postgres => Some(Probe::Postgres {
+            port,
+            user: crate::requirements::PG_USER.into(),
+            database: "postgres".into(),
+        }),
+        Adapter::Redis => Some(Probe::Redis { port, password }),
+        Adapter::Command => Some(Probe::Tcp(port)),
+    }
+}
