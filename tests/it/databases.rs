@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-use crate::support::{TestEnv, block_on, eventually, free_port};
+use crate::support::{TestEnv, eventually, free_port, pg_of, sql};
 use envctl_engine::requirements::pgwire;
 
 /// `shop` with postgres (and `extra` in its section), redis, and `services` appended.
@@ -15,18 +15,6 @@ fn config(extra: &str, services: &str) -> String {
         free_port(),
         free_port()
     )
-}
-
-/// (port, database) of a `postgresql://…@127.0.0.1:<port>/<db>` URL.
-fn pg_of(url: &str) -> (u16, String) {
-    let rest = url.rsplit('@').next().expect("host part");
-    let (host_port, db) = rest.split_once('/').expect("database");
-    (host_port.rsplit(':').next().expect("port").parse().expect("port"), db.to_owned())
-}
-
-fn sql(url: &str, query: &str) -> Result<pgwire::Rows, String> {
-    let (port, db) = pg_of(url);
-    block_on(pgwire::query(port, "postgres", &db, query)).map_err(|e| e.to_string())
 }
 
 /// The `DATABASE_URL` a target's services get.

@@ -194,8 +194,12 @@ fn explain_startup_shows_argv_env_layers_and_requirements() {
     );
     assert_eq!(services[0]["env"]["PORT"], api.to_string());
     let db_url = services[0]["env"]["DATABASE_URL"].as_str().expect("DATABASE_URL");
+    // The cluster's own generated password, as its secrets file holds it.
+    let password = envctl_engine::requirements::url_password(db_url).expect("a password");
+    assert!(password.len() == 32 && password.chars().all(|c| c.is_ascii_alphanumeric()), "{db_url}");
     assert!(
-        db_url.starts_with("postgresql://postgres:postgres@127.0.0.1:") && db_url.ends_with("/shop_main"),
+        db_url.starts_with(&format!("postgresql://postgres:{password}@127.0.0.1:"))
+            && db_url.ends_with("/shop_main"),
         "{db_url}"
     );
     assert_eq!(services[1]["env"]["API_URL"], format!("http://127.0.0.1:{api}"));

@@ -191,21 +191,14 @@ fn a_host_started_by_resume_runs_jobs_with_the_configuration_as_it_is_now() {
     env.envctl(&["stop"]).ok();
 }
 
-/// (port, database) of a `postgresql://…@127.0.0.1:<port>/<db>` URL.
-fn pg_of(url: &str) -> (u16, String) {
-    let rest = url.rsplit('@').next().expect("host part");
-    let (host_port, db) = rest.split_once('/').expect("database");
-    (host_port.rsplit(':').next().expect("port").parse().expect("port"), db.to_owned())
-}
-
-fn sql(port: u16, db: &str, query: &str) -> Vec<Vec<Option<String>>> {
-    crate::support::block_on(envctl_engine::requirements::pgwire::query(port, "postgres", db, query))
-        .unwrap_or_else(|e| panic!("{query}: {e}"))
+/// `query` on `database` of the cluster `url` names.
+fn sql(url: &str, database: &str, query: &str) -> Vec<Vec<Option<String>>> {
+    crate::support::sql_in(url, database, query).unwrap_or_else(|e| panic!("{query}: {e}"))
 }
 
 /// A suite whose teardown deletes every user, as real projects' do, against a target with users in its database
 /// and a backend that holds a connection to it the whole time (as every real backend's pool does).
-fn project_with_a_destructive_suite(env: &TestEnv, test_database: &str) -> (u16, String) {
+fn project_with_a_destructive_suite(env: &TestEnv, test_database: &str) -> (String, String) {
     let pg = crate::support::free_port();
     env.write(
         ".envctl",
@@ -219,15 +212,15 @@ fn project_with_a_destructive_suite(env: &TestEnv, test_database: &str) -> (u16,
             .as_str()
             .expect("url")
             .to_owned();
-    let (port, db) = pg_of(&url);
-    sql(port, &db, "CREATE TABLE users (name text); INSERT INTO users VALUES ('ada'), ('grace')");
-    (port, db)
+    let (_, db) = crate::support::pg_of(&url);
+    sql(&url, &db, "CREATE TABLE users (name text); INSERT INTO users VALUES ('ada'), ('grace')");
+    (url, db)
 }
 
 #[test]
 fn test_runs_against_a_throwaway_copy_and_leaves_the_dev_database_s_rows() {
     let env = TestEnv::new();
-    let (port, db) = project_with_a_destructive_suite(&env, "");
+    let (url, db) = project_with_a_destructive_suite(&env, "");
     let run = env.envctl(&["test"]);
     run.ok();
     assert!(run.stderr.contains("main/api | 2"), "the copy had main's rows: {}", run.stderr);
@@ -237,9 +230,9 @@ fn test_runs_against_a_throwaway_copy_and_leaves_the_dev_database_s_rows() {
         run.stderr
     );
     assert!(run.stderr.contains(&format!("main/api | tested-on-{db}_test_")), "{}", run.stderr);
-    assert_eq!(sql(port, &db, "SELECT count(*) FROM users")[0][0].as_deref(), Some("2"), "dev rows kept");
+    assert_eq!(sql(&url, &db, "SELECT count(*) FROM users")[0][0].as_deref(), Some("2"), "dev rows kept");
     let left =
-        sql(port, "postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE '{db}_test_%'"));
+        sql(&url, "postgres", &format!("SELECT datname FROM pg_database WHERE datname LIKE '{db}_test_%'"));
     assert!(left.is_empty(), "the copy is dropped: {left:?}");
     env.envctl(&["stop"]).ok();
 }
@@ -247,8 +240,8 @@ fn test_runs_against_a_throwaway_copy_and_leaves_the_dev_database_s_rows() {
 #[test]
 fn test_database_target_runs_against_the_target_s_own_database() {
     let env = TestEnv::new();
-    let (port, db) = project_with_a_destructive_suite(&env, "test_database = \"target\"\n");
+    let (url, db) = project_with_a_destructive_suite(&env, "test_database = \"target\"\n");
     env.envctl(&["test"]).ok();
-    assert_eq!(sql(port, &db, "SELECT count(*) FROM users")[0][0].as_deref(), Some("0"));
+    assert_eq!(sql(&url, &db, "SELECT count(*) FROM users")[0][0].as_deref(), Some("0"));
     env.envctl(&["stop"]).ok();
 }

@@ -1,19 +1,12 @@
 //! Requirements against the real servers: native Postgres (initdb / postgres) and redis-server.
 
-use crate::support::{TestEnv, alive, block_on, eventually, free_port, kill9};
-use envctl_engine::requirements::{pgwire, redis};
+use crate::support::{TestEnv, alive, block_on, eventually, free_port, kill9, pg_of, sql};
+use envctl_engine::requirements::redis;
 
 fn config(pg: u16, redis: u16, extra: &str) -> String {
     format!(
         "[project]\nname = \"shop\"\n\n[services.api]\ncommand = \"sleep 1000\"\ndepends_on = [\"postgres\", \"redis\"]\n\n[requirements.postgres]\nport = {pg}\n{extra}\n[requirements.redis]\nport = {redis}\n"
     )
-}
-
-/// (port, database) of a `postgresql://…@127.0.0.1:<port>/<db>` URL.
-fn pg_of(url: &str) -> (u16, String) {
-    let rest = url.rsplit('@').next().expect("host part");
-    let (host_port, db) = rest.split_once('/').expect("database");
-    (host_port.rsplit(':').next().expect("port").parse().expect("port"), db.to_owned())
 }
 
 /// (port, index, password) of a `redis://:<password>@127.0.0.1:<port>/<index>` URL.
@@ -25,11 +18,6 @@ fn redis_of(url: &str) -> (u16, String, Option<String>) {
     };
     let (host_port, index) = rest.split_once('/').expect("index");
     (host_port.rsplit(':').next().expect("port").parse().expect("port"), index.to_owned(), password)
-}
-
-fn sql(url: &str, query: &str) -> Result<pgwire::Rows, String> {
-    let (port, db) = pg_of(url);
-    block_on(pgwire::query(port, "postgres", &db, query)).map_err(|e| e.to_string())
 }
 
 fn env_of(env: &TestEnv, target: &str) -> serde_json::Value {

@@ -322,3 +322,29 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .expect("tokio runtime")
         .block_on(future)
 }
+
+/// (port, database) of a `postgresql://user:password@127.0.0.1:<port>/<db>` URL.
+pub fn pg_of(url: &str) -> (u16, String) {
+    let rest = url.rsplit('@').next().expect("host part");
+    let (host_port, db) = rest.split_once('/').expect("database");
+    (host_port.rsplit(':').next().expect("port").parse().expect("port"), db.to_owned())
+}
+
+/// Runs `query` on the database of a `DATABASE_URL`, with its password.
+pub fn sql(url: &str, query: &str) -> Result<envctl_engine::requirements::pgwire::Rows, String> {
+    let (_, db) = pg_of(url);
+    sql_in(url, &db, query)
+}
+
+/// Runs `query` on `database` of the cluster a `DATABASE_URL` names, with its password.
+pub fn sql_in(
+    url: &str,
+    database: &str,
+    query: &str,
+) -> Result<envctl_engine::requirements::pgwire::Rows, String> {
+    use envctl_engine::requirements::{pgwire, url_password};
+    let (port, _) = pg_of(url);
+    let password = url_password(url);
+    let login = pgwire::Login::new("postgres", password.as_deref());
+    block_on(pgwire::query(port, login, database, query)).map_err(|e| e.to_string())
+}

@@ -470,3 +470,35 @@ fn stop_all_stops_everything_even_when_the_runtime_dir_is_read_only() {
     assert!(run.stderr.contains("the saved state could not be updated"), "{}", run.stderr);
     assert!(eventually(5, || pids.values().all(|(p, s)| !alive(*p, *s))), "every service stopped");
 }
+
+#[test]
+fn a_postgres_cluster_envctl_starts_refuses_anyone_without_its_password() {
+    use envctl_engine::requirements::pgwire::{Login, query};
+    let env = TestEnv::new();
+    let port = crate::support::free_port();
+    env.write(".envctl", &format!("[services.api]\ncommand = \"sleep 1000\"\ndepends_on = [\"postgres\"]\n\n[requirements.postgres]\nport = {port}\n"));
+    env.envctl(&["start"]).ok();
+    let vars = env.envctl(&["env", "--service", "api", "--json"]).ok().json()["services"]["api"].clone();
+    let url = vars["DATABASE_URL"].as_str().expect("url").to_owned();
+    let password = vars["DB_PASSWORD"].as_str().expect("DB_PASSWORD").to_owned();
+    assert_eq!(vars["PGPASSWORD"], password.as_str());
+    assert!(url.starts_with(&format!("postgresql://postgres:{password}@127.0.0.1:{port}/")), "{url}");
+    let ask = |password: Option<&str>| {
+        crate::support::block_on(query(port, Login::new("postgres", password), "postgres", "SELECT 1"))
+    };
+    // Another local user knows the port and the role, not the password: the superuser's `COPY … TO PROGRAM` is
+    // out of reach.
+    let refused = ask(None).expect_err("no password").to_string();
+    assert!(refused.contains("asks for a password"), "{refused}");
+    let wrong = ask(Some("postgres")).expect_err("the old fixed password").to_string();
+    assert!(wrong.contains("password authentication failed"), "{wrong}");
+    assert!(ask(Some(&password)).is_ok());
+    let pid = env.pids()["main/postgres"].0;
+    let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).expect("cmdline");
+    assert!(!cmdline.contains(&password), "{cmdline}");
+    // The Unix socket lives in the cluster's own directory, which only its owner may enter.
+    let data_dir = cmdline.split('\0').skip_while(|a| *a != "-D").nth(1).expect("-D dir").to_owned();
+    assert_eq!(mode(std::path::Path::new(&data_dir)), 0o700, "{data_dir}");
+    assert!(std::path::Path::new(&data_dir).join(format!(".s.PGSQL.{port}")).exists());
+    env.envctl(&["stop"]).ok();
+}

@@ -84,6 +84,7 @@ fn probe_of(adapter: Option<Adapter>, port: Option<u16>, password: Option<String
             port,
             user: crate::requirements::PG_USER.into(),
             database: "postgres".into(),
+            password,
         }),
         Adapter::Redis => Some(Probe::Redis { port, password }),
         Adapter::Command => Some(Probe::Tcp(port)),

@@ -221,7 +221,7 @@ async fn exec_on_copies(
     timeout: Option<Duration>,
     cancel: CancellationToken,
 ) -> Finish {
-    let mut copies: Vec<(u16, String)> = Vec::new();
+    let mut copies: Vec<(u16, String, Option<String>)> = Vec::new();
     let mut databases = BTreeMap::new();
     let scratch = match ctx.settings() {
         Some(settings) => settings.paths.scope_dir.join("data").join("postgres-copies"),
@@ -244,7 +244,7 @@ async fn exec_on_copies(
                     format!("envctl: tests run against {copy}, {how}; it is dropped afterwards"),
                 )
                 .await;
-                copies.push((db.port, copy.clone()));
+                copies.push((db.port, copy.clone(), db.password.clone()));
                 databases.insert(db.requirement.clone(), copy);
             }
             Err(e) => {
@@ -265,10 +265,10 @@ async fn exec_on_copies(
             Err(error) => Finish::Failed { error, retry: false },
         },
     };
-    for (port, copy) in copies {
-        if let Err(e) =
-            crate::requirements::postgres::drop_database(port, crate::requirements::PG_USER, &copy).await
-        {
+    for (port, copy, password) in copies {
+        let login =
+            crate::requirements::pgwire::Login::new(crate::requirements::PG_USER, password.as_deref());
+        if let Err(e) = crate::requirements::postgres::drop_database(port, login, &copy).await {
             note(store, job, format!("envctl: could not drop {copy}: {e}")).await;
         }
     }

@@ -28,7 +28,7 @@ use crate::targets::Target;
 pub const HOST: &str = "127.0.0.1";
 /// The Postgres role services connect as.
 pub const PG_USER: &str = "postgres";
-/// Its password (local development clusters only; never reachable off the loopback interface).
+/// The password a URL shows when the cluster's own could not be kept (its secrets file could not be written).
 pub const PG_PASSWORD: &str = "postgres";
 
 /// Connection details of one requirement as one target sees it.
@@ -43,6 +43,9 @@ pub struct Endpoint {
     /// The server's password (redis), when it has one.
     pub password: Option<String>,
 }
+
+/// The variable a Postgres server's process carries its role's password in, for its probe (`psql` reads it too).
+pub const PG_AUTH_VAR: &str = "PGPASSWORD";
 
 /// The variable a Redis server's process carries its own password in, for its probe (`redis-cli` reads it too).
 pub const REDIS_AUTH_VAR: &str = "REDISCLI_AUTH";
@@ -83,11 +86,12 @@ pub fn endpoint(
     match req.adapter {
         Adapter::Postgres => {
             let db = database_name(project, &target.name);
+            let password = password.unwrap_or(PG_PASSWORD);
             Endpoint {
                 port,
-                url: format!("postgresql://{PG_USER}:{PG_PASSWORD}@{HOST}:{port}/{db}"),
+                url: format!("postgresql://{PG_USER}:{password}@{HOST}:{port}/{db}"),
                 database: Some(db),
-                password: None,
+                password: Some(password.to_owned()),
             }
         }
         Adapter::Redis => {
@@ -115,14 +119,18 @@ pub fn url_password(url: &str) -> Option<String> {
 
 /// Whether the servers of this adapter get a generated password.
 pub fn has_password(adapter: Adapter) -> bool {
-    adapter == Adapter::Redis
+    matches!(adapter, Adapter::Postgres | Adapter::Redis)
 }
 
 /// `endpoint` pointing at another database of the same server (a Postgres requirement's throwaway copy).
 pub fn with_database(req: &RequirementConfig, endpoint: Endpoint, database: &str) -> Endpoint {
     match req.adapter {
         Adapter::Postgres => Endpoint {
-            url: format!("postgresql://{PG_USER}:{PG_PASSWORD}@{HOST}:{}/{database}", endpoint.port),
+            url: format!(
+                "postgresql://{PG_USER}:{}@{HOST}:{}/{database}",
+                endpoint.password.as_deref().unwrap_or(PG_PASSWORD),
+                endpoint.port
+            ),
             database: Some(database.to_owned()),
             port: endpoint.port,
             password: endpoint.password,
@@ -138,8 +146,7 @@ pub fn attribute(req: &RequirementConfig, endpoint: &Endpoint, attr: &str) -> Op
         ("port", _) => Some(endpoint.port.to_string()),
         ("host", _) => Some(HOST.to_owned()),
         ("user", Adapter::Postgres) => Some(PG_USER.to_owned()),
-        ("password", Adapter::Postgres) => Some(PG_PASSWORD.to_owned()),
-        ("password", Adapter::Redis) => endpoint.password.clone(),
+        ("password", Adapter::Postgres | Adapter::Redis) => endpoint.password.clone(),
         ("database" | "db", Adapter::Postgres | Adapter::Redis) => endpoint.database.clone(),
         _ => None,
     }
@@ -159,8 +166,16 @@ pub fn exports(req: &RequirementConfig, endpoint: &Endpoint) -> BTreeMap<String,
             env.insert("DB_HOST".into(), HOST.into());
             env.insert("DB_PORT".into(), endpoint.port.to_string());
             env.insert("DB_USER".into(), PG_USER.into());
-            env.insert("DB_PASSWORD".into(), PG_PASSWORD.into());
+            env.insert("DB_PASSWORD".into(), endpoint.password.clone().unwrap_or_else(|| PG_PASSWORD.into()));
             env.insert("DB_NAME".into(), endpoint.database.clone().unwrap_or_default());
+            // libpq's own variables, so `psql`, `pg_dump` and drivers that read them reach the same database.
+            env.insert("PGHOST".into(), HOST.into());
+            env.insert("PGPORT".into(), endpoint.port.to_string());
+            env.insert("PGUSER".into(), PG_USER.into());
+            env.insert("PGDATABASE".into(), endpoint.database.clone().unwrap_or_default());
+            if let Some(password) = &endpoint.password {
+                env.insert(PG_AUTH_VAR.into(), password.clone());
+            }
         }
         Adapter::Redis => {
             env.insert("REDIS_URL".into(), endpoint.url.clone());
@@ -240,10 +255,11 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
                 timeout_ms: 60_000,
             };
             let user = postgres::run_as().ok().flatten().map(|u| u.name);
+            let env = input.password.map(|p| (PG_AUTH_VAR.to_owned(), p.to_owned())).into_iter().collect();
             (
                 postgres::argv(&bin_dir, input.data_dir, port),
                 input.data_dir.to_path_buf(),
-                BTreeMap::new(),
+                env,
                 Some(ready),
                 "INT",
                 user,

@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use super::RequirementError;
-use super::pgwire::{self, ident};
+use super::pgwire::{self, Login, ident};
 use crate::config::Paths;
 
 /// The user Postgres runs as when envctl runs as root.
@@ -195,6 +195,84 @@ pub fn prepare_cluster(
     Ok(true)
 }
 
+/// What the Unix socket and TCP accept: the socket lives in the cluster's own 0700 directory, so only its owner
+/// (and root) can reach it and it trusts them; over TCP every connection needs the role's password.
+const HBA: &str = "# Written by envctl. The Unix socket is in this 0700 directory: only its owner reaches it.\n\
+local all all trust\n\
+host all all 127.0.0.1/32 scram-sha-256\n\
+host all all ::1/128 scram-sha-256\n";
+
+/// The file that says which password the cluster was given (its sha256, never the password).
+const AUTH_MARK: &str = "envctl-auth";
+
+/// Makes the cluster in `data_dir` require `password` for [`super::PG_USER`] over TCP (scram-sha-256): writes its
+/// `pg_hba.conf` and sets the password in single-user mode, once per password. A cluster that runs now (an older
+/// envctl's, with trust authentication) is left as it is until it is next started.
+pub fn require_password(
+    bin_dir: &Path,
+    data_dir: &Path,
+    run_as: Option<&RunAs>,
+    password: &str,
+) -> Result<(), RequirementError> {
+    let io = |what: &'static str, path: &Path, e: std::io::Error| RequirementError::io(what, path, &e);
+    let digest = crate::state::sha256_hex(password.as_bytes());
+    let mark = data_dir.join(AUTH_MARK);
+    if std::fs::read_to_string(&mark).is_ok_and(|m| m.trim() == digest) {
+        return Ok(());
+    }
+    if runs_now(data_dir) {
+        tracing::warn!(data_dir = %data_dir.display(), "the cluster runs; its password is set when it next starts");
+        return Ok(());
+    }
+    let hba = data_dir.join("pg_hba.conf");
+    crate::state::write_atomic(&hba, HBA.as_bytes()).map_err(|e| io("write", &hba, e))?;
+    let program = bin_dir.join("postgres");
+    let mut single = std::process::Command::new(&program);
+    single
+        .arg("--single")
+        .arg("-D")
+        .arg(data_dir)
+        .args(["-c", "password_encryption=scram-sha-256", super::PG_USER])
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    if let Some(user) = run_as {
+        use std::os::unix::process::CommandExt as _;
+        chown_one(&hba, user).map_err(|e| io("hand over", &hba, e))?;
+        single.uid(user.uid.as_raw()).gid(user.gid.as_raw());
+    }
+    let mut child = single.spawn().map_err(|e| io("run", &program, e))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write as _;
+        // On stdin, never on the command line.
+        let statement = format!("ALTER USER {} PASSWORD {};\n", ident(super::PG_USER), literal(password));
+        stdin.write_all(statement.as_bytes()).map_err(|e| io("write to", &program, e))?;
+    }
+    let output = child.wait_with_output().map_err(|e| io("run", &program, e))?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() || stderr.contains("ERROR") {
+        return Err(RequirementError::Setup {
+            program,
+            dir: data_dir.to_path_buf(),
+            detail: format!("setting the password: {}", stderr.trim()),
+        });
+    }
+    crate::state::write_atomic(&mark, digest.as_bytes()).map_err(|e| io("write", &mark, e))?;
+    if let Some(user) = run_as {
+        chown_one(&mark, user).map_err(|e| io("hand over", &mark, e))?;
+    }
+    Ok(())
+}
+
+/// Whether a postmaster runs on `data_dir` now (its `postmaster.pid` names a live process).
+fn runs_now(data_dir: &Path) -> bool {
+    std::fs::read_to_string(data_dir.join("postmaster.pid"))
+        .ok()
+        .and_then(|text| text.lines().next().and_then(|l| l.trim().parse::<u32>().ok()))
+        .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists())
+}
+
 fn chown_one(path: &Path, user: &RunAs) -> std::io::Result<()> {
     nix::unistd::chown(path, Some(user.uid), Some(user.gid)).map_err(std::io::Error::from)
 }
@@ -259,6 +337,12 @@ pub struct CopyJob<'a> {
     pub password: Option<&'a str>,
 }
 
+impl CopyJob<'_> {
+    fn login(&self) -> Login<'_> {
+        Login::new(super::PG_USER, self.password)
+    }
+}
+
 /// The comment on a database whose making did not finish: a later start drops and makes it again. A database
 /// without one of these comments (one made by an older envctl, or by hand) is never dropped.
 const SEED_PENDING: &str = "envctl: seed pending";
@@ -297,32 +381,34 @@ pub async fn copy_for_tests(
     database: &str,
     copy: &str,
 ) -> Result<String, RequirementError> {
-    drop_database(job.port, super::PG_USER, copy).await?;
+    drop_database(job.port, job.login(), copy).await?;
     let report = copy_database(job, database, copy).await?;
     let how = if report.how == Created::CopiedByDump { "with pg_dump/pg_restore, " } else { "" };
     Ok(format!("a copy of {database} made {how}in {:.1} s", report.elapsed.as_secs_f64()))
 }
 
 /// Whether `database` exists in the cluster on `port`.
-pub async fn database_exists(port: u16, user: &str, database: &str) -> Result<bool, RequirementError> {
+pub async fn database_exists(port: u16, login: Login<'_>, database: &str) -> Result<bool, RequirementError> {
     let sql = format!("SELECT 1 FROM pg_database WHERE datname = {}", literal(database));
-    let rows =
-        pgwire::query(port, user, "postgres", &sql).await.map_err(|e| RequirementError::postgres(port, e))?;
+    let rows = pgwire::query(port, login, "postgres", &sql)
+        .await
+        .map_err(|e| RequirementError::postgres(port, e))?;
     Ok(!rows.is_empty())
 }
 
 /// What the mark on `database` says did not finish (`None` for a database without envctl's mark).
 pub async fn unfinished(
     port: u16,
-    user: &str,
+    login: Login<'_>,
     database: &str,
 ) -> Result<Option<Unfinished>, RequirementError> {
     let sql = format!(
         "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = {}",
         literal(database)
     );
-    let rows =
-        pgwire::query(port, user, "postgres", &sql).await.map_err(|e| RequirementError::postgres(port, e))?;
+    let rows = pgwire::query(port, login, "postgres", &sql)
+        .await
+        .map_err(|e| RequirementError::postgres(port, e))?;
     let comment = rows.into_iter().next().and_then(|row| row.into_iter().next().flatten());
     Ok(match comment.as_deref() {
         Some(SEED_PENDING) => Some(Unfinished::Seed),
@@ -334,21 +420,21 @@ pub async fn unfinished(
 /// Marks `database` as unfinished (`Some`) or finished (`None`, removing the mark).
 pub async fn mark(
     port: u16,
-    user: &str,
+    login: Login<'_>,
     database: &str,
     what: Option<Unfinished>,
 ) -> Result<(), RequirementError> {
     let value = what.map_or_else(|| "NULL".to_owned(), |w| literal(w.comment()));
     let sql = format!("COMMENT ON DATABASE {} IS {value}", ident(database));
-    pgwire::query(port, user, "postgres", &sql)
+    pgwire::query(port, login, "postgres", &sql)
         .await
         .map(|_| ())
         .map_err(|e| RequirementError::postgres(port, e))
 }
 
 /// Creates `database` empty.
-pub async fn create_empty(port: u16, user: &str, database: &str) -> Result<(), RequirementError> {
-    pgwire::query(port, user, "postgres", &format!("CREATE DATABASE {}", ident(database)))
+pub async fn create_empty(port: u16, login: Login<'_>, database: &str) -> Result<(), RequirementError> {
+    pgwire::query(port, login, "postgres", &format!("CREATE DATABASE {}", ident(database)))
         .await
         .map(|_| ())
         .map_err(|e| RequirementError::postgres(port, e))
@@ -361,20 +447,25 @@ pub async fn create_empty(port: u16, user: &str, database: &str) -> Result<(), R
 /// start makes it again.
 pub async fn copy_database(job: &CopyJob<'_>, from: &str, to: &str) -> Result<CopyReport, RequirementError> {
     let began = std::time::Instant::now();
-    if clone_from_template(job.port, from, to).await? {
+    if clone_from_template(job.port, job.login(), from, to).await? {
         return Ok(CopyReport { how: Created::Cloned, elapsed: began.elapsed() });
     }
     if let Err(e) = dump_and_restore(job, from, to).await {
-        let _ = drop_database(job.port, super::PG_USER, to).await;
+        let _ = drop_database(job.port, job.login(), to).await;
         return Err(e);
     }
     Ok(CopyReport { how: Created::CopiedByDump, elapsed: began.elapsed() })
 }
 
 /// `CREATE DATABASE to TEMPLATE from` once `from` has no other sessions; `false` when it stays in use.
-async fn clone_from_template(port: u16, from: &str, to: &str) -> Result<bool, RequirementError> {
+async fn clone_from_template(
+    port: u16,
+    login: Login<'_>,
+    from: &str,
+    to: &str,
+) -> Result<bool, RequirementError> {
     let mut pauses = BUSY_PAUSES_MS.iter();
-    while sessions_on(port, from).await? > 0 {
+    while sessions_on(port, login, from).await? > 0 {
         match pauses.next() {
             Some(ms) => tokio::time::sleep(std::time::Duration::from_millis(*ms)).await,
             None => return Ok(false),
@@ -385,7 +476,7 @@ async fn clone_from_template(port: u16, from: &str, to: &str) -> Result<bool, Re
     let plain = format!("CREATE DATABASE {} TEMPLATE {}", ident(to), ident(from));
     let mut sql = format!("{plain} STRATEGY = FILE_COPY");
     loop {
-        match pgwire::query(port, super::PG_USER, "postgres", &sql).await {
+        match pgwire::query(port, login, "postgres", &sql).await {
             Ok(_) => return Ok(true),
             Err(e) if matches!(e.code(), Some("42601" | "42704")) && sql != plain => sql.clone_from(&plain),
             // A session opened on `from` between the look and the statement.
@@ -397,13 +488,13 @@ async fn clone_from_template(port: u16, from: &str, to: &str) -> Result<bool, Re
 
 /// How many sessions other than envctl's own are connected to `database` (autovacuum, which `CREATE DATABASE`
 /// ends by itself, aside).
-async fn sessions_on(port: u16, database: &str) -> Result<u64, RequirementError> {
+async fn sessions_on(port: u16, login: Login<'_>, database: &str) -> Result<u64, RequirementError> {
     let sql = format!(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid() \
          AND backend_type <> 'autovacuum worker'",
         literal(database)
     );
-    let rows = pgwire::query(port, super::PG_USER, "postgres", &sql)
+    let rows = pgwire::query(port, login, "postgres", &sql)
         .await
         .map_err(|e| RequirementError::postgres(port, e))?;
     Ok(rows.first().and_then(|r| r.first()).cloned().flatten().and_then(|n| n.parse().ok()).unwrap_or(0))
@@ -411,8 +502,8 @@ async fn sessions_on(port: u16, database: &str) -> Result<u64, RequirementError>
 
 /// Creates `to` empty and fills it from a directory-format dump of `from`, marked unfinished until done.
 async fn dump_and_restore(job: &CopyJob<'_>, from: &str, to: &str) -> Result<(), RequirementError> {
-    create_empty(job.port, super::PG_USER, to).await?;
-    mark(job.port, super::PG_USER, to, Some(Unfinished::Copy)).await?;
+    create_empty(job.port, job.login(), to).await?;
+    mark(job.port, job.login(), to, Some(Unfinished::Copy)).await?;
     crate::state::create_private_dir_all(job.scratch)
         .map_err(|e| RequirementError::io("create", job.scratch, &e))?;
     let dump_dir = job.scratch.join(format!("{to}.{}.dump", std::process::id()));
@@ -436,7 +527,7 @@ async fn dump_and_restore(job: &CopyJob<'_>, from: &str, to: &str) -> Result<(),
     .await;
     let _ = std::fs::remove_dir_all(&dump_dir);
     result?;
-    mark(job.port, super::PG_USER, to, None).await
+    mark(job.port, job.login(), to, None).await
 }
 
 /// Runs `pg_dump` or `pg_restore` of `job.bin_dir` against the cluster over TCP; a failure names the copy, the
@@ -497,10 +588,10 @@ fn literal(text: &str) -> String {
 }
 
 /// Drops `database` (after ending its sessions).
-pub async fn drop_database(port: u16, user: &str, database: &str) -> Result<(), RequirementError> {
+pub async fn drop_database(port: u16, login: Login<'_>, database: &str) -> Result<(), RequirementError> {
     pgwire::query(
         port,
-        user,
+        login,
         "postgres",
         &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", ident(database)),
     )
@@ -528,6 +619,8 @@ pub struct SeedRun<'a> {
     pub log_path: &'a Path,
     /// How long it may run.
     pub timeout: std::time::Duration,
+    /// The cluster's password.
+    pub password: Option<&'a str>,
 }
 
 /// Runs a seed: an `.sql` file's statements, or a shell command in its own process group with its output in
@@ -549,7 +642,7 @@ pub async fn seed(run: &SeedRun<'_>) -> Result<(), RequirementError> {
 
 async fn seed_sql(run: &SeedRun<'_>, file: &Path) -> Result<(), RequirementError> {
     let sql = std::fs::read_to_string(file).map_err(|e| RequirementError::io("read", file, &e))?;
-    pgwire::query(run.port, super::PG_USER, run.database, &sql)
+    pgwire::query(run.port, Login::new(super::PG_USER, run.password), run.database, &sql)
         .await
         .map(|_| ())
         .map_err(|e| seed_failed(run, e.to_string()))

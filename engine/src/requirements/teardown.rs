@@ -65,8 +65,10 @@ pub async fn drop_target_data(
         match (req.adapter, req.isolation) {
             (Adapter::Postgres, Isolation::Database) => {
                 let database = database_name(&settings.config.project.name, target);
+                let password = super::secrets::password(&settings.paths.scope_dir, "main", name).ok();
+                let login = super::pgwire::Login::new(PG_USER, password.as_deref());
                 notes.push(match running_port(state, is_alive, name) {
-                    Some(port) => match postgres::drop_database(port, PG_USER, &database).await {
+                    Some(port) => match postgres::drop_database(port, login, &database).await {
                         Ok(()) => TeardownNote::DroppedDatabase(database),
                         Err(e) => TeardownNote::Failed(e),
                     },

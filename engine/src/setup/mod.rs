@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use sha2::Digest as _;
 use tokio::io::AsyncBufReadExt as _;
 
 use crate::config::{EnvVars, Settings};
@@ -180,20 +179,12 @@ impl Fingerprint {
             .iter()
             .map(|input| {
                 let digest = std::fs::read(step.dir.join(input))
-                    .map_or_else(|_| "missing".to_owned(), |bytes| hex(&sha2::Sha256::digest(&bytes)));
+                    .map_or_else(|_| "missing".to_owned(), |bytes| crate::state::sha256_hex(&bytes));
                 (input.clone(), digest)
             })
             .collect();
         Self { command: step.command.clone(), inputs }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        use std::fmt::Write as _;
-        let _ = write!(out, "{b:02x}");
-        out
-    })
 }
 
 /// Where a target's setup record lives.

@@ -95,7 +95,12 @@ async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), Requi
     let paths = settings.paths.clone();
     let postgres_bin = req.binaries.iter().find(|b| b.name == "postgres").and_then(|b| b.path.clone());
     let adapter = req.adapter;
-    let password = req.process.env.get(requirements::REDIS_AUTH_VAR).cloned();
+    let password = req
+        .process
+        .env
+        .get(requirements::REDIS_AUTH_VAR)
+        .or_else(|| req.process.env.get(requirements::PG_AUTH_VAR))
+        .cloned();
     tokio::task::spawn_blocking(move || match adapter {
         Adapter::Postgres => {
             let bin = postgres_bin.map(PathBuf::from).ok_or_else(|| RequirementError::Missing {
@@ -109,7 +114,10 @@ async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), Requi
             if created {
                 tracing::info!(data_dir = %data_dir.display(), elapsed_ms = began.elapsed().as_millis(), "postgres cluster created");
             }
-            Ok(())
+            match password.as_deref() {
+                Some(password) => postgres::require_password(&bin_dir, &data_dir, run_as.as_ref(), password),
+                None => Ok(()),
+            }
         }
         Adapter::Redis => {
             crate::state::create_private_dir_all(&data_dir).map_err(|e| RequirementError::io("create", &data_dir, &e))?;
@@ -158,6 +166,8 @@ struct Database<'a> {
     source: Option<String>,
     seed_log: PathBuf,
     base_env: &'a BTreeMap<String, String>,
+    /// The cluster's password (its URL carries it).
+    password: Option<String>,
 }
 
 impl<'a> Database<'a> {
@@ -187,7 +197,12 @@ impl<'a> Database<'a> {
                 .then(|| requirements::database_name(project, "main")),
             seed_log: logs::log_path(&host.paths().scope_dir, &host.run_id(), &target.name, &seed_name),
             base_env,
+            password: requirements::url_password(&req.url),
         }
+    }
+
+    fn login(&self) -> requirements::pgwire::Login<'_> {
+        requirements::pgwire::Login::new(PG_USER, self.password.as_deref())
     }
 
     fn failed(&self, reason: String, log_path: Option<PathBuf>) -> StartFailure {
@@ -204,14 +219,14 @@ impl<'a> Database<'a> {
     async fn ensure(&self) -> Result<Vec<String>, StartFailure> {
         let mut notes = Vec::new();
         let mut redo = None;
-        if postgres::database_exists(self.port, PG_USER, &self.name).await.map_err(self.pg("look up"))? {
-            redo = postgres::unfinished(self.port, PG_USER, &self.name)
+        if postgres::database_exists(self.port, self.login(), &self.name).await.map_err(self.pg("look up"))? {
+            redo = postgres::unfinished(self.port, self.login(), &self.name)
                 .await
                 .map_err(self.pg("read the mark of"))?;
             if redo.is_none() {
                 return Ok(notes);
             }
-            postgres::drop_database(self.port, PG_USER, &self.name)
+            postgres::drop_database(self.port, self.login(), &self.name)
                 .await
                 .map_err(self.pg("drop the unfinished"))?;
         }
@@ -230,29 +245,31 @@ impl<'a> Database<'a> {
     /// seeded. Returns how, and whether a seed ran.
     async fn make(&self) -> Result<(postgres::Created, bool), StartFailure> {
         if let Some(source) = &self.source
-            && postgres::database_exists(self.port, PG_USER, source).await.map_err(self.pg("look up"))?
-            && postgres::unfinished(self.port, PG_USER, source).await.map_err(self.pg("look up"))?.is_none()
+            && postgres::database_exists(self.port, self.login(), source).await.map_err(self.pg("look up"))?
+            && postgres::unfinished(self.port, self.login(), source)
+                .await
+                .map_err(self.pg("look up"))?
+                .is_none()
         {
             let scratch = self.settings.paths.scope_dir.join("data").join("postgres-copies");
-            let password = requirements::url_password(&self.req.url);
             let job = postgres::CopyJob {
                 port: self.port,
                 bin_dir: &self.bin_dir,
                 scratch: &scratch,
-                password: password.as_deref(),
+                password: self.password.as_deref(),
             };
             let report = postgres::copy_database(&job, source, &self.name)
                 .await
                 .map_err(|e| self.failed(e.to_string(), None))?;
             return Ok((report.how, false));
         }
-        postgres::create_empty(self.port, PG_USER, &self.name).await.map_err(self.pg("create"))?;
+        postgres::create_empty(self.port, self.login(), &self.name).await.map_err(self.pg("create"))?;
         let Some(seed) = &self.req.seed else { return Ok((postgres::Created::Fresh, false)) };
-        postgres::mark(self.port, PG_USER, &self.name, Some(postgres::Unfinished::Seed))
+        postgres::mark(self.port, self.login(), &self.name, Some(postgres::Unfinished::Seed))
             .await
             .map_err(self.pg("mark"))?;
         self.seed(seed).await?;
-        postgres::mark(self.port, PG_USER, &self.name, None).await.map_err(self.pg("unmark"))?;
+        postgres::mark(self.port, self.login(), &self.name, None).await.map_err(self.pg("unmark"))?;
         Ok((postgres::Created::Fresh, true))
     }
 
@@ -278,6 +295,7 @@ impl<'a> Database<'a> {
             env: &env,
             log_path: &self.seed_log,
             timeout: Duration::from_secs(timeout),
+            password: self.password.as_deref(),
         };
         postgres::seed(&run).await.map_err(|e| {
             let log = self.seed_log.is_file().then(|| self.seed_log.clone());

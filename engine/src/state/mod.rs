@@ -14,6 +14,16 @@ pub use repository::{EventLog, KEEP_RUNS, RunArtifacts, StateError, StateReposit
 
 use std::time::SystemTime;
 
+/// The sha256 of `bytes`, in lower-case hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes).iter().fold(String::with_capacity(64), |mut out, b| {
+        use std::fmt::Write as _;
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
 /// FNV-1a, 64 bits: stable across runs, builds and machines (unlike `DefaultHasher`); ids, slots and scope names
 /// are derived from it.
 pub fn fnv1a(bytes: &[u8]) -> u64 {

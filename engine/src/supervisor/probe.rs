@@ -48,8 +48,8 @@ pub enum Probe {
     Exec { command: String, cwd: std::path::PathBuf, env: Vec<(String, String)> },
     /// Match the log.
     Log { regex: regex_lite::Regex, log: std::path::PathBuf },
-    /// `SELECT 1` over a real Postgres connection.
-    Postgres { port: u16, user: String, database: String },
+    /// `SELECT 1` over a real Postgres connection (with the cluster's password).
+    Postgres { port: u16, user: String, database: String, password: Option<String> },
     /// Redis `PING`, with the server's password.
     Redis { port: u16, password: Option<String> },
 }
@@ -79,9 +79,12 @@ impl Probe {
                 })?,
                 log: log.to_path_buf(),
             },
-            ProbeKind::Postgres { user, database } => {
-                Self::Postgres { port: need_port()?, user: user.clone(), database: database.clone() }
-            }
+            ProbeKind::Postgres { user, database } => Self::Postgres {
+                port: need_port()?,
+                user: user.clone(),
+                database: database.clone(),
+                password: env.iter().rev().find(|(k, _)| k == "PGPASSWORD").map(|(_, v)| v.clone()),
+            },
             ProbeKind::Redis => {
                 let password = env
                     .iter()
@@ -125,8 +128,9 @@ impl Probe {
                 }
                 Err(e) => Attempt::fail(format!("{}: {e}", log.display())),
             },
-            Self::Postgres { port, user, database } => {
-                match crate::requirements::pgwire::query(*port, user, database, "SELECT 1").await {
+            Self::Postgres { port, user, database, password } => {
+                let login = crate::requirements::pgwire::Login::new(user, password.as_deref());
+                match crate::requirements::pgwire::query(*port, login, database, "SELECT 1").await {
                     Ok(_) => Attempt::pass("SELECT 1 answered"),
                     Err(e) => Attempt::fail(e.to_string()),
                 }
