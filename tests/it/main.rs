@@ -12,6 +12,7 @@ mod jobs;
 mod legacy;
 mod lifecycle;
 mod projects;
+mod realproject;
 mod requirements;
 mod support;
 mod trust;
