@@ -21,19 +21,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// (port, database) of a `postgresql://…@127.0.0.1:<port>/<db>` URL.
-fn pg_of(url: &str) -> (u16, String) {
-    let rest = url.rsplit('@').next().expect("host part");
-    let (host_port, db) = rest.split_once('/').expect("database");
-    (host_port.rsplit(':').next().expect("port").parse().expect("port"), db.to_owned())
-}
-
 /// The one value `query` returns in the database of `url`.
 fn one(url: &str, query: &str) -> String {
-    let (port, db) = pg_of(url);
-    let rows =
-        crate::support::block_on(envctl_engine::requirements::pgwire::query(port, "postgres", &db, query))
-            .unwrap_or_else(|e| panic!("{query}: {e}"));
+    let rows = crate::support::sql(url, query).unwrap_or_else(|e| panic!("{query}: {e}"));
     rows[0][0].clone().unwrap_or_default()
 }
 
