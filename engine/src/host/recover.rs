@@ -48,26 +48,33 @@ pub fn add_unrecorded(state: Option<RunState>, scope: &str) -> (Option<RunState>
             tracing::warn!(pid = marked.pid, target = %marked.target, service = %marked.service, "a second process of a recorded service runs; left alone");
             continue;
         }
-        let at = at.unwrap_or_else(|| {
-            state.services.push(ServiceRecord::new(
-                ProcessKind::Service,
-                &marked.target,
-                &marked.service,
-                ServiceStatus::Ready,
-            ));
-            state.services.len() - 1
-        });
-        let record = &mut state.services[at];
-        record.pid = Some(marked.pid);
-        record.pid_start_time = Some(marked.start_time);
-        record.status = ServiceStatus::Ready;
-        if !state.targets.contains(&marked.target) {
-            state.targets.push(marked.target.clone());
-        }
+        record_found(&mut state, at, marked).status = ServiceStatus::Ready;
         added += 1;
     }
     tracing::warn!(added, "the last host died before saving what it started; found it in /proc");
     (Some(state), added)
+}
+
+/// Points record `at` (a new one when there is none: found running with no record of how it was started, it can be
+/// stopped, not restarted) at the process `marked`, and names its target among the state's.
+fn record_found<'s>(
+    state: &'s mut RunState,
+    at: Option<usize>,
+    marked: &proc_info::Marked,
+) -> &'s mut ServiceRecord {
+    if !state.targets.contains(&marked.target) {
+        state.targets.push(marked.target.clone());
+    }
+    let at = at.unwrap_or_else(|| {
+        let record =
+            ServiceRecord::new(ProcessKind::Service, &marked.target, &marked.service, ServiceStatus::Ready);
+        state.services.push(record);
+        state.services.len() - 1
+    });
+    let record = &mut state.services[at];
+    record.pid = Some(marked.pid);
+    record.pid_start_time = Some(marked.start_time);
+    record
 }
 
 fn empty_state() -> RunState {
@@ -94,24 +101,9 @@ pub fn recover(repo: &StateRepository, scope: &str, why: &StateError) -> Recover
     let found = proc_info::marked_leaders(scope);
     for marked in &found {
         let at = state.services.iter().position(|r| r.target == marked.target && r.service == marked.service);
-        let at = at.unwrap_or_else(|| {
-            // Found running with no record of how it was started: it can be stopped, not restarted.
-            state.services.push(ServiceRecord::new(
-                ProcessKind::Service,
-                &marked.target,
-                &marked.service,
-                ServiceStatus::Ready,
-            ));
-            state.services.len() - 1
-        });
-        let record = &mut state.services[at];
-        record.pid = Some(marked.pid);
-        record.pid_start_time = Some(marked.start_time);
+        let record = record_found(&mut state, at, marked);
         if !matches!(record.status, ServiceStatus::Ready | ServiceStatus::Starting) {
             record.status = ServiceStatus::Ready;
-        }
-        if !state.targets.contains(&marked.target) {
-            state.targets.push(marked.target.clone());
         }
     }
     let note = format!(

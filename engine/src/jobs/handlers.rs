@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use envctl_contracts::jobs::Job;
 use serde::Deserialize;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
 use super::store::{Finish, JobStore};
@@ -504,25 +503,7 @@ fn stream_output(
     job_id: &str,
     child: &mut tokio::process::Child,
 ) -> tokio::task::JoinHandle<()> {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<_>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stream).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(tx);
+    let mut rx = crate::supervisor::logs::output_lines(child);
     {
         let (store, id) = (Arc::clone(store), job_id.to_owned());
         tokio::spawn(async move {

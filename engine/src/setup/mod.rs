@@ -9,8 +9,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncBufReadExt as _;
-
 use crate::config::{EnvVars, Settings};
 use crate::plan::{PortTable, explain};
 use crate::targets::Target;
@@ -263,25 +261,7 @@ pub async fn run(
         .map_err(|e| io(format!("cannot run `{}` in {}: {e}", step.command, step.dir.display())))?;
     let pid = child.id().unwrap_or_default();
     let started = crate::supervisor::proc_info::start_time(pid).unwrap_or_default();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for stream in [
-        child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        child.stderr.take().map(|s| Box::new(s) as Box<_>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let mut lines = tokio::io::BufReader::new(stream).lines();
-            while let Ok(Some(text)) = lines.next_line().await {
-                if tx.send(text).is_err() {
-                    break;
-                }
-            }
-        });
-    }
-    drop(tx);
+    let mut rx = crate::supervisor::logs::output_lines(&mut child);
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     let mut keep = |text: String, line: &mut dyn FnMut(&str)| {
         use std::io::Write as _;

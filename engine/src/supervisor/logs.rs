@@ -62,6 +62,30 @@ pub fn read_new_lines(path: &Path, offset: &mut u64) -> Vec<String> {
     String::from_utf8_lossy(&bytes[..end]).lines().map(str::to_owned).collect()
 }
 
+/// The lines `child` prints on stdout and stderr, as they come (the channel closes once both streams end).
+pub fn output_lines(child: &mut tokio::process::Child) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+    use tokio::io::AsyncBufReadExt as _;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for stream in [
+        child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+        child.stderr.take().map(|s| Box::new(s) as Box<_>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut lines = tokio::io::BufReader::new(stream).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    rx
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
