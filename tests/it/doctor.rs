@@ -156,7 +156,11 @@ fn a_garbled_artifact_fails_contracts_naming_its_path() {
     let env = TestEnv::new();
     env.write(".envctl", "[services.idle]\ncommand = \"sleep 1000\"\n");
     env.envctl(&["start"]).ok();
+    let host = u32::try_from(env.state()["host"]["pid"].as_u64().expect("host pid")).expect("pid");
+    let host_started = envctl_engine::supervisor::proc_info::start_time(host).expect("host runs");
     env.envctl(&["stop"]).ok();
+    // The host saves once more as it exits: garble the artifact after that.
+    assert!(crate::support::eventually(10, || !crate::support::alive(host, host_started)), "the host exits");
     let scope = std::fs::read_dir(env.runtime.join("scopes"))
         .expect("scopes")
         .next()
