@@ -104,6 +104,9 @@ pub struct Progress {
     pub detail: String,
     /// Milliseconds since the request arrived.
     pub elapsed_ms: u64,
+    /// A line a step printed while it runs (a seed's output), shown as it comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
 }
 
 /// Why a start failed.

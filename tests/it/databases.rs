@@ -246,6 +246,11 @@ fn a_seed_that_hangs_is_stopped_at_its_timeout_with_its_last_lines() {
     assert!(began.elapsed() < std::time::Duration::from_secs(30), "took {:?}", began.elapsed());
     assert!(run.stderr.contains("seed of shop_main timed out after 2 s"), "{}", run.stderr);
     assert!(run.stderr.contains("  loading products"), "its last log lines: {}", run.stderr);
+    assert!(
+        run.stderr.contains("main/postgres-seed | loading products"),
+        "shown while it ran: {}",
+        run.stderr
+    );
     let pid: u32 = env.read("seed.pid").trim().parse().expect("pid");
     assert!(eventually(10, || gone(pid)), "what the seed started was killed with it");
     let logs = files_ending(&env.runtime, ".log");

@@ -141,6 +141,7 @@ async fn wait_ready(
                 status: record.status,
                 detail,
                 elapsed_ms,
+                output: None,
             };
             let _ = tx.send(Reply::Progress(progress)).await;
         }

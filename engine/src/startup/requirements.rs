@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envctl_contracts::config::{Adapter, Isolation};
-use envctl_contracts::control::{Reply, StartFailure};
+use envctl_contracts::control::{Progress, Reply, StartFailure};
 use envctl_contracts::startup::{RequirementPlan, StartupPlan, TargetPlan};
 use envctl_contracts::state::ProcessKind;
 use tokio::sync::mpsc;
@@ -82,7 +82,7 @@ pub async fn run(
     if result.failure.is_some() {
         return result;
     }
-    match databases(host, settings, plan, &servers, base_env).await {
+    match databases(host, settings, plan, &servers, base_env, (tx, began)).await {
         Ok(notes) => result.notes = notes,
         Err(f) => result.failure = Some(f),
     }
@@ -132,6 +132,42 @@ async fn prepare(settings: &Settings, req: &RequirementPlan) -> Result<(), Requi
     .unwrap_or_else(|e| Err(RequirementError::Setup { program: "envctl".into(), dir: PathBuf::new(), detail: e.to_string() }))
 }
 
+/// Passes each line appended to `log` to `line`, looking every 200 ms, until `done` (then once more).
+async fn follow(log: PathBuf, done: tokio_util::sync::CancellationToken, mut line: impl FnMut(String)) {
+    let mut offset = 0u64;
+    let mut partial = String::new();
+    loop {
+        let finished = tokio::select! {
+            () = done.cancelled() => true,
+            () = tokio::time::sleep(Duration::from_millis(200)) => false,
+        };
+        if let Ok(new) = read_from(&log, offset) {
+            offset += new.len() as u64;
+            partial.push_str(&String::from_utf8_lossy(&new));
+            while let Some(end) = partial.find('\n') {
+                line(partial[..end].to_owned());
+                partial.drain(..=end);
+            }
+        }
+        if finished {
+            if !partial.is_empty() {
+                line(std::mem::take(&mut partial));
+            }
+            return;
+        }
+    }
+}
+
+/// What `path` holds past `offset`.
+fn read_from(path: &Path, offset: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read as _, Seek as _};
+    let mut file = std::fs::File::open(path)?;
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let mut new = Vec::new();
+    file.read_to_end(&mut new)?;
+    Ok(new)
+}
+
 /// Creates each target's Postgres database (main's first; a worktree's as a copy of main's) and seeds new ones;
 /// returns a note for each database it made, saying how and how long it took.
 async fn databases(
@@ -140,6 +176,7 @@ async fn databases(
     plan: &StartupPlan,
     servers: &BTreeMap<Key, &RequirementPlan>,
     base_env: &BTreeMap<String, String>,
+    progress: (&mpsc::Sender<Reply>, Instant),
 ) -> Result<Vec<String>, StartFailure> {
     let mut notes = Vec::new();
     let mut targets: Vec<_> = plan.targets.iter().collect();
@@ -147,7 +184,8 @@ async fn databases(
     for target in targets {
         for req in target.requirements.iter().filter(|r| r.adapter == Adapter::Postgres) {
             let Some(server) = servers.get(&(req.server_owner.clone(), req.name.clone())) else { continue };
-            let db = Database::new(host, settings, target, req, server, base_env);
+            let mut db = Database::new(host, settings, target, req, server, base_env);
+            db.progress = Some(progress.clone());
             notes.extend(db.ensure().await?);
         }
     }
@@ -168,6 +206,8 @@ struct Database<'a> {
     base_env: &'a BTreeMap<String, String>,
     /// The cluster's password (its URL carries it).
     password: Option<String>,
+    /// Where a seed's output goes while it runs, and when the request began.
+    progress: Option<(&'a mpsc::Sender<Reply>, Instant)>,
 }
 
 impl<'a> Database<'a> {
@@ -198,6 +238,7 @@ impl<'a> Database<'a> {
             seed_log: logs::log_path(&host.paths().scope_dir, &host.run_id(), &target.name, &seed_name),
             base_env,
             password: requirements::url_password(&req.url),
+            progress: None,
         }
     }
 
@@ -280,6 +321,7 @@ impl<'a> Database<'a> {
         env.insert("ENVCTL_SCOPE".into(), crate::plan::scope_of(&self.settings.paths));
         env.insert("ENVCTL_TARGET".into(), self.target.name.clone());
         env.insert("ENVCTL_SERVICE".into(), format!("{}-seed", self.req.name));
+        env.insert(crate::supervisor::proc_info::ROLE_VAR.into(), "seed".into());
         let timeout = self
             .settings
             .config
@@ -297,7 +339,28 @@ impl<'a> Database<'a> {
             timeout: Duration::from_secs(timeout),
             password: self.password.as_deref(),
         };
-        postgres::seed(&run).await.map_err(|e| {
+        let done = tokio_util::sync::CancellationToken::new();
+        let follower = self.progress.map(|(tx, began)| {
+            let (tx, log, done) = (tx.clone(), self.seed_log.clone(), done.clone());
+            let (target, service) = (self.target.name.clone(), format!("{}-seed", self.req.name));
+            tokio::spawn(follow(log, done, move |line| {
+                let progress = Progress {
+                    target: target.clone(),
+                    service: service.clone(),
+                    status: envctl_contracts::state::ServiceStatus::Starting,
+                    detail: String::new(),
+                    elapsed_ms: u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    output: Some(line),
+                };
+                let _ = tx.try_send(Reply::Progress(progress));
+            }))
+        });
+        let seeded = postgres::seed(&run).await;
+        done.cancel();
+        if let Some(follower) = follower {
+            let _ = follower.await;
+        }
+        seeded.map_err(|e| {
             let log = self.seed_log.is_file().then(|| self.seed_log.clone());
             self.failed(e.to_string(), log)
         })

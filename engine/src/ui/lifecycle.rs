@@ -11,6 +11,10 @@ use super::Printer;
 
 /// Prints one progress line on stderr.
 pub fn show_progress(printer: Printer, p: &Progress) {
+    if let Some(output) = &p.output {
+        printer.note(&format!("  {}/{} | {output}", p.target, p.service));
+        return;
+    }
     let line = match p.status {
         // Every service passes through it at once; only what happens next is news.
         ServiceStatus::Pending => return,

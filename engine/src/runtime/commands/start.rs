@@ -50,7 +50,7 @@ pub fn exec(rt: &EngineRuntime, args: &StartArgs) -> Result<Outcome, EngineError
     let printer = *rt.printer();
     let verbose_progress = std::io::stderr().is_terminal();
     let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| {
-        if verbose_progress || p.status == ServiceStatus::Failed {
+        if verbose_progress || p.status == ServiceStatus::Failed || p.output.is_some() {
             show_progress(printer, p);
         }
     })?;
