@@ -185,7 +185,7 @@ async fn databases(
         for req in target.requirements.iter().filter(|r| r.adapter == Adapter::Postgres) {
             let Some(server) = servers.get(&(req.server_owner.clone(), req.name.clone())) else { continue };
             let mut db = Database::new(host, settings, target, req, server, base_env);
-            db.progress = Some(progress.clone());
+            db.progress = Some(progress);
             notes.extend(db.ensure().await?);
         }
     }
