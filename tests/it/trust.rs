@@ -502,3 +502,30 @@ fn a_postgres_cluster_envctl_starts_refuses_anyone_without_its_password() {
     assert!(std::path::Path::new(&data_dir).join(format!(".s.PGSQL.{port}")).exists());
     env.envctl(&["stop"]).ok();
 }
+
+#[test]
+fn the_run_history_keeps_secret_names_but_not_their_values() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.api]\ncommand = \"sleep 1000\"\nenv = { API_TOKEN = \"tok-1234567\", UPSTREAM = \"https://svc:pw-7654321@example.invalid/x\", MODE = \"dev\" }\n",
+    );
+    env.envctl(&["start"]).ok();
+    // The latest view keeps the values (the host restarts services from it), 0600.
+    let latest = std::fs::read_to_string(scope(&env).join("run_state.json")).expect("state");
+    assert!(latest.contains("tok-1234567"));
+    let copies: Vec<_> = walk(&scope(&env).join("runs"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n == "run_state.json"))
+        .collect();
+    assert!(!copies.is_empty(), "a run copy was written");
+    for copy in copies {
+        let text = std::fs::read_to_string(&copy).expect("copy");
+        assert!(!text.contains("tok-1234567") && !text.contains("pw-7654321"), "{}: {text}", copy.display());
+        assert!(text.contains("\"API_TOKEN\": \"<redacted>\""), "the name stays: {text}");
+        assert!(
+            text.contains("https://svc:<redacted>@example.invalid/x") && text.contains("\"MODE\": \"dev\""),
+            "{text}"
+        );
+    }
+}

@@ -4,6 +4,7 @@
 //! is reported with its path and never crashes a command.
 
 mod atomic;
+pub mod redact;
 mod repository;
 
 pub use atomic::{

@@ -89,7 +89,7 @@ impl StateRepository {
     /// Saves the latest view and the run's `runs/<run-id>/` copy (at the end of a command), under the lock.
     pub fn save_run_with_history(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
         let _lock = self.lock()?;
-        write_all(&self.scope_dir.join("runs").join(&artifacts.run_state.run_id), artifacts)?;
+        write_redacted(&self.scope_dir.join("runs").join(&artifacts.run_state.run_id), artifacts)?;
         write_all(&self.scope_dir, artifacts)?;
         self.prune_runs(&artifacts.run_state.run_id);
         Ok(())
@@ -124,11 +124,25 @@ impl StateRepository {
 
     /// The newest readable per-run copy (`runs/<run-id>/run_state.json`, by last update), for recovering from a
     /// torn latest view.
+    /// A copy keeps no secrets, so a record whose spec lost one has no spec here: it can be stopped, and
+    /// is started again from the configuration, never with a placeholder for a password.
     pub fn newest_run_copy(&self) -> Option<RunState> {
         let runs = std::fs::read_dir(self.scope_dir.join("runs")).ok()?;
-        runs.filter_map(Result::ok)
+        let mut state = runs
+            .filter_map(Result::ok)
             .filter_map(|e| read_json::<RunState>(&e.path().join("run_state.json")).ok().flatten())
-            .max_by(|a, b| a.updated_at.cmp(&b.updated_at))
+            .max_by(|a, b| a.updated_at.cmp(&b.updated_at))?;
+        for record in &mut state.services {
+            let redacted = record
+                .spec
+                .as_ref()
+                .and_then(|spec| serde_json::to_value(spec).ok())
+                .is_some_and(|spec| super::redact::was_redacted(&spec));
+            if redacted {
+                record.spec = None;
+            }
+        }
+        Some(state)
     }
 
     /// Targets that have services in the saved state, in the order they appear.
@@ -214,6 +228,21 @@ fn write_all(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
     write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
     write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
     write_json(&dir.join("error_report.json"), &artifacts.error_report)
+}
+
+/// A run's history copy: the same artifacts without their secrets ([`super::redact`]).
+fn write_redacted(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
+    write_json_redacted(&dir.join("run_state.json"), &artifacts.run_state)?;
+    write_json_redacted(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
+    write_json_redacted(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
+    write_json_redacted(&dir.join("error_report.json"), &artifacts.error_report)
+}
+
+fn write_json_redacted<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let mut json = serde_json::to_value(value)
+        .map_err(|e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
+    super::redact::redact(&mut json);
+    write_json(path, &json)
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
