@@ -529,3 +529,50 @@ fn the_run_history_keeps_secret_names_but_not_their_values() {
         );
     }
 }
+
+#[test]
+fn a_process_started_from_a_shell_with_envctl_env_is_never_taken_for_the_service() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.web]\ncommand = \"sleep 1000\"\n");
+    env.envctl(&["start"]).ok();
+    let bin = env!("CARGO_BIN_EXE_envctl");
+    // The developer's shell: `eval "$(envctl env)"`, then a job of their own in its own session.
+    let mut own = env
+        .sandboxed("sh", &env.repo)
+        .args(["-c", &format!("eval \"$({bin} env --service web)\"; exec setsid sleep 1000")])
+        .spawn()
+        .expect("shell");
+    let own_pid = own.id();
+    assert!(eventually(5, || std::fs::read_to_string(format!("/proc/{own_pid}/cmdline"))
+        .is_ok_and(|c| c.starts_with("sleep"))));
+    let own_started = envctl_engine::supervisor::proc_info::start_time(own_pid).expect("runs");
+    // The host dies without exiting and takes the service with it; the next start must not adopt the shell's job.
+    let (web, _) = env.pids()["main/web"];
+    host_down(&env);
+    kill9(web);
+    env.envctl(&["start"]).ok();
+    env.envctl(&["stop"]).ok();
+    assert!(alive(own_pid, own_started), "the user's own process was taken for the service and stopped");
+    kill9(own_pid);
+    let _ = own.wait();
+}
+
+#[test]
+fn a_generated_password_stays_out_of_the_history_wherever_a_service_puts_it() {
+    let env = TestEnv::new();
+    let port = crate::support::free_port();
+    env.write(
+        ".envctl",
+        &format!("[services.api]\ncommand = \"sleep 1000 --auth {{cache.password}} || sleep 1000\"\ndepends_on = [\"cache\"]\nenv = {{ CACHE_PASS = \"{{cache.password}}\", BROKERS = \"redis://127.0.0.1:1,redis://:{{cache.password}}@127.0.0.1:2/0\" }}\n\n[requirements.cache]\nadapter = \"redis\"\nport = {port}\n"),
+    );
+    env.envctl(&["start"]).ok();
+    let password =
+        std::fs::read_to_string(scope(&env).join("secrets").join("main.cache.password")).expect("secret");
+    for copy in
+        walk(&scope(&env).join("runs")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        let text = std::fs::read_to_string(&copy).expect("copy");
+        assert!(!text.contains(password.trim()), "{}: {text}", copy.display());
+    }
+    env.envctl(&["stop"]).ok();
+}

@@ -24,10 +24,6 @@ pub struct Recovered {
 /// record names another live process keeps it. `None` back when nothing runs and nothing was recorded.
 pub fn add_unrecorded(state: Option<RunState>, scope: &str) -> (Option<RunState>, usize) {
     let found = proc_info::marked_leaders(scope);
-    let live = |r: &ServiceRecord| match (r.pid, r.pid_start_time) {
-        (Some(pid), Some(started)) => proc_info::start_time(pid) == Some(started),
-        _ => false,
-    };
     let unrecorded: Vec<_> = found
         .into_iter()
         .filter(|m| {
@@ -77,6 +73,14 @@ fn record_found<'s>(
     record
 }
 
+/// Whether the process a record names still runs (pid and start time).
+fn live(record: &ServiceRecord) -> bool {
+    match (record.pid, record.pid_start_time) {
+        (Some(pid), Some(started)) => proc_info::start_time(pid) == Some(started),
+        _ => false,
+    }
+}
+
 fn empty_state() -> RunState {
     RunState {
         schema_version: SCHEMA_VERSION,
@@ -101,6 +105,10 @@ pub fn recover(repo: &StateRepository, scope: &str, why: &StateError) -> Recover
     let found = proc_info::marked_leaders(scope);
     for marked in &found {
         let at = state.services.iter().position(|r| r.target == marked.target && r.service == marked.service);
+        // A record whose own process still runs keeps it: a second marked process is not the service.
+        if at.is_some_and(|i| live(&state.services[i]) && state.services[i].pid != Some(marked.pid)) {
+            continue;
+        }
         let record = record_found(&mut state, at, marked);
         if !matches!(record.status, ServiceStatus::Ready | ServiceStatus::Starting) {
             record.status = ServiceStatus::Ready;

@@ -193,12 +193,17 @@ fn service_place(
     Ok(Place { vars: found.vars, root: found.root, dir: Some(found.cwd), postgres: found.postgres })
 }
 
-/// The name of a suite's copy of `database`: `<database>_test_<job>`, at most 63 bytes.
+/// The name of a suite's copy of `database`: `<database>_test_<hash of database><job>`, at most 63 bytes; two
+/// databases whose names share a long prefix still get copies of their own.
 fn test_database_name(database: &str, job_id: &str) -> String {
-    let suffix: String = job_id.chars().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
-    let suffix = format!("_test_{}", suffix.to_ascii_lowercase());
-    let keep = 63usize.saturating_sub(suffix.len());
-    format!("{}{suffix}", database.chars().take(keep).collect::<String>())
+    let job: String = job_id.chars().rev().take(10).collect::<Vec<_>>().into_iter().rev().collect();
+    let hash = crate::state::fnv1a(database.as_bytes()) & 0xffff_ffff;
+    let suffix = format!("_test_{hash:08x}{}", job.to_ascii_lowercase());
+    let mut keep = 63usize.saturating_sub(suffix.len()).min(database.len());
+    while !database.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &database[..keep])
 }
 
 /// Appends `line` to the job's log.

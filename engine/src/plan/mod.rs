@@ -54,6 +54,16 @@ fn marker(settings: &Settings, target: &str, service: &str) -> [(String, String)
     ]
 }
 
+/// The marks only processes envctl spawns as a service carry. What is handed to a shell or a job (`envctl env`, a
+/// service's `test`) goes without them: a process started from such a shell must never be taken for the service.
+pub const PROCESS_MARKS: [&str; 2] = ["ENVCTL_SCOPE", "ENVCTL_SERVICE"];
+
+/// `env` without [`PROCESS_MARKS`].
+pub fn without_process_marks(mut env: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    env.retain(|key, _| !PROCESS_MARKS.contains(&key.as_str()));
+    env
+}
+
 /// The repository's scope as `ENVCTL_SCOPE` carries it: its scope directory, so two runtime directories of one
 /// repository never take each other's processes for their own.
 pub fn scope_of(paths: &crate::config::Paths) -> String {
@@ -531,7 +541,8 @@ pub fn with_dependencies(settings: &Settings, services: &[String]) -> Vec<String
     out.into_iter().collect()
 }
 
-/// The environment envctl gives `service` of `target` (what `envctl env --service` prints), the target's root and
+/// The environment envctl gives `service` of `target` (what `envctl env --service` prints, without the marks of
+/// the service's own process), the target's root and
 /// the service's working directory: what the service's `test`, `migrate` and `setup` run with.
 pub fn service_env(
     settings: &Settings,
@@ -578,7 +589,8 @@ pub fn service_env(
         return Err(PlanError::Problems(plan.problems));
     }
     let postgres = postgres.into_iter().filter(|d| found.depends_on.contains(&d.requirement)).collect();
-    Ok(ServiceEnv { vars: found.env, cwd: std::path::PathBuf::from(found.cwd), root, postgres })
+    let vars = without_process_marks(found.env);
+    Ok(ServiceEnv { vars, cwd: std::path::PathBuf::from(found.cwd), root, postgres })
 }
 
 /// A Postgres database a service uses.

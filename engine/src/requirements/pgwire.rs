@@ -96,6 +96,12 @@ impl Connection {
             let (kind, body) = conn.read().await?;
             let code = body.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
             match (kind, code) {
+                // Once SCRAM began, only a server that proved it knows the password may say "ok".
+                (b'R', Some(0)) if scram.as_ref().is_some_and(|c| !c.verified) => {
+                    return Err(PgError::Io(format!(
+                        "127.0.0.1:{port} accepted without proving it knows the password"
+                    )));
+                }
                 (b'R', Some(0)) => {}
                 (b'R', Some(10)) => {
                     let password = password.ok_or_else(|| {
@@ -117,16 +123,8 @@ impl Connection {
                 }
                 (b'R', Some(12)) => {
                     let client =
-                        scram.as_ref().ok_or_else(|| PgError::Io("SCRAM final before it began".into()))?;
+                        scram.as_mut().ok_or_else(|| PgError::Io("SCRAM final before it began".into()))?;
                     client.verify(&String::from_utf8_lossy(&body[4..]))?;
-                }
-                (b'R', Some(3)) => {
-                    let password = password.ok_or_else(|| {
-                        PgError::Io(format!("127.0.0.1:{port} asks for a password and none is known"))
-                    })?;
-                    let mut msg = password.as_bytes().to_vec();
-                    msg.push(0);
-                    conn.send(b'p', &msg).await?;
                 }
                 (b'R', other) => {
                     return Err(PgError::Io(format!(
@@ -257,6 +255,8 @@ mod scram {
         /// `client-first-bare,server-first,client-final-without-proof`, once known.
         auth_message: Option<String>,
         salted: Option<[u8; 32]>,
+        /// Whether the server's signature checked out.
+        pub verified: bool,
     }
 
     impl Client {
@@ -272,6 +272,7 @@ mod scram {
                 nonce: b64().encode(raw),
                 auth_message: None,
                 salted: None,
+                verified: false,
             })
         }
 
@@ -291,11 +292,18 @@ mod scram {
                 server_first.split(',').find_map(|part| part.strip_prefix(name)).ok_or_else(|| bad(name))
             };
             let nonce = field("r=")?;
-            if !nonce.starts_with(&self.nonce) {
+            if !nonce.starts_with(&self.nonce) || nonce.len() <= self.nonce.len() {
                 return Err(bad("its nonce does not extend ours"));
+            }
+            if server_first.split(',').any(|part| part.starts_with("m=")) {
+                return Err(bad("a mandatory extension"));
             }
             let salt = b64().decode(field("s=")?).map_err(|_| bad("salt"))?;
             let iterations: u32 = field("i=")?.parse().map_err(|_| bad("iteration count"))?;
+            // Postgres uses 4096; a server asking for far more only stalls the client.
+            if !(1..=1_000_000).contains(&iterations) {
+                return Err(bad("iteration count out of range"));
+            }
             let mut salted = [0u8; 32];
             pbkdf2::pbkdf2_hmac::<Sha256>(self.password.as_bytes(), &salt, iterations, &mut salted);
             let without_proof = format!("c=biws,r={nonce}");
@@ -310,14 +318,18 @@ mod scram {
         }
 
         /// Checks the server's `server-final-message`.
-        pub fn verify(&self, server_final: &str) -> Result<(), PgError> {
+        pub fn verify(&mut self, server_final: &str) -> Result<(), PgError> {
             let (Some(auth_message), Some(salted)) = (&self.auth_message, &self.salted) else {
                 return Err(bad("it ended before it began"));
             };
             let given = server_final.strip_prefix("v=").ok_or_else(|| bad("no server signature"))?;
             let server_key = hmac(salted, b"Server Key");
             let expected = b64().encode(hmac(&server_key, auth_message.as_bytes()));
-            if given == expected { Ok(()) } else { Err(bad("the server's signature is wrong")) }
+            if given != expected {
+                return Err(bad("the server's signature is wrong"));
+            }
+            self.verified = true;
+            Ok(())
         }
     }
 
@@ -333,6 +345,7 @@ mod scram {
                 nonce: "rOprNGfwEbeRWgbNEkqO".into(),
                 auth_message: None,
                 salted: None,
+                verified: false,
             };
             // The RFC's client-first names the user; Postgres leaves it empty, so the bare message differs: use
             // the RFC's by computing the final message the same way with its user.

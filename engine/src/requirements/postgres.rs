@@ -250,7 +250,8 @@ pub fn require_password(
         stdin.write_all(statement.as_bytes()).map_err(|e| io("write to", &program, e))?;
     }
     let output = child.wait_with_output().map_err(|e| io("run", &program, e))?;
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Postgres may echo the failing statement: the password never reaches a message.
+    let stderr = String::from_utf8_lossy(&output.stderr).replace(password, crate::state::redact::REDACTED);
     if !output.status.success() || stderr.contains("ERROR") {
         return Err(RequirementError::Setup {
             program,

@@ -24,6 +24,15 @@ pub fn password(scope_dir: &Path, owner: &str, name: &str) -> std::io::Result<St
     if let Some(dir) = file.parent() {
         crate::state::create_private_dir_all(dir)?;
     }
+    // An empty file left by a crash between creating and writing it (a writer writes within milliseconds).
+    let abandoned = std::fs::metadata(&file)
+        .ok()
+        .filter(|m| m.len() == 0)
+        .and_then(|m| m.modified().ok())
+        .is_some_and(|at| at.elapsed().is_ok_and(|age| age > std::time::Duration::from_secs(5)));
+    if abandoned {
+        let _ = std::fs::remove_file(&file);
+    }
     let fresh = generate()?;
     // Two commands asking at once agree on one: whoever creates the file first wins, the other reads it.
     let created = {

@@ -10,11 +10,42 @@ pub const REDACTED: &str = "<redacted>";
 /// Whether a variable or key named `name` holds a secret.
 pub fn is_secret_name(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
-    ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL", "PRIVATE", "AUTH"]
-        .iter()
-        .any(|w| upper.contains(w))
-        || upper.ends_with("_KEY")
+    ["PASS", "SECRET", "TOKEN", "CREDENTIAL", "PRIVATE", "AUTH"].iter().any(|w| upper.contains(w))
+        || ["_KEY", "_PWD", "_PW"].iter().any(|w| upper.ends_with(w))
         || upper == "KEY"
+}
+
+/// `value` with every occurrence of each of `secrets` (known secret values: generated passwords, values under
+/// secret-looking names) replaced, wherever it stands: argv, a URL list, a DSN.
+pub fn redact_values(value: &mut Value, secrets: &[String]) {
+    match value {
+        Value::Object(map) => map.values_mut().for_each(|inner| redact_values(inner, secrets)),
+        Value::Array(items) => items.iter_mut().for_each(|inner| redact_values(inner, secrets)),
+        Value::String(text) => {
+            for secret in secrets.iter().filter(|s| s.len() >= 4) {
+                if text.contains(secret.as_str()) {
+                    *text = text.replace(secret.as_str(), REDACTED);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The values under secret-looking names anywhere in `value`.
+pub fn secret_values(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            for (key, inner) in map {
+                match inner {
+                    Value::String(text) if is_secret_name(key) && text != REDACTED => out.push(text.clone()),
+                    _ => secret_values(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|inner| secret_values(inner, out)),
+        _ => {}
+    }
 }
 
 /// `text` with the password of every `scheme://user:password@` in it replaced.
@@ -24,7 +55,8 @@ pub fn redact_urls(text: &str) -> String {
     while let Some(at) = rest.find("://") {
         let (head, tail) = rest.split_at(at + 3);
         out.push_str(head);
-        let authority_end = tail.find(['/', ' ', '\'', '"', '?', '#']).unwrap_or(tail.len());
+        let authority_end =
+            tail.find(['/', ' ', '\'', '"', '?', '#', ',', ';', '\n', '\t']).unwrap_or(tail.len());
         let authority = &tail[..authority_end];
         match authority.rfind('@').and_then(|at| authority[..at].find(':').map(|colon| (colon, at))) {
             Some((colon, at)) => {
@@ -95,5 +127,21 @@ mod tests {
         assert_eq!(value["argv"][2], "run --db postgresql://u:<redacted>@h/db");
         assert!(!value.to_string().contains("hunter2") && !value.to_string().contains("s3cret"));
         assert!(was_redacted(&value));
+    }
+
+    #[test]
+    fn known_values_go_wherever_they_stand() {
+        let mut value = serde_json::json!({
+            "argv": ["sh", "-c", "server --auth Zq9pLmW2"],
+            "env": { "CACHE_PASS": "x1y2z3w4", "BROKERS": "redis://127.0.0.1:1,redis://:Zq9pLmW2@127.0.0.1:2/0" },
+        });
+        let mut secrets = vec!["Zq9pLmW2".to_owned()];
+        secret_values(&value, &mut secrets);
+        assert!(secrets.contains(&"x1y2z3w4".to_owned()), "{secrets:?}");
+        redact(&mut value);
+        redact_values(&mut value, &secrets);
+        let text = value.to_string();
+        assert!(!text.contains("Zq9pLmW2") && !text.contains("x1y2z3w4"), "{text}");
+        assert_eq!(redact_urls("a://u:p@h,b://:q@i/0"), "a://u:<redacted>@h,b://:<redacted>@i/0");
     }
 }

@@ -232,17 +232,54 @@ fn write_all(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
 
 /// A run's history copy: the same artifacts without their secrets ([`super::redact`]).
 fn write_redacted(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
-    write_json_redacted(&dir.join("run_state.json"), &artifacts.run_state)?;
-    write_json_redacted(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
-    write_json_redacted(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
-    write_json_redacted(&dir.join("error_report.json"), &artifacts.error_report)
+    let scope = dir.parent().and_then(Path::parent).unwrap_or(dir);
+    let mut secrets = known_secrets(scope);
+    let as_json = |path: &Path, value: &dyn erased_serde_free::Json| {
+        value.json().map_err(|detail| StateError::Corrupt { path: path.to_path_buf(), detail })
+    };
+    let files = [
+        (dir.join("run_state.json"), as_json(&dir.join("run_state.json"), &artifacts.run_state)?),
+        (dir.join("runtime_map.json"), as_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?),
+        (
+            dir.join("ports_manifest.json"),
+            as_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?,
+        ),
+        (dir.join("error_report.json"), as_json(&dir.join("error_report.json"), &artifacts.error_report)?),
+    ];
+    for (_, json) in &files {
+        super::redact::secret_values(json, &mut secrets);
+    }
+    for (path, mut json) in files {
+        super::redact::redact(&mut json);
+        super::redact::redact_values(&mut json, &secrets);
+        write_json(&path, &json)?;
+    }
+    Ok(())
 }
 
-fn write_json_redacted<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let mut json = serde_json::to_value(value)
-        .map_err(|e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
-    super::redact::redact(&mut json);
-    write_json(path, &json)
+/// The generated passwords of the scope's servers (`secrets/*.password`).
+fn known_secrets(scope: &Path) -> Vec<String> {
+    std::fs::read_dir(scope.join("secrets"))
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+mod erased_serde_free {
+    /// An artifact as JSON (object-safe, so the four artifacts share one list).
+    pub trait Json {
+        fn json(&self) -> Result<serde_json::Value, String>;
+    }
+
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> Result<serde_json::Value, String> {
+            serde_json::to_value(self).map_err(|e| e.to_string())
+        }
+    }
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {

@@ -61,7 +61,7 @@ pub fn exec(rt: &EngineRuntime, args: &EnvArgs) -> Result<Outcome, EngineError> 
         if !service.env_sources.is_empty() {
             sources.insert(service.name.clone(), service.env_sources);
         }
-        services.insert(service.name, service.env);
+        services.insert(service.name, crate::plan::without_process_marks(service.env));
     }
     if let Some(name) = &args.service {
         let Some(env) = services.remove(name) else {
