@@ -245,3 +245,24 @@ fn test_database_target_runs_against_the_target_s_own_database() {
     assert_eq!(sql(&url, &db, "SELECT count(*) FROM users")[0][0].as_deref(), Some("0"));
     env.envctl(&["stop"]).ok();
 }
+
+#[test]
+fn a_worker_that_follows_a_changed_envctl_keeps_its_set_overrides() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[jobs.types.greet]\ncommand = \"echo from-file > greeted.txt\"\n");
+    let mut worker =
+        env.spawn_envctl(&["--set", "jobs.types.greet.command=echo from-set > greeted.txt", "worker"]);
+    let first = ids(&env.envctl(&["jobs", "enqueue", "greet"]).ok().stdout).remove(0);
+    assert!(eventually(15, || job(&env, &first)["status"] == "succeeded"), "{}", job(&env, &first));
+    assert_eq!(env.read("greeted.txt").trim(), "from-set");
+    // An unrelated edit makes the worker reload the file; the override still applies on top of it.
+    env.envctl(&["config", "set", "jobs.types.greet.max_attempts=2"]).ok();
+    let second = ids(&env.envctl(&["jobs", "enqueue", "greet"]).ok().stdout).remove(0);
+    assert!(eventually(15, || job(&env, &second)["status"] == "succeeded"), "{}", job(&env, &second));
+    assert_eq!(env.read("greeted.txt").trim(), "from-set");
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(worker.id()).expect("pid")),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = worker.wait();
+}

@@ -26,6 +26,8 @@ pub struct HandlerContext {
     settings: Option<Settings>,
     /// The environment commands inherit.
     pub base_env: BTreeMap<String, String>,
+    /// `--set` overrides applied again on every reload.
+    sets: Vec<String>,
     current: std::sync::Mutex<Option<Reloaded>>,
 }
 
@@ -44,7 +46,14 @@ impl HandlerContext {
             let (stamp, hash) = read_stamp(given.paths.config_file.as_deref()?)?;
             Some(Reloaded { stamp, hash, settings: given.clone() })
         });
-        Self { settings, base_env, current: std::sync::Mutex::new(current) }
+        Self { settings, base_env, sets: Vec::new(), current: std::sync::Mutex::new(current) }
+    }
+
+    /// The same, applying `sets` (the command's `--set` overrides) on top of a reloaded file too.
+    #[must_use]
+    pub fn with_sets(mut self, sets: Vec<String>) -> Self {
+        self.sets = sets;
+        self
     }
 
     /// The settings jobs run with: the ones given, or the file's newer contents when they changed since (a
@@ -79,7 +88,7 @@ impl HandlerContext {
         let options = crate::config::LoadOptions {
             start_dir: given.paths.repo_root.clone(),
             config_file: given.paths.config_file.clone(),
-            sets: Vec::new(),
+            sets: self.sets.clone(),
         };
         let mut settings = Settings::load(&options, &EnvVars::from_inherited(self.base_env.clone()))?;
         // Where state lives does not move under a running worker.

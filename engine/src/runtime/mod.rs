@@ -146,6 +146,12 @@ impl EngineRuntime {
     }
 
     /// The settings, loaded once (their warnings printed once).
+    /// The `--set` overrides this command was given (kept by long-running workers across a reload).
+    pub fn sets(&self) -> &[String] {
+        &self.load.sets
+    }
+
+    /// The settings.
     pub fn settings(&self) -> Result<&Settings, EngineError> {
         once(&self.settings, || {
             let settings = Settings::load(&self.load, &self.env)?;

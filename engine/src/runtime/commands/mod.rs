@@ -226,7 +226,8 @@ fn run_suites(
         lease: std::time::Duration::from_secs(settings.config.jobs.lease_secs),
     };
     let ctx =
-        crate::jobs::handlers::HandlerContext::new(Some(settings.clone()), rt.env().inherited().clone());
+        crate::jobs::handlers::HandlerContext::new(Some(settings.clone()), rt.env().inherited().clone())
+            .with_sets(rt.sets().to_vec());
     let printer = *rt.printer();
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;

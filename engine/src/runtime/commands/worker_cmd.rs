@@ -34,7 +34,10 @@ pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineErro
         None => rt.job_store()?,
     };
     let lease = Duration::from_secs(settings.config.jobs.lease_secs);
-    let ctx = Arc::new(HandlerContext::new(Some(settings.clone()), rt.env().inherited().clone()));
+    let ctx = Arc::new(
+        HandlerContext::new(Some(settings.clone()), rt.env().inherited().clone())
+            .with_sets(rt.sets().to_vec()),
+    );
     let options =
         WorkerOptions { concurrency: args.concurrency, types: args.types.clone(), drain: args.drain, lease };
     let printer = *rt.printer();
