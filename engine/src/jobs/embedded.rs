@@ -182,6 +182,10 @@ impl EmbeddedStore {
         if let Some(dir) = path.parent() {
             crate::state::create_private_dir_all(dir).map_err(|e| fail(&e))?;
         }
+        // Two commands opening a new store at once (a worker and an `enqueue`) would race to switch it to WAL and
+        // create its tables, and one would get "database is locked": opening is one at a time.
+        let lock_path = path.with_extension("sqlite3.lock");
+        let _opening = crate::state::FileLock::acquire(&lock_path).map_err(|e| fail(&e))?;
         // Jobs hold payloads and logs: the file is the user's alone, and SQLite gives its `-wal` and `-shm` files
         // the database file's mode.
         {
