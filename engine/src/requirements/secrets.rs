@@ -10,7 +10,7 @@ const LENGTH: usize = 32;
 
 /// Where the password of requirement `name` of target `owner` lives, under a scope directory.
 pub fn path(scope_dir: &Path, owner: &str, name: &str) -> PathBuf {
-    scope_dir.join("secrets").join(format!("{owner}.{name}.password"))
+    scope_dir.join(crate::state::redact::SECRETS_DIR).join(format!("{owner}.{name}.password"))
 }
 
 /// The password of requirement `name` of target `owner`, made and kept the first time it is asked for.

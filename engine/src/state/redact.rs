@@ -4,6 +4,9 @@
 
 use serde_json::Value;
 
+/// The scope directory's folder of generated server passwords (written by `requirements::secrets`).
+pub const SECRETS_DIR: &str = "secrets";
+
 /// What a removed value is replaced with.
 pub const REDACTED: &str = "<redacted>";
 

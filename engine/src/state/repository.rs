@@ -234,17 +234,11 @@ fn write_all(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
 fn write_redacted(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
     let scope = dir.parent().and_then(Path::parent).unwrap_or(dir);
     let mut secrets = known_secrets(scope);
-    let as_json = |path: &Path, value: &dyn erased_serde_free::Json| {
-        value.json().map_err(|detail| StateError::Corrupt { path: path.to_path_buf(), detail })
-    };
     let files = [
-        (dir.join("run_state.json"), as_json(&dir.join("run_state.json"), &artifacts.run_state)?),
-        (dir.join("runtime_map.json"), as_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?),
-        (
-            dir.join("ports_manifest.json"),
-            as_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?,
-        ),
-        (dir.join("error_report.json"), as_json(&dir.join("error_report.json"), &artifacts.error_report)?),
+        as_json(dir.join("run_state.json"), &artifacts.run_state)?,
+        as_json(dir.join("runtime_map.json"), &artifacts.runtime_map)?,
+        as_json(dir.join("ports_manifest.json"), &artifacts.ports_manifest)?,
+        as_json(dir.join("error_report.json"), &artifacts.error_report)?,
     ];
     for (_, json) in &files {
         super::redact::secret_values(json, &mut secrets);
@@ -257,9 +251,17 @@ fn write_redacted(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError
     Ok(())
 }
 
+/// `value` as JSON, beside the path it is written to.
+fn as_json<T: Serialize>(path: PathBuf, value: &T) -> Result<(PathBuf, serde_json::Value), StateError> {
+    match serde_json::to_value(value) {
+        Ok(json) => Ok((path, json)),
+        Err(e) => Err(StateError::Corrupt { path, detail: e.to_string() }),
+    }
+}
+
 /// The generated passwords of the scope's servers (`secrets/*.password`).
 fn known_secrets(scope: &Path) -> Vec<String> {
-    std::fs::read_dir(scope.join("secrets"))
+    std::fs::read_dir(scope.join(super::redact::SECRETS_DIR))
         .into_iter()
         .flatten()
         .filter_map(Result::ok)
@@ -267,19 +269,6 @@ fn known_secrets(scope: &Path) -> Vec<String> {
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
         .collect()
-}
-
-mod erased_serde_free {
-    /// An artifact as JSON (object-safe, so the four artifacts share one list).
-    pub trait Json {
-        fn json(&self) -> Result<serde_json::Value, String>;
-    }
-
-    impl<T: serde::Serialize> Json for T {
-        fn json(&self) -> Result<serde_json::Value, String> {
-            serde_json::to_value(self).map_err(|e| e.to_string())
-        }
-    }
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
