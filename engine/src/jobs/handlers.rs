@@ -169,22 +169,26 @@ fn planning_env(ctx: &HandlerContext) -> EnvVars {
     EnvVars::from_pairs(ctx.base_env.get("PATH").map(|p| ("PATH", p.as_str())))
 }
 
-fn settings_of(ctx: &HandlerContext, target: &str) -> Result<Settings, String> {
-    ctx.settings().ok_or_else(|| {
+fn in_repository<'a>(settings: Option<&'a Settings>, target: &str) -> Result<&'a Settings, String> {
+    settings.ok_or_else(|| {
         format!("this worker runs outside a repository, so it cannot run for target `{target}`")
     })
 }
 
 /// A target's environment and root, as `envctl env` computes it (requirement variables and `ENVCTL_TARGET`);
 /// outside any target, the worker's directory.
-fn target_place(ctx: &HandlerContext, target: Option<&str>) -> Result<Place, String> {
+fn target_place(
+    ctx: &HandlerContext,
+    settings: Option<&Settings>,
+    target: Option<&str>,
+) -> Result<Place, String> {
     let Some(target) = target else {
         let root = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
         return Ok(Place { vars: BTreeMap::new(), root, dir: None, postgres: Vec::new() });
     };
-    let settings = settings_of(ctx, target)?;
+    let settings = in_repository(settings, target)?;
     let (vars, root) =
-        crate::plan::target_env(&settings, target, &planning_env(ctx)).map_err(|e| e.to_string())?;
+        crate::plan::target_env(settings, target, &planning_env(ctx)).map_err(|e| e.to_string())?;
     Ok(Place { vars, root, dir: None, postgres: Vec::new() })
 }
 
@@ -192,12 +196,11 @@ fn target_place(ctx: &HandlerContext, target: Option<&str>) -> Result<Place, Str
 /// `databases` replaces the database of some of its Postgres requirements (a suite's throwaway copies).
 fn service_place(
     ctx: &HandlerContext,
-    target: &str,
-    service: &str,
+    settings: &Settings,
+    (target, service): (&str, &str),
     databases: &BTreeMap<String, String>,
 ) -> Result<Place, String> {
-    let settings = settings_of(ctx, target)?;
-    let found = crate::plan::service_env(&settings, target, service, &planning_env(ctx), databases)
+    let found = crate::plan::service_env(settings, target, service, &planning_env(ctx), databases)
         .map_err(|e| e.to_string())?;
     Ok(Place { vars: found.vars, root: found.root, dir: Some(found.cwd), postgres: found.postgres })
 }
@@ -226,6 +229,7 @@ async fn note(store: &Arc<dyn JobStore>, job: &Job, line: String) {
 #[allow(clippy::too_many_arguments)]
 async fn exec_on_copies(
     ctx: &HandlerContext,
+    settings: &Settings,
     store: &Arc<dyn JobStore>,
     job: &Job,
     command: &str,
@@ -236,10 +240,7 @@ async fn exec_on_copies(
 ) -> Finish {
     let mut copies: Vec<(u16, String, Option<String>)> = Vec::new();
     let mut databases = BTreeMap::new();
-    let scratch = match ctx.settings() {
-        Some(settings) => settings.paths.scope_dir.join("data").join("postgres-copies"),
-        None => std::env::temp_dir(),
-    };
+    let scratch = settings.paths.scope_dir.join("data").join("postgres-copies");
     let mut failure = None;
     for db in &place.postgres {
         let copy = test_database_name(&db.name, &job.id);
@@ -271,7 +272,7 @@ async fn exec_on_copies(
     }
     let finish = match failure {
         Some(error) => Finish::Failed { error, retry: false },
-        None => match service_place(ctx, target, service, &databases) {
+        None => match service_place(ctx, settings, (target, service), &databases) {
             Ok(on_copies) => {
                 exec(ctx, store, job, command, &on_copies, None, BTreeMap::new(), timeout, cancel).await
             }
@@ -289,9 +290,8 @@ async fn exec_on_copies(
 }
 
 /// `text` of key `what` with its placeholders filled in for `target`, as a service's command is.
-fn fill(ctx: &HandlerContext, target: &str, service: &str, what: &str, text: &str) -> Result<String, String> {
-    let Some(settings) = ctx.settings() else { return Ok(text.to_owned()) };
-    crate::plan::fill_command(&settings, target, service, (what, text)).map_err(|e| e.to_string())
+fn fill(settings: &Settings, target: &str, service: &str, what: &str, text: &str) -> Result<String, String> {
+    crate::plan::fill_command(settings, target, service, (what, text)).map_err(|e| e.to_string())
 }
 
 /// Runs `job` to its end (or until `cancel`), logging its output to the store.
@@ -312,7 +312,9 @@ pub async fn run(
                 Ok(t) => t,
                 Err(e) => return bad_payload(job, e),
             };
-            let place = match target_place(ctx, payload.target.as_deref().or(job.target.as_deref())) {
+            let settings = ctx.settings();
+            let target = payload.target.as_deref().or(job.target.as_deref());
+            let place = match target_place(ctx, settings.as_ref(), target) {
                 Ok(place) => place,
                 Err(error) => return Finish::Failed { error, retry: false },
             };
@@ -330,31 +332,33 @@ pub async fn run(
             .await
         }
         "test.run" | "migrate.run" => run_suite(ctx, store, job, cancel).await,
-        user => match ctx.settings().and_then(|s| s.config.jobs.types.get(user).cloned()) {
-            Some(kind) => {
-                let timeout = kind.timeout_secs.map(Duration::from_secs);
-                let env: BTreeMap<String, String> = job
-                    .payload
-                    .get("env")
-                    .and_then(|e| serde_json::from_value(e.clone()).ok())
-                    .unwrap_or_default();
-                let command = match type_command(ctx, job, user, &kind.command) {
-                    Ok(command) => command,
-                    Err(error) => return Finish::Failed { error, retry: false },
-                };
-                let place = match target_place(ctx, job.target.as_deref()) {
-                    Ok(place) => place,
-                    Err(error) => return Finish::Failed { error, retry: false },
-                };
-                exec(ctx, store, job, &command, &place, None, env, timeout, cancel).await
+        user => {
+            match ctx.settings().and_then(|s| s.config.jobs.types.get(user).cloned().map(|kind| (s, kind))) {
+                Some((settings, kind)) => {
+                    let timeout = kind.timeout_secs.map(Duration::from_secs);
+                    let env: BTreeMap<String, String> = job
+                        .payload
+                        .get("env")
+                        .and_then(|e| serde_json::from_value(e.clone()).ok())
+                        .unwrap_or_default();
+                    let command = match type_command(&settings, job, user, &kind.command) {
+                        Ok(command) => command,
+                        Err(error) => return Finish::Failed { error, retry: false },
+                    };
+                    let place = match target_place(ctx, Some(&settings), job.target.as_deref()) {
+                        Ok(place) => place,
+                        Err(error) => return Finish::Failed { error, retry: false },
+                    };
+                    exec(ctx, store, job, &command, &place, None, env, timeout, cancel).await
+                }
+                None => Finish::Failed {
+                    error: format!(
+                        "unknown job type `{user}`; built in: noop, command.exec, test.run, migrate.run; others come from [jobs.types.<name>]"
+                    ),
+                    retry: false,
+                },
             }
-            None => Finish::Failed {
-                error: format!(
-                    "unknown job type `{user}`; built in: noop, command.exec, test.run, migrate.run; others come from [jobs.types.<name>]"
-                ),
-                retry: false,
-            },
-        },
+        }
     }
 }
 
@@ -370,9 +374,10 @@ async fn run_suite(
         Ok(p) => p,
         Err(e) => return bad_payload(job, e),
     };
+    // One look at the configuration for the whole job.
     let settings = ctx.settings();
     let service = settings.as_ref().and_then(|s| s.config.services.get(&payload.service));
-    let Some(service) = service else {
+    let (Some(settings), Some(service)) = (settings.as_ref(), service) else {
         return bad_payload(job, format!("no service `{}` in this repository", payload.service));
     };
     let (key, command) = if job.job_type == "test.run" {
@@ -388,12 +393,12 @@ async fn run_suite(
     };
     let target = payload.target.or_else(|| job.target.clone()).unwrap_or_else(|| "main".into());
     let what = format!("services.{}.{key}", payload.service);
-    let test = match fill(ctx, &target, &payload.service, &what, &test) {
+    let test = match fill(settings, &target, &payload.service, &what, &test) {
         Ok(filled) => filled,
         Err(error) => return Finish::Failed { error, retry: false },
     };
     let command = super::suites::narrow(&test, &payload.only).unwrap_or(test);
-    let place = match service_place(ctx, &target, &payload.service, &BTreeMap::new()) {
+    let place = match service_place(ctx, settings, (&target, &payload.service), &BTreeMap::new()) {
         Ok(place) => place,
         Err(error) => return Finish::Failed { error, retry: false },
     };
@@ -405,17 +410,17 @@ async fn run_suite(
         && !place.postgres.is_empty();
     if on_copies {
         let names = (target.as_str(), payload.service.as_str());
-        return exec_on_copies(ctx, store, job, &command, names, &place, timeout, cancel).await;
+        return exec_on_copies(ctx, settings, store, job, &command, names, &place, timeout, cancel).await;
     }
     exec(ctx, store, job, &command, &place, None, BTreeMap::new(), timeout, cancel).await
 }
 
 /// A user job type's command with its placeholders filled in for the job's target; one that has placeholders
 /// needs a target.
-fn type_command(ctx: &HandlerContext, job: &Job, name: &str, command: &str) -> Result<String, String> {
+fn type_command(settings: &Settings, job: &Job, name: &str, command: &str) -> Result<String, String> {
     let what = format!("jobs.types.{name}.command");
     match job.target.as_deref() {
-        Some(target) => fill(ctx, target, name, &what, command),
+        Some(target) => fill(settings, target, name, &what, command),
         None if crate::config::template::placeholders(command).is_empty() => Ok(command.to_owned()),
         None => Err(format!(
             "{what} has placeholders, which are filled in for a target; enqueue it with `--target <name>`"
