@@ -4,15 +4,7 @@ use std::time::Duration;
 
 use envctl_engine::jobs::{EmbeddedStore, Finish, JobStore as _};
 
-use crate::support::{RedisServer, TestEnv, eventually, kill9};
-
-fn ids(stdout: &str) -> Vec<String> {
-    stdout.lines().map(str::to_owned).collect()
-}
-
-fn job(env: &TestEnv, id: &str) -> serde_json::Value {
-    env.envctl(&["jobs", "show", id, "--json"]).ok().json()
-}
+use crate::support::{RedisServer, TestEnv, eventually, ids, job, kill9};
 
 /// The repository's embedded job store, opened by the test (to play a worker whose timing it controls).
 fn embedded_store(env: &TestEnv) -> EmbeddedStore {

@@ -2,15 +2,7 @@
 //! host started by `resume` that runs jobs and follows a changed `.envctl`, suites that stop at their timeout and
 //! show their output while they run.
 
-use crate::support::{TestEnv, eventually};
-
-fn ids(stdout: &str) -> Vec<String> {
-    stdout.split_whitespace().map(str::to_owned).collect()
-}
-
-fn job(env: &TestEnv, id: &str) -> serde_json::Value {
-    env.envctl(&["jobs", "show", id, "--json"]).ok().json()
-}
+use crate::support::{TestEnv, eventually, ids, job};
 
 /// `NAME=value` lines of a file a test wrote, as a map.
 fn vars_in(text: &str) -> std::collections::BTreeMap<String, String> {

@@ -348,3 +348,13 @@ pub fn sql_in(
     let login = pgwire::Login::new("postgres", password.as_deref());
     block_on(pgwire::query(port, login, database, query)).map_err(|e| e.to_string())
 }
+
+/// The job ids `jobs enqueue` printed, one a line.
+pub fn ids(stdout: &str) -> Vec<String> {
+    stdout.lines().map(str::to_owned).collect()
+}
+
+/// `jobs show ID --json`.
+pub fn job(env: &TestEnv, id: &str) -> serde_json::Value {
+    env.envctl(&["jobs", "show", id, "--json"]).ok().json()
+}
