@@ -167,6 +167,15 @@ impl Context<'_> {
     }
 }
 
+/// `text` filled in by `lookup`, each value one shell word when `for_shell`; `Err` names what nothing fills.
+fn fill_in(
+    text: &str,
+    for_shell: bool,
+    lookup: impl Fn(&str, Option<&str>) -> Option<String>,
+) -> Result<String, String> {
+    if for_shell { template::expand_for_shell(text, lookup) } else { template::expand(text, lookup) }
+}
+
 /// Services of a target in start order, each with its dependency layer.
 fn layered<'a>(services: &'a BTreeMap<String, &'a ServiceConfig>) -> Vec<(u32, &'a str, &'a ServiceConfig)> {
     fn layer_of(name: &str, services: &BTreeMap<String, &ServiceConfig>, depth: u32) -> u32 {
@@ -222,12 +231,7 @@ fn plan_requirements(
                 ("port", None) => Some(endpoint.port.to_string()),
                 _ => ctx.lookup(name, n, a),
             };
-            let filled = if for_shell {
-                template::expand_for_shell(value, lookup)
-            } else {
-                template::expand(value, lookup)
-            };
-            filled.unwrap_or_else(|missing| {
+            fill_in(value, for_shell, lookup).unwrap_or_else(|missing| {
                 problems.push(format!(
                     "{}: requirements.{name}.{what}: {missing} cannot be filled in for this target",
                     target.name
@@ -328,12 +332,7 @@ fn plan_target(
         env_out.extend(marker(settings, &target.name, name));
         let mut fill = |text: &str, what: &str, for_shell: bool| {
             let lookup = |n: &str, a: Option<&str>| ctx.lookup(name, n, a);
-            let filled = if for_shell {
-                template::expand_for_shell(text, lookup)
-            } else {
-                template::expand(text, lookup)
-            };
-            filled.unwrap_or_else(|missing| {
+            fill_in(text, for_shell, lookup).unwrap_or_else(|missing| {
                 problems.push(format!(
                     "{}: {name}.{what}: {missing} cannot be filled in for this target",
                     target.name
