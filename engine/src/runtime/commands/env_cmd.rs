@@ -28,15 +28,6 @@ pub struct EnvArgs {
     pub json: bool,
 }
 
-/// Quotes a value for a POSIX shell.
-fn shell_quote(value: &str) -> String {
-    if !value.is_empty() && value.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:@%+=,".contains(c)) {
-        value.to_owned()
-    } else {
-        format!("'{}'", value.replace('\'', "'\\''"))
-    }
-}
-
 /// Prints the environment.
 pub fn exec(rt: &EngineRuntime, args: &EnvArgs) -> Result<Outcome, EngineError> {
     let settings = rt.settings()?;
@@ -88,14 +79,11 @@ pub fn exec(rt: &EngineRuntime, args: &EnvArgs) -> Result<Outcome, EngineError> 
         }
         let sources = report.sources.get(service);
         for (key, value) in env {
-            match sources.and_then(|s| s.get(key)) {
-                Some(source) => {
-                    let _ = writeln!(out, "export {key}={}  # {source}", shell_quote(value));
-                }
-                None => {
-                    let _ = writeln!(out, "export {key}={}", shell_quote(value));
-                }
+            let _ = write!(out, "export {key}={}", crate::config::template::shell_word(value));
+            if let Some(source) = sources.and_then(|s| s.get(key)) {
+                let _ = write!(out, "  # {source}");
             }
+            out.push('\n');
         }
     }
     rt.printer().data(&out);
