@@ -93,6 +93,30 @@ fn default_stop_signal() -> String {
     "TERM".to_owned()
 }
 
+impl ServicePlan {
+    /// A plan that runs `argv` in `cwd` as `name` and nothing else: no port, probe, dependency or extra
+    /// environment, no restarts, stopped with SIGTERM and 5 s of grace.
+    pub fn new(name: &str, cwd: &str, argv: Vec<String>) -> Self {
+        Self {
+            name: name.to_owned(),
+            layer: 0,
+            cwd: cwd.to_owned(),
+            argv,
+            env: BTreeMap::new(),
+            port: None,
+            ports: BTreeMap::new(),
+            url: None,
+            ready: None,
+            depends_on: Vec::new(),
+            restart: crate::config::RestartPolicy::No,
+            stop_grace_secs: 5,
+            stop_signal: default_stop_signal(),
+            user: None,
+            env_sources: BTreeMap::new(),
+        }
+    }
+}
+
 /// One target's plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TargetPlan {

@@ -255,7 +255,7 @@ mod tests {
 
     /// A ready record of this process with an `http` probe of `port` (which this process listens on).
     fn probed(port: u16) -> ServiceRecord {
-        use envctl_contracts::config::{ReadyProbe, RestartPolicy};
+        use envctl_contracts::config::ReadyProbe;
         use envctl_contracts::ports::{PortPlan, PortSource};
         let (pid, started) = crate::supervisor::proc_info::current();
         let plan = PortPlan {
@@ -266,24 +266,13 @@ mod tests {
             retries: 0,
         };
         let spec = envctl_contracts::startup::ServicePlan {
-            name: "web".into(),
-            layer: 0,
-            cwd: "/".into(),
-            argv: Vec::new(),
-            env: BTreeMap::new(),
             port: Some(plan),
-            ports: BTreeMap::new(),
-            url: None,
             ready: Some(ReadyProbe {
                 probe: ProbeKind::Http { path: "/".into(), status: None },
                 timeout_ms: 1,
             }),
-            depends_on: Vec::new(),
-            restart: RestartPolicy::No,
             stop_grace_secs: 1,
-            stop_signal: "TERM".into(),
-            user: None,
-            env_sources: BTreeMap::new(),
+            ..envctl_contracts::startup::ServicePlan::new("web", "/", Vec::new())
         };
         ServiceRecord {
             port: Some(port),
