@@ -75,8 +75,17 @@ struct Context<'a> {
     settings: &'a Settings,
     target: &'a Target,
     ports: &'a PortTable,
+    /// What one plan shares across its targets.
+    shared: &'a Shared,
+}
+
+/// What one plan's targets share: the databases it replaces and the servers' passwords, each read once.
+#[derive(Debug, Default)]
+struct Shared {
     /// Postgres requirements whose database this plan replaces (a test suite's throwaway copy), by name.
-    databases: &'a BTreeMap<String, String>,
+    databases: BTreeMap<String, String>,
+    /// Each server's password by (owner, requirement), read from its secrets file the first time it is needed.
+    passwords: std::cell::RefCell<BTreeMap<(String, String), Option<String>>>,
 }
 
 impl Context<'_> {
@@ -97,7 +106,7 @@ impl Context<'_> {
             plan.assigned,
             password.as_deref(),
         );
-        Some(match self.databases.get(name) {
+        Some(match self.shared.databases.get(name) {
             Some(database) => requirements::with_database(req, endpoint, database),
             None => endpoint,
         })
@@ -113,9 +122,15 @@ impl Context<'_> {
         if !requirements::has_password(req.adapter) {
             return None;
         }
-        requirements::secrets::password(&self.settings.paths.scope_dir, owner, name)
+        let key = (owner.to_owned(), name.to_owned());
+        if let Some(known) = self.shared.passwords.borrow().get(&key) {
+            return known.clone();
+        }
+        let password = requirements::secrets::password(&self.settings.paths.scope_dir, owner, name)
             .map_err(|e| tracing::warn!(error = %e, requirement = name, "cannot keep the server's password"))
-            .ok()
+            .ok();
+        self.shared.passwords.borrow_mut().insert(key, password.clone());
+        password
     }
 
     fn service_port(&self, name: &str) -> Option<u16> {
@@ -292,12 +307,12 @@ fn plan_target(
     settings: &Settings,
     target: &Target,
     ports: &PortTable,
-    databases: &BTreeMap<String, String>,
+    shared: &Shared,
     env: &EnvVars,
     found: &mut Found,
     problems: &mut Vec<String>,
 ) -> TargetPlan {
-    let ctx = Context { settings, target, ports, databases };
+    let ctx = Context { settings, target, ports, shared };
     let config = &settings.config;
     let requirement_plans = plan_requirements(&ctx, env, found, problems);
     let services: BTreeMap<String, &ServiceConfig> = config
@@ -433,9 +448,10 @@ pub fn explain_with(
 ) -> StartupPlan {
     let mut problems = Vec::new();
     let mut found = Found::new();
+    let shared = Shared { databases: databases.clone(), ..Shared::default() };
     let plans = targets
         .iter()
-        .map(|t| plan_target(settings, t, ports, databases, env, &mut found, &mut problems))
+        .map(|t| plan_target(settings, t, ports, &shared, env, &mut found, &mut problems))
         .collect();
     problems.dedup();
     StartupPlan {
@@ -497,8 +513,8 @@ pub fn fill_command(
         targets.select(&Selection::Trees(vec![target.to_owned()]), settings.config.project.default_mode)?;
     let ports = plan_ports(settings, &selected)?;
     let Some(chosen) = selected.first() else { return Ok(text.to_owned()) };
-    let databases = BTreeMap::new();
-    let ctx = Context { settings, target: chosen, ports: &ports, databases: &databases };
+    let shared = Shared::default();
+    let ctx = Context { settings, target: chosen, ports: &ports, shared: &shared };
     template::expand_for_shell(text, |n, a| ctx.lookup(service, n, a)).map_err(|placeholder| {
         PlanError::Unfilled { what: what.to_owned(), placeholder, target: target.to_owned() }
     })
