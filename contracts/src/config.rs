@@ -299,8 +299,27 @@ pub struct JobsConfig {
     pub redis_prefix: String,
     /// Length of a worker's lease on a claimed job, in seconds.
     pub lease_secs: u64,
+    /// The address the managed job server listens on (`backend = "redis"` with no URL).
+    #[serde(default = "default_jobs_bind")]
+    pub bind: String,
+    /// The port the managed job server asks for first.
+    #[serde(default = "default_jobs_port")]
+    pub port: u16,
     /// User job types.
     pub types: BTreeMap<String, JobTypeConfig>,
+}
+
+/// The managed job server's default address: loopback only.
+pub const DEFAULT_JOBS_BIND: &str = "127.0.0.1";
+/// The port the managed job server asks for first.
+pub const DEFAULT_JOBS_PORT: u16 = 6390;
+
+fn default_jobs_bind() -> String {
+    DEFAULT_JOBS_BIND.to_owned()
+}
+
+fn default_jobs_port() -> u16 {
+    DEFAULT_JOBS_PORT
 }
 
 /// `[project]`.

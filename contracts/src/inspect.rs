@@ -55,6 +55,9 @@ pub struct HealthReport {
     /// services may still run, but nothing restarts them; `envctl resume` adopts them.
     #[serde(default = "default_true")]
     pub supervised: bool,
+    /// The job runtime's managed Redis server (`[jobs] backend = "redis"` with no URL), when it is the job store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_server: Option<crate::jobs::JobServer>,
 }
 
 fn default_true() -> bool {
@@ -95,6 +98,9 @@ pub struct EndpointList {
     /// Target → requirement → URL as that target's services reach it (a worktree's own database, say).
     #[serde(default)]
     pub requirements: BTreeMap<String, BTreeMap<String, String>>,
+    /// The job runtime's managed Redis server (`[jobs] backend = "redis"` with no URL), when it is the job store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_server: Option<crate::jobs::JobServer>,
 }
 
 /// `envctl env --json`.
@@ -109,4 +115,7 @@ pub struct EnvReport {
     /// Service → variable → the dotenv `file:line` it was read from (only variables that came from one).
     #[serde(default)]
     pub sources: BTreeMap<String, BTreeMap<String, String>>,
+    /// The repository's Redis job store, password included (`ENVCTL_JOBS_URL`); absent for the embedded store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs_url: Option<String>,
 }

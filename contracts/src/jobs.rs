@@ -229,3 +229,44 @@ pub struct TestResults {
     /// Every suite, in the order they were enqueued.
     pub suites: Vec<SuiteResult>,
 }
+
+/// Whether the job runtime's managed Redis server runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobServerStatus {
+    /// Its recorded process (pid and start time) runs.
+    Running,
+    /// It ran, and its process is gone; the next command that opens the store starts it again on its data.
+    Stopped,
+    /// It has never run for this repository; the first command that opens the store starts it.
+    NotStarted,
+}
+
+/// The Redis server envctl runs for a repository's job runtime when `[jobs] backend = "redis"` names no URL:
+/// `jobs_server.json` in the scope directory (0600), and the `job_server` of `explain-startup`, `health`,
+/// `endpoints` and `list-targets`. It carries no secret: the password is in `secrets/repository.jobs.password`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct JobServer {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Running, stopped or not started yet.
+    pub status: JobServerStatus,
+    /// Its port (the port it would get, when not started).
+    pub port: u16,
+    /// The address it listens on (`jobs.bind`).
+    pub bind: String,
+    /// Its URL without the password.
+    pub url: String,
+    /// Where it keeps the queue (append-only file, fsync every second).
+    pub data_dir: String,
+    /// Its log.
+    pub log_path: String,
+    /// The `redis-server` it runs (or would run), when found.
+    pub binary: Option<String>,
+    /// Its process, while it runs.
+    pub pid: Option<u32>,
+    /// That process's start time (clock ticks since boot), so a reused pid is not mistaken for it.
+    pub pid_start_time: Option<u64>,
+    /// When it was last started (RFC 3339).
+    pub started_at: Option<String>,
+}

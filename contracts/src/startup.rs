@@ -145,4 +145,7 @@ pub struct StartupPlan {
     pub targets: Vec<TargetPlan>,
     /// Problems `start` would hit (a missing binary, …).
     pub problems: Vec<String>,
+    /// The job runtime's managed Redis server (`[jobs] backend = "redis"` with no URL), when it is the job store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_server: Option<crate::jobs::JobServer>,
 }

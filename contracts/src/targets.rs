@@ -47,4 +47,7 @@ pub struct TargetList {
     pub targets: Vec<TargetInfo>,
     /// Worktrees that were skipped, with why.
     pub skipped: Vec<String>,
+    /// The job runtime's managed Redis server (`[jobs] backend = "redis"` with no URL), when it is the job store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_server: Option<crate::jobs::JobServer>,
 }

@@ -8,6 +8,7 @@ mod databases;
 mod doctor;
 mod fuzz;
 mod inspect;
+mod job_server;
 mod jobs;
 mod legacy;
 mod lifecycle;

@@ -223,7 +223,7 @@ fn requirements_are_reused_while_healthy_and_stop_keeps_data() {
     assert!(eventually(10, || !alive(before["main/postgres"].0, before["main/postgres"].1)));
     env.envctl(&["start"]).ok();
     assert_eq!(sql(&db, "SELECT id FROM t").expect("data kept"), vec![vec![Some("1".to_owned())]]);
-    env.envctl(&["stop-all", "--remove-data"]).ok();
+    env.envctl(&["stop-all", "--remove-data", "--yes"]).ok();
     env.envctl(&["start"]).ok();
     assert!(sql(&db, "SELECT id FROM t").is_err(), "--remove-data starts over");
 }

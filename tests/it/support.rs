@@ -212,7 +212,7 @@ impl Drop for TestEnv {
     /// Whatever a test started is stopped and its data removed, even when the test failed.
     fn drop(&mut self) {
         if self.runtime.join("scopes").exists() {
-            let _ = self.envctl(&["stop-all", "--remove-data"]);
+            let _ = self.envctl(&["stop-all", "--remove-data", "--yes"]);
             let _ = self.envctl(&["blast-all"]);
         }
     }

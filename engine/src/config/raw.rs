@@ -92,6 +92,8 @@ pub const ROOT: Shape = Shape::Table(&[
             ("redis_url", Shape::Leaf),
             ("redis_prefix", Shape::Leaf),
             ("lease_secs", Shape::Leaf),
+            ("bind", Shape::Leaf),
+            ("port", Shape::Leaf),
             ("types", Shape::MapOf(&JOB_TYPE)),
         ]),
     ),
@@ -202,6 +204,8 @@ pub struct RawJobs {
     pub redis_url: Option<Spanned<String>>,
     pub redis_prefix: Option<Spanned<String>>,
     pub lease_secs: Option<Spanned<i64>>,
+    pub bind: Option<Spanned<String>>,
+    pub port: Option<Spanned<i64>>,
 }
 
 /// The whole file, section by section. Entries keep their name's span; an entry's body is `None` when it was

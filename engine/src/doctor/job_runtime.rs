@@ -19,9 +19,16 @@ pub fn store_label(ctx: &Ctx<'_>) -> String {
     let Ok(settings) = &ctx.settings else { return String::new() };
     match settings.config.jobs.backend {
         JobsBackend::Embedded => settings.paths.scope_dir.join("jobs.sqlite3").display().to_string(),
-        JobsBackend::Redis => {
-            settings.config.jobs.redis_url.as_deref().map_or_else(|| "redis (no URL)".into(), redact)
-        }
+        JobsBackend::Redis => match crate::plan::job_store(settings) {
+            Ok(crate::plan::JobStoreLocation::Managed) => {
+                let port = crate::plan::job_server_port(settings).unwrap_or(settings.config.jobs.port);
+                format!("the job server envctl runs (redis on port {port})")
+            }
+            Ok(crate::plan::JobStoreLocation::External(url)) => redact(&url),
+            Ok(crate::plan::JobStoreLocation::Embedded) | Err(_) => {
+                settings.config.jobs.redis_url.as_deref().map_or_else(|| "redis (no URL)".into(), redact)
+            }
+        },
     }
 }
 

@@ -152,6 +152,7 @@ pub const CHECKS: &[Entry] = &[
     (Gate::StateTruth, "stale_sockets", state_truth::stale_sockets),
     (Gate::StateTruth, "artifacts", state_truth::artifacts),
     (Gate::Requirements, "probes", requirements::probes),
+    (Gate::Requirements, "job_server", requirements::job_server),
     (Gate::Services, "readiness", services::readiness),
     (Gate::Services, "crash_loops", services::crash_loops),
     (Gate::Services, "recent_failures", services::recent_failures),

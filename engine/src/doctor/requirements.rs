@@ -90,3 +90,59 @@ fn probe_of(adapter: Option<Adapter>, port: Option<u16>, password: Option<String
         Adapter::Command => Some(Probe::Tcp(port)),
     }
 }
+
+/// The job runtime's managed Redis server (`[jobs] backend = "redis"` with no URL): it answers `PING` with its
+/// password when it runs; when it does not, the `job_runtime` gate's first check starts it (as any job command
+/// would), so only a missing `redis-server` fails here.
+pub fn job_server(ctx: &Ctx<'_>) -> Check {
+    use envctl_contracts::jobs::JobServerStatus;
+    if let Some(skip) = unconfigured(ctx) {
+        return skip;
+    }
+    let Ok(settings) = &ctx.settings else { return Check::skip("the configuration does not load") };
+    let Some(server) = crate::plan::job_server(settings, ctx.path_var.as_deref()) else {
+        return Check::skip("the job store is not the managed job server");
+    };
+    let Some(binary) = server.binary.clone() else {
+        return Check::fail(
+            "redis-server is not on PATH, and the job runtime's server needs it ([jobs] backend = \"redis\" with no URL)",
+            "apt-get install redis-server, or set [jobs].redis_url to a server you run",
+        );
+    };
+    let mut check = match (server.status, server.pid) {
+        (JobServerStatus::Running, Some(pid)) => {
+            let password = crate::requirements::job_server::password(&settings.paths.scope_dir).ok();
+            let probe = Probe::Redis { port: server.port, password };
+            let started = Instant::now();
+            let attempt = ctx.tokio.block_on(probe.attempt());
+            let ms = started.elapsed().as_secs_f64() * 1000.0;
+            if attempt.ok {
+                Check::pass(format!(
+                    "the job server (pid {pid}) answers on port {} ({ms:.1} ms)",
+                    server.port
+                ))
+            } else {
+                Check::fail(
+                    format!(
+                        "the job server (pid {pid}) on port {} does not answer: {}",
+                        server.port, attempt.detail
+                    ),
+                    format!(
+                        "its log is {}; `envctl stop-all` stops it and the next job command starts it",
+                        server.log_path
+                    ),
+                )
+            }
+        }
+        (JobServerStatus::Running | JobServerStatus::Stopped, _) => Check::pass(format!(
+            "the job server is stopped; the next job command starts it on port {} with its queue",
+            server.port
+        )),
+        (JobServerStatus::NotStarted, _) => Check::pass(format!(
+            "the job server has not run yet; the first job command starts it on port {}",
+            server.port
+        )),
+    };
+    check = check.with("binary", binary).with("data_dir", &server.data_dir).with("port", server.port);
+    check
+}

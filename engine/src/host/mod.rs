@@ -361,7 +361,10 @@ impl Host {
             lease: Duration::from_secs(settings.config.jobs.lease_secs),
         };
         let (shutdown, force) = (self.parts.token.child_token(), CancellationToken::new());
-        let stores = StoreFactory::from_settings(settings);
+        let stores = match StoreFactory::from_settings(settings, env.get("PATH").map(String::as_str)) {
+            Ok(stores) => stores,
+            Err(e) => return tracing::warn!(error = %e, "no in-process job worker"),
+        };
         self.parts.tracker.spawn(async move {
             // Opening the store touches the disk: off the host's thread, and a moment after the start that asked
             // for it, so starting services never waits on it.

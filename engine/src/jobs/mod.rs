@@ -9,6 +9,7 @@ pub mod embedded;
 mod factory;
 pub mod handlers;
 pub mod redis_store;
+pub mod server;
 pub mod store;
 pub mod suites;
 pub mod worker;

@@ -169,6 +169,9 @@ impl Context<'_> {
                     let req = self.settings.config.requirements.get(other)?;
                     return requirements::attribute(req, &endpoint, attr);
                 }
+                if other == requirements::job_server::NAME && self.service_port(other).is_none() {
+                    return job_store_attribute(self.settings, attr);
+                }
                 let port = self.service_port(other)?;
                 match attr {
                     "url" => Some(format!("http://{}:{port}", requirements::HOST)),
@@ -461,6 +464,8 @@ pub fn explain_with(
         mode: settings.config.project.default_mode,
         targets: plans,
         problems,
+        // Filled in by what shows the plan (`explain-startup`): a job's environment never needs it.
+        job_server: None,
     }
 }
 
@@ -494,6 +499,118 @@ pub enum PlanError {
         /// The target.
         target: String,
     },
+}
+
+/// Where a repository's jobs live, as `[jobs]` and the references in its `redis_url` resolve.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStoreLocation {
+    /// The embedded SQLite store.
+    Embedded,
+    /// A Redis server at this URL, started by someone else (or a requirement of `main`'s, `{redis.url}`).
+    External(String),
+    /// The job runtime's own Redis server, which envctl starts and keeps (`backend = "redis"`, no URL).
+    Managed,
+}
+
+/// Where `settings` put the repository's jobs. A `redis_url` with references (`{redis.url}`) is filled in as
+/// `main`'s services see it; `{jobs.url}` (or no URL at all) means the managed server.
+pub fn job_store(settings: &Settings) -> Result<JobStoreLocation, PlanError> {
+    let jobs = &settings.config.jobs;
+    if jobs.backend == envctl_contracts::config::JobsBackend::Embedded {
+        return Ok(JobStoreLocation::Embedded);
+    }
+    let Some(url) = jobs.redis_url.as_deref().map(str::trim).filter(|u| !u.is_empty()) else {
+        return Ok(JobStoreLocation::Managed);
+    };
+    if url == "{jobs.url}" {
+        return Ok(JobStoreLocation::Managed);
+    }
+    if template::placeholders(url).is_empty() {
+        return Ok(JobStoreLocation::External(url.to_owned()));
+    }
+    let targets = Targets::discover(&settings.paths, &settings.config.project.trees_dir);
+    let selected = targets.select(&Selection::Main, settings.config.project.default_mode)?;
+    let ports = plan_ports(settings, &selected)?;
+    let Some(main) = selected.first() else { return Ok(JobStoreLocation::External(url.to_owned())) };
+    let shared = Shared::default();
+    let ctx = Context { settings, target: main, ports: &ports, shared: &shared };
+    let filled =
+        template::expand(
+            url,
+            |n, a| if n == requirements::job_server::NAME { None } else { ctx.lookup("", n, a) },
+        )
+        .map_err(|placeholder| PlanError::Unfilled {
+            what: "jobs.redis_url".into(),
+            placeholder,
+            target: "main".into(),
+        })?;
+    Ok(JobStoreLocation::External(filled))
+}
+
+/// The managed job server as it is now (its status checked against `/proc` by pid and start time), or as it
+/// would start, when it is the repository's job store; `None` for any other store.
+pub fn job_server(settings: &Settings, path_var: Option<&str>) -> Option<envctl_contracts::jobs::JobServer> {
+    use envctl_contracts::jobs::JobServerStatus;
+    if job_store(settings).ok()? != JobStoreLocation::Managed {
+        return None;
+    }
+    let port = job_server_port(settings).unwrap_or(settings.config.jobs.port);
+    let binary = requirements::find_binary("redis-server", path_var).map(|p| p.display().to_string());
+    let mut server = requirements::job_server::describe(settings, port, binary);
+    let alive = server
+        .pid
+        .zip(server.pid_start_time)
+        .is_some_and(|(pid, started)| crate::supervisor::proc_info::is_same_process(pid, started));
+    if server.status == JobServerStatus::Running && !alive {
+        server.status = JobServerStatus::Stopped;
+        server.pid = None;
+        server.pid_start_time = None;
+    }
+    Some(server)
+}
+
+/// The port the managed job server has (its record's, while its lease holds) or would get now.
+pub fn job_server_port(settings: &Settings) -> Result<u16, PortError> {
+    let record = requirements::job_server::read_record(&settings.paths.scope_dir);
+    let request = PortRequest {
+        owner: requirements::job_server::lease_owner(&settings.paths),
+        base: record.map_or(settings.config.jobs.port, |r| r.port),
+        slot: 0,
+    };
+    let plans = Ledger::new(&settings.paths.ledger_dir).plan(std::slice::from_ref(&request), &is_free)?;
+    Ok(plans.first().map_or(request.base, |p| p.assigned))
+}
+
+/// The URL, password included, a worker anywhere reaches the repository's Redis job store at (`ENVCTL_JOBS_URL`,
+/// `{jobs.url}`); `None` for the embedded store.
+pub fn job_store_url(settings: &Settings) -> Result<Option<String>, PlanError> {
+    Ok(match job_store(settings)? {
+        JobStoreLocation::Embedded => None,
+        JobStoreLocation::External(url) => Some(url),
+        JobStoreLocation::Managed => {
+            let port = job_server_port(settings)?;
+            let password = requirements::job_server::password(&settings.paths.scope_dir)
+                .map_err(|e| tracing::warn!(error = %e, "cannot keep the job server's password"))
+                .ok();
+            Some(requirements::job_server::url(&settings.config.jobs.bind, port, password.as_deref()))
+        }
+    })
+}
+
+/// `{jobs.attr}`: the job store's URL, port, host or password.
+fn job_store_attribute(settings: &Settings, attr: &str) -> Option<String> {
+    let url = job_store_url(settings).ok().flatten()?;
+    let rest = url.split_once("://")?.1;
+    let address = rest.rsplit_once('@').map_or(rest, |(_, a)| a);
+    let address = address.split('/').next().unwrap_or(address);
+    let (host, port) = address.rsplit_once(':')?;
+    match attr {
+        "url" => Some(url.clone()),
+        "port" => Some(port.to_owned()),
+        "host" => Some(host.trim_start_matches('[').trim_end_matches(']').to_owned()),
+        "password" => requirements::url_password(&url),
+        _ => None,
+    }
 }
 
 /// `text` — a service's `test` or `migrate`, a job type's `command`, the key `what` — with its placeholders filled

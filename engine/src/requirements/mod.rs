@@ -3,6 +3,7 @@
 //! `{name.attr}` references may use. (Starting and probing the servers arrives with the requirements work.)
 
 mod error;
+pub mod job_server;
 pub mod pgwire;
 pub mod postgres;
 pub mod redis;

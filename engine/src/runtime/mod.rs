@@ -205,7 +205,7 @@ impl EngineRuntime {
 
     /// Which job store the settings name.
     pub fn job_stores(&self) -> Result<StoreFactory, EngineError> {
-        Ok(StoreFactory::from_settings(self.settings()?))
+        Ok(StoreFactory::from_settings(self.settings()?, self.env.get("PATH"))?)
     }
 
     /// The repository's job store, opened once.

@@ -160,7 +160,15 @@ pub fn verdict(observed: Vec<Observed>, supervision: Supervision, strict: bool) 
         "healthy"
     };
     let ok = !(unhealthy || strict && degraded);
-    HealthReport { schema_version: SCHEMA_VERSION, ok, overall: overall.into(), services, issues, supervised }
+    HealthReport {
+        schema_version: SCHEMA_VERSION,
+        ok,
+        overall: overall.into(),
+        services,
+        issues,
+        supervised,
+        job_server: None,
+    }
 }
 
 #[cfg(test)]

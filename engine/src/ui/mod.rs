@@ -115,6 +115,20 @@ impl Printer {
     pub fn error(&self, text: &str) {
         eprintln!("error: {text}");
     }
+
+    /// Asks `question` on the terminal and reads the answer: `Some(true)` for y/yes, `Some(false)` for anything
+    /// else, `None` when stdin is no terminal (nobody to ask).
+    pub fn confirm(&self, question: &str) -> Option<bool> {
+        use std::io::{BufRead as _, IsTerminal as _, Write as _};
+        if !std::io::stdin().is_terminal() {
+            return None;
+        }
+        eprint!("{question} [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer).ok()?;
+        Some(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+    }
 }
 
 /// A left-aligned text table.

@@ -9,6 +9,12 @@ use super::ports::NamedPorts;
 use crate::config::raw::{RawRequirement, RawService};
 use crate::config::{suggest, template};
 
+/// The name `{jobs.url}` and its kin refer to: the job runtime's Redis store (unless a service or requirement has
+/// the name).
+const JOB_STORE: &str = "jobs";
+/// What `{jobs.…}` offers.
+const JOB_STORE_ATTRS: &[&str] = &["url", "port", "host", "password"];
+
 impl Checker<'_> {
     pub(super) fn check_references(
         &mut self,
@@ -90,7 +96,12 @@ impl Checker<'_> {
         for p in template::placeholders(text.get_ref()) {
             // Named ports (`{ports.web}`, `{mail.ports.web}`) are checked on their own.
             let Some(attr) = p.attr.filter(|_| p.named_port(own).is_none()) else { continue };
-            let problem = if !known.contains(&p.name) {
+            let job_store = p.name == JOB_STORE && !known.contains(&p.name);
+            let problem = if job_store {
+                (!JOB_STORE_ATTRS.contains(&attr)).then(|| {
+                    format!("`{{{}.{attr}}}`: the job store offers {}", p.name, JOB_STORE_ATTRS.join(", "))
+                })
+            } else if !known.contains(&p.name) {
                 let listing = if known.is_empty() {
                     "none are defined".to_owned()
                 } else {

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use envctl_contracts::config::{JobTypeConfig, JobsBackend, JobsConfig, Priority};
+use envctl_contracts::config::{
+    DEFAULT_JOBS_BIND, DEFAULT_JOBS_PORT, JobTypeConfig, JobsBackend, JobsConfig, Priority,
+};
 
 use super::{Checker, valid_name};
 use crate::config::raw::RawConfig;
@@ -55,7 +57,26 @@ impl Checker<'_> {
                 .as_ref()
                 .map_or_else(|| "envctl".to_owned(), |p| p.get_ref().clone()),
             lease_secs: self.positive(jobs.lease_secs.as_ref(), "jobs.lease_secs", 30),
+            bind: self.bind_address(jobs.bind.as_ref()),
+            port: self.port(jobs.port.as_ref(), "jobs.port").unwrap_or(DEFAULT_JOBS_PORT),
             types,
         }
+    }
+
+    /// `jobs.bind`: an IP address the managed job server can listen on.
+    fn bind_address(&mut self, value: Option<&toml::Spanned<String>>) -> String {
+        let Some(value) = value else { return DEFAULT_JOBS_BIND.to_owned() };
+        if let Ok(ip) = value.get_ref().trim().parse::<std::net::IpAddr>() {
+            return ip.to_string();
+        }
+        self.error(
+            &value.span(),
+            "jobs.bind",
+            format!(
+                "{:?} is not an IP address; use 127.0.0.1 (this machine only, the default), 0.0.0.0 (every interface) or one interface's address",
+                value.get_ref()
+            ),
+        );
+        DEFAULT_JOBS_BIND.to_owned()
     }
 }

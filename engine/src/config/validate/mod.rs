@@ -284,6 +284,9 @@ impl<'m> Checker<'m> {
                 self.check_placeholders(name.get_ref(), command, &key, &known, &requirement_names);
             }
         }
+        if let Some(url) = raw.jobs.redis_url.as_ref() {
+            self.check_placeholders("", url, "jobs.redis_url", &known, &requirement_names);
+        }
         self.check_cycles(&raw.services);
         Config { project, services, setup, requirements, jobs: self.jobs(raw) }
     }

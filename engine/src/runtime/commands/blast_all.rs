@@ -12,6 +12,10 @@ pub struct BlastAllArgs {}
 /// Stops everything this repository's envctl started.
 pub fn exec(rt: &EngineRuntime, _args: &BlastAllArgs) -> Result<Outcome, EngineError> {
     let blasted = rt.block_on(direct::blast_all(rt.paths()?, &rt.ledger()?, &rt.state()?))??;
+    if let Some(server) = rt.block_on(crate::jobs::server::stop(rt.paths()?))?? {
+        rt.printer()
+            .note(&format!("blast-all: stopped the job server (pid {}, port {})", server.pid, server.port));
+    }
     rt.printer().note(&format!(
         "blast-all: stopped {} process(es), released {} port lease(s)",
         blasted.stopped, blasted.released

@@ -41,7 +41,8 @@ pub fn exec(rt: &EngineRuntime, args: &EndpointsArgs) -> Result<Outcome, EngineE
     }
     let names: Vec<String> = targets.keys().cloned().collect();
     let requirements = super::requirement_urls(rt, &names);
-    let list = EndpointList { schema_version: SCHEMA_VERSION, targets, requirements };
+    let job_server = super::job_server(rt)?;
+    let list = EndpointList { schema_version: SCHEMA_VERSION, targets, requirements, job_server };
     if args.json {
         rt.printer().json(&list);
     } else {
@@ -64,6 +65,15 @@ pub fn exec(rt: &EngineRuntime, args: &EndpointsArgs) -> Result<Outcome, EngineE
             for (name, url) in list.requirements.get(target).into_iter().flatten() {
                 table.row(vec![target.clone(), name.clone(), url.clone(), "requirement".into(), "-".into()]);
             }
+        }
+        if let Some(server) = &list.job_server {
+            table.row(vec![
+                "(repository)".into(),
+                "jobs".into(),
+                server.url.clone(),
+                super::job_server_status(server),
+                "-".into(),
+            ]);
         }
         rt.printer().data(&table.render());
     }

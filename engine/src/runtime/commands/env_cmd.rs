@@ -11,6 +11,9 @@ use crate::plan::{explain, plan_ports};
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::targets::Selection;
 
+/// The variable the Redis job store's URL is exported in.
+pub const JOBS_URL_VAR: &str = "ENVCTL_JOBS_URL";
+
 /// Arguments of `env`.
 #[derive(Debug, clap::Args)]
 pub struct EnvArgs {
@@ -66,12 +69,24 @@ pub fn exec(rt: &EngineRuntime, args: &EnvArgs) -> Result<Outcome, EngineError> 
         services = BTreeMap::from([(name.clone(), env)]);
         sources.retain(|service, _| service == name);
     }
-    let report = EnvReport { schema_version: SCHEMA_VERSION, target: target.name, services, sources };
+    // Where the repository's Redis job store is, password included, so a worker elsewhere can be pointed at it
+    // (`envctl worker --backend "$ENVCTL_JOBS_URL"`).
+    let jobs_url = crate::plan::job_store_url(settings)?;
+    if let Some(url) = &jobs_url {
+        for env in services.values_mut() {
+            env.insert(JOBS_URL_VAR.into(), url.clone());
+        }
+    }
+    let report =
+        EnvReport { schema_version: SCHEMA_VERSION, target: target.name, services, sources, jobs_url };
     if args.json {
         rt.printer().json(&report);
         return Ok(Outcome::Success);
     }
     let mut out = String::new();
+    if let (true, Some(url)) = (report.services.is_empty(), &report.jobs_url) {
+        let _ = writeln!(out, "export {JOBS_URL_VAR}={}", crate::config::template::shell_word(url));
+    }
     let many = report.services.len() > 1;
     for (service, env) in &report.services {
         if many {

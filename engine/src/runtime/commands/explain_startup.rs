@@ -22,7 +22,8 @@ pub fn exec(rt: &EngineRuntime, args: &ExplainStartupArgs) -> Result<Outcome, En
     let settings = rt.settings()?;
     let selected = rt.select(&args.targets.selection())?;
     let ports = plan_ports(settings, &selected)?;
-    let plan = explain(settings, &selected, &ports, rt.env());
+    let mut plan = explain(settings, &selected, &ports, rt.env());
+    plan.job_server = super::job_server(rt)?;
     if args.json {
         rt.printer().json(&plan);
         return Ok(Outcome::Success);
@@ -68,6 +69,20 @@ pub fn exec(rt: &EngineRuntime, args: &ExplainStartupArgs) -> Result<Outcome, En
         }
         if target.requirements.is_empty() && target.services.is_empty() {
             out.push_str("  nothing to start (no services or requirements configured for this target)\n");
+        }
+    }
+    if let Some(server) = &plan.job_server {
+        let _ = writeln!(
+            out,
+            "job server (every target's jobs): redis-server on {}:{} ({}), queue in {}, log {}",
+            server.bind,
+            server.port,
+            super::job_server_status(server),
+            server.data_dir,
+            server.log_path
+        );
+        if server.binary.is_none() {
+            let _ = writeln!(out, "  redis-server was not found on PATH: apt-get install redis-server");
         }
     }
     for problem in &plan.problems {

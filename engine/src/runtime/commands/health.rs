@@ -35,7 +35,8 @@ pub fn exec(rt: &EngineRuntime, args: &HealthArgs) -> Result<Outcome, EngineErro
     if !args.no_probe {
         rt.block_on(health::reprobe(&mut observed, rt.env().inherited()))?;
     }
-    let report = health::verdict(observed, health::Supervision::of(host), args.strict);
+    let mut report = health::verdict(observed, health::Supervision::of(host), args.strict);
+    report.job_server = super::job_server(rt)?;
     if args.json {
         rt.printer().json(&report);
     } else {
@@ -58,6 +59,9 @@ pub fn exec(rt: &EngineRuntime, args: &HealthArgs) -> Result<Outcome, EngineErro
             for (name, url) in urls {
                 let _ = writeln!(out, "{target} requirement {name}: {url}");
             }
+        }
+        if let Some(server) = &report.job_server {
+            let _ = writeln!(out, "job server: {} ({})", server.url, super::job_server_status(server));
         }
         let _ = writeln!(out, "\n{}", report.overall);
         for issue in &report.issues {

@@ -1,5 +1,7 @@
 //! `envctl list-targets [--json]`: main and every worktree, with planned ports.
 
+use std::fmt::Write as _;
+
 use std::collections::BTreeMap;
 
 use envctl_contracts::SCHEMA_VERSION;
@@ -68,6 +70,7 @@ pub fn exec(rt: &EngineRuntime, args: &ListTargetsArgs) -> Result<Outcome, Engin
             })
             .collect(),
         skipped: targets.skipped.clone(),
+        job_server: super::job_server(rt)?,
     };
     for skipped in &list.skipped {
         rt.printer().warn(&format!("worktree skipped: {skipped}"));
@@ -96,6 +99,10 @@ pub fn exec(rt: &EngineRuntime, args: &ListTargetsArgs) -> Result<Outcome, Engin
             t.root.clone(),
         ]);
     }
-    rt.printer().data(&out.render());
+    let mut text = out.render();
+    if let Some(server) = &list.job_server {
+        let _ = writeln!(text, "job server: {} ({})", server.url, super::job_server_status(server));
+    }
+    rt.printer().data(&text);
     Ok(Outcome::Success)
 }

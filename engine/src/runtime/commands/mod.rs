@@ -304,3 +304,21 @@ fn requirement_urls(
         })
         .unwrap_or_default()
 }
+
+/// The repository's managed job server, when it is the job store (`[jobs] backend = "redis"` with no URL).
+pub(crate) fn job_server(
+    rt: &EngineRuntime,
+) -> Result<Option<envctl_contracts::jobs::JobServer>, EngineError> {
+    Ok(crate::plan::job_server(rt.settings()?, rt.env().get("PATH")))
+}
+
+/// A job server's status in words.
+pub(crate) fn job_server_status(server: &envctl_contracts::jobs::JobServer) -> String {
+    use envctl_contracts::jobs::JobServerStatus;
+    match (server.status, server.pid) {
+        (JobServerStatus::Running, Some(pid)) => format!("running, pid {pid}"),
+        (JobServerStatus::Running, None) => "running".into(),
+        (JobServerStatus::Stopped, _) => "stopped; the next job command starts it".into(),
+        (JobServerStatus::NotStarted, _) => "not started; the first job command starts it".into(),
+    }
+}

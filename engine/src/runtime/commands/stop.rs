@@ -19,9 +19,13 @@ pub struct StopArgs {
 /// Arguments of `stop-all`.
 #[derive(Debug, clap::Args)]
 pub struct StopAllArgs {
-    /// Also delete the requirements' data (every target's databases and Redis data).
+    /// Also delete the requirements' data (every target's databases and Redis data, and the job queue of the
+    /// managed job server); asks first.
     #[arg(long)]
     pub remove_data: bool,
+    /// With `--remove-data`: do not ask (needed when there is no terminal to ask on).
+    #[arg(long, requires = "remove_data")]
+    pub yes: bool,
 }
 
 fn say(rt: &EngineRuntime, report: &direct::Stopped) {
@@ -51,10 +55,40 @@ pub fn exec(rt: &EngineRuntime, args: &StopArgs) -> Result<Outcome, EngineError>
     Ok(Outcome::Success)
 }
 
-/// Stops everything.
+/// Stops everything (the managed job server too, keeping its queue unless `--remove-data`).
 pub fn exec_all(rt: &EngineRuntime, args: &StopAllArgs) -> Result<Outcome, EngineError> {
     let paths = rt.paths()?;
+    // Asked before anything stops: a refusal leaves everything as it was.
+    if args.remove_data && !args.yes {
+        let roots: Vec<String> =
+            crate::requirements::data_roots(paths).iter().map(|d| d.display().to_string()).collect();
+        let question = format!(
+            "stop everything and delete every target's databases, Redis data and the job queue ({})?",
+            roots.join(", ")
+        );
+        match rt.printer().confirm(&question) {
+            Some(true) => {}
+            Some(false) => {
+                rt.printer().note("nothing stopped, nothing removed");
+                return Ok(Outcome::Failure);
+            }
+            None => {
+                return Err(EngineError::Failed(
+                    "stop-all --remove-data deletes every target's databases, Redis data and the job queue, and there is no terminal to confirm on; nothing was stopped or removed\nhint: add --yes to confirm".into(),
+                ));
+            }
+        }
+    }
     say(rt, &rt.block_on(direct::stop(paths, &[], &[]))??);
+    if let Some(server) = rt.block_on(crate::jobs::server::stop(paths))?? {
+        let kept = if args.remove_data {
+            String::new()
+        } else {
+            format!("; its queue stays in {}", server.data_dir.display())
+        };
+        rt.printer()
+            .note(&format!("stopped the job server (pid {}, port {}){kept}", server.pid, server.port));
+    }
     if args.remove_data {
         for dir in crate::requirements::remove_all_data(paths)? {
             rt.printer().note(&format!("removed {}", dir.display()));
