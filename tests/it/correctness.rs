@@ -244,13 +244,19 @@ fn health_reruns_the_readiness_probe_and_names_its_answer() {
 
 /// Starts three services, kills the host with SIGKILL and garbles `run_state.json`, as a crash mid-write would.
 fn three_services_behind_a_torn_state(env: &TestEnv) -> std::collections::BTreeMap<String, (u32, u64)> {
-    env.write(
-        ".envctl",
+    let before = behind_a_torn_state(
+        env,
         "[services.a]\ncommand = \"sleep 1000\"\n\n[services.b]\ncommand = \"sleep 1000\"\n\n[services.c]\ncommand = \"sleep 1000\"\n",
     );
+    assert_eq!(before.len(), 3);
+    before
+}
+
+/// Starts what `config` names, kills the host with SIGKILL and garbles `run_state.json`; returns what ran.
+fn behind_a_torn_state(env: &TestEnv, config: &str) -> std::collections::BTreeMap<String, (u32, u64)> {
+    env.write(".envctl", config);
     env.envctl(&["start"]).ok();
     let before = env.pids();
-    assert_eq!(before.len(), 3);
     let host = env.state()["host"]["pid"].as_u64().expect("host pid");
     kill9(host);
     assert!(eventually(5, || !std::path::Path::new(&format!("/proc/{host}")).exists()
@@ -268,6 +274,23 @@ fn stop_all_finds_every_process_behind_a_corrupt_run_state() {
     run.ok();
     assert!(run.stderr.contains("recovered") && run.stderr.contains("3 process(es)"), "{}", run.stderr);
     assert!(eventually(5, || before.values().all(|(p, s)| !alive(*p, *s))), "every process is stopped");
+}
+
+#[test]
+fn stop_all_finds_a_redis_server_behind_a_corrupt_run_state() {
+    // redis-server rewrites its process title over its environment unless told not to, and with it the marks a
+    // torn state is recovered by.
+    let env = TestEnv::new();
+    let port = crate::support::free_port();
+    let before =
+        behind_a_torn_state(&env, &format!("[requirements.redis]\nadapter = \"redis\"\nport = {port}\n"));
+    let (pid, started) = *before.get("main/redis").unwrap_or_else(|| panic!("a redis server in {before:?}"));
+    // Every copy torn too, so only the marks in `/proc` are left to find it by.
+    for run in std::fs::read_dir(scope(&env).join("runs")).expect("runs").filter_map(Result::ok) {
+        let _ = std::fs::write(run.path().join("run_state.json"), "{\"schema_ver");
+    }
+    env.envctl(&["stop-all"]).ok();
+    assert!(eventually(5, || !alive(pid, started)), "the redis server is found by its marks and stopped");
 }
 
 #[test]

@@ -269,3 +269,32 @@ fn a_bad_bind_address_or_job_store_reference_is_refused_with_its_key() {
     assert!(run.stderr.contains("the job store offers url, port, host, password"), "{}", run.stderr);
     assert!(!has_record(&env), "a refused configuration starts no server");
 }
+
+/// The job servers running for `scope` (by the marks envctl gives their processes).
+fn servers_of(scope: &std::path::Path) -> Vec<u32> {
+    let scope_mark = format!("ENVCTL_SCOPE={}", scope.display());
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            vars.contains(&scope_mark.as_bytes()) && vars.contains(&b"ENVCTL_ROLE=jobs-server".as_slice())
+        })
+        .collect()
+}
+
+#[test]
+fn commands_racing_on_a_cold_machine_agree_on_one_server() {
+    let env = TestEnv::new();
+    managed(&env);
+    let racers: Vec<std::process::Child> =
+        (0..4).map(|_| env.spawn_envctl(&["jobs", "enqueue", "noop"])).collect();
+    for mut racer in racers {
+        assert!(racer.wait().expect("wait").success());
+    }
+    assert_eq!(count(&stats(&env), "queued"), 4);
+    let (pid, _) = pid_of(&record(&env));
+    assert_eq!(servers_of(&scope_dir(&env)), vec![pid], "exactly one server, the recorded one");
+}

@@ -94,6 +94,9 @@ pub fn argv(binary: &Path, data_dir: &Path, bind: &str, port: u16) -> Vec<String
         "no".into(),
         "--databases".into(),
         "1".into(),
+        // Keeps its environment (and so envctl's marks) readable in `/proc`: see `redis::argv`.
+        "--set-proc-title".into(),
+        "no".into(),
     ]
     .into()
 }

@@ -39,6 +39,10 @@ pub fn argv(binary: &Path, data_dir: &Path, port: u16) -> Vec<String> {
         "no".into(),
         "--databases".into(),
         "16".into(),
+        // Left as it is, the server rewrites its command line over its environment, and with it the marks envctl
+        // finds its processes by in `/proc` after a torn state.
+        "--set-proc-title".into(),
+        "no".into(),
     ]
     .into()
 }
