@@ -450,3 +450,51 @@ fn test_and_job_type_commands_get_a_service_command_s_placeholders_and_ones_nami
         bad.stderr
     );
 }
+
+#[test]
+fn enqueue_stdin_takes_one_job_per_line_and_answers_each_as_it_arrives() {
+    use std::io::{BufRead as _, Write as _};
+    let env = TestEnv::new();
+    env.write(".envctl", "[jobs.types.lint]\ncommand = \"true\"\npriority = \"high\"\n");
+    let mut child = env
+        .sandboxed(env!("CARGO_BIN_EXE_envctl"), &env.repo)
+        .args(["jobs", "enqueue", "noop", "--stdin"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+    // One line at a time, each answered before the next is written: a script's loop over one process.
+    let mut streamed = Vec::new();
+    for line in [r#"{"type": "lint", "target": "main"}"#, r#"{"payload": {"n": 1}, "priority": "low"}"#] {
+        writeln!(stdin, "{line}").expect("write");
+        stdin.flush().expect("flush");
+        let mut id = String::new();
+        stdout.read_line(&mut id).expect("an id per line");
+        streamed.push(id.trim().to_owned());
+    }
+    // A burst, then a bad line: everything before it is enqueued, and the line is named.
+    let burst =
+        (0..50).map(|i| format!(r#"{{"payload": {{"i": {i}}}}}"#)).collect::<Vec<_>>().join("\n") + "\n";
+    write!(stdin, "{burst}\n{{\"type\": \"noop\", \"priority\": \"urgent\"}}\n{{\"type\": \"noop\"}}\n")
+        .expect("write");
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).expect("read");
+    let output = child.wait_with_output().expect("wait");
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("stdin line 54:") && stderr.contains("urgent"), "{stderr}");
+    assert_eq!(ids(&rest).len(), 50, "the burst before the bad line was enqueued");
+
+    let lint = job(&env, &streamed[0]);
+    assert_eq!((lint["type"].as_str(), lint["priority"].as_str()), (Some("lint"), Some("high")), "{lint}");
+    assert_eq!(lint["target"], "main");
+    let plain = job(&env, &streamed[1]);
+    assert_eq!((plain["type"].as_str(), plain["priority"].as_str()), (Some("noop"), Some("low")), "{plain}");
+    assert_eq!(plain["payload"]["n"], 1);
+    let stats = env.envctl(&["jobs", "stats", "--json"]).ok().json();
+    assert_eq!(stats["queued"], 52, "nothing after the bad line: {stats}");
+}

@@ -41,9 +41,10 @@ pub enum JobsCommand {
 /// Arguments of `jobs enqueue`.
 #[derive(Debug, clap::Args)]
 pub struct EnqueueArgs {
-    /// Job type: `noop`, `command.exec`, `test.run`, or a `[jobs.types.<name>]` name.
-    #[arg(value_name = "TYPE")]
-    pub job_type: String,
+    /// Job type: `noop`, `command.exec`, `test.run`, or a `[jobs.types.<name>]` name (with `--stdin`: the type
+    /// of lines that name none).
+    #[arg(value_name = "TYPE", required_unless_present = "stdin")]
+    pub job_type: Option<String>,
     /// JSON payload.
     #[arg(long, default_value = "{}")]
     pub payload: String,
@@ -60,8 +61,27 @@ pub struct EnqueueArgs {
     #[arg(long)]
     pub max_attempts: Option<u32>,
     /// Enqueue this many copies.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "stdin")]
     pub count: usize,
+    /// Read one job per line of stdin, as JSON (`{"type": "lint", "payload": {…}, "target": "main",
+    /// "priority": "high", "delay": "30s", "max_attempts": 2}`; every key optional but a type), and enqueue each
+    /// as it arrives, over one connection, printing its id (lines already waiting go in one batch).
+    #[arg(long)]
+    pub stdin: bool,
+}
+
+/// One line of `jobs enqueue --stdin`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobLine {
+    #[serde(rename = "type")]
+    job_type: Option<String>,
+    #[serde(default)]
+    payload: Option<serde_json::Value>,
+    target: Option<String>,
+    priority: Option<String>,
+    delay: Option<String>,
+    max_attempts: Option<u32>,
 }
 
 /// Arguments of `jobs list`.
@@ -204,9 +224,110 @@ pub fn exec(rt: &EngineRuntime, command: &JobsCommand) -> Result<Outcome, Engine
     }
 }
 
+/// What one job to enqueue says, from the flags or a line of `--stdin`.
+struct JobSpec<'a> {
+    job_type: &'a str,
+    payload: serde_json::Value,
+    target: Option<String>,
+    priority: Option<&'a str>,
+    delay: Option<&'a str>,
+    max_attempts: Option<u32>,
+}
+
+/// The job `spec` describes, with its type's defaults, checked.
+fn new_job(settings: &crate::config::Settings, spec: JobSpec<'_>) -> Result<NewJob, EngineError> {
+    let kind = settings.config.jobs.types.get(spec.job_type);
+    let job = NewJob {
+        job_type: spec.job_type.to_owned(),
+        target: spec.target,
+        payload: spec.payload,
+        priority: match spec.priority {
+            Some(p) => priority(p)?,
+            None => kind.map_or(Priority::Normal, |k| k.priority),
+        },
+        max_attempts: spec.max_attempts.or(kind.map(|k| k.max_attempts)).unwrap_or(3),
+        delay: spec.delay.map(|d| duration(d, "--delay")).transpose()?,
+    };
+    // `--target`, else the payload's `target` (the store enqueues the job with the same one).
+    if let Some(t) = job.resolved_target()? {
+        crate::targets::validate_name(t)?;
+    }
+    Ok(job)
+}
+
+/// `jobs enqueue --stdin`: one job per line, each enqueued as it arrives (the lines already read in go together).
+fn enqueue_lines(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineError> {
+    use std::io::BufRead as _;
+    let settings = rt.settings()?;
+    let store = rt.job_store()?;
+    let stdin = std::io::stdin();
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, stdin.lock());
+    let mut batch = Vec::new();
+    let mut line = String::new();
+    let mut number = 0usize;
+    let flush = |batch: &mut Vec<NewJob>| -> Result<(), EngineError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut out = String::new();
+        for id in store.enqueue(batch)? {
+            out.push_str(&id);
+            out.push('\n');
+        }
+        rt.printer().data(&out);
+        batch.clear();
+        Ok(())
+    };
+    loop {
+        line.clear();
+        let read = reader.read_line(&mut line).map_err(|e| EngineError::Failed(format!("stdin: {e}")))?;
+        if read == 0 {
+            break;
+        }
+        number += 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let failed = |why: String| {
+            EngineError::Failed(format!(
+                "stdin line {number}: {why}\nthe lines before it were enqueued, none after it (one JSON object per line, e.g. {{\"type\": \"noop\", \"payload\": {{}}}})"
+            ))
+        };
+        let parsed: JobLine = serde_json::from_str(&line).map_err(|e| failed(e.to_string()))?;
+        let Some(job_type) = parsed.job_type.as_deref().or(args.job_type.as_deref()) else {
+            flush(&mut batch)?;
+            return Err(failed("it names no \"type\" and no TYPE was given".into()));
+        };
+        let spec = JobSpec {
+            job_type,
+            payload: parsed.payload.unwrap_or_else(|| serde_json::json!({})),
+            target: parsed.target.or_else(|| args.target.clone()),
+            priority: parsed.priority.as_deref().or(args.priority.as_deref()),
+            delay: parsed.delay.as_deref().or(args.delay.as_deref()),
+            max_attempts: parsed.max_attempts.or(args.max_attempts),
+        };
+        match new_job(settings, spec) {
+            Ok(job) => batch.push(job),
+            Err(e) => {
+                flush(&mut batch)?;
+                return Err(failed(e.to_string()));
+            }
+        }
+        // Nothing more waiting to be read (a script writing one line at a time), or a full batch: enqueue now.
+        if reader.buffer().is_empty() || batch.len() >= BATCH {
+            flush(&mut batch)?;
+        }
+    }
+    flush(&mut batch)?;
+    Ok(Outcome::Success)
+}
+
 /// Enqueues jobs and prints their ids.
 fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineError> {
-    let EnqueueArgs { job_type, payload, target, priority: prio, delay, max_attempts, count } = args;
+    if args.stdin {
+        return enqueue_lines(rt, args);
+    }
+    let EnqueueArgs { job_type, payload, target, priority: prio, delay, max_attempts, count, .. } = args;
     let settings = rt.settings()?;
     let store = rt.job_store()?;
     let printer = rt.printer();
@@ -215,22 +336,15 @@ fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineErro
             "--payload is not JSON: {e}\nhint: quote it, e.g. --payload '{{\"command\": \"make\"}}'"
         ))
     })?;
-    let kind = settings.config.jobs.types.get(job_type);
-    let job = NewJob {
-        job_type: job_type.clone(),
-        target: target.clone(),
+    let spec = JobSpec {
+        job_type: job_type.as_deref().unwrap_or_default(),
         payload,
-        priority: match prio {
-            Some(p) => priority(p)?,
-            None => kind.map_or(Priority::Normal, |k| k.priority),
-        },
-        max_attempts: max_attempts.or(kind.map(|k| k.max_attempts)).unwrap_or(3),
-        delay: delay.as_deref().map(|d| duration(d, "--delay")).transpose()?,
+        target: target.clone(),
+        priority: prio.as_deref(),
+        delay: delay.as_deref(),
+        max_attempts: *max_attempts,
     };
-    // `--target`, else the payload's `target` (the store enqueues the job with the same one).
-    if let Some(t) = job.resolved_target()? {
-        crate::targets::validate_name(t)?;
-    }
+    let job = new_job(settings, spec)?;
     let mut out = String::new();
     let mut left = *count;
     while left > 0 {
