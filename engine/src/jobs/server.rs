@@ -106,13 +106,16 @@ pub fn ensure(spec: &ServerSpec) -> Result<Running, StoreError> {
         job_server::password(scope_dir).map_err(|e| failed(format!("cannot keep its password: {e}")))?;
     let data_dir = job_server::data_dir(scope_dir);
     create_private_dir_all(&data_dir).map_err(|e| failed(format!("{}: {e}", data_dir.display())))?;
-    crate::requirements::redis::write_config(&data_dir, Some(&secret))
-        .map_err(|e| failed(format!("cannot write its config file in {}: {e}", data_dir.display())))?;
+    let config = data_dir.join(crate::requirements::redis::CONFIG_FILE);
+    if std::fs::read_to_string(&config).ok() != Some(crate::requirements::redis::config_text(Some(&secret))) {
+        crate::requirements::redis::write_config(&data_dir, Some(&secret))
+            .map_err(|e| failed(format!("cannot write its config file in {}: {e}", data_dir.display())))?;
+    }
     let previous = job_server::read_record(scope_dir).map(|r| r.port);
     let mut last_error = String::new();
     // A port taken between planning and binding is given up once and another one planned.
     for _ in 0..2 {
-        let port = lease_port(spec, previous)?;
+        let port = plan_port(spec, previous)?;
         match start_on(spec, &binary, &data_dir, port, &secret) {
             Ok(record) => return Ok(Running { record, password: secret, started: true }),
             Err(Start::PortTaken(detail)) => last_error = detail,
@@ -122,19 +125,17 @@ pub fn ensure(spec: &ServerSpec) -> Result<Running, StoreError> {
     Err(failed(last_error))
 }
 
-/// Plans and leases the server's port: the one it had (so a worker pointed at it elsewhere keeps reaching it),
-/// else `jobs.port` or the next free one.
-fn lease_port(spec: &ServerSpec, previous: Option<u16>) -> Result<u16, StoreError> {
+/// Plans the server's port: the one it had (so a worker pointed at it elsewhere keeps reaching it), else
+/// `jobs.port` or the next free one. Its lease is written for the server once it listens ([`start_on`]); a port
+/// another repository took in between makes the server fail to bind, and the next attempt plans past it.
+fn plan_port(spec: &ServerSpec, previous: Option<u16>) -> Result<u16, StoreError> {
     let ledger = Ledger::new(&spec.paths.ledger_dir);
     let request = PortRequest {
         owner: job_server::lease_owner(&spec.paths),
         base: previous.unwrap_or(spec.port),
         slot: 0,
     };
-    let (pid, started) = proc_info::current();
-    let plans = ledger
-        .reserve(std::slice::from_ref(&request), pid, started, &is_free)
-        .map_err(|e| failed(e.to_string()))?;
+    let plans = ledger.plan(std::slice::from_ref(&request), &is_free).map_err(|e| failed(e.to_string()))?;
     plans.first().map(|p| p.assigned).ok_or_else(|| failed("no port was planned"))
 }
 
@@ -191,7 +192,7 @@ fn start_on(
     let started = proc_info::start_time(pid).unwrap_or_default();
     let ledger = Ledger::new(&spec.paths.ledger_dir);
     if let Err(e) = ledger.claim(&[(port, job_server::lease_owner(&spec.paths))], pid, started) {
-        tracing::warn!(error = %e, port, "the job server's port lease could not be handed to it");
+        tracing::warn!(error = %e, port, "the job server's port could not be leased to it");
     }
     let record = JobServer {
         schema_version: SCHEMA_VERSION,
@@ -218,7 +219,8 @@ fn start_on(
 /// Waits until the server answers `PING` with its password (it replays its append-only file first).
 fn wait_ready(child: &mut std::process::Child, port: u16, secret: &str) -> Result<(), String> {
     let deadline = Instant::now() + READY_WITHIN;
-    let mut pause = Duration::from_millis(1);
+    // A refused connect costs microseconds: looking every millisecond finds it listening as soon as it does.
+    let pause = Duration::from_millis(1);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("it exited ({status})"));
@@ -231,7 +233,6 @@ fn wait_ready(child: &mut std::process::Child, port: u16, secret: &str) -> Resul
             Err(_) => {}
         }
         std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
     }
 }
 
@@ -239,7 +240,8 @@ fn wait_ready(child: &mut std::process::Child, port: u16, secret: &str) -> Resul
 fn ping(port: u16, secret: &str) -> Result<(), String> {
     use std::io::{Read as _, Write as _};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    // A server still starting may hold a connection unanswered: give up on it soon and try a fresh one.
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(25)));
     let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{secret}\r\n*1\r\n$4\r\nPING\r\n", secret.len());
     stream.write_all(auth.as_bytes()).map_err(|e| e.to_string())?;
     let mut reply = Vec::new();
@@ -250,8 +252,9 @@ fn ping(port: u16, secret: &str) -> Result<(), String> {
             return Err("connection closed".into());
         }
         reply.extend_from_slice(&buf[..n]);
-        if reply.starts_with(b"-") {
-            // Still loading its data (`-LOADING`), or a wrong password: either way not ready.
+        if reply.starts_with(b"-") || reply.windows(2).any(|w| w == b"\n-") {
+            // An error to either command — `-LOADING` while it replays its data (`AUTH` is answered even then),
+            // or a wrong password: either way not ready.
             return Err(String::from_utf8_lossy(&reply).trim().to_owned());
         }
     }

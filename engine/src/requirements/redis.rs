@@ -14,10 +14,14 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 /// The config file envctl writes into a server's data directory: its password (kept off the command line).
 pub const CONFIG_FILE: &str = "envctl-redis.conf";
 
+/// What the server's config file holds.
+pub fn config_text(password: Option<&str>) -> String {
+    password.map(|p| format!("requirepass {p}\n")).unwrap_or_default()
+}
+
 /// Writes the server's config file (0600) into `data_dir`.
 pub fn write_config(data_dir: &Path, password: Option<&str>) -> std::io::Result<()> {
-    let text = password.map(|p| format!("requirepass {p}\n")).unwrap_or_default();
-    crate::state::write_atomic(&data_dir.join(CONFIG_FILE), text.as_bytes())
+    crate::state::write_atomic(&data_dir.join(CONFIG_FILE), config_text(password).as_bytes())
 }
 
 /// argv of the server.
