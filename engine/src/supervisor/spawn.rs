@@ -52,8 +52,16 @@ pub fn spawn(spec: &SpawnSpec<'_>) -> Result<tokio::process::Child, SupervisorEr
     }
     let log = crate::state::open_private_append(spec.log_path).map_err(failed)?;
     let err = log.try_clone().map_err(failed)?;
-    let mut cmd = tokio::process::Command::new(&resolved);
-    std::os::unix::process::CommandExt::arg0(cmd.as_std_mut(), program);
+    let mut cmd = if is_script_without_interpreter(&resolved) {
+        // What `execvp` and `sh` do with an executable text file that names no interpreter: run it with `sh`.
+        let mut cmd = tokio::process::Command::new(crate::config::command_line::SHELL);
+        cmd.arg(&resolved);
+        cmd
+    } else {
+        let mut cmd = tokio::process::Command::new(&resolved);
+        std::os::unix::process::CommandExt::arg0(cmd.as_std_mut(), program);
+        cmd
+    };
     cmd.args(args)
         .current_dir(spec.cwd)
         .env_clear()
@@ -93,6 +101,14 @@ pub fn find_program(program: &str, cwd: &Path, path_var: &str) -> Option<PathBuf
         .find(|candidate| is_executable(candidate))
 }
 
+/// Whether `path` is neither a binary nor a script with a `#!` line (the kernel would refuse to exec it).
+fn is_script_without_interpreter(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut head = [0u8; 4];
+    let read = std::fs::File::open(path).and_then(|mut f| f.read(&mut head));
+    read.is_ok_and(|n| !head[..n].starts_with(b"#!") && !head[..n].starts_with(b"\x7fELF"))
+}
+
 fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt as _;
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
@@ -118,4 +134,54 @@ pub fn spawn_detached(
         cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
     }
     cmd.spawn()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(dir: &Path, argv: &[&str]) -> String {
+        let argv: Vec<String> = argv.iter().map(|a| (*a).to_owned()).collect();
+        let base_env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
+        let log = dir.join("out.log");
+        let _ = std::fs::remove_file(&log);
+        let spec = SpawnSpec {
+            argv: &argv,
+            cwd: dir,
+            base_env: &base_env,
+            env: &BTreeMap::new(),
+            log_path: &log,
+            user: None,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let status = runtime.block_on(async { spawn(&spec).expect("spawned").wait().await.expect("waited") });
+        assert!(status.success(), "{status}");
+        std::fs::read_to_string(&log).expect("log")
+    }
+
+    #[test]
+    fn a_program_runs_as_itself_and_a_script_without_a_shebang_through_sh() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        assert_eq!(run(dir.path(), &["echo", "direct", "words"]), "direct words\n");
+        let script = dir.path().join("plain-script");
+        std::fs::write(&script, "echo \"from a script: $1\"\n").expect("write");
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(run(dir.path(), &["./plain-script", "arg"]), "from a script: arg\n");
+    }
+
+    #[test]
+    fn a_program_not_on_path_is_named_before_anything_runs() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let argv = vec!["nosuchprogram-envctl".to_owned()];
+        let env = BTreeMap::new();
+        let log = dir.path().join("out.log");
+        let spec =
+            SpawnSpec { argv: &argv, cwd: dir.path(), base_env: &env, env: &env, log_path: &log, user: None };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+        let err = runtime.block_on(async { spawn(&spec).map(|_| ()) }).expect_err("not found");
+        assert!(matches!(err, SupervisorError::NotFound { .. }), "{err}");
+        assert!(err.to_string().starts_with("`nosuchprogram-envctl`: command not found"), "{err}");
+        assert!(!log.exists(), "no log file is made for a program that cannot run");
+    }
 }
