@@ -61,6 +61,9 @@ pub struct ServicePlan {
     pub cwd: String,
     /// The exact argv spawned.
     pub argv: Vec<String>,
+    /// How `argv` runs the configured command: exec'd directly, or through `sh`.
+    #[serde(default)]
+    pub launch: Launch,
     /// The environment added to the inherited one.
     pub env: BTreeMap<String, String>,
     /// Port plan, when the service listens.
@@ -89,6 +92,21 @@ pub struct ServicePlan {
     pub env_sources: BTreeMap<String, String>,
 }
 
+/// How a configured command is run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Launch {
+    /// The command has no shell syntax: its words are the argv, exec'd with no shell in between.
+    Direct,
+    /// A single command with shell syntax (quotes, `$VAR`, redirects, globs): `sh -c 'exec …'`, so the shell
+    /// expands it and is then replaced by the command.
+    ShellExec,
+    /// A compound command (`|`, `&&`, `;`, `&`, subshells, a leading assignment or builtin): `sh -c …`, the shell
+    /// stays as the process's leader.
+    #[default]
+    Shell,
+}
+
 fn default_stop_signal() -> String {
     "TERM".to_owned()
 }
@@ -102,6 +120,7 @@ impl ServicePlan {
             layer: 0,
             cwd: cwd.to_owned(),
             argv,
+            launch: Launch::Direct,
             env: BTreeMap::new(),
             port: None,
             ports: BTreeMap::new(),

@@ -188,10 +188,9 @@ fn explain_startup_shows_argv_env_layers_and_requirements() {
     assert_eq!(services[0]["layer"], 0);
     assert_eq!(services[1]["name"], "web");
     assert_eq!(services[1]["layer"], 1);
-    assert_eq!(
-        services[0]["argv"],
-        serde_json::json!(["/bin/sh", "-c", format!("python3 -m http.server {api}")])
-    );
+    // No shell syntax: the command's own words, exec'd with no shell in between.
+    assert_eq!(services[0]["argv"], serde_json::json!(["python3", "-m", "http.server", api.to_string()]));
+    assert_eq!(services[0]["launch"], "direct");
     assert_eq!(services[0]["env"]["PORT"], api.to_string());
     let db_url = services[0]["env"]["DATABASE_URL"].as_str().expect("DATABASE_URL");
     // The cluster's own generated password, as its secrets file holds it.
@@ -203,7 +202,7 @@ fn explain_startup_shows_argv_env_layers_and_requirements() {
         "{db_url}"
     );
     assert_eq!(services[1]["env"]["API_URL"], format!("http://127.0.0.1:{api}"));
-    assert_eq!(services[1]["argv"][2], format!("serve --api http://127.0.0.1:{api}"));
+    assert_eq!(services[1]["argv"], serde_json::json!(["serve", "--api", format!("http://127.0.0.1:{api}")]));
     assert_eq!(target["requirements"][0]["name"], "postgres");
     // Human output names the same things.
     let text = env.envctl(&["explain-startup"]).ok().stdout.clone();

@@ -5,6 +5,7 @@ mod bad_config;
 mod config_cmd;
 mod correctness;
 mod databases;
+mod direct_exec;
 mod doctor;
 mod fuzz;
 mod inspect;

@@ -4,6 +4,7 @@
 //!
 //! Precedence, highest first: `--set KEY=VALUE` > `ENVCTL_*` variables > the file > defaults.
 
+pub mod command_line;
 pub mod detect;
 pub mod dotenv;
 pub mod edit;

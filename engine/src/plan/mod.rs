@@ -371,15 +371,17 @@ fn plan_target(
                 env_sources.insert(key, source);
             }
         }
-        // The command goes through `sh -c`: each filled-in value stays one word, whatever characters a
-        // worktree's path or a password holds.
+        // Filled in for `sh`: each filled-in value stays one word, whatever characters a worktree's path or a
+        // password holds. Plain words are then exec'd directly; anything else goes through `sh -c`.
         let command = fill(&service.command, "command", true);
+        let (launch, argv) = crate::config::command_line::launch_of(&command);
         let cwd = service.cwd.as_ref().map_or_else(|| target.root.clone(), |c| target.root.join(c));
         service_plans.push(ServicePlan {
             name: name.to_owned(),
             layer,
             cwd: cwd.display().to_string(),
-            argv: vec!["/bin/sh".into(), "-c".into(), command],
+            argv,
+            launch,
             env: env_out,
             url: port.map(|p| format!("http://{}:{}", requirements::HOST, p.assigned)),
             port,
@@ -790,8 +792,9 @@ mod tests {
         let port = api.port.expect("api port").assigned;
         assert_eq!(api.env.get("PORT"), Some(&port.to_string()));
         assert_eq!(api.env.get("ENVCTL_TARGET").map(String::as_str), Some("main"));
-        assert_eq!(api.argv.last(), Some(&format!("serve --port {port}")));
-        assert_eq!(web.argv.last(), Some(&format!("web http://127.0.0.1:{port}")));
+        assert_eq!(api.argv, ["serve", "--port", &port.to_string()]);
+        assert_eq!(api.launch, envctl_contracts::startup::Launch::Direct);
+        assert_eq!(web.argv, ["web", &format!("http://127.0.0.1:{port}")]);
     }
 
     #[test]
@@ -820,7 +823,7 @@ mod tests {
         let mail = &plan.targets[0].requirements[0];
         let (smtp, web) = (mail.port.assigned, mail.ports["web"].assigned);
         assert_ne!(smtp, web);
-        assert_eq!(mail.process.argv.last(), Some(&format!("catch --smtp {smtp} --web {web}")));
+        assert_eq!(mail.process.argv.join(" "), format!("catch --smtp {smtp} --web {web}"));
         assert_eq!(mail.process.env.get("PORT_WEB"), Some(&web.to_string()));
         let api = &plan.targets[0].services[0];
         assert_eq!(api.env.get("MAIL_UI"), Some(&format!("http://127.0.0.1:{web}")));

@@ -18,10 +18,10 @@ use std::path::{Path, PathBuf};
 
 use envctl_contracts::config::{Adapter, Isolation, ProbeKind, ReadyProbe, RequirementConfig, RestartPolicy};
 use envctl_contracts::ports::PortPlan;
-use envctl_contracts::startup::{BinaryCheck, ServicePlan};
+use envctl_contracts::startup::{BinaryCheck, Launch, ServicePlan};
 use envctl_contracts::state::ERROR_TAIL_LINES;
 
-use crate::config::Paths;
+use crate::config::{Paths, command_line};
 
 use crate::targets::Target;
 
@@ -247,7 +247,7 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
             .unwrap_or_else(|| name.to_owned())
     };
     let port = input.port.assigned;
-    let (argv, cwd, env, ready, stop_signal, user) = match input.req.adapter {
+    let ((launch, argv), cwd, env, ready, stop_signal, user) = match input.req.adapter {
         Adapter::Postgres => {
             let postgres = PathBuf::from(binary("postgres"));
             let bin_dir = postgres.parent().map(Path::to_path_buf).unwrap_or_default();
@@ -258,7 +258,7 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
             let user = postgres::run_as().ok().flatten().map(|u| u.name);
             let env = input.password.map(|p| (PG_AUTH_VAR.to_owned(), p.to_owned())).into_iter().collect();
             (
-                postgres::argv(&bin_dir, input.data_dir, port),
+                (Launch::Direct, postgres::argv(&bin_dir, input.data_dir, port)),
                 input.data_dir.to_path_buf(),
                 env,
                 Some(ready),
@@ -272,7 +272,7 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
             // The password stays off argv (which every local user can read): it is in the server's config file,
             // written when its data directory is prepared, and in its environment for its probe.
             let env = input.password.map(|p| (REDIS_AUTH_VAR.to_owned(), p.to_owned())).into_iter().collect();
-            (argv, input.data_dir.to_path_buf(), env, Some(ready), "TERM", None)
+            ((Launch::Direct, argv), input.data_dir.to_path_buf(), env, Some(ready), "TERM", None)
         }
         Adapter::Command => {
             let (command, env, cwd) = input.command.clone().unwrap_or_default();
@@ -281,7 +281,7 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
             for (name, plan) in input.ports {
                 env.insert(port_var(name), plan.assigned.to_string());
             }
-            (vec!["/bin/sh".into(), "-c".into(), command], cwd, env, input.req.ready.clone(), "TERM", None)
+            (command_line::launch_of(&command), cwd, env, input.req.ready.clone(), "TERM", None)
         }
     };
     ServicePlan {
@@ -289,6 +289,7 @@ pub fn process(input: &ProcessInput<'_>) -> ServicePlan {
         layer: 0,
         cwd: cwd.display().to_string(),
         argv,
+        launch,
         env,
         port: Some(input.port),
         ports: input.ports.clone(),

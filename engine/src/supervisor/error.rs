@@ -16,6 +16,14 @@ pub enum SupervisorError {
         /// Why.
         detail: String,
     },
+    /// The program is not on the service's `PATH`.
+    #[error("`{program}`: command not found (looked in PATH={path})")]
+    NotFound {
+        /// The program (`argv[0]`).
+        program: String,
+        /// The `PATH` searched.
+        path: String,
+    },
     /// The process could not be spawned.
     #[error("cannot start `{program}`: {source}")]
     Spawn {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use envctl_contracts::config::{ProbeKind, RestartPolicy};
-use envctl_contracts::startup::ServicePlan;
+use envctl_contracts::startup::{Launch, ServicePlan};
 use envctl_contracts::state::{ProbeRecord, ServiceRecord, ServiceStatus};
 use nix::sys::signal::Signal;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -25,9 +25,12 @@ use super::restart::RestartLimits;
 use super::{logs, proc_info, reap, signal, spawn};
 use crate::state::now_rfc3339;
 
-/// A service with no probe and no port counts as ready once it has been running this long (long enough to catch
-/// a command that is not found or fails at once).
+/// A service with no probe and no port counts as ready once it has been running this long: through a shell, long
+/// enough to catch a command the shell cannot find or that fails at once.
 const SETTLE: Duration = Duration::from_millis(5);
+/// The same for a program exec'd directly: that it exists was checked before it was spawned and the spawn reports
+/// a failed exec, so only a program that fails at once is left to catch.
+const SETTLE_DIRECT: Duration = Duration::from_millis(1);
 /// Probe records kept per service.
 const PROBE_HISTORY: usize = 20;
 
@@ -300,12 +303,14 @@ impl Task {
             })
         })
         .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        .unwrap_or_else(|e| {
+            let program = self.spec.plan.argv.first().cloned().unwrap_or_default();
+            Err(super::SupervisorError::Spawn { program, source: std::io::Error::other(e) })
+        });
         let child = match spawned {
             Ok(child) => child,
-            Err(source) => {
-                let program = self.spec.plan.argv.first().cloned().unwrap_or_default();
-                let why = super::SupervisorError::Spawn { program, source };
+            Err(why) => {
+                tracing::warn!(target = %self.spec.target, service = %self.spec.plan.name, reason = %why, "service failed");
                 self.update(|r| {
                     r.status = ServiceStatus::Failed;
                     r.failure = Some(why.to_string());
@@ -335,7 +340,8 @@ impl Task {
                 return Err(self.stop_process(pid, started, proc, true).await);
             }
         };
-        let deadline = Instant::now() + if probe.is_some() { self.timeout() } else { SETTLE };
+        let settle = if self.spec.plan.launch == Launch::Direct { SETTLE_DIRECT } else { SETTLE };
+        let deadline = Instant::now() + if probe.is_some() { self.timeout() } else { settle };
         let mut pause = Duration::ZERO;
         loop {
             tokio::select! {
@@ -435,9 +441,9 @@ impl Task {
         let grace = if force { Duration::ZERO } else { self.spec.stop_grace };
         let polite = if self.spec.plan.stop_signal == "INT" { Signal::SIGINT } else { Signal::SIGTERM };
         signal::signal_all(pid, started, &members, if force { Signal::SIGKILL } else { polite });
-        if !signal::wait_gone(pid, started, &members, grace).await {
+        if !wait_ended(proc, pid, started, &members, grace).await {
             signal::signal_all(pid, started, &members, Signal::SIGKILL);
-            signal::wait_gone(pid, started, &members, Duration::from_secs(2)).await;
+            wait_ended(proc, pid, started, &members, Duration::from_secs(2)).await;
         }
         if let Proc::Child(child) = proc {
             let _ = child.wait().await;
@@ -495,6 +501,26 @@ fn missing_program(line: &str) -> Option<String> {
     (!program.is_empty() && !program.contains(' ')).then(|| program.to_owned())
 }
 
+/// Waits up to `limit` until the process and `members` (its descendants when it was signalled) are gone. A child
+/// of this host is awaited through its exit notification, not polled; only what is left after it (a descendant
+/// in another group, an adopted survivor) is polled in `/proc`.
+async fn wait_ended(
+    proc: &mut Proc,
+    pid: u32,
+    started: u64,
+    members: &[(u32, u64)],
+    limit: Duration,
+) -> bool {
+    let Proc::Child(child) = proc else { return signal::wait_gone(pid, started, members, limit).await };
+    let deadline = Instant::now() + limit;
+    if tokio::time::timeout(limit, child.wait()).await.is_err() {
+        return false;
+    }
+    let rest: Vec<(u32, u64)> = members.iter().copied().filter(|(p, _)| *p != pid).collect();
+    rest.is_empty()
+        || signal::wait_gone(pid, started, &rest, deadline.saturating_duration_since(Instant::now())).await
+}
+
 /// Waits for the process to exit: by reaping a child, or by polling `/proc` for an adopted survivor (and reaping
 /// it when it was handed to this process).
 async fn wait_exit(proc: &mut Proc, pid: u32, started: u64) -> Option<i32> {
@@ -523,6 +549,7 @@ mod tests {
             plan: ServicePlan {
                 restart,
                 stop_grace_secs: 1,
+                launch: Launch::Shell,
                 ..ServicePlan::new(
                     "svc",
                     &dir.display().to_string(),

@@ -53,7 +53,7 @@ pub fn exec(rt: &EngineRuntime, args: &ExplainStartupArgs) -> Result<Outcome, En
                 let _ = writeln!(out, "    {}", named_ports(&service.ports, "ports: "));
             }
             let _ = writeln!(out, "    cwd: {}", service.cwd);
-            let _ = writeln!(out, "    run: {}", service.argv.last().map_or("", String::as_str));
+            let _ = writeln!(out, "    run: {}", run_text(service));
             if let Some(url) = &service.url {
                 let _ = writeln!(out, "    url: {url}");
             }
@@ -90,6 +90,23 @@ pub fn exec(rt: &EngineRuntime, args: &ExplainStartupArgs) -> Result<Outcome, En
     }
     rt.printer().data(&out);
     Ok(Outcome::Success)
+}
+
+/// The command line and how it runs: `sleep 1000 (exec'd directly)`, `exec server $ARGS (sh -c, then exec)`.
+fn run_text(service: &envctl_contracts::startup::ServicePlan) -> String {
+    use envctl_contracts::startup::Launch;
+    match service.launch {
+        Launch::Direct => format!("{} (exec'd directly, no shell)", service.argv.join(" ")),
+        Launch::ShellExec => {
+            format!(
+                "{} (sh -c, the shell replaced by the command)",
+                service.argv.last().map_or("", String::as_str)
+            )
+        }
+        Launch::Shell => {
+            format!("{} (sh -c, compound command)", service.argv.last().map_or("", String::as_str))
+        }
+    }
 }
 
 /// Named ports after `lead` as `smtp=1025 web=1080` (a moved one as `web=1081 (wanted 1080)`); nothing when none.
