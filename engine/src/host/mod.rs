@@ -17,6 +17,7 @@ pub mod direct;
 mod recover;
 mod server;
 mod snapshot;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -147,6 +148,10 @@ pub struct Host {
     retained: std::sync::Mutex<BTreeMap<Key, ServiceRecord>>,
     /// Said once to the first command after the host recovered a torn state.
     recovery: std::sync::Mutex<Option<String>>,
+    /// Counts changes (every event, every nudge of a service task); `watch` connections wait on it.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// The job store the in-process worker uses, once a start named it (`watch` reads its queue).
+    job_stores: std::sync::OnceLock<StoreFactory>,
 }
 
 /// The state an earlier host left: read, or recovered when it is torn; with what to tell the user then.
@@ -212,6 +217,8 @@ impl Host {
             orchestration: tokio::sync::Mutex::new(()),
             retained: std::sync::Mutex::new(BTreeMap::new()),
             recovery: std::sync::Mutex::new(recovery),
+            changes: tokio::sync::watch::Sender::new(0),
+            job_stores: std::sync::OnceLock::new(),
         }
     }
 
@@ -362,6 +369,7 @@ impl Host {
         };
         let (shutdown, force) = (self.parts.token.child_token(), CancellationToken::new());
         let stores = StoreFactory::from_settings(settings);
+        let _ = self.job_stores.set(stores.clone());
         self.parts.tracker.spawn(async move {
             // Opening the store touches the disk: off the host's thread, and a moment after the start that asked
             // for it, so starting services never waits on it.
@@ -409,6 +417,20 @@ impl Host {
         };
         // Only fails once the writer has ended, at the very end of the host's life.
         let _ = self.events.send(line);
+        self.changed();
+    }
+
+    /// Tells every `watch` connection that something changed.
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Every service and requirement process, supervised or retained, sorted by target and name.
+    async fn records(&self) -> Vec<ServiceRecord> {
+        let mut records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
+        records.extend(unpoisoned(&self.retained).values().cloned());
+        records.sort_by(|a, b| (&a.target, &a.service).cmp(&(&b.target, &b.service)));
+        records
     }
 
     /// Writes every artifact from the live view; with `history`, also the run's `runs/<run-id>/` copy. A failure
@@ -886,7 +908,7 @@ async fn save_on_change(host: Arc<Host>, done: CancellationToken) {
     let mut pause = Duration::from_millis(50);
     loop {
         tokio::select! {
-            () = host.reporter.changed.notified() => {}
+            () = host.reporter.changed.notified() => host.changed(),
             () = done.cancelled() => return,
         }
         tokio::select! {

@@ -42,7 +42,7 @@ pub enum JobsCommand {
 #[derive(Debug, clap::Args)]
 pub struct EnqueueArgs {
     /// Job type: `noop`, `command.exec`, `test.run`, or a `[jobs.types.<name>]` name.
-    #[arg(value_name = "TYPE")]
+    #[arg(value_name = "TYPE", add = super::completions::types())]
     pub job_type: String,
     /// JSON payload.
     #[arg(long, default_value = "{}")]
@@ -71,7 +71,7 @@ pub struct ListArgs {
     #[arg(long)]
     pub status: Option<String>,
     /// Only this type.
-    #[arg(long = "type")]
+    #[arg(long = "type", add = super::completions::types())]
     pub job_type: Option<String>,
     /// Only this target.
     #[arg(long)]

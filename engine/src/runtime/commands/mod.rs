@@ -1,7 +1,9 @@
 //! One file per command: its clap arguments and an `exec` that calls the engine and prints the result.
 
 pub mod blast_all;
+pub mod completions;
 pub mod config_cmd;
+pub mod dashboard;
 pub mod doctor;
 pub mod endpoints;
 pub mod env_cmd;
@@ -13,6 +15,7 @@ pub mod jobs;
 pub mod list_commands;
 pub mod list_targets;
 pub mod logs;
+pub mod man;
 pub mod migrate;
 pub mod ports;
 pub mod restart;
@@ -51,6 +54,9 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Logs(args) => logs::exec(rt, args),
         Command::ClearLogs(args) => logs::exec_clear(rt, args),
         Command::Health(args) => health::exec(rt, args),
+        Command::Dashboard(args) => dashboard::exec(rt, args),
+        Command::Completions(args) => completions::exec(rt, args),
+        Command::Man(args) => man::exec(rt, args),
         Command::Doctor(args) => doctor::exec(rt, args),
         Command::Errors(args) => errors::exec(rt, args),
         Command::Endpoints(args) => endpoints::exec(rt, args),

@@ -16,7 +16,7 @@ pub struct RestartArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Only these services (repeatable); what they depend on keeps running (or is started when it is not).
-    #[arg(long = "service", value_name = "S")]
+    #[arg(long = "service", value_name = "S", add = super::completions::services())]
     pub services: Vec<String>,
     /// Also restart the services that depend on the named ones.
     #[arg(long, requires = "services")]

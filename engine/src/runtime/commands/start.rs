@@ -20,7 +20,7 @@ pub struct StartArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Only these services and what they depend on (repeatable).
-    #[arg(long = "service", value_name = "S")]
+    #[arg(long = "service", value_name = "S", add = super::completions::services())]
     pub services: Vec<String>,
     /// Stay attached: print every service's log, prefixed; Ctrl-C stops everything (twice: at once).
     #[arg(long)]
