@@ -32,6 +32,9 @@ pub async fn serve(host: &Arc<Host>, tx: &mpsc::Sender<Reply>) {
     let mut seq = 0;
     let mut tick = tokio::time::interval(JOBS_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The first view carries the queue already (a snapshot takes only that one).
+    tick.tick().await;
+    read_queue(host, &mut store, &mut jobs).await;
     loop {
         let mut view = HostView {
             schema_version: SCHEMA_VERSION,
@@ -59,17 +62,20 @@ pub async fn serve(host: &Arc<Host>, tx: &mpsc::Sender<Reply>) {
                 tokio::time::sleep(SETTLE).await;
                 changes.mark_unchanged();
             }
-            _ = tick.tick() => {
-                if store.is_none()
-                    && let Some(factory) = host.job_stores.get().cloned()
-                {
-                    store = tokio::task::spawn_blocking(move || factory.open().ok()).await.ok().flatten();
-                }
-                if let Some(open) = store.clone() {
-                    jobs = tokio::task::spawn_blocking(move || queue(open.as_ref())).await.ok().flatten();
-                }
-            }
+            _ = tick.tick() => read_queue(host, &mut store, &mut jobs).await,
         }
+    }
+}
+
+/// Reads the job queue into `jobs` (opening the store first, once the host knows it), on the blocking pool.
+async fn read_queue(host: &Host, store: &mut Option<Arc<dyn JobStore>>, jobs: &mut Option<JobsView>) {
+    if store.is_none()
+        && let Some(factory) = host.job_stores.get().cloned()
+    {
+        *store = tokio::task::spawn_blocking(move || factory.open().ok()).await.ok().flatten();
+    }
+    if let Some(open) = store.clone() {
+        *jobs = tokio::task::spawn_blocking(move || queue(open.as_ref())).await.ok().flatten();
     }
 }
 

@@ -5,6 +5,7 @@
 
 pub mod dashboard;
 pub mod lifecycle;
+pub mod progress;
 
 /// `text` without ANSI escape sequences (colours, cursor moves, titles): CSI `ESC [ … final`, OSC `ESC ] … BEL`
 /// or `ESC \\`, and two-byte escapes.

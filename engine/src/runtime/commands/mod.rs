@@ -71,6 +71,12 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
     }
 }
 
+/// Live progress on stderr for a command that waits: bars on a terminal, a line per event otherwise.
+fn progress(rt: &EngineRuntime) -> crate::ui::progress::LiveProgress {
+    use std::io::IsTerminal as _;
+    crate::ui::progress::LiveProgress::new(*rt.printer(), std::io::stderr().is_terminal(), rt.color())
+}
+
 /// The saved records of the selected targets and services; an error when there are none.
 fn selected_records(
     rt: &EngineRuntime,
@@ -235,6 +241,10 @@ fn run_suites(
         crate::jobs::handlers::HandlerContext::new(Some(settings.clone()), rt.env().inherited().clone())
             .with_sets(rt.sets().to_vec());
     let printer = *rt.printer();
+    let progress = std::cell::RefCell::new(progress(rt));
+    for suite in suites {
+        progress.borrow_mut().phase(&format!("{}/{}", suite.target, suite.service), kind.job_type());
+    }
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -247,10 +257,12 @@ fn run_suites(
         interrupt,
         |r| {
             let mark = if r.passed { "passed" } else { "FAILED" };
-            printer.note(&format!("  {mark:<6} {}/{}", r.target, r.service));
+            let took = r.duration_secs.map(|d| format!(" ({d:.1} s)")).unwrap_or_default();
+            progress.borrow_mut().finish(&format!("{}/{}", r.target, r.service), &format!("{mark}{took}"));
         },
-        |suite, line| printer.note(&format!("  {}/{} | {line}", suite.target, suite.service)),
+        |suite, line| progress.borrow().println(&format!("  {}/{} | {line}", suite.target, suite.service)),
     ))??;
+    drop(progress);
     if kind == SuiteKind::Test
         && let Err(e) = rt.state()?.save_test_results(&run.results)
     {

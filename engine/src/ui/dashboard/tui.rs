@@ -256,13 +256,13 @@ fn draw(
     let reqs = board.map_or(0, |b| b.requirements.values().map(BTreeMap::len).sum::<usize>());
     let jobs = board.and_then(|b| b.jobs.as_ref()).map_or(1, |j| 1 + j.active.len() + j.failures.len());
     let rows = board.map_or(1, |b| b.rows.len().max(1));
-    let log_height = if screen.log { 12 } else { 0 };
+    let lines = |n: usize| u16::try_from(n).unwrap_or(u16::MAX);
     let [header, table, req_area, jobs_area, log_area, footer] = Layout::vertical([
         Constraint::Length(1),
-        Constraint::Min(u16::try_from(rows + 3).unwrap_or(u16::MAX).min(area.height / 2)),
-        Constraint::Length(u16::try_from(if reqs == 0 { 0 } else { reqs + 2 }).unwrap_or(u16::MAX)),
-        Constraint::Length(u16::try_from(jobs + 2).unwrap_or(u16::MAX)),
-        Constraint::Length(log_height),
+        Constraint::Length(lines(rows + 2).min(area.height / 2)),
+        Constraint::Length(if reqs == 0 { 0 } else { lines(reqs + 1) }),
+        Constraint::Length(lines(jobs + 1)),
+        Constraint::Min(0),
         Constraint::Length(1),
     ])
     .areas(area);
