@@ -120,15 +120,15 @@ fn dashboard_in_tmux_shows_services_restarts_failures_and_quits_leaving_them_run
     let worker = env.pids()["main/worker"];
     kill9(worker.0);
     let killed = Instant::now();
-    let mut last = String::new();
-    let shown = loop {
-        last = tmux.capture();
+    let (shown, last) = loop {
+        let last = tmux.capture();
         if row(&last, "worker").contains("failed") {
-            break killed.elapsed();
+            break (killed.elapsed(), last);
         }
-        if killed.elapsed() > Duration::from_secs(5) {
-            panic!("the pane never showed the killed worker failed:\n{last}");
-        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "the pane never showed the killed worker failed:\n{last}"
+        );
         std::thread::sleep(Duration::from_millis(10));
     };
     assert!(shown < Duration::from_secs(1), "the failure took {shown:?} to show:\n{last}");
@@ -173,7 +173,10 @@ fn redact_board(text: &str, env: &TestEnv) -> String {
             for (value, marker) in &markers {
                 line = line.replace(value.as_str(), marker);
             }
-            line.split_whitespace().map(|t| if uptime(t) { "[UPTIME]" } else { t }).collect::<Vec<_>>().join(" ")
+            line.split_whitespace()
+                .map(|t| if uptime(t) { "[UPTIME]" } else { t })
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -214,7 +217,10 @@ fn dashboard_without_a_host_shows_the_saved_state() {
     let text = env.envctl(&["dashboard"]).ok().stdout.clone();
     assert!(text.contains("no host running"), "{text}");
     let worker = env.pids()["main/worker"];
-    assert!(row(&text, "worker").contains("ready") && row(&text, "worker").contains(&worker.0.to_string()), "{text}");
+    assert!(
+        row(&text, "worker").contains("ready") && row(&text, "worker").contains(&worker.0.to_string()),
+        "{text}"
+    );
 }
 
 /// CPU ticks (user + system) the process has used so far, from `/proc/<pid>/stat`.
@@ -230,8 +236,11 @@ fn cpu_ticks(pid: u32) -> u64 {
 #[test]
 fn dashboard_idle_cpu_with_twenty_services_is_under_one_percent() {
     let env = TestEnv::new();
-    let config: String =
-        (0..20).map(|i| format!("[services.s{i:02}]\ncommand = \"sleep 1000\"\n\n")).collect();
+    let config = (0..20).fold(String::new(), |mut out, i| {
+        use std::fmt::Write as _;
+        let _ = write!(out, "[services.s{i:02}]\ncommand = \"sleep 1000\"\n\n");
+        out
+    });
     env.write(".envctl", &config);
     env.envctl(&["start"]).ok();
     let tmux = Tmux::start(&env, &format!("exec {} dashboard", env!("CARGO_BIN_EXE_envctl")));
@@ -254,7 +263,10 @@ fn dashboard_idle_cpu_with_twenty_services_is_under_one_percent() {
 #[test]
 fn completions_name_the_repositorys_worktrees_services_and_job_types() {
     let env = TestEnv::new();
-    env.write(".envctl", "[services.backend]\ncommand = \"sleep 1000\"\n\n[jobs.types.lint]\ncommand = \"true\"\n");
+    env.write(
+        ".envctl",
+        "[services.backend]\ncommand = \"sleep 1000\"\n\n[jobs.types.lint]\ncommand = \"true\"\n",
+    );
     env.git(&["worktree", "add", "-q", "trees/feature-a"]);
     let complete = |words: &[&str]| {
         let mut args = vec!["--", "envctl"];

@@ -41,7 +41,12 @@ pub async fn serve(host: &Arc<Host>, tx: &mpsc::Sender<Reply>) {
             seq: 0,
             host: Some(host.record()),
             run_id: host.run_id(),
-            services: host.records().await.into_iter().map(|r| envctl_contracts::state::ServiceRecord { spec: None, ..r }).collect(),
+            services: host
+                .records()
+                .await
+                .into_iter()
+                .map(|r| envctl_contracts::state::ServiceRecord { spec: None, ..r })
+                .collect(),
             jobs: jobs.clone(),
         };
         if last.as_ref() != Some(&view) {
@@ -55,8 +60,8 @@ pub async fn serve(host: &Arc<Host>, tx: &mpsc::Sender<Reply>) {
         tokio::select! {
             () = host.parts.token.cancelled() => return,
             () = tx.closed() => return,
-            changed = changes.changed() => {
-                if changed.is_err() {
+            seen = changes.changed() => {
+                if seen.is_err() {
                     return;
                 }
                 tokio::time::sleep(SETTLE).await;

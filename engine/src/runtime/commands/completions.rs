@@ -79,7 +79,8 @@ pub fn types() -> ArgValueCandidates {
 fn settings_here() -> Option<(Settings, crate::targets::Targets)> {
     let env = EnvVars::from_process();
     let start_dir = std::env::current_dir().ok()?;
-    let settings = Settings::load(&LoadOptions { start_dir, config_file: None, sets: Vec::new() }, &env).ok()?;
+    let settings =
+        Settings::load(&LoadOptions { start_dir, config_file: None, sets: Vec::new() }, &env).ok()?;
     let targets = crate::targets::Targets::discover(&settings.paths, &settings.config.project.trees_dir);
     Some((settings, targets))
 }

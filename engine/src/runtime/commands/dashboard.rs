@@ -2,9 +2,10 @@
 //! control socket (`watch`); the dashboard draws it, and its keys act through envctl's own commands. With no
 //! terminal, or with `--snapshot`, it prints the view once as text (`--json`: as JSON) and exits.
 
-use std::collections::BTreeMap;
+#[cfg(feature = "dashboard")]
+mod live;
+
 use std::io::IsTerminal as _;
-use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use envctl_contracts::SCHEMA_VERSION;
@@ -14,7 +15,7 @@ use envctl_contracts::state::ServiceRecord;
 use crate::config::Paths;
 use crate::host::client::HostClient;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
-use crate::ui::dashboard::{Actions, Board};
+use crate::ui::dashboard::Board;
 
 /// Arguments of `dashboard`.
 #[derive(Debug, clap::Args)]
@@ -39,11 +40,16 @@ pub fn exec(rt: &EngineRuntime, args: &DashboardArgs) -> Result<Outcome, EngineE
     targets.dedup();
     let requirements = super::requirement_urls(rt, &targets);
     let title = title_of(&paths);
-    if args.snapshot || !std::io::stdout().is_terminal() || !cfg!(feature = "dashboard") {
-        rt.printer().data(&Board::new(&title, &view, &requirements, SystemTime::now()).text());
-        return Ok(Outcome::Success);
+    let once = args.snapshot || !std::io::stdout().is_terminal();
+    #[cfg(feature = "dashboard")]
+    if !once {
+        return live::run(rt, &paths, view, title, requirements);
     }
-    live(rt, &paths, view, title, requirements)
+    // A build without the `dashboard` feature always prints the text view.
+    #[cfg(not(feature = "dashboard"))]
+    let _ = once;
+    rt.printer().data(&Board::new(&title, &view, &requirements, SystemTime::now()).text());
+    Ok(Outcome::Success)
 }
 
 /// The host's view when one answers, else the saved state's.
@@ -75,140 +81,8 @@ fn current_view(rt: &EngineRuntime, paths: &Paths) -> Result<HostView, EngineErr
 }
 
 fn title_of(paths: &Paths) -> String {
-    paths.repo_root.file_name().map_or_else(|| paths.repo_root.display().to_string(), |n| n.to_string_lossy().into_owned())
-}
-
-#[cfg(feature = "dashboard")]
-fn live(
-    rt: &EngineRuntime,
-    paths: &Paths,
-    view: HostView,
-    title: String,
-    requirements: BTreeMap<String, BTreeMap<String, String>>,
-) -> Result<Outcome, EngineError> {
-    use std::sync::Arc;
-
-    use crate::ui::dashboard::tui::{self, Update};
-
-    let (tx, rx) = std::sync::mpsc::channel();
-    let _ = tx.send(Update::View(Box::new(view)));
-    let feed = tx.clone();
-    let watched = paths.clone();
-    // Follows the host; when none answers (or it exits), tries again once a second until one does.
-    std::thread::spawn(move || {
-        loop {
-            if let Some(client) = HostClient::connect(&watched) {
-                let ended = client.watch(|v| feed.send(Update::View(Box::new(v))).is_ok());
-                if feed.send(Update::Gone(ended.err().map(|e| e.to_string()).unwrap_or_default())).is_err() {
-                    return;
-                }
-            }
-            std::thread::sleep(std::time::Duration::from_secs(1));
-        }
-    });
-    let actions: Arc<dyn Actions> = Arc::new(CliActions::new(paths.current_root.clone(), rt));
-    let options = tui::Options { title, requirements, color: rt.color() };
-    tui::run(&options, &tx, &rx, &actions)
-        .map_err(|e| EngineError::Failed(format!("the dashboard could not draw: {e}")))?;
-    Ok(Outcome::Success)
-}
-
-#[cfg(not(feature = "dashboard"))]
-fn live(
-    rt: &EngineRuntime,
-    _paths: &Paths,
-    view: HostView,
-    title: String,
-    requirements: BTreeMap<String, BTreeMap<String, String>>,
-) -> Result<Outcome, EngineError> {
-    rt.printer().data(&Board::new(&title, &view, &requirements, SystemTime::now()).text());
-    Ok(Outcome::Success)
-}
-
-/// Carries out the dashboard's keys by running this envctl's own commands (`restart`, `stop`, `start`, `test`,
-/// `doctor`) in the repository, exactly as the user would.
-#[derive(Debug)]
-struct CliActions {
-    exe: PathBuf,
-    repo: PathBuf,
-    config: Option<PathBuf>,
-    sets: Vec<String>,
-}
-
-impl CliActions {
-    fn new(repo: PathBuf, rt: &EngineRuntime) -> Self {
-        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("envctl"));
-        Self { exe, repo, config: rt.config_file().map(Path::to_path_buf), sets: rt.sets().to_vec() }
-    }
-
-    /// Runs `envctl <args>` for `target`/`service`; `done` is the message on success, the command's last error
-    /// line the one on failure.
-    fn run(&self, args: &[&str], target: Option<&str>, service: Option<&str>) -> Result<String, String> {
-        let mut command = std::process::Command::new(&self.exe);
-        command.arg("-C").arg(&self.repo).args(args).stdin(std::process::Stdio::null());
-        if let Some(config) = &self.config {
-            command.arg("--config").arg(config);
-        }
-        for set in &self.sets {
-            command.arg("--set").arg(set);
-        }
-        match target {
-            Some("main") => {
-                command.arg("--main");
-            }
-            Some(tree) => {
-                command.args(["--tree", tree]);
-            }
-            None => {}
-        }
-        if let Some(service) = service {
-            command.args(["--service", service]);
-        }
-        let out = command.output().map_err(|e| format!("{}: {e}", self.exe.display()))?;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            let last = stderr.lines().rev().find(|l| l.starts_with("error:")).or_else(|| stderr.lines().next_back());
-            Err(last.unwrap_or("failed").trim_start_matches("error: ").to_owned())
-        }
-    }
-}
-
-impl Actions for CliActions {
-    fn stop(&self, target: &str, service: &str) -> Result<String, String> {
-        self.run(&["stop", "-q"], Some(target), Some(service)).map(|_| format!("stopped {target}/{service}"))
-    }
-
-    fn start(&self, target: &str, service: &str) -> Result<String, String> {
-        self.run(&["start", "-q"], Some(target), Some(service)).map(|_| format!("started {target}/{service}"))
-    }
-
-    fn restart(&self, target: &str, service: &str) -> Result<String, String> {
-        self.run(&["restart", "-q"], Some(target), Some(service))
-            .map(|_| format!("restarted {target}/{service}"))
-    }
-
-    fn test(&self, target: &str, service: &str) -> Result<String, String> {
-        self.run(&["test", "-q"], Some(target), Some(service))
-            .map(|out| format!("tests of {target}/{service}: {}", out.lines().last().unwrap_or("done")))
-    }
-
-    fn doctor(&self) -> Result<Vec<String>, String> {
-        let mut command = std::process::Command::new(&self.exe);
-        command.arg("-C").arg(&self.repo).args(["doctor", "--json"]).stdin(std::process::Stdio::null());
-        let out = command.output().map_err(|e| format!("{}: {e}", self.exe.display()))?;
-        let report: envctl_contracts::doctor::ReadinessReport =
-            serde_json::from_slice(&out.stdout).map_err(|e| format!("unreadable doctor report: {e}"))?;
-        let mut lines = vec![format!("verdict: {}", report.verdict)];
-        lines.extend(report.gates.iter().map(|g| {
-            let outcome = serde_json::to_value(g.outcome).ok().and_then(|v| v.as_str().map(str::to_owned));
-            format!("{:<14} {}", g.name, outcome.unwrap_or_default())
-        }));
-        Ok(lines)
-    }
-
-    fn log_tail(&self, record: &ServiceRecord, n: usize) -> Vec<String> {
-        record.log_path.as_deref().map(|p| crate::supervisor::logs::tail(Path::new(p), n)).unwrap_or_default()
-    }
+    paths
+        .repo_root
+        .file_name()
+        .map_or_else(|| paths.repo_root.display().to_string(), |n| n.to_string_lossy().into_owned())
 }

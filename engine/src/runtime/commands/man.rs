@@ -47,3 +47,47 @@ pub fn exec(rt: &EngineRuntime, args: &ManArgs) -> Result<Outcome, EngineError> 
     rt.printer().note(&format!("wrote {} man pages to {}", pages.len(), dir.display()));
     Ok(Outcome::Success)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// `docs/man/` holds exactly the pages the command tree makes. Run with `ENVCTL_BLESS_MAN=1` to rewrite them.
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn checked_in_man_pages_are_fresh() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/man");
+        let bless = std::env::var_os("ENVCTL_BLESS_MAN").is_some();
+        let pages = super::pages().expect("render");
+        let mut stale = Vec::new();
+        if bless {
+            std::fs::create_dir_all(&dir).expect("mkdir");
+        }
+        for (file, text) in &pages {
+            let path = dir.join(file);
+            if std::fs::read(&path).ok().as_ref() != Some(text) {
+                if bless {
+                    std::fs::write(&path, text).expect("write page");
+                } else {
+                    stale.push(file.clone());
+                }
+            }
+        }
+        let made: BTreeSet<&str> = pages.iter().map(|(f, _)| f.as_str()).collect();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !made.contains(name.as_str()) {
+                if bless {
+                    std::fs::remove_file(entry.path()).expect("remove page");
+                } else {
+                    stale.push(format!("{name} (no such command)"));
+                }
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "stale man pages in docs/man (rerun with ENVCTL_BLESS_MAN=1 and commit): {stale:?}"
+        );
+    }
+}

@@ -99,7 +99,8 @@ async fn show_drain(
         }
         let reading = Arc::clone(&store);
         let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || reading.stats()).await else { continue };
-        let text = format!("{} queued, {} running, {} scheduled", stats.queued, stats.running, stats.scheduled);
+        let text =
+            format!("{} queued, {} running, {} scheduled", stats.queued, stats.running, stats.scheduled);
         if progress.is_live() {
             progress.phase("draining", &text);
         } else if text != said.0 && said.1.elapsed() >= Duration::from_secs(1) {

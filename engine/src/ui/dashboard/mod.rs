@@ -158,7 +158,8 @@ impl Board {
             out.push_str(&table.render());
         }
         for row in self.rows.iter().filter(|r| r.failure.is_some()) {
-            let _ = writeln!(out, "  {}/{}: {}", row.target, row.service, row.failure.as_deref().unwrap_or(""));
+            let _ =
+                writeln!(out, "  {}/{}: {}", row.target, row.service, row.failure.as_deref().unwrap_or(""));
         }
         if !self.requirements.is_empty() {
             let _ = writeln!(out, "\nREQUIREMENTS");
@@ -228,7 +229,8 @@ pub fn bar(percent: Option<f64>, width: usize) -> String {
 }
 
 fn row(record: &ServiceRecord, now: SystemTime) -> Row {
-    let live = matches!(record.status, ServiceStatus::Starting | ServiceStatus::Ready | ServiceStatus::Restarting);
+    let live =
+        matches!(record.status, ServiceStatus::Starting | ServiceStatus::Ready | ServiceStatus::Restarting);
     let uptime = record
         .started_at
         .as_deref()
@@ -284,7 +286,10 @@ mod tests {
 
     #[test]
     fn secrets_in_urls_are_hidden() {
-        assert_eq!(hide_secrets("postgres://app:s3cret@127.0.0.1:5432/db"), "postgres://app:***@127.0.0.1:5432/db");
+        assert_eq!(
+            hide_secrets("postgres://app:s3cret@127.0.0.1:5432/db"),
+            "postgres://app:***@127.0.0.1:5432/db"
+        );
         assert_eq!(hide_secrets("redis://:pw@127.0.0.1:6379/0"), "redis://:***@127.0.0.1:6379/0");
         assert_eq!(hide_secrets("http://127.0.0.1:8000"), "http://127.0.0.1:8000");
     }

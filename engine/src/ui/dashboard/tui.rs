@@ -106,11 +106,14 @@ pub fn run(
     });
     let mut screen = Screen { log: true, ..Screen::default() };
     loop {
-        let board = screen.view.as_ref().map(|v| Board::new(&options.title, v, &options.requirements, SystemTime::now()));
+        let board = screen
+            .view
+            .as_ref()
+            .map(|v| Board::new(&options.title, v, &options.requirements, SystemTime::now()));
         let log = match (&board, &screen.view) {
-            (Some(b), Some(v)) if screen.log => selected_record(b, v, screen.selected)
-                .map(|r| actions.log_tail(r, 200))
-                .unwrap_or_default(),
+            (Some(b), Some(v)) if screen.log => {
+                selected_record(b, v, screen.selected).map(|r| actions.log_tail(r, 200)).unwrap_or_default()
+            }
             _ => Vec::new(),
         };
         terminal.draw(|frame| draw(frame, options, &screen, board.as_ref(), &log))?;
@@ -184,7 +187,9 @@ fn on_key(
             screen.doctor = None;
             screen.search.clear();
         }
-        KeyCode::Down | KeyCode::Char('j') if rows > 0 => screen.selected = (screen.selected + 1).min(rows - 1),
+        KeyCode::Down | KeyCode::Char('j') if rows > 0 => {
+            screen.selected = (screen.selected + 1).min(rows - 1);
+        }
         KeyCode::Up | KeyCode::Char('k') => screen.selected = screen.selected.saturating_sub(1),
         KeyCode::Char('l') => screen.log = !screen.log,
         KeyCode::Char('/') => {
@@ -193,19 +198,18 @@ fn on_key(
             screen.log = true;
         }
         KeyCode::Char('?') => screen.help = !screen.help,
-        KeyCode::Char('d') => {
-            if screen.doctor.take().is_none() {
-                screen.message = "running doctor…".into();
-                let (tx, actions) = (tx.clone(), Arc::clone(actions));
-                std::thread::spawn(move || {
-                    let _ = tx.send(Update::Doctor(actions.doctor()));
-                });
-            }
+        KeyCode::Char('d') if screen.doctor.take().is_none() => {
+            screen.message = "running doctor…".into();
+            let (tx, actions) = (tx.clone(), Arc::clone(actions));
+            std::thread::spawn(move || {
+                let _ = tx.send(Update::Doctor(actions.doctor()));
+            });
         }
         KeyCode::Char(c @ ('s' | 'S' | 'r' | 't')) => {
             let Some(row) = selected else { return true };
             if row.kind == ProcessKind::Requirement {
-                screen.message = format!("{} is a requirement: it starts and stops with its target", row.service);
+                screen.message =
+                    format!("{} is a requirement: it starts and stops with its target", row.service);
                 return true;
             }
             let verb = match c {
@@ -273,7 +277,44 @@ fn draw(
     };
     frame.render_widget(Paragraph::new(Line::from(Span::styled(title, bold))), header);
     let Some(board) = board else { return };
+    draw_services(frame, options, screen, board, table);
+    if reqs > 0 {
+        let text: Vec<Line<'_>> = board
+            .requirements
+            .iter()
+            .flat_map(|(t, r)| r.iter().map(move |(n, u)| Line::raw(format!("{t:<12} {n:<12} {u}"))))
+            .collect();
+        let block = Block::default().borders(Borders::TOP).title(" requirements ");
+        frame.render_widget(Paragraph::new(text).block(block), req_area);
+    }
+    draw_jobs(frame, options, board, jobs_area);
+    if screen.log {
+        draw_log(frame, screen, board, log, log_area);
+    }
+    let footer_text = if screen.typing {
+        format!("/{}▏ (Enter keeps it, Esc clears)", screen.search)
+    } else if screen.message.is_empty() {
+        "↑↓/jk select  r restart  s stop  S start  t test  l log  / search  d doctor  ? help  q quit"
+            .to_owned()
+    } else {
+        screen.message.clone()
+    };
+    frame.render_widget(Paragraph::new(footer_text), footer);
+    if screen.help {
+        popup(frame, area, " help ", &HELP.lines().map(str::to_owned).collect::<Vec<_>>());
+    } else if let Some(gates) = &screen.doctor {
+        popup(frame, area, " doctor (Esc closes) ", gates);
+    }
+}
 
+fn draw_services(
+    frame: &mut ratatui::Frame<'_>,
+    options: &Options,
+    screen: &Screen,
+    board: &Board,
+    area: Rect,
+) {
+    let bold = Style::default().add_modifier(Modifier::BOLD);
     let head = ["TARGET", "SERVICE", "STATUS", "PORT", "URL", "PID", "UPTIME", "RESTARTS", "PROBE"];
     let lines: Vec<TableRow<'_>> = board
         .rows
@@ -286,7 +327,10 @@ fn draw(
             TableRow::new(vec![
                 Span::raw(r.target.clone()),
                 Span::raw(name),
-                Span::styled(format!("{} {}", glyph(r.status), word(r.status)), status_style(r.status, options.color)),
+                Span::styled(
+                    format!("{} {}", glyph(r.status), word(r.status)),
+                    status_style(r.status, options.color),
+                ),
                 Span::raw(r.port.clone()),
                 Span::raw(r.url.clone()),
                 Span::raw(r.pid.clone()),
@@ -307,23 +351,16 @@ fn draw(
         Constraint::Length(8),
         Constraint::Length(14),
     ];
-    let mut state = TableState::default().with_selected(Some(screen.selected.min(board.rows.len().saturating_sub(1))));
+    let mut state =
+        TableState::default().with_selected(Some(screen.selected.min(board.rows.len().saturating_sub(1))));
     let services = Table::new(lines, widths)
         .header(TableRow::new(head).style(bold))
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED))
         .block(Block::default().borders(Borders::TOP).title(" services "));
-    frame.render_stateful_widget(services, table, &mut state);
+    frame.render_stateful_widget(services, area, &mut state);
+}
 
-    if reqs > 0 {
-        let text: Vec<Line<'_>> = board
-            .requirements
-            .iter()
-            .flat_map(|(t, r)| r.iter().map(move |(n, u)| Line::raw(format!("{t:<12} {n:<12} {u}"))))
-            .collect();
-        let block = Block::default().borders(Borders::TOP).title(" requirements ");
-        frame.render_widget(Paragraph::new(text).block(block), req_area);
-    }
-
+fn draw_jobs(frame: &mut ratatui::Frame<'_>, options: &Options, board: &Board, area: Rect) {
     let mut job_lines: Vec<Line<'_>> = Vec::new();
     match &board.jobs {
         None => job_lines.push(Line::raw("no job store open (the host opens it with the first start)")),
@@ -338,10 +375,16 @@ fn draw(
         }
     }
     let block = Block::default().borders(Borders::TOP).title(" jobs ");
-    frame.render_widget(Paragraph::new(job_lines).block(block), jobs_area);
+    frame.render_widget(Paragraph::new(job_lines).block(block), area);
+}
 
-    if screen.log {
-        let name = board.rows.get(screen.selected).map(|r| format!("{}/{}", r.target, r.service)).unwrap_or_default();
+fn draw_log(frame: &mut ratatui::Frame<'_>, screen: &Screen, board: &Board, log: &[String], log_area: Rect) {
+    {
+        let name = board
+            .rows
+            .get(screen.selected)
+            .map(|r| format!("{}/{}", r.target, r.service))
+            .unwrap_or_default();
         let shown: Vec<Line<'_>> = log
             .iter()
             .filter(|l| screen.search.is_empty() || l.contains(&screen.search))
@@ -350,22 +393,10 @@ fn draw(
         let skip = shown.len().saturating_sub(usize::from(log_area.height.saturating_sub(1)));
         let search = if screen.search.is_empty() { String::new() } else { format!(" /{} ", screen.search) };
         let block = Block::default().borders(Borders::TOP).title(format!(" log {name} {search}"));
-        frame.render_widget(Paragraph::new(shown.into_iter().skip(skip).collect::<Vec<_>>()).block(block), log_area);
-    }
-
-    let footer_text = if screen.typing {
-        format!("/{}▏ (Enter keeps it, Esc clears)", screen.search)
-    } else if screen.message.is_empty() {
-        "↑↓/jk select  r restart  s stop  S start  t test  l log  / search  d doctor  ? help  q quit".to_owned()
-    } else {
-        screen.message.clone()
-    };
-    frame.render_widget(Paragraph::new(footer_text), footer);
-
-    if screen.help {
-        popup(frame, area, " help ", &HELP.lines().map(str::to_owned).collect::<Vec<_>>());
-    } else if let Some(gates) = &screen.doctor {
-        popup(frame, area, " doctor (Esc closes) ", gates);
+        frame.render_widget(
+            Paragraph::new(shown.into_iter().skip(skip).collect::<Vec<_>>()).block(block),
+            log_area,
+        );
     }
 }
 
@@ -382,7 +413,8 @@ q, Ctrl-C    quit (services keep running)";
 fn popup(frame: &mut ratatui::Frame<'_>, area: Rect, title: &str, lines: &[String]) {
     let width = area.width.saturating_sub(8).min(90);
     let height = u16::try_from(lines.len() + 2).unwrap_or(u16::MAX).min(area.height.saturating_sub(2));
-    let rect = Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height };
+    let rect =
+        Rect { x: area.x + (area.width - width) / 2, y: area.y + (area.height - height) / 2, width, height };
     frame.render_widget(Clear, rect);
     let text: Vec<Line<'_>> = lines.iter().map(|l| Line::raw(l.clone())).collect();
     let block = Block::default().borders(Borders::ALL).title(title.to_owned());
