@@ -1135,4 +1135,41 @@ mod tests {
         assert_eq!(services.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(), vec!["api"]);
         host.stop_all().await;
     }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn watch_pushes_a_view_on_each_change_and_nothing_while_nothing_changes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host = Host::for_test(parts(dir.path()), Arc::new(Recorder::default()));
+        host.launch(sleeper(&host, "main", "api", ProcessKind::Service), None).await;
+        let (tx, mut rx) = mpsc::channel(8);
+        let watching = {
+            let host = Arc::clone(&host);
+            tokio::spawn(async move { handle(&host, Request::Watch, &tx).await })
+        };
+        let view = |reply: Option<Reply>| match reply {
+            Some(Reply::View(view)) => view,
+            other => panic!("not a view: {other:?}"),
+        };
+        let first = view(rx.recv().await);
+        assert_eq!((first.seq, first.services.len()), (1, 1));
+        assert!(first.services[0].spec.is_none(), "a view carries no spec");
+        // A change (what the service task's nudge and event do in a running host) is pushed.
+        host.launch(sleeper(&host, "main", "web", ProcessKind::Service), None).await;
+        host.event(Some("main".into()), Some("web".into()), "service.starting", serde_json::Value::Null);
+        let second = view(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("pushed"));
+        assert_eq!(second.seq, 2);
+        assert_eq!(second.services.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(), vec!["api", "web"]);
+        // Settle: the new service's own status changes may still come; then nothing, however long one waits.
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {}
+        host.event(None, None, "nothing.visible", serde_json::Value::Null);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err(),
+            "a change nobody sees is not sent again"
+        );
+        // The client hangs up: the watch ends, and it never made the host exit.
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), watching).await.expect("watch ended").expect("no panic");
+        assert!(!host.parts.token.is_cancelled());
+        host.stop_all().await;
+    }
 }
