@@ -1158,7 +1158,10 @@ mod tests {
         host.event(Some("main".into()), Some("web".into()), "service.starting", serde_json::Value::Null);
         let second = view(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("pushed"));
         assert_eq!(second.seq, 2);
-        assert_eq!(second.services.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(), vec!["api", "web"]);
+        assert_eq!(
+            second.services.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(),
+            vec!["api", "web"]
+        );
         // Settle: the new service's own status changes may still come; then nothing, however long one waits.
         while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {}
         host.event(None, None, "nothing.visible", serde_json::Value::Null);

@@ -336,20 +336,32 @@ fn draw_services(
                 Span::raw(r.pid.clone()),
                 Span::raw(r.uptime.clone()),
                 Span::raw(r.restarts.to_string()),
-                Span::raw(r.probe.clone()),
+                // An ended service's reason says more than its last probe.
+                Span::raw(r.failure.clone().unwrap_or_else(|| r.probe.clone())),
             ])
         })
         .collect();
+    let widest = |cell: &dyn Fn(&super::Row) -> usize, min: usize, max: usize| {
+        let widest = board.rows.iter().map(cell).max().unwrap_or(min).clamp(min, max);
+        u16::try_from(widest).unwrap_or(u16::MAX)
+    };
+    let url_width = widest(&|r| r.url.chars().count(), 3, 40);
+    let name_width = widest(
+        &|r| r.service.chars().count() + if r.kind == ProcessKind::Requirement { 6 } else { 0 },
+        7,
+        28,
+    );
     let widths = [
-        Constraint::Length(12),
-        Constraint::Length(20),
+        Constraint::Length(widest(&|r| r.target.chars().count(), 6, 24)),
+        Constraint::Length(name_width),
         Constraint::Length(12),
         Constraint::Length(6),
-        Constraint::Min(24),
+        // The URL gives way first when the terminal is narrow.
+        Constraint::Max(url_width),
         Constraint::Length(8),
         Constraint::Length(7),
         Constraint::Length(8),
-        Constraint::Length(14),
+        Constraint::Min(14),
     ];
     let mut state =
         TableState::default().with_selected(Some(screen.selected.min(board.rows.len().saturating_sub(1))));
