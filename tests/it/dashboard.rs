@@ -300,3 +300,41 @@ fn man_writes_a_page_per_command() {
         assert!(text.starts_with(".ie") || text.contains(".TH"), "{page}: {text}");
     }
 }
+
+#[test]
+fn progress_without_a_terminal_is_one_plain_line_per_event() {
+    let env = TestEnv::new();
+    let port = free_port();
+    env.write(
+        ".envctl",
+        &format!("[services.web]\ncommand = \"{HTTP}\"\nport = {port}\n\n[services.worker]\ncommand = \"sleep 1000\"\ntest = \"true\"\n"),
+    );
+    let started = env.envctl(&["start"]).ok().stderr.clone();
+    assert!(started.lines().any(|l| l.starts_with("  starting  main/web")), "{started}");
+    assert!(started.lines().any(|l| l.starts_with("  ready     main/web http://127.0.0.1:")), "{started}");
+    assert!(started.lines().any(|l| l.starts_with("  ready     main/worker")), "{started}");
+    assert!(!started.contains('\u{1b}') && !started.contains('\r'), "nothing is redrawn: {started:?}");
+    let tested = env.envctl(&["test"]).ok().stderr.clone();
+    assert!(tested.lines().any(|l| l.starts_with("  test.run  main/worker")), "{tested}");
+    assert!(tested.lines().any(|l| l.starts_with("  passed") && l.ends_with("main/worker")), "{tested}");
+    let quiet = env.envctl(&["restart", "-q"]).ok().stderr.clone();
+    assert!(quiet.is_empty(), "-q hides progress: {quiet}");
+}
+
+#[test]
+fn progress_on_a_terminal_replaces_each_line_by_its_result() {
+    let env = TestEnv::new();
+    env.write(
+        ".envctl",
+        "[services.a]\ncommand = \"sleep 1000\"\n\n[services.b]\ncommand = \"sleep 1000\"\n",
+    );
+    let exe = env!("CARGO_BIN_EXE_envctl");
+    let tmux = Tmux::start(&env, &format!("{exe} start 2>&1; echo \"start exited $?\"; sleep 60"));
+    let screen = tmux.wait_for(15, "the start's end", |s| s.contains("start exited 0"));
+    for service in ["main/a", "main/b"] {
+        let line = screen.lines().find(|l| l.trim_start().starts_with(service)).unwrap_or("");
+        assert!(line.contains("ready"), "{service} not replaced by its result:\n{screen}");
+    }
+    // The spinners are gone: every line that names a service is a result line.
+    assert!(!screen.contains("starting"), "{screen}");
+}
