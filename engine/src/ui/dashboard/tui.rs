@@ -272,6 +272,9 @@ fn draw(
     .areas(area);
     let bold = Style::default().add_modifier(Modifier::BOLD);
     let title = match board {
+        Some(b) if screen.gone => {
+            format!("envctl dashboard: {} (no host answers; run {})", b.title, b.run_id)
+        }
         Some(b) => format!("envctl dashboard: {} ({}, run {})", b.title, b.host, b.run_id),
         None => format!("envctl dashboard: {} (waiting for the host…)", options.title),
     };

@@ -32,8 +32,12 @@ pub fn run(
     std::thread::spawn(move || {
         loop {
             if let Some(client) = HostClient::connect(&watched) {
-                let ended = client.watch(|v| feed.send(Update::View(Box::new(v))).is_ok());
-                if feed.send(Update::Gone(ended.err().map(|e| e.to_string()).unwrap_or_default())).is_err() {
+                // Ok: the dashboard quit. An error: the host went away.
+                if client.watch(|v| feed.send(Update::View(Box::new(v))).is_ok()).is_ok() {
+                    return;
+                }
+                let gone = "the host stopped answering: the last view stays until one runs again (envctl start, resume)";
+                if feed.send(Update::Gone(gone.to_owned())).is_err() {
                     return;
                 }
             }
