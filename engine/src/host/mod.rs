@@ -1162,8 +1162,19 @@ mod tests {
             second.services.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(),
             vec!["api", "web"]
         );
-        // Settle: the new service's own status changes may still come; then nothing, however long one waits.
-        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await {}
+        // Both become ready (this test host has no saver to turn the service tasks' nudges into changes, so one
+        // more event brings that view); after it, nothing more comes, however long one waits.
+        for key in [("main".to_owned(), "api".to_owned()), ("main".to_owned(), "web".to_owned())] {
+            let handle = host.get(&key).await.expect("supervised");
+            for _ in 0..500 {
+                if handle.record().status == ServiceStatus::Ready {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        host.event(None, None, "services.ready", serde_json::Value::Null);
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {}
         host.event(None, None, "nothing.visible", serde_json::Value::Null);
         assert!(
             tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err(),
