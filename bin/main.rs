@@ -4,9 +4,11 @@
 
 use std::process::ExitCode;
 
-use envctl_engine::{EngineRuntime, exit_code, parse};
+use envctl_engine::{EngineRuntime, completion_env, exit_code, parse};
 
 fn main() -> ExitCode {
+    // A Tab in a shell set up by `envctl completions`: print the candidates and exit.
+    completion_env().complete();
     let cli = match parse(std::env::args_os()) {
         Ok(cli) => cli,
         Err((err, code)) => {

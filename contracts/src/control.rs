@@ -24,6 +24,9 @@ pub enum Request {
     Status,
     /// Stop everything and exit.
     Shutdown,
+    /// Follow what runs: the host answers with a [`Reply::View`] at once and another each time something changes
+    /// (a status, a restart, a probe result, a job's progress), until the client hangs up. Never a final reply.
+    Watch,
 }
 
 /// `start`, `restart` and `resume`.
@@ -168,9 +171,48 @@ pub enum Reply {
         /// Every supervised service.
         services: Vec<ServiceRecord>,
     },
+    /// What runs now (the answer to [`Request::Watch`], sent again on every change).
+    View(HostView),
     /// The request could not be carried out.
     Error {
         /// Why.
         message: String,
     },
+}
+
+/// Everything the dashboard shows, as the host sees it at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct HostView {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// Grows by one with every view the host sends on this connection.
+    pub seq: u64,
+    /// The host; none when no host runs (a view read from the saved state).
+    pub host: Option<HostRecord>,
+    /// The current run.
+    pub run_id: String,
+    /// Every service and requirement process, supervised or retained with its last status, without its spec
+    /// (which carries the environment and its secrets).
+    pub services: Vec<ServiceRecord>,
+    /// The job store's queue; none when the host has not opened it (no start yet) or it cannot be read.
+    pub jobs: Option<JobsView>,
+}
+
+/// The job queue as the dashboard shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct JobsView {
+    /// Jobs waiting for a worker.
+    pub queued: u64,
+    /// Jobs waiting for their time.
+    pub scheduled: u64,
+    /// Jobs running (including cancelling).
+    pub running: u64,
+    /// Jobs that failed for good.
+    pub failed: u64,
+    /// Jobs dead after every attempt failed.
+    pub dead: u64,
+    /// The running jobs with their progress (at most 20).
+    pub active: Vec<crate::jobs::Job>,
+    /// The latest failed or dead jobs, newest first (at most 5).
+    pub failures: Vec<crate::jobs::Job>,
 }

@@ -52,6 +52,7 @@ fn list_commands_lists_exactly_the_implemented_commands() {
         "blast-all",
         "logs",
         "clear-logs",
+        "dashboard",
         "health",
         "doctor",
         "errors",
@@ -73,6 +74,8 @@ fn list_commands_lists_exactly_the_implemented_commands() {
         "test",
         "migrate",
         "worker",
+        "completions",
+        "man",
     ]
     .iter()
     .map(ToString::to_string)

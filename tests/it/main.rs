@@ -4,6 +4,7 @@
 mod bad_config;
 mod config_cmd;
 mod correctness;
+mod dashboard;
 mod databases;
 mod direct_exec;
 mod doctor;

@@ -104,7 +104,7 @@ pub const ENV_VARS: &[EnvVarSpec] = &[
         "NO_COLOR",
         None,
         ValueKind::String,
-        "Any non-empty value: no colour in envctl's output, and ANSI sequences are stripped from service logs that `envctl logs` prints (as `--no-color`).",
+        "Any non-empty value: no colour in envctl's output (progress, the dashboard), and ANSI sequences are stripped from service logs that `envctl logs` prints (as `--no-color`).",
     ),
     var(
         "ENVCTL_LOG",

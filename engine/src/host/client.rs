@@ -6,7 +6,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use envctl_contracts::control::{Progress, Reply, Request};
+use envctl_contracts::control::{HostView, Progress, Reply, Request};
 
 use crate::config::Paths;
 use crate::supervisor::{logs, spawn};
@@ -144,6 +144,32 @@ impl HostClient {
         } else {
             Err(ClientError::Unanswered(self.log.display().to_string()))
         }
+    }
+
+    /// Sends `watch` and hands every view the host pushes to `view` until it returns false (`Ok`) or the host
+    /// hangs up (an error saying so).
+    pub fn watch(mut self, mut view: impl FnMut(HostView) -> bool) -> Result<(), ClientError> {
+        let io = |e: &dyn std::fmt::Display, log: &PathBuf| {
+            ClientError::Io(e.to_string(), log.display().to_string())
+        };
+        let mut line = serde_json::to_vec(&Request::Watch).map_err(|e| io(&e, &self.log))?;
+        line.push(b'\n');
+        self.stream.write_all(&line).map_err(|e| io(&e, &self.log))?;
+        let reader = BufReader::new(self.stream.try_clone().map_err(|e| io(&e, &self.log))?);
+        for line in reader.lines() {
+            let line = line.map_err(|e| io(&e, &self.log))?;
+            match serde_json::from_str::<Reply>(&line) {
+                Ok(Reply::View(v)) => {
+                    if !view(v) {
+                        return Ok(());
+                    }
+                }
+                Ok(Reply::Error { message }) => return Err(io(&message, &self.log)),
+                Ok(other) => return Err(io(&format!("unexpected reply {other:?}"), &self.log)),
+                Err(e) => return Err(io(&format!("unreadable reply ({e})"), &self.log)),
+            }
+        }
+        Err(io(&"the host exited", &self.log))
     }
 
     /// Sends `request` to the host (spawning one when `spawn` and none answers). A host that was exiting and

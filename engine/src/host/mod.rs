@@ -17,6 +17,7 @@ pub mod direct;
 mod recover;
 mod server;
 mod snapshot;
+mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -147,6 +148,10 @@ pub struct Host {
     retained: std::sync::Mutex<BTreeMap<Key, ServiceRecord>>,
     /// Said once to the first command after the host recovered a torn state.
     recovery: std::sync::Mutex<Option<String>>,
+    /// Counts changes (every event, every nudge of a service task); `watch` connections wait on it.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// The job store the in-process worker uses, once a start named it (`watch` reads its queue).
+    job_stores: std::sync::OnceLock<StoreFactory>,
 }
 
 /// The state an earlier host left: read, or recovered when it is torn; with what to tell the user then.
@@ -212,6 +217,8 @@ impl Host {
             orchestration: tokio::sync::Mutex::new(()),
             retained: std::sync::Mutex::new(BTreeMap::new()),
             recovery: std::sync::Mutex::new(recovery),
+            changes: tokio::sync::watch::Sender::new(0),
+            job_stores: std::sync::OnceLock::new(),
         }
     }
 
@@ -365,6 +372,7 @@ impl Host {
             Ok(stores) => stores,
             Err(e) => return tracing::warn!(error = %e, "no in-process job worker"),
         };
+        let _ = self.job_stores.set(stores.clone());
         self.parts.tracker.spawn(async move {
             // Opening the store touches the disk: off the host's thread, and a moment after the start that asked
             // for it, so starting services never waits on it.
@@ -412,6 +420,20 @@ impl Host {
         };
         // Only fails once the writer has ended, at the very end of the host's life.
         let _ = self.events.send(line);
+        self.changed();
+    }
+
+    /// Tells every `watch` connection that something changed.
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Every service and requirement process, supervised or retained, sorted by target and name.
+    async fn records(&self) -> Vec<ServiceRecord> {
+        let mut records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
+        records.extend(unpoisoned(&self.retained).values().cloned());
+        records.sort_by(|a, b| (&a.target, &a.service).cmp(&(&b.target, &b.service)));
+        records
     }
 
     /// Writes every artifact from the live view; with `history`, also the run's `runs/<run-id>/` copy. A failure
@@ -889,7 +911,7 @@ async fn save_on_change(host: Arc<Host>, done: CancellationToken) {
     let mut pause = Duration::from_millis(50);
     loop {
         tokio::select! {
-            () = host.reporter.changed.notified() => {}
+            () = host.reporter.changed.notified() => host.changed(),
             () = done.cancelled() => return,
         }
         tokio::select! {
@@ -1114,6 +1136,57 @@ mod tests {
         };
         assert_eq!(record, HostRecord { pid: 1, start_time: 1 });
         assert_eq!(services.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(), vec!["api"]);
+        host.stop_all().await;
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn watch_pushes_a_view_on_each_change_and_nothing_while_nothing_changes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let host = Host::for_test(parts(dir.path()), Arc::new(Recorder::default()));
+        host.launch(sleeper(&host, "main", "api", ProcessKind::Service), None).await;
+        let (tx, mut rx) = mpsc::channel(8);
+        let watching = {
+            let host = Arc::clone(&host);
+            tokio::spawn(async move { handle(&host, Request::Watch, &tx).await })
+        };
+        let view = |reply: Option<Reply>| match reply {
+            Some(Reply::View(view)) => view,
+            other => panic!("not a view: {other:?}"),
+        };
+        let first = view(rx.recv().await);
+        assert_eq!((first.seq, first.services.len()), (1, 1));
+        assert!(first.services[0].spec.is_none(), "a view carries no spec");
+        // A change (what the service task's nudge and event do in a running host) is pushed.
+        host.launch(sleeper(&host, "main", "web", ProcessKind::Service), None).await;
+        host.event(Some("main".into()), Some("web".into()), "service.starting", serde_json::Value::Null);
+        let second = view(tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("pushed"));
+        assert_eq!(second.seq, 2);
+        assert_eq!(
+            second.services.iter().map(|r| r.service.as_str()).collect::<Vec<_>>(),
+            vec!["api", "web"]
+        );
+        // Both become ready (this test host has no saver to turn the service tasks' nudges into changes, so one
+        // more event brings that view); after it, nothing more comes, however long one waits.
+        for key in [("main".to_owned(), "api".to_owned()), ("main".to_owned(), "web".to_owned())] {
+            let handle = host.get(&key).await.expect("supervised");
+            for _ in 0..500 {
+                if handle.record().status == ServiceStatus::Ready {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        host.event(None, None, "services.ready", serde_json::Value::Null);
+        while let Ok(Some(_)) = tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {}
+        host.event(None, None, "nothing.visible", serde_json::Value::Null);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), rx.recv()).await.is_err(),
+            "a change nobody sees is not sent again"
+        );
+        // The client hangs up: the watch ends, and it never made the host exit.
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(5), watching).await.expect("watch ended").expect("no panic");
+        assert!(!host.parts.token.is_cancelled());
         host.stop_all().await;
     }
 }

@@ -68,8 +68,9 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
         return;
     }
     let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
     let mut line = String::new();
-    if BufReader::new(read).read_line(&mut line).await.unwrap_or(0) == 0 {
+    if read.read_line(&mut line).await.unwrap_or(0) == 0 {
         return;
     }
     let (tx, mut rx) = mpsc::channel::<Reply>(64);
@@ -84,20 +85,29 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
             }
         })
     };
-    while let Some(reply) = rx.recv().await {
+    let mut rest = Vec::new();
+    loop {
+        let reply = tokio::select! {
+            reply = rx.recv() => reply,
+            // The client hung up (a dashboard that quit): what is still to say has no one to hear it.
+            _ = read.read_until(b'\n', &mut rest) => break,
+        };
+        let Some(reply) = reply else { break };
         let mut bytes = serde_json::to_vec(&reply).unwrap_or_default();
         bytes.push(b'\n');
         if write.write_all(&bytes).await.is_err() {
             break;
         }
     }
+    // A handler still sending (a watch) sees the channel closed and ends.
+    drop(rx);
     let _ = handler.await;
 }
 
 /// Answers one request: `start` and `resume` through the host's orchestrator, the rest here. The host exits
 /// once a reply says so or nothing is supervised any more.
 pub async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>) {
-    let changes = !matches!(request, Request::Status);
+    let changes = !matches!(request, Request::Status | Request::Watch);
     let _one_at_a_time = if changes { Some(host.orchestrating().await) } else { None };
     if changes && host.parts.token.is_cancelled() {
         // The host began to exit while this waited: no answer, so the client asks the next host.
@@ -119,6 +129,12 @@ pub async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>
             run_id: host.run_id(),
             services: host.snapshot().await.values().map(ServiceHandle::record).collect(),
         },
+        Request::Watch => {
+            // Views until the client hangs up or the host exits; it changes nothing, so it never decides that
+            // the host exits either.
+            super::watch::serve(host, tx).await;
+            return;
+        }
         Request::Shutdown => {
             let stopped = host.stop_all().await;
             let _ = host.save(true).await;

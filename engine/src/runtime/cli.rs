@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
-    blast_all, config_cmd, doctor, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
-    list_commands, logs, migrate, ports, restart, resume, show_config, show_state, start, stop, test_cmd,
-    worker_cmd, worktree,
+    blast_all, completions, config_cmd, dashboard, doctor, endpoints, env_cmd, errors, explain_startup,
+    health, host_cmd, jobs, list_commands, logs, man, migrate, ports, restart, resume, show_config,
+    show_state, start, stop, test_cmd, worker_cmd, worktree,
 };
 
 /// envctl runs a repository's whole development environment for the main checkout and every git worktree.
@@ -42,6 +42,9 @@ pub struct GlobalArgs {
     /// Print more detail (repeatable).
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// No colour in the output; strip ANSI sequences from the service logs `logs` prints (also NO_COLOR).
+    #[arg(long, global = true)]
+    pub no_color: bool,
 }
 
 /// Target selection shared by commands that act on targets.
@@ -51,7 +54,7 @@ pub struct TargetArgs {
     #[arg(long, conflicts_with_all = ["tree", "all"])]
     pub main: bool,
     /// A worktree by name (repeatable).
-    #[arg(long = "tree", value_name = "NAME")]
+    #[arg(long = "tree", value_name = "NAME", add = super::commands::completions::worktrees())]
     pub tree: Vec<String>,
     /// Main and every worktree.
     #[arg(long, conflicts_with = "tree")]
@@ -122,6 +125,10 @@ pub enum Command {
     /// Empty service log files.
     #[command(visible_alias = "logs-clear")]
     ClearLogs(logs::ClearLogsArgs),
+    /// What runs, live: targets × services, requirements, jobs and a log pane; keys restart, stop, start, test
+    /// (--snapshot, or no terminal: print it once).
+    #[command(visible_alias = "dash")]
+    Dashboard(dashboard::DashboardArgs),
     /// Check that every service runs and listens (exit 1 when not).
     #[command(visible_alias = "h")]
     Health(health::HealthArgs),
@@ -168,6 +175,10 @@ pub enum Command {
     /// Create, migrate or edit the .envctl file.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Print a shell completion script (bash, zsh, fish, powershell).
+    Completions(completions::CompletionsArgs),
+    /// Write envctl's man pages (one per command) into a directory.
+    Man(man::ManArgs),
 }
 
 /// Python-era spellings (`envctl --show-config`) and their commands.
@@ -218,6 +229,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, (clap::Err
         let code = u8::from(e.use_stderr());
         (e, code)
     })
+}
+
+/// Shell completion on Tab: when the dynamic scripts of `envctl completions` set `COMPLETE`, the binary answers
+/// with candidates (worktree, service and job-type names of the repository the shell is in) and exits.
+pub fn completion_env() -> clap_complete::env::CompleteEnv<'static, fn() -> clap::Command> {
+    clap_complete::env::CompleteEnv::with_factory(command_tree as fn() -> clap::Command)
+        .var(super::commands::completions::COMPLETE_VAR)
 }
 
 /// The clap command tree (for `list-commands`).

@@ -14,7 +14,7 @@ use std::cell::OnceCell;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use cli::{Cli, Command, parse};
+pub use cli::{Cli, Command, completion_env, parse};
 pub use error::EngineError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -102,7 +102,7 @@ impl EngineRuntime {
             logging::LevelFilter::WARN
         };
         logging::init(logging::level(&env, cli.global.verbose, default));
-        Self::new(env, cwd, Printer::new(verbosity), load)
+        Self::new(env, cwd, Printer::new(verbosity).with_color(!cli.global.no_color), load)
     }
 
     /// A runtime over explicit inputs (tests).
@@ -128,6 +128,16 @@ impl EngineRuntime {
         self.shutdown.cancel();
         self.tracker.close();
         result
+    }
+
+    /// Whether output may be coloured: not with `--no-color`, nor when NO_COLOR is set (to anything but "").
+    pub fn color(&self) -> bool {
+        self.printer.color() && self.env.get("NO_COLOR").is_none_or(str::is_empty)
+    }
+
+    /// The config file `--config` named, if any.
+    pub fn config_file(&self) -> Option<&std::path::Path> {
+        self.load.config_file.as_deref()
     }
 
     /// The printer.

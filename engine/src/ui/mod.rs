@@ -3,7 +3,9 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod dashboard;
 pub mod lifecycle;
+pub mod progress;
 
 /// `text` without ANSI escape sequences (colours, cursor moves, titles): CSI `ESC [ … final`, OSC `ESC ] … BEL`
 /// or `ESC \\`, and two-byte escapes.
@@ -60,12 +62,24 @@ pub enum Verbosity {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Printer {
     verbosity: Verbosity,
+    no_color: bool,
 }
 
 impl Printer {
     /// A printer at `verbosity`.
     pub fn new(verbosity: Verbosity) -> Self {
-        Self { verbosity }
+        Self { verbosity, no_color: false }
+    }
+
+    /// The same printer, with colour allowed or not (`--no-color`).
+    #[must_use]
+    pub fn with_color(self, color: bool) -> Self {
+        Self { no_color: !color, ..self }
+    }
+
+    /// Whether `--no-color` left colour allowed (NO_COLOR is the runtime's to add).
+    pub fn color(&self) -> bool {
+        !self.no_color
     }
 
     /// How chatty it is.

@@ -43,7 +43,7 @@ pub enum JobsCommand {
 pub struct EnqueueArgs {
     /// Job type: `noop`, `command.exec`, `test.run`, or a `[jobs.types.<name>]` name (with `--stdin`: the type
     /// of lines that name none).
-    #[arg(value_name = "TYPE", required_unless_present = "stdin")]
+    #[arg(value_name = "TYPE", required_unless_present = "stdin", add = super::completions::types())]
     pub job_type: Option<String>,
     /// JSON payload.
     #[arg(long, default_value = "{}")]
@@ -91,7 +91,7 @@ pub struct ListArgs {
     #[arg(long)]
     pub status: Option<String>,
     /// Only this type.
-    #[arg(long = "type")]
+    #[arg(long = "type", add = super::completions::types())]
     pub job_type: Option<String>,
     /// Only this target.
     #[arg(long)]

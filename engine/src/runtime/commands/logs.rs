@@ -18,7 +18,7 @@ pub struct LogsArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Only these services (repeatable).
-    #[arg(long = "service", value_name = "S")]
+    #[arg(long = "service", value_name = "S", add = super::completions::services())]
     pub services: Vec<String>,
     /// How many lines from the end of each log.
     #[arg(long, value_name = "N", default_value_t = 100)]
@@ -26,9 +26,6 @@ pub struct LogsArgs {
     /// Keep printing new lines until Ctrl-C.
     #[arg(short, long)]
     pub follow: bool,
-    /// Strip ANSI colour and cursor sequences from the lines (also when NO_COLOR is set).
-    #[arg(long)]
-    pub no_color: bool,
 }
 
 /// Arguments of `clear-logs`.
@@ -38,7 +35,7 @@ pub struct ClearLogsArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Only these services (repeatable).
-    #[arg(long = "service", value_name = "S")]
+    #[arg(long = "service", value_name = "S", add = super::completions::services())]
     pub services: Vec<String>,
 }
 
@@ -55,7 +52,8 @@ fn log_files(records: &[ServiceRecord]) -> Vec<(String, PathBuf)> {
 pub fn exec(rt: &EngineRuntime, args: &LogsArgs) -> Result<Outcome, EngineError> {
     let files = log_files(&selected_records(rt, &args.targets, &args.services)?);
     let width = files.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
-    let plain = args.no_color || rt.env().get("NO_COLOR").is_some();
+    // `--no-color` (or NO_COLOR): ANSI colour and cursor sequences are stripped from the lines.
+    let plain = !rt.color();
     let prefix = |label: &str, line: &str| {
         let line = if plain { crate::ui::strip_ansi(line) } else { line.to_owned() };
         if files.len() > 1 { format!("{label:<width$} | {line}") } else { line }

@@ -13,7 +13,7 @@ pub struct MigrateArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Only these services' migrations (repeatable).
-    #[arg(long = "service", value_name = "S")]
+    #[arg(long = "service", value_name = "S", add = super::completions::services())]
     pub services: Vec<String>,
     /// Migrations at once (default: the number of CPUs, at most 4).
     #[arg(long, value_name = "N")]

@@ -1,7 +1,9 @@
 //! One file per command: its clap arguments and an `exec` that calls the engine and prints the result.
 
 pub mod blast_all;
+pub mod completions;
 pub mod config_cmd;
+pub mod dashboard;
 pub mod doctor;
 pub mod endpoints;
 pub mod env_cmd;
@@ -13,6 +15,7 @@ pub mod jobs;
 pub mod list_commands;
 pub mod list_targets;
 pub mod logs;
+pub mod man;
 pub mod migrate;
 pub mod ports;
 pub mod restart;
@@ -51,6 +54,9 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Logs(args) => logs::exec(rt, args),
         Command::ClearLogs(args) => logs::exec_clear(rt, args),
         Command::Health(args) => health::exec(rt, args),
+        Command::Dashboard(args) => dashboard::exec(rt, args),
+        Command::Completions(args) => completions::exec(rt, args),
+        Command::Man(args) => man::exec(rt, args),
         Command::Doctor(args) => doctor::exec(rt, args),
         Command::Errors(args) => errors::exec(rt, args),
         Command::Endpoints(args) => endpoints::exec(rt, args),
@@ -63,6 +69,12 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Test(args) => test_cmd::exec(rt, args),
         Command::Migrate(args) => migrate::exec(rt, args),
     }
+}
+
+/// Live progress on stderr for a command that waits: bars on a terminal, a line per event otherwise.
+fn progress(rt: &EngineRuntime) -> crate::ui::progress::LiveProgress {
+    use std::io::IsTerminal as _;
+    crate::ui::progress::LiveProgress::new(*rt.printer(), std::io::stderr().is_terminal(), rt.color())
 }
 
 /// The saved records of the selected targets and services; an error when there are none.
@@ -229,6 +241,10 @@ fn run_suites(
         crate::jobs::handlers::HandlerContext::new(Some(settings.clone()), rt.env().inherited().clone())
             .with_sets(rt.sets().to_vec());
     let printer = *rt.printer();
+    let progress = std::cell::RefCell::new(progress(rt));
+    for suite in suites {
+        progress.borrow_mut().phase(&format!("{}/{}", suite.target, suite.service), kind.job_type());
+    }
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -241,10 +257,12 @@ fn run_suites(
         interrupt,
         |r| {
             let mark = if r.passed { "passed" } else { "FAILED" };
-            printer.note(&format!("  {mark:<6} {}/{}", r.target, r.service));
+            let took = r.duration_secs.map(|d| format!(" ({d:.1} s)")).unwrap_or_default();
+            progress.borrow_mut().finish(&format!("{}/{}", r.target, r.service), &format!("{mark}{took}"));
         },
-        |suite, line| printer.note(&format!("  {}/{} | {line}", suite.target, suite.service)),
+        |suite, line| progress.borrow().println(&format!("  {}/{} | {line}", suite.target, suite.service)),
     ))??;
+    drop(progress);
     if kind == SuiteKind::Test
         && let Err(e) = rt.state()?.save_test_results(&run.results)
     {

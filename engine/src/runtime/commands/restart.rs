@@ -7,7 +7,6 @@ use super::{report_start, start_request};
 use crate::host::client::HostClient;
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
-use crate::ui::lifecycle::show_progress;
 
 /// Arguments of `restart`.
 #[derive(Debug, clap::Args)]
@@ -16,7 +15,7 @@ pub struct RestartArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Only these services (repeatable); what they depend on keeps running (or is started when it is not).
-    #[arg(long = "service", value_name = "S")]
+    #[arg(long = "service", value_name = "S", add = super::completions::services())]
     pub services: Vec<String>,
     /// Also restart the services that depend on the named ones.
     #[arg(long, requires = "services")]
@@ -37,7 +36,8 @@ pub fn exec(rt: &EngineRuntime, args: &RestartArgs) -> Result<Outcome, EngineErr
     let mut request = start_request(rt, &targets, &args.services, "restart", args.services.is_empty())?;
     request.restart.clone_from(&args.services);
     request.with_dependents = args.with_dependents;
-    let printer = *rt.printer();
-    let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| show_progress(printer, p))?;
+    let mut progress = super::progress(rt);
+    let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| progress.host_step(p))?;
+    drop(progress);
     report_start(rt, reply)
 }

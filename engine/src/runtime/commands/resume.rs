@@ -6,7 +6,6 @@ use envctl_contracts::control::{Reply, Request, ResumeRequest};
 use super::report_start;
 use crate::host::client::HostClient;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
-use crate::ui::lifecycle::show_progress;
 
 /// Arguments of `resume`.
 #[derive(Debug, clap::Args)]
@@ -19,7 +18,9 @@ pub fn exec(rt: &EngineRuntime, _args: &ResumeArgs) -> Result<Outcome, EngineErr
     // runs no job worker until a `start`.
     let config = rt.settings().ok().map(|s| s.config.clone());
     let request = Request::Resume(ResumeRequest { env: rt.env().inherited().clone(), config });
-    let reply = HostClient::call(rt.paths()?, true, &request, |p| show_progress(printer, p))?;
+    let mut progress = super::progress(rt);
+    let reply = HostClient::call(rt.paths()?, true, &request, |p| progress.host_step(p))?;
+    drop(progress);
     if let Some(Reply::Started(outcome)) = &reply {
         printer.note(&format!(
             "resumed {}: {} adopted, {} restarted",

@@ -2,16 +2,12 @@
 
 mod foreground;
 
-use std::io::IsTerminal as _;
-
 use envctl_contracts::control::Request;
-use envctl_contracts::state::ServiceStatus;
 
 use super::{prepare_checkouts, report_start, start_request};
 use crate::host::client::HostClient;
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
-use crate::ui::lifecycle::show_progress;
 
 /// Arguments of `start`.
 #[derive(Debug, clap::Args)]
@@ -20,7 +16,7 @@ pub struct StartArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Only these services and what they depend on (repeatable).
-    #[arg(long = "service", value_name = "S")]
+    #[arg(long = "service", value_name = "S", add = super::completions::services())]
     pub services: Vec<String>,
     /// Stay attached: print every service's log, prefixed; Ctrl-C stops everything (twice: at once).
     #[arg(long)]
@@ -47,12 +43,8 @@ pub fn exec(rt: &EngineRuntime, args: &StartArgs) -> Result<Outcome, EngineError
     if args.foreground {
         return foreground::run(rt, request);
     }
-    let printer = *rt.printer();
-    let verbose_progress = std::io::stderr().is_terminal();
-    let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| {
-        if verbose_progress || p.status == ServiceStatus::Failed || p.output.is_some() {
-            show_progress(printer, p);
-        }
-    })?;
+    let mut progress = super::progress(rt);
+    let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| progress.host_step(p))?;
+    drop(progress);
     report_start(rt, reply)
 }

@@ -12,7 +12,7 @@ pub struct StopArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Only these services (repeatable).
-    #[arg(long = "service", value_name = "S")]
+    #[arg(long = "service", value_name = "S", add = super::completions::services())]
     pub services: Vec<String>,
 }
 

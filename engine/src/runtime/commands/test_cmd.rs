@@ -14,7 +14,7 @@ pub struct TestArgs {
     #[command(flatten)]
     pub targets: TargetArgs,
     /// Only these services' suites (repeatable).
-    #[arg(long = "service", value_name = "S")]
+    #[arg(long = "service", value_name = "S", add = super::completions::services())]
     pub services: Vec<String>,
     /// Test suites at once (default: the number of CPUs, at most 4).
     #[arg(long, value_name = "N")]

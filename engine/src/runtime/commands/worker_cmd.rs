@@ -41,6 +41,8 @@ pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineErro
     let options =
         WorkerOptions { concurrency: args.concurrency, types: args.types.clone(), drain: args.drain, lease };
     let printer = *rt.printer();
+    let progress = args.drain.then(|| super::progress(rt));
+    let watched = Arc::clone(&store);
     let report = rt.block_on(async move {
         let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
         let signals = {
@@ -54,8 +56,14 @@ pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineErro
                 }
             })
         };
+        let drained = CancellationToken::new();
+        let shown = progress.map(|p| tokio::spawn(show_drain(watched, p, drained.clone())));
         let report = run(store, ctx, options, shutdown, force).await;
         signals.abort();
+        drained.cancel();
+        if let Some(shown) = shown {
+            let _ = shown.await;
+        }
         report
     })??;
     #[allow(clippy::cast_precision_loss)]
@@ -73,4 +81,34 @@ pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineErro
         ));
     }
     Ok(Outcome::Success)
+}
+
+/// While `worker --drain` runs: the queue's counts, read four times a second — one spinner line on a terminal, a
+/// plain line whenever they changed (at most once a second) otherwise.
+async fn show_drain(
+    store: Arc<dyn crate::jobs::JobStore>,
+    mut progress: crate::ui::progress::LiveProgress,
+    done: CancellationToken,
+) {
+    let began = std::time::Instant::now();
+    let mut said = (String::new(), began);
+    loop {
+        tokio::select! {
+            () = done.cancelled() => break,
+            () = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+        let reading = Arc::clone(&store);
+        let Ok(Ok(stats)) = tokio::task::spawn_blocking(move || reading.stats()).await else { continue };
+        let text =
+            format!("{} queued, {} running, {} scheduled", stats.queued, stats.running, stats.scheduled);
+        if progress.is_live() {
+            progress.phase("draining", &text);
+        } else if text != said.0 && said.1.elapsed() >= Duration::from_secs(1) {
+            progress.phase("draining", &text);
+            said = (text, std::time::Instant::now());
+        }
+    }
+    if progress.is_live() {
+        progress.finish("draining", &format!("drained in {:.1} s", began.elapsed().as_secs_f64()));
+    }
 }
