@@ -42,6 +42,7 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("job", schema_for!(jobs::Job)),
         ("job_list", schema_for!(jobs::JobList)),
         ("job_stats", schema_for!(jobs::JobStats)),
+        ("variable_list", schema_for!(jobs::VariableList)),
         ("test_results", schema_for!(jobs::TestResults)),
         ("runtime_readiness_report", schema_for!(doctor::ReadinessReport)),
     ]

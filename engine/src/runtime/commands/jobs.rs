@@ -62,6 +62,13 @@ pub struct EnqueueArgs {
     /// Enqueue this many copies.
     #[arg(long, default_value_t = 1)]
     pub count: usize,
+    /// JSON the job reads through the runtime API (`envctl job input`).
+    #[arg(long, value_name = "JSON")]
+    pub input: Option<String>,
+    /// Wait for this job to end first (repeatable): run when every one succeeded and none set
+    /// `condition = false`, else end `skipped`.
+    #[arg(long, value_name = "ID", conflicts_with = "delay")]
+    pub after: Vec<String>,
 }
 
 /// Arguments of `jobs list`.
@@ -206,7 +213,7 @@ pub fn exec(rt: &EngineRuntime, command: &JobsCommand) -> Result<Outcome, Engine
 
 /// Enqueues jobs and prints their ids.
 fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineError> {
-    let EnqueueArgs { job_type, payload, target, priority: prio, delay, max_attempts, count } = args;
+    let EnqueueArgs { job_type, payload, target, priority: prio, delay, max_attempts, count, input, after } = args;
     let settings = rt.settings()?;
     let store = rt.job_store()?;
     let printer = rt.printer();
@@ -226,6 +233,17 @@ fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineErro
         },
         max_attempts: max_attempts.or(kind.map(|k| k.max_attempts)).unwrap_or(3),
         delay: delay.as_deref().map(|d| duration(d, "--delay")).transpose()?,
+        input: input
+            .as_deref()
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| {
+                    EngineError::Failed(format!(
+                        "--input is not JSON: {e}\nhint: quote it, e.g. --input '{{\"n\": 1}}' (a text is --input '\"text\"')"
+                    ))
+                })
+            })
+            .transpose()?,
+        after: after.clone(),
     };
     // `--target`, else the payload's `target` (the store enqueues the job with the same one).
     if let Some(t) = job.resolved_target()? {
@@ -316,8 +334,20 @@ fn show(rt: &EngineRuntime, args: &ShowArgs) -> Result<Outcome, EngineError> {
                 p.detail.as_deref().unwrap_or("")
             );
         }
+        if let Some(input) = &job.input {
+            let _ = writeln!(out, "input: {input}");
+        }
+        if !job.parents.is_empty() {
+            let _ = writeln!(out, "after: {}", job.parents.join(", "));
+        }
         if let Some(r) = &job.result {
             let _ = writeln!(out, "result: {r}");
+        }
+        if let Some(output) = &job.output {
+            let _ = writeln!(out, "output: {output}");
+        }
+        if job.condition == Some(false) {
+            let _ = writeln!(out, "condition: false (the jobs after it are skipped)");
         }
         if let Some(e) = &job.error {
             let _ = writeln!(out, "error: {e}");
@@ -407,6 +437,9 @@ fn stats(rt: &EngineRuntime, args: &StatsArgs) -> Result<Outcome, EngineError> {
             stats.cancelled,
             stats.dead
         );
+        if stats.waiting + stats.skipped > 0 {
+            let _ = writeln!(out, "waiting {}  skipped {}", stats.waiting, stats.skipped);
+        }
         let _ = writeln!(
             out,
             "finished: {} in the last minute, {} in the last hour",
