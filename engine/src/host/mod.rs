@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod direct;
+pub mod hub;
 mod recover;
 mod server;
 mod snapshot;
@@ -138,6 +139,8 @@ pub struct Host {
     force: AtomicBool,
     uses: std::sync::Mutex<BTreeMap<String, BTreeSet<Key>>>,
     worker_started: AtomicBool,
+    /// The runtime API of the hub phase.
+    hub: hub::Hub,
     orchestrator: Arc<dyn Orchestrator>,
     /// Held while a request changes what runs (`start`, `resume`, `stop`): one at a time, so a second `start`
     /// waits for the first and reuses what it started.
@@ -196,7 +199,17 @@ impl Host {
         events: mpsc::UnboundedSender<Event>,
         orchestrator: Arc<dyn Orchestrator>,
     ) -> Self {
+        let hub = hub::Hub::new(
+            crate::runtime_api::ApiOptions {
+                scope_dir: parts.paths.scope_dir.clone(),
+                repository: parts.paths.repo_root.display().to_string(),
+                worker: crate::jobs::worker::worker_id(),
+            },
+            parts.token.child_token(),
+            parts.tracker.clone(),
+        );
         Self {
+            hub,
             parts,
             record,
             services: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -237,8 +250,15 @@ impl Host {
 
     /// Starts supervising `spec` under its key, replacing whatever handle was there (adopting `adopt` = pid and
     /// start time of a survivor when given).
-    pub async fn launch(&self, spec: ServiceSpec, adopt: Option<(u32, u64)>) -> ServiceHandle {
+    /// A service gets the runtime API's variables and a token of its own (in its inherited environment, which
+    /// no artifact records), once the hub has started.
+    pub async fn launch(&self, mut spec: ServiceSpec, adopt: Option<(u32, u64)>) -> ServiceHandle {
         let key = (spec.target.clone(), spec.plan.name.clone());
+        if spec.kind == envctl_contracts::state::ProcessKind::Service
+            && let Some(api) = self.hub.started()
+        {
+            spec.base_env.extend(api.service_env(&key.0, &key.1));
+        }
         let handle = launch(spec, adopt, self.reporter.clone(), &self.parts.tracker);
         unpoisoned(&self.retained).remove(&key);
         self.services.lock().await.insert(key, handle.clone());
@@ -353,7 +373,8 @@ impl Host {
         if self.worker_started.swap(true, Ordering::SeqCst) {
             return;
         }
-        let ctx = Arc::new(crate::jobs::handlers::HandlerContext::new(Some(settings.clone()), env.clone()));
+        let ctx = crate::jobs::handlers::HandlerContext::new(Some(settings.clone()), env.clone());
+        let hub = self.hub.clone();
         let options = crate::jobs::worker::WorkerOptions {
             concurrency: 4,
             types: Vec::new(),
@@ -384,6 +405,15 @@ impl Host {
                 }
                 pause = (pause * 2).min(Duration::from_secs(10));
             };
+            // The worker's jobs reach the hub's API (started here if no start has reached the hub phase yet).
+            let ctx = match hub.start().await {
+                Some(api) => {
+                    api.attach_store(Arc::clone(&store));
+                    ctx.with_executions(Arc::new(api))
+                }
+                None => ctx,
+            };
+            let ctx = Arc::new(ctx);
             if let Err(e) = crate::jobs::worker::run(store, ctx, options, shutdown, force).await {
                 tracing::warn!(error = %e, "the in-process job worker stopped");
             }
@@ -473,7 +503,17 @@ impl Host {
             services.remove(key);
         }
         drop(services);
+        if let Some(api) = self.hub.started() {
+            for ((target, service), _) in &handles {
+                api.service_stopped(target, service);
+            }
+        }
         handles
+    }
+
+    /// The hub phase: starts the runtime API (once), so the services started after it can reach it.
+    pub async fn hub(&self) {
+        self.hub.start().await;
     }
 
     /// Gives up the leases of stopped services that run on another port than they asked for (something held

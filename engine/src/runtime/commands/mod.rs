@@ -9,6 +9,7 @@ pub mod errors;
 pub mod explain_startup;
 pub mod health;
 pub mod host_cmd;
+pub mod job_cmd;
 pub mod jobs;
 pub mod list_commands;
 pub mod list_targets;
@@ -22,6 +23,7 @@ pub mod show_state;
 pub mod start;
 pub mod stop;
 pub mod test_cmd;
+pub mod vars;
 pub mod worker_cmd;
 pub mod worktree;
 
@@ -59,6 +61,8 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Host(args) => host_cmd::exec(rt, args),
         Command::Jobs(sub) => jobs::exec(rt, sub),
         Command::Worker(args) => worker_cmd::exec(rt, args),
+        Command::Vars(sub) => vars::exec(rt, sub),
+        Command::Job(sub) => job_cmd::exec(rt, sub),
         Command::Ports(sub) => ports::exec(rt, sub),
         Command::Test(args) => test_cmd::exec(rt, args),
         Command::Migrate(args) => migrate::exec(rt, args),
