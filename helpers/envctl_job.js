@@ -8,7 +8,7 @@
 //   await job.output({ double: 2 * n });
 //   await job.incr("runs");
 //
-// Every call returns a promise. Connection errors are retried with backoff; every other failure rejects with an
+// Every call returns a promise. Connection errors and 503 (the store not open yet) are retried with backoff; every other failure rejects with an
 // ApiError (`status` 400, 401, 403, 404 or 503; NotFound for a missing variable or job).
 "use strict";
 
@@ -73,7 +73,7 @@ async function call(method, path, body) {
     try {
       return await once(method, path, body);
     } catch (e) {
-      if (!e.connection) throw e;
+      if (!e.connection && !(e instanceof Unavailable)) throw e;
       if (attempt === RETRIES) throw new Unavailable(0, `cannot reach the runtime API: ${e.message}`);
       await new Promise((r) => setTimeout(r, pause));
       pause = Math.min(pause * 2, 2000);

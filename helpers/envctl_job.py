@@ -12,7 +12,7 @@ them. Import it from the directory envctl names in ENVCTL_HELPERS_DIR:
     envctl_job.incr("runs")
 
 A service envctl starts gets ENVCTL_RUNTIME_URL and ENVCTL_SERVICE_TOKEN and may call enqueue(), job() and
-cancel() for its own target. Connection errors are retried with backoff; every other failure raises an
+cancel() for its own target. Connection errors and 503 (the store not open yet) are retried with backoff; every other failure raises an
 ApiError subclass (NotFound for a missing variable or job).
 """
 
@@ -91,6 +91,10 @@ def _call(method, path, body=None, query=None):
                 text = response.read().decode()
                 return json.loads(text) if text else None
         except urllib.error.HTTPError as e:
+            if e.code == 503 and attempt < RETRIES:
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                continue
             try:
                 message = json.loads(e.read().decode()).get("error", e.reason)
             except ValueError:

@@ -8,12 +8,15 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::jobs::StoreFactory;
 use crate::runtime_api::{ApiOptions, RuntimeApi};
 
 /// The host's runtime API, once started.
 #[derive(Debug, Clone)]
 pub struct Hub {
     api: Arc<OnceCell<Option<RuntimeApi>>>,
+    /// The store the API serves jobs from, known once a start brought the settings.
+    stores: Arc<std::sync::OnceLock<StoreFactory>>,
     options: ApiOptions,
     token: CancellationToken,
     tracker: TaskTracker,
@@ -22,7 +25,18 @@ pub struct Hub {
 impl Hub {
     /// A hub that serves for the scope of `options` until `token` is cancelled.
     pub fn new(options: ApiOptions, token: CancellationToken, tracker: TaskTracker) -> Self {
-        Self { api: Arc::new(OnceCell::new()), options, token, tracker }
+        Self {
+            api: Arc::new(OnceCell::new()),
+            stores: Arc::new(std::sync::OnceLock::new()),
+            options,
+            token,
+            tracker,
+        }
+    }
+
+    /// The store the API serves jobs from (the first one given stays).
+    pub fn serve_store(&self, stores: StoreFactory) {
+        let _ = self.stores.set(stores);
     }
 
     /// The API, started on the first call.
@@ -30,7 +44,11 @@ impl Hub {
         self.api
             .get_or_init(|| async {
                 match RuntimeApi::start(&self.options, self.token.clone(), &self.tracker).await {
-                    Ok(api) => Some(api),
+                    Ok(api) => {
+                        let stores = Arc::clone(&self.stores);
+                        api.attach_opener(Arc::new(move || stores.get().map(StoreFactory::open)));
+                        Some(api)
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "no runtime API: services and jobs run without it");
                         None

@@ -383,6 +383,7 @@ impl Host {
         };
         let (shutdown, force) = (self.parts.token.child_token(), CancellationToken::new());
         let stores = StoreFactory::from_settings(settings);
+        self.hub.serve_store(stores.clone());
         self.parts.tracker.spawn(async move {
             // Opening the store touches the disk: off the host's thread, and a moment after the start that asked
             // for it, so starting services never waits on it.

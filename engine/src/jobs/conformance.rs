@@ -280,7 +280,9 @@ pub fn input_output_condition(store: &dyn JobStore, _clock: &ManualClock) {
     assert_eq!((seen.output, seen.condition), (Some(serde_json::json!({"sum": 8})), Some(false)));
     assert!(matches!(store.set_output("nope", &serde_json::json!(1)), Err(StoreError::NotFound(_))));
     assert!(matches!(store.set_condition("nope", true), Err(StoreError::NotFound(_))));
-    store.finish("w", &[(id[0].clone(), Finish::Failed { error: "x".into(), retry: false })]).expect("finish");
+    store
+        .finish("w", &[(id[0].clone(), Finish::Failed { error: "x".into(), retry: false })])
+        .expect("finish");
     store.retry(&id[0]).expect("retry");
     let again = store.get(&id[0]).expect("get");
     assert_eq!((again.output, again.condition), (None, None), "a retry starts from the input alone");
@@ -298,7 +300,11 @@ pub fn variables(store: &dyn JobStore, _clock: &ManualClock) {
     assert_eq!(store.var_incr(None, "n", 5).expect("incr"), 5, "a missing variable counts from 0");
     assert_eq!(store.var_incr(None, "n", -2).expect("incr"), 3);
     assert!(matches!(store.var_incr(None, "k", 1), Err(StoreError::Variable { .. })), "`one` is no number");
-    assert_eq!(store.var_get(None, "k").expect("get").as_deref(), Some("one"), "a refused increment changes nothing");
+    assert_eq!(
+        store.var_get(None, "k").expect("get").as_deref(),
+        Some("one"),
+        "a refused increment changes nothing"
+    );
     let listed: Vec<(Option<String>, String, String)> =
         store.var_list().expect("list").into_iter().map(|v| (v.target, v.key, v.value)).collect();
     assert_eq!(
@@ -335,8 +341,13 @@ fn after(kind: &str, parents: &[&String]) -> NewJob {
 /// A job `--after` others waits until they end, runs when all succeeded and none set `condition = false`, and
 /// is skipped otherwise (and so are the jobs after it); a parent must exist; a waiting job can be cancelled.
 pub fn workflows(store: &dyn JobStore, _clock: &ManualClock) {
-    assert!(matches!(store.enqueue(&[after("a", &[&"nobody".to_owned()])]), Err(StoreError::NotFound(p)) if p == "nobody"));
-    assert!(store.list(&ListFilter { limit: 10, ..ListFilter::default() }).expect("list").is_empty(), "nothing written");
+    assert!(
+        matches!(store.enqueue(&[after("a", &[&"nobody".to_owned()])]), Err(StoreError::NotFound(p)) if p == "nobody")
+    );
+    assert!(
+        store.list(&ListFilter { limit: 10, ..ListFilter::default() }).expect("list").is_empty(),
+        "nothing written"
+    );
     let first = store.enqueue(&[job("a", Priority::Normal)]).expect("enqueue").remove(0);
     let second = store.enqueue(&[after("a", &[&first])]).expect("enqueue").remove(0);
     let third = store.enqueue(&[after("a", &[&second])]).expect("enqueue").remove(0);
@@ -347,7 +358,11 @@ pub fn workflows(store: &dyn JobStore, _clock: &ManualClock) {
     assert!(store.pending(&[]).expect("pending"));
     assert_eq!(store.cancel(&doomed).expect("cancel"), JobStatus::Cancelled);
     let claimed = store.claim("w", &[], 10, LEASE).expect("claim");
-    assert_eq!(claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![first.clone()], "children wait");
+    assert_eq!(
+        claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![first.clone()],
+        "children wait"
+    );
     store.set_output(&first, &serde_json::json!({"from": "first"})).expect("output");
     store.finish("w", &[(first.clone(), Finish::Succeeded(serde_json::Value::Null))]).expect("finish");
     let claimed = store.claim("w", &[], 10, LEASE).expect("claim");
@@ -357,7 +372,10 @@ pub fn workflows(store: &dyn JobStore, _clock: &ManualClock) {
     assert!(store.claim("w", &[], 10, LEASE).expect("claim").is_empty(), "the third does not run");
     let skipped = store.get(&third).expect("get");
     assert_eq!(skipped.status, JobStatus::Skipped);
-    assert!(skipped.error.as_deref().is_some_and(|e| e.contains(&second) && e.contains("condition = false")), "{skipped:?}");
+    assert!(
+        skipped.error.as_deref().is_some_and(|e| e.contains(&second) && e.contains("condition = false")),
+        "{skipped:?}"
+    );
     assert!(skipped.finished_at.is_some());
     // A child of a failed parent and of a skipped one is skipped too, naming the parent.
     let failing = store.enqueue(&[job("b", Priority::Normal)]).expect("enqueue").remove(0);
@@ -365,11 +383,16 @@ pub fn workflows(store: &dyn JobStore, _clock: &ManualClock) {
     let grandchild = store.enqueue(&[after("b", &[&third])]).expect("enqueue").remove(0);
     let claimed = store.claim("w", &["b".into()], 10, LEASE).expect("claim");
     assert_eq!(claimed.len(), 1);
-    store.finish("w", &[(failing.clone(), Finish::Failed { error: "no".into(), retry: false })]).expect("finish");
+    store
+        .finish("w", &[(failing.clone(), Finish::Failed { error: "no".into(), retry: false })])
+        .expect("finish");
     assert!(store.claim("w", &[], 10, LEASE).expect("claim").is_empty());
     let orphan = store.get(&orphan).expect("get");
     assert_eq!(orphan.status, JobStatus::Skipped);
-    assert!(orphan.error.as_deref().is_some_and(|e| e.contains(&failing) && e.contains("failed")), "{orphan:?}");
+    assert!(
+        orphan.error.as_deref().is_some_and(|e| e.contains(&failing) && e.contains("failed")),
+        "{orphan:?}"
+    );
     assert_eq!(store.get(&grandchild).expect("get").status, JobStatus::Skipped);
     let stats = store.stats().expect("stats");
     assert_eq!((stats.waiting, stats.skipped), (0, 3));

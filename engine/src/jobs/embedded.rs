@@ -172,7 +172,10 @@ fn release_waiting(tx: &rusqlite::Transaction<'_>, now: i64) -> rusqlite::Result
         match release_verdict(seen) {
             None => {}
             Some(None) => {
-                tx.execute("UPDATE jobs SET status = 'queued', updated_at = ?1 WHERE id = ?2", params![now, id])?;
+                tx.execute(
+                    "UPDATE jobs SET status = 'queued', updated_at = ?1 WHERE id = ?2",
+                    params![now, id],
+                )?;
             }
             Some(Some(reason)) => {
                 tx.execute(
@@ -757,8 +760,11 @@ impl JobStore for EmbeddedStore {
 
     fn var_delete(&self, target: Option<&str>, key: &str) -> Result<bool, StoreError> {
         self.write(|tx| {
-            tx.execute("DELETE FROM variables WHERE target = ? AND key = ?", params![target.unwrap_or(""), key])
-                .map(|n| n > 0)
+            tx.execute(
+                "DELETE FROM variables WHERE target = ? AND key = ?",
+                params![target.unwrap_or(""), key],
+            )
+            .map(|n| n > 0)
         })
     }
 
@@ -784,7 +790,11 @@ impl JobStore for EmbeddedStore {
             c.prepare("SELECT target, key, value FROM variables ORDER BY target, key")?
                 .query_map([], |r| {
                     let target: String = r.get(0)?;
-                    Ok(Variable { target: (!target.is_empty()).then_some(target), key: r.get(1)?, value: r.get(2)? })
+                    Ok(Variable {
+                        target: (!target.is_empty()).then_some(target),
+                        key: r.get(1)?,
+                        value: r.get(2)?,
+                    })
                 })?
                 .collect()
         })
@@ -796,7 +806,10 @@ impl EmbeddedStore {
     fn set_column(&self, id: &str, column: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
         let now = self.now_ms();
         let changed = self.write(|tx| {
-            tx.execute(&format!("UPDATE jobs SET {column} = ?1, updated_at = ?2 WHERE id = ?3"), params![value, now, id])
+            tx.execute(
+                &format!("UPDATE jobs SET {column} = ?1, updated_at = ?2 WHERE id = ?3"),
+                params![value, now, id],
+            )
         })?;
         if changed == 0 { Err(StoreError::NotFound(id.to_owned())) } else { Ok(()) }
     }

@@ -58,7 +58,13 @@ impl HandlerContext {
             let (stamp, hash) = read_stamp(given.paths.config_file.as_deref()?)?;
             Some(Reloaded { stamp, hash, settings: given.clone() })
         });
-        Self { settings, base_env, sets: Vec::new(), current: std::sync::Mutex::new(current), executions: None }
+        Self {
+            settings,
+            base_env,
+            sets: Vec::new(),
+            current: std::sync::Mutex::new(current),
+            executions: None,
+        }
     }
 
     /// The same, its jobs' processes reaching the runtime API through `executions`.
@@ -487,7 +493,9 @@ async fn exec(
     };
     // The attempt's token is never logged nor stored: it lives in the process's environment alone.
     let api = ctx.executions.as_ref().map(|e| e.begin(job, timeout)).unwrap_or_default();
-    let finish = exec_process(store, job, command, &dir, (&ctx.base_env, &place.vars, &env, &api), timeout, cancel).await;
+    let finish =
+        exec_process(store, job, command, &dir, (&ctx.base_env, &place.vars, &env, &api), timeout, cancel)
+            .await;
     if let Some(executions) = &ctx.executions {
         executions.end(job, &finish);
     }
@@ -500,7 +508,12 @@ async fn exec_process(
     job: &Job,
     command: &str,
     dir: &std::path::Path,
-    envs: (&BTreeMap<String, String>, &BTreeMap<String, String>, &BTreeMap<String, String>, &BTreeMap<String, String>),
+    envs: (
+        &BTreeMap<String, String>,
+        &BTreeMap<String, String>,
+        &BTreeMap<String, String>,
+        &BTreeMap<String, String>,
+    ),
     timeout: Option<Duration>,
     cancel: CancellationToken,
 ) -> Finish {

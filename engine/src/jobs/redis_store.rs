@@ -673,7 +673,8 @@ impl JobStore for RedisStore {
 
     fn var_list(&self) -> Result<Vec<Variable>, StoreError> {
         let all: HashMap<String, String> = self.with(|c| c.hgetall(self.key("vars")))?;
-        let mut vars: Vec<Variable> = all.into_iter().map(|(field, value)| variable_of(&field, value)).collect();
+        let mut vars: Vec<Variable> =
+            all.into_iter().map(|(field, value)| variable_of(&field, value)).collect();
         vars.sort_by(|a, b| (&a.target, &a.key).cmp(&(&b.target, &b.key)));
         Ok(vars)
     }
@@ -682,9 +683,8 @@ impl JobStore for RedisStore {
 impl RedisStore {
     /// Sets one field of job `id`'s hash; `NotFound` when there is no such job.
     fn set_job_field(&self, id: &str, field: &str, value: &str) -> Result<(), StoreError> {
-        let set: i64 = self.with(|c| {
-            self.set_field.key(self.key(&format!("job:{id}"))).arg(field).arg(value).invoke(c)
-        })?;
+        let set: i64 = self
+            .with(|c| self.set_field.key(self.key(&format!("job:{id}"))).arg(field).arg(value).invoke(c))?;
         if set == 0 { Err(StoreError::NotFound(id.to_owned())) } else { Ok(()) }
     }
 }

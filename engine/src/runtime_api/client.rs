@@ -10,7 +10,9 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// A variable the client needs is not set.
-    #[error("{0} is not set\nhint: `envctl job` works inside a job envctl runs (it reads ENVCTL_RUNTIME_URL, ENVCTL_EXECUTION_ID and ENVCTL_EXECUTION_TOKEN)")]
+    #[error(
+        "{0} is not set\nhint: `envctl job` works inside a job envctl runs (it reads ENVCTL_RUNTIME_URL, ENVCTL_EXECUTION_ID and ENVCTL_EXECUTION_TOKEN)"
+    )]
     NotInJob(&'static str),
     /// `ENVCTL_RUNTIME_URL` is not `http://host:port`.
     #[error("ENVCTL_RUNTIME_URL `{0}` is not http://<host>:<port>")]
@@ -70,7 +72,8 @@ impl Client {
     /// Makes one call; returns the body of a 2xx answer. Only connecting is tried again: once the request is
     /// sent it is never sent twice (an increment must not count twice).
     pub fn call(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, ClientError> {
-        let unreachable = |e: &std::io::Error| ClientError::Unreachable { url: self.url.clone(), detail: e.to_string() };
+        let unreachable =
+            |e: &std::io::Error| ClientError::Unreachable { url: self.url.clone(), detail: e.to_string() };
         let mut pause = Duration::from_millis(50);
         let mut attempt = 0;
         let stream = loop {
@@ -136,7 +139,9 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     loop {
         let end = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).ok()?.split(';').next()?.trim(), 16).ok()?;
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..end]).ok()?.split(';').next()?.trim(), 16)
+                .ok()?;
         rest = &rest[end + 2..];
         if size == 0 {
             return Some(out);
@@ -154,7 +159,8 @@ mod tests {
     fn responses_parse_with_a_length_or_in_chunks() {
         let plain = b"HTTP/1.1 404 Not Found\r\ncontent-length: 5\r\n\r\nhello";
         assert_eq!(parse_response(plain), Some((404, "hello".into())));
-        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
+        let chunked =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
         assert_eq!(parse_response(chunked), Some((200, "abcde".into())));
         assert_eq!(parse_response(b"garbage"), None);
     }

@@ -66,15 +66,31 @@ impl Metrics {
             registry: Registry::default(),
         };
         registry.register("jobs", "Jobs in the store, by status", metrics.jobs.clone());
-        registry.register("jobs_finished", "Attempts this worker ran, by type and outcome", metrics.finished.clone());
-        registry.register("job_run_seconds", "Run time of the attempts this worker ran, by type", metrics.run_seconds.clone());
+        registry.register(
+            "jobs_finished",
+            "Attempts this worker ran, by type and outcome",
+            metrics.finished.clone(),
+        );
+        registry.register(
+            "job_run_seconds",
+            "Run time of the attempts this worker ran, by type",
+            metrics.run_seconds.clone(),
+        );
         registry.register("jobs_running", "Attempts this worker runs now", metrics.running.clone());
         registry.register("queue_depth", "Jobs queued for a worker", metrics.queue_depth.clone());
-        registry.register("oldest_queued_seconds", "How long the oldest queued job has waited", metrics.oldest_queued.clone());
+        registry.register(
+            "oldest_queued_seconds",
+            "How long the oldest queued job has waited",
+            metrics.oldest_queued.clone(),
+        );
         registry.register("api_requests", "Runtime API requests, by HTTP status", metrics.requests.clone());
         registry.register("services_up", "Services running and ready", metrics.services_up.clone());
         registry.register("service_restarts", "Service restarts so far", metrics.restarts.clone());
-        registry.register("probe_failures", "Failed readiness and health probes so far", metrics.probe_failures.clone());
+        registry.register(
+            "probe_failures",
+            "Failed readiness and health probes so far",
+            metrics.probe_failures.clone(),
+        );
         Self { registry, ..metrics }
     }
 
@@ -117,7 +133,9 @@ impl Metrics {
                 ("skipped", stats.skipped),
             ];
             for (status, n) in by_status {
-                self.jobs.get_or_create(&vec![("status".into(), status.into())]).set(i64::try_from(n).unwrap_or(i64::MAX));
+                self.jobs
+                    .get_or_create(&vec![("status".into(), status.into())])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
             }
             self.queue_depth.set(i64::try_from(stats.queued).unwrap_or(i64::MAX));
             self.oldest_queued.set(oldest.map_or(0.0, |d| d.as_secs_f64()));

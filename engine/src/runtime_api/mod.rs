@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 use crate::jobs::handlers::Executions;
 use crate::jobs::{Finish, JobStore};
 
-pub use metrics::ServiceCounts;
 use metrics::Metrics;
+pub use metrics::ServiceCounts;
 use tokens::Signer;
 
 /// The variables a job's process (or a service) gets.
@@ -52,7 +52,9 @@ pub const TOKEN_VARS: [&str; 2] = [EXECUTION_TOKEN_VAR, SERVICE_TOKEN_VAR];
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// Its key or helpers could not be written, or it could not listen.
-    #[error("runtime API: {what}: {source}\nhint: check that {dir} is writable and 127.0.0.1 accepts listeners")]
+    #[error(
+        "runtime API: {what}: {source}\nhint: check that {dir} is writable and 127.0.0.1 accepts listeners"
+    )]
     Io {
         /// What failed.
         what: String,
@@ -81,10 +83,15 @@ struct Live {
     started: Instant,
 }
 
+/// Opens the job store (on the blocking pool): `None` while it is not known which store to open.
+pub type Opener = Arc<dyn Fn() -> Option<Result<Arc<dyn JobStore>, crate::jobs::StoreError>> + Send + Sync>;
+
 /// What the routes share.
 struct Shared {
     signer: Signer,
     store: OnceLock<Arc<dyn JobStore>>,
+    /// Opens the store on first need when none was attached (the host's hub, before its worker opened one).
+    opener: OnceLock<Opener>,
     executions: Mutex<HashMap<String, Live>>,
     services: Mutex<HashSet<(String, String)>>,
     repository: String,
@@ -130,6 +137,7 @@ impl RuntimeApi {
         let shared = Arc::new(Shared {
             signer,
             store: OnceLock::new(),
+            opener: OnceLock::new(),
             executions: Mutex::new(HashMap::new()),
             services: Mutex::new(HashSet::new()),
             repository: options.repository.clone(),
@@ -157,6 +165,11 @@ impl RuntimeApi {
     /// Serves the job endpoints from `store` from now on (they answer 503 until then).
     pub fn attach_store(&self, store: Arc<dyn JobStore>) {
         let _ = self.shared.store.set(store);
+    }
+
+    /// Opens the job store with `opener` the first time a request needs it, unless one was attached before.
+    pub fn attach_opener(&self, opener: Opener) {
+        let _ = self.shared.opener.set(opener);
     }
 
     /// The variables every process the API serves gets, besides its token.

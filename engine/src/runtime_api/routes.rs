@@ -59,7 +59,9 @@ impl IntoResponse for Refusal {
             Self::BadRequest(why) => (StatusCode::BAD_REQUEST, why),
             Self::NotFound(why) => (StatusCode::NOT_FOUND, why),
             Self::Conflict(why) => (StatusCode::CONFLICT, why),
-            Self::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "the job store is not open yet; try again".into()),
+            Self::Unavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "the job store is not open yet; try again".into())
+            }
             Self::Internal(why) => (StatusCode::INTERNAL_SERVER_ERROR, why),
         };
         (status, axum::Json(ApiError { error })).into_response()
@@ -108,11 +110,27 @@ async fn blocking<T: Send + 'static>(
     api: &Api,
     f: impl FnOnce(&dyn JobStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Refusal> {
-    let store = Arc::clone(api.store.get().ok_or(Refusal::Unavailable)?);
+    let store = match api.store.get() {
+        Some(store) => Arc::clone(store),
+        None => {
+            let opener = Arc::clone(api.store_opener()?);
+            let opened = tokio::task::spawn_blocking(move || opener())
+                .await
+                .map_err(|e| Refusal::Internal(e.to_string()))?
+                .ok_or(Refusal::Unavailable)??;
+            Arc::clone(api.store.get_or_init(|| opened))
+        }
+    };
     tokio::task::spawn_blocking(move || f(store.as_ref()))
         .await
         .map_err(|e| Refusal::Internal(e.to_string()))?
         .map_err(Refusal::from)
+}
+
+impl Shared {
+    fn store_opener(&self) -> Result<&super::Opener, Refusal> {
+        self.opener.get().ok_or(Refusal::Unavailable)
+    }
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Refusal> {
@@ -188,29 +206,47 @@ async fn health(State(api): State<Api>) -> axum::Json<serde_json::Value> {
 
 async fn metrics(State(api): State<Api>) -> impl IntoResponse {
     let figures = blocking(&api, |s| Ok((s.stats()?, s.oldest_queued_age()?))).await.ok();
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], api.metrics.render(figures))
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        api.metrics.render(figures),
+    )
 }
 
-async fn input(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Refusal> {
+async fn input(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
     let job = execution(&api, &headers, &id)?;
     Ok(axum::Json(job.input.unwrap_or(serde_json::Value::Null)).into_response())
 }
 
-async fn output(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, Refusal> {
+async fn output(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Refusal> {
     let job = execution(&api, &headers, &id)?;
     let value: serde_json::Value = parse(&body)?;
     blocking(&api, move |s| s.set_output(&job.id, &value)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn context(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Refusal> {
+async fn context(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
     let job = execution(&api, &headers, &id)?;
     let parents = job.parents.clone();
     let parents = blocking(&api, move |s| {
         Ok(parents
             .iter()
             .map(|p| match s.get(p) {
-                Ok(parent) => ParentOutput { id: p.clone(), status: Some(parent.status), output: parent.output },
+                Ok(parent) => {
+                    ParentOutput { id: p.clone(), status: Some(parent.status), output: parent.output }
+                }
                 Err(_) => ParentOutput { id: p.clone(), status: None, output: None },
             })
             .collect::<Vec<_>>())
@@ -231,7 +267,12 @@ async fn context(State(api): State<Api>, Path(id): Path<String>, headers: Header
     .into_response())
 }
 
-async fn condition(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, Refusal> {
+async fn condition(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Refusal> {
     let job = execution(&api, &headers, &id)?;
     let Condition { condition } = parse(&body)?;
     blocking(&api, move |s| s.set_condition(&job.id, condition)).await?;
@@ -306,14 +347,20 @@ async fn var_incr(
 ) -> Result<Response, Refusal> {
     execution(&api, &headers, &id)?;
     check_key(&key)?;
-    let Increment { by } = if body.iter().all(u8::is_ascii_whitespace) { Increment::default() } else { parse(&body)? };
+    let Increment { by } =
+        if body.iter().all(u8::is_ascii_whitespace) { Increment::default() } else { parse(&body)? };
     let (k, target) = (key.clone(), scope.target);
     let t = target.clone();
     let value = blocking(&api, move |s| s.var_incr(t.as_deref(), &k, by.unwrap_or(1))).await?;
     Ok(axum::Json(VariableValue { key, target, value: value.to_string() }).into_response())
 }
 
-async fn progress(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, Refusal> {
+async fn progress(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Refusal> {
     let job = execution(&api, &headers, &id)?;
     let progress: JobProgress = parse(&body)?;
     if progress.percent.is_some_and(|p| !(0.0..=100.0).contains(&p)) {
@@ -323,7 +370,12 @@ async fn progress(State(api): State<Api>, Path(id): Path<String>, headers: Heade
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn log(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Result<StatusCode, Refusal> {
+async fn log(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<StatusCode, Refusal> {
     let job = execution(&api, &headers, &id)?;
     let LogMessage { message } = parse(&body)?;
     let lines: Vec<String> = message.lines().map(str::to_owned).collect();
@@ -357,7 +409,11 @@ async fn enqueue(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
     Ok((StatusCode::CREATED, axum::Json(Enqueued { id })).into_response())
 }
 
-async fn job(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Refusal> {
+async fn job(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
     let caller = job_caller(&api, &headers)?;
     let found = {
         let id = id.clone();
@@ -367,7 +423,11 @@ async fn job(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap)
     Ok(axum::Json(found).into_response())
 }
 
-async fn cancel(State(api): State<Api>, Path(id): Path<String>, headers: HeaderMap) -> Result<Response, Refusal> {
+async fn cancel(
+    State(api): State<Api>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
     let caller = job_caller(&api, &headers)?;
     let found = {
         let id = id.clone();

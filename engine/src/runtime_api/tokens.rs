@@ -65,7 +65,8 @@ impl Signer {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "iat"]);
-        let bad = |e: jsonwebtoken::errors::Error| std::io::Error::other(format!("runtime API signing key: {e}"));
+        let bad =
+            |e: jsonwebtoken::errors::Error| std::io::Error::other(format!("runtime API signing key: {e}"));
         Ok(Self {
             scope: scope.to_owned(),
             encoding: EncodingKey::from_secret(secret).map_err(bad)?,

@@ -213,7 +213,8 @@ pub fn exec(rt: &EngineRuntime, command: &JobsCommand) -> Result<Outcome, Engine
 
 /// Enqueues jobs and prints their ids.
 fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineError> {
-    let EnqueueArgs { job_type, payload, target, priority: prio, delay, max_attempts, count, input, after } = args;
+    let EnqueueArgs { job_type, payload, target, priority: prio, delay, max_attempts, count, input, after } =
+        args;
     let settings = rt.settings()?;
     let store = rt.job_store()?;
     let printer = rt.printer();
