@@ -5,6 +5,7 @@
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -212,15 +213,14 @@ fn tokens_are_refused_when_forged_expired_revoked_or_used_on_another_execution()
     let scope =
         std::fs::read_dir(env.runtime.join("scopes")).expect("scopes").next().expect("scope").expect("entry");
     let scope_name = scope.file_name().to_string_lossy().into_owned();
-    let forger =
+    let wrong_key =
         envctl_engine::runtime_api::tokens::Signer::new(&scope_name, b"a key that is not the scope's key")
             .expect("signer");
-    let forged = forger.execution(&execution, &id, None, Duration::from_secs(60));
+    let forged = wrong_key.execution(&execution, &id, None, Duration::from_secs(60));
     assert_eq!(http(&url, "GET", &at("/input"), Some(&forged), "").0, 401, "forged");
     // The scope's own key, but expired.
     let key =
         std::fs::read_to_string(scope.path().join("secrets/runtime-api.signing-key.password")).expect("key");
-    use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(scope.path().join("secrets/runtime-api.signing-key.password"))
         .expect("meta")
         .permissions()

@@ -494,7 +494,7 @@ async fn exec(
     // The attempt's token is never logged nor stored: it lives in the process's environment alone.
     let api = ctx.executions.as_ref().map(|e| e.begin(job, timeout)).unwrap_or_default();
     let finish =
-        exec_process(store, job, command, &dir, (&ctx.base_env, &place.vars, &env, &api), timeout, cancel)
+        exec_process(store, job, command, &dir, [&ctx.base_env, &place.vars, &env, &api], timeout, cancel)
             .await;
     if let Some(executions) = &ctx.executions {
         executions.end(job, &finish);
@@ -508,12 +508,7 @@ async fn exec_process(
     job: &Job,
     command: &str,
     dir: &std::path::Path,
-    envs: (
-        &BTreeMap<String, String>,
-        &BTreeMap<String, String>,
-        &BTreeMap<String, String>,
-        &BTreeMap<String, String>,
-    ),
+    envs: [&BTreeMap<String, String>; 4],
     timeout: Option<Duration>,
     cancel: CancellationToken,
 ) -> Finish {
@@ -521,10 +516,7 @@ async fn exec_process(
     cmd.args(["-c", command])
         .current_dir(dir)
         .env_clear()
-        .envs(envs.0)
-        .envs(envs.1)
-        .envs(envs.2)
-        .envs(envs.3)
+        .envs(envs.into_iter().flatten())
         .env("ENVCTL_JOB_ID", &job.id)
         .env(crate::supervisor::proc_info::ROLE_VAR, "job")
         .stdin(Stdio::null())

@@ -110,16 +110,15 @@ async fn blocking<T: Send + 'static>(
     api: &Api,
     f: impl FnOnce(&dyn JobStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Refusal> {
-    let store = match api.store.get() {
-        Some(store) => Arc::clone(store),
-        None => {
-            let opener = Arc::clone(api.store_opener()?);
-            let opened = tokio::task::spawn_blocking(move || opener())
-                .await
-                .map_err(|e| Refusal::Internal(e.to_string()))?
-                .ok_or(Refusal::Unavailable)??;
-            Arc::clone(api.store.get_or_init(|| opened))
-        }
+    let store = if let Some(store) = api.store.get() {
+        Arc::clone(store)
+    } else {
+        let open = Arc::clone(api.store_opener()?);
+        let opened = tokio::task::spawn_blocking(move || open())
+            .await
+            .map_err(|e| Refusal::Internal(e.to_string()))?
+            .ok_or(Refusal::Unavailable)??;
+        Arc::clone(api.store.get_or_init(|| opened))
     };
     tokio::task::spawn_blocking(move || f(store.as_ref()))
         .await

@@ -80,15 +80,12 @@ pub fn exec(rt: &EngineRuntime, command: &VarsCommand) -> Result<Outcome, Engine
         }
         VarsCommand::Get(key) => {
             checked(key)?;
-            match store.var_get(key.target.as_deref(), &key.key)? {
-                Some(value) => {
-                    printer.data(&value);
-                    Ok(Outcome::Success)
-                }
-                None => {
-                    printer.error(&format!("no variable `{}`\nhint: `envctl vars list` shows them", key.key));
-                    Ok(Outcome::NotFound)
-                }
+            if let Some(value) = store.var_get(key.target.as_deref(), &key.key)? {
+                printer.data(&value);
+                Ok(Outcome::Success)
+            } else {
+                printer.error(&format!("no variable `{}`\nhint: `envctl vars list` shows them", key.key));
+                Ok(Outcome::NotFound)
             }
         }
         VarsCommand::Set(SetArgs { key, value }) => {
