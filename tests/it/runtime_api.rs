@@ -248,6 +248,19 @@ fn tokens_are_refused_when_forged_expired_revoked_or_used_on_another_execution()
     assert_eq!(http(&url, "POST", &at("/output"), Some(&token), &big).0, 413);
     assert_eq!(http(&url, "GET", &at("/variables/none"), Some(&token), "").0, 404);
     assert_eq!(http(&url, "GET", "/health", None, "").0, 200, "the worker still serves");
+    let (status, metrics) = http(&url, "GET", "/metrics", None, "");
+    assert_eq!(status, 200);
+    for name in [
+        "envctl_jobs{status=\"running\"} 1",
+        "envctl_jobs_running 1",
+        "envctl_queue_depth 0",
+        "envctl_api_requests_total{status=\"401\"}",
+        "envctl_api_requests_total{status=\"413\"} 1",
+        "envctl_services_up",
+    ] {
+        assert!(metrics.contains(name), "{name} in\n{metrics}");
+    }
+    assert!(!metrics.contains(&token));
     std::fs::write(dir.join("a.go"), "").expect("go");
     worker.finishes();
     assert_eq!(job(&env, &id)["status"], "succeeded");
@@ -481,5 +494,8 @@ fn a_service_token_reaches_its_own_target_s_jobs_and_no_execution() {
             "{method} {path}"
         );
     }
+    let (status, metrics) = http(&url, "GET", "/metrics", None, "");
+    assert_eq!(status, 200);
+    assert!(metrics.contains("envctl_services_up 1"), "{metrics}");
     env.envctl(&["stop"]).ok();
 }

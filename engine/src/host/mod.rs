@@ -169,6 +169,18 @@ fn read_previous(repo: &StateRepository, scope: &str, unclean: bool) -> (Option<
     }
 }
 
+/// The figures `/metrics` reports of the supervised services: ready ones, restarts, failed probe attempts kept.
+fn service_counts(records: &[ServiceRecord]) -> crate::runtime_api::ServiceCounts {
+    let services = records.iter().filter(|r| r.kind == envctl_contracts::state::ProcessKind::Service);
+    let mut counts = crate::runtime_api::ServiceCounts::default();
+    for record in services {
+        counts.up += i64::from(record.status == ServiceStatus::Ready);
+        counts.restarts += i64::from(record.restarts);
+        counts.probe_failures += i64::try_from(record.probes.iter().filter(|p| !p.ok).count()).unwrap_or(0);
+    }
+    counts
+}
+
 /// Whether a status means a process runs (or is about to).
 fn is_live(status: ServiceStatus) -> bool {
     matches!(
@@ -447,6 +459,9 @@ impl Host {
     pub async fn save(&self, history: bool) -> Result<(), StateError> {
         let _guard = self.save_lock.lock().await;
         let mut records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
+        if let Some(api) = self.hub.started() {
+            api.set_services(service_counts(&records));
+        }
         records.extend(unpoisoned(&self.retained).values().cloned());
         records.sort_by(|a, b| (&a.target, &a.service).cmp(&(&b.target, &b.service)));
         let run = unpoisoned(&self.run).clone();
