@@ -823,6 +823,31 @@ mod tests {
     use crate::jobs::ManualClock;
 
     #[test]
+    fn a_store_of_an_older_envctl_gains_the_runtime_api_columns_and_keeps_its_jobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.sqlite3");
+        {
+            let old = Connection::open(&path).expect("open");
+            old.execute_batch(
+                "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL, \
+                 target TEXT, payload TEXT NOT NULL, status TEXT NOT NULL, priority INTEGER NOT NULL, \
+                 attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL, created_at INTEGER NOT NULL, \
+                 updated_at INTEGER NOT NULL, scheduled_at INTEGER, started_at INTEGER, finished_at INTEGER, \
+                 worker_id TEXT, lease_until INTEGER, progress TEXT, result TEXT, error TEXT, metadata TEXT NOT NULL DEFAULT '{}');
+                 INSERT INTO jobs (id, type, payload, status, priority, max_attempts, created_at, updated_at) \
+                 VALUES ('old', 'noop', '{}', 'queued', 1, 3, 1, 1);",
+            )
+            .expect("old schema");
+        }
+        let store = EmbeddedStore::open(&path).expect("open migrates");
+        let old = store.get("old").expect("the old job");
+        assert_eq!((old.input, old.output, old.parents, old.condition), (None, None, Vec::new(), None));
+        assert_eq!(store.claim("w", &[], 5, Duration::from_secs(30)).expect("claim").len(), 1);
+        store.set_output("old", &serde_json::json!(1)).expect("output");
+        assert_eq!(store.schema_version().expect("version"), super::super::store::STORE_SCHEMA);
+    }
+
+    #[test]
     fn a_store_of_an_older_envctl_gains_worker_staleness_and_its_workers_the_default() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("jobs.sqlite3");

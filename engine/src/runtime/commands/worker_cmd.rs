@@ -48,9 +48,17 @@ pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineErro
     let report = rt.block_on(async move {
         // The worker's runtime API, for the jobs it runs: up before the first claim, down after the last job.
         let (api_stop, api_tasks) = (CancellationToken::new(), tokio_util::task::TaskTracker::new());
-        let api = RuntimeApi::start(&api_options, api_stop.clone(), &api_tasks).await?;
-        api.attach_store(Arc::clone(&store));
-        let ctx = Arc::new(ctx.with_executions(Arc::new(api)));
+        // Without it (a scope directory it cannot write, no loopback listener) jobs still run, without the API.
+        let ctx = match RuntimeApi::start(&api_options, api_stop.clone(), &api_tasks).await {
+            Ok(api) => {
+                api.attach_store(Arc::clone(&store));
+                Arc::new(ctx.with_executions(Arc::new(api)))
+            }
+            Err(e) => {
+                printer.warn(&format!("{e}\njobs run without the runtime API"));
+                Arc::new(ctx)
+            }
+        };
         let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
         let signals = {
             let (shutdown, force) = (shutdown.clone(), force.clone());
