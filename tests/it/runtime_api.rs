@@ -166,10 +166,16 @@ fn the_python_helper_round_trips_input_output_variables_progress_and_logs() {
     env.write(
         "second.py",
         &format!(
-            "{import}open('{d}/context.json', 'w').write(json.dumps(job.context()))\nopen('{d}/greeting', 'w').write(job.get_var('greeting'))\nopen('{d}/runs', 'w').write(str(job.incr('runs')))\nopen('{d}/exists', 'w').write('present' if job.exists('nope') else 'missing')\ntry:\n    job.cancel('nobody')\n    sys.exit('cancel of a missing job succeeded')\nexcept job.NotFound:\n    pass\n"
+            "{import}open('{d}/context.json', 'w').write(json.dumps(job.context()))\nopen('{d}/greeting', 'w').write(job.get_var('greeting'))\nopen('{d}/runs', 'w').write(str(job.incr('runs')))\nopen('{d}/exists', 'w').write('present' if job.exists('nope') else 'missing')\ntry:\n    job.cancel('nobody')\n    sys.exit('cancel of a missing job succeeded')\nexcept job.NotFound:\n    pass\nqueued = job.enqueue('noop', input={{'from': 'python'}})\nopen('{d}/enqueued', 'w').write(queued + ' ' + job.job(queued)['type'])\n"
         ),
     );
     round_trip(&env, "python3 first.py", "python3 second.py", "python says hi");
+    let enqueued = read_trimmed(&env.repo.join("signals/enqueued"));
+    let (id, kind) = enqueued.split_once(' ').expect("id and type");
+    assert_eq!(kind, "noop");
+    let queued = job(&env, id);
+    assert_eq!(queued["input"], serde_json::json!({"from": "python"}), "{queued}");
+    assert_eq!(queued["status"], "succeeded", "the draining worker ran it too");
 }
 
 #[test]
