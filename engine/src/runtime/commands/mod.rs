@@ -236,19 +236,46 @@ fn run_suites(
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let run = rt.block_on(crate::jobs::suites::run_suites(
-        rt.job_store()?,
-        ctx,
-        kind,
-        suites,
-        &options,
-        interrupt,
-        |r| {
-            let mark = if r.passed { "passed" } else { "FAILED" };
-            printer.note(&format!("  {mark:<6} {}/{}", r.target, r.service));
-        },
-        |suite, line| printer.note(&format!("  {}/{} | {line}", suite.target, suite.service)),
-    ))??;
+    let store = rt.job_store()?;
+    let api_options = crate::runtime_api::ApiOptions {
+        scope_dir: settings.paths.scope_dir.clone(),
+        repository: settings.paths.repo_root.display().to_string(),
+        worker: crate::jobs::worker::worker_id(),
+    };
+    let run = rt.block_on(async move {
+        // The suites' worker serves the runtime API to their commands too, as every worker does.
+        let (api_stop, api_tasks) =
+            (tokio_util::sync::CancellationToken::new(), tokio_util::task::TaskTracker::new());
+        let ctx =
+            match crate::runtime_api::RuntimeApi::start(&api_options, api_stop.clone(), &api_tasks).await {
+                Ok(api) => {
+                    api.attach_store(std::sync::Arc::clone(&store));
+                    ctx.with_executions(std::sync::Arc::new(api))
+                }
+                Err(e) => {
+                    printer.warn(&format!("{e}\nthe suites run without the runtime API"));
+                    ctx
+                }
+            };
+        let run = crate::jobs::suites::run_suites(
+            store,
+            ctx,
+            kind,
+            suites,
+            &options,
+            interrupt,
+            |r| {
+                let mark = if r.passed { "passed" } else { "FAILED" };
+                printer.note(&format!("  {mark:<6} {}/{}", r.target, r.service));
+            },
+            |suite, line| printer.note(&format!("  {}/{} | {line}", suite.target, suite.service)),
+        )
+        .await;
+        api_stop.cancel();
+        api_tasks.close();
+        api_tasks.wait().await;
+        run
+    })??;
     if kind == SuiteKind::Test
         && let Err(e) = rt.state()?.save_test_results(&run.results)
     {
