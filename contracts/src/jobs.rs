@@ -9,6 +9,8 @@ use crate::config::Priority;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
+    /// Waiting for its parents (`--after`) to end.
+    Waiting,
     /// Waiting for a worker.
     Queued,
     /// Waiting until `scheduled_at` (delayed, or a retry backing off).
@@ -25,11 +27,14 @@ pub enum JobStatus {
     Cancelled,
     /// Failed on every one of its `max_attempts`.
     Dead,
+    /// Never ran: a parent did not succeed, or set `condition = false` (the reason is in `error`).
+    Skipped,
 }
 
 impl JobStatus {
     /// Every status, in display order.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 10] = [
+        Self::Waiting,
         Self::Queued,
         Self::Scheduled,
         Self::Running,
@@ -38,6 +43,7 @@ impl JobStatus {
         Self::Cancelling,
         Self::Cancelled,
         Self::Dead,
+        Self::Skipped,
     ];
 
     /// The lower-case name.
@@ -51,6 +57,8 @@ impl JobStatus {
             Self::Cancelling => "cancelling",
             Self::Cancelled => "cancelled",
             Self::Dead => "dead",
+            Self::Waiting => "waiting",
+            Self::Skipped => "skipped",
         }
     }
 
@@ -61,7 +69,7 @@ impl JobStatus {
 
     /// Whether the job is finished for good.
     pub fn is_final(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::Dead)
+        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled | Self::Dead | Self::Skipped)
     }
 }
 
@@ -116,6 +124,18 @@ pub struct Job {
     pub error: Option<String>,
     /// Free-form metadata.
     pub metadata: serde_json::Value,
+    /// What the job was given to read (`jobs enqueue --input`, `GET /executions/{id}/input`).
+    #[serde(default)]
+    pub input: Option<serde_json::Value>,
+    /// What the job reported (`POST /executions/{id}/output`); its children read it in their context.
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
+    /// The jobs it waits for (`jobs enqueue --after`).
+    #[serde(default)]
+    pub parents: Vec<String>,
+    /// Whether the jobs after it may run (`POST /executions/{id}/condition`); unset counts as true.
+    #[serde(default)]
+    pub condition: Option<bool>,
 }
 
 /// One log line of a job.
@@ -167,6 +187,9 @@ pub struct WorkerInfo {
 pub struct JobStats {
     /// Always [`crate::SCHEMA_VERSION`].
     pub schema_version: u32,
+    /// Jobs waiting for their parents.
+    #[serde(default)]
+    pub waiting: u64,
     /// Jobs waiting for a worker.
     pub queued: u64,
     /// Jobs waiting for their time.
@@ -181,6 +204,9 @@ pub struct JobStats {
     pub cancelled: u64,
     /// Jobs dead after every attempt failed.
     pub dead: u64,
+    /// Jobs skipped because a parent did not succeed or set `condition = false`.
+    #[serde(default)]
+    pub skipped: u64,
     /// Jobs finished in the last minute.
     pub finished_last_minute: u64,
     /// Jobs finished in the last hour.
@@ -269,4 +295,24 @@ pub struct JobServer {
     pub pid_start_time: Option<u64>,
     /// When it was last started (RFC 3339).
     pub started_at: Option<String>,
+}
+
+/// One variable jobs keep across runs (`envctl vars`, `/executions/{id}/variables/{key}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Variable {
+    /// Its name.
+    pub key: String,
+    /// The target it belongs to; none for the whole repository.
+    pub target: Option<String>,
+    /// Its value.
+    pub value: String,
+}
+
+/// `envctl vars list --json`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct VariableList {
+    /// Always [`crate::SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// The variables, by target then key.
+    pub variables: Vec<Variable>,
 }

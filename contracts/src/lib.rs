@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod inspect;
 pub mod jobs;
 pub mod ports;
+pub mod runtime_api;
 pub mod startup;
 pub mod state;
 pub mod targets;
@@ -43,6 +44,9 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("job_list", schema_for!(jobs::JobList)),
         ("job_stats", schema_for!(jobs::JobStats)),
         ("job_server", schema_for!(jobs::JobServer)),
+        ("variable_list", schema_for!(jobs::VariableList)),
+        ("execution_context", schema_for!(runtime_api::ExecutionContext)),
+        ("enqueue_request", schema_for!(runtime_api::EnqueueRequest)),
         ("test_results", schema_for!(jobs::TestResults)),
         ("runtime_readiness_report", schema_for!(doctor::ReadinessReport)),
     ]

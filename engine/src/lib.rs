@@ -9,6 +9,7 @@
 //! | [`doctor`] | readiness gates: one flat registry of checks over config, prerequisites, state truth, requirements, services, the job runtime and the artifacts' schemas; `--fix`'s safe repairs |
 //! | [`startup`] | start / restart / resume orchestration, run in the host as its `Orchestrator` |
 //! | [`host`] | the per-repository host process: control socket, adopting survivors, the run's bookkeeping, state writes, stopping without a host (`direct`) |
+//! | [`runtime_api`] | the HTTP API running jobs and services call with scoped tokens (JWT), metrics, the `envctl job` client, the helper libraries |
 //! | [`jobs`] | job model, `JobStore` (embedded SQLite, Redis), worker, handlers, test suites as jobs |
 //! | [`setup`] | preparing a checkout (`[setup]`, a service's `setup`): run before its first start and again when an input changes |
 //! | [`plan`] | pure planning: each target's ports, environment and service argv (`explain`) |
@@ -28,6 +29,7 @@ pub mod plan;
 pub mod ports;
 pub mod requirements;
 pub mod runtime;
+pub mod runtime_api;
 pub mod setup;
 pub mod startup;
 pub mod state;

@@ -17,6 +17,7 @@ mod lifecycle;
 mod projects;
 mod realproject;
 mod requirements;
+mod runtime_api;
 mod support;
 mod trust;
 mod zombies;

@@ -112,6 +112,24 @@ pub const ENV_VARS: &[EnvVarSpec] = &[
         ValueKind::String,
         "Diagnostic log level on stderr (the host's goes to `host.log`): `error`, `warn`, `info`, `debug` or `trace`. Default: `warn` for commands (`-v`: `info`, `-vv`: `debug`), `info` for the host.",
     ),
+    var(
+        "ENVCTL_RUNTIME_URL",
+        None,
+        ValueKind::String,
+        "Set by envctl in a job's process (and a service's): the runtime API's `http://127.0.0.1:<port>`, which `envctl job` calls.",
+    ),
+    var(
+        "ENVCTL_EXECUTION_ID",
+        None,
+        ValueKind::String,
+        "Set by envctl in a job's process: this attempt's id (`<job id>.<attempt>`), which `envctl job` names.",
+    ),
+    var(
+        "ENVCTL_EXECUTION_TOKEN",
+        None,
+        ValueKind::String,
+        "Set by envctl in a job's process: this attempt's runtime API token (valid while the attempt runs; never recorded, logged or bundled), which `envctl job` sends.",
+    ),
 ];
 
 /// A snapshot of the environment, taken once: the variables envctl reads ([`ENV_VARS`]) and the whole environment

@@ -224,6 +224,8 @@ pub fn canary(ctx: &Ctx<'_>) -> Check {
             priority: Priority::Critical,
             max_attempts: 1,
             delay: None,
+            input: None,
+            after: Vec::new(),
         };
         let started = Instant::now();
         let id = match store.enqueue(&[job]) {

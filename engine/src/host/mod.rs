@@ -14,6 +14,7 @@
 
 pub mod client;
 pub mod direct;
+pub mod hub;
 mod recover;
 mod server;
 mod snapshot;
@@ -139,6 +140,8 @@ pub struct Host {
     force: AtomicBool,
     uses: std::sync::Mutex<BTreeMap<String, BTreeSet<Key>>>,
     worker_started: AtomicBool,
+    /// The runtime API of the hub phase.
+    hub: hub::Hub,
     orchestrator: Arc<dyn Orchestrator>,
     /// Held while a request changes what runs (`start`, `resume`, `stop`): one at a time, so a second `start`
     /// waits for the first and reuses what it started.
@@ -171,6 +174,18 @@ fn read_previous(repo: &StateRepository, scope: &str, unclean: bool) -> (Option<
     }
 }
 
+/// The figures `/metrics` reports of the supervised services: ready ones, restarts, failed probe attempts kept.
+fn service_counts(records: &[ServiceRecord]) -> crate::runtime_api::ServiceCounts {
+    let services = records.iter().filter(|r| r.kind == envctl_contracts::state::ProcessKind::Service);
+    let mut counts = crate::runtime_api::ServiceCounts::default();
+    for record in services {
+        counts.up += i64::from(record.status == ServiceStatus::Ready);
+        counts.restarts += i64::from(record.restarts);
+        counts.probe_failures += i64::try_from(record.probes.iter().filter(|p| !p.ok).count()).unwrap_or(0);
+    }
+    counts
+}
+
 /// Whether a status means a process runs (or is about to).
 fn is_live(status: ServiceStatus) -> bool {
     matches!(
@@ -201,7 +216,17 @@ impl Host {
         events: mpsc::UnboundedSender<Event>,
         orchestrator: Arc<dyn Orchestrator>,
     ) -> Self {
+        let hub = hub::Hub::new(
+            crate::runtime_api::ApiOptions {
+                scope_dir: parts.paths.scope_dir.clone(),
+                repository: parts.paths.repo_root.display().to_string(),
+                worker: crate::jobs::worker::worker_id(),
+            },
+            parts.token.child_token(),
+            parts.tracker.clone(),
+        );
         Self {
+            hub,
             parts,
             record,
             services: tokio::sync::Mutex::new(BTreeMap::new()),
@@ -244,8 +269,15 @@ impl Host {
 
     /// Starts supervising `spec` under its key, replacing whatever handle was there (adopting `adopt` = pid and
     /// start time of a survivor when given).
-    pub async fn launch(&self, spec: ServiceSpec, adopt: Option<(u32, u64)>) -> ServiceHandle {
+    /// A service gets the runtime API's variables and a token of its own (in its inherited environment, which
+    /// no artifact records), once the hub has started.
+    pub async fn launch(&self, mut spec: ServiceSpec, adopt: Option<(u32, u64)>) -> ServiceHandle {
         let key = (spec.target.clone(), spec.plan.name.clone());
+        if spec.kind == envctl_contracts::state::ProcessKind::Service
+            && let Some(api) = self.hub.started()
+        {
+            spec.base_env.extend(api.service_env(&key.0, &key.1));
+        }
         let handle = launch(spec, adopt, self.reporter.clone(), &self.parts.tracker);
         unpoisoned(&self.retained).remove(&key);
         self.services.lock().await.insert(key, handle.clone());
@@ -360,7 +392,8 @@ impl Host {
         if self.worker_started.swap(true, Ordering::SeqCst) {
             return;
         }
-        let ctx = Arc::new(crate::jobs::handlers::HandlerContext::new(Some(settings.clone()), env.clone()));
+        let ctx = crate::jobs::handlers::HandlerContext::new(Some(settings.clone()), env.clone());
+        let hub = self.hub.clone();
         let options = crate::jobs::worker::WorkerOptions {
             concurrency: 4,
             types: Vec::new(),
@@ -373,6 +406,7 @@ impl Host {
             Err(e) => return tracing::warn!(error = %e, "no in-process job worker"),
         };
         let _ = self.job_stores.set(stores.clone());
+        self.hub.serve_store(stores.clone());
         self.parts.tracker.spawn(async move {
             // Opening the store touches the disk: off the host's thread, and a moment after the start that asked
             // for it, so starting services never waits on it.
@@ -395,6 +429,15 @@ impl Host {
                 }
                 pause = (pause * 2).min(Duration::from_secs(10));
             };
+            // The worker's jobs reach the hub's API (started here if no start has reached the hub phase yet).
+            let ctx = match hub.start().await {
+                Some(api) => {
+                    api.attach_store(Arc::clone(&store));
+                    ctx.with_executions(Arc::new(api))
+                }
+                None => ctx,
+            };
+            let ctx = Arc::new(ctx);
             if let Err(e) = crate::jobs::worker::run(store, ctx, options, shutdown, force).await {
                 tracing::warn!(error = %e, "the in-process job worker stopped");
             }
@@ -441,6 +484,9 @@ impl Host {
     pub async fn save(&self, history: bool) -> Result<(), StateError> {
         let _guard = self.save_lock.lock().await;
         let mut records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
+        if let Some(api) = self.hub.started() {
+            api.set_services(service_counts(&records));
+        }
         records.extend(unpoisoned(&self.retained).values().cloned());
         records.sort_by(|a, b| (&a.target, &a.service).cmp(&(&b.target, &b.service)));
         let run = unpoisoned(&self.run).clone();
@@ -498,7 +544,17 @@ impl Host {
             services.remove(key);
         }
         drop(services);
+        if let Some(api) = self.hub.started() {
+            for ((target, service), _) in &handles {
+                api.service_stopped(target, service);
+            }
+        }
         handles
+    }
+
+    /// The hub phase: starts the runtime API (once), so the services started after it can reach it.
+    pub async fn hub(&self) {
+        self.hub.start().await;
     }
 
     /// Gives up the leases of stopped services that run on another port than they asked for (something held

@@ -63,6 +63,8 @@ mod tests {
             priority: Priority::Normal,
             max_attempts: 3,
             delay: None,
+            input: None,
+            after: Vec::new(),
         };
         let ids = store.enqueue(&vec![job; n]).expect("enqueue");
         (dir, store, ids)

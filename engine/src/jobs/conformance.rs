@@ -18,6 +18,8 @@ fn job(kind: &str, priority: Priority) -> NewJob {
         priority,
         max_attempts: 3,
         delay: None,
+        input: None,
+        after: Vec::new(),
     }
 }
 
@@ -264,6 +266,139 @@ pub fn orphans_requeue_and_forget(store: &dyn JobStore, clock: &ManualClock) {
     assert!(store.stats().expect("stats").workers.is_empty());
 }
 
+/// A job keeps its input, and the output and condition its run reports; a retry forgets the run's.
+pub fn input_output_condition(store: &dyn JobStore, _clock: &ManualClock) {
+    let mut given = job("a", Priority::Normal);
+    given.input = Some(serde_json::json!({"n": 7}));
+    let id = store.enqueue(&[given, job("a", Priority::Normal)]).expect("enqueue");
+    assert_eq!(store.get(&id[0]).expect("get").input, Some(serde_json::json!({"n": 7})));
+    assert_eq!(store.get(&id[1]).expect("get").input, None);
+    store.claim("w", &[], 1, LEASE).expect("claim");
+    store.set_output(&id[0], &serde_json::json!({"sum": 8})).expect("output");
+    store.set_condition(&id[0], false).expect("condition");
+    let seen = store.get(&id[0]).expect("get");
+    assert_eq!((seen.output, seen.condition), (Some(serde_json::json!({"sum": 8})), Some(false)));
+    assert!(matches!(store.set_output("nope", &serde_json::json!(1)), Err(StoreError::NotFound(_))));
+    assert!(matches!(store.set_condition("nope", true), Err(StoreError::NotFound(_))));
+    store
+        .finish("w", &[(id[0].clone(), Finish::Failed { error: "x".into(), retry: false })])
+        .expect("finish");
+    store.retry(&id[0]).expect("retry");
+    let again = store.get(&id[0]).expect("get");
+    assert_eq!((again.output, again.condition), (None, None), "a retry starts from the input alone");
+    assert_eq!(again.input, Some(serde_json::json!({"n": 7})));
+}
+
+/// Variables: per repository and per target, set, get, delete, list, and increments that are atomic and refuse
+/// a value that is not a whole number.
+pub fn variables(store: &dyn JobStore, _clock: &ManualClock) {
+    assert_eq!(store.var_get(None, "k").expect("get"), None);
+    store.var_set(None, "k", "one").expect("set");
+    store.var_set(Some("feature-a"), "k", "two").expect("set");
+    assert_eq!(store.var_get(None, "k").expect("get").as_deref(), Some("one"));
+    assert_eq!(store.var_get(Some("feature-a"), "k").expect("get").as_deref(), Some("two"));
+    assert_eq!(store.var_incr(None, "n", 5).expect("incr"), 5, "a missing variable counts from 0");
+    assert_eq!(store.var_incr(None, "n", -2).expect("incr"), 3);
+    assert!(matches!(store.var_incr(None, "k", 1), Err(StoreError::Variable { .. })), "`one` is no number");
+    assert_eq!(
+        store.var_get(None, "k").expect("get").as_deref(),
+        Some("one"),
+        "a refused increment changes nothing"
+    );
+    let listed: Vec<(Option<String>, String, String)> =
+        store.var_list().expect("list").into_iter().map(|v| (v.target, v.key, v.value)).collect();
+    assert_eq!(
+        listed,
+        vec![
+            (None, "k".into(), "one".into()),
+            (None, "n".into(), "3".into()),
+            (Some("feature-a".into()), "k".into(), "two".into()),
+        ]
+    );
+    assert!(store.var_delete(None, "k").expect("delete"));
+    assert!(!store.var_delete(None, "k").expect("delete again"));
+    assert_eq!(store.var_get(None, "k").expect("get"), None);
+    assert_eq!(store.var_get(Some("feature-a"), "k").expect("get").as_deref(), Some("two"));
+    // 8 threads × 25 increments end at exactly 200.
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..25 {
+                    store.var_incr(Some("t"), "count", 1).expect("incr");
+                }
+            });
+        }
+    });
+    assert_eq!(store.var_get(Some("t"), "count").expect("get").as_deref(), Some("200"));
+}
+
+fn after(kind: &str, parents: &[&String]) -> NewJob {
+    let mut child = job(kind, Priority::Normal);
+    child.after = parents.iter().map(|p| (*p).clone()).collect();
+    child
+}
+
+/// A job `--after` others waits until they end, runs when all succeeded and none set `condition = false`, and
+/// is skipped otherwise (and so are the jobs after it); a parent must exist; a waiting job can be cancelled.
+pub fn workflows(store: &dyn JobStore, _clock: &ManualClock) {
+    assert!(
+        matches!(store.enqueue(&[after("a", &[&"nobody".to_owned()])]), Err(StoreError::NotFound(p)) if p == "nobody")
+    );
+    assert!(
+        store.list(&ListFilter { limit: 10, ..ListFilter::default() }).expect("list").is_empty(),
+        "nothing written"
+    );
+    let first = store.enqueue(&[job("a", Priority::Normal)]).expect("enqueue").remove(0);
+    let second = store.enqueue(&[after("a", &[&first])]).expect("enqueue").remove(0);
+    let third = store.enqueue(&[after("a", &[&second])]).expect("enqueue").remove(0);
+    let doomed = store.enqueue(&[after("a", &[&first])]).expect("enqueue").remove(0);
+    let got = store.get(&third).expect("get");
+    assert_eq!((got.status, got.parents), (JobStatus::Waiting, vec![second.clone()]));
+    assert_eq!(store.stats().expect("stats").waiting, 3);
+    assert!(store.pending(&[]).expect("pending"));
+    assert_eq!(store.cancel(&doomed).expect("cancel"), JobStatus::Cancelled);
+    let claimed = store.claim("w", &[], 10, LEASE).expect("claim");
+    assert_eq!(
+        claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![first.clone()],
+        "children wait"
+    );
+    store.set_output(&first, &serde_json::json!({"from": "first"})).expect("output");
+    store.finish("w", &[(first.clone(), Finish::Succeeded(serde_json::Value::Null))]).expect("finish");
+    let claimed = store.claim("w", &[], 10, LEASE).expect("claim");
+    assert_eq!(claimed.iter().map(|j| j.id.clone()).collect::<Vec<_>>(), vec![second.clone()]);
+    store.set_condition(&second, false).expect("condition");
+    store.finish("w", &[(second.clone(), Finish::Succeeded(serde_json::Value::Null))]).expect("finish");
+    assert!(store.claim("w", &[], 10, LEASE).expect("claim").is_empty(), "the third does not run");
+    let skipped = store.get(&third).expect("get");
+    assert_eq!(skipped.status, JobStatus::Skipped);
+    assert!(
+        skipped.error.as_deref().is_some_and(|e| e.contains(&second) && e.contains("condition = false")),
+        "{skipped:?}"
+    );
+    assert!(skipped.finished_at.is_some());
+    // A child of a failed parent and of a skipped one is skipped too, naming the parent.
+    let failing = store.enqueue(&[job("b", Priority::Normal)]).expect("enqueue").remove(0);
+    let orphan = store.enqueue(&[after("b", &[&failing, &first])]).expect("enqueue").remove(0);
+    let grandchild = store.enqueue(&[after("b", &[&third])]).expect("enqueue").remove(0);
+    let claimed = store.claim("w", &["b".into()], 10, LEASE).expect("claim");
+    assert_eq!(claimed.len(), 1);
+    store
+        .finish("w", &[(failing.clone(), Finish::Failed { error: "no".into(), retry: false })])
+        .expect("finish");
+    assert!(store.claim("w", &[], 10, LEASE).expect("claim").is_empty());
+    let orphan = store.get(&orphan).expect("get");
+    assert_eq!(orphan.status, JobStatus::Skipped);
+    assert!(
+        orphan.error.as_deref().is_some_and(|e| e.contains(&failing) && e.contains("failed")),
+        "{orphan:?}"
+    );
+    assert_eq!(store.get(&grandchild).expect("get").status, JobStatus::Skipped);
+    let stats = store.stats().expect("stats");
+    assert_eq!((stats.waiting, stats.skipped), (0, 3));
+    assert!(!store.pending(&[]).expect("pending"));
+}
+
 /// One test per conformance case for a store built by `$store`, an expression returning `(guard, store)` that
 /// builds the store on `$clock` (an `Arc<dyn Clock>`; the case advances the same [`ManualClock`]).
 #[cfg(test)]
@@ -280,6 +415,9 @@ macro_rules! conformance_tests {
             worker_liveness,
             time_windows,
             orphans_requeue_and_forget,
+            input_output_condition,
+            variables,
+            workflows,
         ]);
     };
     (@cases $name:ident, |$clock:ident| $store:expr, [$($case:ident),* $(,)?]) => {

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use envctl_contracts::SCHEMA_VERSION;
 use envctl_contracts::config::Priority;
-use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerInfo};
+use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, Variable, WorkerInfo};
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::clock::{Clock, SystemClock};
 use super::store::{
     DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError, backoff,
-    liveness, millis, new_id, percentiles, rfc3339,
+    liveness, millis, new_id, percentiles, release_verdict, rfc3339,
 };
 
 /// Log lines kept per job.
@@ -41,7 +41,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress TEXT,
     result TEXT,
     error TEXT,
-    metadata TEXT NOT NULL DEFAULT '{}'
+    metadata TEXT NOT NULL DEFAULT '{}',
+    input TEXT,
+    output TEXT,
+    parents TEXT NOT NULL DEFAULT '[]',
+    condition INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_queued ON jobs(priority DESC, seq) WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs(scheduled_at) WHERE status = 'scheduled';
@@ -50,25 +54,41 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(finished_at) WHERE finished_at 
 CREATE TABLE IF NOT EXISTS job_logs (job_seq INTEGER NOT NULL, at INTEGER NOT NULL, line TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS job_logs_job ON job_logs(job_seq);
 CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, started_at INTEGER NOT NULL, heartbeat_at INTEGER NOT NULL, running INTEGER NOT NULL, stale_at INTEGER);
+CREATE TABLE IF NOT EXISTS variables (target TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (target, key));
 ";
 
+/// Made after [`migrate`] (an older store gains `status`'s new values only once its columns exist).
+const WAITING_INDEX: &str = "CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs(seq) WHERE status = 'waiting';";
+
 /// Brings a store made by an older envctl up to [`SCHEMA`]: `workers.stale_at` (when the worker's heartbeat goes
-/// stale; NULL in the rows of an older worker, which [`DEFAULT_STALE_AFTER`] stands in for).
+/// stale; NULL in the rows of an older worker, which [`DEFAULT_STALE_AFTER`] stands in for), and the runtime API's
+/// columns of `jobs` (input, output, parents, condition).
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let has_stale_at: bool = tx.query_row(
-        "SELECT EXISTS (SELECT 1 FROM pragma_table_info('workers') WHERE name = 'stale_at')",
-        [],
-        |r| r.get(0),
-    )?;
-    if !has_stale_at {
-        tx.execute_batch("ALTER TABLE workers ADD COLUMN stale_at INTEGER")?;
+    let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
+        tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2)",
+            [table, column],
+            |r| r.get(0),
+        )
+    };
+    let added = [
+        ("workers", "stale_at", "INTEGER"),
+        ("jobs", "input", "TEXT"),
+        ("jobs", "output", "TEXT"),
+        ("jobs", "parents", "TEXT NOT NULL DEFAULT '[]'"),
+        ("jobs", "condition", "INTEGER"),
+    ];
+    for (table, column, kind) in added {
+        if !has(table, column)? {
+            tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
     }
     tx.commit()
 }
 
 const COLUMNS: &str = "id, type, target, payload, status, priority, attempts, max_attempts, created_at, updated_at, \
-scheduled_at, started_at, finished_at, worker_id, progress, result, error, metadata";
+scheduled_at, started_at, finished_at, worker_id, progress, result, error, metadata, input, output, parents, condition";
 
 /// SQLite-backed [`JobStore`].
 #[derive(Debug)]
@@ -125,7 +145,47 @@ fn job_of(row: &Row<'_>) -> rusqlite::Result<Job> {
         result: json(row.get(15)?),
         error: row.get(16)?,
         metadata: json(Some(row.get(17)?)).unwrap_or_default(),
+        input: json(row.get(18)?),
+        output: json(row.get(19)?),
+        parents: json(Some(row.get(20)?)).unwrap_or_default(),
+        condition: row.get(21)?,
     })
+}
+
+/// Releases `waiting` jobs whose parents have all ended: queued, or skipped with the reason
+/// ([`release_verdict`]).
+fn release_waiting(tx: &rusqlite::Transaction<'_>, now: i64) -> rusqlite::Result<()> {
+    let waiting: Vec<(String, String)> = tx
+        .prepare_cached("SELECT id, parents FROM jobs WHERE status = 'waiting' ORDER BY seq LIMIT 1000")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut parent_of = tx.prepare_cached("SELECT status, condition FROM jobs WHERE id = ?")?;
+    for (id, parents) in waiting {
+        let parents: Vec<String> = serde_json::from_str(&parents).unwrap_or_default();
+        let mut seen = Vec::with_capacity(parents.len());
+        for parent in &parents {
+            let found: Option<(String, Option<bool>)> =
+                parent_of.query_row([parent], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+            let (status, condition) = found.map_or((None, None), |(s, c)| (JobStatus::parse(&s), c));
+            seen.push((parent.as_str(), status, condition));
+        }
+        match release_verdict(seen) {
+            None => {}
+            Some(None) => {
+                tx.execute(
+                    "UPDATE jobs SET status = 'queued', updated_at = ?1 WHERE id = ?2",
+                    params![now, id],
+                )?;
+            }
+            Some(Some(reason)) => {
+                tx.execute(
+                    "UPDATE jobs SET status = 'skipped', error = ?1, finished_at = ?2, updated_at = ?2 WHERE id = ?3",
+                    params![reason, now, id],
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The condition of an orphaned job (`?1` is now, `?2…` the dead workers).
@@ -199,6 +259,7 @@ impl EmbeddedStore {
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
         migrate(&mut conn).map_err(|e| fail(&e))?;
+        conn.execute_batch(WAITING_INDEX).map_err(|e| fail(&e))?;
         conn.pragma_update(None, "user_version", super::store::STORE_SCHEMA).map_err(|e| fail(&e))?;
         Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock })
     }
@@ -247,14 +308,21 @@ impl JobStore for EmbeddedStore {
         let now = self.now_ms();
         self.write(|tx| {
             let mut insert = tx.prepare_cached(
-                "INSERT INTO jobs (id, type, target, payload, status, priority, max_attempts, created_at, updated_at, scheduled_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, type, target, payload, status, priority, max_attempts, created_at, updated_at, scheduled_at, input, parents) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )?;
+            // Every parent must exist; nothing is written otherwise.
+            for parent in jobs.iter().flat_map(|job| &job.after) {
+                let known: bool = tx.query_row("SELECT EXISTS (SELECT 1 FROM jobs WHERE id = ?)", [parent], |r| r.get(0))?;
+                if !known {
+                    return Ok(Err(StoreError::NotFound(parent.clone())));
+                }
+            }
             let mut ids = Vec::with_capacity(jobs.len());
             for (job, target) in jobs.iter().zip(targets) {
                 let id = new_id();
                 let due = job.delay.map(|d| now + i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-                let status = if due.is_some() { "scheduled" } else { "queued" };
+                let status = if !job.after.is_empty() { "waiting" } else if due.is_some() { "scheduled" } else { "queued" };
                 insert.execute(params![
                     id,
                     job.job_type,
@@ -265,12 +333,14 @@ impl JobStore for EmbeddedStore {
                     job.max_attempts.max(1),
                     now,
                     now,
-                    due
+                    due,
+                    job.input.as_ref().map(serde_json::Value::to_string),
+                    serde_json::to_string(&job.after).unwrap_or_else(|_| "[]".into())
                 ])?;
                 ids.push(id);
             }
-            Ok(ids)
-        })
+            Ok(Ok(ids))
+        })?
     }
 
     fn claim(
@@ -289,6 +359,7 @@ impl JobStore for EmbeddedStore {
                 "UPDATE jobs SET status = 'queued', updated_at = ?1 WHERE status = 'scheduled' AND scheduled_at <= ?1",
                 [now],
             )?;
+            release_waiting(tx, now)?;
             let filter = if types.is_empty() { String::new() } else { format!(" AND type IN ({})", placeholders(types.len())) };
             let sql = format!(
                 "UPDATE jobs SET status = 'running', worker_id = ?, lease_until = ?, attempts = attempts + 1, \
@@ -301,7 +372,7 @@ impl JobStore for EmbeddedStore {
             values.push(i64::try_from(max).unwrap_or(i64::MAX).into());
             let mut stmt = tx.prepare_cached(&sql)?;
             let mut claimed: Vec<(i64, i64, Job)> = stmt
-                .query_map(params_from_iter(values), |row| Ok((priority_rank(priority_of(row.get(5)?)), row.get(18)?, job_of(row)?)))?
+                .query_map(params_from_iter(values), |row| Ok((priority_rank(priority_of(row.get(5)?)), row.get(22)?, job_of(row)?)))?
                 .collect::<rusqlite::Result<_>>()?;
             claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             Ok(claimed.into_iter().map(|(_, _, job)| job).collect())
@@ -459,7 +530,7 @@ impl JobStore for EmbeddedStore {
     fn cancel(&self, id: &str) -> Result<JobStatus, StoreError> {
         let status = self.status_of(id)?;
         let next = match status {
-            JobStatus::Queued | JobStatus::Scheduled => JobStatus::Cancelled,
+            JobStatus::Waiting | JobStatus::Queued | JobStatus::Scheduled => JobStatus::Cancelled,
             JobStatus::Running | JobStatus::Cancelling => JobStatus::Cancelling,
             done => {
                 return Err(StoreError::State {
@@ -491,7 +562,7 @@ impl JobStore for EmbeddedStore {
         let now = self.now_ms();
         self.write(|tx| {
             tx.execute(
-                "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, result = NULL, finished_at = NULL, worker_id = NULL, updated_at = ? WHERE id = ?",
+                "UPDATE jobs SET status = 'queued', attempts = 0, error = NULL, result = NULL, output = NULL, condition = NULL, finished_at = NULL, worker_id = NULL, updated_at = ? WHERE id = ?",
                 params![now, id],
             )
             .map(|_| ())
@@ -503,6 +574,7 @@ impl JobStore for EmbeddedStore {
         self.read(|c| {
             let mut stats = JobStats {
                 schema_version: SCHEMA_VERSION,
+                waiting: 0,
                 queued: 0,
                 scheduled: 0,
                 running: 0,
@@ -510,6 +582,7 @@ impl JobStore for EmbeddedStore {
                 failed: 0,
                 cancelled: 0,
                 dead: 0,
+                skipped: 0,
                 finished_last_minute: 0,
                 finished_last_hour: 0,
                 mean_run_ms: None,
@@ -530,6 +603,8 @@ impl JobStore for EmbeddedStore {
                     Some(JobStatus::Failed) => stats.failed += n,
                     Some(JobStatus::Cancelled) => stats.cancelled += n,
                     Some(JobStatus::Dead) => stats.dead += n,
+                    Some(JobStatus::Waiting) => stats.waiting += n,
+                    Some(JobStatus::Skipped) => stats.skipped += n,
                     None => {}
                 }
             }
@@ -579,7 +654,7 @@ impl JobStore for EmbeddedStore {
             format!(" AND type IN ({})", placeholders(types.len()))
         };
         let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('queued', 'scheduled', 'running', 'cancelling'){filter})"
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE status IN ('waiting', 'queued', 'scheduled', 'running', 'cancelling'){filter})"
         );
         self.read(|c| c.query_row(&sql, params_from_iter(types.iter()), |r| r.get(0)))
     }
@@ -590,7 +665,7 @@ impl JobStore for EmbeddedStore {
             let mut removed = 0;
             if let Some(cutoff) = cutoff {
                 removed += tx.execute(
-                    "DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled', 'dead') AND finished_at <= ?",
+                    "DELETE FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled', 'dead', 'skipped') AND finished_at <= ?",
                     [cutoff],
                 )?;
             }
@@ -656,6 +731,88 @@ impl JobStore for EmbeddedStore {
     fn schema_version(&self) -> Result<u32, StoreError> {
         self.read(|c| c.query_row("PRAGMA user_version", [], |r| r.get(0)))
     }
+
+    fn set_output(&self, id: &str, output: &serde_json::Value) -> Result<(), StoreError> {
+        self.set_column(id, "output", &output.to_string())
+    }
+
+    fn set_condition(&self, id: &str, condition: bool) -> Result<(), StoreError> {
+        self.set_column(id, "condition", &condition)
+    }
+
+    fn var_get(&self, target: Option<&str>, key: &str) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            c.prepare_cached("SELECT value FROM variables WHERE target = ? AND key = ?")?
+                .query_row(params![target.unwrap_or(""), key], |r| r.get(0))
+                .optional()
+        })
+    }
+
+    fn var_set(&self, target: Option<&str>, key: &str, value: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO variables (target, key, value) VALUES (?1, ?2, ?3) ON CONFLICT(target, key) DO UPDATE SET value = ?3",
+            )?
+            .execute(params![target.unwrap_or(""), key, value])
+            .map(|_| ())
+        })
+    }
+
+    fn var_delete(&self, target: Option<&str>, key: &str) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM variables WHERE target = ? AND key = ?",
+                params![target.unwrap_or(""), key],
+            )
+            .map(|n| n > 0)
+        })
+    }
+
+    fn var_incr(&self, target: Option<&str>, key: &str, by: i64) -> Result<i64, StoreError> {
+        let target = target.unwrap_or("");
+        self.write(|tx| {
+            let current: Option<String> = tx
+                .query_row("SELECT value FROM variables WHERE target = ? AND key = ?", params![target, key], |r| r.get(0))
+                .optional()?;
+            let Some(next) = current.as_deref().map_or(Some(0), |v| v.trim().parse::<i64>().ok()).and_then(|n| n.checked_add(by)) else {
+                return Ok(Err(StoreError::Variable { key: key.to_owned(), detail: format!("its value {current:?} is not a whole number, or the sum overflows") }));
+            };
+            tx.execute(
+                "INSERT INTO variables (target, key, value) VALUES (?1, ?2, ?3) ON CONFLICT(target, key) DO UPDATE SET value = ?3",
+                params![target, key, next.to_string()],
+            )?;
+            Ok(Ok(next))
+        })?
+    }
+
+    fn var_list(&self) -> Result<Vec<Variable>, StoreError> {
+        self.read(|c| {
+            c.prepare("SELECT target, key, value FROM variables ORDER BY target, key")?
+                .query_map([], |r| {
+                    let target: String = r.get(0)?;
+                    Ok(Variable {
+                        target: (!target.is_empty()).then_some(target),
+                        key: r.get(1)?,
+                        value: r.get(2)?,
+                    })
+                })?
+                .collect()
+        })
+    }
+}
+
+impl EmbeddedStore {
+    /// Sets one column of job `id` (a fixed name, never user input); `NotFound` when there is no such job.
+    fn set_column(&self, id: &str, column: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let changed = self.write(|tx| {
+            tx.execute(
+                &format!("UPDATE jobs SET {column} = ?1, updated_at = ?2 WHERE id = ?3"),
+                params![value, now, id],
+            )
+        })?;
+        if changed == 0 { Err(StoreError::NotFound(id.to_owned())) } else { Ok(()) }
+    }
 }
 
 #[cfg(test)]
@@ -664,6 +821,31 @@ mod tests {
 
     use super::*;
     use crate::jobs::ManualClock;
+
+    #[test]
+    fn a_store_of_an_older_envctl_gains_the_runtime_api_columns_and_keeps_its_jobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.sqlite3");
+        {
+            let old = Connection::open(&path).expect("open");
+            old.execute_batch(
+                "CREATE TABLE jobs (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL, \
+                 target TEXT, payload TEXT NOT NULL, status TEXT NOT NULL, priority INTEGER NOT NULL, \
+                 attempts INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL, created_at INTEGER NOT NULL, \
+                 updated_at INTEGER NOT NULL, scheduled_at INTEGER, started_at INTEGER, finished_at INTEGER, \
+                 worker_id TEXT, lease_until INTEGER, progress TEXT, result TEXT, error TEXT, metadata TEXT NOT NULL DEFAULT '{}');
+                 INSERT INTO jobs (id, type, payload, status, priority, max_attempts, created_at, updated_at) \
+                 VALUES ('old', 'noop', '{}', 'queued', 1, 3, 1, 1);",
+            )
+            .expect("old schema");
+        }
+        let store = EmbeddedStore::open(&path).expect("open migrates");
+        let old = store.get("old").expect("the old job");
+        assert_eq!((old.input, old.output, old.parents, old.condition), (None, None, Vec::new(), None));
+        assert_eq!(store.claim("w", &[], 5, Duration::from_secs(30)).expect("claim").len(), 1);
+        store.set_output("old", &serde_json::json!(1)).expect("output");
+        assert_eq!(store.schema_version().expect("version"), super::super::store::STORE_SCHEMA);
+    }
 
     #[test]
     fn a_store_of_an_older_envctl_gains_worker_staleness_and_its_workers_the_default() {

@@ -15,8 +15,19 @@ use tokio_util::sync::CancellationToken;
 use super::store::{Finish, JobStore};
 use crate::config::{EnvVars, Settings};
 
-/// What handlers need from the outside: the repository's settings (when the worker runs in one) and the
-/// environment commands inherit.
+/// What the worker's runtime API does around each attempt whose process a handler starts (implemented by
+/// `runtime_api`, which the composition root hands in; jobs never depend on it).
+pub trait Executions: Send + Sync + std::fmt::Debug {
+    /// Opens attempt `job.attempts` of `job` (whose time limit is `timeout`) and returns the variables its
+    /// process gets (`ENVCTL_RUNTIME_URL`, `ENVCTL_EXECUTION_ID`, `ENVCTL_EXECUTION_TOKEN`, …). Its token is valid
+    /// from now until [`end`](Self::end).
+    fn begin(&self, job: &Job, timeout: Option<Duration>) -> BTreeMap<String, String>;
+    /// Closes the attempt: its token is refused from now on.
+    fn end(&self, job: &Job, finish: &Finish);
+}
+
+/// What handlers need from the outside: the repository's settings (when the worker runs in one), the
+/// environment commands inherit, and the runtime API of the worker (when it serves one).
 ///
 /// A worker lives longer than one edit of `.envctl` (the host's runs for as long as the host): before each job
 /// that reads the configuration it looks at the file, and when its contents changed it reloads it, so a job never
@@ -29,6 +40,7 @@ pub struct HandlerContext {
     /// `--set` overrides applied again on every reload.
     sets: Vec<String>,
     current: std::sync::Mutex<Option<Reloaded>>,
+    executions: Option<Arc<dyn Executions>>,
 }
 
 /// The configuration as last read from the file.
@@ -46,7 +58,20 @@ impl HandlerContext {
             let (stamp, hash) = read_stamp(given.paths.config_file.as_deref()?)?;
             Some(Reloaded { stamp, hash, settings: given.clone() })
         });
-        Self { settings, base_env, sets: Vec::new(), current: std::sync::Mutex::new(current) }
+        Self {
+            settings,
+            base_env,
+            sets: Vec::new(),
+            current: std::sync::Mutex::new(current),
+            executions: None,
+        }
+    }
+
+    /// The same, its jobs' processes reaching the runtime API through `executions`.
+    #[must_use]
+    pub fn with_executions(mut self, executions: Arc<dyn Executions>) -> Self {
+        self.executions = Some(executions);
+        self
     }
 
     /// The same, applying `sets` (the command's `--set` overrides) on top of a reloaded file too.
@@ -466,13 +491,32 @@ async fn exec(
             Err(error) => return Finish::Failed { error, retry: false },
         },
     };
+    // The attempt's token is never logged nor stored: it lives in the process's environment alone.
+    let api = ctx.executions.as_ref().map(|e| e.begin(job, timeout)).unwrap_or_default();
+    let finish =
+        exec_process(store, job, command, &dir, [&ctx.base_env, &place.vars, &env, &api], timeout, cancel)
+            .await;
+    if let Some(executions) = &ctx.executions {
+        executions.end(job, &finish);
+    }
+    finish
+}
+
+/// [`exec`]'s process: `envs` are the inherited environment, the place's, the job's own and the runtime API's.
+async fn exec_process(
+    store: &Arc<dyn JobStore>,
+    job: &Job,
+    command: &str,
+    dir: &std::path::Path,
+    envs: [&BTreeMap<String, String>; 4],
+    timeout: Option<Duration>,
+    cancel: CancellationToken,
+) -> Finish {
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.args(["-c", command])
-        .current_dir(&dir)
+        .current_dir(dir)
         .env_clear()
-        .envs(&ctx.base_env)
-        .envs(&place.vars)
-        .envs(&env)
+        .envs(envs.into_iter().flatten())
         .env("ENVCTL_JOB_ID", &job.id)
         .env(crate::supervisor::proc_info::ROLE_VAR, "job")
         .stdin(Stdio::null())

@@ -7,7 +7,9 @@
 //! Keys (under the prefix, `envctl` by default): `job:<id>` (a hash per job), `queue:<type>` (a sorted set per
 //! type, scored priority-major then FIFO), `types`, `scheduled` and `leases` (sorted by due time and lease expiry),
 //! `all` (every job by sequence), `finished` (by finish time), `counts` (jobs per status), `logs:<id>`, `workers`
-//! (a hash: worker id → `<started>:<last heartbeat>:<running>:<stale at>`, times in milliseconds).
+//! (a hash: worker id → `<started>:<last heartbeat>:<running>:<stale at>`, times in milliseconds), `waiting` (jobs
+//! waiting for their parents, by sequence; a job's `parents` field is their ids joined by commas) and `vars` (a
+//! hash: `<target>\t<key>` → value, the target empty for the repository's variables).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,13 +17,13 @@ use std::time::Duration;
 
 use envctl_contracts::SCHEMA_VERSION;
 use envctl_contracts::config::Priority;
-use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerInfo};
+use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, Variable, WorkerInfo};
 use redis::{Commands, Script};
 
 use super::clock::{Clock, SystemClock};
 use super::store::{
     DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError, liveness,
-    millis, new_id, percentiles, rfc3339,
+    millis, new_id, percentiles, rfc3339, variable_field, variable_of,
 };
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -45,6 +47,7 @@ pub struct RedisStore {
     heartbeat: Script,
     control: Script,
     requeue: Script,
+    set_field: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -103,6 +106,10 @@ fn job_of(fields: &HashMap<String, String>) -> Option<Job> {
         result: json("result"),
         error: text("error"),
         metadata: json("metadata").unwrap_or_default(),
+        input: json("input"),
+        output: json("output"),
+        parents: text("parents").map(|p| p.split(',').map(str::to_owned).collect()).unwrap_or_default(),
+        condition: text("condition").map(|c| c == "true"),
     })
 }
 
@@ -137,6 +144,9 @@ impl RedisStore {
             heartbeat: script(include_str!("lua/heartbeat.lua")),
             control: script(include_str!("lua/control.lua")),
             requeue: script(include_str!("lua/requeue.lua")),
+            set_field: Script::new(
+                "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); return 1 end; return 0",
+            ),
         })
     }
 
@@ -243,10 +253,26 @@ impl JobStore for RedisStore {
                     .arg(job.payload.to_string())
                     .arg(rank(job.priority))
                     .arg(job.max_attempts.max(1))
-                    .arg(job.delay.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
+                    .arg(job.delay.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
+                    .arg(job.input.as_ref().map(serde_json::Value::to_string).unwrap_or_default())
+                    .arg(job.after.join(","));
                 ids.push(id);
             }
-            let _: i64 = self.with(|c| invocation.invoke(c))?;
+            let enqueued: redis::RedisResult<i64> = {
+                let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let reply = invocation.invoke(&mut conn);
+                if let Err(e) = &reply {
+                    self.reconnect_if_broken(&mut conn, e);
+                }
+                reply
+            };
+            match enqueued {
+                Ok(_) => {}
+                Err(e) if e.code() == Some("MISSINGPARENT") => {
+                    return Err(StoreError::NotFound(e.detail().unwrap_or_default().trim().to_owned()));
+                }
+                Err(e) => return Err(self.fail(&e)),
+            }
         }
         Ok(ids)
     }
@@ -438,6 +464,8 @@ impl JobStore for RedisStore {
         workers.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(JobStats {
             schema_version: SCHEMA_VERSION,
+            waiting: n("waiting"),
+            skipped: n("skipped"),
             queued: n("queued"),
             scheduled: n("scheduled"),
             running: n("running") + n("cancelling"),
@@ -458,7 +486,7 @@ impl JobStore for RedisStore {
     fn pending(&self, types: &[String]) -> Result<bool, StoreError> {
         if types.is_empty() {
             let counts: HashMap<String, i64> = self.with(|c| c.hgetall(self.key("counts")))?;
-            return Ok(["queued", "scheduled", "running", "cancelling"]
+            return Ok(["waiting", "queued", "scheduled", "running", "cancelling"]
                 .iter()
                 .any(|s| counts.get(*s).copied().unwrap_or(0) > 0));
         }
@@ -469,6 +497,7 @@ impl JobStore for RedisStore {
             }
         }
         let mut waiting: Vec<String> = self.with(|c| c.zrange(self.key("scheduled"), 0, -1))?;
+        waiting.extend(self.with(|c| c.zrange::<_, Vec<String>>(self.key("waiting"), 0, -1))?);
         waiting.extend(self.with(|c| c.zrange::<_, Vec<String>>(self.key("leases"), 0, -1))?);
         Ok(self.jobs(&waiting)?.iter().any(|j| types.contains(&j.job_type) && !j.status.is_final()))
     }
@@ -600,5 +629,62 @@ impl JobStore for RedisStore {
                 self.with(|c| c.hset(&key, worker, format!("{started}:{now}:{n}:{stale_at}")))
             }
         }
+    }
+
+    fn set_output(&self, id: &str, output: &serde_json::Value) -> Result<(), StoreError> {
+        self.set_job_field(id, "output", &output.to_string())
+    }
+
+    fn set_condition(&self, id: &str, condition: bool) -> Result<(), StoreError> {
+        self.set_job_field(id, "condition", if condition { "true" } else { "false" })
+    }
+
+    fn var_get(&self, target: Option<&str>, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(|c| c.hget(self.key("vars"), variable_field(target, key)))
+    }
+
+    fn var_set(&self, target: Option<&str>, key: &str, value: &str) -> Result<(), StoreError> {
+        self.with(|c| c.hset(self.key("vars"), variable_field(target, key), value))
+    }
+
+    fn var_delete(&self, target: Option<&str>, key: &str) -> Result<bool, StoreError> {
+        let removed: i64 = self.with(|c| c.hdel(self.key("vars"), variable_field(target, key)))?;
+        Ok(removed > 0)
+    }
+
+    fn var_incr(&self, target: Option<&str>, key: &str, by: i64) -> Result<i64, StoreError> {
+        // HINCRBY is atomic on the server, and refuses a value that is not a whole number.
+        let reply: redis::RedisResult<i64> = {
+            let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let reply = conn.hincr(self.key("vars"), variable_field(target, key), by);
+            if let Err(e) = &reply {
+                self.reconnect_if_broken(&mut conn, e);
+            }
+            reply
+        };
+        match reply {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
+                Err(StoreError::Variable { key: key.to_owned(), detail: format!("{e}") })
+            }
+            Err(e) => Err(self.fail(&e)),
+        }
+    }
+
+    fn var_list(&self) -> Result<Vec<Variable>, StoreError> {
+        let all: HashMap<String, String> = self.with(|c| c.hgetall(self.key("vars")))?;
+        let mut vars: Vec<Variable> =
+            all.into_iter().map(|(field, value)| variable_of(&field, value)).collect();
+        vars.sort_by(|a, b| (&a.target, &a.key).cmp(&(&b.target, &b.key)));
+        Ok(vars)
+    }
+}
+
+impl RedisStore {
+    /// Sets one field of job `id`'s hash; `NotFound` when there is no such job.
+    fn set_job_field(&self, id: &str, field: &str, value: &str) -> Result<(), StoreError> {
+        let set: i64 = self
+            .with(|c| self.set_field.key(self.key(&format!("job:{id}"))).arg(field).arg(value).invoke(c))?;
+        if set == 0 { Err(StoreError::NotFound(id.to_owned())) } else { Ok(()) }
     }
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use envctl_contracts::config::Priority;
-use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, WorkerState};
+use envctl_contracts::jobs::{Job, JobLogLine, JobProgress, JobStats, JobStatus, Variable, WorkerState};
 
 /// A store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,14 @@ pub enum StoreError {
         target: String,
         /// The payload's `target`.
         payload: String,
+    },
+    /// A variable cannot take the operation (an increment of a value that is not a whole number).
+    #[error("variable `{key}`: {detail}")]
+    Variable {
+        /// The variable.
+        key: String,
+        /// What is wrong.
+        detail: String,
     },
     /// The job is not in a state that allows the operation.
     #[error("job `{id}` is {status}; {what}")]
@@ -58,6 +66,11 @@ pub struct NewJob {
     pub max_attempts: u32,
     /// Run no earlier than this from now.
     pub delay: Option<Duration>,
+    /// What the job reads through the runtime API (`GET /executions/{id}/input`).
+    pub input: Option<serde_json::Value>,
+    /// Jobs it waits for: it is `waiting` until every one has ended, then `queued` when all succeeded and none set
+    /// `condition = false`, else `skipped` (see [`JobStore::claim`]). Each must exist.
+    pub after: Vec<String>,
 }
 
 impl NewJob {
@@ -115,7 +128,8 @@ pub trait JobStore: Send + Sync {
     /// [`resolved_target`](NewJob::resolved_target); when a job names two different targets, nothing is enqueued.
     fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError>;
     /// Claims up to `max` due jobs (priority first, then FIFO; `types` filters) for `worker` under a lease of
-    /// `lease`. Expired leases are returned to the queue first (or made dead when no attempt remains).
+    /// `lease`. Expired leases are returned to the queue first (or made dead when no attempt remains), and
+    /// `waiting` jobs whose parents have all ended are released (see [`release_verdict`]).
     fn claim(
         &self,
         worker: &str,
@@ -177,10 +191,67 @@ pub trait JobStore: Send + Sync {
     fn oldest_queued_age(&self) -> Result<Option<Duration>, StoreError>;
     /// The layout version the store was written with ([`STORE_SCHEMA`] for a store this envctl made or migrated).
     fn schema_version(&self) -> Result<u32, StoreError>;
+
+    // What a running job reports about itself through the runtime API, and the variables jobs keep across runs.
+    // Variables belong to the repository (the store is the repository's), or to one of its targets (`target`);
+    // their values are text, and an increment treats a missing one as 0.
+
+    /// Records a job's output on its record (what its children read in their context).
+    fn set_output(&self, id: &str, output: &serde_json::Value) -> Result<(), StoreError>;
+    /// Records whether the jobs after `id` may run.
+    fn set_condition(&self, id: &str, condition: bool) -> Result<(), StoreError>;
+    /// A variable's value.
+    fn var_get(&self, target: Option<&str>, key: &str) -> Result<Option<String>, StoreError>;
+    /// Sets a variable.
+    fn var_set(&self, target: Option<&str>, key: &str, value: &str) -> Result<(), StoreError>;
+    /// Deletes a variable; returns whether it existed.
+    fn var_delete(&self, target: Option<&str>, key: &str) -> Result<bool, StoreError>;
+    /// Adds `by` to a variable atomically and returns the new value ([`StoreError::Variable`] when its value is
+    /// not a whole number).
+    fn var_incr(&self, target: Option<&str>, key: &str, by: i64) -> Result<i64, StoreError>;
+    /// Every variable, by target (the repository's first) then key.
+    fn var_list(&self) -> Result<Vec<Variable>, StoreError>;
 }
 
-/// The store layout this envctl reads and writes (2: workers record when their heartbeat goes stale).
-pub const STORE_SCHEMA: u32 = 2;
+/// What becomes of a `waiting` job once each of its parents has the given status (`None`: the parent is gone) and
+/// condition: `None` while one has not ended, `Some(None)` to run it, `Some(Some(reason))` to skip it. Both stores
+/// release waiting jobs by this rule (the Redis store in `lua/claim.lua`, which mirrors it).
+pub fn release_verdict<'a>(
+    parents: impl IntoIterator<Item = (&'a str, Option<JobStatus>, Option<bool>)>,
+) -> Option<Option<String>> {
+    let mut skip = None;
+    for (id, status, condition) in parents {
+        match status {
+            Some(status) if !status.is_final() => return None,
+            Some(JobStatus::Succeeded) if condition == Some(false) => {
+                skip.get_or_insert_with(|| format!("skipped: parent {id} set condition = false"));
+            }
+            Some(JobStatus::Succeeded) => {}
+            Some(status) => {
+                skip.get_or_insert_with(|| format!("skipped: parent {id} ended {}", status.as_str()));
+            }
+            None => {
+                skip.get_or_insert_with(|| format!("skipped: parent {id} is gone"));
+            }
+        }
+    }
+    Some(skip)
+}
+
+/// The key under which a variable of `target` (none: the repository's) is kept: `<target>\t<key>`.
+pub fn variable_field(target: Option<&str>, key: &str) -> String {
+    format!("{}\t{key}", target.unwrap_or(""))
+}
+
+/// The variable kept under `field` ([`variable_field`]) with `value`.
+pub fn variable_of(field: &str, value: String) -> Variable {
+    let (target, key) = field.split_once('\t').unwrap_or(("", field));
+    Variable { key: key.to_owned(), target: (!target.is_empty()).then(|| target.to_owned()), value }
+}
+
+/// The store layout this envctl reads and writes (2: workers record when their heartbeat goes stale; 3: jobs
+/// carry input, output, parents and condition, and the store keeps variables).
+pub const STORE_SCHEMA: u32 = 3;
 
 /// How long after it went gone a worker is still listed by [`JobStore::stats`].
 pub const GONE_WORKERS_LISTED: Duration = Duration::from_secs(3600);

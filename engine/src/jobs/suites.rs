@@ -228,6 +228,8 @@ pub async fn run_suites(
             priority: Priority::High,
             max_attempts: 1,
             delay: None,
+            input: None,
+            after: Vec::new(),
         })
         .collect();
     let ids = {

@@ -335,6 +335,27 @@ mod tests {
         fn schema_version(&self) -> Result<u32, StoreError> {
             self.inner.schema_version()
         }
+        fn set_output(&self, id: &str, output: &serde_json::Value) -> Result<(), StoreError> {
+            self.inner.set_output(id, output)
+        }
+        fn set_condition(&self, id: &str, condition: bool) -> Result<(), StoreError> {
+            self.inner.set_condition(id, condition)
+        }
+        fn var_get(&self, target: Option<&str>, key: &str) -> Result<Option<String>, StoreError> {
+            self.inner.var_get(target, key)
+        }
+        fn var_set(&self, target: Option<&str>, key: &str, value: &str) -> Result<(), StoreError> {
+            self.inner.var_set(target, key, value)
+        }
+        fn var_delete(&self, target: Option<&str>, key: &str) -> Result<bool, StoreError> {
+            self.inner.var_delete(target, key)
+        }
+        fn var_incr(&self, target: Option<&str>, key: &str, by: i64) -> Result<i64, StoreError> {
+            self.inner.var_incr(target, key, by)
+        }
+        fn var_list(&self) -> Result<Vec<envctl_contracts::jobs::Variable>, StoreError> {
+            self.inner.var_list()
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

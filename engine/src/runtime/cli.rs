@@ -8,8 +8,8 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
     blast_all, completions, config_cmd, dashboard, doctor, endpoints, env_cmd, errors, explain_startup,
-    health, host_cmd, jobs, list_commands, logs, man, migrate, ports, restart, resume, show_config,
-    show_state, start, stop, test_cmd, worker_cmd, worktree,
+    health, host_cmd, job_cmd, jobs, list_commands, logs, man, migrate, ports, restart, resume, show_config,
+    show_state, start, stop, test_cmd, vars, worker_cmd, worktree,
 };
 
 /// envctl runs a repository's whole development environment for the main checkout and every git worktree.
@@ -151,6 +151,9 @@ pub enum Command {
     /// Enqueue, inspect, cancel and retry jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// List, read, set and delete the variables jobs keep across runs.
+    #[command(subcommand)]
+    Vars(vars::VarsCommand),
     /// Run every selected target's service test suites as jobs and summarise them (exit 1 when any failed).
     #[command(visible_aliases = ["tests", "t"])]
     Test(test_cmd::TestArgs),
@@ -158,6 +161,10 @@ pub enum Command {
     Migrate(migrate::MigrateArgs),
     /// Run jobs from the repository's job store.
     Worker(worker_cmd::WorkerArgs),
+    /// Inside a job: read its input, report output, progress and logs, keep variables, set its condition (the
+    /// runtime API's client; exit 3 when a variable or job does not exist).
+    #[command(subcommand)]
+    Job(job_cmd::JobCommand),
     /// The per-repository host process (started by `start`).
     #[command(hide = true)]
     Host(host_cmd::HostArgs),

@@ -44,6 +44,9 @@ pub enum EngineError {
     /// The job store failed.
     #[error(transparent)]
     Jobs(#[from] StoreError),
+    /// The runtime API could not start.
+    #[error(transparent)]
+    RuntimeApi(#[from] crate::runtime_api::ApiError),
     /// The host answered with an error (its message is already the user's).
     #[error("{0}")]
     HostReply(String),

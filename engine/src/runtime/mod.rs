@@ -36,14 +36,18 @@ pub enum Outcome {
     Failure,
     /// Exit 2: interrupted or a controlled quit.
     Interrupted,
+    /// Exit 3: what was asked for does not exist (`envctl job var get` of a missing variable); the command
+    /// already said so.
+    NotFound,
 }
 
-/// The exit code of a command's result: 0 success, 1 actionable failure, 2 interrupted.
+/// The exit code of a command's result: 0 success, 1 actionable failure, 2 interrupted, 3 not found.
 pub fn exit_code(result: &Result<Outcome, EngineError>) -> u8 {
     match result {
         Ok(Outcome::Success) => 0,
         Ok(Outcome::Failure) | Err(_) => 1,
         Ok(Outcome::Interrupted) => 2,
+        Ok(Outcome::NotFound) => 3,
     }
 }
 

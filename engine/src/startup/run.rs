@@ -161,6 +161,8 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
     if request.deps_only {
         return finish(host, outcome, &names).await;
     }
+    // The hub phase: the runtime API is up before the first service, which gets its URL and a token.
+    host.hub().await;
     start_services(host, plan, &request, &run_id, tx, began, &mut outcome).await;
     if outcome.failure.is_some() {
         stop_began_servers(host, &began_servers).await;
@@ -385,6 +387,7 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
         });
     }
     let mut by_target: BTreeMap<String, Vec<ServiceSpec>> = BTreeMap::new();
+    host.hub().await;
     for spec in to_start {
         by_target.entry(spec.target.clone()).or_default().push(spec);
     }

@@ -8,6 +8,35 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('scheduled'), '-inf', now, '
   redis.call('ZREM', key('scheduled'), id)
   if redis.call('HGET', job(id), 'status') == 'scheduled' then move(id, 'scheduled', 'queued'); enqueue(id) end
 end
+-- Waiting jobs whose parents have all ended: queued when every parent succeeded and none set condition = false,
+-- else skipped with the reason (the rule of store::release_verdict, which this mirrors).
+for _, id in ipairs(redis.call('ZRANGE', key('waiting'), 0, 999)) do
+  local j = job(id)
+  local ended, reason = true, nil
+  for parent in string.gmatch(redis.call('HGET', j, 'parents') or '', '[^,]+') do
+    local pst = redis.call('HGET', job(parent), 'status')
+    if not pst then
+      reason = reason or ('skipped: parent ' .. parent .. ' is gone')
+    elseif pst == 'succeeded' then
+      if redis.call('HGET', job(parent), 'condition') == 'false' then
+        reason = reason or ('skipped: parent ' .. parent .. ' set condition = false')
+      end
+    elseif pst == 'failed' or pst == 'cancelled' or pst == 'dead' or pst == 'skipped' then
+      reason = reason or ('skipped: parent ' .. parent .. ' ended ' .. pst)
+    else
+      ended = false
+      break
+    end
+  end
+  if ended then
+    redis.call('ZREM', key('waiting'), id)
+    if reason == nil then
+      move(id, 'waiting', 'queued'); enqueue(id)
+    else
+      move(id, 'waiting', 'skipped'); redis.call('HSET', j, 'error', reason); finished(id)
+    end
+  end
+end
 local types = {}
 if #ARGV >= 6 then
   for i = 6, #ARGV do types[#types + 1] = ARGV[i] end

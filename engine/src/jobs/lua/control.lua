@@ -7,6 +7,9 @@ if action == 'cancel' then
   if st == 'queued' then
     redis.call('ZREM', key('queue:' .. redis.call('HGET', j, 'type')), id)
     move(id, st, 'cancelled'); finished(id); return 'cancelled'
+  elseif st == 'waiting' then
+    redis.call('ZREM', key('waiting'), id)
+    move(id, st, 'cancelled'); finished(id); return 'cancelled'
   elseif st == 'scheduled' then
     redis.call('ZREM', key('scheduled'), id)
     move(id, st, 'cancelled'); finished(id); return 'cancelled'
@@ -17,7 +20,8 @@ if action == 'cancel' then
 else
   if st == 'failed' or st == 'dead' or st == 'cancelled' then
     redis.call('ZREM', key('finished'), id)
-    redis.call('HSET', j, 'attempts', 0, 'error', '', 'result', '', 'finished_at', '', 'worker_id', '')
+    redis.call('HSET', j, 'attempts', 0, 'error', '', 'result', '', 'finished_at', '', 'worker_id', '',
+      'output', '', 'condition', '')
     move(id, st, 'queued'); enqueue(id); return 'queued'
   end
   return redis.error_reply('state:' .. st)

@@ -63,6 +63,13 @@ pub struct EnqueueArgs {
     /// Enqueue this many copies.
     #[arg(long, default_value_t = 1, conflicts_with = "stdin")]
     pub count: usize,
+    /// JSON the job reads through the runtime API (`envctl job input`).
+    #[arg(long, value_name = "JSON")]
+    pub input: Option<String>,
+    /// Wait for this job to end first (repeatable): run when every one succeeded and none set
+    /// `condition = false`, else end `skipped`.
+    #[arg(long, value_name = "ID", conflicts_with = "delay")]
+    pub after: Vec<String>,
     /// Read one job per line of stdin, as JSON (`{"type": "lint", "payload": {…}, "target": "main",
     /// "priority": "high", "delay": "30s", "max_attempts": 2}`; every key optional but a type), and enqueue each
     /// as it arrives, over one connection, printing its id (lines already waiting go in one batch).
@@ -82,6 +89,9 @@ struct JobLine {
     priority: Option<String>,
     delay: Option<String>,
     max_attempts: Option<u32>,
+    input: Option<serde_json::Value>,
+    #[serde(default)]
+    after: Vec<String>,
 }
 
 /// Arguments of `jobs list`.
@@ -232,6 +242,8 @@ struct JobSpec<'a> {
     priority: Option<&'a str>,
     delay: Option<&'a str>,
     max_attempts: Option<u32>,
+    input: Option<serde_json::Value>,
+    after: Vec<String>,
 }
 
 /// The job `spec` describes, with its type's defaults, checked.
@@ -247,6 +259,8 @@ fn new_job(settings: &crate::config::Settings, spec: JobSpec<'_>) -> Result<NewJ
         },
         max_attempts: spec.max_attempts.or(kind.map(|k| k.max_attempts)).unwrap_or(3),
         delay: spec.delay.map(|d| duration(d, "--delay")).transpose()?,
+        input: spec.input,
+        after: spec.after,
     };
     // `--target`, else the payload's `target` (the store enqueues the job with the same one).
     if let Some(t) = job.resolved_target()? {
@@ -305,6 +319,8 @@ fn enqueue_lines(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, Engi
             priority: parsed.priority.as_deref().or(args.priority.as_deref()),
             delay: parsed.delay.as_deref().or(args.delay.as_deref()),
             max_attempts: parsed.max_attempts.or(args.max_attempts),
+            input: parsed.input,
+            after: if parsed.after.is_empty() { args.after.clone() } else { parsed.after },
         };
         match new_job(settings, spec) {
             Ok(job) => batch.push(job),
@@ -327,7 +343,18 @@ fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineErro
     if args.stdin {
         return enqueue_lines(rt, args);
     }
-    let EnqueueArgs { job_type, payload, target, priority: prio, delay, max_attempts, count, .. } = args;
+    let EnqueueArgs {
+        job_type,
+        payload,
+        target,
+        priority: prio,
+        delay,
+        max_attempts,
+        count,
+        input,
+        after,
+        ..
+    } = args;
     let settings = rt.settings()?;
     let store = rt.job_store()?;
     let printer = rt.printer();
@@ -343,6 +370,17 @@ fn enqueue(rt: &EngineRuntime, args: &EnqueueArgs) -> Result<Outcome, EngineErro
         priority: prio.as_deref(),
         delay: delay.as_deref(),
         max_attempts: *max_attempts,
+        input: input
+            .as_deref()
+            .map(|text| {
+                serde_json::from_str(text).map_err(|e| {
+                    EngineError::Failed(format!(
+                        "--input is not JSON: {e}\nhint: quote it, e.g. --input '{{\"n\": 1}}' (a text is --input '\"text\"')"
+                    ))
+                })
+            })
+            .transpose()?,
+        after: after.clone(),
     };
     let job = new_job(settings, spec)?;
     let mut out = String::new();
@@ -430,8 +468,20 @@ fn show(rt: &EngineRuntime, args: &ShowArgs) -> Result<Outcome, EngineError> {
                 p.detail.as_deref().unwrap_or("")
             );
         }
+        if let Some(input) = &job.input {
+            let _ = writeln!(out, "input: {input}");
+        }
+        if !job.parents.is_empty() {
+            let _ = writeln!(out, "after: {}", job.parents.join(", "));
+        }
         if let Some(r) = &job.result {
             let _ = writeln!(out, "result: {r}");
+        }
+        if let Some(output) = &job.output {
+            let _ = writeln!(out, "output: {output}");
+        }
+        if job.condition == Some(false) {
+            let _ = writeln!(out, "condition: false (the jobs after it are skipped)");
         }
         if let Some(e) = &job.error {
             let _ = writeln!(out, "error: {e}");
@@ -521,6 +571,9 @@ fn stats(rt: &EngineRuntime, args: &StatsArgs) -> Result<Outcome, EngineError> {
             stats.cancelled,
             stats.dead
         );
+        if stats.waiting + stats.skipped > 0 {
+            let _ = writeln!(out, "waiting {}  skipped {}", stats.waiting, stats.skipped);
+        }
         let _ = writeln!(
             out,
             "finished: {} in the last minute, {} in the last hour",

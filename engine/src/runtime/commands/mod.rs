@@ -11,6 +11,7 @@ pub mod errors;
 pub mod explain_startup;
 pub mod health;
 pub mod host_cmd;
+pub mod job_cmd;
 pub mod jobs;
 pub mod list_commands;
 pub mod list_targets;
@@ -25,6 +26,7 @@ pub mod show_state;
 pub mod start;
 pub mod stop;
 pub mod test_cmd;
+pub mod vars;
 pub mod worker_cmd;
 pub mod worktree;
 
@@ -65,6 +67,8 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Host(args) => host_cmd::exec(rt, args),
         Command::Jobs(sub) => jobs::exec(rt, sub),
         Command::Worker(args) => worker_cmd::exec(rt, args),
+        Command::Vars(sub) => vars::exec(rt, sub),
+        Command::Job(sub) => job_cmd::exec(rt, sub),
         Command::Ports(sub) => ports::exec(rt, sub),
         Command::Test(args) => test_cmd::exec(rt, args),
         Command::Migrate(args) => migrate::exec(rt, args),
@@ -248,20 +252,48 @@ fn run_suites(
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let run = rt.block_on(crate::jobs::suites::run_suites(
-        rt.job_store()?,
-        ctx,
-        kind,
-        suites,
-        &options,
-        interrupt,
-        |r| {
-            let mark = if r.passed { "passed" } else { "FAILED" };
-            let took = r.duration_secs.map(|d| format!(" ({d:.1} s)")).unwrap_or_default();
-            progress.borrow_mut().finish(&format!("{}/{}", r.target, r.service), &format!("{mark}{took}"));
-        },
-        |suite, line| progress.borrow().println(&format!("  {}/{} | {line}", suite.target, suite.service)),
-    ))??;
+    let store = rt.job_store()?;
+    let api_options = crate::runtime_api::ApiOptions {
+        scope_dir: settings.paths.scope_dir.clone(),
+        repository: settings.paths.repo_root.display().to_string(),
+        worker: crate::jobs::worker::worker_id(),
+    };
+    let shown = &progress;
+    let run = rt.block_on(async move {
+        // The suites' worker serves the runtime API to their commands too, as every worker does.
+        let (api_stop, api_tasks) =
+            (tokio_util::sync::CancellationToken::new(), tokio_util::task::TaskTracker::new());
+        let ctx =
+            match crate::runtime_api::RuntimeApi::start(&api_options, api_stop.clone(), &api_tasks).await {
+                Ok(api) => {
+                    api.attach_store(std::sync::Arc::clone(&store));
+                    ctx.with_executions(std::sync::Arc::new(api))
+                }
+                Err(e) => {
+                    printer.warn(&format!("{e}\nthe suites run without the runtime API"));
+                    ctx
+                }
+            };
+        let run = crate::jobs::suites::run_suites(
+            store,
+            ctx,
+            kind,
+            suites,
+            &options,
+            interrupt,
+            |r| {
+                let mark = if r.passed { "passed" } else { "FAILED" };
+                let took = r.duration_secs.map(|d| format!(" ({d:.1} s)")).unwrap_or_default();
+                shown.borrow_mut().finish(&format!("{}/{}", r.target, r.service), &format!("{mark}{took}"));
+            },
+            |suite, line| shown.borrow().println(&format!("  {}/{} | {line}", suite.target, suite.service)),
+        )
+        .await;
+        api_stop.cancel();
+        api_tasks.close();
+        api_tasks.wait().await;
+        run
+    })??;
     drop(progress);
     if kind == SuiteKind::Test
         && let Err(e) = rt.state()?.save_test_results(&run.results)

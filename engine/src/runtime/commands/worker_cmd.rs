@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jobs::handlers::HandlerContext;
 use crate::jobs::worker::{WorkerOptions, run};
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
+use crate::runtime_api::{ApiOptions, RuntimeApi};
 
 /// Arguments of `worker`.
 #[derive(Debug, clap::Args)]
@@ -34,16 +35,32 @@ pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineErro
         None => rt.job_store()?,
     };
     let lease = Duration::from_secs(settings.config.jobs.lease_secs);
-    let ctx = Arc::new(
-        HandlerContext::new(Some(settings.clone()), rt.env().inherited().clone())
-            .with_sets(rt.sets().to_vec()),
-    );
+    let ctx = HandlerContext::new(Some(settings.clone()), rt.env().inherited().clone())
+        .with_sets(rt.sets().to_vec());
+    let api_options = ApiOptions {
+        scope_dir: settings.paths.scope_dir.clone(),
+        repository: settings.paths.repo_root.display().to_string(),
+        worker: crate::jobs::worker::worker_id(),
+    };
     let options =
         WorkerOptions { concurrency: args.concurrency, types: args.types.clone(), drain: args.drain, lease };
     let printer = *rt.printer();
     let progress = args.drain.then(|| super::progress(rt));
     let watched = Arc::clone(&store);
     let report = rt.block_on(async move {
+        // The worker's runtime API, for the jobs it runs: up before the first claim, down after the last job.
+        let (api_stop, api_tasks) = (CancellationToken::new(), tokio_util::task::TaskTracker::new());
+        // Without it (a scope directory it cannot write, no loopback listener) jobs still run, without the API.
+        let ctx = match RuntimeApi::start(&api_options, api_stop.clone(), &api_tasks).await {
+            Ok(api) => {
+                api.attach_store(Arc::clone(&store));
+                Arc::new(ctx.with_executions(Arc::new(api)))
+            }
+            Err(e) => {
+                printer.warn(&format!("{e}\njobs run without the runtime API"));
+                Arc::new(ctx)
+            }
+        };
         let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
         let signals = {
             let (shutdown, force) = (shutdown.clone(), force.clone());
@@ -64,7 +81,10 @@ pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineErro
         if let Some(shown) = shown {
             let _ = shown.await;
         }
-        report
+        api_stop.cancel();
+        api_tasks.close();
+        api_tasks.wait().await;
+        Ok::<_, EngineError>(report?)
     })??;
     #[allow(clippy::cast_precision_loss)]
     let rate = report.finished as f64 / report.elapsed.as_secs_f64().max(1e-9);
