@@ -112,4 +112,8 @@ pub const ARTIFACT_SCHEMAS: &[(&str, &str)] = &[
     ("event", include_str!("../schemas/event.json")),
     ("port_lease", include_str!("../schemas/port_lease.json")),
     ("runtime_readiness_report", include_str!("../schemas/runtime_readiness_report.json")),
+    ("config_report", include_str!("../schemas/config_report.json")),
+    ("bundle_manifest", include_str!("../schemas/bundle_manifest.json")),
+    ("bundle_facts", include_str!("../schemas/bundle_facts.json")),
+    ("bundle_job", include_str!("../schemas/bundle_job.json")),
 ];

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
-    blast_all, config_cmd, doctor, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
+    blast_all, config_cmd, debug, doctor, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
     list_commands, logs, migrate, ports, restart, resume, show_config, show_state, start, stop, test_cmd,
     worker_cmd, worktree,
 };
@@ -128,6 +128,12 @@ pub enum Command {
     /// Readiness gates: config, prerequisites, state truth, requirements, services, job runtime, artifacts
     /// (exit 1 when a gate fails).
     Doctor(doctor::DoctorArgs),
+    /// Write one redacted .tar.gz of everything needed to triage an incident (its path on stdout).
+    DebugPack(debug::DebugPackArgs),
+    /// Probable causes of what went wrong, most likely first, from a bundle (or the live scope).
+    DebugReport(debug::DebugReportArgs),
+    /// The newest bundle: path, size, age and top finding (exit 1 when there is none).
+    DebugLast(debug::DebugLastArgs),
     /// This run's failures and error lines from the logs (exit 1 when there are any).
     #[command(visible_alias = "e")]
     Errors(errors::ErrorsArgs),
@@ -189,6 +195,9 @@ const DASHED: &[(&str, &[&str])] = &[
     ("--clear-logs", &["clear-logs"]),
     ("--health", &["health"]),
     ("--doctor", &["doctor"]),
+    ("--debug-pack", &["debug-pack"]),
+    ("--debug-report", &["debug-report"]),
+    ("--debug-last", &["debug-last"]),
     ("--errors", &["errors"]),
     ("--endpoints", &["endpoints"]),
     ("--test", &["test"]),
