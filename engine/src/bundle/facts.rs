@@ -31,7 +31,8 @@ pub struct FactSources<'a> {
 pub fn gather(sources: &FactSources<'_>, redactor: &mut Redactor) -> BundleFacts {
     const NAMES: [&str; 3] = ["git", "postgres", "redis-server"];
     let versions = std::thread::scope(|s| {
-        let handles: Vec<_> = NAMES.iter().map(|name| s.spawn(move || version(name, sources.path_var))).collect();
+        let handles: Vec<_> =
+            NAMES.iter().map(|name| s.spawn(move || version(name, sources.path_var))).collect();
         NAMES
             .iter()
             .zip(handles)
@@ -41,7 +42,13 @@ pub fn gather(sources: &FactSources<'_>, redactor: &mut Redactor) -> BundleFacts
     let processes = processes(sources.run_state, redactor);
     let ours: BTreeSet<u32> = processes.iter().filter(|p| p.alive).map(|p| p.pid).collect();
     let ports = ports(sources, &ours, redactor);
-    BundleFacts { schema_version: SCHEMA_VERSION, processes, ports, versions, system: system(sources.scope_dir) }
+    BundleFacts {
+        schema_version: SCHEMA_VERSION,
+        processes,
+        ports,
+        versions,
+        system: system(sources.scope_dir),
+    }
 }
 
 /// `<binary> --version`'s first line, when the binary is found.
@@ -84,7 +91,13 @@ fn processes(run_state: Option<&RunState>, redactor: &mut Redactor) -> Vec<Proce
     out
 }
 
-fn process_fact(owner: &str, pid: u32, started: Option<u64>, alive: bool, redactor: &mut Redactor) -> ProcessFact {
+fn process_fact(
+    owner: &str,
+    pid: u32,
+    started: Option<u64>,
+    alive: bool,
+    redactor: &mut Redactor,
+) -> ProcessFact {
     let (state, rss_bytes) = if alive { status(pid) } else { (None, None) };
     let argv = if alive { argv(pid, redactor) } else { Vec::new() };
     ProcessFact {
@@ -102,9 +115,7 @@ fn process_fact(owner: &str, pid: u32, started: Option<u64>, alive: bool, redact
 /// The state letter and resident memory of `pid` from `/proc/<pid>/status`.
 fn status(pid: u32) -> (Option<String>, Option<u64>) {
     let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return (None, None) };
-    let field = |name: &str| {
-        text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned())
-    };
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.trim().to_owned());
     let state = field("State:").and_then(|s| s.split_whitespace().next().map(str::to_owned));
     let rss = field("VmRSS:")
         .and_then(|v| v.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()))

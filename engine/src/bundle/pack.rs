@@ -102,7 +102,8 @@ pub fn pack(sources: &Sources<'_>, options: &PackOptions) -> Result<Packed, Bund
     let encoder = flate2::write::GzEncoder::new(BufWriter::new(file), flate2::Compression::fast());
     let spool = tempfile::tempfile_in(partial.parent().unwrap_or(Path::new(".")))
         .map_err(|source| BundleError::Io { path: partial.clone(), source })?;
-    let mut w = Writer { tar: tar::Builder::new(encoder), top, files: Vec::new(), spool, partial: partial.clone() };
+    let mut w =
+        Writer { tar: tar::Builder::new(encoder), top, files: Vec::new(), spool, partial: partial.clone() };
     let cutoff = options.since.and_then(|d| SystemTime::now().checked_sub(d));
 
     match &sources.config {
@@ -113,10 +114,17 @@ pub fn pack(sources: &Sources<'_>, options: &PackOptions) -> Result<Packed, Bund
         w.artifact(&format!("latest/{name}"), &scope.join(name), options.log_bytes, &mut redactor)?;
     }
     let keep_event = |event: &Value| {
-        let of_run = run_id.as_deref().is_none_or(|id| event.get("run_id").and_then(Value::as_str) == Some(id));
+        let of_run =
+            run_id.as_deref().is_none_or(|id| event.get("run_id").and_then(Value::as_str) == Some(id));
         of_run && cutoff.is_none_or(|c| recent(event.get("at").and_then(Value::as_str), c))
     };
-    w.jsonl("latest/events.jsonl", &scope.join("events.jsonl"), options.log_bytes, &keep_event, &mut redactor)?;
+    w.jsonl(
+        "latest/events.jsonl",
+        &scope.join("events.jsonl"),
+        options.log_bytes,
+        &keep_event,
+        &mut redactor,
+    )?;
     if let Some(id) = &run_id {
         let dir = scope.join("runs").join(id);
         for name in ARTIFACTS {
@@ -270,7 +278,8 @@ fn output_path(scope: &Path, output: Option<&Path>) -> Result<(PathBuf, String),
         None => dir_of(&scope.join(super::DEBUG_DIR)),
         Some(path) if path.is_dir() => dir_of(path),
         Some(path) => {
-            let file = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
+            let file =
+                path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
             let top = file.trim_end_matches(".tar.gz").trim_end_matches(".tgz").to_owned();
             Ok((path.to_path_buf(), top))
         }
@@ -351,7 +360,13 @@ impl Writer {
     }
 
     /// A JSON artifact read from `source` (absent: skipped); one that is not JSON goes in as text.
-    fn artifact(&mut self, path: &str, source: &Path, max: u64, redactor: &mut Redactor) -> Result<(), BundleError> {
+    fn artifact(
+        &mut self,
+        path: &str,
+        source: &Path,
+        max: u64,
+        redactor: &mut Redactor,
+    ) -> Result<(), BundleError> {
         let Ok(bytes) = std::fs::read(source) else { return Ok(()) };
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(value) => self.json(path, value, redactor),
@@ -408,7 +423,8 @@ impl Writer {
         }
         self.spool.set_len(0)?;
         self.spool.seek(SeekFrom::Start(0))?;
-        let mut out = Hashing { inner: BufWriter::new(self.spool.try_clone()?), hasher: sha2::Sha256::new(), len: 0 };
+        let mut out =
+            Hashing { inner: BufWriter::new(self.spool.try_clone()?), hasher: sha2::Sha256::new(), len: 0 };
         loop {
             line.clear();
             if reader.read_until(b'\n', &mut line)? == 0 {
@@ -424,7 +440,11 @@ impl Writer {
         out.flush()?;
         let Hashing { hasher, len: size, inner } = out;
         drop(inner);
-        self.files.push(BundleFile { path: path.to_owned(), size, sha256: format!("{:x}", hasher.finalize()) });
+        self.files.push(BundleFile {
+            path: path.to_owned(),
+            size,
+            sha256: format!("{:x}", hasher.finalize()),
+        });
         self.spool.seek(SeekFrom::Start(0))?;
         let spool = self.spool.try_clone()?;
         self.entry(path, size, spool.take(size))

@@ -43,7 +43,8 @@ pub struct Evidence {
 /// Reads the bundle at `path`.
 pub fn read(path: &Path) -> Result<Evidence, BundleError> {
     let not_bundle = |detail: String| BundleError::NotABundle { path: path.to_path_buf(), detail };
-    let file = std::fs::File::open(path).map_err(|source| BundleError::Io { path: path.to_path_buf(), source })?;
+    let file =
+        std::fs::File::open(path).map_err(|source| BundleError::Io { path: path.to_path_buf(), source })?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)));
     let mut ev = Evidence::default();
     let mut hashes: BTreeMap<String, String> = BTreeMap::new();
@@ -86,7 +87,9 @@ pub fn read(path: &Path) -> Result<Evidence, BundleError> {
     let Some(manifest) = &ev.manifest else { return Err(not_bundle("it has no manifest.json".to_owned())) };
     let mismatched = hashes
         .iter()
-        .filter(|(name, sha256)| manifest.files.iter().find(|f| &f.path == *name).is_none_or(|f| &f.sha256 != *sha256))
+        .filter(|(name, sha256)| {
+            manifest.files.iter().find(|f| &f.path == *name).is_none_or(|f| &f.sha256 != *sha256)
+        })
         .map(|(name, _)| name.clone())
         .collect();
     let run_id = manifest.run_id.clone();

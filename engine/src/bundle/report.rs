@@ -86,7 +86,8 @@ fn log_lines(ev: &Evidence, record: &ServiceRecord) -> Vec<String> {
 }
 
 fn missing_binary(ev: &Evidence, out: &mut Vec<Finding>) {
-    if let Some(c) = check(ev, "prerequisites", "requirement_binaries").filter(|c| c.outcome == Outcome::Fail) {
+    if let Some(c) = check(ev, "prerequisites", "requirement_binaries").filter(|c| c.outcome == Outcome::Fail)
+    {
         let fix = c.hint.clone().unwrap_or_else(|| "install the missing binary".into());
         out.push(finding("missing_binary", 95, c.finding.clone(), check_lines(c), fix));
     }
@@ -95,7 +96,8 @@ fn missing_binary(ev: &Evidence, out: &mut Vec<Finding>) {
         out.push(finding("missing_binary", 95, c.finding.clone(), check_lines(c), fix));
     }
     for record in records(ev).filter(|r| r.exit_code == Some(127)) {
-        let mut evidence = vec![format!("{}: {}", label(record), record.failure.as_deref().unwrap_or("exit 127"))];
+        let mut evidence =
+            vec![format!("{}: {}", label(record), record.failure.as_deref().unwrap_or("exit 127"))];
         evidence.extend(log_lines(ev, record));
         out.push(finding(
             "missing_binary",
@@ -113,10 +115,12 @@ fn port_conflict(ev: &Evidence, out: &mut Vec<Finding>) {
         let Some(foreign) = port.listeners.iter().find(|l| !l.ours) else { continue };
         seen.insert(format!("{}/{}", port.target, port.service));
         let program = foreign.argv.join(" ");
-        let mut evidence = vec![format!("port {} is planned for {}/{}", port.port, port.target, port.service)];
+        let mut evidence =
+            vec![format!("port {} is planned for {}/{}", port.port, port.target, port.service)];
         evidence.push(format!("pid {} listens on it: {program}", foreign.pid));
         if let (Some(pid), Some(alive)) = (port.lease_pid, port.lease_alive) {
-            evidence.push(format!("its lease is held by pid {pid} ({})", if alive { "running" } else { "gone" }));
+            evidence
+                .push(format!("its lease is held by pid {pid} ({})", if alive { "running" } else { "gone" }));
         }
         out.push(finding(
             "port_conflict",
@@ -197,7 +201,11 @@ fn crash_loop(ev: &Evidence, out: &mut Vec<Finding>) {
         out.push(finding(
             "crash_loop",
             80,
-            format!("{} is crash-looping: it exits soon after each start ({} restarts)", label(record), record.restarts),
+            format!(
+                "{} is crash-looping: it exits soon after each start ({} restarts)",
+                label(record),
+                record.restarts
+            ),
             evidence,
             format!(
                 "`envctl logs --service {0}` shows why it exits; fix it and `envctl restart --service {0}`",
@@ -212,7 +220,8 @@ fn requirement_failed(ev: &Evidence, out: &mut Vec<Finding>) {
         if !matches!(record.status, ServiceStatus::Failed | ServiceStatus::Exited) {
             continue;
         }
-        let mut evidence = vec![format!("{}: {}", label(record), record.failure.as_deref().unwrap_or("it exited"))];
+        let mut evidence =
+            vec![format!("{}: {}", label(record), record.failure.as_deref().unwrap_or("it exited"))];
         evidence.extend(log_lines(ev, record));
         out.push(finding(
             "requirement_failed",
@@ -224,13 +233,21 @@ fn requirement_failed(ev: &Evidence, out: &mut Vec<Finding>) {
     }
     if let Some(c) = check(ev, "requirements", "probes").filter(|c| c.outcome == Outcome::Fail) {
         let fix = c.hint.clone().unwrap_or_else(|| "`envctl doctor --gate requirements`".into());
-        out.push(finding("requirement_failed", 76, format!("a requirement does not answer: {}", c.finding), check_lines(c), fix));
+        out.push(finding(
+            "requirement_failed",
+            76,
+            format!("a requirement does not answer: {}", c.finding),
+            check_lines(c),
+            fix,
+        ));
     }
 }
 
 fn readiness_timeout(ev: &Evidence, out: &mut Vec<Finding>) {
     for record in records(ev) {
-        let Some(failure) = record.failure.as_deref().filter(|f| f.starts_with("not ready after")) else { continue };
+        let Some(failure) = record.failure.as_deref().filter(|f| f.starts_with("not ready after")) else {
+            continue;
+        };
         let mut evidence = vec![format!("{}: {failure}", label(record))];
         if let Some(probe) = record.spec.as_ref().and_then(|s| s.ready.as_ref()) {
             evidence.push(format!("probe: {}", serde_json::to_string(probe).unwrap_or_default()));
@@ -280,10 +297,13 @@ fn dead_jobs(ev: &Evidence, out: &mut Vec<Finding>) {
 }
 
 fn stale_state(ev: &Evidence, out: &mut Vec<Finding>) {
-    let alive: BTreeMap<u32, bool> = ev.facts.iter().flat_map(|f| &f.processes).map(|p| (p.pid, p.alive)).collect();
+    let alive: BTreeMap<u32, bool> =
+        ev.facts.iter().flat_map(|f| &f.processes).map(|p| (p.pid, p.alive)).collect();
     let gone: Vec<String> = records(ev)
         .filter(|r| matches!(r.status, ServiceStatus::Ready | ServiceStatus::Starting))
-        .filter_map(|r| r.pid.filter(|pid| alive.get(pid) == Some(&false)).map(|pid| format!("{} (pid {pid})", label(r))))
+        .filter_map(|r| {
+            r.pid.filter(|pid| alive.get(pid) == Some(&false)).map(|pid| format!("{} (pid {pid})", label(r)))
+        })
         .collect();
     let mut evidence: Vec<String> = gone.iter().map(|g| format!("recorded as running, gone: {g}")).collect();
     if let Some(c) = check(ev, "state_truth", "processes").filter(|c| c.outcome == Outcome::Fail) {
@@ -295,14 +315,21 @@ fn stale_state(ev: &Evidence, out: &mut Vec<Finding>) {
         } else {
             format!("the saved state names processes that are gone: {}", gone.join(", "))
         };
-        out.push(finding("stale_state", 45, title, evidence, "`envctl resume` restarts what is gone; `envctl stop` forgets it"));
+        out.push(finding(
+            "stale_state",
+            45,
+            title,
+            evidence,
+            "`envctl resume` restarts what is gone; `envctl stop` forgets it",
+        ));
     }
 }
 
 /// Every recorded failure no finding above explains.
 fn other_failures(ev: &Evidence, out: &mut Vec<Finding>) {
     let Some(report) = &ev.error_report else { return };
-    let explained: BTreeSet<String> = out.iter().flat_map(|f| [f.title.clone()].into_iter().chain(f.evidence.clone())).collect();
+    let explained: BTreeSet<String> =
+        out.iter().flat_map(|f| [f.title.clone()].into_iter().chain(f.evidence.clone())).collect();
     for error in &report.errors {
         let subject = match (&error.target, &error.service) {
             (Some(t), Some(s)) => format!("{t}/{s}"),

@@ -12,8 +12,8 @@ mod requirements;
 mod services;
 mod state_truth;
 
-pub use envctl_contracts::doctor::Outcome;
 pub use contracts::validate_file as validate_artifact;
+pub use envctl_contracts::doctor::Outcome;
 pub use fix::fix;
 
 use std::cell::OnceCell;

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
-    blast_all, config_cmd, debug, doctor, endpoints, env_cmd, errors, explain_startup, health, host_cmd, jobs,
-    list_commands, logs, migrate, ports, restart, resume, show_config, show_state, start, stop, test_cmd,
-    worker_cmd, worktree,
+    blast_all, config_cmd, debug, doctor, endpoints, env_cmd, errors, explain_startup, health, host_cmd,
+    jobs, list_commands, logs, migrate, ports, restart, resume, show_config, show_state, start, stop,
+    test_cmd, worker_cmd, worktree,
 };
 
 /// envctl runs a repository's whole development environment for the main checkout and every git worktree.

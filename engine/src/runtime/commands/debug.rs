@@ -106,7 +106,8 @@ pub fn exec_report(rt: &EngineRuntime, args: &DebugReportArgs) -> Result<Outcome
 /// Prints the newest bundle's path, size, age and top finding (exit 1 when there is none).
 pub fn exec_last(rt: &EngineRuntime, _args: &DebugLastArgs) -> Result<Outcome, EngineError> {
     let path = bundle::latest(&rt.paths()?.scope_dir)?;
-    let meta = std::fs::metadata(&path).map_err(|source| bundle::BundleError::Io { path: path.clone(), source })?;
+    let meta =
+        std::fs::metadata(&path).map_err(|source| bundle::BundleError::Io { path: path.clone(), source })?;
     let age = meta.modified().ok().and_then(|m| SystemTime::now().duration_since(m).ok()).unwrap_or_default();
     let age = humantime::format_duration(std::time::Duration::from_secs(age.as_secs()));
     let top = bundle::read(&path)
@@ -138,7 +139,8 @@ fn pack(rt: &EngineRuntime, options: &PackOptions) -> Result<Packed, EngineError
         Err(e) => Err(e.clone()),
     };
     let repo = paths.repo_root.display().to_string();
-    let leases = rt.ledger().map(|l| l.leases()).unwrap_or_default().into_iter().filter(|l| l.owner.repo == repo);
+    let leases =
+        rt.ledger().map(|l| l.leases()).unwrap_or_default().into_iter().filter(|l| l.owner.repo == repo);
     let sources = Sources {
         state: &state,
         config,
@@ -183,7 +185,11 @@ fn human(report: &DebugReport) -> String {
     const SHOWN: usize = 30;
     if !report.timeline.is_empty() {
         let skipped = report.timeline.len().saturating_sub(SHOWN);
-        let _ = writeln!(out, "\ntimeline{}:", if skipped > 0 { format!(" (last {SHOWN})") } else { String::new() });
+        let _ = writeln!(
+            out,
+            "\ntimeline{}:",
+            if skipped > 0 { format!(" (last {SHOWN})") } else { String::new() }
+        );
         for e in &report.timeline[skipped..] {
             let _ = writeln!(out, "  {}  {:<24} {}", e.at, e.subject, e.event);
         }

@@ -145,7 +145,8 @@ pub fn fresh_report(rt: &EngineRuntime) -> Result<Option<ReadinessReport>, Engin
         options,
         &never,
     );
-    Ok(doctor::run(&ctx).map(|(gates, checks)| doctor::report(&ctx, gates, checks, Vec::new(), started.elapsed())))
+    Ok(doctor::run(&ctx)
+        .map(|(gates, checks)| doctor::report(&ctx, gates, checks, Vec::new(), started.elapsed())))
 }
 
 /// What `--fix` did, after the first verdict.

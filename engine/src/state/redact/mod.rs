@@ -30,7 +30,10 @@ pub const RULES: &[(&str, &str)] = &[
     ("gitlab_token", "a GitLab personal access token (`glpat-…`)"),
     ("slack_token", "a Slack token (`xoxb-…`, `xoxp-…`, `xoxa-…`, `xoxr-…`, `xoxs-…`, `xapp-…`)"),
     ("slack_webhook", "the secret path of a Slack webhook URL"),
-    ("stripe_key", "a Stripe secret or restricted key or webhook secret (`sk_live_…`, `rk_test_…`, `whsec_…`)"),
+    (
+        "stripe_key",
+        "a Stripe secret or restricted key or webhook secret (`sk_live_…`, `rk_test_…`, `whsec_…`)",
+    ),
     ("google_api_key", "a Google API key (`AIza…`)"),
     ("npm_token", "an npm token (`npm_…`)"),
     ("url_userinfo", "the password in `scheme://user:password@host`"),
@@ -38,7 +41,10 @@ pub const RULES: &[(&str, &str)] = &[
         "secret_key",
         "the value of a key that looks secret (password, passwd, secret, token, key, credential, auth, cookie, session, private; any case, any separator): `NAME=value`, `NAME: value`, `\"NAME\": \"value\"`, `--name value`, JSON fields",
     ),
-    ("known_value", "a value seen under a secret-looking name, or a generated server password, wherever it stands"),
+    (
+        "known_value",
+        "a value seen under a secret-looking name, or a generated server password, wherever it stands",
+    ),
 ];
 
 /// Words of a name that make it secret on their own.
@@ -47,12 +53,34 @@ const SECRET_WORDS: &[&str] =
 /// Parts of a word that make it secret wherever they stand in it.
 const SECRET_PARTS: &[&str] = &["password", "passwd", "secret", "token", "credential", "cookie", "private"];
 
+/// Names that look secret but hold none (paths, sockets, session kinds), and the labels of key/value pairs.
+const NOT_SECRET: &[&str] = &[
+    "PWD",
+    "OLDPWD",
+    "SSH_AUTH_SOCK",
+    "XDG_SESSION_ID",
+    "XDG_SESSION_TYPE",
+    "XDG_SESSION_CLASS",
+    "XDG_SESSION_DESKTOP",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "GIT_ASKPASS",
+    "SSH_ASKPASS",
+    "SUDO_ASKPASS",
+    "key",
+    "name",
+];
+
 /// Whether a variable or key named `name` holds a secret: a word of it (split at any separator and at camelCase)
 /// is one of [`SECRET_WORDS`], contains one of [`SECRET_PARTS`] or ends in `pass` (`requirepass`). `PASSED`,
 /// `KEYBOARD` and `AUTHOR` are not.
 pub fn is_secret_name(name: &str) -> bool {
+    if NOT_SECRET.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+        return false;
+    }
     words(name).iter().any(|w| {
-        SECRET_WORDS.contains(&w.as_str()) || SECRET_PARTS.iter().any(|p| w.contains(p)) || w.ends_with("pass")
+        SECRET_WORDS.contains(&w.as_str())
+            || SECRET_PARTS.iter().any(|p| w.contains(p))
+            || w.ends_with("pass")
     })
 }
 
@@ -112,7 +140,10 @@ impl Redactor {
 
     /// What each rule replaced so far, every rule listed.
     pub fn counts(&self) -> BTreeMap<String, u64> {
-        RULES.iter().map(|(name, _)| ((*name).to_owned(), self.counts.get(name).copied().unwrap_or(0))).collect()
+        RULES
+            .iter()
+            .map(|(name, _)| ((*name).to_owned(), self.counts.get(name).copied().unwrap_or(0)))
+            .collect()
     }
 
     fn count(&mut self, rule: &'static str, n: u64) {
@@ -184,13 +215,9 @@ impl Redactor {
     pub fn json(&mut self, value: &mut Value) {
         match value {
             Value::Object(map) => {
-                let labelled = ["key", "name"]
-                    .iter()
-                    .filter_map(|k| map.get(*k).and_then(Value::as_str))
-                    .any(|label| label.rsplit('.').next().is_some_and(is_secret_name));
+                let labelled = is_labelled_secret(map);
                 for (key, inner) in map.iter_mut() {
-                    let is_label = matches!(key.as_str(), "key" | "name");
-                    let secret = !is_label && (is_secret_name(key) || (labelled && key == "value"));
+                    let secret = is_secret_name(key) || (labelled && key == "value");
                     match inner {
                         Value::String(text) if secret => {
                             if !text.is_empty() && !text.starts_with(REDACTED) {
@@ -248,13 +275,23 @@ pub fn redact_values(value: &mut Value, secrets: &[String]) {
     Redactor::new(secrets.iter().cloned()).json(value);
 }
 
+/// Whether `map` is a `{"key": NAME, "value": …}` (or `"name"`) pair whose NAME's last dotted part looks secret.
+fn is_labelled_secret(map: &serde_json::Map<String, Value>) -> bool {
+    ["key", "name"]
+        .iter()
+        .filter_map(|k| map.get(*k).and_then(Value::as_str))
+        .any(|label| label.rsplit('.').next().is_some_and(is_secret_name))
+}
+
 /// The values under secret-looking names anywhere in `value`.
 pub fn secret_values(value: &Value, out: &mut Vec<String>) {
     match value {
         Value::Object(map) => {
+            let labelled = is_labelled_secret(map);
             for (key, inner) in map {
+                let secret = is_secret_name(key) || (labelled && key == "value");
                 match inner {
-                    Value::String(text) if is_secret_name(key) && text != REDACTED => out.push(text.clone()),
+                    Value::String(text) if secret && text != REDACTED => out.push(text.clone()),
                     Value::String(text) if text.contains("://") => out.extend(url_passwords(text)),
                     _ => secret_values(inner, out),
                 }
@@ -274,7 +311,8 @@ pub fn url_passwords(text: &str) -> Vec<String> {
         let tail = &rest[at + 3..];
         let end = tail.find(['/', ' ', '\'', '"', '?', '#', ',', ';', '\n', '\t']).unwrap_or(tail.len());
         let authority = &tail[..end];
-        if let Some((colon, at)) = authority.rfind('@').and_then(|a| authority[..a].find(':').map(|c| (c, a))) {
+        if let Some((colon, at)) = authority.rfind('@').and_then(|a| authority[..a].find(':').map(|c| (c, a)))
+        {
             out.push(authority[colon + 1..at].to_owned());
         }
         rest = &tail[end..];
@@ -312,11 +350,20 @@ mod tests {
 
     #[test]
     fn secret_names_by_word() {
-        for name in ["DB_PASSWORD", "apiKey", "api-key", "CACHE_PASS", "SESSION_ID", "x.auth", "MyCookie", "PGPASSWORD"]
-        {
+        for name in [
+            "DB_PASSWORD",
+            "apiKey",
+            "api-key",
+            "CACHE_PASS",
+            "SESSION_ID",
+            "x.auth",
+            "MyCookie",
+            "PGPASSWORD",
+        ] {
             assert!(is_secret_name(name), "{name}");
         }
-        for name in ["passed", "KEYBOARD", "GIT_AUTHOR_NAME", "PORT", "monkey", "sessions_dir_size"] {
+        for name in ["passed", "KEYBOARD", "GIT_AUTHOR_NAME", "PORT", "monkey", "PWD", "key", "SSH_AUTH_SOCK"]
+        {
             assert!(!is_secret_name(name), "{name}");
         }
     }
