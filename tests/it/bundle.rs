@@ -271,6 +271,19 @@ env = {{ UPSTREAM_URL = "amqp://guest:reqpass-31337@127.0.0.1:5672/" }}
     }
 }
 
+/// The schema a bundle file is checked against.
+fn schema_of(path: &str) -> Option<&str> {
+    let stem = path.rsplit('/').next()?.strip_suffix(".json")?;
+    Some(match path {
+        "manifest.json" => "bundle_manifest",
+        "facts.json" => "bundle_facts",
+        "doctor.json" => "runtime_readiness_report",
+        "config.json" => "config_report",
+        p if p.starts_with("jobs/") => "bundle_job",
+        _ => stem,
+    })
+}
+
 #[test]
 fn every_file_matches_its_manifest_and_every_artifact_its_schema() {
     let env = TestEnv::new();
@@ -305,17 +318,6 @@ fn every_file_matches_its_manifest_and_every_artifact_its_schema() {
     }
     assert_eq!(manifest["targets"], serde_json::json!(["main"]));
     assert!(manifest["run_id"].as_str().is_some_and(|r| r.starts_with("run-")), "{manifest}");
-    fn schema_of(path: &str) -> Option<&str> {
-        let stem = path.rsplit('/').next()?.strip_suffix(".json")?;
-        Some(match path {
-            "manifest.json" => "bundle_manifest",
-            "facts.json" => "bundle_facts",
-            "doctor.json" => "runtime_readiness_report",
-            "config.json" => "config_report",
-            p if p.starts_with("jobs/") => "bundle_job",
-            _ => stem,
-        })
-    }
     let mut checked = 0;
     for (path, bytes) in &all {
         if path.ends_with("events.jsonl") {

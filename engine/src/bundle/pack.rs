@@ -278,8 +278,7 @@ fn output_path(scope: &Path, output: Option<&Path>) -> Result<(PathBuf, String),
         None => dir_of(&scope.join(super::DEBUG_DIR)),
         Some(path) if path.is_dir() => dir_of(path),
         Some(path) => {
-            let file =
-                path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_else(|| name.clone());
+            let file = path.file_name().map_or_else(|| name.clone(), |f| f.to_string_lossy().into_owned());
             let top = file.trim_end_matches(".tar.gz").trim_end_matches(".tgz").to_owned();
             Ok((path.to_path_buf(), top))
         }
@@ -287,7 +286,7 @@ fn output_path(scope: &Path, output: Option<&Path>) -> Result<(PathBuf, String),
 }
 
 fn create_private(path: &Path) -> Result<File, BundleError> {
-    use std::os::unix::fs::OpenOptionsExt as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -296,7 +295,6 @@ fn create_private(path: &Path) -> Result<File, BundleError> {
         .open(path)
         .map_err(|source| BundleError::Io { path: path.to_path_buf(), source })?;
     // Whatever the umask, and also when the file existed.
-    use std::os::unix::fs::PermissionsExt as _;
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(|source| BundleError::Io { path: path.to_path_buf(), source })?;
     Ok(file)

@@ -43,7 +43,7 @@ pub fn diagnose(ev: &Evidence, bundle: &str) -> DebugReport {
             "make a new bundle with `envctl debug-pack`",
         ));
     }
-    findings.sort_by(|a, b| b.score.cmp(&a.score));
+    findings.sort_by_key(|f| std::cmp::Reverse(f.score));
     DebugReport {
         schema_version: SCHEMA_VERSION,
         bundle: bundle.to_owned(),

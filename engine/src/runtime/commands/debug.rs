@@ -165,6 +165,7 @@ fn summary(packed: &Packed) -> String {
 /// The report for a person: the findings with their evidence and fix, the end of the timeline, the slowest
 /// phases.
 fn human(report: &DebugReport) -> String {
+    const SHOWN: usize = 30;
     let mut out = format!("bundle: {}\n", report.bundle);
     if let Some(run) = &report.run_id {
         let _ = writeln!(out, "run: {run}");
@@ -182,7 +183,6 @@ fn human(report: &DebugReport) -> String {
         }
         let _ = writeln!(out, "   fix: {}", f.fix);
     }
-    const SHOWN: usize = 30;
     if !report.timeline.is_empty() {
         let skipped = report.timeline.len().saturating_sub(SHOWN);
         let _ = writeln!(

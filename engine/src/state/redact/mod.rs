@@ -166,13 +166,12 @@ impl Redactor {
         }
         if let Some(begin) = line.find("-----BEGIN ").filter(|_| line.contains("PRIVATE KEY-----")) {
             let body = line[begin..].find("KEY-----").map_or(line.len(), |n| begin + n + "KEY-----".len());
-            match line[body..].find("-----END").map(|n| body + n) {
-                Some(end) => line.replace_range(body..end, REDACTED),
-                None => {
-                    line.truncate(body);
-                    line.push_str(REDACTED);
-                    self.in_pem = true;
-                }
+            if let Some(end) = line[body..].find("-----END").map(|n| body + n) {
+                line.replace_range(body..end, REDACTED);
+            } else {
+                line.truncate(body);
+                line.push_str(REDACTED);
+                self.in_pem = true;
             }
             self.count("pem_private_key", 1);
         }
@@ -221,7 +220,7 @@ impl Redactor {
                     match inner {
                         Value::String(text) if secret => {
                             if !text.is_empty() && !text.starts_with(REDACTED) {
-                                *text = REDACTED.to_owned();
+                                REDACTED.clone_into(text);
                                 self.count("secret_key", 1);
                             }
                         }
@@ -234,7 +233,7 @@ impl Redactor {
                 for item in items.iter_mut() {
                     match item {
                         Value::String(text) if after_flag && !text.starts_with(REDACTED) => {
-                            *text = REDACTED.to_owned();
+                            REDACTED.clone_into(text);
                             self.count("secret_key", 1);
                             after_flag = false;
                         }

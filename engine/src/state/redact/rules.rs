@@ -3,8 +3,11 @@
 
 use super::{REDACTED, is_secret_name};
 
-/// Token shapes recognised by their prefix: (rule, prefix, characters of the body, shortest body).
-pub const PREFIXED: &[(&str, &str, fn(u8) -> bool, usize)] = &[
+/// A token shape recognised by its prefix: (rule, prefix, characters of the body, shortest body).
+pub type Prefixed = (&'static str, &'static str, fn(u8) -> bool, usize);
+
+/// Token shapes recognised by their prefix.
+pub const PREFIXED: &[Prefixed] = &[
     ("aws_access_key", "AKIA", upper_digit, 16),
     ("aws_access_key", "ASIA", upper_digit, 16),
     ("github_token", "ghp_", alnum, 30),
