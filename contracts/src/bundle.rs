@@ -158,7 +158,8 @@ pub struct BundleJob {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Finding {
     /// Its class: `missing_binary`, `port_conflict`, `disk_full`, `crash_loop`, `requirement_failed`,
-    /// `readiness_timeout`, `stuck_jobs`, `dead_jobs`, `stale_state`, `failure`.
+    /// `readiness_timeout`, `stuck_jobs`, `dead_jobs`, `stale_state`, `failure`, `doctor_check` (any other failing
+    /// doctor check), `bundle_damaged`.
     pub kind: String,
     /// How sure the report is, 0–100; findings are sorted by it, most likely first.
     pub score: u32,

@@ -34,6 +34,7 @@ pub fn diagnose(ev: &Evidence, bundle: &str) -> DebugReport {
     dead_jobs(ev, &mut findings);
     stale_state(ev, &mut findings);
     other_failures(ev, &mut findings);
+    doctor_failures(ev, &mut findings);
     if !ev.mismatched.is_empty() {
         findings.push(finding(
             "bundle_damaged",
@@ -347,6 +348,33 @@ fn other_failures(ev: &Evidence, out: &mut Vec<Finding>) {
             format!("{subject}: {}", error.message),
             evidence,
             "`envctl errors` shows it with the log lines around it",
+        ));
+    }
+}
+
+/// Doctor checks read by the findings above; any other failing check is a finding of its own.
+const READ_CHECKS: &[(&str, &str)] = &[
+    ("prerequisites", "requirement_binaries"),
+    ("prerequisites", "git"),
+    ("requirements", "probes"),
+    ("job_runtime", "orphans"),
+    ("state_truth", "processes"),
+];
+
+/// Every failing doctor check no finding above reads.
+fn doctor_failures(ev: &Evidence, out: &mut Vec<Finding>) {
+    let checks = ev.doctor.iter().flat_map(|d| &d.checks);
+    for c in checks.filter(|c| c.outcome == Outcome::Fail) {
+        if READ_CHECKS.contains(&(c.gate.as_str(), c.name.as_str())) {
+            continue;
+        }
+        let fix = c.hint.clone().unwrap_or_else(|| format!("`envctl doctor --gate {}`", c.gate));
+        out.push(finding(
+            "doctor_check",
+            35,
+            format!("doctor {}/{}: {}", c.gate, c.name, c.finding),
+            check_lines(c),
+            fix,
         ));
     }
 }
