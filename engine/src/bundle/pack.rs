@@ -421,8 +421,10 @@ impl Writer {
         }
         self.spool.set_len(0)?;
         self.spool.seek(SeekFrom::Start(0))?;
-        let mut out =
-            Hashing { inner: BufWriter::new(self.spool.try_clone()?), hasher: sha2::Sha256::new(), len: 0 };
+        let mut out = BufWriter::with_capacity(
+            64 * 1024,
+            Hashing { inner: self.spool.try_clone()?, hasher: sha2::Sha256::new(), len: 0 },
+        );
         loop {
             line.clear();
             if reader.read_until(b'\n', &mut line)? == 0 {
@@ -435,9 +437,8 @@ impl Writer {
                 out.write_all(b"\n")?;
             }
         }
-        out.flush()?;
-        let Hashing { hasher, len: size, inner } = out;
-        drop(inner);
+        let Hashing { hasher, len: size, .. } =
+            out.into_inner().map_err(std::io::IntoInnerError::into_error)?;
         self.files.push(BundleFile {
             path: path.to_owned(),
             size,

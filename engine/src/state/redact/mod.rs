@@ -77,37 +77,54 @@ pub fn is_secret_name(name: &str) -> bool {
     if NOT_SECRET.iter().any(|n| n.eq_ignore_ascii_case(name)) {
         return false;
     }
-    words(name).iter().any(|w| {
-        SECRET_WORDS.contains(&w.as_str())
-            || SECRET_PARTS.iter().any(|p| w.contains(p))
-            || w.ends_with("pass")
-    })
+    // Called for every `NAME=` and `NAME:` of every log line: no allocation for names of usual length.
+    let mut buffer = [0u8; 64];
+    let mut found = false;
+    each_word(name, |word| {
+        if word.len() > buffer.len() {
+            found |= word_is_secret(&word.to_ascii_lowercase());
+            return;
+        }
+        let lower = &mut buffer[..word.len()];
+        lower.copy_from_slice(word);
+        lower.make_ascii_lowercase();
+        found |= word_is_secret(lower);
+    });
+    found
 }
 
-/// `name` in lower-case words: split at anything not a letter or digit, and before an upper-case letter that
-/// follows a lower-case one.
-fn words(name: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    let mut previous_lower = false;
-    for c in name.chars() {
-        if !c.is_ascii_alphanumeric() {
-            if !current.is_empty() {
-                out.push(std::mem::take(&mut current));
+/// Whether one lower-case word of a name makes it secret.
+fn word_is_secret(word: &[u8]) -> bool {
+    let has = |part: &str| word.windows(part.len()).any(|w| w == part.as_bytes());
+    SECRET_WORDS.iter().any(|w| w.as_bytes() == word)
+        || SECRET_PARTS.iter().any(|p| has(p))
+        || word.ends_with(b"pass")
+}
+
+/// Calls `f` with each word of `name`: split at anything not a letter or digit, and before an upper-case letter
+/// that follows a lower-case one or a digit.
+fn each_word(name: &str, mut f: impl FnMut(&[u8])) {
+    let bytes = name.as_bytes();
+    let mut start: Option<usize> = None;
+    for (i, b) in bytes.iter().enumerate() {
+        if !b.is_ascii_alphanumeric() {
+            if let Some(s) = start.take() {
+                f(&bytes[s..i]);
             }
-            previous_lower = false;
             continue;
         }
-        if c.is_ascii_uppercase() && previous_lower && !current.is_empty() {
-            out.push(std::mem::take(&mut current));
+        if let Some(s) = start
+            && b.is_ascii_uppercase()
+            && (bytes[i - 1].is_ascii_lowercase() || bytes[i - 1].is_ascii_digit())
+        {
+            f(&bytes[s..i]);
+            start = Some(i);
         }
-        previous_lower = c.is_ascii_lowercase() || c.is_ascii_digit();
-        current.push(c.to_ascii_lowercase());
+        start.get_or_insert(i);
     }
-    if !current.is_empty() {
-        out.push(current);
+    if let Some(s) = start {
+        f(&bytes[s..]);
     }
-    out
 }
 
 /// Applies every rule and counts what each replaced.
@@ -181,8 +198,7 @@ impl Redactor {
         self.count("bearer_token", n);
         n = rules::jwt(&mut line);
         self.count("jwt", n);
-        for (rule, prefix, body, min) in rules::PREFIXED {
-            n = rules::prefixed(&mut line, prefix, *body, *min);
+        for (rule, n) in rules::prefixed_all(&mut line) {
             self.count(rule, n);
         }
         n = rules::url_userinfo(&mut line);

@@ -60,10 +60,17 @@ fn name_char(b: u8) -> bool {
 /// Where `needle` (ASCII, lower case) starts in `hay` at or after `from`, ignoring ASCII case.
 fn find_ci(hay: &str, needle: &str, from: usize) -> Option<usize> {
     let (hay, needle) = (hay.as_bytes(), needle.as_bytes());
-    if hay.len() < needle.len() {
-        return None;
+    let first = needle[0];
+    let mut i = from;
+    while i + needle.len() <= hay.len() {
+        let at =
+            i + hay[i..=hay.len() - needle.len()].iter().position(|b| b.to_ascii_lowercase() == first)?;
+        if hay[at..at + needle.len()].eq_ignore_ascii_case(needle) {
+            return Some(at);
+        }
+        i = at + 1;
     }
-    (from..=hay.len() - needle.len()).find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+    None
 }
 
 /// Replaces `line[start..end]` with the marker; returns where scanning goes on.
@@ -77,22 +84,45 @@ fn run_end(line: &str, from: usize, body: fn(u8) -> bool) -> usize {
     line.as_bytes()[from..].iter().position(|b| !body(*b)).map_or(line.len(), |n| from + n)
 }
 
-/// One prefixed token shape; the prefix stays, the body goes.
-pub fn prefixed(line: &mut String, prefix: &str, body: fn(u8) -> bool, min: usize) -> u64 {
-    let mut count = 0;
-    let mut from = 0;
-    while let Some(at) = line[from..].find(prefix).map(|n| from + n) {
-        let bounded = at == 0 || !line.as_bytes()[at - 1].is_ascii_alphanumeric();
-        let start = at + prefix.len();
-        let end = run_end(line, start, body);
-        if bounded && end - start >= min {
-            from = replace(line, start, end);
-            count += 1;
-        } else {
-            from = start;
+/// Every prefixed token shape in one pass over the line (the prefix stays, the body goes); returns how many each
+/// rule replaced.
+pub fn prefixed_all(line: &mut String) -> Vec<(&'static str, u64)> {
+    let mut found: Vec<(usize, usize, &'static str)> = Vec::new();
+    let bytes = line.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        // Only where a word starts, and only prefixes that start with this byte.
+        if i > 0 && bytes[i - 1].is_ascii_alphanumeric() || !b"Aghxsrwn".contains(&b) {
+            i += 1;
+            continue;
+        }
+        let hit = PREFIXED.iter().find_map(|(rule, prefix, body, min)| {
+            let p = prefix.as_bytes();
+            if p[0] != b || !bytes[i..].starts_with(p) {
+                return None;
+            }
+            let start = i + p.len();
+            let end = bytes[start..].iter().position(|c| !body(*c)).map_or(bytes.len(), |n| start + n);
+            (end - start >= *min).then_some((start, end, *rule))
+        });
+        match hit {
+            Some((start, end, rule)) => {
+                found.push((start, end, rule));
+                i = end;
+            }
+            None => i += 1,
         }
     }
-    count
+    let mut counts: Vec<(&'static str, u64)> = Vec::new();
+    for (start, end, rule) in found.into_iter().rev() {
+        line.replace_range(start..end, REDACTED);
+        match counts.iter_mut().find(|(r, _)| *r == rule) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((rule, 1)),
+        }
+    }
+    counts
 }
 
 /// JSON Web Tokens: `eyJ<header>.eyJ<claims>.<signature>`, replaced whole.
@@ -297,8 +327,11 @@ mod tests {
             "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
         assert_eq!(run(jwt, &format!("t={token};")), ("t=<redacted>;".into(), 1));
         assert_eq!(
-            run(|l| prefixed(l, "AKIA", upper_digit, 16), "id AKIAIOSFODNN7EXAMPLE, not AKIA12"),
-            ("id AKIA<redacted>, not AKIA12".into(), 1)
+            run(
+                |l| prefixed_all(l).iter().map(|(_, n)| n).sum(),
+                "id AKIAIOSFODNN7EXAMPLE, not AKIA12 xAKIAIOSFODNN7EXAMPLE"
+            ),
+            ("id AKIA<redacted>, not AKIA12 xAKIAIOSFODNN7EXAMPLE".into(), 1)
         );
         assert_eq!(run(|l| known_values(l, &["s3cr3tv4lue".into()]), "a s3cr3tv4lue b s3cr3tv4lue").1, 2);
     }
