@@ -101,8 +101,8 @@ pub struct ReadinessReport {
     pub duration_ms: f64,
 }
 
-/// The checked-in JSON Schema of every artifact envctl keeps in a scope directory, by file stem, embedded in the
-/// binary (a test keeps `contracts/schemas/` fresh, so these are the types' schemas).
+/// The checked-in JSON Schema of every artifact envctl keeps in a scope directory or a debug bundle, by file stem,
+/// embedded in the binary (a test keeps `contracts/schemas/` fresh, so these are the types' schemas).
 pub const ARTIFACT_SCHEMAS: &[(&str, &str)] = &[
     ("run_state", include_str!("../schemas/run_state.json")),
     ("runtime_map", include_str!("../schemas/runtime_map.json")),
@@ -112,4 +112,9 @@ pub const ARTIFACT_SCHEMAS: &[(&str, &str)] = &[
     ("event", include_str!("../schemas/event.json")),
     ("port_lease", include_str!("../schemas/port_lease.json")),
     ("runtime_readiness_report", include_str!("../schemas/runtime_readiness_report.json")),
+    ("config_report", include_str!("../schemas/config_report.json")),
+    ("bundle_manifest", include_str!("../schemas/bundle_manifest.json")),
+    ("bundle_facts", include_str!("../schemas/bundle_facts.json")),
+    ("bundle_job", include_str!("../schemas/bundle_job.json")),
+    ("debug_report", include_str!("../schemas/debug_report.json")),
 ];

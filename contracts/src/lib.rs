@@ -4,6 +4,7 @@
 //! `contracts/schemas/` are generated from these types ([`schemas`]) and a test fails when they are stale, so a
 //! change to a public shape is always a visible change to a checked-in file.
 
+pub mod bundle;
 pub mod commands;
 pub mod config;
 pub mod control;
@@ -49,6 +50,10 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("enqueue_request", schema_for!(runtime_api::EnqueueRequest)),
         ("test_results", schema_for!(jobs::TestResults)),
         ("runtime_readiness_report", schema_for!(doctor::ReadinessReport)),
+        ("bundle_manifest", schema_for!(bundle::BundleManifest)),
+        ("bundle_facts", schema_for!(bundle::BundleFacts)),
+        ("bundle_job", schema_for!(bundle::BundleJob)),
+        ("debug_report", schema_for!(bundle::DebugReport)),
     ]
 }
 

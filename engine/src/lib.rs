@@ -7,6 +7,7 @@
 //! |---|---|
 //! | [`runtime`] | `EngineRuntime`, the composition root: builds settings, targets, state, ledger, job stores, the tokio runtime and the host once; the command line; thin commands; exit codes |
 //! | [`doctor`] | readiness gates: one flat registry of checks over config, prerequisites, state truth, requirements, services, the job runtime and the artifacts' schemas; `--fix`'s safe repairs |
+//! | [`bundle`] | incident triage: `debug-pack`'s redacted bundle, reading one back, `debug-report`'s diagnosis (reads state, settings, logs, the job store; never the host or startup) |
 //! | [`startup`] | start / restart / resume orchestration, run in the host as its `Orchestrator` |
 //! | [`host`] | the per-repository host process: control socket, adopting survivors, the run's bookkeeping, state writes, stopping without a host (`direct`) |
 //! | [`runtime_api`] | the HTTP API running jobs and services call with scoped tokens (JWT), metrics, the `envctl job` client, the helper libraries |
@@ -21,6 +22,7 @@
 //! | [`state`] | run artifacts, atomic writes, the scope's repository, ids |
 //! | [`ui`] | the printer, tables and lifecycle lines (the only module that writes to the terminal) |
 
+pub mod bundle;
 pub mod config;
 pub mod doctor;
 pub mod host;

@@ -2,6 +2,7 @@
 //! the XDG directories and `ENVCTL_RUNTIME_DIR` redirected into the test's own directory.
 
 mod bad_config;
+mod bundle;
 mod config_cmd;
 mod correctness;
 mod dashboard;

@@ -93,7 +93,7 @@ pub fn validate_file(stem: &str, bytes: &[u8]) -> Result<(), String> {
 
 /// The value deserializes into its `contracts` type with a known `schema_version`.
 fn deserializes(stem: &str, value: Value) -> Result<(), String> {
-    use envctl_contracts::{doctor, jobs, ports, state};
+    use envctl_contracts::{bundle, doctor, jobs, ports, state};
     if let Some(v) = value.get("schema_version").and_then(Value::as_u64)
         && v > u64::from(envctl_contracts::SCHEMA_VERSION)
     {
@@ -111,6 +111,11 @@ fn deserializes(stem: &str, value: Value) -> Result<(), String> {
         "event" => serde_json::from_value::<state::Event>(value).map(drop),
         "port_lease" => serde_json::from_value::<ports::PortLease>(value).map(drop),
         "runtime_readiness_report" => serde_json::from_value::<doctor::ReadinessReport>(value).map(drop),
+        "config_report" => serde_json::from_value::<envctl_contracts::config::ConfigReport>(value).map(drop),
+        "bundle_manifest" => serde_json::from_value::<bundle::BundleManifest>(value).map(drop),
+        "bundle_facts" => serde_json::from_value::<bundle::BundleFacts>(value).map(drop),
+        "bundle_job" => serde_json::from_value::<bundle::BundleJob>(value).map(drop),
+        "debug_report" => serde_json::from_value::<bundle::DebugReport>(value).map(drop),
         _ => Ok(()),
     };
     result.map_err(|e| e.to_string())

@@ -32,16 +32,9 @@ pub fn store_label(ctx: &Ctx<'_>) -> String {
     }
 }
 
-/// `url` with any password replaced by `***`.
+/// `url` with any password replaced.
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}")
-        }
-        None => url.to_owned(),
-    }
+    crate::state::redact::redact_urls(url)
 }
 
 /// Runs `f` with the store, or returns the skip for a store that did not open.

@@ -12,6 +12,7 @@ mod requirements;
 mod services;
 mod state_truth;
 
+pub use contracts::validate_file as validate_artifact;
 pub use envctl_contracts::doctor::Outcome;
 pub use fix::fix;
 

@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use super::commands::{
-    blast_all, completions, config_cmd, dashboard, doctor, endpoints, env_cmd, errors, explain_startup,
-    health, host_cmd, job_cmd, jobs, list_commands, logs, man, migrate, ports, restart, resume, show_config,
-    show_state, start, stop, test_cmd, vars, worker_cmd, worktree,
+    blast_all, completions, config_cmd, dashboard, debug, doctor, endpoints, env_cmd, errors,
+    explain_startup, health, host_cmd, job_cmd, jobs, list_commands, logs, man, migrate, ports, restart,
+    resume, show_config, show_state, start, stop, test_cmd, vars, worker_cmd, worktree,
 };
 
 /// envctl runs a repository's whole development environment for the main checkout and every git worktree.
@@ -135,6 +135,12 @@ pub enum Command {
     /// Readiness gates: config, prerequisites, state truth, requirements, services, job runtime, artifacts
     /// (exit 1 when a gate fails).
     Doctor(doctor::DoctorArgs),
+    /// Write one redacted .tar.gz of everything needed to triage an incident (its path on stdout).
+    DebugPack(debug::DebugPackArgs),
+    /// Probable causes of what went wrong, most likely first, from a bundle (or the live scope).
+    DebugReport(debug::DebugReportArgs),
+    /// The newest bundle: path, size, age and top finding (exit 1 when there is none).
+    DebugLast(debug::DebugLastArgs),
     /// This run's failures and error lines from the logs (exit 1 when there are any).
     #[command(visible_alias = "e")]
     Errors(errors::ErrorsArgs),
@@ -207,6 +213,9 @@ const DASHED: &[(&str, &[&str])] = &[
     ("--clear-logs", &["clear-logs"]),
     ("--health", &["health"]),
     ("--doctor", &["doctor"]),
+    ("--debug-pack", &["debug-pack"]),
+    ("--debug-report", &["debug-report"]),
+    ("--debug-last", &["debug-last"]),
     ("--errors", &["errors"]),
     ("--endpoints", &["endpoints"]),
     ("--test", &["test"]),

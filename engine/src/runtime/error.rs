@@ -41,6 +41,9 @@ pub enum EngineError {
     /// The host could not be reached.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// A debug bundle could not be written or read.
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
     /// The job store failed.
     #[error(transparent)]
     Jobs(#[from] StoreError),

@@ -145,6 +145,23 @@ impl StateRepository {
         Some(state)
     }
 
+    /// The `runs/<run-id>/run_state.json` copy of one run, if it was kept.
+    pub fn run_copy(&self, run_id: &str) -> Result<Option<RunState>, StateError> {
+        if run_id.contains(['/', '\\']) || run_id.starts_with('.') {
+            return Ok(None);
+        }
+        read_json(&self.scope_dir.join("runs").join(run_id).join("run_state.json"))
+    }
+
+    /// The ids of the runs whose copies are kept, oldest first.
+    pub fn run_ids(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.scope_dir.join("runs")) else { return Vec::new() };
+        let mut ids: Vec<String> =
+            entries.filter_map(Result::ok).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        ids.sort();
+        ids
+    }
+
     /// Targets that have services in the saved state, in the order they appear.
     pub fn running_targets(&self) -> Result<Vec<String>, StateError> {
         let state = self.run_state()?;
@@ -233,7 +250,7 @@ fn write_all(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
 /// A run's history copy: the same artifacts without their secrets ([`super::redact`]).
 fn write_redacted(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
     let scope = dir.parent().and_then(Path::parent).unwrap_or(dir);
-    let mut secrets = known_secrets(scope);
+    let mut secrets = super::redact::known_secrets(scope);
     let files = [
         as_json(dir.join("run_state.json"), &artifacts.run_state)?,
         as_json(dir.join("runtime_map.json"), &artifacts.runtime_map)?,
@@ -257,18 +274,6 @@ fn as_json<T: Serialize>(path: PathBuf, value: &T) -> Result<(PathBuf, serde_jso
         Ok(json) => Ok((path, json)),
         Err(e) => Err(StateError::Corrupt { path, detail: e.to_string() }),
     }
-}
-
-/// The generated passwords of the scope's servers (`secrets/*.password`).
-fn known_secrets(scope: &Path) -> Vec<String> {
-    std::fs::read_dir(scope.join(super::redact::SECRETS_DIR))
-        .into_iter()
-        .flatten()
-        .filter_map(Result::ok)
-        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .collect()
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {

@@ -120,6 +120,35 @@ pub fn exec(rt: &EngineRuntime, args: &DoctorArgs) -> Result<Outcome, EngineErro
     Ok(if report.ok { Outcome::Success } else { Outcome::Failure })
 }
 
+/// A fresh report of the default targets without the canary and without saving it (for `debug-pack`); `None`
+/// when interrupted.
+pub fn fresh_report(rt: &EngineRuntime) -> Result<Option<ReadinessReport>, EngineError> {
+    let started = Instant::now();
+    let tokio = rt.tokio()?;
+    let settings = rt.settings().map_err(|e| e.to_string());
+    let targets = match &settings {
+        Ok(_) => rt.select(&crate::targets::Selection::Default).unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    let open_store = || rt.job_store().map_err(|e| e.to_string());
+    let options = Options { strict: false, canary: false, gates: Vec::new(), canary_timeout: CANARY_TIMEOUT };
+    let never = || false;
+    let ctx = Ctx::new(
+        settings,
+        rt.paths().ok(),
+        targets,
+        rt.env().get("PATH").map(str::to_owned),
+        rt.state().ok(),
+        rt.ledger().ok(),
+        &open_store,
+        tokio,
+        options,
+        &never,
+    );
+    Ok(doctor::run(&ctx)
+        .map(|(gates, checks)| doctor::report(&ctx, gates, checks, Vec::new(), started.elapsed())))
+}
+
 /// What `--fix` did, after the first verdict.
 fn print_fixes(rt: &EngineRuntime, before: &ReadinessReport, after: &ReadinessReport) {
     let mut out = format!("before --fix: {}\n", verdict_line(before, None));

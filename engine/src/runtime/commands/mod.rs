@@ -4,6 +4,7 @@ pub mod blast_all;
 pub mod completions;
 pub mod config_cmd;
 pub mod dashboard;
+pub mod debug;
 pub mod doctor;
 pub mod endpoints;
 pub mod env_cmd;
@@ -60,6 +61,9 @@ pub fn dispatch(rt: &EngineRuntime, command: &Command) -> Result<Outcome, Engine
         Command::Completions(args) => completions::exec(rt, args),
         Command::Man(args) => man::exec(rt, args),
         Command::Doctor(args) => doctor::exec(rt, args),
+        Command::DebugPack(args) => debug::exec_pack(rt, args),
+        Command::DebugReport(args) => debug::exec_report(rt, args),
+        Command::DebugLast(args) => debug::exec_last(rt, args),
         Command::Errors(args) => errors::exec(rt, args),
         Command::Endpoints(args) => endpoints::exec(rt, args),
         Command::Env(args) => env_cmd::exec(rt, args),
