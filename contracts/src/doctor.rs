@@ -117,4 +117,5 @@ pub const ARTIFACT_SCHEMAS: &[(&str, &str)] = &[
     ("bundle_facts", include_str!("../schemas/bundle_facts.json")),
     ("bundle_job", include_str!("../schemas/bundle_job.json")),
     ("debug_report", include_str!("../schemas/debug_report.json")),
+    ("job_server", include_str!("../schemas/job_server.json")),
 ];

@@ -269,7 +269,7 @@ pub enum JobServerStatus {
 }
 
 /// The Redis server envctl runs for a repository's job runtime when `[jobs] backend = "redis"` names no URL:
-/// `jobs_server.json` in the scope directory (0600), and the `job_server` of `explain-startup`, `health`,
+/// `job_server.json` in the scope directory (0600), and the `job_server` of `explain-startup`, `health`,
 /// `endpoints` and `list-targets`. It carries no secret: the password is in `secrets/repository.jobs.password`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct JobServer {

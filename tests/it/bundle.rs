@@ -497,3 +497,38 @@ fn debug_last_names_the_newest_bundle_and_bad_input_is_refused() {
     run.fails();
     assert!(run.stderr.contains("not-a-bundle.tar.gz"), "{}", run.stderr);
 }
+
+#[test]
+fn a_bundle_holds_the_managed_job_server_but_never_its_password() {
+    let env = TestEnv::new();
+    env.write(".envctl", &format!("[jobs]\nbackend = \"redis\"\nport = {}\n", free_port()));
+    env.envctl(&["jobs", "enqueue", "noop"]).ok();
+    let scope = std::fs::read_dir(env.runtime.join("scopes"))
+        .expect("scopes")
+        .next()
+        .expect("scope")
+        .expect("e")
+        .path();
+    let password = std::fs::read_to_string(scope.join("secrets/repository.jobs.password")).expect("password");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scope.join("job_server.json")).expect("record")).expect("json");
+
+    let (_, top) = pack(&env, &[], &[]);
+    let all = files(&top);
+    let server = all.get("latest/job_server.json").expect("the job server's record is in the bundle");
+    envctl_engine::doctor::validate_artifact("job_server", server).expect("it matches its schema");
+    assert!(all.contains_key("logs/jobs-server.log"), "its log too: {:?}", all.keys().collect::<Vec<_>>());
+    let facts: serde_json::Value = serde_json::from_slice(&all["facts.json"]).expect("facts");
+    let listed = facts["processes"]
+        .as_array()
+        .expect("processes")
+        .iter()
+        .any(|p| p["owner"] == "jobs-server" && p["pid"] == record["pid"]);
+    assert!(listed, "its process is in the process tree: {}", facts["processes"]);
+    for (name, bytes) in &all {
+        assert!(
+            !String::from_utf8_lossy(bytes).contains(password.trim()),
+            "the job server's password leaked into {name}"
+        );
+    }
+}

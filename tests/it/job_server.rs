@@ -15,14 +15,14 @@ fn managed(env: &TestEnv) {
 
 /// The job server's record.
 fn record(env: &TestEnv) -> serde_json::Value {
-    let path = scope_dir(env).join("jobs_server.json");
+    let path = scope_dir(env).join("job_server.json");
     serde_json::from_slice(&std::fs::read(&path).expect("the job server's record")).expect("JSON")
 }
 
 /// Whether any scope of this environment has a job server record.
 fn has_record(env: &TestEnv) -> bool {
     std::fs::read_dir(env.runtime.join("scopes"))
-        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("jobs_server.json").exists())))
+        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.path().join("job_server.json").exists())))
 }
 
 fn scope_dir(env: &TestEnv) -> PathBuf {
@@ -85,7 +85,7 @@ fn the_first_job_command_starts_the_server_and_the_next_ones_reuse_it() {
     assert!(unauthenticated_ping(port).starts_with("-NOAUTH"), "{}", unauthenticated_ping(port));
     let scope = scope_dir(&env);
     for (path, mode) in [
-        (scope.join("jobs_server.json"), 0o600),
+        (scope.join("job_server.json"), 0o600),
         (scope.join("secrets").join("repository.jobs.password"), 0o600),
         (scope.join("data").join("jobs"), 0o700),
     ] {
@@ -167,7 +167,7 @@ fn two_repositories_get_two_servers() {
     let records: Vec<serde_json::Value> = scopes
         .iter()
         .map(|s| {
-            serde_json::from_slice(&std::fs::read(s.join("jobs_server.json")).expect("record")).expect("json")
+            serde_json::from_slice(&std::fs::read(s.join("job_server.json")).expect("record")).expect("json")
         })
         .collect();
     assert_ne!(records[0]["port"], records[1]["port"], "{records:?}");

@@ -39,7 +39,7 @@ pub fn gather(sources: &FactSources<'_>, redactor: &mut Redactor) -> BundleFacts
             .map(|(name, h)| ((*name).to_owned(), h.join().ok().flatten()))
             .collect::<BTreeMap<_, _>>()
     });
-    let processes = processes(sources.run_state, redactor);
+    let processes = processes(sources.run_state, sources.scope_dir, redactor);
     let ours: BTreeSet<u32> = processes.iter().filter(|p| p.alive).map(|p| p.pid).collect();
     let ports = ports(sources, &ours, redactor);
     BundleFacts {
@@ -64,18 +64,27 @@ fn version(name: &str, path_var: Option<&str>) -> Option<String> {
 }
 
 /// The host, every recorded process and each one's living descendants.
-fn processes(run_state: Option<&RunState>, redactor: &mut Redactor) -> Vec<ProcessFact> {
-    let Some(state) = run_state else { return Vec::new() };
+fn processes(
+    run_state: Option<&RunState>,
+    scope_dir: &std::path::Path,
+    redactor: &mut Redactor,
+) -> Vec<ProcessFact> {
     let mut out: Vec<ProcessFact> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut recorded: Vec<(String, u32, u64)> = Vec::new();
-    if let Some(host) = state.host {
+    if let Some(host) = run_state.and_then(|s| s.host) {
         recorded.push(("host".to_owned(), host.pid, host.start_time));
     }
-    for record in &state.services {
+    for record in run_state.map(|s| s.services.as_slice()).unwrap_or_default() {
         if let (Some(pid), Some(started)) = (record.pid, record.pid_start_time) {
             recorded.push((format!("{}/{}", record.target, record.service), pid, started));
         }
+    }
+    // The job runtime's managed Redis, which belongs to the repository rather than to a run.
+    if let Some(server) = crate::requirements::job_server::read_record(scope_dir)
+        && let (Some(pid), Some(started)) = (server.pid, server.pid_start_time)
+    {
+        recorded.push((crate::requirements::job_server::ROLE.to_owned(), pid, started));
     }
     for (owner, pid, started) in recorded {
         let alive = proc_info::is_same_process(pid, started);

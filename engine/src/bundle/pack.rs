@@ -81,6 +81,8 @@ const ARTIFACTS: &[&str] = &[
     "error_report.json",
     "runtime_readiness_report.json",
     "test_results.json",
+    // The managed job server's record (the latest view only: it belongs to no run).
+    "job_server.json",
 ];
 
 /// Writes a bundle of the scope.
@@ -145,21 +147,7 @@ pub fn pack(sources: &Sources<'_>, options: &PackOptions) -> Result<Packed, Bund
     let facts = facts::gather(&fact_sources, &mut redactor);
     w.json("facts.json", to_value(&facts), &mut redactor)?;
     jobs(&mut w, sources, run.as_ref(), options, cutoff, &mut notes, &mut redactor)?;
-    if let Some(state) = &run {
-        for record in &state.services {
-            let Some(log) = &record.log_path else { continue };
-            let name = format!("logs/{}.{}.log", record.target, record.service);
-            if let Err(e) = w.tail(&name, Path::new(log), options.log_bytes, &mut redactor) {
-                notes.push(format!("{log}: {e}"));
-            }
-        }
-    }
-    let host_log = scope.join("host.log");
-    if host_log.is_file()
-        && let Err(e) = w.tail("logs/host.log", &host_log, options.log_bytes, &mut redactor)
-    {
-        notes.push(format!("{}: {e}", host_log.display()));
-    }
+    logs(&mut w, run.as_ref(), &scope, options.log_bytes, &mut notes, &mut redactor);
 
     let counts = redactor.counts();
     let manifest = BundleManifest {
@@ -186,6 +174,36 @@ pub fn pack(sources: &Sources<'_>, options: &PackOptions) -> Result<Packed, Bund
     buffered.get_ref().sync_all().map_err(io)?;
     std::fs::rename(&partial, &path).map_err(|source| BundleError::Io { path: path.clone(), source })?;
     Ok(Packed { path, manifest })
+}
+
+/// The last `max` bytes of each recorded process's log, the job server's and the host's.
+fn logs(
+    w: &mut Writer,
+    run: Option<&RunState>,
+    scope: &Path,
+    max: u64,
+    notes: &mut Vec<String>,
+    redactor: &mut Redactor,
+) {
+    // A recorded log that is gone is noted; the job server's and the host's are there only once they ran.
+    let mut logs: Vec<(String, PathBuf, bool)> = run
+        .map(|state| state.services.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| {
+            Some((format!("logs/{}.{}.log", r.target, r.service), PathBuf::from(r.log_path.as_ref()?), true))
+        })
+        .collect();
+    logs.push(("logs/jobs-server.log".into(), crate::requirements::job_server::log_path(scope), false));
+    logs.push(("logs/host.log".into(), scope.join("host.log"), false));
+    for (name, path, recorded) in logs {
+        if !recorded && !path.is_file() {
+            continue;
+        }
+        if let Err(e) = w.tail(&name, &path, max, redactor) {
+            notes.push(format!("{}: {e}", path.display()));
+        }
+    }
 }
 
 /// The run to describe: `run_id`'s (the latest view when it is that run, else its `runs/` copy), or the latest.

@@ -116,6 +116,7 @@ fn deserializes(stem: &str, value: Value) -> Result<(), String> {
         "bundle_facts" => serde_json::from_value::<bundle::BundleFacts>(value).map(drop),
         "bundle_job" => serde_json::from_value::<bundle::BundleJob>(value).map(drop),
         "debug_report" => serde_json::from_value::<bundle::DebugReport>(value).map(drop),
+        "job_server" => serde_json::from_value::<jobs::JobServer>(value).map(drop),
         _ => Ok(()),
     };
     result.map_err(|e| e.to_string())

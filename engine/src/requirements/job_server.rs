@@ -23,12 +23,12 @@ pub const ROLE: &str = "jobs-server";
 
 /// Where its record lives in the scope directory.
 pub fn record_path(scope_dir: &Path) -> PathBuf {
-    scope_dir.join("jobs_server.json")
+    scope_dir.join("job_server.json")
 }
 
 /// The lock that serializes commands starting it at once.
 pub fn lock_path(scope_dir: &Path) -> PathBuf {
-    scope_dir.join("jobs_server.lock")
+    scope_dir.join("job_server.lock")
 }
 
 /// Where it keeps the queue (under `data/`, so `stop-all --remove-data` removes it).
