@@ -208,8 +208,14 @@ fn start_on(
         started_at: Some(now_rfc3339()),
     };
     let bytes = serde_json::to_vec_pretty(&record).unwrap_or_default();
-    write_atomic(&job_server::record_path(scope_dir), &bytes)
-        .map_err(|e| Start::Failed(failed(format!("cannot record it: {e}"))))?;
+    // Atomic, not synced: it names a running process, which a power loss ends anyway (and the pid and start time
+    // a torn record would name then are checked before anything trusts them).
+    crate::state::write_atomic_with(
+        &job_server::record_path(scope_dir),
+        &bytes,
+        crate::state::Durability::None,
+    )
+    .map_err(|e| Start::Failed(failed(format!("cannot record it: {e}"))))?;
     tracing::info!(port, pid, elapsed_ms = began.elapsed().as_millis(), "job server started");
     // Reap it when it ends while this process lives on (a host or a worker), so it never lingers as a zombie.
     std::thread::spawn(move || child.wait());

@@ -408,18 +408,27 @@ async fn enqueue(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
     Ok((StatusCode::CREATED, axum::Json(Enqueued { id })).into_response())
 }
 
+/// Job `id`, when the caller's token may see it (a service's: only its own target's jobs).
+async fn permitted_job(
+    api: &Api,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<envctl_contracts::jobs::Job, Refusal> {
+    let caller = job_caller(api, headers)?;
+    let found = {
+        let id = id.to_owned();
+        blocking(api, move |s| s.get(&id)).await?
+    };
+    allowed(caller.as_ref(), found.target.as_ref(), id)?;
+    Ok(found)
+}
+
 async fn job(
     State(api): State<Api>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let caller = job_caller(&api, &headers)?;
-    let found = {
-        let id = id.clone();
-        blocking(&api, move |s| s.get(&id)).await?
-    };
-    allowed(caller.as_ref(), found.target.as_ref(), &id)?;
-    Ok(axum::Json(found).into_response())
+    Ok(axum::Json(permitted_job(&api, &id, &headers).await?).into_response())
 }
 
 async fn cancel(
@@ -427,12 +436,7 @@ async fn cancel(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let caller = job_caller(&api, &headers)?;
-    let found = {
-        let id = id.clone();
-        blocking(&api, move |s| s.get(&id)).await?
-    };
-    allowed(caller.as_ref(), found.target.as_ref(), &id)?;
+    permitted_job(&api, &id, &headers).await?;
     let status = blocking(&api, move |s| s.cancel(&id)).await?;
     Ok(axum::Json(Cancelled { status }).into_response())
 }
