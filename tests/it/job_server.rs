@@ -298,3 +298,24 @@ fn commands_racing_on_a_cold_machine_agree_on_one_server() {
     let (pid, _) = pid_of(&record(&env));
     assert_eq!(servers_of(&scope_dir(&env)), vec![pid], "exactly one server, the recorded one");
 }
+
+#[test]
+fn a_server_whose_record_was_lost_is_found_by_its_marks_never_started_twice_and_stopped_by_stop_all() {
+    let env = TestEnv::new();
+    managed(&env);
+    env.envctl(&["jobs", "enqueue", "noop"]).ok();
+    let (pid, started) = pid_of(&record(&env));
+    std::fs::remove_file(scope_dir(&env).join("job_server.json")).expect("lose the record");
+
+    assert_eq!(count(&stats(&env), "queued"), 1);
+    assert_eq!(
+        pid_of(&record(&env)),
+        (pid, started),
+        "the running server was adopted, not a second one started"
+    );
+    assert_eq!(servers_of(&scope_dir(&env)), vec![pid]);
+
+    std::fs::remove_file(scope_dir(&env).join("job_server.json")).expect("lose it again");
+    env.envctl(&["stop-all"]).ok();
+    assert!(crate::support::eventually(5, || !alive(pid, started)), "stop-all found it by its marks");
+}

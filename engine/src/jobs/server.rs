@@ -97,6 +97,10 @@ pub fn ensure(spec: &ServerSpec) -> Result<Running, StoreError> {
     if let Some(record) = live_record(scope_dir) {
         return Ok(Running { password: password(&record)?, record, started: false });
     }
+    // Its record lost (deleted, torn) while it runs: found by its marks and recorded again, never started twice.
+    if let Some(record) = adopt(spec) {
+        return Ok(Running { password: password(&record)?, record, started: false });
+    }
     let binary = crate::requirements::find_binary("redis-server", spec.path_var.as_deref()).ok_or_else(|| {
         failed(
             "redis-server was not found on PATH (jobs.backend is redis and no URL is set, so envctl runs one)\nhint: apt-get install redis-server, or set [jobs].redis_url to a server you run",
@@ -123,6 +127,47 @@ pub fn ensure(spec: &ServerSpec) -> Result<Running, StoreError> {
         }
     }
     Err(failed(last_error))
+}
+
+/// The repository's job server running without a record (found by its marks, answering on the port its argv
+/// names), recorded again.
+fn adopt(spec: &ServerSpec) -> Option<JobServer> {
+    let scope = crate::plan::scope_of(&spec.paths);
+    let (pid, started) = proc_info::with_role(&scope, ROLE).into_iter().next()?;
+    let argv: Vec<String> = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()?
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let port: u16 = argv.iter().position(|a| a == "--port").and_then(|i| argv.get(i + 1))?.parse().ok()?;
+    let secret = job_server::password(&spec.paths.scope_dir).ok()?;
+    ping(port, &secret).ok()?;
+    let ledger = Ledger::new(&spec.paths.ledger_dir);
+    let _ = ledger.claim(&[(port, job_server::lease_owner(&spec.paths))], pid, started);
+    let record = JobServer {
+        schema_version: SCHEMA_VERSION,
+        status: JobServerStatus::Running,
+        port,
+        bind: spec.bind.clone(),
+        url: job_server::url(&spec.bind, port, None),
+        data_dir: job_server::data_dir(&spec.paths.scope_dir).display().to_string(),
+        log_path: job_server::log_path(&spec.paths.scope_dir).display().to_string(),
+        binary: argv.first().cloned(),
+        pid: Some(pid),
+        pid_start_time: Some(started),
+        started_at: None,
+    };
+    let bytes = serde_json::to_vec_pretty(&record).unwrap_or_default();
+    let saved = crate::state::write_atomic_with(
+        &job_server::record_path(&spec.paths.scope_dir),
+        &bytes,
+        crate::state::Durability::None,
+    );
+    if let Err(e) = saved {
+        tracing::warn!(error = %e, "the adopted job server could not be recorded");
+    }
+    tracing::info!(pid, port, "job server adopted (its record was lost)");
+    Some(record)
 }
 
 /// Plans the server's port: the one it had (so a worker pointed at it elsewhere keeps reaching it), else
@@ -282,14 +327,23 @@ pub struct StoppedServer {
 /// writes out its append-only file, `SIGKILL` after 10 s — releases its port lease and marks its record stopped.
 /// Its data stays.
 pub async fn stop(paths: &Paths) -> Result<Option<StoppedServer>, StoreError> {
-    let Some(mut record) = job_server::read_record(&paths.scope_dir) else { return Ok(None) };
+    let scope = crate::plan::scope_of(paths);
+    let marked = crate::supervisor::signal::scan(move || proc_info::with_role(&scope, ROLE)).await;
+    let record = job_server::read_record(&paths.scope_dir);
     let mut stopped = None;
-    if let Some((pid, started)) = record.pid.zip(record.pid_start_time)
-        && proc_info::is_same_process(pid, started)
-    {
+    // The recorded server, and any of this repository's found by its marks (one whose record was lost).
+    let recorded = record.as_ref().and_then(|r| r.pid.zip(r.pid_start_time));
+    for (pid, started) in recorded.into_iter().chain(marked) {
+        if stopped.as_ref().is_some_and(|s: &StoppedServer| s.pid == pid)
+            || !proc_info::is_same_process(pid, started)
+        {
+            continue;
+        }
         crate::supervisor::signal::stop_unowned(pid, started, Duration::from_secs(10)).await;
-        stopped = Some(StoppedServer { pid, port: record.port, data_dir: PathBuf::from(&record.data_dir) });
+        let port = record.as_ref().map_or(0, |r| r.port);
+        stopped = Some(StoppedServer { pid, port, data_dir: job_server::data_dir(&paths.scope_dir) });
     }
+    let Some(mut record) = record else { return Ok(stopped) };
     let owner = job_server::lease_owner(paths);
     let ledger = Ledger::new(&paths.ledger_dir);
     let _ = ledger.release(|o| *o == owner);

@@ -105,6 +105,25 @@ pub fn marked_leaders(scope: &str) -> Vec<Marked> {
         .collect()
 }
 
+/// Every living process whose environment carries `ENVCTL_SCOPE=<scope>` and `ENVCTL_ROLE=<role>` (a full `/proc`
+/// scan), with its start time: how a server envctl runs for the whole repository (the job server) is found when
+/// its record is lost. Processes of other users are not readable and so never found.
+pub fn with_role(scope: &str, role: &str) -> Vec<(u32, u64)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let (scope_mark, role_mark) = (format!("ENVCTL_SCOPE={scope}"), format!("{ROLE_VAR}={role}"));
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            (vars.contains(&scope_mark.as_bytes()) && vars.contains(&role_mark.as_bytes()))
+                .then(|| Some((pid, stat(pid)?.start_time)))
+                .flatten()
+        })
+        .collect()
+}
+
 /// Direct children of `pid`, from `/proc/<pid>/task/*/children`.
 pub fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
