@@ -1,0 +1,61 @@
+//! Attacks on envctl's trust boundary: each test is one way a secret or an authority could leak past it.
+
+use std::io::{Read as _, Write as _};
+use std::path::PathBuf;
+
+use crate::support::{TestEnv, free_port};
+
+fn scope_dir(env: &TestEnv) -> PathBuf {
+    std::fs::read_dir(env.runtime.join("scopes"))
+        .expect("scopes")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .next()
+        .expect("a scope directory")
+}
+
+/// One RESP command over a fresh connection, after `AUTH password`: the raw reply.
+fn redis_command(port: u16, password: &str, args: &[&str]) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).expect("timeout");
+    let encode = |args: &[&str]| {
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        out
+    };
+    let request = encode(&["AUTH", password]) + &encode(args);
+    stream.write_all(request.as_bytes()).expect("write");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let mut buf = [0u8; 512];
+    let n = stream.read(&mut buf).unwrap_or(0);
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// The managed job server refuses envctl's connection (here: its password was changed under it; the same path
+/// is taken by any failing store call): the error envctl prints must not carry the password it connected with.
+#[test]
+fn a_job_store_error_never_prints_the_job_server_password() {
+    let env = TestEnv::new();
+    env.write(".envctl", &format!("[jobs]\nbackend = \"redis\"\nport = {}\n", free_port()));
+    env.envctl(&["jobs", "enqueue", "noop"]).ok();
+    let scope = scope_dir(&env);
+    let password = std::fs::read_to_string(scope.join("secrets/repository.jobs.password"))
+        .expect("password")
+        .trim()
+        .to_owned();
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scope.join("jobs_server.json")).expect("record"))
+            .expect("json");
+    let port = u16::try_from(record["port"].as_u64().expect("port")).expect("port");
+    let reply = redis_command(port, &password, &["CONFIG", "SET", "requirepass", "someone-else-s-password"]);
+    assert!(reply.contains("+OK\r\n+OK"), "{reply}");
+    let failed = env.envctl(&["jobs", "list"]);
+    failed.fails();
+    let all = format!("{}\n{}", failed.stdout, failed.stderr);
+    assert!(all.contains("job store"), "the store error is reported: {all}");
+    assert!(!all.contains(&password), "the job server's password is printed: {all}");
+    redis_command(port, "someone-else-s-password", &["CONFIG", "SET", "requirepass", &password]);
+    env.envctl(&["stop-all"]).ok();
+}
