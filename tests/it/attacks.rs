@@ -59,3 +59,29 @@ fn a_job_store_error_never_prints_the_job_server_password() {
     redis_command(port, "someone-else-s-password", &["CONFIG", "SET", "requirepass", &password]);
     env.envctl(&["stop-all"]).ok();
 }
+
+/// A job of one target holds a token for its own target's jobs only; its variables are no different: another
+/// target's (`?target=`) are refused with 403 and not written, its own and the repository's are served, and a
+/// target that is no target name (a tab would reach into another variable's field) is refused with 400.
+#[test]
+fn a_target_s_job_reaches_no_other_target_s_variables() {
+    use crate::runtime_api::{Worker, enqueue, handed, handing_over, http, signals};
+    let env = TestEnv::new();
+    let dir = signals(&env);
+    env.envctl(&["vars", "set", "secret", "theirs", "--target", "feature-x"]).ok();
+    enqueue(&env, &[], &handing_over(&dir, "a"), &["--target", "main"]);
+    let _worker = Worker::start(&env, &[], &["--drain"]);
+    let (url, execution, token) = handed(&dir, "a");
+    let var = |rest: &str| format!("/executions/{execution}/variables/{rest}");
+    let got = http(&url, "GET", &var("secret?target=feature-x"), Some(&token), "");
+    assert_eq!(got.0, 403, "another target's variable is read: {}", got.1);
+    let put = http(&url, "PUT", &var("secret?target=feature-x"), Some(&token), r#"{"value": "mine"}"#);
+    assert_eq!(put.0, 403, "another target's variable is written: {}", put.1);
+    assert_eq!(http(&url, "DELETE", &var("secret?target=feature-x"), Some(&token), "").0, 403);
+    assert_eq!(http(&url, "POST", &var("n/incr?target=feature-x"), Some(&token), "").0, 403);
+    assert_eq!(http(&url, "PUT", &var("k?target=main"), Some(&token), r#"{"value": "1"}"#).0, 204);
+    assert_eq!(http(&url, "PUT", &var("k"), Some(&token), r#"{"value": "1"}"#).0, 204);
+    assert_eq!(http(&url, "PUT", &var("k?target=main%09x"), Some(&token), r#"{"value": "1"}"#).0, 400);
+    assert_eq!(env.envctl(&["vars", "get", "secret", "--target", "feature-x"]).ok().stdout.trim(), "theirs");
+    std::fs::write(dir.join("a.go"), "").expect("go");
+}

@@ -284,6 +284,23 @@ struct Scope {
     target: Option<String>,
 }
 
+/// The variables' target a request may use: a target's job reaches its own target's (and the repository's)
+/// only, as with the job endpoints; a target that is no target name (a tab would reach into another variable's
+/// field) is 400.
+fn variable_target(job: &Job, asked: Option<String>) -> Result<Option<String>, Refusal> {
+    if let Some(t) = &asked {
+        crate::targets::validate_name(t).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        if let Some(own) = &job.target
+            && own != t
+        {
+            return Err(Refusal::Forbidden(format!(
+                "this token is for a job of target `{own}`; it reaches no variable of target `{t}`"
+            )));
+        }
+    }
+    Ok(asked)
+}
+
 fn check_key(key: &str) -> Result<(), Refusal> {
     if key.is_empty() || key.len() > 256 || key.contains('\t') {
         return Err(Refusal::BadRequest(format!("variable name `{key}`: 1 to 256 bytes, no tab")));
@@ -297,9 +314,9 @@ async fn var_get(
     Query(scope): Query<Scope>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    execution(&api, &headers, &id)?;
+    let job = execution(&api, &headers, &id)?;
     check_key(&key)?;
-    let target = scope.target;
+    let target = variable_target(&job, scope.target)?;
     let (k, t) = (key.clone(), target.clone());
     match blocking(&api, move |s| s.var_get(t.as_deref(), &k)).await? {
         Some(value) => Ok(axum::Json(VariableValue { key, target, value }).into_response()),
@@ -314,10 +331,11 @@ async fn var_set(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    execution(&api, &headers, &id)?;
+    let job = execution(&api, &headers, &id)?;
     check_key(&key)?;
+    let target = variable_target(&job, scope.target)?;
     let SetVariable { value } = parse(&body)?;
-    blocking(&api, move |s| s.var_set(scope.target.as_deref(), &key, &value)).await?;
+    blocking(&api, move |s| s.var_set(target.as_deref(), &key, &value)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -327,10 +345,11 @@ async fn var_delete(
     Query(scope): Query<Scope>,
     headers: HeaderMap,
 ) -> Result<StatusCode, Refusal> {
-    execution(&api, &headers, &id)?;
+    let job = execution(&api, &headers, &id)?;
     check_key(&key)?;
+    let target = variable_target(&job, scope.target)?;
     let k = key.clone();
-    if blocking(&api, move |s| s.var_delete(scope.target.as_deref(), &k)).await? {
+    if blocking(&api, move |s| s.var_delete(target.as_deref(), &k)).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Refusal::NotFound(format!("no variable `{key}`")))
@@ -344,12 +363,12 @@ async fn var_incr(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    execution(&api, &headers, &id)?;
+    let job = execution(&api, &headers, &id)?;
     check_key(&key)?;
+    let target = variable_target(&job, scope.target)?;
     let Increment { by } =
         if body.iter().all(u8::is_ascii_whitespace) { Increment::default() } else { parse(&body)? };
-    let (k, target) = (key.clone(), scope.target);
-    let t = target.clone();
+    let (k, t) = (key.clone(), target.clone());
     let value = blocking(&api, move |s| s.var_incr(t.as_deref(), &k, by.unwrap_or(1))).await?;
     Ok(axum::Json(VariableValue { key, target, value: value.to_string() }).into_response())
 }
