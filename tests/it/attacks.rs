@@ -85,3 +85,34 @@ fn a_target_s_job_reaches_no_other_target_s_variables() {
     assert_eq!(env.envctl(&["vars", "get", "secret", "--target", "feature-x"]).ok().stdout.trim(), "theirs");
     std::fs::write(dir.join("a.go"), "").expect("go");
 }
+
+/// A job's script that prints its environment (`env`, `set -x`, a curl with `-v`) must not put its token in the
+/// job's log, which the store keeps and `jobs logs` and bundles show.
+#[test]
+fn a_job_that_prints_its_environment_leaves_no_token_in_its_log() {
+    use crate::runtime_api::{Worker, enqueue, signals};
+    let env = TestEnv::new();
+    let dir = signals(&env);
+    let d = dir.display();
+    let id = enqueue(
+        &env,
+        &[],
+        &format!(
+            "printf '%s' \"$ENVCTL_EXECUTION_TOKEN\" > {d}/token; env; echo \"Authorization: Bearer $ENVCTL_EXECUTION_TOKEN\" >&2; \"$ENVCTL_BIN\" job log \"api-log $ENVCTL_EXECUTION_TOKEN\""
+        ),
+        &[],
+    );
+    Worker::start(&env, &[], &["--drain"]).finishes();
+    let token = std::fs::read_to_string(dir.join("token")).expect("token");
+    assert!(token.len() > 20, "the job had a token: {token}");
+    let logs = env.envctl(&["jobs", "logs", &id]).ok().stdout.clone();
+    assert!(
+        logs.contains("ENVCTL_EXECUTION_TOKEN=")
+            && logs.contains("Authorization: Bearer")
+            && logs.contains("api-log"),
+        "{logs}"
+    );
+    assert!(!logs.contains(&token), "the token is in the job's log: {logs}");
+    let record = env.envctl(&["jobs", "show", &id, "--json"]).ok().stdout.clone();
+    assert!(!record.contains(&token), "the token is in the job's record: {record}");
+}

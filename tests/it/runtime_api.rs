@@ -22,7 +22,7 @@ impl Worker {
     }
 
     /// Waits (bounded) for it to exit on its own (`--drain`).
-    fn finishes(&mut self) {
+    pub(crate) fn finishes(&mut self) {
         assert!(eventually(60, || self.0.try_wait().ok().flatten().is_some()), "the worker did not drain");
     }
 }

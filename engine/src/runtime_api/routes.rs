@@ -138,12 +138,17 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Refusal> {
 
 /// The verified claims of the request's bearer token.
 fn claims(api: &Api, headers: &HeaderMap) -> Result<Claims, Refusal> {
-    let token = headers
+    let token = bearer(headers).ok_or(Refusal::Unauthorized)?;
+    api.signer.verify(token).ok_or(Refusal::Unauthorized)
+}
+
+/// The request's bearer token, as sent.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(Refusal::Unauthorized)?;
-    api.signer.verify(token.trim()).ok_or(Refusal::Unauthorized)
+        .map(str::trim)
 }
 
 /// The live attempt `id` whose token the request carries.
@@ -396,7 +401,15 @@ async fn log(
 ) -> Result<StatusCode, Refusal> {
     let job = execution(&api, &headers, &id)?;
     let LogMessage { message } = parse(&body)?;
-    let lines: Vec<String> = message.lines().map(str::to_owned).collect();
+    // The caller's own token, logged by mistake, is kept out of the job's log.
+    let token = bearer(&headers).unwrap_or_default();
+    let lines: Vec<String> =
+        message
+            .lines()
+            .map(|l| {
+                if token.is_empty() { l.to_owned() } else { l.replace(token, crate::state::redact::REDACTED) }
+            })
+            .collect();
     blocking(&api, move |s| s.log(&job.id, &lines)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
