@@ -116,3 +116,30 @@ fn a_job_that_prints_its_environment_leaves_no_token_in_its_log() {
     let record = env.envctl(&["jobs", "show", &id, "--json"]).ok().stdout.clone();
     assert!(!record.contains(&token), "the token is in the job's record: {record}");
 }
+
+/// `GET /jobs/{id}` of another target's job is 403, and so must be waiting on it: its output would be in the
+/// child's context (`parents`), which the enqueuing target's job reads.
+#[test]
+fn a_target_s_job_cannot_read_another_target_s_output_through_a_workflow() {
+    use crate::runtime_api::{Worker, enqueue, handed, handing_over, http, signals};
+    let env = TestEnv::new();
+    let dir = signals(&env);
+    let other = crate::support::ids(
+        &env.envctl(&["jobs", "enqueue", "noop", "--target", "feature-x", "--delay", "1h"]).ok().stdout,
+    )
+    .remove(0);
+    enqueue(&env, &[], &handing_over(&dir, "a"), &["--target", "main"]);
+    let _worker = Worker::start(&env, &[], &[]);
+    let (url, _, token) = handed(&dir, "a");
+    assert_eq!(http(&url, "GET", &format!("/jobs/{other}"), Some(&token), "").0, 403);
+    let body = format!(r#"{{"type": "noop", "after": ["{other}"]}}"#);
+    let (status, reply) = http(&url, "POST", "/jobs", Some(&token), &body);
+    assert_eq!(status, 403, "a child of another target's job was enqueued: {reply}");
+    let own = crate::support::ids(
+        &env.envctl(&["jobs", "enqueue", "noop", "--target", "main", "--delay", "1h"]).ok().stdout,
+    )
+    .remove(0);
+    let body = format!(r#"{{"type": "noop", "after": ["{own}"]}}"#);
+    assert_eq!(http(&url, "POST", "/jobs", Some(&token), &body).0, 201, "its own target's job is a parent");
+    std::fs::write(dir.join("a.go"), "").expect("go");
+}

@@ -435,6 +435,15 @@ async fn enqueue(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
     if let (Some(own), Ok(Some(named))) = (caller.as_ref(), job.resolved_target()) {
         allowed(Some(own), Some(&named.to_owned()), "to enqueue")?;
     }
+    // A parent's output is in its child's context: a token of one target waits on its own target's jobs only.
+    if caller.is_some() && !job.after.is_empty() {
+        let after = job.after.clone();
+        let parents =
+            blocking(&api, move |s| after.iter().map(|id| s.get(id)).collect::<Result<Vec<_>, _>>()).await?;
+        for parent in &parents {
+            allowed(caller.as_ref(), parent.target.as_ref(), &parent.id)?;
+        }
+    }
     let mut ids = blocking(&api, move |s| s.enqueue(&[job])).await?;
     let id = ids.pop().unwrap_or_default();
     Ok((StatusCode::CREATED, axum::Json(Enqueued { id })).into_response())
