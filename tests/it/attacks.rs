@@ -19,9 +19,10 @@ fn redis_command(port: u16, password: &str, args: &[&str]) -> String {
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).expect("timeout");
     let encode = |args: &[&str]| {
+        use std::fmt::Write as _;
         let mut out = format!("*{}\r\n", args.len());
         for a in args {
-            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+            let _ = write!(out, "${}\r\n{a}\r\n", a.len());
         }
         out
     };

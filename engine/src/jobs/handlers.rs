@@ -493,11 +493,8 @@ async fn exec(
     };
     // The attempt's token is never logged nor stored: it lives in the process's environment alone.
     let api = ctx.executions.as_ref().map(|e| e.begin(job, timeout)).unwrap_or_default();
-    // A script that prints its environment (`env`, `set -x`) must not put the token in the job's log.
-    let tokens: Vec<String> =
-        api.iter().filter(|(k, v)| k.ends_with("_TOKEN") && !v.is_empty()).map(|(_, v)| v.clone()).collect();
     let envs = [&ctx.base_env, &place.vars, &env, &api];
-    let finish = exec_process(store, job, command, &dir, envs, &tokens, timeout, cancel).await;
+    let finish = exec_process(store, job, command, &dir, envs, timeout, cancel).await;
     if let Some(executions) = &ctx.executions {
         executions.end(job, &finish);
     }
@@ -511,7 +508,6 @@ async fn exec_process(
     command: &str,
     dir: &std::path::Path,
     envs: [&BTreeMap<String, String>; 4],
-    tokens: &[String],
     timeout: Option<Duration>,
     cancel: CancellationToken,
 ) -> Finish {
@@ -538,7 +534,13 @@ async fn exec_process(
     };
     let pid = child.id().unwrap_or_default();
     let started = crate::supervisor::proc_info::start_time(pid).unwrap_or_default();
-    let logger = stream_output(store, &job.id, &mut child, tokens.to_vec());
+    // A script that prints its environment (`env`, `set -x`) must not put the runtime API's token in its log.
+    let tokens: Vec<String> = envs[3]
+        .iter()
+        .filter(|(k, v)| k.ends_with("_TOKEN") && !v.is_empty())
+        .map(|(_, v)| v.clone())
+        .collect();
+    let logger = stream_output(store, &job.id, &mut child, tokens);
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
