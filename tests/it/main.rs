@@ -1,6 +1,7 @@
 //! Integration tests: the real `envctl` binary, run as a user would, in temporary git repositories with `HOME`,
 //! the XDG directories and `ENVCTL_RUNTIME_DIR` redirected into the test's own directory.
 
+mod attacks;
 mod bad_config;
 mod bundle;
 mod config_cmd;

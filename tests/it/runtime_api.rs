@@ -12,17 +12,17 @@ use std::time::Duration;
 use crate::support::{RedisServer, TestEnv, eventually, ids, job};
 
 /// A worker process, SIGKILLed on drop if it has not exited.
-struct Worker(std::process::Child);
+pub(crate) struct Worker(std::process::Child);
 
 impl Worker {
-    fn start(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> Self {
+    pub(crate) fn start(env: &TestEnv, vars: &[(&str, &str)], args: &[&str]) -> Self {
         let mut all = vec!["worker"];
         all.extend_from_slice(args);
         Self(env.spawn_envctl_with(vars, &all))
     }
 
     /// Waits (bounded) for it to exit on its own (`--drain`).
-    fn finishes(&mut self) {
+    pub(crate) fn finishes(&mut self) {
         assert!(eventually(60, || self.0.try_wait().ok().flatten().is_some()), "the worker did not drain");
     }
 }
@@ -34,7 +34,7 @@ impl Drop for Worker {
     }
 }
 
-fn enqueue(env: &TestEnv, vars: &[(&str, &str)], command: &str, extra: &[&str]) -> String {
+pub(crate) fn enqueue(env: &TestEnv, vars: &[(&str, &str)], command: &str, extra: &[&str]) -> String {
     let payload = serde_json::json!({ "command": command }).to_string();
     let mut args = vec!["jobs", "enqueue", "command.exec", "--payload", payload.as_str()];
     args.extend_from_slice(extra);
@@ -42,7 +42,7 @@ fn enqueue(env: &TestEnv, vars: &[(&str, &str)], command: &str, extra: &[&str]) 
 }
 
 /// A directory for a test's signal files.
-fn signals(env: &TestEnv) -> PathBuf {
+pub(crate) fn signals(env: &TestEnv) -> PathBuf {
     let dir = env.repo.join("signals");
     std::fs::create_dir_all(&dir).expect("mkdir");
     dir
@@ -53,7 +53,7 @@ fn read_trimmed(path: &Path) -> String {
 }
 
 /// One raw HTTP/1.1 exchange (as curl would make it): the status and body.
-fn http(url: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+pub(crate) fn http(url: &str, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
     let host = url.strip_prefix("http://").expect("http url");
     let mut stream = TcpStream::connect(host).expect("connect");
     stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
@@ -71,7 +71,7 @@ fn http(url: &str, method: &str, path: &str, token: Option<&str>, body: &str) ->
 }
 
 /// The command of a job that hands the test its runtime API variables and waits for `go`.
-fn handing_over(dir: &Path, name: &str) -> String {
+pub(crate) fn handing_over(dir: &Path, name: &str) -> String {
     let d = dir.display();
     format!(
         "printf '%s\\n%s\\n%s\\n' \"$ENVCTL_RUNTIME_URL\" \"$ENVCTL_EXECUTION_ID\" \"$ENVCTL_EXECUTION_TOKEN\" > {d}/{name}.tmp && mv {d}/{name}.tmp {d}/{name}; while [ ! -f {d}/{name}.go ]; do sleep 0.05; done"
@@ -79,7 +79,7 @@ fn handing_over(dir: &Path, name: &str) -> String {
 }
 
 /// `(url, execution id, token)` a [`handing_over`] job wrote.
-fn handed(dir: &Path, name: &str) -> (String, String, String) {
+pub(crate) fn handed(dir: &Path, name: &str) -> (String, String, String) {
     let file = dir.join(name);
     assert!(eventually(30, || file.exists()), "job {name} did not start");
     let text = std::fs::read_to_string(&file).expect("read");

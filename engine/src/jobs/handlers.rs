@@ -493,9 +493,8 @@ async fn exec(
     };
     // The attempt's token is never logged nor stored: it lives in the process's environment alone.
     let api = ctx.executions.as_ref().map(|e| e.begin(job, timeout)).unwrap_or_default();
-    let finish =
-        exec_process(store, job, command, &dir, [&ctx.base_env, &place.vars, &env, &api], timeout, cancel)
-            .await;
+    let envs = [&ctx.base_env, &place.vars, &env, &api];
+    let finish = exec_process(store, job, command, &dir, envs, timeout, cancel).await;
     if let Some(executions) = &ctx.executions {
         executions.end(job, &finish);
     }
@@ -535,7 +534,13 @@ async fn exec_process(
     };
     let pid = child.id().unwrap_or_default();
     let started = crate::supervisor::proc_info::start_time(pid).unwrap_or_default();
-    let logger = stream_output(store, &job.id, &mut child);
+    // A script that prints its environment (`env`, `set -x`) must not put the runtime API's token in its log.
+    let tokens: Vec<String> = envs[3]
+        .iter()
+        .filter(|(k, v)| k.ends_with("_TOKEN") && !v.is_empty())
+        .map(|(_, v)| v.clone())
+        .collect();
+    let logger = stream_output(store, &job.id, &mut child, tokens);
     let deadline = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -560,11 +565,13 @@ async fn exec_process(
     finish
 }
 
-/// Copies the child's stdout and stderr, line by line, into the job's log (in batches).
+/// Copies the child's stdout and stderr, line by line, into the job's log (in batches), each of `tokens`
+/// replaced wherever it stands.
 fn stream_output(
     store: &Arc<dyn JobStore>,
     job_id: &str,
     child: &mut tokio::process::Child,
+    tokens: Vec<String>,
 ) -> tokio::task::JoinHandle<()> {
     let mut rx = crate::supervisor::logs::output_lines(child);
     {
@@ -574,7 +581,12 @@ fn stream_output(
             loop {
                 let more = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
                 match more {
-                    Ok(Some(line)) => {
+                    Ok(Some(mut line)) => {
+                        for token in &tokens {
+                            if line.contains(token.as_str()) {
+                                line = line.replace(token.as_str(), crate::state::redact::REDACTED);
+                            }
+                        }
                         batch.push(line);
                         if batch.len() < 200 {
                             continue;

@@ -34,6 +34,7 @@ const ENQUEUE_BATCH: usize = 1000;
 
 /// Redis-backed [`JobStore`].
 pub struct RedisStore {
+    /// The URL, its password removed (it is only shown, in errors and logs).
     url: String,
     prefix: String,
     conn: Mutex<redis::Connection>,
@@ -122,8 +123,10 @@ impl RedisStore {
     /// Connects to `url`, keeping every key under `prefix` and reading the time from `clock` (the scripts keep
     /// the server's clock unless `clock` [overrides](Clock::overrides_server_clock) it).
     pub fn open_with_clock(url: &str, prefix: &str, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        // The URL as errors and logs show it: without its password.
+        let shown = crate::state::redact::redact_urls(url);
         let fail =
-            |e: &dyn std::fmt::Display| StoreError::Backend { store: url.to_owned(), detail: e.to_string() };
+            |e: &dyn std::fmt::Display| StoreError::Backend { store: shown.clone(), detail: e.to_string() };
         let client = redis::Client::open(url).map_err(|e| fail(&e))?;
         let mut conn = client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
         let _: bool = redis::cmd("SETNX")
@@ -132,7 +135,7 @@ impl RedisStore {
             .query(&mut conn)
             .map_err(|e| fail(&e))?;
         Ok(Self {
-            url: url.to_owned(),
+            url: shown.clone(),
             prefix: prefix.to_owned(),
             conn: Mutex::new(conn),
             wake: Mutex::new(None),

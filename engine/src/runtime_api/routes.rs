@@ -138,12 +138,17 @@ fn parse<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Refusal> {
 
 /// The verified claims of the request's bearer token.
 fn claims(api: &Api, headers: &HeaderMap) -> Result<Claims, Refusal> {
-    let token = headers
+    let token = bearer(headers).ok_or(Refusal::Unauthorized)?;
+    api.signer.verify(token).ok_or(Refusal::Unauthorized)
+}
+
+/// The request's bearer token, as sent.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(Refusal::Unauthorized)?;
-    api.signer.verify(token.trim()).ok_or(Refusal::Unauthorized)
+        .map(str::trim)
 }
 
 /// The live attempt `id` whose token the request carries.
@@ -284,6 +289,23 @@ struct Scope {
     target: Option<String>,
 }
 
+/// The variables' target a request may use: a target's job reaches its own target's (and the repository's)
+/// only, as with the job endpoints; a target that is no target name (a tab would reach into another variable's
+/// field) is 400.
+fn variable_target(job: &Job, asked: Option<String>) -> Result<Option<String>, Refusal> {
+    if let Some(t) = &asked {
+        crate::targets::validate_name(t).map_err(|e| Refusal::BadRequest(e.to_string()))?;
+        if let Some(own) = &job.target
+            && own != t
+        {
+            return Err(Refusal::Forbidden(format!(
+                "this token is for a job of target `{own}`; it reaches no variable of target `{t}`"
+            )));
+        }
+    }
+    Ok(asked)
+}
+
 fn check_key(key: &str) -> Result<(), Refusal> {
     if key.is_empty() || key.len() > 256 || key.contains('\t') {
         return Err(Refusal::BadRequest(format!("variable name `{key}`: 1 to 256 bytes, no tab")));
@@ -297,9 +319,9 @@ async fn var_get(
     Query(scope): Query<Scope>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    execution(&api, &headers, &id)?;
+    let job = execution(&api, &headers, &id)?;
     check_key(&key)?;
-    let target = scope.target;
+    let target = variable_target(&job, scope.target)?;
     let (k, t) = (key.clone(), target.clone());
     match blocking(&api, move |s| s.var_get(t.as_deref(), &k)).await? {
         Some(value) => Ok(axum::Json(VariableValue { key, target, value }).into_response()),
@@ -314,10 +336,11 @@ async fn var_set(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    execution(&api, &headers, &id)?;
+    let job = execution(&api, &headers, &id)?;
     check_key(&key)?;
+    let target = variable_target(&job, scope.target)?;
     let SetVariable { value } = parse(&body)?;
-    blocking(&api, move |s| s.var_set(scope.target.as_deref(), &key, &value)).await?;
+    blocking(&api, move |s| s.var_set(target.as_deref(), &key, &value)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -327,10 +350,11 @@ async fn var_delete(
     Query(scope): Query<Scope>,
     headers: HeaderMap,
 ) -> Result<StatusCode, Refusal> {
-    execution(&api, &headers, &id)?;
+    let job = execution(&api, &headers, &id)?;
     check_key(&key)?;
+    let target = variable_target(&job, scope.target)?;
     let k = key.clone();
-    if blocking(&api, move |s| s.var_delete(scope.target.as_deref(), &k)).await? {
+    if blocking(&api, move |s| s.var_delete(target.as_deref(), &k)).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(Refusal::NotFound(format!("no variable `{key}`")))
@@ -344,12 +368,12 @@ async fn var_incr(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    execution(&api, &headers, &id)?;
+    let job = execution(&api, &headers, &id)?;
     check_key(&key)?;
+    let target = variable_target(&job, scope.target)?;
     let Increment { by } =
         if body.iter().all(u8::is_ascii_whitespace) { Increment::default() } else { parse(&body)? };
-    let (k, target) = (key.clone(), scope.target);
-    let t = target.clone();
+    let (k, t) = (key.clone(), target.clone());
     let value = blocking(&api, move |s| s.var_incr(t.as_deref(), &k, by.unwrap_or(1))).await?;
     Ok(axum::Json(VariableValue { key, target, value: value.to_string() }).into_response())
 }
@@ -377,7 +401,15 @@ async fn log(
 ) -> Result<StatusCode, Refusal> {
     let job = execution(&api, &headers, &id)?;
     let LogMessage { message } = parse(&body)?;
-    let lines: Vec<String> = message.lines().map(str::to_owned).collect();
+    // The caller's own token, logged by mistake, is kept out of the job's log.
+    let token = bearer(&headers).unwrap_or_default();
+    let lines: Vec<String> =
+        message
+            .lines()
+            .map(|l| {
+                if token.is_empty() { l.to_owned() } else { l.replace(token, crate::state::redact::REDACTED) }
+            })
+            .collect();
     blocking(&api, move |s| s.log(&job.id, &lines)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -402,6 +434,15 @@ async fn enqueue(State(api): State<Api>, headers: HeaderMap, body: Bytes) -> Res
     };
     if let (Some(own), Ok(Some(named))) = (caller.as_ref(), job.resolved_target()) {
         allowed(Some(own), Some(&named.to_owned()), "to enqueue")?;
+    }
+    // A parent's output is in its child's context: a token of one target waits on its own target's jobs only.
+    if caller.is_some() && !job.after.is_empty() {
+        let after = job.after.clone();
+        let parents =
+            blocking(&api, move |s| after.iter().map(|id| s.get(id)).collect::<Result<Vec<_>, _>>()).await?;
+        for parent in &parents {
+            allowed(caller.as_ref(), parent.target.as_ref(), &parent.id)?;
+        }
     }
     let mut ids = blocking(&api, move |s| s.enqueue(&[job])).await?;
     let id = ids.pop().unwrap_or_default();
