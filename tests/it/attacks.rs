@@ -47,8 +47,7 @@ fn a_job_store_error_never_prints_the_job_server_password() {
         .trim()
         .to_owned();
     let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(scope.join("jobs_server.json")).expect("record"))
-            .expect("json");
+        serde_json::from_slice(&std::fs::read(scope.join("job_server.json")).expect("record")).expect("json");
     let port = u16::try_from(record["port"].as_u64().expect("port")).expect("port");
     let reply = redis_command(port, &password, &["CONFIG", "SET", "requirepass", "someone-else-s-password"]);
     assert!(reply.contains("+OK\r\n+OK"), "{reply}");

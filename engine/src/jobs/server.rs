@@ -141,6 +141,9 @@ fn adopt(spec: &ServerSpec) -> Option<JobServer> {
         .collect();
     let port: u16 = argv.iter().position(|a| a == "--port").and_then(|i| argv.get(i + 1))?.parse().ok()?;
     let secret = job_server::password(&spec.paths.scope_dir).ok()?;
+    if !proc_info::listening_ports(&[pid]).contains(&port) {
+        return None;
+    }
     ping(port, &secret).ok()?;
     let ledger = Ledger::new(&spec.paths.ledger_dir);
     let _ = ledger.claim(&[(port, job_server::lease_owner(&spec.paths))], pid, started);
@@ -276,7 +279,10 @@ fn wait_ready(child: &mut std::process::Child, port: u16, secret: &str) -> Resul
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("it exited ({status})"));
         }
-        match ping(port, secret) {
+        // The password goes only to the server this call started: whatever else listens on the port (another
+        // user's process that took it first) gets nothing.
+        let ours = proc_info::listening_ports(&[child.id()]).contains(&port);
+        match if ours { ping(port, secret) } else { Err("not listening yet".into()) } {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= deadline => {
                 return Err(format!("no answer within {READY_WITHIN:?}: {e}"));
