@@ -944,4 +944,62 @@ mod tests {
         clock.advance(DEFAULT_STALE_AFTER + Duration::from_millis(1));
         assert_eq!(state(), vec![(WorkerState::Gone, 0)]);
     }
+    #[test]
+    fn a_store_made_before_the_aggregates_gains_them_from_its_jobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.sqlite3");
+        let clock = Arc::new(ManualClock::default());
+        let now = clock.now_ms();
+        {
+            let store = EmbeddedStore::open_with_clock(&path, clock.clone()).expect("open");
+            let job = NewJob {
+                job_type: "a".into(),
+                target: None,
+                payload: serde_json::json!({}),
+                priority: Priority::Normal,
+                max_attempts: 1,
+                delay: None,
+                input: None,
+                after: Vec::new(),
+            };
+            store.enqueue(&[job.clone(), job.clone(), job]).expect("enqueue");
+            let ids: Vec<String> =
+                store.claim("w", &[], 2, Duration::from_secs(30)).expect("claim").into_iter().map(|j| j.id).collect();
+            store.finish("w", &[(ids[0].clone(), Finish::Succeeded(serde_json::Value::Null))]).expect("finish");
+            let old = store.conn.lock().expect("conn");
+            old.execute_batch(
+                "DROP TRIGGER job_counts_insert; DROP TRIGGER job_counts_update; DROP TRIGGER job_counts_delete; \
+                 DROP TRIGGER job_minutes_unfinish; DROP TRIGGER job_minutes_finish; DROP TRIGGER job_minutes_delete; \
+                 DROP TABLE job_counts; DROP TABLE job_minutes; DROP TABLE job_latency; DROP INDEX jobs_status; \
+                 PRAGMA user_version = 3;",
+            )
+            .expect("the layout before schema 4");
+            old.execute("UPDATE jobs SET finished_at = ?1 WHERE finished_at IS NOT NULL", [now]).expect("finished now");
+        }
+        let store = EmbeddedStore::open_with_clock(&path, clock).expect("open migrates");
+        let stats = store.stats().expect("stats");
+        assert_eq!((stats.queued, stats.running, stats.succeeded, stats.finished_last_hour), (1, 1, 1, 1));
+        assert_eq!(stats.success_rate, Some(1.0));
+        let filter = ListFilter { status: Some(JobStatus::Running), limit: 10, ..ListFilter::default() };
+        assert_eq!(store.list(&filter).expect("list").len(), 1);
+        let plan: String = {
+            let conn = store.conn.lock().expect("conn");
+            let mut stmt = conn
+                .prepare(
+                    "EXPLAIN QUERY PLAN SELECT seq FROM jobs WHERE status = 'succeeded' ORDER BY seq DESC \
+                     LIMIT 10 OFFSET 900",
+                )
+                .expect("plan");
+            stmt.query_map([], |r| r.get::<_, String>(3))
+                .expect("plan")
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .expect("plan")
+                .join(" ")
+        };
+        assert!(
+            plan.contains("jobs_status") && !plan.contains("TEMP B-TREE"),
+            "a list by status is read in order from its index: {plan}"
+        );
+        assert_eq!(store.schema_version().expect("version"), super::super::store::STORE_SCHEMA);
+    }
 }

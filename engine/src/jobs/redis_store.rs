@@ -9,7 +9,10 @@
 //! `all` (every job by sequence), `finished` (by finish time), `counts` (jobs per status), `logs:<id>`, `workers`
 //! (a hash: worker id → `<started>:<last heartbeat>:<running>:<stale at>`, times in milliseconds), `waiting` (jobs
 //! waiting for their parents, by sequence; a job's `parents` field is their ids joined by commas) and `vars` (a
-//! hash: `<target>\t<key>` → value, the target empty for the repository's variables).
+//! hash: `<target>\t<key>` → value, the target empty for the repository's variables), `status:<s>` (the jobs in
+//! status s by sequence, kept by the scripts that move a job, so a list by status reads only its own) and
+//! `stats:<minute>` (aggregates of the jobs that finished in that minute: finished, succeeded, run_n, run_ms and
+//! `l:<bin>` start latencies to two significant digits; `stats` sums the last hour's, expiring after two hours).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -738,5 +741,54 @@ impl RedisStore {
         let set: i64 = self
             .with(|c| self.set_field.key(self.key(&format!("job:{id}"))).arg(field).arg(value).invoke(c))?;
         if set == 0 { Err(StoreError::NotFound(id.to_owned())) } else { Ok(()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::conformance::TestRedis;
+
+    #[test]
+    fn a_store_made_before_the_status_indexes_gains_them_from_its_jobs() {
+        let server = TestRedis::start(false);
+        let job = NewJob {
+            job_type: "a".into(),
+            target: None,
+            payload: serde_json::json!({}),
+            priority: Priority::Normal,
+            max_attempts: 1,
+            delay: None,
+            input: None,
+            after: Vec::new(),
+        };
+        {
+            let store = RedisStore::open(&server.url(), "old").expect("connect");
+            store.enqueue(&[job.clone(), job.clone(), job]).expect("enqueue");
+            let ids: Vec<String> =
+                store.claim("w", &[], 2, Duration::from_secs(30)).expect("claim").into_iter().map(|j| j.id).collect();
+            store.finish("w", &[(ids[0].clone(), Finish::Succeeded(serde_json::Value::Null))]).expect("finish");
+            store
+                .with(|c| {
+                    let keys: Vec<String> = c.keys("old:status:*")?;
+                    let mut stats: Vec<String> = c.keys("old:stats:*")?;
+                    stats.extend(keys);
+                    let _: () = c.del(stats)?;
+                    for (id, _) in c.zrange_withscores::<_, Vec<(String, f64)>>("old:all", 0, -1)? {
+                        let _: () = c.hdel(format!("old:job:{id}"), "agg")?;
+                    }
+                    c.set::<_, _, ()>("old:schema", 3)
+                })
+                .expect("the layout before schema 4");
+        }
+        let store = RedisStore::open(&server.url(), "old").expect("connect migrates");
+        assert_eq!(store.schema_version().expect("version"), super::super::store::STORE_SCHEMA);
+        let by = |status| {
+            store.list(&ListFilter { status: Some(status), limit: 10, ..ListFilter::default() }).expect("list").len()
+        };
+        assert_eq!((by(JobStatus::Queued), by(JobStatus::Running), by(JobStatus::Succeeded)), (1, 1, 1));
+        let stats = store.stats().expect("stats");
+        assert_eq!((stats.finished_last_hour, stats.success_rate, stats.mean_run_ms.is_some()), (1, Some(1.0), true));
+        assert!(stats.start_latency_p50_ms.is_some(), "the last hour's latencies are counted again");
     }
 }
