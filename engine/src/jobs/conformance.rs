@@ -418,7 +418,8 @@ pub fn list_by_status_and_stats_after_transitions(store: &dyn JobStore, clock: &
     assert_eq!(by(JobStatus::Queued, None, 0), vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]);
     assert_eq!(by(JobStatus::Queued, None, 1), vec![ids[1].clone(), ids[0].clone()]);
     clock.advance(Duration::from_millis(100));
-    let claimed: Vec<String> = store.claim("w", &[], 3, LEASE).expect("claim").into_iter().map(|j| j.id).collect();
+    let claimed: Vec<String> =
+        store.claim("w", &[], 3, LEASE).expect("claim").into_iter().map(|j| j.id).collect();
     assert_eq!(claimed.len(), 3);
     assert!(by(JobStatus::Queued, None, 0).is_empty());
     assert_eq!(by(JobStatus::Running, Some("a"), 0), vec![ids[2].clone(), ids[0].clone()]);

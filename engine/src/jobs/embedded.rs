@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use super::clock::{Clock, SystemClock};
 use super::store::{
     DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError, backoff,
-    liveness, millis, new_id, histogram_percentiles, release_verdict, rfc3339,
+    histogram_percentiles, liveness, millis, new_id, release_verdict, rfc3339,
 };
 
 /// Log lines kept per job.
@@ -140,7 +140,9 @@ fn migrate(conn: &mut Connection, now: i64) -> rusqlite::Result<()> {
         }
     }
     let aggregated: bool =
-        tx.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'job_counts')", [], |r| r.get(0))?;
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'job_counts')", [], |r| {
+            r.get(0)
+        })?;
     if !aggregated {
         tx.execute_batch(AGGREGATES)?;
         tx.execute_batch(&BACKFILL.replace("?1", &(now - 7_200_000).to_string()))?;
@@ -963,9 +965,15 @@ mod tests {
                 after: Vec::new(),
             };
             store.enqueue(&[job.clone(), job.clone(), job]).expect("enqueue");
-            let ids: Vec<String> =
-                store.claim("w", &[], 2, Duration::from_secs(30)).expect("claim").into_iter().map(|j| j.id).collect();
-            store.finish("w", &[(ids[0].clone(), Finish::Succeeded(serde_json::Value::Null))]).expect("finish");
+            let ids: Vec<String> = store
+                .claim("w", &[], 2, Duration::from_secs(30))
+                .expect("claim")
+                .into_iter()
+                .map(|j| j.id)
+                .collect();
+            store
+                .finish("w", &[(ids[0].clone(), Finish::Succeeded(serde_json::Value::Null))])
+                .expect("finish");
             let old = store.conn.lock().expect("conn");
             old.execute_batch(
                 "DROP TRIGGER job_counts_insert; DROP TRIGGER job_counts_update; DROP TRIGGER job_counts_delete; \
@@ -974,7 +982,8 @@ mod tests {
                  PRAGMA user_version = 3;",
             )
             .expect("the layout before schema 4");
-            old.execute("UPDATE jobs SET finished_at = ?1 WHERE finished_at IS NOT NULL", [now]).expect("finished now");
+            old.execute("UPDATE jobs SET finished_at = ?1 WHERE finished_at IS NOT NULL", [now])
+                .expect("finished now");
         }
         let store = EmbeddedStore::open_with_clock(&path, clock).expect("open migrates");
         let stats = store.stats().expect("stats");

@@ -25,8 +25,8 @@ use redis::{Commands, Script};
 
 use super::clock::{Clock, SystemClock};
 use super::store::{
-    DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError, liveness,
-    histogram_percentiles, millis, new_id, rfc3339, variable_field, variable_of,
+    DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError,
+    histogram_percentiles, liveness, millis, new_id, rfc3339, variable_field, variable_of,
 };
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -399,7 +399,8 @@ impl JobStore for RedisStore {
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<Job>, StoreError> {
         // A status has its own index (scored like `all`), so a list by status reads only its jobs.
-        let index = self.key(&filter.status.map_or_else(|| "all".to_owned(), |s| format!("status:{}", s.as_str())));
+        let index =
+            self.key(&filter.status.map_or_else(|| "all".to_owned(), |s| format!("status:{}", s.as_str())));
         let limit = filter.limit.max(1);
         let offset = isize::try_from(filter.offset).unwrap_or(isize::MAX);
         if filter.job_type.is_none() && filter.target.is_none() {
@@ -765,9 +766,15 @@ mod tests {
         {
             let store = RedisStore::open(&server.url(), "old").expect("connect");
             store.enqueue(&[job.clone(), job.clone(), job]).expect("enqueue");
-            let ids: Vec<String> =
-                store.claim("w", &[], 2, Duration::from_secs(30)).expect("claim").into_iter().map(|j| j.id).collect();
-            store.finish("w", &[(ids[0].clone(), Finish::Succeeded(serde_json::Value::Null))]).expect("finish");
+            let ids: Vec<String> = store
+                .claim("w", &[], 2, Duration::from_secs(30))
+                .expect("claim")
+                .into_iter()
+                .map(|j| j.id)
+                .collect();
+            store
+                .finish("w", &[(ids[0].clone(), Finish::Succeeded(serde_json::Value::Null))])
+                .expect("finish");
             store
                 .with(|c| {
                     let keys: Vec<String> = c.keys("old:status:*")?;
@@ -784,11 +791,17 @@ mod tests {
         let store = RedisStore::open(&server.url(), "old").expect("connect migrates");
         assert_eq!(store.schema_version().expect("version"), super::super::store::STORE_SCHEMA);
         let by = |status| {
-            store.list(&ListFilter { status: Some(status), limit: 10, ..ListFilter::default() }).expect("list").len()
+            store
+                .list(&ListFilter { status: Some(status), limit: 10, ..ListFilter::default() })
+                .expect("list")
+                .len()
         };
         assert_eq!((by(JobStatus::Queued), by(JobStatus::Running), by(JobStatus::Succeeded)), (1, 1, 1));
         let stats = store.stats().expect("stats");
-        assert_eq!((stats.finished_last_hour, stats.success_rate, stats.mean_run_ms.is_some()), (1, Some(1.0), true));
+        assert_eq!(
+            (stats.finished_last_hour, stats.success_rate, stats.mean_run_ms.is_some()),
+            (1, Some(1.0), true)
+        );
         assert!(stats.start_latency_p50_ms.is_some(), "the last hour's latencies are counted again");
     }
 }
