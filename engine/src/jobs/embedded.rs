@@ -66,6 +66,7 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
 CREATE TABLE job_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE job_minutes (minute INTEGER PRIMARY KEY, finished INTEGER NOT NULL, succeeded INTEGER NOT NULL, run_n INTEGER NOT NULL, run_ms INTEGER NOT NULL);
 CREATE TABLE job_latency (minute INTEGER NOT NULL, bin INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (minute, bin)) WITHOUT ROWID;
+CREATE TABLE job_seconds (second INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TRIGGER job_counts_insert AFTER INSERT ON jobs BEGIN
   INSERT INTO job_counts VALUES (NEW.status, 1) ON CONFLICT (status) DO UPDATE SET n = n + 1;
 END;
@@ -81,6 +82,7 @@ CREATE TRIGGER job_minutes_unfinish BEFORE UPDATE OF finished_at ON jobs \
   UPDATE job_minutes SET finished = finished - 1, succeeded = succeeded - (OLD.status = 'succeeded'), \
     run_n = run_n - (OLD.started_at IS NOT NULL), run_ms = run_ms - COALESCE(OLD.finished_at - OLD.started_at, 0) \
     WHERE minute = OLD.finished_at / 60000;
+  UPDATE job_seconds SET n = n - 1 WHERE second = OLD.finished_at / 1000;
   UPDATE job_latency SET n = n - 1 WHERE minute = OLD.finished_at / 60000 AND OLD.started_at - max(OLD.created_at, COALESCE(OLD.scheduled_at, 0)) IS NOT NULL \
     AND bin = (SELECT CASE WHEN w < 100 THEN w WHEN w < 1000 THEN (w + 5) / 10 * 10 WHEN w < 10000 THEN (w + 50) / 100 * 100 WHEN w < 100000 THEN (w + 500) / 1000 * 1000 WHEN w < 1000000 THEN (w + 5000) / 10000 * 10000 ELSE (w + 50000) / 100000 * 100000 END FROM (SELECT OLD.started_at - max(OLD.created_at, COALESCE(OLD.scheduled_at, 0)) AS w));
 END;
@@ -91,6 +93,8 @@ CREATE TRIGGER job_minutes_finish AFTER UPDATE OF finished_at ON jobs \
     run_n = run_n + excluded.run_n, run_ms = run_ms + excluded.run_ms;
   INSERT INTO job_latency SELECT NEW.finished_at / 60000, CASE WHEN w < 100 THEN w WHEN w < 1000 THEN (w + 5) / 10 * 10 WHEN w < 10000 THEN (w + 50) / 100 * 100 WHEN w < 100000 THEN (w + 500) / 1000 * 1000 WHEN w < 1000000 THEN (w + 5000) / 10000 * 10000 ELSE (w + 50000) / 100000 * 100000 END, 1 \
     FROM (SELECT NEW.started_at - max(NEW.created_at, COALESCE(NEW.scheduled_at, 0)) AS w) WHERE w IS NOT NULL ON CONFLICT (minute, bin) DO UPDATE SET n = n + 1;
+  INSERT INTO job_seconds VALUES (NEW.finished_at / 1000, 1) ON CONFLICT (second) DO UPDATE SET n = n + 1;
+  DELETE FROM job_seconds WHERE second < NEW.finished_at / 1000 - 120;
   DELETE FROM job_minutes WHERE minute < NEW.finished_at / 60000 - 120;
   DELETE FROM job_latency WHERE minute < NEW.finished_at / 60000 - 120;
 END;
@@ -98,6 +102,7 @@ CREATE TRIGGER job_minutes_delete BEFORE DELETE ON jobs WHEN OLD.finished_at IS 
   UPDATE job_minutes SET finished = finished - 1, succeeded = succeeded - (OLD.status = 'succeeded'), \
     run_n = run_n - (OLD.started_at IS NOT NULL), run_ms = run_ms - COALESCE(OLD.finished_at - OLD.started_at, 0) \
     WHERE minute = OLD.finished_at / 60000;
+  UPDATE job_seconds SET n = n - 1 WHERE second = OLD.finished_at / 1000;
   UPDATE job_latency SET n = n - 1 WHERE minute = OLD.finished_at / 60000 AND OLD.started_at - max(OLD.created_at, COALESCE(OLD.scheduled_at, 0)) IS NOT NULL \
     AND bin = (SELECT CASE WHEN w < 100 THEN w WHEN w < 1000 THEN (w + 5) / 10 * 10 WHEN w < 10000 THEN (w + 50) / 100 * 100 WHEN w < 100000 THEN (w + 500) / 1000 * 1000 WHEN w < 1000000 THEN (w + 5000) / 10000 * 10000 ELSE (w + 50000) / 100000 * 100000 END FROM (SELECT OLD.started_at - max(OLD.created_at, COALESCE(OLD.scheduled_at, 0)) AS w));
 END;
@@ -106,6 +111,7 @@ END;
 /// Fills the aggregates from the jobs of a store made before them (its counts, and the last two hours' ends).
 const BACKFILL: &str = "
 INSERT INTO job_counts SELECT status, count(*) FROM jobs GROUP BY status;
+INSERT INTO job_seconds SELECT finished_at / 1000, count(*) FROM jobs WHERE finished_at >= ?1 GROUP BY 1;
 INSERT INTO job_minutes SELECT finished_at / 60000, count(*), count(CASE WHEN status = 'succeeded' THEN 1 END), \
   count(started_at), COALESCE(sum(finished_at - started_at), 0) FROM jobs WHERE finished_at >= ?1 GROUP BY 1;
 INSERT INTO job_latency SELECT minute, bin, count(*) FROM (SELECT finished_at / 60000 AS minute, CASE WHEN w < 100 THEN w WHEN w < 1000 THEN (w + 5) / 10 * 10 WHEN w < 10000 THEN (w + 50) / 100 * 100 WHEN w < 100000 THEN (w + 500) / 1000 * 1000 WHEN w < 1000000 THEN (w + 5000) / 10000 * 10000 ELSE (w + 50000) / 100000 * 100000 END AS bin \
@@ -673,8 +679,15 @@ impl JobStore for EmbeddedStore {
                 }
             }
             let first_minute = (now - 3_600_000).div_euclid(60_000);
-            let minute: i64 =
-                c.query_row("SELECT count(*) FROM jobs WHERE finished_at >= ?1", [now - 60_000], |r| r.get(0))?;
+            // The last minute: its whole seconds from `job_seconds`, the jobs of the second it starts in counted.
+            let cut = now - 60_000;
+            let first_second = cut.div_euclid(1000) + 1;
+            let minute: i64 = c.query_row(
+                "SELECT (SELECT COALESCE(sum(n), 0) FROM job_seconds WHERE second >= ?1) + \
+                 (SELECT count(*) FROM jobs WHERE finished_at >= ?2 AND finished_at < ?3)",
+                params![first_second, cut, first_second * 1000],
+                |r| r.get(0),
+            )?;
             let (hour, ok, run_n, run_ms): (i64, i64, i64, i64) = c.query_row(
                 "SELECT COALESCE(sum(finished), 0), COALESCE(sum(succeeded), 0), COALESCE(sum(run_n), 0), \
                  COALESCE(sum(run_ms), 0) FROM job_minutes WHERE minute >= ?1",
@@ -978,7 +991,7 @@ mod tests {
             old.execute_batch(
                 "DROP TRIGGER job_counts_insert; DROP TRIGGER job_counts_update; DROP TRIGGER job_counts_delete; \
                  DROP TRIGGER job_minutes_unfinish; DROP TRIGGER job_minutes_finish; DROP TRIGGER job_minutes_delete; \
-                 DROP TABLE job_counts; DROP TABLE job_minutes; DROP TABLE job_latency; DROP INDEX jobs_status; \
+                 DROP TABLE job_counts; DROP TABLE job_minutes; DROP TABLE job_latency; DROP TABLE job_seconds; DROP INDEX jobs_status; \
                  PRAGMA user_version = 3;",
             )
             .expect("the layout before schema 4");
