@@ -399,6 +399,58 @@ pub fn workflows(store: &dyn JobStore, _clock: &ManualClock) {
     assert!(!store.pending(&[]).expect("pending"));
 }
 
+/// A list by status follows every transition (newest first, with offset and type filter), and the last hour's
+/// run time, success rate and start latency count each finished job once, a retried one no more.
+pub fn list_by_status_and_stats_after_transitions(store: &dyn JobStore, clock: &ManualClock) {
+    let ids = store
+        .enqueue(&[job("a", Priority::Normal), job("b", Priority::Normal), job("a", Priority::Normal)])
+        .expect("enqueue");
+    let by = |status: JobStatus, kind: Option<&str>, offset: usize| -> Vec<String> {
+        let filter = ListFilter {
+            status: Some(status),
+            job_type: kind.map(str::to_owned),
+            limit: 10,
+            offset,
+            ..ListFilter::default()
+        };
+        store.list(&filter).expect("list").into_iter().map(|j| j.id).collect()
+    };
+    assert_eq!(by(JobStatus::Queued, None, 0), vec![ids[2].clone(), ids[1].clone(), ids[0].clone()]);
+    assert_eq!(by(JobStatus::Queued, None, 1), vec![ids[1].clone(), ids[0].clone()]);
+    clock.advance(Duration::from_millis(100));
+    let claimed: Vec<String> =
+        store.claim("w", &[], 3, LEASE).expect("claim").into_iter().map(|j| j.id).collect();
+    assert_eq!(claimed.len(), 3);
+    assert!(by(JobStatus::Queued, None, 0).is_empty());
+    assert_eq!(by(JobStatus::Running, Some("a"), 0), vec![ids[2].clone(), ids[0].clone()]);
+    clock.advance(Duration::from_millis(300));
+    let failed = Finish::Failed { error: "no".into(), retry: false };
+    store
+        .finish(
+            "w",
+            &[
+                (ids[0].clone(), Finish::Succeeded(serde_json::Value::Null)),
+                (ids[1].clone(), Finish::Succeeded(serde_json::Value::Null)),
+                (ids[2].clone(), failed),
+            ],
+        )
+        .expect("finish");
+    assert_eq!(by(JobStatus::Succeeded, None, 0), vec![ids[1].clone(), ids[0].clone()]);
+    assert_eq!(by(JobStatus::Succeeded, Some("b"), 0), vec![ids[1].clone()]);
+    assert_eq!(by(JobStatus::Failed, None, 0), vec![ids[2].clone()]);
+    let stats = store.stats().expect("stats");
+    assert_eq!((stats.finished_last_hour, stats.mean_run_ms), (3, Some(300.0)));
+    assert_eq!((stats.start_latency_p50_ms, stats.start_latency_p99_ms), (Some(100.0), Some(100.0)));
+    assert_eq!(stats.success_rate.map(|r| (r * 3.0).round()), Some(2.0));
+    store.retry(&ids[2]).expect("retry");
+    assert!(by(JobStatus::Failed, None, 0).is_empty());
+    assert_eq!(by(JobStatus::Queued, None, 0), vec![ids[2].clone()]);
+    let stats = store.stats().expect("stats");
+    assert_eq!((stats.finished_last_hour, stats.success_rate), (2, Some(1.0)));
+    store.cancel(&ids[2]).expect("cancel");
+    assert_eq!(by(JobStatus::Cancelled, None, 0), vec![ids[2].clone()]);
+}
+
 /// One test per conformance case for a store built by `$store`, an expression returning `(guard, store)` that
 /// builds the store on `$clock` (an `Arc<dyn Clock>`; the case advances the same [`ManualClock`]).
 #[cfg(test)]
@@ -418,6 +470,7 @@ macro_rules! conformance_tests {
             input_output_condition,
             variables,
             workflows,
+            list_by_status_and_stats_after_transitions,
         ]);
     };
     (@cases $name:ident, |$clock:ident| $store:expr, [$($case:ident),* $(,)?]) => {

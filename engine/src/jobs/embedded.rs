@@ -14,7 +14,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use super::clock::{Clock, SystemClock};
 use super::store::{
     DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError, backoff,
-    liveness, millis, new_id, percentiles, release_verdict, rfc3339,
+    histogram_percentiles, liveness, millis, new_id, release_verdict, rfc3339,
 };
 
 /// Log lines kept per job.
@@ -57,13 +57,74 @@ CREATE TABLE IF NOT EXISTS workers (id TEXT PRIMARY KEY, started_at INTEGER NOT 
 CREATE TABLE IF NOT EXISTS variables (target TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (target, key));
 ";
 
+/// Jobs per status and per-minute aggregates of the jobs that finished (by `finished_at`'s minute), kept by
+/// triggers in the transaction that changes a job, so `stats` reads a few rows whatever the store's size. A job
+/// that stops being finished (a retry) or is purged takes back what it added. Start latencies are kept to two
+/// significant digits (exact below 100 ms) in `job_latency`.
+const AGGREGATES: &str = "
+CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status, seq);
+CREATE TABLE job_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE job_minutes (minute INTEGER PRIMARY KEY, finished INTEGER NOT NULL, succeeded INTEGER NOT NULL, run_n INTEGER NOT NULL, run_ms INTEGER NOT NULL);
+CREATE TABLE job_latency (minute INTEGER NOT NULL, bin INTEGER NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (minute, bin)) WITHOUT ROWID;
+CREATE TABLE job_seconds (second INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TRIGGER job_counts_insert AFTER INSERT ON jobs BEGIN
+  INSERT INTO job_counts VALUES (NEW.status, 1) ON CONFLICT (status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER job_counts_update AFTER UPDATE OF status ON jobs WHEN OLD.status IS NOT NEW.status BEGIN
+  UPDATE job_counts SET n = n - 1 WHERE status = OLD.status;
+  INSERT INTO job_counts VALUES (NEW.status, 1) ON CONFLICT (status) DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER job_counts_delete AFTER DELETE ON jobs BEGIN
+  UPDATE job_counts SET n = n - 1 WHERE status = OLD.status;
+END;
+CREATE TRIGGER job_minutes_unfinish BEFORE UPDATE OF finished_at ON jobs \
+  WHEN OLD.finished_at IS NOT NULL AND OLD.finished_at IS NOT NEW.finished_at BEGIN
+  UPDATE job_minutes SET finished = finished - 1, succeeded = succeeded - (OLD.status = 'succeeded'), \
+    run_n = run_n - (OLD.started_at IS NOT NULL), run_ms = run_ms - COALESCE(OLD.finished_at - OLD.started_at, 0) \
+    WHERE minute = OLD.finished_at / 60000;
+  UPDATE job_seconds SET n = n - 1 WHERE second = OLD.finished_at / 1000;
+  UPDATE job_latency SET n = n - 1 WHERE minute = OLD.finished_at / 60000 AND OLD.started_at - max(OLD.created_at, COALESCE(OLD.scheduled_at, 0)) IS NOT NULL \
+    AND bin = (SELECT CASE WHEN w < 100 THEN w WHEN w < 1000 THEN (w + 5) / 10 * 10 WHEN w < 10000 THEN (w + 50) / 100 * 100 WHEN w < 100000 THEN (w + 500) / 1000 * 1000 WHEN w < 1000000 THEN (w + 5000) / 10000 * 10000 ELSE (w + 50000) / 100000 * 100000 END FROM (SELECT OLD.started_at - max(OLD.created_at, COALESCE(OLD.scheduled_at, 0)) AS w));
+END;
+CREATE TRIGGER job_minutes_finish AFTER UPDATE OF finished_at ON jobs \
+  WHEN NEW.finished_at IS NOT NULL AND OLD.finished_at IS NOT NEW.finished_at BEGIN
+  INSERT INTO job_minutes VALUES (NEW.finished_at / 60000, 1, NEW.status = 'succeeded', NEW.started_at IS NOT NULL, COALESCE(NEW.finished_at - NEW.started_at, 0)) \
+    ON CONFLICT (minute) DO UPDATE SET finished = finished + 1, succeeded = succeeded + excluded.succeeded, \
+    run_n = run_n + excluded.run_n, run_ms = run_ms + excluded.run_ms;
+  INSERT INTO job_latency SELECT NEW.finished_at / 60000, CASE WHEN w < 100 THEN w WHEN w < 1000 THEN (w + 5) / 10 * 10 WHEN w < 10000 THEN (w + 50) / 100 * 100 WHEN w < 100000 THEN (w + 500) / 1000 * 1000 WHEN w < 1000000 THEN (w + 5000) / 10000 * 10000 ELSE (w + 50000) / 100000 * 100000 END, 1 \
+    FROM (SELECT NEW.started_at - max(NEW.created_at, COALESCE(NEW.scheduled_at, 0)) AS w) WHERE w IS NOT NULL ON CONFLICT (minute, bin) DO UPDATE SET n = n + 1;
+  INSERT INTO job_seconds VALUES (NEW.finished_at / 1000, 1) ON CONFLICT (second) DO UPDATE SET n = n + 1;
+  DELETE FROM job_seconds WHERE second < NEW.finished_at / 1000 - 120;
+  DELETE FROM job_minutes WHERE minute < NEW.finished_at / 60000 - 120;
+  DELETE FROM job_latency WHERE minute < NEW.finished_at / 60000 - 120;
+END;
+CREATE TRIGGER job_minutes_delete BEFORE DELETE ON jobs WHEN OLD.finished_at IS NOT NULL BEGIN
+  UPDATE job_minutes SET finished = finished - 1, succeeded = succeeded - (OLD.status = 'succeeded'), \
+    run_n = run_n - (OLD.started_at IS NOT NULL), run_ms = run_ms - COALESCE(OLD.finished_at - OLD.started_at, 0) \
+    WHERE minute = OLD.finished_at / 60000;
+  UPDATE job_seconds SET n = n - 1 WHERE second = OLD.finished_at / 1000;
+  UPDATE job_latency SET n = n - 1 WHERE minute = OLD.finished_at / 60000 AND OLD.started_at - max(OLD.created_at, COALESCE(OLD.scheduled_at, 0)) IS NOT NULL \
+    AND bin = (SELECT CASE WHEN w < 100 THEN w WHEN w < 1000 THEN (w + 5) / 10 * 10 WHEN w < 10000 THEN (w + 50) / 100 * 100 WHEN w < 100000 THEN (w + 500) / 1000 * 1000 WHEN w < 1000000 THEN (w + 5000) / 10000 * 10000 ELSE (w + 50000) / 100000 * 100000 END FROM (SELECT OLD.started_at - max(OLD.created_at, COALESCE(OLD.scheduled_at, 0)) AS w));
+END;
+";
+
+/// Fills the aggregates from the jobs of a store made before them (its counts, and the last two hours' ends).
+const BACKFILL: &str = "
+INSERT INTO job_counts SELECT status, count(*) FROM jobs GROUP BY status;
+INSERT INTO job_seconds SELECT finished_at / 1000, count(*) FROM jobs WHERE finished_at >= ?1 GROUP BY 1;
+INSERT INTO job_minutes SELECT finished_at / 60000, count(*), count(CASE WHEN status = 'succeeded' THEN 1 END), \
+  count(started_at), COALESCE(sum(finished_at - started_at), 0) FROM jobs WHERE finished_at >= ?1 GROUP BY 1;
+INSERT INTO job_latency SELECT minute, bin, count(*) FROM (SELECT finished_at / 60000 AS minute, CASE WHEN w < 100 THEN w WHEN w < 1000 THEN (w + 5) / 10 * 10 WHEN w < 10000 THEN (w + 50) / 100 * 100 WHEN w < 100000 THEN (w + 500) / 1000 * 1000 WHEN w < 1000000 THEN (w + 5000) / 10000 * 10000 ELSE (w + 50000) / 100000 * 100000 END AS bin \
+  FROM (SELECT finished_at, started_at - max(created_at, COALESCE(scheduled_at, 0)) AS w FROM jobs WHERE finished_at >= ?1) WHERE w IS NOT NULL) GROUP BY 1, 2;
+";
+
 /// Made after [`migrate`] (an older store gains `status`'s new values only once its columns exist).
 const WAITING_INDEX: &str = "CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs(seq) WHERE status = 'waiting';";
 
 /// Brings a store made by an older envctl up to [`SCHEMA`]: `workers.stale_at` (when the worker's heartbeat goes
 /// stale; NULL in the rows of an older worker, which [`DEFAULT_STALE_AFTER`] stands in for), and the runtime API's
 /// columns of `jobs` (input, output, parents, condition).
-fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+fn migrate(conn: &mut Connection, now: i64) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let has = |table: &str, column: &str| -> rusqlite::Result<bool> {
         tx.query_row(
@@ -83,6 +144,14 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         if !has(table, column)? {
             tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
         }
+    }
+    let aggregated: bool =
+        tx.query_row("SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'job_counts')", [], |r| {
+            r.get(0)
+        })?;
+    if !aggregated {
+        tx.execute_batch(AGGREGATES)?;
+        tx.execute_batch(&BACKFILL.replace("?1", &(now - 7_200_000).to_string()))?;
     }
     tx.commit()
 }
@@ -258,7 +327,7 @@ impl EmbeddedStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| fail(&e))?;
         conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
-        migrate(&mut conn).map_err(|e| fail(&e))?;
+        migrate(&mut conn, clock.now_ms()).map_err(|e| fail(&e))?;
         conn.execute_batch(WAITING_INDEX).map_err(|e| fail(&e))?;
         conn.pragma_update(None, "user_version", super::store::STORE_SCHEMA).map_err(|e| fail(&e))?;
         Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock })
@@ -591,7 +660,8 @@ impl JobStore for EmbeddedStore {
                 start_latency_p99_ms: None,
                 workers: Vec::new(),
             };
-            let mut stmt = c.prepare("SELECT status, count(*) FROM jobs GROUP BY status")?;
+            // Counts and the last hour's figures come from the aggregates the triggers keep, not from the jobs.
+            let mut stmt = c.prepare("SELECT status, n FROM job_counts")?;
             for entry in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
                 let (name, tally) = entry?;
                 let n = count(tally);
@@ -608,25 +678,38 @@ impl JobStore for EmbeddedStore {
                     None => {}
                 }
             }
-            let (minute, hour, mean, ok): (i64, i64, Option<f64>, i64) = c.query_row(
-                "SELECT count(CASE WHEN finished_at >= ?1 THEN 1 END), count(*), avg(finished_at - started_at), \
-                 count(CASE WHEN status = 'succeeded' THEN 1 END) FROM jobs WHERE finished_at >= ?2",
-                params![now - 60_000, now - 3_600_000],
+            let first_minute = (now - 3_600_000).div_euclid(60_000);
+            // The last minute: its whole seconds from `job_seconds`, the jobs of the second it starts in counted.
+            let cut = now - 60_000;
+            let first_second = cut.div_euclid(1000) + 1;
+            let minute: i64 = c.query_row(
+                "SELECT (SELECT COALESCE(sum(n), 0) FROM job_seconds WHERE second >= ?1) + \
+                 (SELECT count(*) FROM jobs WHERE finished_at >= ?2 AND finished_at < ?3)",
+                params![first_second, cut, first_second * 1000],
+                |r| r.get(0),
+            )?;
+            let (hour, ok, run_n, run_ms): (i64, i64, i64, i64) = c.query_row(
+                "SELECT COALESCE(sum(finished), 0), COALESCE(sum(succeeded), 0), COALESCE(sum(run_n), 0), \
+                 COALESCE(sum(run_ms), 0) FROM job_minutes WHERE minute >= ?1",
+                [first_minute],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )?;
-            let (minute, hour, ok) = (count(minute), count(hour), count(ok));
-            stats.finished_last_minute = minute;
-            stats.finished_last_hour = hour;
+            stats.finished_last_minute = count(minute);
+            stats.finished_last_hour = count(hour);
+            #[allow(clippy::cast_precision_loss)]
+            let mean = (run_n > 0).then(|| run_ms as f64 / run_n as f64);
             stats.mean_run_ms = mean;
             #[allow(clippy::cast_precision_loss)]
             let rate = (hour > 0).then(|| ok as f64 / hour as f64);
             stats.success_rate = rate;
             let mut stmt = c.prepare(
-                "SELECT started_at - max(created_at, COALESCE(scheduled_at, 0)) FROM jobs WHERE finished_at >= ? LIMIT 10000",
+                "SELECT bin, sum(n) FROM job_latency WHERE minute >= ?1 GROUP BY bin",
             )?;
             #[allow(clippy::cast_precision_loss)]
-            let waits: Vec<f64> = stmt.query_map([now - 3_600_000], |r| r.get::<_, i64>(0))?.filter_map(Result::ok).map(|w| w as f64).collect();
-            (stats.start_latency_p50_ms, stats.start_latency_p99_ms) = percentiles(waits);
+            let bins: Vec<(f64, u64)> = stmt
+                .query_map([first_minute], |r| Ok((r.get::<_, i64>(0)? as f64, count(r.get(1)?))))?
+                .collect::<rusqlite::Result<_>>()?;
+            (stats.start_latency_p50_ms, stats.start_latency_p99_ms) = histogram_percentiles(bins);
             let mut stmt = c.prepare(
                 "SELECT id, started_at, heartbeat_at, running, COALESCE(stale_at, heartbeat_at + ?1) FROM workers \
                  WHERE COALESCE(stale_at, heartbeat_at + ?1) >= ?2 ORDER BY id",
@@ -875,5 +958,70 @@ mod tests {
         assert_eq!(state(), vec![(WorkerState::Alive, 2)]);
         clock.advance(DEFAULT_STALE_AFTER + Duration::from_millis(1));
         assert_eq!(state(), vec![(WorkerState::Gone, 0)]);
+    }
+    #[test]
+    fn a_store_made_before_the_aggregates_gains_them_from_its_jobs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.sqlite3");
+        let clock = Arc::new(ManualClock::default());
+        let now = clock.now_ms();
+        {
+            let store = EmbeddedStore::open_with_clock(&path, clock.clone()).expect("open");
+            let job = NewJob {
+                job_type: "a".into(),
+                target: None,
+                payload: serde_json::json!({}),
+                priority: Priority::Normal,
+                max_attempts: 1,
+                delay: None,
+                input: None,
+                after: Vec::new(),
+            };
+            store.enqueue(&[job.clone(), job.clone(), job]).expect("enqueue");
+            let ids: Vec<String> = store
+                .claim("w", &[], 2, Duration::from_secs(30))
+                .expect("claim")
+                .into_iter()
+                .map(|j| j.id)
+                .collect();
+            store
+                .finish("w", &[(ids[0].clone(), Finish::Succeeded(serde_json::Value::Null))])
+                .expect("finish");
+            let old = store.conn.lock().expect("conn");
+            old.execute_batch(
+                "DROP TRIGGER job_counts_insert; DROP TRIGGER job_counts_update; DROP TRIGGER job_counts_delete; \
+                 DROP TRIGGER job_minutes_unfinish; DROP TRIGGER job_minutes_finish; DROP TRIGGER job_minutes_delete; \
+                 DROP TABLE job_counts; DROP TABLE job_minutes; DROP TABLE job_latency; DROP TABLE job_seconds; DROP INDEX jobs_status; \
+                 PRAGMA user_version = 3;",
+            )
+            .expect("the layout before schema 4");
+            old.execute("UPDATE jobs SET finished_at = ?1 WHERE finished_at IS NOT NULL", [now])
+                .expect("finished now");
+        }
+        let store = EmbeddedStore::open_with_clock(&path, clock).expect("open migrates");
+        let stats = store.stats().expect("stats");
+        assert_eq!((stats.queued, stats.running, stats.succeeded, stats.finished_last_hour), (1, 1, 1, 1));
+        assert_eq!(stats.success_rate, Some(1.0));
+        let filter = ListFilter { status: Some(JobStatus::Running), limit: 10, ..ListFilter::default() };
+        assert_eq!(store.list(&filter).expect("list").len(), 1);
+        let plan: String = {
+            let conn = store.conn.lock().expect("conn");
+            let mut stmt = conn
+                .prepare(
+                    "EXPLAIN QUERY PLAN SELECT seq FROM jobs WHERE status = 'succeeded' ORDER BY seq DESC \
+                     LIMIT 10 OFFSET 900",
+                )
+                .expect("plan");
+            stmt.query_map([], |r| r.get::<_, String>(3))
+                .expect("plan")
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .expect("plan")
+                .join(" ")
+        };
+        assert!(
+            plan.contains("jobs_status") && !plan.contains("TEMP B-TREE"),
+            "a list by status is read in order from its index: {plan}"
+        );
+        assert_eq!(store.schema_version().expect("version"), super::super::store::STORE_SCHEMA);
     }
 }

@@ -9,7 +9,10 @@
 //! `all` (every job by sequence), `finished` (by finish time), `counts` (jobs per status), `logs:<id>`, `workers`
 //! (a hash: worker id → `<started>:<last heartbeat>:<running>:<stale at>`, times in milliseconds), `waiting` (jobs
 //! waiting for their parents, by sequence; a job's `parents` field is their ids joined by commas) and `vars` (a
-//! hash: `<target>\t<key>` → value, the target empty for the repository's variables).
+//! hash: `<target>\t<key>` → value, the target empty for the repository's variables), `status:<s>` (the jobs in
+//! status s by sequence, kept by the scripts that move a job, so a list by status reads only its own) and
+//! `stats:<minute>` (aggregates of the jobs that finished in that minute: finished, succeeded, run_n, run_ms and
+//! `l:<bin>` start latencies to two significant digits; `stats` sums the last hour's, expiring after two hours).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,8 +25,8 @@ use redis::{Commands, Script};
 
 use super::clock::{Clock, SystemClock};
 use super::store::{
-    DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError, liveness,
-    millis, new_id, percentiles, rfc3339, variable_field, variable_of,
+    DEFAULT_STALE_AFTER, Finish, GONE_WORKERS_LISTED, JobStore, ListFilter, NewJob, StoreError,
+    histogram_percentiles, liveness, millis, new_id, rfc3339, variable_field, variable_of,
 };
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -49,6 +52,8 @@ pub struct RedisStore {
     control: Script,
     requeue: Script,
     set_field: Script,
+    migrate: Script,
+    forget: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -128,13 +133,8 @@ impl RedisStore {
         let fail =
             |e: &dyn std::fmt::Display| StoreError::Backend { store: shown.clone(), detail: e.to_string() };
         let client = redis::Client::open(url).map_err(|e| fail(&e))?;
-        let mut conn = client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
-        let _: bool = redis::cmd("SETNX")
-            .arg(format!("{prefix}:schema"))
-            .arg(super::store::STORE_SCHEMA)
-            .query(&mut conn)
-            .map_err(|e| fail(&e))?;
-        Ok(Self {
+        let conn = client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
+        let store = Self {
             url: shown.clone(),
             prefix: prefix.to_owned(),
             conn: Mutex::new(conn),
@@ -147,10 +147,37 @@ impl RedisStore {
             heartbeat: script(include_str!("lua/heartbeat.lua")),
             control: script(include_str!("lua/control.lua")),
             requeue: script(include_str!("lua/requeue.lua")),
+            migrate: script(include_str!("lua/migrate.lua")),
+            // A purged job's end leaves the aggregates of its minute.
+            forget: script("for i = 3, #ARGV do unrecord(ARGV[i]) end"),
             set_field: Script::new(
                 "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]); return 1 end; return 0",
             ),
-        })
+        };
+        store.with(|c| store.migrate(c))?;
+        Ok(store)
+    }
+
+    /// Brings a store written by an older envctl up to [`STORE_SCHEMA`](super::store::STORE_SCHEMA): before 4,
+    /// the per-status indexes and the last hour's per-minute aggregates are built from its jobs (see
+    /// `lua/migrate.lua`). A store without jobs is simply marked current.
+    fn migrate(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+        let current = super::store::STORE_SCHEMA;
+        let (version, jobs): (Option<u32>, u64) =
+            redis::pipe().get(self.key("schema")).zcard(self.key("all")).query(conn)?;
+        if version.is_some_and(|v| v >= current) {
+            return Ok(());
+        }
+        if version.is_none() && jobs == 0 {
+            let _: bool = conn.set_nx(self.key("schema"), current)?;
+            return Ok(());
+        }
+        let mut start = 0i64;
+        while start >= 0 {
+            start = self.migrate.arg(&self.prefix).arg(self.script_now()).arg(start).invoke(conn)?;
+        }
+        // Every layout change before 4 was additive in Redis (fields read as absent), so 4 is all there is to do.
+        conn.set(self.key("schema"), current)
     }
 
     fn now_ms(&self) -> i64 {
@@ -374,12 +401,21 @@ impl JobStore for RedisStore {
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<Job>, StoreError> {
+        // A status has its own index (scored like `all`), so a list by status reads only its jobs.
+        let index =
+            self.key(&filter.status.map_or_else(|| "all".to_owned(), |s| format!("status:{}", s.as_str())));
+        let limit = filter.limit.max(1);
+        let offset = isize::try_from(filter.offset).unwrap_or(isize::MAX);
+        if filter.job_type.is_none() && filter.target.is_none() {
+            let end = offset.saturating_add(isize::try_from(limit).unwrap_or(isize::MAX) - 1);
+            let ids: Vec<String> = self.with(|c| c.zrevrange(&index, offset, end))?;
+            return self.jobs(&ids);
+        }
         let mut out = Vec::new();
         let mut skipped = 0;
         let mut start = 0isize;
-        let limit = filter.limit.max(1);
         loop {
-            let ids: Vec<String> = self.with(|c| c.zrevrange(self.key("all"), start, start + 499))?;
+            let ids: Vec<String> = self.with(|c| c.zrevrange(&index, start, start + 499))?;
             if ids.is_empty() {
                 return Ok(out);
             }
@@ -415,36 +451,45 @@ impl JobStore for RedisStore {
         let now = self.now_ms();
         let counts: HashMap<String, i64> = self.with(|c| c.hgetall(self.key("counts")))?;
         let n = |s: &str| u64::try_from(counts.get(s).copied().unwrap_or(0)).unwrap_or(0);
-        let minute: u64 = self.with(|c| c.zcount(self.key("finished"), now - 60_000, "+inf"))?;
-        let recent: Vec<String> =
-            self.with(|c| c.zrangebyscore_limit(self.key("finished"), now - 3_600_000, "+inf", 0, 10_000))?;
-        let jobs = self.jobs(&recent)?;
-        let runs: Vec<f64> = jobs
-            .iter()
-            .filter_map(|j| {
-                let started = humantime::parse_rfc3339(j.started_at.as_deref()?).ok()?;
-                let done = humantime::parse_rfc3339(j.finished_at.as_deref()?).ok()?;
-                Some(done.duration_since(started).ok()?.as_secs_f64() * 1000.0)
-            })
-            .collect();
-        #[allow(clippy::cast_precision_loss)]
-        let mean_run_ms = (!runs.is_empty()).then(|| runs.iter().sum::<f64>() / runs.len() as f64);
-        let ok = jobs.iter().filter(|j| j.status == JobStatus::Succeeded).count();
-        #[allow(clippy::cast_precision_loss)]
-        let success_rate = (!jobs.is_empty()).then(|| ok as f64 / jobs.len() as f64);
+        let (minute, hour): (u64, u64) = self.with(|c| {
+            redis::pipe()
+                .zcount(self.key("finished"), now - 60_000, "+inf")
+                .zcount(self.key("finished"), now - 3_600_000, "+inf")
+                .query(c)
+        })?;
+        // The last hour's jobs are summed from its per-minute aggregates (kept by the scripts that finish them),
+        // not read one by one.
         let mut pipe = redis::pipe();
-        for id in &recent {
-            pipe.cmd("HMGET").arg(self.key(&format!("job:{id}"))).arg("queued_us").arg("started_us");
+        for m in (now - 3_600_000).div_euclid(60_000)..=now.div_euclid(60_000) {
+            pipe.hgetall(self.key(&format!("stats:{m}")));
         }
-        let stamps: Vec<(Option<i64>, Option<i64>)> =
-            if recent.is_empty() { Vec::new() } else { self.with(|c| pipe.query(c))? };
+        let buckets: Vec<HashMap<String, i64>> = self.with(|c| pipe.query(c))?;
+        let (mut finished, mut ok, mut run_n, mut run_ms) = (0i64, 0i64, 0i64, 0i64);
+        let mut bins: HashMap<String, i64> = HashMap::new();
+        for bucket in buckets {
+            for (field, n) in bucket {
+                match field.as_str() {
+                    "finished" => finished += n,
+                    "succeeded" => ok += n,
+                    "run_n" => run_n += n,
+                    "run_ms" => run_ms += n,
+                    other => {
+                        if let Some(bin) = other.strip_prefix("l:") {
+                            *bins.entry(bin.to_owned()).or_default() += n;
+                        }
+                    }
+                }
+            }
+        }
         #[allow(clippy::cast_precision_loss)]
-        let waits: Vec<f64> = stamps
-            .into_iter()
-            .filter_map(|(q, s)| Some((s? - q?) as f64 / 1000.0))
-            .filter(|w| *w >= 0.0)
-            .collect();
-        let (start_latency_p50_ms, start_latency_p99_ms) = percentiles(waits);
+        let mean_run_ms = (run_n > 0).then(|| run_ms as f64 / run_n as f64);
+        #[allow(clippy::cast_precision_loss)]
+        let success_rate = (finished > 0).then(|| ok as f64 / finished as f64);
+        let (start_latency_p50_ms, start_latency_p99_ms) = histogram_percentiles(
+            bins.into_iter()
+                .filter_map(|(bin, n)| Some((bin.parse::<f64>().ok()?, u64::try_from(n).ok()?)))
+                .collect(),
+        );
         let workers: HashMap<String, String> = self.with(|c| c.hgetall(self.key("workers")))?;
         let mut workers: Vec<WorkerInfo> = workers
             .into_iter()
@@ -477,7 +522,7 @@ impl JobStore for RedisStore {
             cancelled: n("cancelled"),
             dead: n("dead"),
             finished_last_minute: minute,
-            finished_last_hour: jobs.len() as u64,
+            finished_last_hour: hour,
             mean_run_ms,
             success_rate,
             start_latency_p50_ms,
@@ -525,8 +570,19 @@ impl JobStore for RedisStore {
         if jobs.is_empty() {
             return Ok(0);
         }
+        for chunk in jobs.chunks(1000) {
+            self.with(|c| {
+                let mut invocation = self.forget.prepare_invoke();
+                invocation.arg(&self.prefix).arg(self.script_now());
+                for job in chunk {
+                    invocation.arg(&job.id);
+                }
+                invocation.invoke::<()>(c)
+            })?;
+        }
         let mut pipe = redis::pipe();
         for job in &jobs {
+            pipe.zrem(self.key(&format!("status:{}", job.status.as_str())), &job.id).ignore();
             pipe.hincr(self.key("counts"), job.status.as_str(), -1).ignore();
             pipe.del(self.key(&format!("job:{}", job.id))).ignore();
             pipe.del(self.key(&format!("logs:{}", job.id))).ignore();
@@ -689,5 +745,66 @@ impl RedisStore {
         let set: i64 = self
             .with(|c| self.set_field.key(self.key(&format!("job:{id}"))).arg(field).arg(value).invoke(c))?;
         if set == 0 { Err(StoreError::NotFound(id.to_owned())) } else { Ok(()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::conformance::TestRedis;
+
+    #[test]
+    fn a_store_made_before_the_status_indexes_gains_them_from_its_jobs() {
+        let server = TestRedis::start(false);
+        let job = NewJob {
+            job_type: "a".into(),
+            target: None,
+            payload: serde_json::json!({}),
+            priority: Priority::Normal,
+            max_attempts: 1,
+            delay: None,
+            input: None,
+            after: Vec::new(),
+        };
+        {
+            let store = RedisStore::open(&server.url(), "old").expect("connect");
+            store.enqueue(&[job.clone(), job.clone(), job]).expect("enqueue");
+            let ids: Vec<String> = store
+                .claim("w", &[], 2, Duration::from_secs(30))
+                .expect("claim")
+                .into_iter()
+                .map(|j| j.id)
+                .collect();
+            store
+                .finish("w", &[(ids[0].clone(), Finish::Succeeded(serde_json::Value::Null))])
+                .expect("finish");
+            store
+                .with(|c| {
+                    let keys: Vec<String> = c.keys("old:status:*")?;
+                    let mut stats: Vec<String> = c.keys("old:stats:*")?;
+                    stats.extend(keys);
+                    let _: () = c.del(stats)?;
+                    for (id, _) in c.zrange_withscores::<_, Vec<(String, f64)>>("old:all", 0, -1)? {
+                        let _: () = c.hdel(format!("old:job:{id}"), "agg")?;
+                    }
+                    c.set::<_, _, ()>("old:schema", 3)
+                })
+                .expect("the layout before schema 4");
+        }
+        let store = RedisStore::open(&server.url(), "old").expect("connect migrates");
+        assert_eq!(store.schema_version().expect("version"), super::super::store::STORE_SCHEMA);
+        let by = |status| {
+            store
+                .list(&ListFilter { status: Some(status), limit: 10, ..ListFilter::default() })
+                .expect("list")
+                .len()
+        };
+        assert_eq!((by(JobStatus::Queued), by(JobStatus::Running), by(JobStatus::Succeeded)), (1, 1, 1));
+        let stats = store.stats().expect("stats");
+        assert_eq!(
+            (stats.finished_last_hour, stats.success_rate, stats.mean_run_ms.is_some()),
+            (1, Some(1.0), true)
+        );
+        assert!(stats.start_latency_p50_ms.is_some(), "the last hour's latencies are counted again");
     }
 }

@@ -250,8 +250,48 @@ pub fn variable_of(field: &str, value: String) -> Variable {
 }
 
 /// The store layout this envctl reads and writes (2: workers record when their heartbeat goes stale; 3: jobs
-/// carry input, output, parents and condition, and the store keeps variables).
-pub const STORE_SCHEMA: u32 = 3;
+/// carry input, output, parents and condition, and the store keeps variables; 4: an index of jobs per status and
+/// per-minute aggregates of finished jobs, so `list --status` and `stats` cost the same at any store size).
+pub const STORE_SCHEMA: u32 = 4;
+
+/// A start latency in milliseconds kept to two significant digits: the bin of the per-minute latency histograms
+/// (the Redis scripts' `latency_bin` computes the same).
+pub fn latency_bin(ms: f64) -> f64 {
+    if ms <= 0.0 {
+        return 0.0;
+    }
+    let mut e = ms.log10().floor();
+    let mut m = (ms / 10f64.powf(e - 1.0) + 0.5).floor();
+    if m >= 100.0 {
+        m = 10.0;
+        e += 1.0;
+    }
+    m * 10f64.powf(e - 1.0)
+}
+
+/// The median and 99th percentile of a histogram of `(value, count)` bins, picked as [`percentiles`] picks them
+/// from the samples the bins count.
+pub fn histogram_percentiles(mut bins: Vec<(f64, u64)>) -> (Option<f64>, Option<f64>) {
+    bins.retain(|(_, n)| *n > 0);
+    let total: u64 = bins.iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return (None, None);
+    }
+    bins.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let at = |q: f64| {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let index = ((total - 1) as f64 * q).round() as u64;
+        let mut seen = 0;
+        for (value, n) in &bins {
+            seen += n;
+            if index < seen {
+                return *value;
+            }
+        }
+        bins[bins.len() - 1].0
+    };
+    (Some(at(0.5)), Some(at(0.99)))
+}
 
 /// How long after it went gone a worker is still listed by [`JobStore::stats`].
 pub const GONE_WORKERS_LISTED: Duration = Duration::from_secs(3600);

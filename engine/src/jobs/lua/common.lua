@@ -13,10 +13,66 @@ else
 end
 local function key(k) return p .. ':' .. k end
 local function job(id) return p .. ':job:' .. id end
+-- `status:<s>` holds the jobs in status s scored by sequence (like `all`), so a list by status reads only its own.
 local function move(id, from, to)
   redis.call('HINCRBY', key('counts'), from, -1)
   redis.call('HINCRBY', key('counts'), to, 1)
   redis.call('HSET', job(id), 'status', to, 'updated_at', now)
+  redis.call('ZREM', key('status:' .. from), id)
+  redis.call('ZADD', key('status:' .. to), redis.call('HGET', job(id), 'seq'), id)
+end
+-- A start latency in milliseconds kept to two significant digits: the bin of the latency histogram it counts in.
+local function latency_bin(ms)
+  if ms <= 0 then return '0' end
+  local e = math.floor(math.log10(ms))
+  local m = math.floor(ms / 10 ^ (e - 1) + 0.5)
+  if m >= 100 then m = 10; e = e + 1 end
+  return tostring(m * 10 ^ (e - 1))
+end
+-- Counts job id's end (at `at`, milliseconds) in the minute's aggregates `stats:<minute>` that `stats` sums over
+-- the last hour: finished, succeeded, run_n / run_ms (its run time, when it started) and `l:<bin>` (its start
+-- latency). What it added is kept in the job's `agg` field, so a retry can take it back.
+local function record(id, at)
+  local j = job(id)
+  local f = redis.call('HMGET', j, 'status', 'started_at', 'started_us', 'queued_us')
+  local minute = math.floor(at / 60000)
+  local b = key('stats:' .. minute)
+  local ok, run, bin = 0, '', ''
+  if f[1] == 'succeeded' then ok = 1 end
+  redis.call('HINCRBY', b, 'finished', 1)
+  redis.call('HINCRBY', b, 'succeeded', ok)
+  local started = tonumber(f[2] or '')
+  if started and at >= started then
+    run = tostring(at - started)
+    redis.call('HINCRBY', b, 'run_n', 1)
+    redis.call('HINCRBY', b, 'run_ms', at - started)
+  end
+  local s, q = tonumber(f[3] or ''), tonumber(f[4] or '')
+  if s and q and s >= q then
+    bin = latency_bin((s - q) / 1000)
+    redis.call('HINCRBY', b, 'l:' .. bin, 1)
+  end
+  redis.call('PEXPIRE', b, 7320000)
+  redis.call('HSET', j, 'agg', minute .. ',' .. ok .. ',' .. run .. ',' .. bin)
+end
+-- Takes back what `record` added for job id (it is retried, or purged).
+local function unrecord(id)
+  local j = job(id)
+  local agg = redis.call('HGET', j, 'agg')
+  if not agg or agg == '' then return end
+  local parts = {}
+  for v in string.gmatch(agg .. ',', '([^,]*),') do parts[#parts + 1] = v end
+  local b = key('stats:' .. parts[1])
+  if redis.call('EXISTS', b) == 1 then
+    redis.call('HINCRBY', b, 'finished', -1)
+    redis.call('HINCRBY', b, 'succeeded', 0 - tonumber(parts[2]))
+    if parts[3] ~= '' then
+      redis.call('HINCRBY', b, 'run_n', -1)
+      redis.call('HINCRBY', b, 'run_ms', 0 - tonumber(parts[3]))
+    end
+    if parts[4] ~= '' then redis.call('HINCRBY', b, 'l:' .. parts[4], -1) end
+  end
+  redis.call('HSET', j, 'agg', '')
 end
 local function enqueue(id)
   local j = job(id)
@@ -30,6 +86,7 @@ local function finished(id)
   redis.call('HSET', job(id), 'finished_at', now)
   redis.call('ZADD', key('finished'), now, id)
   redis.call('ZREM', key('leases'), id)
+  record(id, now)
 end
 -- A job nobody works on any more (its lease ran out, or its worker is gone): back to the queue, or dead with no
 -- attempt left, or cancelled if a cancel was pending.

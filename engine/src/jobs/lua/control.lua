@@ -20,6 +20,7 @@ if action == 'cancel' then
 else
   if st == 'failed' or st == 'dead' or st == 'cancelled' then
     redis.call('ZREM', key('finished'), id)
+    unrecord(id)
     redis.call('HSET', j, 'attempts', 0, 'error', '', 'result', '', 'finished_at', '', 'worker_id', '',
       'output', '', 'condition', '')
     move(id, st, 'queued'); enqueue(id); return 'queued'

@@ -23,6 +23,7 @@ for i = 3, #ARGV, per do
     'attempts', 0, 'max_attempts', max_attempts, 'created_at', now, 'updated_at', now, 'seq', seq,
     'metadata', '{}', 'queued_us', now_us, 'status', status, 'input', input, 'parents', parents)
   redis.call('ZADD', key('all'), seq, id)
+  redis.call('ZADD', key('status:' .. status), seq, id)
   if status == 'waiting' then
     redis.call('ZADD', key('waiting'), seq, id)
     waiting = waiting + 1
