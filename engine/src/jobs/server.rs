@@ -69,37 +69,24 @@ fn live_record(scope_dir: &Path) -> Option<JobServer> {
     })
 }
 
-/// The server as it is now: its record with its status checked against `/proc`.
-pub fn status(scope_dir: &Path) -> Option<JobServer> {
-    let mut record = job_server::read_record(scope_dir)?;
-    let alive = record.pid.zip(record.pid_start_time).is_some_and(|(p, s)| proc_info::is_same_process(p, s));
-    if record.status == JobServerStatus::Running && !alive {
-        record.status = JobServerStatus::Stopped;
-        record.pid = None;
-        record.pid_start_time = None;
-    }
-    Some(record)
-}
-
 /// The repository's job server: the running one, or one started now (blocking; call it off an async thread).
 pub fn ensure(spec: &ServerSpec) -> Result<Running, StoreError> {
     let scope_dir = &spec.paths.scope_dir;
-    let password = |_: &JobServer| {
-        job_server::password(scope_dir).map_err(|e| failed(format!("cannot read its password: {e}")))
-    };
+    let password =
+        || job_server::password(scope_dir).map_err(|e| failed(format!("cannot read its password: {e}")));
     if let Some(record) = live_record(scope_dir) {
-        return Ok(Running { password: password(&record)?, record, started: false });
+        return Ok(Running { password: password()?, record, started: false });
     }
     create_private_dir_all(scope_dir).map_err(|e| failed(format!("{}: {e}", scope_dir.display())))?;
     let lock_path = job_server::lock_path(scope_dir);
     let _lock = FileLock::acquire(&lock_path).map_err(|e| failed(format!("{}: {e}", lock_path.display())))?;
     // Another command may have started it while this one waited for the lock.
     if let Some(record) = live_record(scope_dir) {
-        return Ok(Running { password: password(&record)?, record, started: false });
+        return Ok(Running { password: password()?, record, started: false });
     }
     // Its record lost (deleted, torn) while it runs: found by its marks and recorded again, never started twice.
     if let Some(record) = adopt(spec) {
-        return Ok(Running { password: password(&record)?, record, started: false });
+        return Ok(Running { password: password()?, record, started: false });
     }
     let binary = crate::requirements::find_binary("redis-server", spec.path_var.as_deref()).ok_or_else(|| {
         failed(
@@ -145,27 +132,7 @@ fn adopt(spec: &ServerSpec) -> Option<JobServer> {
         return None;
     }
     ping(port, &secret).ok()?;
-    let ledger = Ledger::new(&spec.paths.ledger_dir);
-    let _ = ledger.claim(&[(port, job_server::lease_owner(&spec.paths))], pid, started);
-    let record = JobServer {
-        schema_version: SCHEMA_VERSION,
-        status: JobServerStatus::Running,
-        port,
-        bind: spec.bind.clone(),
-        url: job_server::url(&spec.bind, port, None),
-        data_dir: job_server::data_dir(&spec.paths.scope_dir).display().to_string(),
-        log_path: job_server::log_path(&spec.paths.scope_dir).display().to_string(),
-        binary: argv.first().cloned(),
-        pid: Some(pid),
-        pid_start_time: Some(started),
-        started_at: None,
-    };
-    let bytes = serde_json::to_vec_pretty(&record).unwrap_or_default();
-    let saved = crate::state::write_atomic_with(
-        &job_server::record_path(&spec.paths.scope_dir),
-        &bytes,
-        crate::state::Durability::None,
-    );
+    let (record, saved) = record_running(spec, port, (pid, started), argv.first().cloned(), None);
     if let Err(e) = saved {
         tracing::warn!(error = %e, "the adopted job server could not be recorded");
     }
@@ -238,6 +205,25 @@ fn start_on(
         });
     }
     let started = proc_info::start_time(pid).unwrap_or_default();
+    let binary = Some(binary.display().to_string());
+    let (record, saved) = record_running(spec, port, (pid, started), binary, Some(now_rfc3339()));
+    saved.map_err(|e| Start::Failed(failed(format!("cannot record it: {e}"))))?;
+    tracing::info!(port, pid, elapsed_ms = began.elapsed().as_millis(), "job server started");
+    // Reap it when it ends while this process lives on (a host or a worker), so it never lingers as a zombie.
+    std::thread::spawn(move || child.wait());
+    Ok(record)
+}
+
+/// Leases `port` to the running server (`pid`, its start time) and writes its record; returns the record and
+/// whether it was written.
+fn record_running(
+    spec: &ServerSpec,
+    port: u16,
+    (pid, started): (u32, u64),
+    binary: Option<String>,
+    started_at: Option<String>,
+) -> (JobServer, std::io::Result<()>) {
+    let scope_dir = &spec.paths.scope_dir;
     let ledger = Ledger::new(&spec.paths.ledger_dir);
     if let Err(e) = ledger.claim(&[(port, job_server::lease_owner(&spec.paths))], pid, started) {
         tracing::warn!(error = %e, port, "the job server's port could not be leased to it");
@@ -248,26 +234,22 @@ fn start_on(
         port,
         bind: spec.bind.clone(),
         url: job_server::url(&spec.bind, port, None),
-        data_dir: data_dir.display().to_string(),
-        log_path: log_path.display().to_string(),
-        binary: Some(binary.display().to_string()),
+        data_dir: job_server::data_dir(scope_dir).display().to_string(),
+        log_path: job_server::log_path(scope_dir).display().to_string(),
+        binary,
         pid: Some(pid),
         pid_start_time: Some(started),
-        started_at: Some(now_rfc3339()),
+        started_at,
     };
     let bytes = serde_json::to_vec_pretty(&record).unwrap_or_default();
     // Atomic, not synced: it names a running process, which a power loss ends anyway (and the pid and start time
     // a torn record would name then are checked before anything trusts them).
-    crate::state::write_atomic_with(
+    let saved = crate::state::write_atomic_with(
         &job_server::record_path(scope_dir),
         &bytes,
         crate::state::Durability::None,
-    )
-    .map_err(|e| Start::Failed(failed(format!("cannot record it: {e}"))))?;
-    tracing::info!(port, pid, elapsed_ms = began.elapsed().as_millis(), "job server started");
-    // Reap it when it ends while this process lives on (a host or a worker), so it never lingers as a zombie.
-    std::thread::spawn(move || child.wait());
-    Ok(record)
+    );
+    (record, saved)
 }
 
 /// Waits until the server answers `PING` with its password (it replays its append-only file first).

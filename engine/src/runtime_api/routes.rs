@@ -289,6 +289,20 @@ struct Scope {
     target: Option<String>,
 }
 
+/// What every variable endpoint checks first: the token is this execution's, the key is a valid name, and the
+/// target asked for is one it may reach ([`variable_target`]); returns that target.
+fn variable_scope(
+    api: &Api,
+    headers: &HeaderMap,
+    id: &str,
+    key: &str,
+    scope: Scope,
+) -> Result<Option<String>, Refusal> {
+    let job = execution(api, headers, id)?;
+    check_key(key)?;
+    variable_target(&job, scope.target)
+}
+
 /// The variables' target a request may use: a target's job reaches its own target's (and the repository's)
 /// only, as with the job endpoints; a target that is no target name (a tab would reach into another variable's
 /// field) is 400.
@@ -319,9 +333,7 @@ async fn var_get(
     Query(scope): Query<Scope>,
     headers: HeaderMap,
 ) -> Result<Response, Refusal> {
-    let job = execution(&api, &headers, &id)?;
-    check_key(&key)?;
-    let target = variable_target(&job, scope.target)?;
+    let target = variable_scope(&api, &headers, &id, &key, scope)?;
     let (k, t) = (key.clone(), target.clone());
     match blocking(&api, move |s| s.var_get(t.as_deref(), &k)).await? {
         Some(value) => Ok(axum::Json(VariableValue { key, target, value }).into_response()),
@@ -336,9 +348,7 @@ async fn var_set(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, Refusal> {
-    let job = execution(&api, &headers, &id)?;
-    check_key(&key)?;
-    let target = variable_target(&job, scope.target)?;
+    let target = variable_scope(&api, &headers, &id, &key, scope)?;
     let SetVariable { value } = parse(&body)?;
     blocking(&api, move |s| s.var_set(target.as_deref(), &key, &value)).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -350,9 +360,7 @@ async fn var_delete(
     Query(scope): Query<Scope>,
     headers: HeaderMap,
 ) -> Result<StatusCode, Refusal> {
-    let job = execution(&api, &headers, &id)?;
-    check_key(&key)?;
-    let target = variable_target(&job, scope.target)?;
+    let target = variable_scope(&api, &headers, &id, &key, scope)?;
     let k = key.clone();
     if blocking(&api, move |s| s.var_delete(target.as_deref(), &k)).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -368,9 +376,7 @@ async fn var_incr(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, Refusal> {
-    let job = execution(&api, &headers, &id)?;
-    check_key(&key)?;
-    let target = variable_target(&job, scope.target)?;
+    let target = variable_scope(&api, &headers, &id, &key, scope)?;
     let Increment { by } =
         if body.iter().all(u8::is_ascii_whitespace) { Increment::default() } else { parse(&body)? };
     let (k, t) = (key.clone(), target.clone());
