@@ -119,8 +119,12 @@ impl Settings {
     pub fn report(&self) -> ConfigReport {
         let mut values = Vec::new();
         if let Ok(serde_json::Value::Object(root)) = serde_json::to_value(&self.config) {
+            let mut flat =
+                Flattener { path: String::with_capacity(64), out: &mut values, provenance: &self.provenance };
             for (section, body) in root {
-                flatten(&section, &body, leaf_depth(&section), &mut values, &self.provenance);
+                flat.path.clear();
+                flat.path.push_str(&section);
+                flat.walk(body, 1, leaf_depth(&section));
             }
         }
         ConfigReport {
@@ -231,24 +235,33 @@ fn leaf_depth(section: &str) -> usize {
     }
 }
 
-fn flatten(
-    path: &str,
-    value: &serde_json::Value,
-    depth: usize,
-    out: &mut Vec<ConfigValue>,
-    provenance: &BTreeMap<String, String>,
-) {
-    let here = path.split('.').count();
-    let depth = if path == "jobs.types" { 4 } else { depth };
-    match value {
-        serde_json::Value::Object(map) if here < depth => {
-            for (key, inner) in map {
-                flatten(&format!("{path}.{key}"), inner, depth, out, provenance);
+/// Walks the resolved config as JSON and lists each leaf with its file spelling and source. One path buffer is
+/// grown and cut back as it descends, and leaf values are moved out of the tree, so a config of many services
+/// costs a push per leaf rather than a string and a clone per level.
+struct Flattener<'a> {
+    path: String,
+    out: &'a mut Vec<ConfigValue>,
+    provenance: &'a BTreeMap<String, String>,
+}
+
+impl Flattener<'_> {
+    fn walk(&mut self, value: serde_json::Value, here: usize, depth: usize) {
+        let depth = if self.path == "jobs.types" { 4 } else { depth };
+        match value {
+            serde_json::Value::Object(map) if here < depth => {
+                let len = self.path.len();
+                for (key, inner) in map {
+                    self.path.push('.');
+                    self.path.push_str(&key);
+                    self.walk(inner, here + 1, depth);
+                    self.path.truncate(len);
+                }
             }
-        }
-        _ => {
-            let (key, value) = file_spelling(path, value);
-            out.push(ConfigValue { key, value, source: source_of(path, provenance) });
+            value => {
+                let (key, value) = file_spelling(&self.path, value);
+                let source = source_of(&self.path, self.provenance);
+                self.out.push(ConfigValue { key, value, source });
+            }
         }
     }
 }
@@ -296,38 +309,43 @@ fn ready_spelling(value: &serde_json::Value) -> serde_json::Value {
 /// A resolved key and value as the file spells them, so `show-config` output pastes into `--set`: durations kept
 /// in milliseconds (`ready.timeout_ms`) become `timeout = "30s"`, ones kept in seconds (`stop_grace_secs`) become
 /// `stop_grace = 5`. `jobs.lease_secs` is spelled that way in the file too.
-fn file_spelling(path: &str, value: &serde_json::Value) -> (String, serde_json::Value) {
+fn file_spelling(path: &str, value: serde_json::Value) -> (String, serde_json::Value) {
     if path == "jobs.lease_secs" {
-        return (path.to_owned(), value.clone());
+        return (path.to_owned(), value);
     }
     if path.rsplit('.').next() == Some("ready") {
-        return (path.to_owned(), ready_spelling(value));
+        return (path.to_owned(), ready_spelling(&value));
     }
     if let Some(key) = path.strip_suffix("_ms") {
         let text = value
             .as_u64()
             .map(|ms| if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") });
-        return (key.to_owned(), text.map_or_else(|| value.clone(), serde_json::Value::String));
+        return (key.to_owned(), text.map_or(value, serde_json::Value::String));
     }
     if let Some(key) = path.strip_suffix("_secs") {
-        return (key.to_owned(), value.clone());
+        return (key.to_owned(), value);
     }
-    (path.to_owned(), value.clone())
+    (path.to_owned(), value)
 }
 
 /// The source of a resolved key: the key itself, its file spelling (`stop_grace` for `stop_grace_secs`), a key
 /// under it, or the nearest parent a layer set as a whole; otherwise the default.
 fn source_of(path: &str, provenance: &BTreeMap<String, String>) -> String {
     let file_key = path.strip_suffix("_secs").or_else(|| path.strip_suffix("_ms")).unwrap_or(path);
-    for key in [path, file_key] {
-        if let Some(source) = provenance.get(key) {
-            return source.clone();
-        }
-        let prefix = format!("{key}.");
-        if let Some((_, source)) =
-            provenance.range(prefix.clone()..).next().filter(|(k, _)| k.starts_with(&prefix))
-        {
-            return source.clone();
+    let keys: &[&str] = if file_key == path { &[path] } else { &[path, file_key] };
+    for &key in keys {
+        // The first recorded key at or after `key` is the key itself; a key under it (`key.` sorts after `key`,
+        // and only keys that extend `key` with a byte below `.` can come between).
+        let at_or_after =
+            provenance.range::<str, _>((std::ops::Bound::Included(key), std::ops::Bound::Unbounded));
+        for (recorded, source) in at_or_after {
+            let Some(rest) = recorded.strip_prefix(key) else { break };
+            if rest.is_empty() || rest.starts_with('.') {
+                return source.clone();
+            }
+            if rest.as_bytes()[0] > b'.' {
+                break;
+            }
         }
     }
     "default".to_owned()
@@ -344,5 +362,24 @@ mod tests {
         assert_eq!(err.problems.len(), 11, "{err}");
         assert_eq!(err.problems[0].to_string(), "/r/.envctl:1:7: invalid UTF-8 (byte 0xff)");
         assert_eq!(err.problems[10].to_string(), "/r/.envctl: and 2 more lines with invalid UTF-8");
+    }
+
+    #[test]
+    fn a_source_is_the_key_its_file_spelling_or_a_key_under_it_never_a_sibling_sharing_its_prefix() {
+        let provenance: std::collections::BTreeMap<String, String> = [
+            ("services.api-x.port", "file:sibling"),
+            ("services.api.env.TOKEN", "file:env"),
+            ("services.api.stop_grace", "file:grace"),
+            ("services.web-2.command", "file:web-2"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let source = |key| super::source_of(key, &provenance);
+        assert_eq!(source("services.api.env"), "file:env", "a key under it");
+        assert_eq!(source("services.api.stop_grace_secs"), "file:grace", "its file spelling");
+        assert_eq!(source("services.api.port"), "default", "`api-x` sorts between `api` and `api.`");
+        assert_eq!(source("services.web.command"), "default", "`web-2` is another service");
+        assert_eq!(source("services.web-2.command"), "file:web-2");
     }
 }

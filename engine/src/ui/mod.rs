@@ -98,9 +98,19 @@ impl Printer {
 
     /// A value as pretty JSON on stdout.
     pub fn json<T: Serialize>(&self, value: &T) {
-        match serde_json::to_string_pretty(value) {
-            Ok(text) => self.data(&text),
-            Err(err) => self.error(&format!("cannot render JSON: {err}")),
+        // Streamed through one buffer rather than built as a string first: a report of many services is
+        // hundreds of kilobytes.
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        match serde_json::to_writer_pretty(&mut out, value) {
+            Ok(()) => {
+                let _ = out.write_all(b"\n");
+                let _ = out.flush();
+            }
+            Err(err) if err.is_io() => {}
+            Err(err) => {
+                drop(out);
+                self.error(&format!("cannot render JSON: {err}"));
+            }
         }
     }
 
