@@ -294,8 +294,14 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
         }
     };
     let corrupt = |detail: String| StateError::Corrupt { path: path.to_path_buf(), detail };
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    match value.get("schema_version").and_then(serde_json::Value::as_u64) {
+    // The version is read first (every other field skipped, nothing allocated), so a file of a newer envctl is
+    // named as such rather than as whatever field it changed; then the document is read once, straight into `T`.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        schema_version: Option<u64>,
+    }
+    let version: Version = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
+    match version.schema_version {
         Some(v) if v > u64::from(SCHEMA_VERSION) => {
             return Err(corrupt(format!(
                 "schema_version {v} was written by a newer envctl (this one reads {SCHEMA_VERSION})"
@@ -304,7 +310,7 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
         None => return Err(corrupt("no schema_version".to_owned())),
         Some(_) => {}
     }
-    serde_json::from_value(value).map(Some).map_err(|e| corrupt(e.to_string()))
+    serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(e.to_string()))
 }
 
 #[cfg(test)]

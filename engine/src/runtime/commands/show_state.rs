@@ -26,6 +26,8 @@ pub fn exec(rt: &EngineRuntime, args: &ShowStateArgs) -> Result<Outcome, EngineE
     let shown = ShowState { found, scope_dir, run_state, runtime_map };
     if args.json {
         rt.printer().json(&shown);
+        // The process ends next (see show-config): the state of many services is not freed piece by piece.
+        std::mem::forget(shown);
     } else if let Some(state) = &shown.run_state {
         let mut out = format!(
             "run: {} ({}, {})\nupdated: {}\n",
