@@ -285,6 +285,12 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
 }
 
 /// Reads one artifact: `Ok(None)` when absent, `Corrupt` (with the path) when unreadable or from a newer envctl.
+/// Only the version of a state file.
+#[derive(serde::Deserialize)]
+struct Version {
+    schema_version: Option<u64>,
+}
+
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
@@ -296,10 +302,6 @@ fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> 
     let corrupt = |detail: String| StateError::Corrupt { path: path.to_path_buf(), detail };
     // The version is read first (every other field skipped, nothing allocated), so a file of a newer envctl is
     // named as such rather than as whatever field it changed; then the document is read once, straight into `T`.
-    #[derive(serde::Deserialize)]
-    struct Version {
-        schema_version: Option<u64>,
-    }
     let version: Version = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
     match version.schema_version {
         Some(v) if v > u64::from(SCHEMA_VERSION) => {
