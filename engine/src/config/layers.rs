@@ -68,16 +68,21 @@ impl SourceMap {
     }
 
     /// Short provenance label for `show-config`: `file:path:line`, `legacy:path:line (KEY)`, `env:VAR`, `cli:--set`.
+    /// Called for every key of the file, so a file's label is made in one step, without the column.
     pub fn source_label(&self, span: &Range<usize>) -> String {
-        let location = self.locate(span);
-        match self.segments.iter().rev().find(|(start, _)| *start <= span.start).map(|(_, l)| &l.origin) {
-            Some(Origin::File(_)) => {
-                format!("file:{}", location.rsplit_once(':').map_or(location.as_str(), |(a, _)| a))
+        let Some(index) = self.segments.iter().rposition(|(start, _)| *start <= span.start) else {
+            return "default".to_owned();
+        };
+        let (start, layer) = &self.segments[index];
+        match &layer.origin {
+            Origin::File(path) => {
+                let offset = (span.start - start).min(layer.text.len());
+                let line = self.line_starts[index].partition_point(|s| *s <= offset).max(1);
+                format!("file:{}:{line}", path.display())
             }
-            Some(Origin::Legacy { .. }) => format!("legacy:{location}"),
-            Some(Origin::Env(var)) => format!("env:{var}"),
-            Some(Origin::Cli(_)) => "cli:--set".to_owned(),
-            None => "default".to_owned(),
+            Origin::Legacy { .. } => format!("legacy:{}", self.locate(span)),
+            Origin::Env(var) => format!("env:{var}"),
+            Origin::Cli(_) => "cli:--set".to_owned(),
         }
     }
 }

@@ -119,8 +119,11 @@ impl Settings {
     pub fn report(&self) -> ConfigReport {
         let mut values = Vec::new();
         if let Ok(serde_json::Value::Object(root)) = serde_json::to_value(&self.config) {
-            let mut flat =
-                Flattener { path: String::with_capacity(64), out: &mut values, provenance: &self.provenance };
+            let mut flat = Flattener {
+                path: String::with_capacity(64),
+                out: &mut values,
+                sources: Sources::new(&self.provenance),
+            };
             for (section, body) in root {
                 flat.path.clear();
                 flat.path.push_str(&section);
@@ -241,7 +244,7 @@ fn leaf_depth(section: &str) -> usize {
 struct Flattener<'a> {
     path: String,
     out: &'a mut Vec<ConfigValue>,
-    provenance: &'a BTreeMap<String, String>,
+    sources: Sources<'a>,
 }
 
 impl Flattener<'_> {
@@ -259,7 +262,7 @@ impl Flattener<'_> {
             }
             value => {
                 let (key, value) = file_spelling(&self.path, value);
-                let source = source_of(&self.path, self.provenance);
+                let source = self.sources.of(&self.path);
                 self.out.push(ConfigValue { key, value, source });
             }
         }
@@ -328,27 +331,41 @@ fn file_spelling(path: &str, value: serde_json::Value) -> (String, serde_json::V
     (path.to_owned(), value)
 }
 
-/// The source of a resolved key: the key itself, its file spelling (`stop_grace` for `stop_grace_secs`), a key
-/// under it, or the nearest parent a layer set as a whole; otherwise the default.
-fn source_of(path: &str, provenance: &BTreeMap<String, String>) -> String {
-    let file_key = path.strip_suffix("_secs").or_else(|| path.strip_suffix("_ms")).unwrap_or(path);
-    let keys: &[&str] = if file_key == path { &[path] } else { &[path, file_key] };
-    for &key in keys {
-        // The first recorded key at or after `key` is the key itself; a key under it (`key.` sorts after `key`,
-        // and only keys that extend `key` with a byte below `.` can come between).
-        let at_or_after =
-            provenance.range::<str, _>((std::ops::Bound::Included(key), std::ops::Bound::Unbounded));
-        for (recorded, source) in at_or_after {
-            let Some(rest) = recorded.strip_prefix(key) else { break };
-            if rest.is_empty() || rest.starts_with('.') {
-                return source.clone();
-            }
-            if rest.as_bytes()[0] > b'.' {
-                break;
+/// Where each recorded key came from, and for every key above a recorded one (`services.api.env` above
+/// `services.api.env.TOKEN`) the source of the first recorded key under it. Both are borrowed from the
+/// provenance, so indexing a config of many services allocates nothing per key.
+struct Sources<'a> {
+    exact: &'a BTreeMap<String, String>,
+    under: std::collections::HashMap<&'a str, &'a str>,
+}
+
+impl<'a> Sources<'a> {
+    fn new(exact: &'a BTreeMap<String, String>) -> Self {
+        let mut under = std::collections::HashMap::with_capacity(exact.len() * 2);
+        // In sorted order, so the first recorded key under a parent is the one that names its source.
+        for (key, source) in exact {
+            for (at, _) in key.match_indices('.') {
+                under.entry(&key[..at]).or_insert(source.as_str());
             }
         }
+        Self { exact, under }
     }
-    "default".to_owned()
+
+    /// The source of a resolved key: the key itself, its file spelling (`stop_grace` for `stop_grace_secs`), or
+    /// a key under it; otherwise the default.
+    fn of(&self, path: &str) -> String {
+        let file_key = path.strip_suffix("_secs").or_else(|| path.strip_suffix("_ms")).unwrap_or(path);
+        let keys: &[&str] = if file_key == path { &[path] } else { &[path, file_key] };
+        for &key in keys {
+            if let Some(source) = self.exact.get(key) {
+                return source.clone();
+            }
+            if let Some(source) = self.under.get(key) {
+                return (*source).to_owned();
+            }
+        }
+        "default".to_owned()
+    }
 }
 
 #[cfg(test)]
@@ -375,7 +392,8 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
-        let source = |key| super::source_of(key, &provenance);
+        let sources = super::Sources::new(&provenance);
+        let source = |key| sources.of(key);
         assert_eq!(source("services.api.env"), "file:env", "a key under it");
         assert_eq!(source("services.api.stop_grace_secs"), "file:grace", "its file spelling");
         assert_eq!(source("services.api.port"), "default", "`api-x` sorts between `api` and `api.`");
