@@ -487,3 +487,60 @@ fn named_ports_are_leased_per_target_and_reach_the_service_and_its_dependents() 
     assert!(lease(&env, main_web.expect("web")).is_some(), "the requested port stays leased");
     drop(foreign);
 }
+
+/// The `state.saved` events of run `run_id` in the scope's `events.jsonl`, once the run's own save (the one that
+/// writes its `runs/` copy) is in.
+fn saves_of_run(env: &TestEnv, run_id: &str) -> Vec<serde_json::Value> {
+    let events =
+        env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo)).join("events.jsonl");
+    let saves = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "state.saved" && e["run_id"] == run_id)
+            .collect()
+    };
+    assert!(eventually(10, || saves().iter().any(|e| e["detail"]["history"] == true)), "the run's save");
+    // A change no save covered yet is written once the start is over: let it land too.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    saves()
+}
+
+#[test]
+fn a_start_writes_the_state_as_often_for_three_services_as_for_three_hundred() {
+    let mut counts = Vec::new();
+    for n in [3, 300] {
+        let env = TestEnv::new();
+        env.write(".envctl", &sleepers(n));
+        env.envctl(&["start"]).ok();
+        let state = env.state();
+        assert_eq!(state["services"].as_array().map(Vec::len), Some(n));
+        let run_id = state["run_id"].as_str().expect("run id").to_owned();
+        let saves = saves_of_run(&env, &run_id);
+        // One write when the start ends (with its run copy), at most one more for a change that came after it.
+        assert!((1..=2).contains(&saves.len()), "{n} services: {saves:?}");
+        counts.push(saves.len());
+        env.envctl(&["stop"]).ok();
+    }
+    assert!(counts[1] <= counts[0] + 1, "writes grow with the number of services: {counts:?}");
+}
+
+#[test]
+fn a_start_in_layers_writes_each_ready_wave_once() {
+    let env = TestEnv::new();
+    let mut config = sleepers(20);
+    config.push_str("[services.late]\ncommand = \"sleep 1000\"\ndepends_on = [");
+    config.push_str(&(0..20).map(|i| format!("\"s{i}\"")).collect::<Vec<_>>().join(", "));
+    config.push_str("]\n");
+    env.write(".envctl", &config);
+    env.envctl(&["start"]).ok();
+    let run_id = env.state()["run_id"].as_str().expect("run id").to_owned();
+    let saves = saves_of_run(&env, &run_id);
+    // The first wave (20 services) once, the start's end once, at most one more for a later change.
+    assert!((2..=3).contains(&saves.len()), "{saves:?}");
+    assert!(
+        saves.iter().any(|e| e["detail"]["history"] == false && e["detail"]["services"].as_u64() >= Some(20)),
+        "the first wave was written before the start ended: {saves:?}"
+    );
+}

@@ -25,7 +25,7 @@ use std::fs::File;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use envctl_contracts::control::{Reply, ResumeRequest, StartRequest};
@@ -155,6 +155,14 @@ pub struct Host {
     changes: tokio::sync::watch::Sender<u64>,
     /// The job store the in-process worker uses, once a start named it (`watch` reads its queue).
     job_stores: std::sync::OnceLock<StoreFactory>,
+    /// Service changes the saver has taken in (each nudge it wakes on), and how many of them the last save covered:
+    /// the saver writes only when a change came after the last save began.
+    nudges: AtomicU64,
+    saved_nudges: AtomicU64,
+    /// A request under way asks for its state to be written now (a wave of services launched) with this.
+    wave: Notify,
+    /// Saves written (the latest view); each also says so in `events.jsonl` as `state.saved`.
+    saves: AtomicU64,
 }
 
 /// The state an earlier host left: read, or recovered when it is torn; with what to tell the user then.
@@ -244,6 +252,10 @@ impl Host {
             recovery: std::sync::Mutex::new(recovery),
             changes: tokio::sync::watch::Sender::new(0),
             job_stores: std::sync::OnceLock::new(),
+            nudges: AtomicU64::new(0),
+            saved_nudges: AtomicU64::new(0),
+            wave: Notify::new(),
+            saves: AtomicU64::new(0),
         }
     }
 
@@ -466,6 +478,12 @@ impl Host {
         self.changed();
     }
 
+    /// A service changed: counted for the saver, and told to every `watch` connection.
+    fn nudged(&self) {
+        self.nudges.fetch_add(1, Ordering::SeqCst);
+        self.changed();
+    }
+
     /// Tells every `watch` connection that something changed.
     fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -483,6 +501,8 @@ impl Host {
     /// is logged and recorded as an event, and returned.
     pub async fn save(&self, history: bool) -> Result<(), StateError> {
         let _guard = self.save_lock.lock().await;
+        // Every nudge taken in so far is covered: the records are read after it.
+        let covered = self.nudges.load(Ordering::SeqCst);
         let mut records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
         if let Some(api) = self.hub.started() {
             api.set_services(service_counts(&records));
@@ -490,6 +510,7 @@ impl Host {
         records.extend(unpoisoned(&self.retained).values().cloned());
         records.sort_by(|a, b| (&a.target, &a.service).cmp(&(&b.target, &b.service)));
         let run = unpoisoned(&self.run).clone();
+        let services = records.len();
         let mut artifacts = snapshot::artifacts(&run, self.record, records);
         artifacts.run_state.requirement_users = unpoisoned(&self.uses)
             .iter()
@@ -503,11 +524,29 @@ impl Host {
         .unwrap_or_else(|e| {
             Err(StateError::Io { path: "state writer".into(), source: std::io::Error::other(e) })
         });
-        if let Err(e) = &saved {
-            tracing::error!(error = %e, "state not saved");
-            self.event(None, None, "state.save_failed", serde_json::json!({"error": e.to_string()}));
+        match &saved {
+            Ok(()) => {
+                self.saved_nudges.fetch_max(covered, Ordering::SeqCst);
+                let saves = self.saves.fetch_add(1, Ordering::Relaxed) + 1;
+                // The exiting host's last save comes after its `host.stopped`, the log's last word.
+                if !self.parts.token.is_cancelled() {
+                    let detail =
+                        serde_json::json!({"services": services, "history": history, "saves": saves});
+                    self.event(None, None, "state.saved", detail);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "state not saved");
+                self.event(None, None, "state.save_failed", serde_json::json!({"error": e.to_string()}));
+            }
         }
         saved
+    }
+
+    /// Asks for the state to be written now, while a request is under way (it writes it again when it ends): a
+    /// wave of services was launched, so their processes are on disk before the next wave waits on them.
+    pub fn save_wave(&self) {
+        self.wave.notify_one();
     }
 
     /// Stops the given services for good (a user's stop, a failed start's rollback, the host's exit): as
@@ -961,23 +1000,41 @@ async fn write_events(
 
 /// Writes the artifacts whenever a service changes. Changes that arrive together are written once, and the pause
 /// before the next write grows with what the last one cost (twice its time, 50 ms to 2 s), so a host with
-/// thousands of services spends most of its time supervising, not rewriting its state; commands save explicitly
-/// when they finish.
+/// thousands of services spends most of its time supervising, not rewriting its state. While a request changes
+/// what runs (a `start` launching a thousand services), the state is written once per wave it launches
+/// ([`Host::save_wave`]) and once when it ends, not once per service: how often a start writes does not grow with
+/// how many services it starts. A change no save has covered yet is written once the request is over.
 async fn save_on_change(host: Arc<Host>, done: CancellationToken) {
     let mut pause = Duration::from_millis(50);
     loop {
+        let mut wave = false;
         tokio::select! {
-            () = host.reporter.changed.notified() => host.changed(),
+            () = host.reporter.changed.notified() => host.nudged(),
+            () = host.wave.notified() => wave = true,
             () = done.cancelled() => return,
         }
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = done.cancelled() => return,
+        if !wave {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = done.cancelled() => return,
+            }
         }
-        let began = std::time::Instant::now();
-        // Failures are logged and recorded by `save`.
-        let _ = host.save(false).await;
-        pause = (began.elapsed() * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        // A request under way writes the state when it ends: until then only its waves are written, and service
+        // changes are passed on to `watch` connections as they come.
+        while !wave && host.orchestration.try_lock().is_err() {
+            tokio::select! {
+                () = host.reporter.changed.notified() => host.nudged(),
+                () = host.wave.notified() => wave = true,
+                _ = host.orchestration.lock() => {}
+                () = done.cancelled() => return,
+            }
+        }
+        if wave || host.nudges.load(Ordering::SeqCst) > host.saved_nudges.load(Ordering::SeqCst) {
+            let began = std::time::Instant::now();
+            // Failures are logged and recorded by `save`.
+            let _ = host.save(false).await;
+            pause = (began.elapsed() * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        }
         // Nothing left to supervise (the last service ended on its own) and no request under way: exit.
         if let Ok(_quiet) = host.orchestration.try_lock()
             && host.has_handles().await

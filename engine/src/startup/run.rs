@@ -127,6 +127,10 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
                 .filter_map(|l| l.split_once('/'))
                 .map(|(o, n)| (o.to_owned(), n.to_owned())),
         );
+        if !result.started.is_empty() && !request.deps_only {
+            // The servers are up: on disk now, while the services start.
+            host.save_wave();
+        }
         outcome.reused.extend(result.reused);
         outcome.started.extend(result.started);
         outcome.notes.extend(result.notes);
