@@ -544,3 +544,25 @@ fn a_start_in_layers_writes_each_ready_wave_once() {
         "the first wave was written before the start ended: {saves:?}"
     );
 }
+
+#[test]
+fn the_run_copy_a_start_writes_after_its_reply_is_there_for_stop_and_for_a_bundle() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(2));
+    env.envctl(&["start"]).ok();
+    let run_id = env.state()["run_id"].as_str().expect("run id").to_owned();
+    let scope = env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo));
+    let copy = scope.join("runs").join(&run_id);
+    // A bundle made at once has the run's copy: debug-pack waits for the host to finish writing it.
+    let packed = env.envctl(&["debug-pack"]);
+    packed.ok();
+    let bundle = std::path::PathBuf::from(packed.stdout.trim());
+    let listing = std::process::Command::new("tar").arg("tzf").arg(&bundle).output().expect("tar");
+    let names = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(names.contains(&format!("runs/{run_id}/run_state.json")), "{names}");
+    // `stop` returns once the run's copy says what it stopped.
+    env.envctl(&["stop"]).ok();
+    let text = std::fs::read_to_string(copy.join("run_state.json")).expect("the run copy");
+    let state: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(state["services"].as_array().map(Vec::len), Some(0), "{text}");
+}

@@ -172,6 +172,14 @@ impl HostClient {
         Err(io(&"the host exited", &self.log))
     }
 
+    /// Waits until a running host has written what it is still writing (the run copy a start writes after its
+    /// reply), for commands that read the run copies; returns at once when no host answers.
+    pub fn settle(paths: &Paths) {
+        if let Some(client) = Self::connect(paths) {
+            let _ = client.request(&Request::Status, |_| {});
+        }
+    }
+
     /// Sends `request` to the host (spawning one when `spawn` and none answers). A host that was exiting and
     /// closed the connection unanswered is replaced once. `Ok(None)`: no host and `spawn` was false.
     pub fn call(

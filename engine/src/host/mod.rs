@@ -126,6 +126,17 @@ pub struct RunInfo {
     pub created_at: String,
 }
 
+/// When a save writes the run's `runs/<run-id>/` copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunCopy {
+    /// It does not: the latest view only.
+    None,
+    /// Before it returns.
+    Now,
+    /// Right after the latest view, in the background.
+    After,
+}
+
 /// The host's shared state. Reached through its methods only.
 #[derive(Debug)]
 pub struct Host {
@@ -135,7 +146,8 @@ pub struct Host {
     run: std::sync::Mutex<RunInfo>,
     previous: Option<RunState>,
     reporter: Reporter,
-    save_lock: tokio::sync::Mutex<()>,
+    /// Held while the state is written, and by the background write of a run copy until it is on disk.
+    save_lock: Arc<tokio::sync::Mutex<()>>,
     events: mpsc::UnboundedSender<Event>,
     force: AtomicBool,
     uses: std::sync::Mutex<BTreeMap<String, BTreeSet<Key>>>,
@@ -241,7 +253,7 @@ impl Host {
             run: std::sync::Mutex::new(RunInfo::default()),
             previous,
             reporter,
-            save_lock: tokio::sync::Mutex::new(()),
+            save_lock: Arc::new(tokio::sync::Mutex::new(())),
             events,
             force: AtomicBool::new(false),
             uses: std::sync::Mutex::new(BTreeMap::new()),
@@ -500,7 +512,23 @@ impl Host {
     /// Writes every artifact from the live view; with `history`, also the run's `runs/<run-id>/` copy. A failure
     /// is logged and recorded as an event, and returned.
     pub async fn save(&self, history: bool) -> Result<(), StateError> {
-        let _guard = self.save_lock.lock().await;
+        self.save_as(if history { RunCopy::Now } else { RunCopy::None }).await
+    }
+
+    /// Writes the latest view now and the run's `runs/<run-id>/` copy right after, in the background (a command's
+    /// reply waits for the latest view only, which every reader of the state reads). The next save, a `status`
+    /// request ([`Self::flush`]) and the host's exit wait until the copy is on disk.
+    pub async fn save_then_copy(&self) -> Result<(), StateError> {
+        self.save_as(RunCopy::After).await
+    }
+
+    /// Waits until a run copy being written in the background is on disk.
+    pub async fn flush(&self) {
+        drop(self.save_lock.lock().await);
+    }
+
+    async fn save_as(&self, copy: RunCopy) -> Result<(), StateError> {
+        let guard = Arc::clone(&self.save_lock).lock_owned().await;
         // Every nudge taken in so far is covered: the records are read after it.
         let covered = self.nudges.load(Ordering::SeqCst);
         let mut records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
@@ -517,8 +545,11 @@ impl Host {
             .map(|(target, keys)| (target.clone(), keys.iter().map(|(o, n)| format!("{o}/{n}")).collect()))
             .collect();
         let repo = self.parts.state.clone();
-        let saved = tokio::task::spawn_blocking(move || {
-            if history { repo.save_run_with_history(&artifacts) } else { repo.save_run(&artifacts) }
+        let artifacts = Arc::new(artifacts);
+        let written = Arc::clone(&artifacts);
+        let saved = tokio::task::spawn_blocking(move || match copy {
+            RunCopy::Now => repo.save_run_with_history(&written),
+            RunCopy::None | RunCopy::After => repo.save_run(&written),
         })
         .await
         .unwrap_or_else(|e| {
@@ -530,6 +561,7 @@ impl Host {
                 let saves = self.saves.fetch_add(1, Ordering::Relaxed) + 1;
                 // The exiting host's last save comes after its `host.stopped`, the log's last word.
                 if !self.parts.token.is_cancelled() {
+                    let history = copy != RunCopy::None;
                     let detail =
                         serde_json::json!({"services": services, "history": history, "saves": saves});
                     self.event(None, None, "state.saved", detail);
@@ -539,6 +571,26 @@ impl Host {
                 tracing::error!(error = %e, "state not saved");
                 self.event(None, None, "state.save_failed", serde_json::json!({"error": e.to_string()}));
             }
+        }
+        if copy == RunCopy::After && saved.is_ok() {
+            let repo = self.parts.state.clone();
+            let events = self.events.clone();
+            self.parts.tracker.spawn(async move {
+                let copied = tokio::task::spawn_blocking(move || repo.save_run_copy(&artifacts)).await;
+                if let Ok(Err(e)) = copied {
+                    tracing::error!(error = %e, "run copy not saved");
+                    let _ = events.send(Event {
+                        schema_version: envctl_contracts::SCHEMA_VERSION,
+                        at: now_rfc3339(),
+                        run_id: run.run_id,
+                        target: None,
+                        service: None,
+                        event: "state.save_failed".into(),
+                        detail: serde_json::json!({"error": e.to_string()}),
+                    });
+                }
+                drop(guard);
+            });
         }
         saved
     }

@@ -307,7 +307,7 @@ async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> R
         .filter(|((t, _), _)| targets.is_empty() || targets.contains(t))
         .map(|(_, h)| h.record())
         .collect();
-    if let Err(e) = host.save(true).await {
+    if let Err(e) = host.save_then_copy().await {
         outcome.warnings.push(e.to_string());
     }
     Reply::Started(outcome)
