@@ -566,3 +566,16 @@ fn the_run_copy_a_start_writes_after_its_reply_is_there_for_stop_and_for_a_bundl
     let state: serde_json::Value = serde_json::from_str(&text).expect("json");
     assert_eq!(state["services"].as_array().map(Vec::len), Some(0), "{text}");
 }
+
+#[test]
+fn the_host_runs_in_a_session_of_its_own() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(1));
+    env.envctl(&["start"]).ok();
+    let host = env.state()["host"]["pid"].as_u64().expect("host pid");
+    let stat = std::fs::read_to_string(format!("/proc/{host}/stat")).expect("host stat");
+    // After the `(comm)`: state, ppid, pgrp, session, tty.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
+    assert_eq!(fields[3], host.to_string(), "the host leads its own session: {stat}");
+    assert_eq!(fields[4], "0", "with no controlling terminal: {stat}");
+}

@@ -822,6 +822,10 @@ pub async fn run(
     }
     let listener = server::bind(&paths)?;
     ready();
+    // The runtime API starts while the CLI that spawned this host connects and sends its request, not after: a
+    // start's first service needs its URL.
+    let hub = host.hub.clone();
+    host.parts.tracker.spawn(async move { hub.start().await });
     host.reporter.changed.notify_one();
     let (saver_done, forwarder_done) = (CancellationToken::new(), CancellationToken::new());
     let saver = tokio::spawn(save_on_change(Arc::clone(&host), saver_done.clone()));
