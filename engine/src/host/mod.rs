@@ -790,11 +790,9 @@ pub async fn run(
     };
     let (pid, start_time) = proc_info::current();
     let unclean = mark_running(&lock, pid, start_time);
-    let (previous, recovery) = {
-        let repo = parts.state.clone();
-        let scope = crate::plan::scope_of(&paths);
-        tokio::task::spawn_blocking(move || read_previous(&repo, &scope, unclean)).await.unwrap_or_default()
-    };
+    // Read here, on the host's own thread: nothing is served before it, and the `start` waiting for this host
+    // waits one hand-off less than through the blocking pool.
+    let (previous, recovery) = read_previous(&parts.state, &crate::plan::scope_of(&paths), unclean);
     let (service_events_tx, service_events) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let events_done = CancellationToken::new();
