@@ -558,12 +558,12 @@ impl Host {
         match &saved {
             Ok(()) => {
                 self.saved_nudges.fetch_max(covered, Ordering::SeqCst);
-                let saves = self.saves.fetch_add(1, Ordering::Relaxed) + 1;
+                let count = self.saves.fetch_add(1, Ordering::Relaxed) + 1;
                 // The exiting host's last save comes after its `host.stopped`, the log's last word.
                 if !self.parts.token.is_cancelled() {
                     let history = copy != RunCopy::None;
                     let detail =
-                        serde_json::json!({"services": services, "history": history, "saves": saves});
+                        serde_json::json!({"services": services, "history": history, "saves": count});
                     self.event(None, None, "state.saved", detail);
                 }
             }
