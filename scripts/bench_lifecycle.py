@@ -124,6 +124,7 @@ def scale(bin, work):
         time.sleep(0.001)
     gone = (time.perf_counter_ns() - began) / 1e6
     print(f"scale: {'SIGTERM to host exit, 1,000 services':46} {gone:8.1f} ms  (host RSS before {rss:.1f} MiB; goal <= 1 s)")
+    coalesced(bin, work, repo, config)
     # Two repositories running side by side, 1 and 200 services, and every round asks each in turn.
     small = f"{work}/scale-one"
     os.makedirs(small, exist_ok=True)
@@ -146,6 +147,50 @@ def scale(bin, work):
     for c in commands:
         one, many = statistics.median(times[(small, c[0])]), statistics.median(times[(repo, c[0])])
         row("scale", f"{' '.join(c)}: 200 services ÷ 1", many, one, "<= 2x")
+
+def saves_of_run(bin, cwd):
+    """The `state.saved` events of the latest run of the repository in `cwd` (its start's writes of the state)."""
+    state = json.loads(subprocess.run([bin, "show-state", "--json"], cwd=cwd, check=True, capture_output=True).stdout)
+    run_id = state["run_state"]["run_id"]
+    scopes = os.path.join(os.environ["ENVCTL_RUNTIME_DIR"], "scopes")
+    name = os.path.basename(cwd)
+    count = 0
+    for scope in os.listdir(scopes):
+        if scope.rsplit("-", 1)[0] != name:
+            continue
+        with open(os.path.join(scopes, scope, "events.jsonl")) as events:
+            for line in events:
+                event = json.loads(line)
+                count += event["event"] == "state.saved" and event["run_id"] == run_id
+    return count
+
+
+def coalesced(bin, work, repo, config):
+    """State writes coalesced: how often a start writes the state, and what one change (a service restarted) costs,
+    at 1,000 services beside at 10."""
+    ten = f"{work}/scale-ten"
+    os.makedirs(ten, exist_ok=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", ten], check=True)
+    with open(f"{ten}/.envctl", "w") as f:
+        f.write("".join(f'[services.s{i}]\ncommand = "sleep 1000"\n\n' for i in range(10)))
+    config(1000)
+    ms([bin, "start", "-q"], repo)
+    ms([bin, "start", "-q"], ten)
+    time.sleep(0.5)
+    many, few = saves_of_run(bin, repo), saves_of_run(bin, ten)
+    print(f"scale: {'state writes by a start: 1,000 services ÷ 10':46} ours {many:8d}     baseline {few:7d}     "
+          f"ratio {many / few:5.2f}x  (goal <= 1x: as many)")
+    times = {ten: [], repo: []}
+    for round in range(13):
+        for d in (ten, repo):
+            took = ms([bin, "restart", "--service", "s0", "-q"], d)
+            if round >= 3:
+                times[d].append(took)
+    row("scale", "a change (restart s0): 1,000 services ÷ 10", statistics.median(times[repo]),
+        statistics.median(times[ten]), "<= 1.5x")
+    ms([bin, "stop", "-q"], repo)
+    ms([bin, "stop", "-q"], ten)
+
 
 if __name__ == "__main__":
     section, bin, work = sys.argv[1:4]

@@ -257,7 +257,11 @@ fn behind_a_torn_state(env: &TestEnv, config: &str) -> std::collections::BTreeMa
     env.write(".envctl", config);
     env.envctl(&["start"]).ok();
     let before = env.pids();
-    let host = env.state()["host"]["pid"].as_u64().expect("host pid");
+    let state = env.state();
+    // The run copy (written right after the reply) is what a torn state is rebuilt from.
+    let copy = scope(env).join("runs").join(state["run_id"].as_str().expect("run id")).join("run_state.json");
+    assert!(eventually(5, || copy.is_file()), "the run copy is written");
+    let host = state["host"]["pid"].as_u64().expect("host pid");
     kill9(host);
     assert!(eventually(5, || !std::path::Path::new(&format!("/proc/{host}")).exists()
         || std::fs::read_to_string(format!("/proc/{host}/stat")).is_ok_and(|s| s.contains(") Z"))));

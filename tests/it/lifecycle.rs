@@ -487,3 +487,95 @@ fn named_ports_are_leased_per_target_and_reach_the_service_and_its_dependents() 
     assert!(lease(&env, main_web.expect("web")).is_some(), "the requested port stays leased");
     drop(foreign);
 }
+
+/// The `state.saved` events of run `run_id` in the scope's `events.jsonl`, once the run's own save (the one that
+/// writes its `runs/` copy) is in.
+fn saves_of_run(env: &TestEnv, run_id: &str) -> Vec<serde_json::Value> {
+    let events =
+        env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo)).join("events.jsonl");
+    let saves = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|e| e["event"] == "state.saved" && e["run_id"] == run_id)
+            .collect()
+    };
+    assert!(eventually(10, || saves().iter().any(|e| e["detail"]["history"] == true)), "the run's save");
+    // A change no save covered yet is written once the start is over: let it land too.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    saves()
+}
+
+#[test]
+fn a_start_writes_the_state_as_often_for_three_services_as_for_three_hundred() {
+    let mut counts = Vec::new();
+    for n in [3, 300] {
+        let env = TestEnv::new();
+        env.write(".envctl", &sleepers(n));
+        env.envctl(&["start"]).ok();
+        let state = env.state();
+        assert_eq!(state["services"].as_array().map(Vec::len), Some(n));
+        let run_id = state["run_id"].as_str().expect("run id").to_owned();
+        let saves = saves_of_run(&env, &run_id);
+        // One write when the start ends (with its run copy), at most one more for a change that came after it.
+        assert!((1..=2).contains(&saves.len()), "{n} services: {saves:?}");
+        counts.push(saves.len());
+        env.envctl(&["stop"]).ok();
+    }
+    assert!(counts[1] <= counts[0] + 1, "writes grow with the number of services: {counts:?}");
+}
+
+#[test]
+fn a_start_in_layers_writes_each_ready_wave_once() {
+    let env = TestEnv::new();
+    let mut config = sleepers(20);
+    config.push_str("[services.late]\ncommand = \"sleep 1000\"\ndepends_on = [");
+    config.push_str(&(0..20).map(|i| format!("\"s{i}\"")).collect::<Vec<_>>().join(", "));
+    config.push_str("]\n");
+    env.write(".envctl", &config);
+    env.envctl(&["start"]).ok();
+    let run_id = env.state()["run_id"].as_str().expect("run id").to_owned();
+    let saves = saves_of_run(&env, &run_id);
+    // The first wave (20 services) once, the start's end once, at most one more for a later change.
+    assert!((2..=3).contains(&saves.len()), "{saves:?}");
+    assert!(
+        saves.iter().any(|e| e["detail"]["history"] == false && e["detail"]["services"].as_u64() >= Some(20)),
+        "the first wave was written before the start ended: {saves:?}"
+    );
+}
+
+#[test]
+fn the_run_copy_a_start_writes_after_its_reply_is_there_for_stop_and_for_a_bundle() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(2));
+    env.envctl(&["start"]).ok();
+    let run_id = env.state()["run_id"].as_str().expect("run id").to_owned();
+    let scope = env.runtime.join("scopes").join(envctl_engine::config::scope_id(&env.repo));
+    let copy = scope.join("runs").join(&run_id);
+    // A bundle made at once has the run's copy: debug-pack waits for the host to finish writing it.
+    let packed = env.envctl(&["debug-pack"]);
+    packed.ok();
+    let bundle = std::path::PathBuf::from(packed.stdout.trim());
+    let listing = std::process::Command::new("tar").arg("tzf").arg(&bundle).output().expect("tar");
+    let names = String::from_utf8_lossy(&listing.stdout).into_owned();
+    assert!(names.contains(&format!("runs/{run_id}/run_state.json")), "{names}");
+    // `stop` returns once the run's copy says what it stopped.
+    env.envctl(&["stop"]).ok();
+    let text = std::fs::read_to_string(copy.join("run_state.json")).expect("the run copy");
+    let state: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(state["services"].as_array().map(Vec::len), Some(0), "{text}");
+}
+
+#[test]
+fn the_host_runs_in_a_session_of_its_own() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(1));
+    env.envctl(&["start"]).ok();
+    let host = env.state()["host"]["pid"].as_u64().expect("host pid");
+    let stat = std::fs::read_to_string(format!("/proc/{host}/stat")).expect("host stat");
+    // After the `(comm)`: state, ppid, pgrp, session, tty.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("comm").1.split_whitespace().collect();
+    assert_eq!(fields[3], host.to_string(), "the host leads its own session: {stat}");
+    assert_eq!(fields[4], "0", "with no controlling terminal: {stat}");
+}

@@ -514,12 +514,15 @@ fn the_run_history_keeps_secret_names_but_not_their_values() {
     // The latest view keeps the values (the host restarts services from it), 0600.
     let latest = std::fs::read_to_string(scope(&env).join("run_state.json")).expect("state");
     assert!(latest.contains("tok-1234567"));
-    let copies: Vec<_> = walk(&scope(&env).join("runs"))
-        .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n == "run_state.json"))
-        .collect();
-    assert!(!copies.is_empty(), "a run copy was written");
-    for copy in copies {
+    // The run copy is written right after the reply.
+    let copies = || -> Vec<_> {
+        walk(&scope(&env).join("runs"))
+            .into_iter()
+            .filter(|p| p.file_name().is_some_and(|n| n == "run_state.json"))
+            .collect()
+    };
+    assert!(eventually(5, || !copies().is_empty()), "a run copy was written");
+    for copy in copies() {
         let text = std::fs::read_to_string(&copy).expect("copy");
         assert!(!text.contains("tok-1234567") && !text.contains("pw-7654321"), "{}: {text}", copy.display());
         assert!(text.contains("\"API_TOKEN\": \"<redacted>\""), "the name stays: {text}");
@@ -568,6 +571,10 @@ fn a_generated_password_stays_out_of_the_history_wherever_a_service_puts_it() {
     env.envctl(&["start"]).ok();
     let password =
         std::fs::read_to_string(scope(&env).join("secrets").join("main.cache.password")).expect("secret");
+    // The start's run copy is written right after its reply; the last of its files is the error report.
+    let run_id = env.state()["run_id"].as_str().expect("run id").to_owned();
+    let last = scope(&env).join("runs").join(&run_id).join("error_report.json");
+    assert!(eventually(5, || last.is_file()), "the run copy is written");
     for copy in
         walk(&scope(&env).join("runs")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "json"))
     {

@@ -54,6 +54,27 @@ pub fn host_log(paths: &Paths) -> PathBuf {
     paths.scope_dir.join("host.log")
 }
 
+/// Waits (up to [`SPAWN_WAIT`]) on this thread for the spawned host's readiness line: `Some(true)` when it said
+/// it serves, `Some(false)` when it closed the pipe (exited) without saying so, `None` on a timeout.
+fn read_ready(mut stdout: std::process::ChildStdout) -> Option<bool> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use std::os::fd::AsFd as _;
+    let deadline = std::time::Instant::now() + SPAWN_WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let timeout = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+        let mut fds = [PollFd::new(stdout.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, timeout) {
+            Ok(0) => return None,
+            Ok(_) => break,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return Some(false),
+        }
+    }
+    let mut line = [0u8; 6];
+    Some(std::io::Read::read(&mut stdout, &mut line).is_ok_and(|n| n > 0))
+}
+
 impl HostClient {
     /// Connects to the running host, if one answers — and only when its socket lies in a directory that is the
     /// user's own and nobody else can write to (a request carries the user's whole environment).
@@ -79,20 +100,15 @@ impl HostClient {
             .map_err(|e| spawn_error(&e))?;
         // The host writes one line on stdout once its socket is bound (and closes it by exiting if it cannot
         // run): wait for that, not in a polling loop.
-        let mut stdout = child.stdout.take().ok_or_else(|| spawn_error(&"no pipe to the host"))?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = [0u8; 6];
-            let _ = tx.send(std::io::Read::read(&mut stdout, &mut line).map(|n| n > 0));
-        });
-        let said_ready = rx.recv_timeout(SPAWN_WAIT);
+        let stdout = child.stdout.take().ok_or_else(|| spawn_error(&"no pipe to the host"))?;
+        let said_ready = read_ready(stdout);
         if let Some(client) = Self::connect(paths) {
             return Ok(client);
         }
         match said_ready {
-            Err(_) => return Err(spawn_error(&"it did not answer within 10 s")),
+            None => return Err(spawn_error(&"it did not answer within 10 s")),
             // It said it serves: a connection refused now is passing (a full backlog), so try a little longer.
-            Ok(Ok(true)) => {
+            Some(true) => {
                 for _ in 0..100 {
                     std::thread::sleep(Duration::from_millis(10));
                     if let Some(client) = Self::connect(paths) {
@@ -101,7 +117,7 @@ impl HostClient {
                 }
                 return Err(spawn_error(&"it said it serves, but its socket does not answer"));
             }
-            Ok(_) => {}
+            Some(false) => {}
         }
         // It exited without serving: another host may have won the race for the lock and answers soon.
         let status = child.wait().map_err(|e| spawn_error(&e))?;
@@ -170,6 +186,14 @@ impl HostClient {
             }
         }
         Err(io(&"the host exited", &self.log))
+    }
+
+    /// Waits until a running host has written what it is still writing (the run copy a start writes after its
+    /// reply), for commands that read the run copies; returns at once when no host answers.
+    pub fn settle(paths: &Paths) {
+        if let Some(client) = Self::connect(paths) {
+            let _ = client.request(&Request::Status, |_| {});
+        }
     }
 
     /// Sends `request` to the host (spawning one when `spawn` and none answers). A host that was exiting and

@@ -1,6 +1,7 @@
-//! The host's hub phase: the runtime API, started once after the requirements and before the first service, so
-//! every service the host spawns gets `ENVCTL_RUNTIME_URL` and a token of its own, and the in-process worker's
-//! jobs reach the same API. A failure to start it is logged and the host goes on without it.
+//! The host's hub phase: the runtime API, started once before the first service (the host starts it as soon as
+//! it serves its socket, while the CLI that spawned it sends its request; a start waits for it before its first
+//! service), so every service the host spawns gets `ENVCTL_RUNTIME_URL` and a token of its own, and the in-process
+//! worker's jobs reach the same API. A failure to start it is logged and the host goes on without it.
 
 use std::sync::Arc;
 

@@ -25,7 +25,7 @@ use std::fs::File;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use envctl_contracts::control::{Reply, ResumeRequest, StartRequest};
@@ -126,6 +126,17 @@ pub struct RunInfo {
     pub created_at: String,
 }
 
+/// When a save writes the run's `runs/<run-id>/` copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunCopy {
+    /// It does not: the latest view only.
+    None,
+    /// Before it returns.
+    Now,
+    /// Right after the latest view, in the background.
+    After,
+}
+
 /// The host's shared state. Reached through its methods only.
 #[derive(Debug)]
 pub struct Host {
@@ -135,7 +146,8 @@ pub struct Host {
     run: std::sync::Mutex<RunInfo>,
     previous: Option<RunState>,
     reporter: Reporter,
-    save_lock: tokio::sync::Mutex<()>,
+    /// Held while the state is written, and by the background write of a run copy until it is on disk.
+    save_lock: Arc<tokio::sync::Mutex<()>>,
     events: mpsc::UnboundedSender<Event>,
     force: AtomicBool,
     uses: std::sync::Mutex<BTreeMap<String, BTreeSet<Key>>>,
@@ -155,6 +167,14 @@ pub struct Host {
     changes: tokio::sync::watch::Sender<u64>,
     /// The job store the in-process worker uses, once a start named it (`watch` reads its queue).
     job_stores: std::sync::OnceLock<StoreFactory>,
+    /// Service changes the saver has taken in (each nudge it wakes on), and how many of them the last save covered:
+    /// the saver writes only when a change came after the last save began.
+    nudges: AtomicU64,
+    saved_nudges: AtomicU64,
+    /// A request under way asks for its state to be written now (a wave of services launched) with this.
+    wave: Notify,
+    /// Saves written (the latest view); each also says so in `events.jsonl` as `state.saved`.
+    saves: AtomicU64,
 }
 
 /// The state an earlier host left: read, or recovered when it is torn; with what to tell the user then.
@@ -233,7 +253,7 @@ impl Host {
             run: std::sync::Mutex::new(RunInfo::default()),
             previous,
             reporter,
-            save_lock: tokio::sync::Mutex::new(()),
+            save_lock: Arc::new(tokio::sync::Mutex::new(())),
             events,
             force: AtomicBool::new(false),
             uses: std::sync::Mutex::new(BTreeMap::new()),
@@ -244,6 +264,10 @@ impl Host {
             recovery: std::sync::Mutex::new(recovery),
             changes: tokio::sync::watch::Sender::new(0),
             job_stores: std::sync::OnceLock::new(),
+            nudges: AtomicU64::new(0),
+            saved_nudges: AtomicU64::new(0),
+            wave: Notify::new(),
+            saves: AtomicU64::new(0),
         }
     }
 
@@ -466,6 +490,12 @@ impl Host {
         self.changed();
     }
 
+    /// A service changed: counted for the saver, and told to every `watch` connection.
+    fn nudged(&self) {
+        self.nudges.fetch_add(1, Ordering::SeqCst);
+        self.changed();
+    }
+
     /// Tells every `watch` connection that something changed.
     fn changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
@@ -482,7 +512,25 @@ impl Host {
     /// Writes every artifact from the live view; with `history`, also the run's `runs/<run-id>/` copy. A failure
     /// is logged and recorded as an event, and returned.
     pub async fn save(&self, history: bool) -> Result<(), StateError> {
-        let _guard = self.save_lock.lock().await;
+        self.save_as(if history { RunCopy::Now } else { RunCopy::None }).await
+    }
+
+    /// Writes the latest view now and the run's `runs/<run-id>/` copy right after, in the background (a command's
+    /// reply waits for the latest view only, which every reader of the state reads). The next save, a `status`
+    /// request ([`Self::flush`]) and the host's exit wait until the copy is on disk.
+    pub async fn save_then_copy(&self) -> Result<(), StateError> {
+        self.save_as(RunCopy::After).await
+    }
+
+    /// Waits until a run copy being written in the background is on disk.
+    pub async fn flush(&self) {
+        drop(self.save_lock.lock().await);
+    }
+
+    async fn save_as(&self, copy: RunCopy) -> Result<(), StateError> {
+        let guard = Arc::clone(&self.save_lock).lock_owned().await;
+        // Every nudge taken in so far is covered: the records are read after it.
+        let covered = self.nudges.load(Ordering::SeqCst);
         let mut records: Vec<_> = self.services.lock().await.values().map(ServiceHandle::record).collect();
         if let Some(api) = self.hub.started() {
             api.set_services(service_counts(&records));
@@ -490,24 +538,67 @@ impl Host {
         records.extend(unpoisoned(&self.retained).values().cloned());
         records.sort_by(|a, b| (&a.target, &a.service).cmp(&(&b.target, &b.service)));
         let run = unpoisoned(&self.run).clone();
+        let services = records.len();
         let mut artifacts = snapshot::artifacts(&run, self.record, records);
         artifacts.run_state.requirement_users = unpoisoned(&self.uses)
             .iter()
             .map(|(target, keys)| (target.clone(), keys.iter().map(|(o, n)| format!("{o}/{n}")).collect()))
             .collect();
         let repo = self.parts.state.clone();
-        let saved = tokio::task::spawn_blocking(move || {
-            if history { repo.save_run_with_history(&artifacts) } else { repo.save_run(&artifacts) }
+        let artifacts = Arc::new(artifacts);
+        let written = Arc::clone(&artifacts);
+        let saved = tokio::task::spawn_blocking(move || match copy {
+            RunCopy::Now => repo.save_run_with_history(&written),
+            RunCopy::None | RunCopy::After => repo.save_run(&written),
         })
         .await
         .unwrap_or_else(|e| {
             Err(StateError::Io { path: "state writer".into(), source: std::io::Error::other(e) })
         });
-        if let Err(e) = &saved {
-            tracing::error!(error = %e, "state not saved");
-            self.event(None, None, "state.save_failed", serde_json::json!({"error": e.to_string()}));
+        match &saved {
+            Ok(()) => {
+                self.saved_nudges.fetch_max(covered, Ordering::SeqCst);
+                let count = self.saves.fetch_add(1, Ordering::Relaxed) + 1;
+                // The exiting host's last save comes after its `host.stopped`, the log's last word.
+                if !self.parts.token.is_cancelled() {
+                    let history = copy != RunCopy::None;
+                    let detail =
+                        serde_json::json!({"services": services, "history": history, "saves": count});
+                    self.event(None, None, "state.saved", detail);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "state not saved");
+                self.event(None, None, "state.save_failed", serde_json::json!({"error": e.to_string()}));
+            }
+        }
+        if copy == RunCopy::After && saved.is_ok() {
+            let repo = self.parts.state.clone();
+            let events = self.events.clone();
+            self.parts.tracker.spawn(async move {
+                let copied = tokio::task::spawn_blocking(move || repo.save_run_copy(&artifacts)).await;
+                if let Ok(Err(e)) = copied {
+                    tracing::error!(error = %e, "run copy not saved");
+                    let _ = events.send(Event {
+                        schema_version: envctl_contracts::SCHEMA_VERSION,
+                        at: now_rfc3339(),
+                        run_id: run.run_id,
+                        target: None,
+                        service: None,
+                        event: "state.save_failed".into(),
+                        detail: serde_json::json!({"error": e.to_string()}),
+                    });
+                }
+                drop(guard);
+            });
         }
         saved
+    }
+
+    /// Asks for the state to be written now, while a request is under way (it writes it again when it ends): a
+    /// wave of services was launched, so their processes are on disk before the next wave waits on them.
+    pub fn save_wave(&self) {
+        self.wave.notify_one();
     }
 
     /// Stops the given services for good (a user's stop, a failed start's rollback, the host's exit): as
@@ -699,11 +790,9 @@ pub async fn run(
     };
     let (pid, start_time) = proc_info::current();
     let unclean = mark_running(&lock, pid, start_time);
-    let (previous, recovery) = {
-        let repo = parts.state.clone();
-        let scope = crate::plan::scope_of(&paths);
-        tokio::task::spawn_blocking(move || read_previous(&repo, &scope, unclean)).await.unwrap_or_default()
-    };
+    // Read here, on the host's own thread: nothing is served before it, and the `start` waiting for this host
+    // waits one hand-off less than through the blocking pool.
+    let (previous, recovery) = read_previous(&parts.state, &crate::plan::scope_of(&paths), unclean);
     let (service_events_tx, service_events) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let events_done = CancellationToken::new();
@@ -731,6 +820,10 @@ pub async fn run(
     }
     let listener = server::bind(&paths)?;
     ready();
+    // The runtime API starts while the CLI that spawned this host connects and sends its request, not after: a
+    // start's first service needs its URL.
+    let hub = host.hub.clone();
+    host.parts.tracker.spawn(async move { hub.start().await });
     host.reporter.changed.notify_one();
     let (saver_done, forwarder_done) = (CancellationToken::new(), CancellationToken::new());
     let saver = tokio::spawn(save_on_change(Arc::clone(&host), saver_done.clone()));
@@ -961,23 +1054,41 @@ async fn write_events(
 
 /// Writes the artifacts whenever a service changes. Changes that arrive together are written once, and the pause
 /// before the next write grows with what the last one cost (twice its time, 50 ms to 2 s), so a host with
-/// thousands of services spends most of its time supervising, not rewriting its state; commands save explicitly
-/// when they finish.
+/// thousands of services spends most of its time supervising, not rewriting its state. While a request changes
+/// what runs (a `start` launching a thousand services), the state is written once per wave it launches
+/// ([`Host::save_wave`]) and once when it ends, not once per service: how often a start writes does not grow with
+/// how many services it starts. A change no save has covered yet is written once the request is over.
 async fn save_on_change(host: Arc<Host>, done: CancellationToken) {
     let mut pause = Duration::from_millis(50);
     loop {
+        let mut wave = false;
         tokio::select! {
-            () = host.reporter.changed.notified() => host.changed(),
+            () = host.reporter.changed.notified() => host.nudged(),
+            () = host.wave.notified() => wave = true,
             () = done.cancelled() => return,
         }
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = done.cancelled() => return,
+        if !wave {
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = done.cancelled() => return,
+            }
         }
-        let began = std::time::Instant::now();
-        // Failures are logged and recorded by `save`.
-        let _ = host.save(false).await;
-        pause = (began.elapsed() * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        // A request under way writes the state when it ends: until then only its waves are written, and service
+        // changes are passed on to `watch` connections as they come.
+        while !wave && host.orchestration.try_lock().is_err() {
+            tokio::select! {
+                () = host.reporter.changed.notified() => host.nudged(),
+                () = host.wave.notified() => wave = true,
+                _ = host.orchestration.lock() => {}
+                () = done.cancelled() => return,
+            }
+        }
+        if wave || host.nudges.load(Ordering::SeqCst) > host.saved_nudges.load(Ordering::SeqCst) {
+            let began = std::time::Instant::now();
+            // Failures are logged and recorded by `save`.
+            let _ = host.save(false).await;
+            pause = (began.elapsed() * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        }
         // Nothing left to supervise (the last service ended on its own) and no request under way: exit.
         if let Ok(_quiet) = host.orchestration.try_lock()
             && host.has_handles().await

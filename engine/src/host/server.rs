@@ -124,11 +124,15 @@ pub async fn handle(host: &Arc<Host>, request: Request, tx: &mpsc::Sender<Reply>
             let _ = host.save(true).await;
             Reply::Stopped { stopped: labels(&stopped), host_exiting: host.is_idle().await }
         }
-        Request::Status => Reply::Status {
-            host: host.record(),
-            run_id: host.run_id(),
-            services: host.snapshot().await.values().map(ServiceHandle::record).collect(),
-        },
+        Request::Status => {
+            // A reader that needs the run copies (a bundle, doctor's report beside them) asks this first.
+            host.flush().await;
+            Reply::Status {
+                host: host.record(),
+                run_id: host.run_id(),
+                services: host.snapshot().await.values().map(ServiceHandle::record).collect(),
+            }
+        }
         Request::Watch => {
             // Views until the client hangs up or the host exits; it changes nothing, so it never decides that
             // the host exits either.

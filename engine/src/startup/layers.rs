@@ -113,6 +113,11 @@ pub(super) async fn run_target(
                 return result;
             }
         }
+        // A wave is ready: its processes go on disk now, once for the whole wave, while the next one starts (the
+        // last wave is written by the start's end).
+        if layer < max_layer {
+            host.save_wave();
+        }
     }
     result
 }

@@ -127,6 +127,10 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
                 .filter_map(|l| l.split_once('/'))
                 .map(|(o, n)| (o.to_owned(), n.to_owned())),
         );
+        if !result.started.is_empty() && !request.deps_only {
+            // The servers are up: on disk now, while the services start.
+            host.save_wave();
+        }
         outcome.reused.extend(result.reused);
         outcome.started.extend(result.started);
         outcome.notes.extend(result.notes);
@@ -303,7 +307,7 @@ async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> R
         .filter(|((t, _), _)| targets.is_empty() || targets.contains(t))
         .map(|(_, h)| h.record())
         .collect();
-    if let Err(e) = host.save(true).await {
+    if let Err(e) = host.save_then_copy().await {
         outcome.warnings.push(e.to_string());
     }
     Reply::Started(outcome)

@@ -95,6 +95,14 @@ impl StateRepository {
         Ok(())
     }
 
+    /// Saves the run's `runs/<run-id>/` copy alone (after its latest view), under the lock.
+    pub fn save_run_copy(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
+        let _lock = self.lock()?;
+        write_redacted(&self.scope_dir.join("runs").join(&artifacts.run_state.run_id), artifacts)?;
+        self.prune_runs(&artifacts.run_state.run_id);
+        Ok(())
+    }
+
     /// Deletes the oldest run copies beyond the limit (never `current`): `runs/` stays bounded however long envctl
     /// is used. Run ids sort by time.
     fn prune_runs(&self, current: &str) {

@@ -3,7 +3,7 @@
 //! stderr appended to its log file, environment exactly the inherited one plus the service's projection. Because
 //! output goes straight to a file, services keep running (and logging) if the host dies.
 //!
-//! The host itself runs in a session of its own with no controlling terminal ([`spawn_detached`]), so no
+//! The host itself runs in a session of its own with no controlling terminal ([`detach`]), so no
 //! terminal signal reaches a service; a process group (rather than a session per service) lets the standard
 //! library spawn with `posix_spawn`, which on this kind of machine starts ten services in about half the time
 //! of fork + exec. The program is looked up on the service's own `PATH` here, so the standard library gets an
@@ -114,26 +114,31 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Starts `program args` detached from the terminal (own session, stdin from `/dev/null`, stderr appended to
-/// `log_path`, stdout a pipe the caller reads the program's readiness from) and returns it without waiting.
-#[allow(unsafe_code)]
+/// Starts `program args` to run detached from the terminal (stdin from `/dev/null`, stderr appended to
+/// `log_path`, stdout a pipe the caller reads the program's readiness from) and returns it without waiting. The
+/// program makes a session of its own first thing ([`detach`]): with nothing to run between fork and exec, the
+/// standard library spawns it with `posix_spawn` (a vfork) rather than a fork of the caller.
 pub fn spawn_detached(
     program: &Path,
     args: &[&std::ffi::OsStr],
     log_path: &Path,
 ) -> std::io::Result<std::process::Child> {
-    use std::os::unix::process::CommandExt as _;
     if let Some(dir) = log_path.parent() {
         crate::state::create_private_dir_all(dir)?;
     }
     let log = crate::state::open_private_append(log_path)?;
     let mut cmd = std::process::Command::new(program);
     cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
-    // SAFETY: only the async-signal-safe `setsid` runs between fork and exec; it touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
-    }
     cmd.spawn()
+}
+
+/// Puts this process in a session of its own, with no controlling terminal: what [`spawn_detached`] started
+/// calls it before anything else, so no signal of the terminal it was started from reaches it or what it starts.
+pub fn detach() {
+    // Fails only for a process group leader, which a process spawned into its parent's group is not.
+    if let Err(e) = nix::unistd::setsid() {
+        tracing::debug!(error = %e, "already a session of its own");
+    }
 }
 
 #[cfg(test)]

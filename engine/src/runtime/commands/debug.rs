@@ -69,6 +69,9 @@ pub fn exec_pack(rt: &EngineRuntime, args: &DebugPackArgs) -> Result<Outcome, En
         jobs: args.jobs,
         since,
     };
+    if let Ok(paths) = rt.paths() {
+        crate::host::client::HostClient::settle(paths);
+    }
     let packed = pack(rt, &options)?;
     rt.printer().data(&format!("{}\n", packed.path.display()));
     rt.printer().note(&summary(&packed));
@@ -88,6 +91,9 @@ pub fn exec_report(rt: &EngineRuntime, args: &DebugReportArgs) -> Result<Outcome
                 jobs: bundle::DEFAULT_JOBS,
                 since: None,
             };
+            if let Ok(paths) = rt.paths() {
+                crate::host::client::HostClient::settle(paths);
+            }
             let packed = pack(rt, &options)?;
             rt.printer().note(&format!("bundle: {}", packed.path.display()));
             packed.path

@@ -107,6 +107,10 @@ pub fn exec(rt: &EngineRuntime, args: &DoctorArgs) -> Result<Outcome, EngineErro
             print_fixes(rt, &before, &report);
         }
     }
+    // The report goes beside the run's copy too, which a start that just answered may still be writing.
+    if let Some(paths) = ctx.paths {
+        crate::host::client::HostClient::settle(paths);
+    }
     let saved = ctx.state.as_ref().map(|s| s.save_readiness_report(&report));
     if let Some(Err(e)) = &saved {
         rt.printer().warn(&e.to_string());

@@ -8,6 +8,8 @@ pub struct HostArgs {}
 
 /// Runs the host until it has nothing left to supervise or is told to stop.
 pub fn exec(rt: &EngineRuntime, _args: &HostArgs) -> Result<Outcome, EngineError> {
+    // A session of its own before anything else: the terminal `start` ran in never signals the host.
+    crate::supervisor::spawn::detach();
     let parts = rt.host_parts()?;
     // The `start` that spawned this host waits for this line on the host's stdout, then connects.
     let ready = || rt.printer().data("ready");

@@ -339,6 +339,10 @@ fn requirement_urls(
     rt: &EngineRuntime,
     targets: &[String],
 ) -> std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>> {
+    // Nothing to plan without requirements (a thousand services need no second plan after the reply).
+    if rt.settings().is_ok_and(|s| s.config.requirements.values().all(|r| !r.enabled)) {
+        return std::collections::BTreeMap::new();
+    }
     let mut names = targets.to_vec();
     names.sort();
     names.dedup();
