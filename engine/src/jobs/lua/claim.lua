@@ -1,4 +1,5 @@
--- ARGV: prefix, now, worker, lease_ms, max, then the types to claim (all when none). Returns the claimed ids.
+-- ARGV: prefix, now, worker, lease_ms, max, then the types to claim (all when none). Returns each claimed job's
+-- fields (HGETALL), in claim order, so a claim is one round trip.
 local worker, lease, max = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 -- Leases that ran out: back to the queue, or dead with no attempt left, or cancelled if a cancel was pending.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, 1000)) do
@@ -62,4 +63,5 @@ while #out < max do
   redis.call('ZADD', key('leases'), now + lease, best)
   out[#out + 1] = best
 end
+for i, id in ipairs(out) do out[i] = redis.call('HGETALL', job(id)) end
 return out
