@@ -498,3 +498,72 @@ fn enqueue_stdin_takes_one_job_per_line_and_answers_each_as_it_arrives() {
     let stats = env.envctl(&["jobs", "stats", "--json"]).ok().json();
     assert_eq!(stats["queued"], 52, "nothing after the bad line: {stats}");
 }
+
+/// A worker at concurrency 1 with short jobs holds a prefetched batch beyond the one it runs; killed with SIGKILL
+/// mid-drain, another worker takes over once the leases run out and every job ends succeeded exactly once in the
+/// store: the killed batch's jobs are run again (their lost claim counted), none lost, and only the job that was
+/// running when the worker died ran twice (at least once).
+fn a_killed_prefetching_worker_s_batch_runs_again(vars: &[(&str, &str)]) {
+    let env = TestEnv::new();
+    env.write(".envctl", "[jobs]\nlease_secs = 1\n");
+    let ran = env.repo.join("ran.txt");
+    let command = format!("echo $ENVCTL_JOB_ID >> {}", ran.display());
+    let payload = serde_json::json!({ "command": command }).to_string();
+    let enqueued = ids(&env
+        .envctl_with(vars, &["jobs", "enqueue", "command.exec", "--payload", &payload, "--count", "400"])
+        .ok()
+        .stdout);
+    assert_eq!(enqueued.len(), 400);
+    let mut worker = env.spawn_envctl_with(vars, &["worker", "--drain", "--concurrency", "1"]);
+    let holding = eventually(30, || {
+        let stats = env.envctl_with(vars, &["jobs", "stats", "--json"]).ok().json();
+        stats["running"].as_u64().unwrap_or(0) > 1
+    });
+    kill9(worker.id());
+    worker.wait().expect("reap");
+    assert!(holding, "the worker held more jobs than its one slot runs");
+    env.envctl_with(vars, &["worker", "--drain", "--concurrency", "4"]).ok();
+    let stats = env.envctl_with(vars, &["jobs", "stats", "--json"]).ok().json();
+    assert_eq!(
+        (
+            stats["succeeded"].as_u64(),
+            stats["dead"].as_u64(),
+            stats["failed"].as_u64(),
+            stats["running"].as_u64()
+        ),
+        (Some(400), Some(0), Some(0), Some(0)),
+        "{stats}"
+    );
+    let text = std::fs::read_to_string(&ran).expect("ran.txt");
+    let mut runs: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        *runs.entry(line).or_default() += 1;
+    }
+    let expected: std::collections::BTreeSet<&str> = enqueued.iter().map(String::as_str).collect();
+    assert_eq!(runs.keys().copied().collect::<std::collections::BTreeSet<_>>(), expected, "every job ran");
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.len() <= 1 && twice.iter().all(|(_, n)| **n == 2),
+        "only the running job ran again: {twice:?}"
+    );
+    let claimed_twice = enqueued.iter().filter(|id| job_with(&env, vars, id)["attempts"] == 2).count();
+    assert!(
+        claimed_twice > 1,
+        "the held batch came back to the second worker ({claimed_twice} claimed twice)"
+    );
+}
+
+#[test]
+fn a_killed_prefetching_worker_s_batch_runs_again_exactly_once() {
+    a_killed_prefetching_worker_s_batch_runs_again(&[]);
+}
+
+#[test]
+fn a_killed_prefetching_worker_s_batch_runs_again_exactly_once_on_redis() {
+    let redis = RedisServer::start(false);
+    let url = redis.url();
+    a_killed_prefetching_worker_s_batch_runs_again(&[
+        ("ENVCTL_JOBS_BACKEND", "redis"),
+        ("ENVCTL_REDIS_URL", url.as_str()),
+    ]);
+}

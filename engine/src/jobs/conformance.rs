@@ -470,9 +470,11 @@ pub fn batch_of_a_killed_worker_comes_back(store: &dyn JobStore, clock: &ManualC
     let again = store.claim("w2", &[], 10, LEASE).expect("claim");
     assert_eq!(ids_of(&again), ids[1..4].to_vec(), "the unfinished part of the batch, in order");
     assert!(again.iter().all(|j| j.attempts == 2 && j.status == JobStatus::Running));
-    let late: Vec<_> = ids[1..4].iter().map(|id| (id.clone(), Finish::Succeeded(serde_json::json!(1)))).collect();
+    let late: Vec<_> =
+        ids[1..4].iter().map(|id| (id.clone(), Finish::Succeeded(serde_json::json!(1)))).collect();
     assert_eq!(store.finish("w1", &late).expect("finish"), 0, "w1 lost them");
-    let rest: Vec<_> = ids[1..].iter().map(|id| (id.clone(), Finish::Succeeded(serde_json::json!(2)))).collect();
+    let rest: Vec<_> =
+        ids[1..].iter().map(|id| (id.clone(), Finish::Succeeded(serde_json::json!(2)))).collect();
     assert_eq!(store.finish("w2", &rest).expect("finish"), 5);
     for (n, id) in ids.iter().enumerate() {
         let done = store.get(id).expect("get");

@@ -162,7 +162,9 @@ const HELD_CHECK: Duration = Duration::from_millis(20);
 /// How many jobs beyond its free slots a worker whose recent jobs ran `mean` each claims at once.
 fn prefetch(mean: Option<Duration>) -> usize {
     mean.map_or(0, |mean| {
-        usize::try_from(PREFETCH_HOLD.as_nanos() / mean.as_nanos().max(1)).unwrap_or(usize::MAX).min(PREFETCH_MAX)
+        usize::try_from(PREFETCH_HOLD.as_nanos() / mean.as_nanos().max(1))
+            .unwrap_or(usize::MAX)
+            .min(PREFETCH_MAX)
     })
 }
 
@@ -242,6 +244,14 @@ pub async fn run(
             let (s, w) = (Arc::clone(&store), id.clone());
             patiently(move || s.release(&w, &ids), &force, &mut outages).await?;
         }
+        // Ends are recorded before another job starts: a worker killed now loses only the attempts it runs.
+        if !done.is_empty() {
+            let results = std::mem::take(&mut done);
+            finished += results.len() as u64;
+            let (s, w) = (Arc::clone(&store), id.clone());
+            patiently(move || s.finish(&w, &results), &force, &mut outages).await?;
+            idle = Duration::from_millis(1);
+        }
         // Start what the free slots take from the held jobs.
         while running.len() < concurrency
             && let Some((_, claimed_at)) = held.front()
@@ -271,11 +281,8 @@ pub async fn run(
             });
         }
         if !done.is_empty() {
-            let results = std::mem::take(&mut done);
-            finished += results.len() as u64;
-            let (s, w) = (Arc::clone(&store), id.clone());
-            patiently(move || s.finish(&w, &results), &force, &mut outages).await?;
-            idle = Duration::from_millis(1);
+            // Ends that ran in the loop (a batch of them): recorded at once, before anything is claimed.
+            continue;
         }
         let mut claimed = 0;
         if !shutdown.is_cancelled() && held.is_empty() && running.len() < concurrency {
