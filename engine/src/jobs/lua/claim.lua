@@ -44,24 +44,29 @@ if #ARGV >= 6 then
 else
   types = redis.call('SMEMBERS', key('types'))
 end
-local out = {}
-while #out < max do
-  local best, best_score, best_type = nil, nil, nil
-  for _, ty in ipairs(types) do
-    local head = redis.call('ZRANGE', key('queue:' .. ty), 0, 0, 'WITHSCORES')
-    if #head > 0 then
-      local score = tonumber(head[2])
-      if best_score == nil or score < best_score then best, best_score, best_type = head[1], score, ty end
-    end
-  end
-  if best == nil then break end
-  redis.call('ZREM', key('queue:' .. best_type), best)
-  move(best, 'queued', 'running')
-  redis.call('HINCRBY', job(best), 'attempts', 1)
-  redis.call('HSET', job(best), 'worker_id', worker, 'started_at', now, 'lease_until', now + lease, 'progress', '',
-    'started_us', now_us)
-  redis.call('ZADD', key('leases'), now + lease, best)
-  out[#out + 1] = best
+-- The head of each type's queue (up to `max` each), merged by score: priority first, then sequence (scores are
+-- unique: the sequence is part of them). Counts change once per status for the whole claim.
+local heads = {}
+for _, ty in ipairs(types) do
+  local h = redis.call('ZRANGE', key('queue:' .. ty), 0, max - 1, 'WITHSCORES')
+  for k = 1, #h, 2 do heads[#heads + 1] = {h[k], tonumber(h[k + 1]), ty} end
 end
-for i, id in ipairs(out) do out[i] = redis.call('HGETALL', job(id)) end
+table.sort(heads, function(a, b) return a[2] < b[2] end)
+local out = {}
+for k = 1, math.min(max, #heads) do
+  local id, score, ty = heads[k][1], heads[k][2], heads[k][3]
+  local j = job(id)
+  redis.call('ZREM', key('queue:' .. ty), id)
+  redis.call('ZREM', key('status:queued'), id)
+  redis.call('ZADD', key('status:running'), string.format('%d', score % 1e12), id)
+  redis.call('HINCRBY', j, 'attempts', 1)
+  redis.call('HSET', j, 'status', 'running', 'updated_at', now, 'worker_id', worker, 'started_at', now,
+    'lease_until', now + lease, 'progress', '', 'started_us', now_us)
+  redis.call('ZADD', key('leases'), now + lease, id)
+  out[#out + 1] = redis.call('HGETALL', j)
+end
+if #out > 0 then
+  redis.call('HINCRBY', key('counts'), 'queued', -#out)
+  redis.call('HINCRBY', key('counts'), 'running', #out)
+end
 return out
