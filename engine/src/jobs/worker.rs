@@ -1,8 +1,9 @@
 //! The worker: claims jobs under a lease, runs their handlers (up to `concurrency` at once), renews the leases of
 //! what it runs with a heartbeat that also brings cancellation requests back, and records every outcome.
 //!
-//! How it works: one loop claims as many due jobs as it has free slots (one transaction), starts a task per job,
-//! and waits for the first of: a job finishing (finishes are recorded in batches), the heartbeat tick (every second,
+//! How it works: one loop claims as many due jobs as it has free slots, plus a bounded prefetch while its jobs are
+//! short (one call; see [`run`]), starts a task per job (or runs an in-process handler in the loop itself), and
+//! waits for the first of: a job finishing (finishes are recorded in batches), the heartbeat tick (every second,
 //! or every third of a shorter lease), shutdown, or — when nothing was claimed — a short poll pause that grows while
 //! busy or draining. An idle worker instead waits on the store's wake-up through its one `Waiter`: a blocking
 //! thread that runs one [`JobStore::wait_for_work`] at a time, armed when the worker goes idle and re-armed only
@@ -169,8 +170,8 @@ fn prefetch(mean: Option<Duration>) -> usize {
 }
 
 /// The running mean of run times: each new one weighs an eighth.
-fn averaged(mean: Option<Duration>, took: Duration) -> Option<Duration> {
-    Some(mean.map_or(took, |mean| (mean * 7 + took) / 8))
+fn averaged(mean: Option<Duration>, took: Duration) -> Duration {
+    mean.map_or(took, |mean| (mean * 7 + took) / 8)
 }
 
 /// Acts on the cancels asked for among `cancelled`: a running job is told to stop; a held one never starts (it is
@@ -268,7 +269,7 @@ pub async fn run(
             let Some((job, _)) = held.pop_front() else { break };
             let started = Instant::now();
             if let Some(finish) = handlers::immediate(&job) {
-                mean_run = averaged(mean_run, started.elapsed());
+                mean_run = Some(averaged(mean_run, started.elapsed()));
                 done.push((job.id, finish));
                 continue;
             }
@@ -321,7 +322,7 @@ pub async fn run(
                 }
                 for (job, finish) in joined.into_iter().flatten() {
                     if let Some((_, started)) = running.remove(&job) {
-                        mean_run = averaged(mean_run, started.elapsed());
+                        mean_run = Some(averaged(mean_run, started.elapsed()));
                     }
                     done.push((job, finish));
                 }
