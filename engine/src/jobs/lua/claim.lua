@@ -52,21 +52,28 @@ for _, ty in ipairs(types) do
   for k = 1, #h, 2 do heads[#heads + 1] = {h[k], tonumber(h[k + 1]), ty} end
 end
 table.sort(heads, function(a, b) return a[2] < b[2] end)
-local out = {}
+local out, ids, running, leases, queues = {}, {}, {}, {}, {}
 for k = 1, math.min(max, #heads) do
   local id, score, ty = heads[k][1], heads[k][2], heads[k][3]
   local j = job(id)
-  redis.call('ZREM', key('queue:' .. ty), id)
-  redis.call('ZREM', key('status:queued'), id)
-  redis.call('ZADD', key('status:running'), string.format('%d', score % 1e12), id)
+  queues[ty] = queues[ty] or {}
+  table.insert(queues[ty], id)
+  ids[#ids + 1] = id
+  running[#running + 1] = string.format('%d', score % 1e12)
+  running[#running + 1] = id
+  leases[#leases + 1] = now + lease
+  leases[#leases + 1] = id
   redis.call('HINCRBY', j, 'attempts', 1)
   redis.call('HSET', j, 'status', 'running', 'updated_at', now, 'worker_id', worker, 'started_at', now,
     'lease_until', now + lease, 'progress', '', 'started_us', now_us)
-  redis.call('ZADD', key('leases'), now + lease, id)
   out[#out + 1] = redis.call('HGETALL', j)
 end
-if #out > 0 then
-  redis.call('HINCRBY', key('counts'), 'queued', -#out)
-  redis.call('HINCRBY', key('counts'), 'running', #out)
+if #ids > 0 then
+  for ty, queued in pairs(queues) do batched('ZREM', key('queue:' .. ty), queued) end
+  batched('ZREM', key('status:queued'), ids)
+  batched('ZADD', key('status:running'), running)
+  batched('ZADD', key('leases'), leases)
+  redis.call('HINCRBY', key('counts'), 'queued', -#ids)
+  redis.call('HINCRBY', key('counts'), 'running', #ids)
 end
 return out

@@ -9,6 +9,13 @@ local done = 0
 local counts, minutes = {}, {}
 local minute = math.floor(now / 60000)
 local function bump(t, field, by) t[field] = (t[field] or 0) + by end
+-- The index changes of those ends, made once per call: ids leaving each status, (seq, id) entering each, (now, id)
+-- into `finished`, ids out of `leases`.
+local from, to, ends, unleased = {}, {}, {}, {}
+local function append(t, status, values)
+  t[status] = t[status] or {}
+  for _, v in ipairs(values) do table.insert(t[status], v) end
+end
 for i = 4, #ARGV, 3 do
   local id, kind, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local j = job(id)
@@ -17,10 +24,9 @@ for i = 4, #ARGV, 3 do
   if f[2] == worker and (st == 'running' or st == 'cancelling') then
     if kind == 'succeeded' or kind == 'cancelled' then
       bump(counts, st, -1); bump(counts, kind, 1)
-      redis.call('ZREM', key('status:' .. st), id)
-      redis.call('ZADD', key('status:' .. kind), f[3], id)
-      redis.call('ZADD', key('finished'), now, id)
-      redis.call('ZREM', key('leases'), id)
+      append(from, st, {id}); append(to, kind, {f[3], id})
+      ends[#ends + 1] = now; ends[#ends + 1] = id
+      unleased[#unleased + 1] = id
       local ok, run, bin = 0, '', ''
       if kind == 'succeeded' then ok = 1 end
       bump(minutes, 'finished', 1); bump(minutes, 'succeeded', ok)
@@ -58,6 +64,10 @@ for i = 4, #ARGV, 3 do
     done = done + 1
   end
 end
+for status, ids in pairs(from) do batched('ZREM', key('status:' .. status), ids) end
+for status, entries in pairs(to) do batched('ZADD', key('status:' .. status), entries) end
+batched('ZADD', key('finished'), ends)
+batched('ZREM', key('leases'), unleased)
 for status, n in pairs(counts) do
   if n ~= 0 then redis.call('HINCRBY', key('counts'), status, n) end
 end
