@@ -498,3 +498,78 @@ fn enqueue_stdin_takes_one_job_per_line_and_answers_each_as_it_arrives() {
     let stats = env.envctl(&["jobs", "stats", "--json"]).ok().json();
     assert_eq!(stats["queued"], 52, "nothing after the bad line: {stats}");
 }
+
+/// A worker at concurrency 1 that has seen its jobs are short (50 `noop`) claims the next 20 as one batch: one runs
+/// (held up by the test, as a long job would) while it holds the other 19 prefetched. Killed with SIGKILL there,
+/// another worker takes over once the leases run out and every job ends succeeded exactly once in the store: the
+/// killed batch is run again (its lost claim counted), none lost, and only the job that was running when the worker
+/// died ran twice (at least once).
+fn a_killed_prefetching_worker_s_batch_runs_again(vars: &[(&str, &str)]) {
+    let env = TestEnv::new();
+    env.write(".envctl", "[jobs]\nlease_secs = 1\n");
+    let (ran, hold) = (env.repo.join("ran.txt"), env.repo.join("hold"));
+    let mut worker = env.spawn_envctl_with(vars, &["worker", "--concurrency", "1"]);
+    env.envctl_with(vars, &["jobs", "enqueue", "noop", "--count", "50"]).ok();
+    let stat = |key: &str| env.envctl_with(vars, &["jobs", "stats", "--json"]).ok().json()[key].as_u64();
+    assert!(eventually(30, || stat("succeeded") == Some(50)), "the worker ran the short jobs");
+    std::fs::write(&hold, "").expect("hold");
+    let command = format!(
+        "echo $ENVCTL_JOB_ID >> {}; while [ -e {} ]; do sleep 0.01; done",
+        ran.display(),
+        hold.display()
+    );
+    let payload = serde_json::json!({ "command": command }).to_string();
+    let enqueued = ids(&env
+        .envctl_with(vars, &["jobs", "enqueue", "command.exec", "--payload", &payload, "--count", "20"])
+        .ok()
+        .stdout);
+    assert_eq!(enqueued.len(), 20);
+    let holding = eventually(30, || stat("running") == Some(20) && std::fs::metadata(&ran).is_ok());
+    kill9(worker.id());
+    worker.wait().expect("reap");
+    assert!(holding, "one call claimed the batch: 1 running, 19 held beyond the worker's one slot");
+    std::fs::remove_file(&hold).expect("let the jobs end");
+    env.envctl_with(vars, &["worker", "--drain", "--concurrency", "4"]).ok();
+    let stats = env.envctl_with(vars, &["jobs", "stats", "--json"]).ok().json();
+    assert_eq!(
+        (
+            stats["succeeded"].as_u64(),
+            stats["dead"].as_u64(),
+            stats["failed"].as_u64(),
+            stats["running"].as_u64()
+        ),
+        (Some(70), Some(0), Some(0), Some(0)),
+        "{stats}"
+    );
+    let text = std::fs::read_to_string(&ran).expect("ran.txt");
+    let mut runs: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        *runs.entry(line).or_default() += 1;
+    }
+    let expected: std::collections::BTreeSet<&str> = enqueued.iter().map(String::as_str).collect();
+    assert_eq!(runs.keys().copied().collect::<std::collections::BTreeSet<_>>(), expected, "every job ran");
+    let twice: Vec<_> = runs.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.len() == 1 && *twice[0].1 == 2, "only the job that was running ran again: {runs:?}");
+    for id in &enqueued {
+        assert_eq!(
+            job_with(&env, vars, id)["attempts"],
+            2,
+            "{id}: claimed by the killed worker, then once more"
+        );
+    }
+}
+
+#[test]
+fn a_killed_prefetching_worker_s_batch_runs_again_exactly_once() {
+    a_killed_prefetching_worker_s_batch_runs_again(&[]);
+}
+
+#[test]
+fn a_killed_prefetching_worker_s_batch_runs_again_exactly_once_on_redis() {
+    let redis = RedisServer::start(false);
+    let url = redis.url();
+    a_killed_prefetching_worker_s_batch_runs_again(&[
+        ("ENVCTL_JOBS_BACKEND", "redis"),
+        ("ENVCTL_REDIS_URL", url.as_str()),
+    ]);
+}

@@ -451,6 +451,78 @@ pub fn list_by_status_and_stats_after_transitions(store: &dyn JobStore, clock: &
     assert_eq!(by(JobStatus::Cancelled, None, 0), vec![ids[2].clone()]);
 }
 
+fn ids_of(jobs: &[envctl_contracts::jobs::Job]) -> Vec<String> {
+    jobs.iter().map(|j| j.id.clone()).collect()
+}
+
+/// A worker that claimed a batch beyond what it runs and was killed part way (it stops renewing): once the lease
+/// runs out every job it had not finished comes back, in order, its attempt counted, and the one it finished is
+/// not run again; its late results are ignored.
+pub fn batch_of_a_killed_worker_comes_back(store: &dyn JobStore, clock: &ManualClock) {
+    let ids = store.enqueue(&vec![job("a", Priority::Normal); 6]).expect("enqueue");
+    let batch = store.claim("w1", &[], 4, Duration::from_millis(300)).expect("claim");
+    assert_eq!(ids_of(&batch), ids[..4].to_vec(), "one call claims the batch, first in first out");
+    let first = (ids[0].clone(), Finish::Succeeded(serde_json::json!(1)));
+    assert_eq!(store.finish("w1", &[first]).expect("finish"), 1);
+    // w1 is killed here. While its lease lasts nobody else gets its batch.
+    assert_eq!(ids_of(&store.claim("w2", &[], 10, LEASE).expect("claim")), ids[4..].to_vec());
+    clock.advance(Duration::from_millis(350));
+    let again = store.claim("w2", &[], 10, LEASE).expect("claim");
+    assert_eq!(ids_of(&again), ids[1..4].to_vec(), "the unfinished part of the batch, in order");
+    assert!(again.iter().all(|j| j.attempts == 2 && j.status == JobStatus::Running));
+    let late: Vec<_> =
+        ids[1..4].iter().map(|id| (id.clone(), Finish::Succeeded(serde_json::json!(1)))).collect();
+    assert_eq!(store.finish("w1", &late).expect("finish"), 0, "w1 lost them");
+    let rest: Vec<_> =
+        ids[1..].iter().map(|id| (id.clone(), Finish::Succeeded(serde_json::json!(2)))).collect();
+    assert_eq!(store.finish("w2", &rest).expect("finish"), 5);
+    for (n, id) in ids.iter().enumerate() {
+        let done = store.get(id).expect("get");
+        assert_eq!(done.status, JobStatus::Succeeded, "{id}");
+        let runs = if n == 0 || n >= 4 { 1 } else { 2 };
+        assert_eq!(done.attempts, runs, "{id} ran again only when w1 had not finished it");
+    }
+}
+
+/// Batches are claimed in the order single claims would be: priority first, then first in, first out, a job of
+/// higher priority that arrives between two batches heading the next.
+pub fn batch_claims_keep_priority_then_fifo(store: &dyn JobStore, _clock: &ManualClock) {
+    let low = store.enqueue(&[job("a", Priority::Low)]).expect("enqueue");
+    let normal = store.enqueue(&vec![job("a", Priority::Normal); 3]).expect("enqueue");
+    let high = store.enqueue(&[job("a", Priority::High)]).expect("enqueue");
+    let first = store.claim("w", &[], 3, LEASE).expect("claim");
+    assert_eq!(ids_of(&first), vec![high[0].clone(), normal[0].clone(), normal[1].clone()]);
+    let critical = store.enqueue(&[job("a", Priority::Critical)]).expect("enqueue");
+    let second = store.claim("w", &[], 3, LEASE).expect("claim");
+    assert_eq!(ids_of(&second), vec![critical[0].clone(), normal[2].clone(), low[0].clone()]);
+}
+
+/// A job cancelled while a worker holds it prefetched is reported by the worker's heartbeat and given back
+/// cancelled, never having started (no attempt counted, no start time); a prefetched job given back unstarted goes
+/// back to its place in the queue; a worker cannot give back what it does not hold.
+pub fn prefetched_jobs_cancelled_or_given_back(store: &dyn JobStore, _clock: &ManualClock) {
+    let ids = store.enqueue(&vec![job("a", Priority::Normal); 4]).expect("enqueue");
+    let held = store.claim("w", &[], 3, LEASE).expect("claim");
+    assert_eq!(ids_of(&held), ids[..3].to_vec());
+    assert_eq!(store.cancel(&ids[1]).expect("cancel"), JobStatus::Cancelling);
+    assert_eq!(store.heartbeat("w", &ids[..3], LEASE).expect("heartbeat"), vec![ids[1].clone()]);
+    assert_eq!(store.release("other", &ids[1..3]).expect("release"), 0, "not other's to give back");
+    assert_eq!(store.release("w", &ids[1..3]).expect("release"), 2);
+    let cancelled = store.get(&ids[1]).expect("get");
+    assert_eq!((cancelled.status, cancelled.attempts, cancelled.started_at), (JobStatus::Cancelled, 0, None));
+    let back = store.get(&ids[2]).expect("get");
+    assert_eq!((back.status, back.attempts, back.started_at), (JobStatus::Queued, 0, None));
+    assert!(back.worker_id.is_none_or(|w| w.is_empty()), "nobody holds it");
+    assert_eq!(store.release("w", &ids[2..3]).expect("release"), 0, "given back already");
+    let next = store.claim("w2", &[], 10, LEASE).expect("claim");
+    assert_eq!(ids_of(&next), vec![ids[2].clone(), ids[3].clone()], "back in its place, ahead of later jobs");
+    assert_eq!(next[0].attempts, 1);
+    let stats = store.stats().expect("stats");
+    assert_eq!((stats.cancelled, stats.running, stats.queued), (1, 3, 0));
+    store.finish("w", &[(ids[1].clone(), Finish::Succeeded(serde_json::json!(1)))]).expect("finish");
+    assert_eq!(store.get(&ids[1]).expect("get").status, JobStatus::Cancelled, "it never runs");
+}
+
 /// One test per conformance case for a store built by `$store`, an expression returning `(guard, store)` that
 /// builds the store on `$clock` (an `Arc<dyn Clock>`; the case advances the same [`ManualClock`]).
 #[cfg(test)]
@@ -471,6 +543,9 @@ macro_rules! conformance_tests {
             variables,
             workflows,
             list_by_status_and_stats_after_transitions,
+            batch_of_a_killed_worker_comes_back,
+            batch_claims_keep_priority_then_fifo,
+            prefetched_jobs_cancelled_or_given_back,
         ]);
     };
     (@cases $name:ident, |$clock:ident| $store:expr, [$($case:ident),* $(,)?]) => {

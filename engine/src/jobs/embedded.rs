@@ -308,6 +308,13 @@ impl EmbeddedStore {
             store: path.display().to_string(),
             detail: e.to_string(),
         };
+        // A store already at this layout opens without writing anything (no lock, no schema statements, no
+        // version written): a read-only command costs the same whatever the store holds.
+        if path.exists()
+            && let Some(conn) = Self::current(path)
+        {
+            return Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock });
+        }
         if let Some(dir) = path.parent() {
             crate::state::create_private_dir_all(dir).map_err(|e| fail(&e))?;
         }
@@ -325,12 +332,36 @@ impl EmbeddedStore {
         let mut conn = Connection::open(path).map_err(|e| fail(&e))?;
         conn.busy_timeout(Duration::from_secs(30)).map_err(|e| fail(&e))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| fail(&e))?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| fail(&e))?;
+        Self::tune(&conn).map_err(|e| fail(&e))?;
         conn.execute_batch(SCHEMA).map_err(|e| fail(&e))?;
         migrate(&mut conn, clock.now_ms()).map_err(|e| fail(&e))?;
         conn.execute_batch(WAITING_INDEX).map_err(|e| fail(&e))?;
         conn.pragma_update(None, "user_version", super::store::STORE_SCHEMA).map_err(|e| fail(&e))?;
         Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock })
+    }
+
+    /// A connection to the store at `path` when it is already in WAL mode at [`STORE_SCHEMA`] (read, not written),
+    /// its file the user's alone; `None` when it needs the full open.
+    fn current(path: &Path) -> Option<Connection> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(path).ok()?;
+        if meta.mode() & 0o077 != 0 {
+            return None;
+        }
+        let conn = Connection::open(path).ok()?;
+        conn.busy_timeout(Duration::from_secs(30)).ok()?;
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).ok()?;
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).ok()?;
+        if version != super::store::STORE_SCHEMA || !mode.eq_ignore_ascii_case("wal") {
+            return None;
+        }
+        Self::tune(&conn).ok()?;
+        Some(conn)
+    }
+
+    /// Per-connection settings (nothing written to the file).
+    fn tune(conn: &Connection) -> rusqlite::Result<()> {
+        conn.pragma_update(None, "synchronous", "NORMAL")
     }
 
     fn now_ms(&self) -> i64 {
@@ -424,16 +455,18 @@ impl JobStore for EmbeddedStore {
         self.write(|tx| {
             // Leases that ran out: the worker died; the job goes back (or is dead with no attempt left).
             requeue(tx, now, &[])?;
-            tx.execute(
-                "UPDATE jobs SET status = 'queued', updated_at = ?1 WHERE status = 'scheduled' AND scheduled_at <= ?1",
-                [now],
-            )?;
+            tx.prepare_cached(
+                "UPDATE jobs INDEXED BY jobs_scheduled SET status = 'queued', updated_at = ?1 WHERE status = 'scheduled' AND scheduled_at <= ?1",
+            )?
+            .execute([now])?;
             release_waiting(tx, now)?;
             let filter = if types.is_empty() { String::new() } else { format!(" AND type IN ({})", placeholders(types.len())) };
+            // The queue's own index, in claim order: SQLite would otherwise pick `jobs_status` and sort every queued
+            // job on each claim (a cost growing with the queue).
             let sql = format!(
                 "UPDATE jobs SET status = 'running', worker_id = ?, lease_until = ?, attempts = attempts + 1, \
                  started_at = ?, updated_at = ?, progress = NULL \
-                 WHERE seq IN (SELECT seq FROM jobs WHERE status = 'queued'{filter} ORDER BY priority DESC, seq LIMIT ?) \
+                 WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_queued WHERE status = 'queued'{filter} ORDER BY priority DESC, seq LIMIT ?) \
                  RETURNING {COLUMNS}, seq"
             );
             let mut values: Vec<rusqlite::types::Value> = vec![worker.to_owned().into(), until.into(), now.into(), now.into()];
@@ -445,6 +478,28 @@ impl JobStore for EmbeddedStore {
                 .collect::<rusqlite::Result<_>>()?;
             claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
             Ok(claimed.into_iter().map(|(_, _, job)| job).collect())
+        })
+    }
+
+    fn release(&self, worker: &str, jobs: &[String]) -> Result<usize, StoreError> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let now = self.now_ms();
+        self.write(|tx| {
+            let mut values: Vec<rusqlite::types::Value> = vec![now.into(), worker.to_owned().into()];
+            values.extend(jobs.iter().map(|j| j.clone().into()));
+            // Every SET reads the row as it was: `status` is still the claimed one on the right-hand side.
+            tx.execute(
+                &format!(
+                    "UPDATE jobs SET status = CASE WHEN status = 'cancelling' THEN 'cancelled' ELSE 'queued' END, \
+                     finished_at = CASE WHEN status = 'cancelling' THEN ?1 END, attempts = attempts - 1, \
+                     started_at = NULL, worker_id = NULL, lease_until = NULL, updated_at = ?1 \
+                     WHERE worker_id = ?2 AND status IN ('running', 'cancelling') AND id IN ({})",
+                    placeholders(jobs.len())
+                ),
+                params_from_iter(values),
+            )
         })
     }
 
@@ -473,8 +528,10 @@ impl JobStore for EmbeddedStore {
             let mut done = 0;
             for (id, finish) in results {
                 let held: Option<(i64, i64, String)> = tx
-                    .query_row(
+                    .prepare_cached(
                         "SELECT attempts, max_attempts, status FROM jobs WHERE id = ? AND worker_id = ? AND status IN ('running', 'cancelling')",
+                    )?
+                    .query_row(
                         params![id, worker],
                         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                     )
@@ -483,24 +540,28 @@ impl JobStore for EmbeddedStore {
                 // A cancel asked for while the attempt ran stops any retry.
                 let cancelling = status == "cancelling";
                 done += match finish {
-                    Finish::Succeeded(result) => tx.execute(
+                    Finish::Succeeded(result) => tx.prepare_cached(
                         "UPDATE jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
+                    )?.execute(
                         params![result.to_string(), now, now, id],
                     )?,
-                    Finish::Cancelled => tx.execute(
+                    Finish::Cancelled => tx.prepare_cached(
                         "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
+                    )?.execute(
                         params![now, now, id],
                     )?,
                     Finish::Failed { error, retry } if *retry && attempts < max_attempts && !cancelling => {
                         let pause = backoff(u32::try_from(attempts).unwrap_or(1), u64::try_from(now).unwrap_or(0) ^ id.len() as u64);
                         let due = now + i64::try_from(pause.as_millis()).unwrap_or(0);
-                        tx.execute(
+                        tx.prepare_cached(
                             "UPDATE jobs SET status = 'scheduled', scheduled_at = ?, error = ?, updated_at = ?, worker_id = NULL, lease_until = NULL WHERE id = ?",
+                        )?.execute(
                             params![due, error, now, id],
                         )?
                     }
-                    Finish::Failed { error, retry } => tx.execute(
+                    Finish::Failed { error, retry } => tx.prepare_cached(
                         "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
+                    )?.execute(
                         params![
                             match (*retry, cancelling && attempts < max_attempts) {
                                 (true, true) => "cancelled",

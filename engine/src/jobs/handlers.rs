@@ -319,6 +319,12 @@ fn fill(settings: &Settings, target: &str, service: &str, what: &str, text: &str
     crate::plan::fill_command(settings, target, service, (what, text)).map_err(|e| e.to_string())
 }
 
+/// How `job` ends when its handler does all its work in the worker's own thread at once (`noop`): the worker records
+/// that without starting a task for it. `None` for every handler that waits on something (a process, the store).
+pub fn immediate(job: &Job) -> Option<Finish> {
+    (job.job_type == "noop").then_some(Finish::Succeeded(serde_json::Value::Null))
+}
+
 /// Runs `job` to its end (or until `cancel`), logging its output to the store.
 pub async fn run(
     ctx: &HandlerContext,

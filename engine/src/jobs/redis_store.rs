@@ -51,6 +51,7 @@ pub struct RedisStore {
     heartbeat: Script,
     control: Script,
     requeue: Script,
+    release: Script,
     set_field: Script,
     migrate: Script,
     forget: Script,
@@ -147,6 +148,7 @@ impl RedisStore {
             heartbeat: script(include_str!("lua/heartbeat.lua")),
             control: script(include_str!("lua/control.lua")),
             requeue: script(include_str!("lua/requeue.lua")),
+            release: script(include_str!("lua/release.lua")),
             migrate: script(include_str!("lua/migrate.lua")),
             // A purged job's end leaves the aggregates of its minute.
             forget: script("for i = 3, #ARGV do unrecord(ARGV[i]) end"),
@@ -314,7 +316,7 @@ impl JobStore for RedisStore {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
-        let ids: Vec<String> = self.with(|c| {
+        let hashes: Vec<Vec<String>> = self.with(|c| {
             let mut invocation = self.claim.prepare_invoke();
             invocation
                 .arg(&self.prefix)
@@ -327,7 +329,32 @@ impl JobStore for RedisStore {
             }
             invocation.invoke(c)
         })?;
-        self.jobs(&ids)
+        Ok(hashes
+            .into_iter()
+            .filter_map(|fields| {
+                let mut fields = fields.into_iter();
+                let mut hash = HashMap::new();
+                while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
+                    hash.insert(k, v);
+                }
+                job_of(&hash)
+            })
+            .collect())
+    }
+
+    fn release(&self, worker: &str, jobs: &[String]) -> Result<usize, StoreError> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let released: i64 = self.with(|c| {
+            let mut invocation = self.release.prepare_invoke();
+            invocation.arg(&self.prefix).arg(self.script_now()).arg(worker);
+            for id in jobs {
+                invocation.arg(id);
+            }
+            invocation.invoke(c)
+        })?;
+        Ok(usize::try_from(released).unwrap_or(0))
     }
 
     fn heartbeat(&self, worker: &str, jobs: &[String], lease: Duration) -> Result<Vec<String>, StoreError> {

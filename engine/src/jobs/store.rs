@@ -137,6 +137,11 @@ pub trait JobStore: Send + Sync {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError>;
+    /// Gives back jobs `worker` claimed and never started (a worker stopping with jobs it prefetched): each is queued
+    /// again in its place (its priority, then first in, first out), the attempt its claim counted taken back; one
+    /// whose cancel was asked for meanwhile is cancelled instead. A job `worker` no longer holds is left alone.
+    /// Returns how many were given back.
+    fn release(&self, worker: &str, jobs: &[String]) -> Result<usize, StoreError>;
     /// Renews `worker`'s leases on `jobs`; returns the ids among them whose cancellation was requested.
     fn heartbeat(&self, worker: &str, jobs: &[String], lease: Duration) -> Result<Vec<String>, StoreError>;
     /// Records how attempts ended (one transaction); an entry whose job `worker` no longer holds is ignored.

@@ -1,8 +1,9 @@
 //! The worker: claims jobs under a lease, runs their handlers (up to `concurrency` at once), renews the leases of
 //! what it runs with a heartbeat that also brings cancellation requests back, and records every outcome.
 //!
-//! How it works: one loop claims as many due jobs as it has free slots (one transaction), starts a task per job,
-//! and waits for the first of: a job finishing (finishes are recorded in batches), the heartbeat tick (every second,
+//! How it works: one loop claims as many due jobs as it has free slots, plus a bounded prefetch while its jobs are
+//! short (one call; see [`run`]), starts a task per job (or runs an in-process handler in the loop itself), and
+//! waits for the first of: a job finishing (finishes are recorded in batches), the heartbeat tick (every second,
 //! or every third of a shorter lease), shutdown, or — when nothing was claimed — a short poll pause that grows while
 //! busy or draining. An idle worker instead waits on the store's wake-up through its one `Waiter`: a blocking
 //! thread that runs one [`JobStore::wait_for_work`] at a time, armed when the worker goes idle and re-armed only
@@ -10,10 +11,11 @@
 //! worker killed with SIGKILL simply stops renewing: its leases run out and the jobs go back to the queue for
 //! another worker, and once it has been silent for [`STALE_LEASES`] leases the store reports it gone. With `drain` it exits once nothing is queued, scheduled or running anywhere in the store.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use envctl_contracts::jobs::Job;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -144,8 +146,69 @@ async fn patiently<T: Send + 'static>(
     }
 }
 
+/// Most jobs a worker holds claimed beyond its free slots (its prefetch). 64 makes the store's fixed cost per
+/// claim and per finish (a round trip, a script call or a transaction) a sixty-fourth of a short job's, while one
+/// claim of 64 keeps the store busy well under a millisecond (a Redis script blocks every other client meanwhile).
+pub const PREFETCH_MAX: usize = 64;
+
+/// A worker prefetches only as many jobs as it expects to start within this, by the mean run time of its recent
+/// jobs: jobs that take a while are not prefetched at all (another worker may be free for them), and a job of higher
+/// priority that arrives meanwhile waits behind a prefetched batch for about this long at most.
+const PREFETCH_HOLD: Duration = Duration::from_millis(20);
+
+/// A prefetched job that waited longer than this since its claim (or the last look) has its cancellation looked at
+/// again before it starts: a job cancelled while it waited is not run.
+const HELD_CHECK: Duration = Duration::from_millis(20);
+
+/// How many jobs beyond its free slots a worker whose recent jobs ran `mean` each claims at once.
+fn prefetch(mean: Option<Duration>) -> usize {
+    mean.map_or(0, |mean| {
+        usize::try_from(PREFETCH_HOLD.as_nanos() / mean.as_nanos().max(1))
+            .unwrap_or(usize::MAX)
+            .min(PREFETCH_MAX)
+    })
+}
+
+/// The running mean of run times: each new one weighs an eighth.
+fn averaged(mean: Option<Duration>, took: Duration) -> Duration {
+    mean.map_or(took, |mean| (mean * 7 + took) / 8)
+}
+
+/// Acts on the cancels asked for among `cancelled`: a running job is told to stop; a held one never starts (it is
+/// given back, which cancels it without an attempt counted).
+async fn give_back(
+    store: &Arc<dyn JobStore>,
+    worker: &str,
+    cancelled: Vec<String>,
+    running: &HashMap<String, (CancellationToken, Instant)>,
+    held: &mut VecDeque<(Job, Instant)>,
+    force: &CancellationToken,
+    outages: &mut u64,
+) -> Result<(), StoreError> {
+    let mut unstarted = Vec::new();
+    for job in cancelled {
+        if let Some((token, _)) = running.get(&job) {
+            token.cancel();
+        } else if let Some(at) = held.iter().position(|(held, _)| held.id == job) {
+            held.remove(at);
+            unstarted.push(job);
+        }
+    }
+    if !unstarted.is_empty() {
+        let (s, w) = (Arc::clone(store), worker.to_owned());
+        patiently(move || s.release(&w, &unstarted), force, outages).await?;
+    }
+    Ok(())
+}
+
 /// Runs until `shutdown` completes (finishing what it runs, stopping them if a second `force` arrives) or, with
 /// `drain`, until the store has nothing left to do.
+///
+/// A worker whose jobs are short claims a batch beyond its free slots (see [`prefetch`]) and holds it under the
+/// same lease (renewed by its heartbeat; a killed worker's batch comes back when the lease runs out); handlers that
+/// finish at once ([`handlers::immediate`]) run in the loop itself, and their ends are recorded in one call per
+/// batch. Stopping, it gives back the held jobs it never started ([`JobStore::release`]).
+#[allow(clippy::too_many_lines)]
 pub async fn run(
     store: Arc<dyn JobStore>,
     ctx: Arc<HandlerContext>,
@@ -156,8 +219,14 @@ pub async fn run(
     let began = Instant::now();
     let id = worker_id();
     let concurrency = options.concurrency.max(1);
-    let mut running: HashMap<String, CancellationToken> = HashMap::new();
+    // Claimed, not started yet (in claim order: priority, then first in, first out), and when.
+    let mut held: VecDeque<(Job, Instant)> = VecDeque::new();
+    let mut running: HashMap<String, (CancellationToken, Instant)> = HashMap::new();
     let mut tasks: JoinSet<(String, Finish)> = JoinSet::new();
+    // Ends not recorded yet.
+    let mut done: Vec<(String, Finish)> = Vec::new();
+    let mut mean_run: Option<Duration> = None;
+    let mut looked = Instant::now();
     let mut finished = 0u64;
     let mut idle = Duration::from_millis(1);
     let mut waiter = Waiter::start(Arc::clone(&store));
@@ -171,28 +240,69 @@ pub async fn run(
         patiently(move || s.worker_heartbeat(&w, Some(0), stale_after), &force, &mut outages).await?;
     }
     loop {
+        if shutdown.is_cancelled() && !held.is_empty() {
+            let ids: Vec<String> = held.drain(..).map(|(job, _)| job.id).collect();
+            let (s, w) = (Arc::clone(&store), id.clone());
+            patiently(move || s.release(&w, &ids), &force, &mut outages).await?;
+        }
+        // Ends are recorded before another job starts: a worker killed now loses only the attempts it runs.
+        if !done.is_empty() {
+            let results = std::mem::take(&mut done);
+            finished += results.len() as u64;
+            let (s, w) = (Arc::clone(&store), id.clone());
+            patiently(move || s.finish(&w, &results), &force, &mut outages).await?;
+            idle = Duration::from_millis(1);
+        }
+        // Start what the free slots take from the held jobs.
+        while running.len() < concurrency
+            && let Some((_, claimed_at)) = held.front()
+        {
+            if claimed_at.max(&looked).elapsed() > HELD_CHECK {
+                let ids: Vec<String> =
+                    held.iter().map(|(job, _)| job.id.clone()).chain(running.keys().cloned()).collect();
+                let (s, w, lease) = (Arc::clone(&store), id.clone(), options.lease);
+                let cancelled = patiently(move || s.heartbeat(&w, &ids, lease), &force, &mut outages).await?;
+                looked = Instant::now();
+                give_back(&store, &id, cancelled, &running, &mut held, &force, &mut outages).await?;
+                continue;
+            }
+            let Some((job, _)) = held.pop_front() else { break };
+            let started = Instant::now();
+            if let Some(finish) = handlers::immediate(&job) {
+                mean_run = Some(averaged(mean_run, started.elapsed()));
+                done.push((job.id, finish));
+                continue;
+            }
+            let token = CancellationToken::new();
+            running.insert(job.id.clone(), (token.clone(), started));
+            let (ctx, store) = (Arc::clone(&ctx), Arc::clone(&store));
+            tasks.spawn(async move {
+                let finish = handlers::run(&ctx, &store, &job, token).await;
+                (job.id, finish)
+            });
+        }
+        if !done.is_empty() {
+            // Ends that ran in the loop (a batch of them): recorded at once, before anything is claimed.
+            continue;
+        }
         let mut claimed = 0;
-        if !shutdown.is_cancelled() && running.len() < concurrency {
-            let (s, w, types, free, lease) = (
+        if !shutdown.is_cancelled() && held.is_empty() && running.len() < concurrency {
+            let (s, w, types, want, lease) = (
                 Arc::clone(&store),
                 id.clone(),
                 options.types.clone(),
-                concurrency - running.len(),
+                concurrency - running.len() + prefetch(mean_run),
                 options.lease,
             );
-            let jobs = patiently(move || s.claim(&w, &types, free, lease), &shutdown, &mut outages).await?;
+            let jobs = patiently(move || s.claim(&w, &types, want, lease), &shutdown, &mut outages).await?;
             claimed = jobs.len();
-            for job in jobs {
-                let token = CancellationToken::new();
-                running.insert(job.id.clone(), token.clone());
-                let (ctx, store) = (Arc::clone(&ctx), Arc::clone(&store));
-                tasks.spawn(async move {
-                    let finish = handlers::run(&ctx, &store, &job, token).await;
-                    (job.id, finish)
-                });
+            let now = Instant::now();
+            held.extend(jobs.into_iter().map(|job| (job, now)));
+            if claimed > 0 {
+                continue;
             }
         }
-        if running.is_empty() {
+        if running.is_empty() && held.is_empty() {
             if shutdown.is_cancelled() {
                 break;
             }
@@ -203,42 +313,41 @@ pub async fn run(
                 }
             }
         }
-        let wait = if claimed > 0 { Duration::ZERO } else { idle };
         tokio::select! {
             biased;
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                let mut results = Vec::new();
-                if let Ok(result) = done { results.push(result); }
+            Some(first) = tasks.join_next(), if !tasks.is_empty() => {
+                let mut joined = vec![first];
                 while let Some(more) = tasks.try_join_next() {
-                    if let Ok(result) = more { results.push(result); }
+                    joined.push(more);
                 }
-                for (job, _) in &results { running.remove(job); }
-                finished += results.len() as u64;
-                let (s, w) = (Arc::clone(&store), id.clone());
-                patiently(move || s.finish(&w, &results), &force, &mut outages).await?;
-                idle = Duration::from_millis(1);
+                for (job, finish) in joined.into_iter().flatten() {
+                    if let Some((_, started)) = running.remove(&job) {
+                        mean_run = Some(averaged(mean_run, started.elapsed()));
+                    }
+                    done.push((job, finish));
+                }
             }
             _ = heartbeat.tick() => {
-                let ids: Vec<String> = running.keys().cloned().collect();
-                let (s, w, lease, n) = (Arc::clone(&store), id.clone(), options.lease, u32::try_from(running.len()).unwrap_or(u32::MAX));
+                let ids: Vec<String> =
+                    running.keys().cloned().chain(held.iter().map(|(job, _)| job.id.clone())).collect();
+                let (s, w, lease, n) = (Arc::clone(&store), id.clone(), options.lease, u32::try_from(ids.len()).unwrap_or(u32::MAX));
                 let cancelled = patiently(move || { s.worker_heartbeat(&w, Some(n), stale_after)?; s.heartbeat(&w, &ids, lease) }, &force, &mut outages).await?;
-                for job in cancelled {
-                    if let Some(token) = running.get(&job) { token.cancel(); }
-                }
+                looked = Instant::now();
+                give_back(&store, &id, cancelled, &running, &mut held, &force, &mut outages).await?;
             }
             () = force.cancelled(), if shutdown.is_cancelled() && !force.is_cancelled() => {}
             () = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
-            () = tokio::time::sleep(wait), if !running.is_empty() && (running.len() >= concurrency || claimed == 0) => {
-                if claimed == 0 { idle = (idle * 2).min(Duration::from_millis(100)); }
+            () = tokio::time::sleep(idle), if !running.is_empty() => {
+                idle = (idle * 2).min(Duration::from_millis(100));
             }
             // Idle: the store's wake-up (Redis tells an idle worker about new jobs at once).
-            () = waiter.work_may_have_arrived(), if running.is_empty() && claimed == 0 && !options.drain => {}
-            () = tokio::time::sleep(wait), if running.is_empty() && claimed == 0 && options.drain => {
+            () = waiter.work_may_have_arrived(), if running.is_empty() && held.is_empty() && !options.drain => {}
+            () = tokio::time::sleep(idle), if running.is_empty() && held.is_empty() && options.drain => {
                 idle = (idle * 2).min(Duration::from_millis(100));
             }
         }
         if force.is_cancelled() {
-            for token in running.values() {
+            for (token, _) in running.values() {
                 token.cancel();
             }
         }
@@ -283,6 +392,9 @@ mod tests {
         }
         fn heartbeat(&self, w: &str, jobs: &[String], lease: Duration) -> Result<Vec<String>, StoreError> {
             self.inner.heartbeat(w, jobs, lease)
+        }
+        fn release(&self, w: &str, jobs: &[String]) -> Result<usize, StoreError> {
+            self.inner.release(w, jobs)
         }
         fn finish(&self, w: &str, results: &[(String, Finish)]) -> Result<usize, StoreError> {
             self.inner.finish(w, results)

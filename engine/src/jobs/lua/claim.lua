@@ -1,4 +1,5 @@
--- ARGV: prefix, now, worker, lease_ms, max, then the types to claim (all when none). Returns the claimed ids.
+-- ARGV: prefix, now, worker, lease_ms, max, then the types to claim (all when none). Returns each claimed job's
+-- fields (HGETALL), in claim order, so a claim is one round trip.
 local worker, lease, max = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])
 -- Leases that ran out: back to the queue, or dead with no attempt left, or cancelled if a cancel was pending.
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', key('leases'), '-inf', now, 'LIMIT', 0, 1000)) do
@@ -43,23 +44,36 @@ if #ARGV >= 6 then
 else
   types = redis.call('SMEMBERS', key('types'))
 end
-local out = {}
-while #out < max do
-  local best, best_score, best_type = nil, nil, nil
-  for _, ty in ipairs(types) do
-    local head = redis.call('ZRANGE', key('queue:' .. ty), 0, 0, 'WITHSCORES')
-    if #head > 0 then
-      local score = tonumber(head[2])
-      if best_score == nil or score < best_score then best, best_score, best_type = head[1], score, ty end
-    end
-  end
-  if best == nil then break end
-  redis.call('ZREM', key('queue:' .. best_type), best)
-  move(best, 'queued', 'running')
-  redis.call('HINCRBY', job(best), 'attempts', 1)
-  redis.call('HSET', job(best), 'worker_id', worker, 'started_at', now, 'lease_until', now + lease, 'progress', '',
-    'started_us', now_us)
-  redis.call('ZADD', key('leases'), now + lease, best)
-  out[#out + 1] = best
+-- The head of each type's queue (up to `max` each), merged by score: priority first, then sequence (scores are
+-- unique: the sequence is part of them). Counts change once per status for the whole claim.
+local heads = {}
+for _, ty in ipairs(types) do
+  local h = redis.call('ZRANGE', key('queue:' .. ty), 0, max - 1, 'WITHSCORES')
+  for k = 1, #h, 2 do heads[#heads + 1] = {h[k], tonumber(h[k + 1]), ty} end
+end
+table.sort(heads, function(a, b) return a[2] < b[2] end)
+local out, ids, running, leases, queues = {}, {}, {}, {}, {}
+for k = 1, math.min(max, #heads) do
+  local id, score, ty = heads[k][1], heads[k][2], heads[k][3]
+  local j = job(id)
+  queues[ty] = queues[ty] or {}
+  table.insert(queues[ty], id)
+  ids[#ids + 1] = id
+  running[#running + 1] = string.format('%d', score % 1e12)
+  running[#running + 1] = id
+  leases[#leases + 1] = now + lease
+  leases[#leases + 1] = id
+  redis.call('HINCRBY', j, 'attempts', 1)
+  redis.call('HSET', j, 'status', 'running', 'updated_at', now, 'worker_id', worker, 'started_at', now,
+    'lease_until', now + lease, 'progress', '', 'started_us', now_us)
+  out[#out + 1] = redis.call('HGETALL', j)
+end
+if #ids > 0 then
+  for ty, queued in pairs(queues) do batched('ZREM', key('queue:' .. ty), queued) end
+  batched('ZREM', key('status:queued'), ids)
+  batched('ZADD', key('status:running'), running)
+  batched('ZADD', key('leases'), leases)
+  redis.call('HINCRBY', key('counts'), 'queued', -#ids)
+  redis.call('HINCRBY', key('counts'), 'running', #ids)
 end
 return out

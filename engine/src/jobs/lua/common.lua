@@ -12,6 +12,13 @@ else
   now_us = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local function key(k) return p .. ':' .. k end
+-- Calls `cmd` on key `k` with `args` appended, a thousand at a time (Lua unpacks a bounded number of values): one
+-- call for a whole batch instead of one per job.
+local function batched(cmd, k, args)
+  for i = 1, #args, 1000 do
+    redis.call(cmd, k, unpack(args, i, math.min(i + 999, #args)))
+  end
+end
 local function job(id) return p .. ':job:' .. id end
 -- `status:<s>` holds the jobs in status s scored by sequence (like `all`), so a list by status reads only its own.
 local function move(id, from, to)
