@@ -1,6 +1,6 @@
 //! The job runtime's own Redis server, the requirement every job command shares when `[jobs] backend = "redis"`
 //! names no URL: one per repository (main and every worktree use it, since jobs span targets), its queue kept in
-//! an append-only file (fsync every second) under the scope directory, a generated password, loopback unless
+//! an append-only file (written before each reply) under the scope directory, a generated password, loopback unless
 //! `jobs.bind` says otherwise. This module is what the server is — where it lives, its argv, its URL, its record;
 //! starting and stopping it is the job runtime's (`jobs::server`).
 
@@ -71,7 +71,12 @@ pub fn url(bind: &str, port: u16, password: Option<&str>) -> String {
 }
 
 /// argv of the server: the password is in its config file (never on argv, which every local user can read),
-/// every write goes to the append-only file and is fsynced once a second, and nothing else is snapshotted.
+/// every write goes to the append-only file before its reply, and nothing else is snapshotted.
+///
+/// `appendfsync no`, not `everysec`: with `everysec` the server postpones its write to the file (not only the
+/// fsync) for up to 2 s while an earlier fsync is still running, and answers meanwhile, so on a slow disk a
+/// killed server lost jobs it had acknowledged. With `no` the write always comes before the reply: a killed
+/// server loses nothing, and only a power loss could lose what the kernel had not yet written back.
 pub fn argv(binary: &Path, data_dir: &Path, bind: &str, port: u16) -> Vec<String> {
     [
         binary.display().to_string(),
@@ -87,7 +92,7 @@ pub fn argv(binary: &Path, data_dir: &Path, bind: &str, port: u16) -> Vec<String
         "--appendonly".into(),
         "yes".into(),
         "--appendfsync".into(),
-        "everysec".into(),
+        "no".into(),
         "--save".into(),
         String::new(),
         "--daemonize".into(),
@@ -144,7 +149,7 @@ mod tests {
         let argv = argv(Path::new("/usr/bin/redis-server"), Path::new("/d"), "127.0.0.1", 6390);
         let joined = argv.join(" ");
         assert!(!joined.contains("requirepass"), "{joined}");
-        assert!(joined.contains("--appendonly yes --appendfsync everysec"), "{joined}");
+        assert!(joined.contains("--appendonly yes --appendfsync no"), "{joined}");
         assert!(joined.contains("--bind 127.0.0.1"), "{joined}");
     }
 }
