@@ -165,6 +165,15 @@ pub struct EmbeddedStore {
     path: PathBuf,
     conn: Mutex<Connection>,
     clock: Arc<dyn Clock>,
+    /// An idle worker's wake-up, made by its first wait.
+    wake: Mutex<Option<Wake>>,
+}
+
+/// How an idle worker learns that work may have arrived: an inotify watch on the store's directory, whose events
+/// for the store's own files (a commit writes the `-wal` file) end its wait.
+#[derive(Debug)]
+struct Wake {
+    inotify: nix::sys::inotify::Inotify,
 }
 
 fn priority_rank(priority: Priority) -> i64 {
@@ -313,7 +322,12 @@ impl EmbeddedStore {
         if path.exists()
             && let Some(conn) = Self::current(path)
         {
-            return Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock });
+            return Ok(Self {
+                path: path.to_path_buf(),
+                conn: Mutex::new(conn),
+                clock,
+                wake: Mutex::new(None),
+            });
         }
         if let Some(dir) = path.parent() {
             crate::state::create_private_dir_all(dir).map_err(|e| fail(&e))?;
@@ -337,7 +351,18 @@ impl EmbeddedStore {
         migrate(&mut conn, clock.now_ms()).map_err(|e| fail(&e))?;
         conn.execute_batch(WAITING_INDEX).map_err(|e| fail(&e))?;
         conn.pragma_update(None, "user_version", super::store::STORE_SCHEMA).map_err(|e| fail(&e))?;
-        Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock })
+        Ok(Self { path: path.to_path_buf(), conn: Mutex::new(conn), clock, wake: Mutex::new(None) })
+    }
+
+    /// Watches the store's directory for writes; `None` when inotify is not available (the wait then sleeps).
+    fn watch(&self) -> Option<Wake> {
+        use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+        let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok()?;
+        let dir = self.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        inotify
+            .add_watch(dir, AddWatchFlags::IN_MODIFY | AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO)
+            .ok()?;
+        Some(Wake { inotify })
     }
 
     /// A connection to the store at `path` when it is already in WAL mode at [`STORE_SCHEMA`] (read, not written),
@@ -399,6 +424,47 @@ impl EmbeddedStore {
 }
 
 impl JobStore for EmbeddedStore {
+    /// Returns as soon as the store's `-wal` file (or the database file) is written — by an enqueue, a cancel, a
+    /// retry, another worker's finish —, or after `timeout`. The worker's own writes (its heartbeat, its finishes)
+    /// wake it too, once each: it then claims nothing and waits again, and a claim that finds nothing writes
+    /// nothing, so an idle worker does not spin.
+    fn wait_for_work(&self, timeout: Duration) {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd as _;
+        let deadline = std::time::Instant::now() + timeout;
+        let mut wake = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if wake.is_none() {
+            *wake = self.watch();
+        }
+        let Some(wake) = wake.as_ref() else {
+            return std::thread::sleep(timeout);
+        };
+        let ours = self.path.file_name().map(std::ffi::OsStr::to_owned).unwrap_or_default();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            let mut fds = [PollFd::new(wake.inotify.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)) {
+                Ok(0) => return,
+                Ok(_) => {
+                    // Other files of the directory (the run's state, its events) are not the store's.
+                    let events = wake.inotify.read_events().unwrap_or_default();
+                    if events.iter().any(|e| {
+                        e.name
+                            .as_ref()
+                            .is_some_and(|n| n.as_encoded_bytes().starts_with(ours.as_encoded_bytes()))
+                    }) {
+                        return;
+                    }
+                }
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return std::thread::sleep(left),
+            }
+        }
+    }
+
     fn vacuum(&self) -> Result<(), StoreError> {
         self.read(|c| c.execute_batch("VACUUM"))
     }
@@ -1084,5 +1150,59 @@ mod tests {
             "a list by status is read in order from its index: {plan}"
         );
         assert_eq!(store.schema_version().expect("version"), super::super::store::STORE_SCHEMA);
+    }
+
+    fn noop() -> NewJob {
+        NewJob {
+            job_type: "noop".into(),
+            target: None,
+            payload: serde_json::json!({}),
+            priority: Priority::Normal,
+            max_attempts: 1,
+            delay: None,
+            input: None,
+            after: Vec::new(),
+        }
+    }
+
+    /// A waiting worker's store, its wait on a thread that reports when it returns.
+    fn waiting(store: &Arc<EmbeddedStore>) -> std::sync::mpsc::Receiver<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = Arc::clone(store);
+        std::thread::spawn(move || {
+            store.wait_for_work(Duration::from_secs(120));
+            let _ = tx.send(());
+        });
+        rx
+    }
+
+    #[test]
+    fn an_enqueue_wakes_a_waiting_worker_and_neither_an_empty_claim_nor_another_file_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("jobs.sqlite3");
+        let worker = Arc::new(EmbeddedStore::open(&path).expect("open"));
+        let other = EmbeddedStore::open(&path).expect("a second connection");
+        let woke = waiting(&worker);
+        std::thread::sleep(Duration::from_millis(200));
+        other.enqueue(&[noop()]).expect("enqueue");
+        woke.recv_timeout(Duration::from_secs(60)).expect("the enqueue ended a wait of 120 s");
+        let claimed = worker.claim("w", &[], 1, Duration::from_secs(30)).expect("claim");
+        worker
+            .finish("w", &[(claimed[0].id.clone(), Finish::Succeeded(serde_json::Value::Null))])
+            .expect("finish");
+        // The worker's own claim and finish wake its next wait once (it claims nothing and waits again). Nothing is
+        // queued now: a claim finds nothing and writes nothing, so an idle worker does not wake itself and spin,
+        // and the run's other files in the same directory are not the store's.
+        worker.wait_for_work(Duration::from_secs(60));
+        let woke = waiting(&worker);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(worker.claim("w", &[], 4, Duration::from_secs(30)).expect("claim").is_empty());
+        std::fs::write(dir.path().join("run_state.json"), "{}").expect("another file");
+        assert!(
+            woke.recv_timeout(Duration::from_millis(700)).is_err(),
+            "an empty claim or another file woke the wait"
+        );
+        other.enqueue(&[noop()]).expect("enqueue");
+        woke.recv_timeout(Duration::from_secs(60)).expect("the second enqueue ended the wait");
     }
 }
