@@ -116,8 +116,24 @@ fn a_killed_worker_s_leased_jobs_are_orphans_that_fix_requeues() {
         (Some("fail"), Some("3")),
         "{orphans}"
     );
+    // The killed worker's attempts still run (a SIGKILL leaves their process groups behind): each job's shell and
+    // its `sleep`, marked with the job's id.
+    let jobs: Vec<String> = env.envctl(&["jobs", "list", "--json"]).json()["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .map(|j| j["id"].as_str().expect("id").to_owned())
+        .collect();
+    let left = || marked_job_processes(&jobs);
+    assert!(!left().is_empty(), "the killed worker's attempts are still running");
     let fixed = env.envctl(&["doctor", "--fix", "--gate", "job_runtime"]);
     fixed.ok();
+    assert!(fixed.stdout.contains("fix: stop_job_processes"), "{}", fixed.stdout);
+    assert!(
+        eventually(20, || left().is_empty()),
+        "nothing of the dead worker's attempts is left: {:?}",
+        left()
+    );
     assert_eq!(fixed.stdout.matches("fix: requeue_job").count(), 3, "{}", fixed.stdout);
     assert!(fixed.stdout.contains("fix: forget_worker"), "{}", fixed.stdout);
     let (code, report) = doctor(&env, &["--gate", "job_runtime"]);
@@ -212,4 +228,20 @@ fn the_report_is_written_and_validates_against_its_schema() {
     let typed: envctl_contracts::doctor::ReadinessReport = serde_json::from_value(value).expect("the type");
     assert_eq!(typed.schema_version, envctl_contracts::SCHEMA_VERSION);
     assert_eq!(typed.checks.len(), envctl_engine::doctor::CHECKS.len());
+}
+
+/// Processes of this user marked as attempts of `jobs` (`ENVCTL_JOB_ID`), zombies aside.
+fn marked_job_processes(jobs: &[String]) -> Vec<u32> {
+    let marks: Vec<String> = jobs.iter().map(|id| format!("ENVCTL_JOB_ID={id}")).collect();
+    std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter(|pid| {
+            let zombie =
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"));
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            !zombie && environ.split(|b| *b == 0).any(|var| marks.iter().any(|m| var == m.as_bytes()))
+        })
+        .collect()
 }

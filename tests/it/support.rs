@@ -209,13 +209,51 @@ impl TestEnv {
 }
 
 impl Drop for TestEnv {
-    /// Whatever a test started is stopped and its data removed, even when the test failed.
+    /// Whatever a test started is stopped and its data removed, even when the test failed: its environments, and
+    /// the jobs a worker it SIGKILLed left running (marked as jobs of this test's runtime directory).
     fn drop(&mut self) {
         if self.runtime.join("scopes").exists() {
             let _ = self.envctl(&["stop-all", "--remove-data", "--yes"]);
             let _ = self.envctl(&["blast-all"]);
         }
+        let marks = [
+            b"ENVCTL_ROLE=job".to_vec(),
+            format!("ENVCTL_RUNTIME_DIR={}", self.runtime.display()).into_bytes(),
+        ];
+        for (pid, started) in processes_marked(&marks) {
+            // The same process still (pid and start time), so nothing else is signalled.
+            if start_time(pid) == Some(started) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
     }
+}
+
+/// This user's processes whose environment holds every one of `marks`, with their start times.
+fn processes_marked(marks: &[Vec<u8>]) -> Vec<(i32, u64)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            marks
+                .iter()
+                .all(|m| vars.contains(&m.as_slice()))
+                .then(|| Some((pid, start_time(pid)?)))
+                .flatten()
+        })
+        .collect()
+}
+
+/// A process's start time (clock ticks since boot, field 22 of `/proc/<pid>/stat`).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Sends SIGKILL to `pid` (a process this test started, directly or through envctl).

@@ -52,6 +52,14 @@ pub fn fix(ctx: &Ctx<'_>) -> Vec<FixReport> {
     }
     let Ok(store) = ctx.store() else { return done };
     let dead = store.stats().map(|s| super::job_runtime::dead_workers(&s)).unwrap_or_default();
+    // What the dead workers' attempts left running is stopped first, while their jobs are still leased to them:
+    // once requeued, a live worker may start a job again at once, and its new attempt must not be taken for a stray.
+    let orphans: Vec<String> =
+        store.orphans(&dead).unwrap_or_default().into_iter().map(|job| job.id).collect();
+    let stopped = crate::jobs::handlers::stop_earlier_attempts(&orphans);
+    if stopped > 0 {
+        done.push(fixed("stop_job_processes", &stopped, "left running by a dead worker's attempts"));
+    }
     match store.requeue_orphans(&dead) {
         Ok(ids) => done.extend(ids.into_iter().map(|id| fixed("requeue_job", &id, "its worker is gone"))),
         Err(e) => done.push(fixed("requeue_job", &"-", format!("failed: {e}"))),

@@ -517,6 +517,11 @@ async fn exec_process(
     timeout: Option<Duration>,
     cancel: CancellationToken,
 ) -> Finish {
+    if job.attempts > 1 {
+        // An earlier attempt whose worker was killed may still run: it is stopped before this one starts.
+        let id = vec![job.id.clone()];
+        let _ = tokio::task::spawn_blocking(move || stop_earlier_attempts(&id)).await;
+    }
     let mut cmd = tokio::process::Command::new("/bin/sh");
     cmd.args(["-c", command])
         .current_dir(dir)
@@ -611,6 +616,23 @@ fn stream_output(
             }
         })
     }
+}
+
+/// Stops what is left of earlier attempts of `jobs`: a worker killed with SIGKILL leaves its jobs' process groups
+/// running with no owner, and its jobs are run again elsewhere. They are found by the marks every job process
+/// carries (`ENVCTL_ROLE=job`, `ENVCTL_JOB_ID`), and each is SIGKILLed with its group while its pid still names the
+/// process with that start time. Returns how many processes were found.
+pub fn stop_earlier_attempts(jobs: &[String]) -> usize {
+    let strays = crate::supervisor::proc_info::of_jobs(jobs);
+    for &(pid, started) in &strays {
+        crate::supervisor::signal::signal_all(
+            pid,
+            started,
+            &[(pid, started)],
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    strays.len()
 }
 
 /// SIGKILL to the job's process group (its shell and everything it started), unless the pid now names another

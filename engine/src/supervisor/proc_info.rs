@@ -124,6 +124,28 @@ pub fn with_role(scope: &str, role: &str) -> Vec<(u32, u64)> {
         .collect()
 }
 
+/// Processes envctl started for any of `jobs` (marked `ENVCTL_ROLE=job` and `ENVCTL_JOB_ID=<id>`; job ids are
+/// unique), with their start times.
+pub fn of_jobs(jobs: &[String]) -> Vec<(u32, u64)> {
+    if jobs.is_empty() {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let role_mark = format!("{ROLE_VAR}=job");
+    let job_marks: Vec<String> = jobs.iter().map(|id| format!("ENVCTL_JOB_ID={id}")).collect();
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+        .filter_map(|pid| {
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+            let marked = vars.contains(&role_mark.as_bytes())
+                && job_marks.iter().any(|mark| vars.contains(&mark.as_bytes()));
+            marked.then(|| Some((pid, stat(pid)?.start_time))).flatten()
+        })
+        .collect()
+}
+
 /// Direct children of `pid`, from `/proc/<pid>/task/*/children`.
 pub fn children(pid: u32) -> Vec<u32> {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
