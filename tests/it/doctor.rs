@@ -2,7 +2,7 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 
-use crate::support::{RedisServer, TestEnv, eventually, free_port, kill9};
+use crate::support::{RedisServer, TestEnv, eventually, free_port, kill9, processes_marked};
 
 /// The check `gate/name` of a `doctor --json` report.
 fn check<'a>(report: &'a serde_json::Value, gate: &str, name: &str) -> &'a serde_json::Value {
@@ -124,7 +124,11 @@ fn a_killed_worker_s_leased_jobs_are_orphans_that_fix_requeues() {
         .iter()
         .map(|j| j["id"].as_str().expect("id").to_owned())
         .collect();
-    let left = || marked_job_processes(&jobs);
+    let left = || {
+        jobs.iter()
+            .flat_map(|id| processes_marked(&[format!("ENVCTL_JOB_ID={id}").into_bytes()]))
+            .collect::<Vec<_>>()
+    };
     assert!(!left().is_empty(), "the killed worker's attempts are still running");
     let fixed = env.envctl(&["doctor", "--fix", "--gate", "job_runtime"]);
     fixed.ok();
@@ -228,20 +232,4 @@ fn the_report_is_written_and_validates_against_its_schema() {
     let typed: envctl_contracts::doctor::ReadinessReport = serde_json::from_value(value).expect("the type");
     assert_eq!(typed.schema_version, envctl_contracts::SCHEMA_VERSION);
     assert_eq!(typed.checks.len(), envctl_engine::doctor::CHECKS.len());
-}
-
-/// Processes of this user marked as attempts of `jobs` (`ENVCTL_JOB_ID`), zombies aside.
-fn marked_job_processes(jobs: &[String]) -> Vec<u32> {
-    let marks: Vec<String> = jobs.iter().map(|id| format!("ENVCTL_JOB_ID={id}")).collect();
-    std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| {
-            let zombie =
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"));
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-            !zombie && environ.split(|b| *b == 0).any(|var| marks.iter().any(|m| var == m.as_bytes()))
-        })
-        .collect()
 }

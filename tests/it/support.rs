@@ -232,20 +232,20 @@ impl Drop for TestEnv {
     }
 }
 
-/// This user's processes whose environment holds every one of `marks`, with their start times.
-fn processes_marked(marks: &[Vec<u8>]) -> Vec<(i32, u64)> {
+/// This user's living processes (zombies aside) whose environment holds every one of `marks`, with their start
+/// times.
+pub fn processes_marked(marks: &[Vec<u8>]) -> Vec<(i32, u64)> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
         .filter_map(|pid| {
+            let zombie =
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z"));
             let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
             let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-            marks
-                .iter()
-                .all(|m| vars.contains(&m.as_slice()))
-                .then(|| Some((pid, start_time(pid)?)))
-                .flatten()
+            let marked = !zombie && marks.iter().all(|m| vars.contains(&m.as_slice()));
+            marked.then(|| Some((pid, start_time(pid)?))).flatten()
         })
         .collect()
 }

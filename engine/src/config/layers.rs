@@ -50,9 +50,8 @@ impl SourceMap {
         };
         let offset = (span.start - start).min(layer.text.len());
         let index = self.segments.iter().rposition(|(s, _)| *s <= span.start).unwrap_or_default();
-        let starts = &self.line_starts[index];
-        let line = starts.partition_point(|s| *s <= offset).max(1);
-        let line_start = starts.get(line - 1).copied().unwrap_or_default();
+        let line = self.line_of(index, offset);
+        let line_start = self.line_starts[index].get(line - 1).copied().unwrap_or_default();
         let col = layer.text.get(line_start..offset).map_or(0, |s| s.chars().count()) + 1;
         match &layer.origin {
             Origin::File(path) => format!("{}:{line}:{col}", path.display()),
@@ -67,6 +66,11 @@ impl SourceMap {
         }
     }
 
+    /// The 1-based line of byte `offset` in layer `index`.
+    fn line_of(&self, index: usize, offset: usize) -> usize {
+        self.line_starts[index].partition_point(|s| *s <= offset).max(1)
+    }
+
     /// Short provenance label for `show-config`: `file:path:line`, `legacy:path:line (KEY)`, `env:VAR`, `cli:--set`.
     /// Called for every key of the file, so a file's label is made in one step, without the column.
     pub fn source_label(&self, span: &Range<usize>) -> String {
@@ -76,8 +80,7 @@ impl SourceMap {
         let (start, layer) = &self.segments[index];
         match &layer.origin {
             Origin::File(path) => {
-                let offset = (span.start - start).min(layer.text.len());
-                let line = self.line_starts[index].partition_point(|s| *s <= offset).max(1);
+                let line = self.line_of(index, (span.start - start).min(layer.text.len()));
                 format!("file:{}:{line}", path.display())
             }
             Origin::Legacy { .. } => format!("legacy:{}", self.locate(span)),

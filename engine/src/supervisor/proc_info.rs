@@ -109,19 +109,8 @@ pub fn marked_leaders(scope: &str) -> Vec<Marked> {
 /// scan), with its start time: how a server envctl runs for the whole repository (the job server) is found when
 /// its record is lost. Processes of other users are not readable and so never found.
 pub fn with_role(scope: &str, role: &str) -> Vec<(u32, u64)> {
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let (scope_mark, role_mark) = (format!("ENVCTL_SCOPE={scope}"), format!("{ROLE_VAR}={role}"));
-    entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter_map(|pid| {
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-            (vars.contains(&scope_mark.as_bytes()) && vars.contains(&role_mark.as_bytes()))
-                .then(|| Some((pid, stat(pid)?.start_time)))
-                .flatten()
-        })
-        .collect()
+    marked(|vars| vars.contains(&scope_mark.as_bytes()) && vars.contains(&role_mark.as_bytes()))
 }
 
 /// Processes envctl started for any of `jobs` (marked `ENVCTL_ROLE=job` and `ENVCTL_JOB_ID=<id>`; job ids are
@@ -130,18 +119,24 @@ pub fn of_jobs(jobs: &[String]) -> Vec<(u32, u64)> {
     if jobs.is_empty() {
         return Vec::new();
     }
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let role_mark = format!("{ROLE_VAR}=job");
     let job_marks: Vec<String> = jobs.iter().map(|id| format!("ENVCTL_JOB_ID={id}")).collect();
+    marked(|vars| {
+        vars.contains(&role_mark.as_bytes()) && job_marks.iter().any(|mark| vars.contains(&mark.as_bytes()))
+    })
+}
+
+/// Every living process whose environment (its `NAME=value` entries) `matches`, with its start time: a full `/proc`
+/// scan. Processes of other users are not readable and so never found.
+fn marked(matches: impl Fn(&[&[u8]]) -> bool) -> Vec<(u32, u64)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     entries
         .filter_map(Result::ok)
         .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
         .filter_map(|pid| {
             let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
             let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
-            let marked = vars.contains(&role_mark.as_bytes())
-                && job_marks.iter().any(|mark| vars.contains(&mark.as_bytes()));
-            marked.then(|| Some((pid, stat(pid)?.start_time))).flatten()
+            matches(&vars).then(|| Some((pid, stat(pid)?.start_time))).flatten()
         })
         .collect()
 }
