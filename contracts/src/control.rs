@@ -29,6 +29,55 @@ pub enum Request {
     Watch,
 }
 
+impl Request {
+    /// Reads one request line. A `start` or `resume`, which carries the whole configuration, is read straight into
+    /// its type once its tag is known: the derived reader of a tagged enum first copies the whole message into a
+    /// generic tree, which for a configuration of many services costs more than reading it.
+    pub fn from_line(line: &str) -> serde_json::Result<Self> {
+        match tag_of(line, Tag::Op).as_deref() {
+            Some("start") => serde_json::from_str(line).map(Self::Start),
+            Some("resume") => serde_json::from_str(line).map(Self::Resume),
+            _ => serde_json::from_str(line),
+        }
+    }
+}
+
+impl Reply {
+    /// Reads one reply line; a start's outcome and a dashboard's view, which carry every service, straight into
+    /// their types (as [`Request::from_line`]).
+    pub fn from_line(line: &str) -> serde_json::Result<Self> {
+        match tag_of(line, Tag::Reply).as_deref() {
+            Some("started") => serde_json::from_str(line).map(Self::Started),
+            Some("view") => serde_json::from_str(line).map(Self::View),
+            _ => serde_json::from_str(line),
+        }
+    }
+}
+
+/// Which key names a message's variant.
+#[derive(Clone, Copy)]
+enum Tag {
+    Op,
+    Reply,
+}
+
+/// The variant a message names, every other field skipped unread; none when the line is not such a message
+/// (the derived reader then says what is wrong with it).
+fn tag_of(line: &str, tag: Tag) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Op {
+        op: String,
+    }
+    #[derive(Deserialize)]
+    struct Answer {
+        reply: String,
+    }
+    match tag {
+        Tag::Op => serde_json::from_str::<Op>(line).ok().map(|t| t.op),
+        Tag::Reply => serde_json::from_str::<Answer>(line).ok().map(|t| t.reply),
+    }
+}
+
 /// `start`, `restart` and `resume`.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct StartRequest {
@@ -132,7 +181,7 @@ pub struct StartFailure {
 pub struct StartOutcome {
     /// The run this start belongs to.
     pub run_id: String,
-    /// Services of the requested targets after the start.
+    /// Services of the requested targets after the start, without their specs.
     pub services: Vec<ServiceRecord>,
     /// `target/service` of services that were already running identically and were kept (or adopted).
     pub reused: Vec<String>,
@@ -215,4 +264,49 @@ pub struct JobsView {
     pub active: Vec<crate::jobs::Job>,
     /// The latest failed or dead jobs, newest first (at most 5).
     pub failures: Vec<crate::jobs::Job>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every message reads back as the derived reader reads it, whichever path `from_line` takes, and with its
+    /// tag anywhere in the object.
+    #[test]
+    fn a_message_reads_the_same_by_its_tag_as_by_the_derived_reader() {
+        let requests = [
+            serde_json::json!({"op": "status"}),
+            serde_json::json!({"op": "stop", "targets": ["main"], "services": []}),
+            serde_json::json!({"env": {"A": "1"}, "config": null, "op": "resume"}),
+        ];
+        for line in requests.iter().map(serde_json::Value::to_string) {
+            let ours = serde_json::to_value(Request::from_line(&line).expect("reads")).expect("json");
+            let derived =
+                serde_json::to_value(serde_json::from_str::<Request>(&line).expect("reads")).expect("json");
+            assert_eq!(ours, derived, "{line}");
+        }
+        let started = serde_json::to_string(&Reply::Started(StartOutcome {
+            run_id: "run-1".into(),
+            started: vec!["main/web".into()],
+            ..StartOutcome::default()
+        }))
+        .expect("json");
+        let stopped = serde_json::json!({"host_exiting": true, "reply": "stopped", "stopped": ["main/web"]})
+            .to_string();
+        for line in [started, stopped] {
+            let ours = serde_json::to_value(Reply::from_line(&line).expect("reads")).expect("json");
+            let derived =
+                serde_json::to_value(serde_json::from_str::<Reply>(&line).expect("reads")).expect("json");
+            assert_eq!(ours, derived, "{line}");
+        }
+    }
+
+    /// A start that is not one (a field of the wrong type) and an unknown tag are refused, as before.
+    #[test]
+    fn a_malformed_message_is_refused_whichever_path_reads_it() {
+        assert!(Request::from_line(r#"{"op": "start", "command": 5}"#).is_err());
+        assert!(Request::from_line(r#"{"op": "explode"}"#).is_err());
+        assert!(Request::from_line("not json").is_err());
+        assert!(Reply::from_line(r#"{"reply": "started", "run_id": []}"#).is_err());
+    }
 }

@@ -149,7 +149,7 @@ impl HostClient {
                 Err(e) => return Err(io(&e, &self.log)),
             };
             answered = true;
-            match serde_json::from_str::<Reply>(&line) {
+            match Reply::from_line(&line) {
                 Ok(Reply::Progress(p)) => progress(&p),
                 Ok(reply) => return Ok(reply),
                 Err(e) => return Err(io(&format!("unreadable reply ({e})"), &self.log)),
@@ -174,7 +174,7 @@ impl HostClient {
         let reader = BufReader::new(self.stream.try_clone().map_err(|e| io(&e, &self.log))?);
         for line in reader.lines() {
             let line = line.map_err(|e| io(&e, &self.log))?;
-            match serde_json::from_str::<Reply>(&line) {
+            match Reply::from_line(&line) {
                 Ok(Reply::View(v)) => {
                     if !view(v) {
                         return Ok(());

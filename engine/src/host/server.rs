@@ -77,7 +77,7 @@ async fn connection(host: Arc<Host>, stream: UnixStream) {
     let handler = {
         let host = Arc::clone(&host);
         tokio::spawn(async move {
-            match serde_json::from_str::<Request>(&line) {
+            match Request::from_line(&line) {
                 Ok(request) => handle(&host, request, &tx).await,
                 Err(e) => {
                     let _ = tx.send(Reply::Error { message: format!("malformed request: {e}") }).await;

@@ -305,7 +305,12 @@ async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> R
         .await
         .iter()
         .filter(|((t, _), _)| targets.is_empty() || targets.contains(t))
-        .map(|(_, h)| h.record())
+        .map(|(_, h)| {
+            // The asking CLI prints names, statuses and URLs; a spec (argv, environment) is most of a record.
+            let mut record = h.record();
+            record.spec = None;
+            record
+        })
         .collect();
     if let Err(e) = host.save_then_copy().await {
         outcome.warnings.push(e.to_string());
