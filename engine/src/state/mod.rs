@@ -5,6 +5,7 @@
 
 mod atomic;
 pub mod redact;
+mod render;
 mod repository;
 
 pub use atomic::{

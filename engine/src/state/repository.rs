@@ -2,6 +2,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use envctl_contracts::SCHEMA_VERSION;
 use envctl_contracts::jobs::TestResults;
@@ -11,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::atomic::{Durability, FileLock, write_atomic_with};
+use super::render::Rendered;
 
 /// The state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -46,11 +48,13 @@ pub struct RunArtifacts {
     pub error_report: ErrorReport,
 }
 
-/// Reads and writes the artifacts of one scope directory.
+/// Reads and writes the artifacts of one scope directory. Its clones share what the last saves rendered, so the
+/// host's saves render only the records that changed ([`super::render`]).
 #[derive(Debug, Clone)]
 pub struct StateRepository {
     scope_dir: PathBuf,
     keep_runs: usize,
+    rendered: Arc<Mutex<Rendered>>,
 }
 
 /// Per-run copies kept under `runs/` unless `ENVCTL_KEEP_RUNS` says otherwise.
@@ -59,7 +63,7 @@ pub const KEEP_RUNS: usize = 50;
 impl StateRepository {
     /// The repository of `scope_dir` (created on first write), keeping the last [`KEEP_RUNS`] run copies.
     pub fn new(scope_dir: &Path) -> Self {
-        Self { scope_dir: scope_dir.to_path_buf(), keep_runs: KEEP_RUNS }
+        Self { scope_dir: scope_dir.to_path_buf(), keep_runs: KEEP_RUNS, rendered: Arc::default() }
     }
 
     /// The same, keeping the last `keep_runs` (at least 1) run copies.
@@ -83,14 +87,14 @@ impl StateRepository {
     /// Saves the latest view, under the lock.
     pub fn save_run(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
         let _lock = self.lock()?;
-        write_all(&self.scope_dir, artifacts)
+        self.write_all(artifacts)
     }
 
     /// Saves the latest view and the run's `runs/<run-id>/` copy (at the end of a command), under the lock.
     pub fn save_run_with_history(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
         let _lock = self.lock()?;
-        write_redacted(&self.scope_dir.join("runs").join(&artifacts.run_state.run_id), artifacts)?;
-        write_all(&self.scope_dir, artifacts)?;
+        self.write_redacted(artifacts)?;
+        self.write_all(artifacts)?;
         self.prune_runs(&artifacts.run_state.run_id);
         Ok(())
     }
@@ -98,7 +102,7 @@ impl StateRepository {
     /// Saves the run's `runs/<run-id>/` copy alone (after its latest view), under the lock.
     pub fn save_run_copy(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
         let _lock = self.lock()?;
-        write_redacted(&self.scope_dir.join("runs").join(&artifacts.run_state.run_id), artifacts)?;
+        self.write_redacted(artifacts)?;
         self.prune_runs(&artifacts.run_state.run_id);
         Ok(())
     }
@@ -171,10 +175,20 @@ impl StateRepository {
     }
 
     /// Targets that have services in the saved state, in the order they appear.
+    /// Only each record's target is read: every other field is skipped unparsed, so a state of many services
+    /// costs a scan, not a tree of records.
     pub fn running_targets(&self) -> Result<Vec<String>, StateError> {
-        let state = self.run_state()?;
+        #[derive(serde::Deserialize)]
+        struct Targets {
+            services: Vec<TargetOf>,
+        }
+        #[derive(serde::Deserialize)]
+        struct TargetOf {
+            target: String,
+        }
+        let state: Option<Targets> = read_json(&self.scope_dir.join("run_state.json"))?;
         let mut names: Vec<String> =
-            state.iter().flat_map(|s| s.services.iter().map(|r| r.target.clone())).collect();
+            state.into_iter().flat_map(|s| s.services.into_iter().map(|r| r.target)).collect();
         names.dedup();
         Ok(names)
     }
@@ -247,49 +261,63 @@ impl EventLog {
     }
 }
 
-/// Writes the four artifacts into `dir`.
-fn write_all(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
-    write_json(&dir.join("run_state.json"), &artifacts.run_state)?;
-    write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
-    write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
-    write_json(&dir.join("error_report.json"), &artifacts.error_report)
+impl StateRepository {
+    /// Writes the four artifacts into the scope directory.
+    fn write_all(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
+        let dir = &self.scope_dir;
+        let path = dir.join("run_state.json");
+        let text = unpoisoned(&self.rendered).latest(&artifacts.run_state);
+        let text = text.map_err(|e| StateError::Corrupt { path: path.clone(), detail: e.to_string() })?;
+        write_text(&path, text)?;
+        write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
+        write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
+        write_json(&dir.join("error_report.json"), &artifacts.error_report)
+    }
+
+    /// A run's history copy `runs/<run-id>/`: the same artifacts without their secrets ([`super::redact`]).
+    fn write_redacted(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
+        let dir = self.scope_dir.join("runs").join(&artifacts.run_state.run_id);
+        let secrets = super::redact::known_secrets(&self.scope_dir);
+        let paths =
+            ["runtime_map.json", "ports_manifest.json", "error_report.json"].map(|name| dir.join(name));
+        let values = [
+            as_json(&paths[0], &artifacts.runtime_map)?,
+            as_json(&paths[1], &artifacts.ports_manifest)?,
+            as_json(&paths[2], &artifacts.error_report)?,
+        ];
+        let state_path = dir.join("run_state.json");
+        let rendered = unpoisoned(&self.rendered).copy(&artifacts.run_state, values, secrets);
+        let (state, texts) =
+            rendered.map_err(|e| StateError::Corrupt { path: state_path.clone(), detail: e.to_string() })?;
+        write_text(&state_path, state)?;
+        for (path, text) in paths.iter().zip(texts) {
+            write_text(path, text)?;
+        }
+        Ok(())
+    }
 }
 
-/// A run's history copy: the same artifacts without their secrets ([`super::redact`]).
-fn write_redacted(dir: &Path, artifacts: &RunArtifacts) -> Result<(), StateError> {
-    let scope = dir.parent().and_then(Path::parent).unwrap_or(dir);
-    let mut secrets = super::redact::known_secrets(scope);
-    let files = [
-        as_json(dir.join("run_state.json"), &artifacts.run_state)?,
-        as_json(dir.join("runtime_map.json"), &artifacts.runtime_map)?,
-        as_json(dir.join("ports_manifest.json"), &artifacts.ports_manifest)?,
-        as_json(dir.join("error_report.json"), &artifacts.error_report)?,
-    ];
-    for (_, json) in &files {
-        super::redact::secret_values(json, &mut secrets);
-    }
-    for (path, mut json) in files {
-        super::redact::redact(&mut json);
-        super::redact::redact_values(&mut json, &secrets);
-        write_json(&path, &json)?;
-    }
-    Ok(())
+fn unpoisoned<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// `value` as JSON, beside the path it is written to.
-fn as_json<T: Serialize>(path: PathBuf, value: &T) -> Result<(PathBuf, serde_json::Value), StateError> {
-    match serde_json::to_value(value) {
-        Ok(json) => Ok((path, json)),
-        Err(e) => Err(StateError::Corrupt { path, detail: e.to_string() }),
-    }
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let mut bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
+/// Writes a rendered document and its final newline.
+fn write_text(path: &Path, mut bytes: Vec<u8>) -> Result<(), StateError> {
     bytes.push(b'\n');
     write_atomic_with(path, &bytes, Durability::None)
         .map_err(|source| StateError::Io { path: path.to_path_buf(), source })
+}
+
+/// `value` as JSON (`path` names it in an error).
+fn as_json<T: Serialize>(path: &Path, value: &T) -> Result<serde_json::Value, StateError> {
+    serde_json::to_value(value)
+        .map_err(|e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
+    let bytes = serde_json::to_vec_pretty(value)
+        .map_err(|e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
+    write_text(path, bytes)
 }
 
 /// Reads one artifact: `Ok(None)` when absent, `Corrupt` (with the path) when unreadable or from a newer envctl.

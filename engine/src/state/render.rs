@@ -1,0 +1,283 @@
+//! The text of the saved state, with each service record's text kept from the save before: a save renders again
+//! only the records that changed and copies the others, so writing the state of 1,000 services after one of them
+//! changed costs about one record's rendering, not a thousand. The text is byte for byte what rendering the
+//! whole document would give (`serde_json::to_vec_pretty`).
+
+use std::collections::HashMap;
+
+use envctl_contracts::state::{RunState, ServiceRecord};
+use serde_json::Value;
+
+use super::redact::{Redactor, secret_values};
+
+/// A record's place: its target and name.
+type Key = (String, String);
+
+/// What the last saves rendered, by record.
+#[derive(Debug, Default)]
+pub(super) struct Rendered {
+    /// `run_state.json`'s records.
+    latest: HashMap<Key, Latest>,
+    /// The run copy's records.
+    copy: HashMap<Key, Copied>,
+    /// The secret values the run copy's texts were redacted with (sorted, each once).
+    copy_secrets: Vec<String>,
+}
+
+/// A record as `run_state.json` has it.
+#[derive(Debug)]
+struct Latest {
+    record: ServiceRecord,
+    text: Vec<u8>,
+}
+
+/// A record as the run copy has it: the secret values it holds, and its redacted text (none until rendered with
+/// the run's whole set of secrets).
+#[derive(Debug)]
+struct Copied {
+    record: ServiceRecord,
+    secrets: Vec<String>,
+    text: Option<Vec<u8>>,
+}
+
+impl Rendered {
+    /// `run_state.json`'s text.
+    pub(super) fn latest(&mut self, state: &RunState) -> serde_json::Result<Vec<u8>> {
+        let mut before = std::mem::take(&mut self.latest);
+        let mut records = Vec::with_capacity(state.services.len());
+        for record in &state.services {
+            let key = key_of(record);
+            let latest = match before.remove(&key).filter(|kept| kept.record == *record) {
+                Some(kept) => kept,
+                None => Latest { record: record.clone(), text: nested(&serde_json::to_vec_pretty(record)?) },
+            };
+            records.push((key, latest));
+        }
+        let header = serde_json::to_vec_pretty(&header(state))?;
+        let text = match splice(&header, records.iter().map(|(_, r)| r.text.as_slice())) {
+            Some(text) => text,
+            None => serde_json::to_vec_pretty(state)?,
+        };
+        self.latest = records.into_iter().collect();
+        Ok(text)
+    }
+
+    /// The run copy's texts of `state` and the other artifacts (`others`, in order), without their secrets:
+    /// the values under secret-looking names and in URLs anywhere in them, and `known`, are replaced wherever they
+    /// stand, with every other rule of [`super::redact`]. A record's text is kept while the record and the run's
+    /// set of secrets stay the same.
+    pub(super) fn copy<const N: usize>(
+        &mut self,
+        state: &RunState,
+        others: [Value; N],
+        mut secrets: Vec<String>,
+    ) -> serde_json::Result<(Vec<u8>, [Vec<u8>; N])> {
+        let mut head = serde_json::to_value(header(state))?;
+        let mut others = others;
+        secret_values(&head, &mut secrets);
+        for other in &others {
+            secret_values(other, &mut secrets);
+        }
+        let mut before = std::mem::take(&mut self.copy);
+        let mut records = Vec::with_capacity(state.services.len());
+        for record in &state.services {
+            let key = key_of(record);
+            let entry = if let Some(kept) = before.remove(&key).filter(|kept| kept.record == *record) {
+                (kept, None)
+            } else {
+                let value = serde_json::to_value(record)?;
+                let mut own = Vec::new();
+                secret_values(&value, &mut own);
+                (Copied { record: record.clone(), secrets: own, text: None }, Some(value))
+            };
+            secrets.extend(entry.0.secrets.iter().cloned());
+            records.push((key, entry));
+        }
+        secrets.sort_unstable();
+        secrets.dedup();
+        let same_secrets = secrets == self.copy_secrets;
+        let mut redactor = Redactor::new(secrets.iter().cloned());
+        for (_, (copied, value)) in &mut records {
+            if copied.text.is_some() && same_secrets {
+                continue;
+            }
+            let mut value = match value.take() {
+                Some(value) => value,
+                None => serde_json::to_value(&copied.record)?,
+            };
+            redactor.json(&mut value);
+            copied.text = Some(nested(&serde_json::to_vec_pretty(&value)?));
+        }
+        redactor.json(&mut head);
+        let head = serde_json::to_vec_pretty(&head)?;
+        let texts = records.iter().map(|(_, (c, _))| c.text.as_deref().unwrap_or_default());
+        // The header always has its empty list; were it missing, the state is rendered whole rather than wrong.
+        let state_text = if let Some(text) = splice(&head, texts) {
+            text
+        } else {
+            let mut whole = serde_json::to_value(state)?;
+            redactor.json(&mut whole);
+            serde_json::to_vec_pretty(&whole)?
+        };
+        let mut texts: [Vec<u8>; N] = std::array::from_fn(|_| Vec::new());
+        for (text, other) in texts.iter_mut().zip(&mut others) {
+            redactor.json(other);
+            *text = serde_json::to_vec_pretty(other)?;
+        }
+        self.copy = records.into_iter().map(|(key, (copied, _))| (key, copied)).collect();
+        self.copy_secrets = secrets;
+        Ok((state_text, texts))
+    }
+}
+
+fn key_of(record: &ServiceRecord) -> Key {
+    (record.target.clone(), record.service.clone())
+}
+
+/// `state` without its records (their list empty), to render around them.
+fn header(state: &RunState) -> RunState {
+    RunState {
+        schema_version: state.schema_version,
+        run_id: state.run_id.clone(),
+        command: state.command.clone(),
+        targets: state.targets.clone(),
+        host: state.host,
+        services: Vec::new(),
+        failed: state.failed,
+        failure: state.failure.clone(),
+        created_at: state.created_at.clone(),
+        updated_at: state.updated_at.clone(),
+        requirement_users: state.requirement_users.clone(),
+    }
+}
+
+/// A record's pretty text as it stands in the document's `services` list: every line after its first indented
+/// two levels (a JSON string never holds a raw newline, so every newline is the layout's).
+fn nested(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 8);
+    for &byte in text {
+        out.push(byte);
+        if byte == b'\n' {
+            out.extend_from_slice(b"    ");
+        }
+    }
+    out
+}
+
+/// The header's text with the records' texts in its empty `services` list; none when the header has no such list
+/// at its top level.
+fn splice<'a>(header: &[u8], records: impl ExactSizeIterator<Item = &'a [u8]>) -> Option<Vec<u8>> {
+    const EMPTY: &[u8] = b"\n  \"services\": []";
+    if records.len() == 0 {
+        return Some(header.to_vec());
+    }
+    let at = header.windows(EMPTY.len()).position(|w| w == EMPTY)?;
+    let mut out = Vec::with_capacity(header.len() + records.len() * 1024);
+    out.extend_from_slice(&header[..at]);
+    out.extend_from_slice(b"\n  \"services\": [");
+    for (i, text) in records.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"\n    ");
+        out.extend_from_slice(text);
+    }
+    out.extend_from_slice(b"\n  ]");
+    out.extend_from_slice(&header[at + EMPTY.len()..]);
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, pid: u32, env: serde_json::Value) -> ServiceRecord {
+        serde_json::from_value(serde_json::json!({
+            "kind": "service", "target": "main", "service": name, "pid": pid, "pid_start_time": 7,
+            "port": 8000, "ports": {}, "url": "http://127.0.0.1:8000", "status": "ready",
+            "log_path": "/tmp/x.log", "started_at": "2026-12-02T10:00:00Z", "ready_at": null, "restarts": 0,
+            "exit_code": null, "failure": null, "probes": [],
+            "spec": {
+                "name": name, "layer": 0, "cwd": "/repo", "argv": ["server", "--password", "hunter22"],
+                "launch": "direct", "env": env, "port": null, "ports": {}, "url": null, "ready": null,
+                "depends_on": [], "restart": "no", "stop_grace_secs": 5, "stop_signal": "TERM", "user": null
+            }
+        }))
+        .expect("a record")
+    }
+
+    fn state(services: Vec<ServiceRecord>) -> RunState {
+        RunState {
+            schema_version: 1,
+            run_id: "run-1".into(),
+            command: "start".into(),
+            targets: vec!["main".into()],
+            host: None,
+            services,
+            failed: false,
+            failure: None,
+            created_at: "2026-12-02T10:00:00Z".into(),
+            updated_at: "2026-12-02T10:00:01Z".into(),
+            requirement_users: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// What the run copy was before its records' texts were kept: the whole document redacted at once.
+    fn redacted_whole(state: &RunState, others: &[Value], known: &[String]) -> Vec<Vec<u8>> {
+        let mut values = vec![serde_json::to_value(state).expect("json")];
+        values.extend(others.iter().cloned());
+        let mut secrets = known.to_vec();
+        for value in &values {
+            secret_values(value, &mut secrets);
+        }
+        let mut redactor = Redactor::new(secrets);
+        values
+            .into_iter()
+            .map(|mut value| {
+                redactor.json(&mut value);
+                serde_json::to_vec_pretty(&value).expect("json")
+            })
+            .collect()
+    }
+
+    /// Save after save — a record added, one changed, one gone, a secret that appears in another record — the
+    /// text is the whole document's, for the latest view and for the run copy alike.
+    #[test]
+    fn the_state_rendered_record_by_record_is_the_whole_documents_text_save_after_save() {
+        let plain = serde_json::json!({"MODE": "dev"});
+        let url = serde_json::json!({"DATABASE_URL": "postgres://app:s3cretpw@127.0.0.1:5432/app"});
+        let note = serde_json::json!({"NOTE": "s3cretpw"});
+        let saves = [
+            vec![],
+            vec![record("api", 10, plain.clone()), record("web", 11, plain.clone())],
+            vec![record("api", 10, plain.clone()), record("web", 12, plain.clone())],
+            vec![
+                record("api", 10, plain.clone()),
+                record("db", 13, url.clone()),
+                record("web", 12, plain.clone()),
+            ],
+            // web's note is no secret of its own; once db's URL makes it one, web's kept text is redacted again.
+            vec![record("web", 12, note.clone())],
+            vec![record("db", 13, url), record("web", 12, note)],
+            vec![record("web", 12, plain)],
+        ];
+        let others = [serde_json::json!({"targets": {"main": {"api": "postgres://u:otherpw1@h/0"}}})];
+        let known = vec!["generated-pw".to_owned()];
+        let mut rendered = Rendered::default();
+        for services in saves {
+            let state = state(services);
+            let latest = rendered.latest(&state).expect("rendered");
+            assert_eq!(
+                String::from_utf8_lossy(&latest),
+                String::from_utf8_lossy(&serde_json::to_vec_pretty(&state).expect("json"))
+            );
+            let (copy, [other]) = rendered.copy(&state, others.clone(), known.clone()).expect("rendered");
+            let whole = redacted_whole(&state, &others, &known);
+            assert_eq!(String::from_utf8_lossy(&copy), String::from_utf8_lossy(&whole[0]));
+            assert_eq!(other, whole[1]);
+            let text = String::from_utf8_lossy(&copy);
+            let known = state.services.iter().any(|r| r.service == "db");
+            assert!(!text.contains("hunter22") && (!known || !text.contains("s3cretpw")), "{text}");
+        }
+    }
+}
