@@ -579,3 +579,15 @@ fn the_host_runs_in_a_session_of_its_own() {
     assert_eq!(fields[3], host.to_string(), "the host leads its own session: {stat}");
     assert_eq!(fields[4], "0", "with no controlling terminal: {stat}");
 }
+
+#[test]
+fn a_host_of_300_services_runs_them_on_a_bounded_pool_of_threads() {
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(300));
+    env.envctl(&["start"]).ok();
+    let host = env.state()["host"]["pid"].as_u64().expect("host pid");
+    let threads = std::fs::read_dir(format!("/proc/{host}/task")).expect("host tasks").count();
+    // Its own thread and the blocking pool; each of 300 spawns on a thread of its own would make 300 more.
+    assert!(threads <= envctl_engine::runtime::BLOCKING_THREADS + 1, "the host runs {threads} threads");
+    env.envctl(&["stop"]).ok();
+}

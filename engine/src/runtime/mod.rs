@@ -87,6 +87,12 @@ impl std::fmt::Debug for EngineRuntime {
     }
 }
 
+/// The most threads a command's runtime runs blocking work on (fork and exec, `/proc` scans, store calls, a
+/// requirement's start). Tokio's default, 512, is what a host starting 1,000 services at once would create — and
+/// then keep, since its idle threads are woken in turn by the periodic store polls and never reach their idle
+/// timeout. 32 leaves room for every requirement of several targets starting side by side.
+pub const BLOCKING_THREADS: usize = 32;
+
 impl EngineRuntime {
     /// Reads the process environment and working directory; applies the global flags of `cli`.
     pub fn from_process(cli: &Cli) -> Self {
@@ -236,7 +242,11 @@ impl EngineRuntime {
     /// This command's one tokio runtime (current-thread, built on first use).
     pub fn tokio(&self) -> Result<&tokio::runtime::Runtime, EngineError> {
         once(&self.tokio, || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(EngineError::Runtime)
+            tokio::runtime::Builder::new_current_thread()
+                .max_blocking_threads(BLOCKING_THREADS)
+                .enable_all()
+                .build()
+                .map_err(EngineError::Runtime)
         })
     }
 

@@ -406,15 +406,28 @@ impl Task {
                     return ended;
                 }
                 code = wait_exit(proc, pid, started) => return Ended::Exited(code),
-                _ = chores.tick() => {
-                    let log = self.spec.log_path.clone();
-                    signal::scan(move || {
-                        let _ = logs::rotate_if_large(&log, logs::ROTATE_BYTES);
-                        reap::strays(pid);
-                    })
-                    .await;
-                }
+                _ = chores.tick() => self.chores(pid).await,
             }
+        }
+    }
+
+    /// Rotates the log once it is large and waits for the strays of the process's group. The checks (one `stat`,
+    /// one `prctl`) run here; the work (a copy, a `/proc` read) goes to the blocking pool only when there is some,
+    /// so a thousand idle services do not keep a blocking thread each awake.
+    async fn chores(&self, pid: u32) {
+        let large = std::fs::metadata(&self.spec.log_path).is_ok_and(|m| m.len() > logs::ROTATE_BYTES);
+        let orphans = reap::receives_orphans();
+        if large || orphans {
+            let log = self.spec.log_path.clone();
+            signal::scan(move || {
+                if large {
+                    let _ = logs::rotate_if_large(&log, logs::ROTATE_BYTES);
+                }
+                if orphans {
+                    reap::strays(pid);
+                }
+            })
+            .await;
         }
     }
 
