@@ -117,7 +117,36 @@ impl Settings {
 
     /// The `show-config` report: the resolved config and the source of every effective value.
     pub fn report(&self) -> ConfigReport {
-        let mut values = Vec::new();
+        ConfigReport {
+            schema_version: envctl_contracts::SCHEMA_VERSION,
+            repo_root: self.paths.repo_root.display().to_string(),
+            config_file: self.paths.config_file.as_ref().map(|f| f.display().to_string()),
+            format: self.format,
+            config: self.config.clone(),
+            values: self.values(),
+            warnings: self.warnings.clone(),
+        }
+    }
+
+    /// [`Self::report`] borrowing the config rather than copying it, for printing: it serializes to the same JSON.
+    pub fn report_view(&self) -> ConfigReportView<'_> {
+        ConfigReportView {
+            schema_version: envctl_contracts::SCHEMA_VERSION,
+            repo_root: self.paths.repo_root.display().to_string(),
+            config_file: self.paths.config_file.as_ref().map(|f| f.display().to_string()),
+            format: self.format,
+            config: &self.config,
+            values: self.values(),
+            warnings: &self.warnings,
+        }
+    }
+
+    /// Every effective leaf value with its file spelling and source.
+    fn values(&self) -> Vec<ConfigValue> {
+        // About twenty leaves per service; sized once rather than grown and copied a dozen times.
+        let entries =
+            self.config.services.len() + self.config.requirements.len() + self.config.jobs.types.len();
+        let mut values = Vec::with_capacity(64 + 24 * entries);
         if let Ok(serde_json::Value::Object(root)) = serde_json::to_value(&self.config) {
             let mut flat = Flattener {
                 path: String::with_capacity(64),
@@ -130,16 +159,20 @@ impl Settings {
                 flat.walk(body, 1, leaf_depth(&section));
             }
         }
-        ConfigReport {
-            schema_version: envctl_contracts::SCHEMA_VERSION,
-            repo_root: self.paths.repo_root.display().to_string(),
-            config_file: self.paths.config_file.as_ref().map(|f| f.display().to_string()),
-            format: self.format,
-            config: self.config.clone(),
-            values,
-            warnings: self.warnings.clone(),
-        }
+        values
     }
+}
+
+/// [`ConfigReport`] with the config and warnings borrowed: the same fields in the same order.
+#[derive(Debug, serde::Serialize)]
+pub struct ConfigReportView<'a> {
+    schema_version: u32,
+    repo_root: String,
+    config_file: Option<String>,
+    format: ConfigFormat,
+    config: &'a Config,
+    values: Vec<ConfigValue>,
+    warnings: &'a [String],
 }
 
 /// Reads a config file, naming it in any error; bytes that are not UTF-8 are reported at their line and column.
@@ -335,20 +368,24 @@ fn file_spelling(path: &str, value: serde_json::Value) -> (String, serde_json::V
 /// `services.api.env.TOKEN`) the source of the first recorded key under it. Both are borrowed from the
 /// provenance, so indexing a config of many services allocates nothing per key.
 struct Sources<'a> {
-    exact: &'a BTreeMap<String, String>,
-    under: std::collections::HashMap<&'a str, &'a str>,
+    /// Each recorded key's source, and each key above one the source of the first recorded key under it.
+    by_key: std::collections::HashMap<&'a str, &'a str>,
 }
 
 impl<'a> Sources<'a> {
     fn new(exact: &'a BTreeMap<String, String>) -> Self {
-        let mut under = std::collections::HashMap::with_capacity(exact.len() * 2);
-        // In sorted order, so the first recorded key under a parent is the one that names its source.
+        let mut by_key = std::collections::HashMap::with_capacity(exact.len() * 4);
+        for (key, source) in exact {
+            by_key.insert(key.as_str(), source.as_str());
+        }
+        // In sorted order, so the first recorded key under a parent is the one that names its source; a key that
+        // is itself recorded keeps its own.
         for (key, source) in exact {
             for (at, _) in key.match_indices('.') {
-                under.entry(&key[..at]).or_insert(source.as_str());
+                by_key.entry(&key[..at]).or_insert(source.as_str());
             }
         }
-        Self { exact, under }
+        Self { by_key }
     }
 
     /// The source of a resolved key: the key itself, its file spelling (`stop_grace` for `stop_grace_secs`), or
@@ -356,21 +393,44 @@ impl<'a> Sources<'a> {
     fn of(&self, path: &str) -> String {
         let file_key = path.strip_suffix("_secs").or_else(|| path.strip_suffix("_ms")).unwrap_or(path);
         let keys: &[&str] = if file_key == path { &[path] } else { &[path, file_key] };
-        for &key in keys {
-            if let Some(source) = self.exact.get(key) {
-                return source.clone();
-            }
-            if let Some(source) = self.under.get(key) {
-                return (*source).to_owned();
-            }
-        }
-        "default".to_owned()
+        let found = keys.iter().find_map(|key| self.by_key.get(key));
+        found.map_or_else(|| "default".to_owned(), |source| (*source).to_owned())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
+
+    #[test]
+    fn the_borrowed_report_prints_as_the_report_does() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let repo = dir.path().join("repo");
+        std::fs::create_dir_all(repo.join(".git")).expect("git dir");
+        let config = "[services.api]\ncommand = \"run api\"\nport = 8000\nstop_grace = \"2s\"\nenv = { TOKEN = \"x\" }\n\n\
+                      [services.web]\ncommand = \"run web\"\ndepends_on = [\"api\"]\nready = { http = \"/\" }\n\n\
+                      [requirements.db]\nadapter = \"postgres\"\n";
+        std::fs::write(repo.join(".envctl"), config).expect("config");
+        let runtime = dir.path().join("runtime").display().to_string();
+        let env = super::EnvVars::from_pairs([("ENVCTL_RUNTIME_DIR", runtime.as_str())]);
+        let load = super::LoadOptions {
+            start_dir: repo,
+            config_file: None,
+            sets: vec!["services.web.port=9000".into()],
+        };
+        let settings = super::Settings::load(&load, &env).expect("settings");
+        let report = serde_json::to_string_pretty(&settings.report()).expect("json");
+        let view = serde_json::to_string_pretty(&settings.report_view()).expect("json");
+        assert_eq!(view, report);
+        // Sources of each kind came through: a file's line, a --set, a key under a parent, the default.
+        let values = settings.report().values;
+        let source =
+            |key: &str| values.iter().find(|v| v.key == key).map(|v| v.source.clone()).unwrap_or_default();
+        assert!(source("services.api.stop_grace").ends_with(".envctl:4"), "{report}");
+        assert_eq!(source("services.web.port"), "cli:--set");
+        assert!(source("services.api.env").ends_with(".envctl:5"), "{report}");
+        assert_eq!(source("services.web.restart"), "default");
+    }
 
     #[test]
     fn invalid_utf8_lists_at_most_ten_lines() {

@@ -63,6 +63,29 @@ pub(super) fn relative_inside(path: &str) -> bool {
             .all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
 }
 
+/// The keys under one base (`services.api`), each spelled into one buffer when a check asks for it: a check names
+/// its key only to report a problem, so a config of many services should not make a string per key it checks.
+pub(super) struct Keys {
+    buf: String,
+    base: usize,
+}
+
+impl Keys {
+    pub(super) fn new(base: &str) -> Self {
+        let mut buf = String::with_capacity(base.len() + 32);
+        buf.push_str(base);
+        Self { base: buf.len(), buf }
+    }
+
+    /// `<base>.<leaf>`.
+    pub(super) fn at(&mut self, leaf: &str) -> &str {
+        self.buf.truncate(self.base);
+        self.buf.push('.');
+        self.buf.push_str(leaf);
+        &self.buf
+    }
+}
+
 impl<'m> Checker<'m> {
     /// A checker locating spans through `map`.
     pub fn new(map: &'m SourceMap) -> Self {

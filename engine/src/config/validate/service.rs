@@ -9,7 +9,7 @@ use envctl_contracts::config::{
 use toml::Spanned;
 
 use super::{
-    Checker, DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE_SECS, SCOPES, relative_inside, valid_env_key,
+    Checker, DEFAULT_READY_TIMEOUT, DEFAULT_STOP_GRACE_SECS, Keys, SCOPES, relative_inside, valid_env_key,
 };
 use crate::config::raw::{RawReady, RawService};
 
@@ -113,7 +113,8 @@ impl Checker<'_> {
 
     pub(super) fn service(&mut self, name: &Spanned<String>, body: &RawService) -> ServiceConfig {
         let key = format!("services.{}", name.get_ref());
-        let port = self.port(body.port.as_ref(), &format!("{key}.port"));
+        let mut at = Keys::new(&key);
+        let port = self.port(body.port.as_ref(), at.at("port"));
         let ports = self.named_ports(body.ports.as_ref(), &key, port);
         let cwd = body.cwd.as_ref().and_then(|cwd| {
             if relative_inside(cwd.get_ref()) {
@@ -121,7 +122,7 @@ impl Checker<'_> {
             } else {
                 self.error(
                     &cwd.span(),
-                    &format!("{key}.cwd"),
+                    at.at("cwd"),
                     "must be a relative path inside the checkout (no `..`, not absolute)".into(),
                 );
                 None
@@ -129,7 +130,7 @@ impl Checker<'_> {
         });
         ServiceConfig {
             command: self
-                .non_empty(body.command.as_ref(), &format!("{key}.command"), &name.span())
+                .non_empty(body.command.as_ref(), at.at("command"), &name.span())
                 .unwrap_or_default(),
             cwd,
             port,
@@ -137,34 +138,29 @@ impl Checker<'_> {
             ready: self.ready(body.ready.as_ref(), &key, port),
             depends_on: body.depends_on.iter().flatten().map(|d| d.get_ref().clone()).collect(),
             env: self.env(body.env.as_ref(), &key),
-            restart: self.choice(
-                body.restart.as_ref(),
-                &format!("{key}.restart"),
-                RESTARTS,
-                RestartPolicy::No,
-            ),
-            targets: self.choice(body.targets.as_ref(), &format!("{key}.targets"), SCOPES, TargetScope::All),
+            restart: self.choice(body.restart.as_ref(), at.at("restart"), RESTARTS, RestartPolicy::No),
+            targets: self.choice(body.targets.as_ref(), at.at("targets"), SCOPES, TargetScope::All),
             enabled: body.enabled.unwrap_or(true),
             test: body.test.as_ref().map(|t| t.get_ref().clone()),
             migrate: body.migrate.as_ref().map(|t| t.get_ref().clone()),
             stop_grace_secs: self
-                .duration(body.stop_grace.as_ref(), &format!("{key}.stop_grace"))
+                .duration(body.stop_grace.as_ref(), at.at("stop_grace"))
                 .map_or(DEFAULT_STOP_GRACE_SECS, |d| d.as_secs()),
-            env_file: self.relative_paths(body.env_file.as_ref(), &format!("{key}.env_file")),
-            setup: self.non_blank(body.setup.as_ref(), &format!("{key}.setup")),
+            env_file: self.relative_paths(body.env_file.as_ref(), at.at("env_file")),
+            setup: self.non_blank(body.setup.as_ref(), at.at("setup")),
             setup_inputs: self.setup_inputs(body.setup.as_ref(), body.setup_inputs.as_ref(), &key, "setup"),
             setup_timeout_secs: self
-                .duration(body.setup_timeout.as_ref(), &format!("{key}.setup_timeout"))
+                .duration(body.setup_timeout.as_ref(), at.at("setup_timeout"))
                 .map_or(DEFAULT_SETUP_TIMEOUT_SECS, |d| d.as_secs().max(1)),
             test_timeout_secs: self
-                .duration(body.test_timeout.as_ref(), &format!("{key}.test_timeout"))
+                .duration(body.test_timeout.as_ref(), at.at("test_timeout"))
                 .map_or(DEFAULT_SUITE_TIMEOUT_SECS, |d| d.as_secs().max(1)),
             migrate_timeout_secs: self
-                .duration(body.migrate_timeout.as_ref(), &format!("{key}.migrate_timeout"))
+                .duration(body.migrate_timeout.as_ref(), at.at("migrate_timeout"))
                 .map_or(DEFAULT_SUITE_TIMEOUT_SECS, |d| d.as_secs().max(1)),
             test_database: self.choice(
                 body.test_database.as_ref(),
-                &format!("{key}.test_database"),
+                at.at("test_database"),
                 TEST_DATABASES,
                 TestDatabase::Clone,
             ),
@@ -209,6 +205,9 @@ impl Checker<'_> {
         key: &str,
         command_name: &str,
     ) -> Vec<String> {
+        if inputs.is_none() {
+            return Vec::new();
+        }
         let inputs_key =
             if command_name == "setup" { format!("{key}.setup_inputs") } else { format!("{key}.inputs") };
         if command.is_none()
