@@ -191,7 +191,7 @@ fn splice<'a>(header: &[u8], records: impl ExactSizeIterator<Item = &'a [u8]>) -
 mod tests {
     use super::*;
 
-    fn record(name: &str, pid: u32, env: serde_json::Value) -> ServiceRecord {
+    fn record(name: &str, pid: u32, env: &serde_json::Value) -> ServiceRecord {
         serde_json::from_value(serde_json::json!({
             "kind": "service", "target": "main", "service": name, "pid": pid, "pid_start_time": 7,
             "port": 8000, "ports": {}, "url": "http://127.0.0.1:8000", "status": "ready",
@@ -249,17 +249,13 @@ mod tests {
         let note = serde_json::json!({"NOTE": "s3cretpw"});
         let saves = [
             vec![],
-            vec![record("api", 10, plain.clone()), record("web", 11, plain.clone())],
-            vec![record("api", 10, plain.clone()), record("web", 12, plain.clone())],
-            vec![
-                record("api", 10, plain.clone()),
-                record("db", 13, url.clone()),
-                record("web", 12, plain.clone()),
-            ],
+            vec![record("api", 10, &plain), record("web", 11, &plain)],
+            vec![record("api", 10, &plain), record("web", 12, &plain)],
+            vec![record("api", 10, &plain), record("db", 13, &url), record("web", 12, &plain)],
             // web's note is no secret of its own; once db's URL makes it one, web's kept text is redacted again.
-            vec![record("web", 12, note.clone())],
-            vec![record("db", 13, url), record("web", 12, note)],
-            vec![record("web", 12, plain)],
+            vec![record("web", 12, &note)],
+            vec![record("db", 13, &url), record("web", 12, &note)],
+            vec![record("web", 12, &plain)],
         ];
         let others = [serde_json::json!({"targets": {"main": {"api": "postgres://u:otherpw1@h/0"}}})];
         let known = vec!["generated-pw".to_owned()];
