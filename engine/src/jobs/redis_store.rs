@@ -316,7 +316,7 @@ impl JobStore for RedisStore {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
-        let hashes: Vec<Vec<String>> = self.with(|c| {
+        let ids: Vec<String> = self.with(|c| {
             let mut invocation = self.claim.prepare_invoke();
             invocation
                 .arg(&self.prefix)
@@ -329,17 +329,9 @@ impl JobStore for RedisStore {
             }
             invocation.invoke(c)
         })?;
-        Ok(hashes
-            .into_iter()
-            .filter_map(|fields| {
-                let mut fields = fields.into_iter();
-                let mut hash = HashMap::new();
-                while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
-                    hash.insert(k, v);
-                }
-                job_of(&hash)
-            })
-            .collect())
+        // Read right after the claim, as the store has them then (a cancel asked for in between reads `cancelling`,
+        // which the worker handles as it would a cancel arriving a moment later).
+        self.jobs(&ids)
     }
 
     fn release(&self, worker: &str, jobs: &[String]) -> Result<usize, StoreError> {
