@@ -505,3 +505,66 @@ fn a_service_token_reaches_its_own_target_s_jobs_and_no_execution() {
     assert!(metrics.contains("envctl_services_up 1"), "{metrics}");
     env.envctl(&["stop"]).ok();
 }
+
+#[test]
+fn clients_of_a_job_store_that_stopped_answering_leave_stop_its_threads() {
+    use nix::sys::signal::{Signal, kill};
+    let redis = RedisServer::start(false);
+    let env = TestEnv::new();
+    let dir = signals(&env);
+    let d = dir.display();
+    env.write(
+        ".envctl",
+        &format!(
+            "[services.app]\ncommand = \"printf '%s\\\\n%s\\\\n' \\\"$ENVCTL_RUNTIME_URL\\\" \\\"$ENVCTL_SERVICE_TOKEN\\\" > {d}/svc.tmp && mv {d}/svc.tmp {d}/svc; exec sleep 1000\"\n\n\
+             [jobs]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+            redis.url()
+        ),
+    );
+    env.envctl(&["start"]).ok();
+    let pids = env.pids();
+    let file = dir.join("svc");
+    assert!(eventually(20, || file.exists()), "the service did not start");
+    let text = std::fs::read_to_string(&file).expect("read");
+    let mut lines = text.lines();
+    let (url, token) = (lines.next().expect("url").to_owned(), lines.next().expect("token").to_owned());
+    let mut created = (0, String::new());
+    assert!(eventually(20, || {
+        created = http(&url, "POST", "/jobs", Some(&token), r#"{"type": "noop"}"#);
+        created.0 != 503
+    }));
+    assert_eq!(created.0, 201, "{}", created.1);
+    let id = serde_json::from_str::<serde_json::Value>(&created.1).expect("json")["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    // The store stops answering (its connections stay open); 48 clients ask for the job, each giving up at once.
+    kill(redis.pid(), Signal::SIGSTOP).expect("SIGSTOP");
+    let host = url.strip_prefix("http://").expect("http url").to_owned();
+    let clients: Vec<_> = (0..48)
+        .map(|_| {
+            let (host, token, id) = (host.clone(), token.clone(), id.clone());
+            std::thread::spawn(move || {
+                let mut stream = TcpStream::connect(&host).expect("connect");
+                let request = format!(
+                    "GET /jobs/{id} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+                );
+                stream.write_all(request.as_bytes()).expect("send");
+                stream.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+                let _ = stream.read(&mut [0; 64]);
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client");
+    }
+    // Stopping the service needs the host's blocking pool; the clients' store calls must not have taken it all.
+    let mut stop = env.spawn_envctl(&["stop"]);
+    let stopped = eventually(20, || stop.try_wait().ok().flatten().is_some());
+    kill(redis.pid(), Signal::SIGCONT).expect("SIGCONT");
+    assert!(stopped, "stop hung behind the job store's clients");
+    assert!(stop.wait().expect("stop").success());
+    for (name, (pid, started)) in pids {
+        assert!(!crate::support::alive(pid, started), "{name} still runs");
+    }
+}

@@ -337,6 +337,12 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Its process (to pause it with SIGSTOP: a server that stops answering without closing its connections).
+    pub fn pid(&self) -> nix::unistd::Pid {
+        let child = self.child.as_ref().expect("running");
+        nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"))
+    }
+
     /// Its URL.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/0", self.port)

@@ -34,6 +34,16 @@ const COMMON: &str = include_str!("lua/common.lua");
 const LOG_LINES_KEPT: isize = 5000;
 /// Jobs per enqueue script call.
 const ENQUEUE_BATCH: usize = 1000;
+/// How long a command may wait for the server's answer: a server that stops answering without closing the
+/// connection (paused, partitioned away) fails the call after this instead of holding its thread, and the
+/// connection lock every other call waits on, for good. Far above what any of the scripts takes.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bounds the reads and writes of `conn` by `limit`.
+fn bounded(conn: &redis::Connection, limit: Duration) -> redis::RedisResult<()> {
+    conn.set_read_timeout(Some(limit))?;
+    conn.set_write_timeout(Some(limit))
+}
 
 /// Redis-backed [`JobStore`].
 pub struct RedisStore {
@@ -135,6 +145,7 @@ impl RedisStore {
             |e: &dyn std::fmt::Display| StoreError::Backend { store: shown.clone(), detail: e.to_string() };
         let client = redis::Client::open(url).map_err(|e| fail(&e))?;
         let conn = client.get_connection_with_timeout(Duration::from_secs(5)).map_err(|e| fail(&e))?;
+        bounded(&conn, COMMAND_TIMEOUT).map_err(|e| fail(&e))?;
         let store = Self {
             url: shown.clone(),
             prefix: prefix.to_owned(),
@@ -216,7 +227,10 @@ impl RedisStore {
     fn reconnect_if_broken(&self, conn: &mut redis::Connection, e: &redis::RedisError) {
         let broken =
             e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout();
-        if broken && let Ok(fresh) = self.client.get_connection_with_timeout(Duration::from_secs(2)) {
+        if broken
+            && let Ok(fresh) = self.client.get_connection_with_timeout(Duration::from_secs(2))
+            && bounded(&fresh, COMMAND_TIMEOUT).is_ok()
+        {
             *conn = fresh;
             tracing::info!(store = %self.url, "reconnected to the job store");
         }
@@ -616,6 +630,12 @@ impl JobStore for RedisStore {
         let mut wake = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if wake.is_none() {
             *wake = self.client.get_connection_with_timeout(Duration::from_secs(5)).ok();
+        }
+        // The wait itself is bounded by the server; the socket's bound covers a server that stopped answering.
+        if let Some(conn) = wake.as_ref()
+            && bounded(conn, timeout + COMMAND_TIMEOUT).is_err()
+        {
+            *wake = None;
         }
         let Some(conn) = wake.as_mut() else {
             return std::thread::sleep(timeout);

@@ -97,7 +97,14 @@ struct Shared {
     repository: String,
     worker: String,
     metrics: Metrics,
+    /// Leave to use the blocking pool for a store call: see [`STORE_CALLS`].
+    store_calls: Arc<tokio::sync::Semaphore>,
 }
+
+/// The most blocking threads the API's requests hold at once. A store call that blocks (a Redis server that stopped
+/// answering) keeps its thread however its client behaves, and clients that give up and ask again would otherwise
+/// take the whole pool, which stopping a service, spawning one and saving the state need too.
+pub const STORE_CALLS: usize = 8;
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -143,6 +150,7 @@ impl RuntimeApi {
             repository: options.repository.clone(),
             worker: options.worker.clone(),
             metrics: Metrics::new(),
+            store_calls: Arc::new(tokio::sync::Semaphore::new(STORE_CALLS)),
         });
         let app = routes::router(Arc::clone(&shared));
         tracker.spawn(async move {

@@ -110,20 +110,32 @@ async fn blocking<T: Send + 'static>(
     api: &Api,
     f: impl FnOnce(&dyn JobStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, Refusal> {
+    // Held by the blocking call itself, so a client that gives up does not free it while the call still runs.
+    let leave = || async {
+        Arc::clone(&api.store_calls).acquire_owned().await.map_err(|e| Refusal::Internal(e.to_string()))
+    };
     let store = if let Some(store) = api.store.get() {
         Arc::clone(store)
     } else {
         let open = Arc::clone(api.store_opener()?);
-        let opened = tokio::task::spawn_blocking(move || open())
-            .await
-            .map_err(|e| Refusal::Internal(e.to_string()))?
-            .ok_or(Refusal::Unavailable)??;
-        Arc::clone(api.store.get_or_init(|| opened))
-    };
-    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        let permit = leave().await?;
+        let opened = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            open()
+        })
         .await
         .map_err(|e| Refusal::Internal(e.to_string()))?
-        .map_err(Refusal::from)
+        .ok_or(Refusal::Unavailable)??;
+        Arc::clone(api.store.get_or_init(|| opened))
+    };
+    let permit = leave().await?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(store.as_ref())
+    })
+    .await
+    .map_err(|e| Refusal::Internal(e.to_string()))?
+    .map_err(Refusal::from)
 }
 
 impl Shared {
