@@ -422,15 +422,15 @@ fn the_api_keeps_serving_while_one_client_sends_a_large_body_and_another_stalls(
     worker.finishes();
 }
 
-#[test]
-fn a_service_token_reaches_its_own_target_s_jobs_and_no_execution() {
-    let env = TestEnv::new();
-    let dir = signals(&env);
+/// Starts a service `app` that hands the test the runtime API's URL and its service token (with `more` config after
+/// it), and returns them.
+fn start_handing_over(env: &TestEnv, more: &str) -> (String, String) {
+    let dir = signals(env);
     let d = dir.display();
     env.write(
         ".envctl",
         &format!(
-            "[services.app]\ncommand = \"printf '%s\\\\n%s\\\\n' \\\"$ENVCTL_RUNTIME_URL\\\" \\\"$ENVCTL_SERVICE_TOKEN\\\" > {d}/svc.tmp && mv {d}/svc.tmp {d}/svc; exec sleep 1000\"\n"
+            "[services.app]\ncommand = \"printf '%s\\\\n%s\\\\n' \\\"$ENVCTL_RUNTIME_URL\\\" \\\"$ENVCTL_SERVICE_TOKEN\\\" > {d}/svc.tmp && mv {d}/svc.tmp {d}/svc; exec sleep 1000\"\n\n{more}"
         ),
     );
     env.envctl(&["start"]).ok();
@@ -438,7 +438,13 @@ fn a_service_token_reaches_its_own_target_s_jobs_and_no_execution() {
     assert!(eventually(20, || file.exists()), "the service did not start");
     let text = std::fs::read_to_string(&file).expect("read");
     let mut lines = text.lines();
-    let (url, token) = (lines.next().expect("url").to_owned(), lines.next().expect("token").to_owned());
+    (lines.next().expect("url").to_owned(), lines.next().expect("token").to_owned())
+}
+
+#[test]
+fn a_service_token_reaches_its_own_target_s_jobs_and_no_execution() {
+    let env = TestEnv::new();
+    let (url, token) = start_handing_over(&env, "");
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     assert!(!token.is_empty());
     assert!(!env.state().to_string().contains(&token), "the service token is not in the state");
@@ -511,23 +517,9 @@ fn clients_of_a_job_store_that_stopped_answering_leave_stop_its_threads() {
     use nix::sys::signal::{Signal, kill};
     let redis = RedisServer::start(false);
     let env = TestEnv::new();
-    let dir = signals(&env);
-    let d = dir.display();
-    env.write(
-        ".envctl",
-        &format!(
-            "[services.app]\ncommand = \"printf '%s\\\\n%s\\\\n' \\\"$ENVCTL_RUNTIME_URL\\\" \\\"$ENVCTL_SERVICE_TOKEN\\\" > {d}/svc.tmp && mv {d}/svc.tmp {d}/svc; exec sleep 1000\"\n\n\
-             [jobs]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
-            redis.url()
-        ),
-    );
-    env.envctl(&["start"]).ok();
+    let (url, token) =
+        start_handing_over(&env, &format!("[jobs]\nbackend = \"redis\"\nredis_url = \"{}\"\n", redis.url()));
     let pids = env.pids();
-    let file = dir.join("svc");
-    assert!(eventually(20, || file.exists()), "the service did not start");
-    let text = std::fs::read_to_string(&file).expect("read");
-    let mut lines = text.lines();
-    let (url, token) = (lines.next().expect("url").to_owned(), lines.next().expect("token").to_owned());
     let mut created = (0, String::new());
     assert!(eventually(20, || {
         created = http(&url, "POST", "/jobs", Some(&token), r#"{"type": "noop"}"#);
