@@ -34,7 +34,12 @@ impl Request {
     /// its type once its tag is known: the derived reader of a tagged enum first copies the whole message into a
     /// generic tree, which for a configuration of many services costs more than reading it.
     pub fn from_line(line: &str) -> serde_json::Result<Self> {
-        match tag_of(line, Tag::Op).as_deref() {
+        // The tag alone, every other field skipped unread; when it cannot be read, the derived reader says why.
+        #[derive(Deserialize)]
+        struct Tag {
+            op: String,
+        }
+        match serde_json::from_str::<Tag>(line).ok().map(|t| t.op).as_deref() {
             Some("start") => serde_json::from_str(line).map(Self::Start),
             Some("resume") => serde_json::from_str(line).map(Self::Resume),
             _ => serde_json::from_str(line),
@@ -46,35 +51,15 @@ impl Reply {
     /// Reads one reply line; a start's outcome and a dashboard's view, which carry every service, straight into
     /// their types (as [`Request::from_line`]).
     pub fn from_line(line: &str) -> serde_json::Result<Self> {
-        match tag_of(line, Tag::Reply).as_deref() {
+        #[derive(Deserialize)]
+        struct Tag {
+            reply: String,
+        }
+        match serde_json::from_str::<Tag>(line).ok().map(|t| t.reply).as_deref() {
             Some("started") => serde_json::from_str(line).map(Self::Started),
             Some("view") => serde_json::from_str(line).map(Self::View),
             _ => serde_json::from_str(line),
         }
-    }
-}
-
-/// Which key names a message's variant.
-#[derive(Clone, Copy)]
-enum Tag {
-    Op,
-    Reply,
-}
-
-/// The variant a message names, every other field skipped unread; none when the line is not such a message
-/// (the derived reader then says what is wrong with it).
-fn tag_of(line: &str, tag: Tag) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Op {
-        op: String,
-    }
-    #[derive(Deserialize)]
-    struct Answer {
-        reply: String,
-    }
-    match tag {
-        Tag::Op => serde_json::from_str::<Op>(line).ok().map(|t| t.op),
-        Tag::Reply => serde_json::from_str::<Answer>(line).ok().map(|t| t.reply),
     }
 }
 
