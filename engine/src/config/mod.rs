@@ -117,14 +117,15 @@ impl Settings {
 
     /// The `show-config` report: the resolved config and the source of every effective value.
     pub fn report(&self) -> ConfigReport {
+        let view = self.report_view();
         ConfigReport {
-            schema_version: envctl_contracts::SCHEMA_VERSION,
-            repo_root: self.paths.repo_root.display().to_string(),
-            config_file: self.paths.config_file.as_ref().map(|f| f.display().to_string()),
-            format: self.format,
-            config: self.config.clone(),
-            values: self.values(),
-            warnings: self.warnings.clone(),
+            schema_version: view.schema_version,
+            repo_root: view.repo_root,
+            config_file: view.config_file,
+            format: view.format,
+            config: view.config.clone(),
+            values: view.values,
+            warnings: view.warnings.to_vec(),
         }
     }
 
@@ -163,16 +164,17 @@ impl Settings {
     }
 }
 
-/// [`ConfigReport`] with the config and warnings borrowed: the same fields in the same order.
+/// [`ConfigReport`] with the config and warnings borrowed: the same fields in the same order (see
+/// [`ConfigReport`] for what each holds).
 #[derive(Debug, serde::Serialize)]
 pub struct ConfigReportView<'a> {
-    schema_version: u32,
-    repo_root: String,
-    config_file: Option<String>,
-    format: ConfigFormat,
-    config: &'a Config,
-    values: Vec<ConfigValue>,
-    warnings: &'a [String],
+    pub schema_version: u32,
+    pub repo_root: String,
+    pub config_file: Option<String>,
+    pub format: ConfigFormat,
+    pub config: &'a Config,
+    pub values: Vec<ConfigValue>,
+    pub warnings: &'a [String],
 }
 
 /// Reads a config file, naming it in any error; bytes that are not UTF-8 are reported at their line and column.

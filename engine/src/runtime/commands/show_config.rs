@@ -13,16 +13,14 @@ pub struct ShowConfigArgs {
 
 /// Prints the effective configuration.
 pub fn exec(rt: &EngineRuntime, args: &ShowConfigArgs) -> Result<Outcome, EngineError> {
-    let settings = rt.settings()?;
+    let report = rt.settings()?.report_view();
     if args.json {
-        let report = settings.report_view();
         rt.printer().json(&report);
         // The process ends next: freeing a report of many services one allocation at a time costs more than
         // building it did, and the operating system takes the memory back at once.
         std::mem::forget(report);
         return Ok(Outcome::Success);
     }
-    let report = settings.report();
     let file = report.config_file.as_deref().unwrap_or("(none: defaults only)");
     let format = format!("{:?}", report.format).to_lowercase();
     let mut out = format!("repository: {}\nconfig file: {file} ({format})\n\n", report.repo_root);
