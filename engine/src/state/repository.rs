@@ -236,8 +236,7 @@ impl StateRepository {
     /// Saves `test_results.json`.
     pub fn save_test_results(&self, results: &TestResults) -> Result<(), StateError> {
         let path = self.scope_dir.join("test_results.json");
-        let bytes = serde_json::to_vec_pretty(results)
-            .map_err(|e| StateError::Corrupt { path: path.clone(), detail: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(results).map_err(corrupt(&path))?;
         super::atomic::create_private_dir_all(&self.scope_dir)
             .map_err(|source| StateError::Io { path: self.scope_dir.clone(), source })?;
         super::atomic::write_atomic(&path, &bytes).map_err(|source| StateError::Io { path, source })
@@ -254,8 +253,7 @@ pub struct EventLog {
 impl EventLog {
     /// Appends one event as one line (a single write, so lines from concurrent writers never interleave).
     pub fn append(&mut self, event: &Event) -> Result<(), StateError> {
-        let mut line = serde_json::to_vec(event)
-            .map_err(|e| StateError::Corrupt { path: self.path.clone(), detail: e.to_string() })?;
+        let mut line = serde_json::to_vec(event).map_err(corrupt(&self.path))?;
         line.push(b'\n');
         self.file.write_all(&line).map_err(|source| StateError::Io { path: self.path.clone(), source })
     }
@@ -267,7 +265,7 @@ impl StateRepository {
         let dir = &self.scope_dir;
         let path = dir.join("run_state.json");
         let text = unpoisoned(&self.rendered).latest(&artifacts.run_state);
-        let text = text.map_err(|e| StateError::Corrupt { path: path.clone(), detail: e.to_string() })?;
+        let text = text.map_err(corrupt(&path))?;
         write_text(&path, text)?;
         write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
         write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
@@ -287,8 +285,7 @@ impl StateRepository {
         ];
         let state_path = dir.join("run_state.json");
         let rendered = unpoisoned(&self.rendered).copy(&artifacts.run_state, values, secrets);
-        let (state, texts) =
-            rendered.map_err(|e| StateError::Corrupt { path: state_path.clone(), detail: e.to_string() })?;
+        let (state, texts) = rendered.map_err(corrupt(&state_path))?;
         write_text(&state_path, state)?;
         for (path, text) in paths.iter().zip(texts) {
             write_text(path, text)?;
@@ -301,6 +298,11 @@ fn unpoisoned<T>(lock: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The error for a document at `path` that cannot be rendered or read as JSON.
+fn corrupt(path: &Path) -> impl FnOnce(serde_json::Error) -> StateError + '_ {
+    move |e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() }
+}
+
 /// Writes a rendered document and its final newline.
 fn write_text(path: &Path, mut bytes: Vec<u8>) -> Result<(), StateError> {
     bytes.push(b'\n');
@@ -310,13 +312,11 @@ fn write_text(path: &Path, mut bytes: Vec<u8>) -> Result<(), StateError> {
 
 /// `value` as JSON (`path` names it in an error).
 fn as_json<T: Serialize>(path: &Path, value: &T) -> Result<serde_json::Value, StateError> {
-    serde_json::to_value(value)
-        .map_err(|e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })
+    serde_json::to_value(value).map_err(corrupt(path))
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
-    let bytes = serde_json::to_vec_pretty(value)
-        .map_err(|e| StateError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
+    let bytes = serde_json::to_vec_pretty(value).map_err(corrupt(path))?;
     write_text(path, bytes)
 }
 
