@@ -463,28 +463,12 @@ mod tests {
         }
     }
 
-    fn state(services: Vec<ServiceRecord>) -> envctl_contracts::state::RunState {
-        envctl_contracts::state::RunState {
-            schema_version: 1,
-            run_id: "run-1".into(),
-            command: "start".into(),
-            targets: vec!["main".into()],
-            host: None,
-            services,
-            failed: false,
-            failure: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-            requirement_users: BTreeMap::new(),
-        }
-    }
-
     #[test]
     fn a_foreign_listener_outranks_the_crash_loop_it_causes() {
         let mut looping = record("web", ServiceStatus::Restarting);
         looping.restarts = 4;
         let ev = Evidence {
-            run_state: Some(state(vec![looping])),
+            run_state: Some(crate::state::test_run_state(vec![looping])),
             facts: Some(facts(vec![PortFact {
                 port: 8000,
                 target: "main".into(),
@@ -504,7 +488,7 @@ mod tests {
     #[test]
     fn nothing_wrong_finds_nothing() {
         let ev = Evidence {
-            run_state: Some(state(vec![record("web", ServiceStatus::Ready)])),
+            run_state: Some(crate::state::test_run_state(vec![record("web", ServiceStatus::Ready)])),
             facts: Some(facts(Vec::new())),
             ..Evidence::default()
         };

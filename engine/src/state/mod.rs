@@ -16,6 +16,26 @@ pub use repository::{EventLog, KEEP_RUNS, RunArtifacts, StateError, StateReposit
 
 use std::time::SystemTime;
 
+/// A saved state of `services` for tests: run `run-1` of `start` on `main`, no host, no failure.
+#[cfg(test)]
+pub(crate) fn test_run_state(
+    services: Vec<envctl_contracts::state::ServiceRecord>,
+) -> envctl_contracts::state::RunState {
+    envctl_contracts::state::RunState {
+        schema_version: 1,
+        run_id: "run-1".into(),
+        command: "start".into(),
+        targets: vec!["main".into()],
+        host: None,
+        services,
+        failed: false,
+        failure: None,
+        created_at: String::new(),
+        updated_at: String::new(),
+        requirement_users: std::collections::BTreeMap::new(),
+    }
+}
+
 /// The sha256 of `bytes`, in lower-case hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;

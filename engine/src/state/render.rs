@@ -206,22 +206,6 @@ mod tests {
         .expect("a record")
     }
 
-    fn state(services: Vec<ServiceRecord>) -> RunState {
-        RunState {
-            schema_version: 1,
-            run_id: "run-1".into(),
-            command: "start".into(),
-            targets: vec!["main".into()],
-            host: None,
-            services,
-            failed: false,
-            failure: None,
-            created_at: "2026-12-02T10:00:00Z".into(),
-            updated_at: "2026-12-02T10:00:01Z".into(),
-            requirement_users: std::collections::BTreeMap::new(),
-        }
-    }
-
     /// What the run copy was before its records' texts were kept: the whole document redacted at once.
     fn redacted_whole(state: &RunState, others: &[Value], known: &[String]) -> Vec<Vec<u8>> {
         let mut values = vec![serde_json::to_value(state).expect("json")];
@@ -261,7 +245,7 @@ mod tests {
         let known = vec!["generated-pw".to_owned()];
         let mut rendered = Rendered::default();
         for services in saves {
-            let state = state(services);
+            let state = crate::state::test_run_state(services);
             let latest = rendered.latest(&state).expect("rendered");
             assert_eq!(
                 String::from_utf8_lossy(&latest),
