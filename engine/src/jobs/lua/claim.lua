@@ -54,6 +54,8 @@ for _, ty in ipairs(types) do
 end
 table.sort(heads, function(a, b) return a[2] < b[2] end)
 local ids, running, leases, queues = {}, {}, {}, {}
+-- Numbers given to redis.call are formatted with %.17g for each use: the times are spelled out once per call.
+local s_now, s_until, s_now_us = string.format('%d', now), string.format('%d', now + lease), string.format('%d', now_us)
 for k = 1, math.min(max, #heads) do
   local id, score, ty = heads[k][1], heads[k][2], heads[k][3]
   local j = job(id)
@@ -62,11 +64,11 @@ for k = 1, math.min(max, #heads) do
   ids[#ids + 1] = id
   running[#running + 1] = string.format('%d', score % 1e12)
   running[#running + 1] = id
-  leases[#leases + 1] = now + lease
+  leases[#leases + 1] = s_until
   leases[#leases + 1] = id
-  redis.call('HINCRBY', j, 'attempts', 1)
-  redis.call('HSET', j, 'status', 'running', 'updated_at', now, 'worker_id', worker, 'started_at', now,
-    'lease_until', now + lease, 'progress', '', 'started_us', now_us)
+  redis.call('HINCRBY', j, 'attempts', '1')
+  redis.call('HSET', j, 'status', 'running', 'updated_at', s_now, 'worker_id', worker, 'started_at', s_now,
+    'lease_until', s_until, 'progress', '', 'started_us', s_now_us)
 end
 if #ids > 0 then
   for ty, queued in pairs(queues) do batched('ZREM', key('queue:' .. ty), queued) end

@@ -8,13 +8,25 @@ local worker = ARGV[3]
 local done = 0
 local counts, minutes = {}, {}
 local minute = math.floor(now / 60000)
+-- Numbers given to redis.call or joined into strings are formatted for each use: the time and the minute are
+-- spelled out once per call, and each latency bin once.
+local s_now, s_minute = string.format('%d', now), string.format('%d', minute)
+local bins = {}
+local function bin_of(us)
+  local ms = us / 1000
+  local b = bins[ms]
+  if not b then b = latency_bin(ms); bins[ms] = b end
+  return b
+end
 local function bump(t, field, by) t[field] = (t[field] or 0) + by end
 -- The index changes of those ends, made once per call: ids leaving each status, (seq, id) entering each, (now, id)
 -- into `finished`, ids out of `leases`.
 local from, to, ends, unleased = {}, {}, {}, {}
-local function append(t, status, values)
-  t[status] = t[status] or {}
-  for _, v in ipairs(values) do table.insert(t[status], v) end
+local function append(t, status, a, b)
+  local list = t[status]
+  if not list then list = {}; t[status] = list end
+  list[#list + 1] = a
+  if b then list[#list + 1] = b end
 end
 for i = 4, #ARGV, 3 do
   local id, kind, value = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -24,23 +36,23 @@ for i = 4, #ARGV, 3 do
   if f[2] == worker and (st == 'running' or st == 'cancelling') then
     if kind == 'succeeded' or kind == 'cancelled' then
       bump(counts, st, -1); bump(counts, kind, 1)
-      append(from, st, {id}); append(to, kind, {f[3], id})
-      ends[#ends + 1] = now; ends[#ends + 1] = id
+      append(from, st, id); append(to, kind, f[3], id)
+      ends[#ends + 1] = s_now; ends[#ends + 1] = id
       unleased[#unleased + 1] = id
-      local ok, run, bin = 0, '', ''
-      if kind == 'succeeded' then ok = 1 end
-      bump(minutes, 'finished', 1); bump(minutes, 'succeeded', ok)
+      local ok, run, bin = '0', '', ''
+      if kind == 'succeeded' then ok = '1'; bump(minutes, 'succeeded', 1) end
+      bump(minutes, 'finished', 1)
       local started = tonumber(f[4] or '')
       if started and now >= started then
-        run = tostring(now - started); bump(minutes, 'run_n', 1); bump(minutes, 'run_ms', now - started)
+        run = string.format('%d', now - started); bump(minutes, 'run_n', 1); bump(minutes, 'run_ms', now - started)
       end
       local s, q = tonumber(f[5] or ''), tonumber(f[6] or '')
-      if s and q and s >= q then bin = latency_bin((s - q) / 1000); bump(minutes, 'l:' .. bin, 1) end
-      local agg = minute .. ',' .. ok .. ',' .. run .. ',' .. bin
+      if s and q and s >= q then bin = bin_of(s - q); bump(minutes, 'l:' .. bin, 1) end
+      local agg = s_minute .. ',' .. ok .. ',' .. run .. ',' .. bin
       if kind == 'succeeded' then
-        redis.call('HSET', j, 'status', kind, 'updated_at', now, 'result', value, 'error', '', 'finished_at', now, 'agg', agg)
+        redis.call('HSET', j, 'status', kind, 'updated_at', s_now, 'result', value, 'error', '', 'finished_at', s_now, 'agg', agg)
       else
-        redis.call('HSET', j, 'status', kind, 'updated_at', now, 'finished_at', now, 'agg', agg)
+        redis.call('HSET', j, 'status', kind, 'updated_at', s_now, 'finished_at', s_now, 'agg', agg)
       end
     elseif kind == 'retry' and st == 'running' and tonumber(redis.call('HGET', j, 'attempts')) < tonumber(redis.call('HGET', j, 'max_attempts')) then
       local attempts = tonumber(redis.call('HGET', j, 'attempts'))
