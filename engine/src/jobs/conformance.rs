@@ -523,6 +523,32 @@ pub fn prefetched_jobs_cancelled_or_given_back(store: &dyn JobStore, _clock: &Ma
     assert_eq!(store.get(&ids[1]).expect("get").status, JobStatus::Cancelled, "it never runs");
 }
 
+/// A worker's ends and its next claim in one call do what the two calls would, in that order: the ends are
+/// recorded first (a retry is scheduled, not claimed again at once), a result for a job the worker does not hold is
+/// ignored, and the claim takes the next jobs, priority first, then first in, first out.
+pub fn finish_then_claim_in_one_call(store: &dyn JobStore, _clock: &ManualClock) {
+    let ids = store.enqueue(&vec![job("a", Priority::Normal); 4]).expect("enqueue");
+    let high = store.enqueue(&[job("a", Priority::High)]).expect("enqueue");
+    let first = store.claim("w", &[], 2, LEASE).expect("claim");
+    assert_eq!(ids_of(&first), vec![high[0].clone(), ids[0].clone()]);
+    let ends = [
+        (high[0].clone(), Finish::Succeeded(serde_json::json!("done"))),
+        (ids[0].clone(), Finish::Failed { error: "again".into(), retry: true }),
+        (ids[1].clone(), Finish::Succeeded(serde_json::json!("not held"))),
+    ];
+    let (done, next) = store.finish_and_claim("w", &ends, &[], 10, LEASE).expect("finish and claim");
+    assert_eq!(done, 2, "the result for a job w does not hold is ignored");
+    assert_eq!(ids_of(&next), ids[1..].to_vec(), "the retried job waits for its backoff");
+    assert!(next.iter().all(|j| j.status == JobStatus::Running && j.worker_id.as_deref() == Some("w")));
+    let ended = store.get(&high[0]).expect("get");
+    assert_eq!((ended.status, ended.result), (JobStatus::Succeeded, Some(serde_json::json!("done"))));
+    assert_eq!(store.get(&ids[0]).expect("get").status, JobStatus::Scheduled);
+    let stats = store.stats().expect("stats");
+    assert_eq!((stats.succeeded, stats.scheduled, stats.running, stats.queued), (1, 1, 3, 0));
+    let (done, none) = store.finish_and_claim("w", &[], &[], 10, LEASE).expect("nothing to finish");
+    assert_eq!((done, none.len()), (0, 0));
+}
+
 /// One test per conformance case for a store built by `$store`, an expression returning `(guard, store)` that
 /// builds the store on `$clock` (an `Arc<dyn Clock>`; the case advances the same [`ManualClock`]).
 #[cfg(test)]
@@ -546,6 +572,7 @@ macro_rules! conformance_tests {
             batch_of_a_killed_worker_comes_back,
             batch_claims_keep_priority_then_fifo,
             prefetched_jobs_cancelled_or_given_back,
+            finish_then_claim_in_one_call,
         ]);
     };
     (@cases $name:ident, |$clock:ident| $store:expr, [$($case:ident),* $(,)?]) => {

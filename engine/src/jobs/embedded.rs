@@ -423,6 +423,110 @@ impl EmbeddedStore {
     }
 }
 
+/// Claims up to `max` due jobs for `worker` under a lease until `until`, in `tx`: see [`JobStore::claim`].
+fn claim_in(
+    tx: &rusqlite::Transaction<'_>,
+    now: i64,
+    worker: &str,
+    types: &[String],
+    max: usize,
+    until: i64,
+) -> rusqlite::Result<Vec<Job>> {
+    // Leases that ran out: the worker died; the job goes back (or is dead with no attempt left).
+    requeue(tx, now, &[])?;
+    tx.prepare_cached(
+        "UPDATE jobs INDEXED BY jobs_scheduled SET status = 'queued', updated_at = ?1 WHERE status = 'scheduled' AND scheduled_at <= ?1",
+    )?
+    .execute([now])?;
+    release_waiting(tx, now)?;
+    let filter = if types.is_empty() {
+        String::new()
+    } else {
+        format!(" AND type IN ({})", placeholders(types.len()))
+    };
+    // The queue's own index, in claim order: SQLite would otherwise pick `jobs_status` and sort every queued
+    // job on each claim (a cost growing with the queue).
+    let sql = format!(
+        "UPDATE jobs SET status = 'running', worker_id = ?, lease_until = ?, attempts = attempts + 1, \
+         started_at = ?, updated_at = ?, progress = NULL \
+         WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_queued WHERE status = 'queued'{filter} ORDER BY priority DESC, seq LIMIT ?) \
+         RETURNING {COLUMNS}, seq"
+    );
+    let mut values: Vec<rusqlite::types::Value> =
+        vec![worker.to_owned().into(), until.into(), now.into(), now.into()];
+    values.extend(types.iter().map(|t| t.clone().into()));
+    values.push(i64::try_from(max).unwrap_or(i64::MAX).into());
+    let mut stmt = tx.prepare_cached(&sql)?;
+    let mut claimed: Vec<(i64, i64, Job)> = stmt
+        .query_map(params_from_iter(values), |row| {
+            Ok((priority_rank(priority_of(row.get(5)?)), row.get(22)?, job_of(row)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    Ok(claimed.into_iter().map(|(_, _, job)| job).collect())
+}
+
+/// Records how `worker`'s attempts ended, in `tx`: see [`JobStore::finish`].
+fn finish_in(
+    tx: &rusqlite::Transaction<'_>,
+    now: i64,
+    worker: &str,
+    results: &[(String, Finish)],
+) -> rusqlite::Result<usize> {
+    let mut done = 0;
+    for (id, finish) in results {
+        let held: Option<(i64, i64, String)> = tx
+            .prepare_cached(
+                "SELECT attempts, max_attempts, status FROM jobs WHERE id = ? AND worker_id = ? AND status IN ('running', 'cancelling')",
+            )?
+            .query_row(
+                params![id, worker],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((attempts, max_attempts, status)) = held else { continue };
+        // A cancel asked for while the attempt ran stops any retry.
+        let cancelling = status == "cancelling";
+        done += match finish {
+            Finish::Succeeded(result) => tx.prepare_cached(
+                "UPDATE jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
+            )?.execute(
+                params![result.to_string(), now, now, id],
+            )?,
+            Finish::Cancelled => tx.prepare_cached(
+                "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
+            )?.execute(
+                params![now, now, id],
+            )?,
+            Finish::Failed { error, retry } if *retry && attempts < max_attempts && !cancelling => {
+                let pause = backoff(u32::try_from(attempts).unwrap_or(1), u64::try_from(now).unwrap_or(0) ^ id.len() as u64);
+                let due = now + i64::try_from(pause.as_millis()).unwrap_or(0);
+                tx.prepare_cached(
+                    "UPDATE jobs SET status = 'scheduled', scheduled_at = ?, error = ?, updated_at = ?, worker_id = NULL, lease_until = NULL WHERE id = ?",
+                )?.execute(
+                    params![due, error, now, id],
+                )?
+            }
+            Finish::Failed { error, retry } => tx.prepare_cached(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
+            )?.execute(
+                params![
+                    match (*retry, cancelling && attempts < max_attempts) {
+                        (true, true) => "cancelled",
+                        (true, false) => "dead",
+                        (false, _) => "failed",
+                    },
+                    error,
+                    now,
+                    now,
+                    id
+                ],
+            )?,
+        };
+    }
+    Ok(done)
+}
+
 impl JobStore for EmbeddedStore {
     /// Returns as soon as the store's `-wal` file (or the database file) is written — by an enqueue, a cancel, a
     /// retry, another worker's finish —, or after `timeout`. The worker's own writes (its heartbeat, its finishes)
@@ -518,33 +622,7 @@ impl JobStore for EmbeddedStore {
     ) -> Result<Vec<Job>, StoreError> {
         let now = self.now_ms();
         let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        self.write(|tx| {
-            // Leases that ran out: the worker died; the job goes back (or is dead with no attempt left).
-            requeue(tx, now, &[])?;
-            tx.prepare_cached(
-                "UPDATE jobs INDEXED BY jobs_scheduled SET status = 'queued', updated_at = ?1 WHERE status = 'scheduled' AND scheduled_at <= ?1",
-            )?
-            .execute([now])?;
-            release_waiting(tx, now)?;
-            let filter = if types.is_empty() { String::new() } else { format!(" AND type IN ({})", placeholders(types.len())) };
-            // The queue's own index, in claim order: SQLite would otherwise pick `jobs_status` and sort every queued
-            // job on each claim (a cost growing with the queue).
-            let sql = format!(
-                "UPDATE jobs SET status = 'running', worker_id = ?, lease_until = ?, attempts = attempts + 1, \
-                 started_at = ?, updated_at = ?, progress = NULL \
-                 WHERE seq IN (SELECT seq FROM jobs INDEXED BY jobs_queued WHERE status = 'queued'{filter} ORDER BY priority DESC, seq LIMIT ?) \
-                 RETURNING {COLUMNS}, seq"
-            );
-            let mut values: Vec<rusqlite::types::Value> = vec![worker.to_owned().into(), until.into(), now.into(), now.into()];
-            values.extend(types.iter().map(|t| t.clone().into()));
-            values.push(i64::try_from(max).unwrap_or(i64::MAX).into());
-            let mut stmt = tx.prepare_cached(&sql)?;
-            let mut claimed: Vec<(i64, i64, Job)> = stmt
-                .query_map(params_from_iter(values), |row| Ok((priority_rank(priority_of(row.get(5)?)), row.get(22)?, job_of(row)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            claimed.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-            Ok(claimed.into_iter().map(|(_, _, job)| job).collect())
-        })
+        self.write(|tx| claim_in(tx, now, worker, types, max, until))
     }
 
     fn release(&self, worker: &str, jobs: &[String]) -> Result<usize, StoreError> {
@@ -590,59 +668,22 @@ impl JobStore for EmbeddedStore {
 
     fn finish(&self, worker: &str, results: &[(String, Finish)]) -> Result<usize, StoreError> {
         let now = self.now_ms();
+        self.write(|tx| finish_in(tx, now, worker, results))
+    }
+
+    fn finish_and_claim(
+        &self,
+        worker: &str,
+        results: &[(String, Finish)],
+        types: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> Result<(usize, Vec<Job>), StoreError> {
+        // One transaction, so one commit, for both.
+        let now = self.now_ms();
+        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         self.write(|tx| {
-            let mut done = 0;
-            for (id, finish) in results {
-                let held: Option<(i64, i64, String)> = tx
-                    .prepare_cached(
-                        "SELECT attempts, max_attempts, status FROM jobs WHERE id = ? AND worker_id = ? AND status IN ('running', 'cancelling')",
-                    )?
-                    .query_row(
-                        params![id, worker],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .optional()?;
-                let Some((attempts, max_attempts, status)) = held else { continue };
-                // A cancel asked for while the attempt ran stops any retry.
-                let cancelling = status == "cancelling";
-                done += match finish {
-                    Finish::Succeeded(result) => tx.prepare_cached(
-                        "UPDATE jobs SET status = 'succeeded', result = ?, error = NULL, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
-                    )?.execute(
-                        params![result.to_string(), now, now, id],
-                    )?,
-                    Finish::Cancelled => tx.prepare_cached(
-                        "UPDATE jobs SET status = 'cancelled', finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
-                    )?.execute(
-                        params![now, now, id],
-                    )?,
-                    Finish::Failed { error, retry } if *retry && attempts < max_attempts && !cancelling => {
-                        let pause = backoff(u32::try_from(attempts).unwrap_or(1), u64::try_from(now).unwrap_or(0) ^ id.len() as u64);
-                        let due = now + i64::try_from(pause.as_millis()).unwrap_or(0);
-                        tx.prepare_cached(
-                            "UPDATE jobs SET status = 'scheduled', scheduled_at = ?, error = ?, updated_at = ?, worker_id = NULL, lease_until = NULL WHERE id = ?",
-                        )?.execute(
-                            params![due, error, now, id],
-                        )?
-                    }
-                    Finish::Failed { error, retry } => tx.prepare_cached(
-                        "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ?, lease_until = NULL WHERE id = ?",
-                    )?.execute(
-                        params![
-                            match (*retry, cancelling && attempts < max_attempts) {
-                                (true, true) => "cancelled",
-                                (true, false) => "dead",
-                                (false, _) => "failed",
-                            },
-                            error,
-                            now,
-                            now,
-                            id
-                        ],
-                    )?,
-                };
-            }
-            Ok(done)
+            Ok((finish_in(tx, now, worker, results)?, claim_in(tx, now, worker, types, max, until)?))
         })
     }
 

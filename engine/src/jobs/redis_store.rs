@@ -36,8 +36,12 @@ const LOG_LINES_KEPT: isize = 5000;
 const ENQUEUE_BATCH: usize = 1000;
 /// How long a command may wait for the server's answer: a server that stops answering without closing the
 /// connection (paused, partitioned away) fails the call after this instead of holding its thread, and the
-/// connection lock every other call waits on, for good. Far above what any of the scripts takes.
+/// connection with it, for good. Far above what any of the scripts takes.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections a store keeps open while unused: a worker uses two at once, the runtime API up to its
+/// `STORE_CALLS`.
+const IDLE_CONNECTIONS: usize = 8;
 
 /// Bounds the reads and writes of `conn` by `limit`.
 fn bounded(conn: &redis::Connection, limit: Duration) -> redis::RedisResult<()> {
@@ -50,8 +54,11 @@ pub struct RedisStore {
     /// The URL, its password removed (it is only shown, in errors and logs).
     url: String,
     prefix: String,
-    conn: Mutex<redis::Connection>,
-    /// A second connection for blocking waits, so they never hold up the first.
+    /// Connections not in use. A call takes one, or opens another when all are taken (so calls from several threads,
+    /// like a worker's claim ahead and its finish, run side by side), and puts it back after; one that broke is
+    /// dropped. At most [`IDLE_CONNECTIONS`] are kept.
+    idle: Mutex<Vec<redis::Connection>>,
+    /// A connection of its own for blocking waits, so they never hold up a call.
     wake: Mutex<Option<redis::Connection>>,
     client: redis::Client,
     clock: Arc<dyn Clock>,
@@ -81,6 +88,13 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{COMMON}\n{body}"))
 }
 
+/// A call of `script` by its hash, with no keys (every script names its keys from the prefix it is given).
+fn evalsha(script: &Script) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(0);
+    cmd
+}
+
 fn rank(priority: Priority) -> u8 {
     match priority {
         Priority::Low => 0,
@@ -99,34 +113,86 @@ fn priority_of(rank: &str) -> Priority {
     }
 }
 
-/// A job from its hash (empty fields are absent).
-fn job_of(fields: &HashMap<String, String>) -> Option<Job> {
-    let text = |k: &str| fields.get(k).filter(|v| !v.is_empty()).cloned();
-    let ms = |k: &str| text(k).and_then(|v| v.parse::<i64>().ok());
-    let json = |k: &str| text(k).and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok());
+/// The fields of a job's hash that make a [`Job`], in the order [`job_of`] takes them (the hash's bookkeeping
+/// fields, `seq`, `queued_us`, `agg` and the like, are not shown).
+const JOB_FIELDS: [&str; 22] = [
+    "id",
+    "type",
+    "target",
+    "payload",
+    "status",
+    "priority",
+    "attempts",
+    "max_attempts",
+    "created_at",
+    "updated_at",
+    "scheduled_at",
+    "started_at",
+    "finished_at",
+    "worker_id",
+    "progress",
+    "result",
+    "error",
+    "metadata",
+    "input",
+    "output",
+    "parents",
+    "condition",
+];
+
+/// A job from the values of its hash's [`JOB_FIELDS`] (empty and missing fields are absent); `None` when the hash
+/// is gone.
+fn job_of(values: Vec<Option<String>>) -> Option<Job> {
+    let [
+        id,
+        job_type,
+        target,
+        payload,
+        status,
+        priority,
+        attempts,
+        max_attempts,
+        created_at,
+        updated_at,
+        scheduled_at,
+        started_at,
+        finished_at,
+        worker_id,
+        progress,
+        result,
+        error,
+        metadata,
+        input,
+        output,
+        parents,
+        condition,
+    ] = <[Option<String>; JOB_FIELDS.len()]>::try_from(values).ok()?.map(|v| v.filter(|v| !v.is_empty()));
+    let ms = |v: Option<String>| v.and_then(|v| v.parse::<i64>().ok());
+    let count = |v: Option<String>| ms(v).and_then(|v| u32::try_from(v).ok());
+    let json = |v: Option<String>| v.and_then(|v| serde_json::from_str::<serde_json::Value>(&v).ok());
     Some(Job {
-        id: text("id")?,
-        job_type: text("type")?,
-        target: text("target"),
-        payload: json("payload").unwrap_or(serde_json::Value::Null),
-        status: JobStatus::parse(&text("status")?)?,
-        priority: priority_of(&text("priority").unwrap_or_default()),
-        attempts: ms("attempts").and_then(|v| u32::try_from(v).ok()).unwrap_or(0),
-        max_attempts: ms("max_attempts").and_then(|v| u32::try_from(v).ok()).unwrap_or(1),
-        created_at: rfc3339(ms("created_at").unwrap_or(0)),
-        updated_at: rfc3339(ms("updated_at").unwrap_or(0)),
-        scheduled_at: ms("scheduled_at").map(rfc3339),
-        started_at: ms("started_at").map(rfc3339),
-        finished_at: ms("finished_at").map(rfc3339),
-        worker_id: text("worker_id"),
-        progress: text("progress").and_then(|v| serde_json::from_str(&v).ok()),
-        result: json("result"),
-        error: text("error"),
-        metadata: json("metadata").unwrap_or_default(),
-        input: json("input"),
-        output: json("output"),
-        parents: text("parents").map(|p| p.split(',').map(str::to_owned).collect()).unwrap_or_default(),
-        condition: text("condition").map(|c| c == "true"),
+        id: id?,
+        job_type: job_type?,
+        target,
+        payload: json(payload).unwrap_or(serde_json::Value::Null),
+        status: JobStatus::parse(&status?)?,
+        priority: priority_of(priority.as_deref().unwrap_or_default()),
+        attempts: count(attempts).unwrap_or(0),
+        max_attempts: count(max_attempts).unwrap_or(1),
+        created_at: rfc3339(ms(created_at).unwrap_or(0)),
+        updated_at: rfc3339(ms(updated_at).unwrap_or(0)),
+        scheduled_at: ms(scheduled_at).map(rfc3339),
+        started_at: ms(started_at).map(rfc3339),
+        finished_at: ms(finished_at).map(rfc3339),
+        worker_id,
+        progress: progress.and_then(|v| serde_json::from_str(&v).ok()),
+        result: json(result),
+        error,
+        metadata: json(metadata).unwrap_or_default(),
+        input: json(input),
+        output: json(output),
+        parents: parents.map(|p| p.split(',').map(str::to_owned).collect()).unwrap_or_default(),
+        condition: condition.map(|c| c == "true"),
     })
 }
 
@@ -149,7 +215,7 @@ impl RedisStore {
         let store = Self {
             url: shown.clone(),
             prefix: prefix.to_owned(),
-            conn: Mutex::new(conn),
+            idle: Mutex::new(vec![conn]),
             wake: Mutex::new(None),
             client,
             clock,
@@ -214,26 +280,122 @@ impl RedisStore {
         &self,
         f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        f(&mut conn).map_err(|e| {
-            self.reconnect_if_broken(&mut conn, &e);
-            self.fail(&e)
+        self.call(f).map_err(|e| self.fail(&e))
+    }
+
+    /// Runs `f` on a connection of the pool (see `idle`), returning the server's error as it is. After a
+    /// connection-level failure (the server restarted, the network went away) the connection is dropped and the next
+    /// call opens a fresh one; the failed call is not repeated here (whether it ran is unknown: the caller decides,
+    /// as the worker does by calling again, at least once).
+    fn call<T>(
+        &self,
+        f: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let taken = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let mut conn = if let Some(conn) = taken {
+            conn
+        } else {
+            let fresh = self.client.get_connection_with_timeout(Duration::from_secs(2))?;
+            bounded(&fresh, COMMAND_TIMEOUT)?;
+            fresh
+        };
+        let reply = f(&mut conn);
+        let broken = reply.as_ref().is_err_and(|e| {
+            e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
+        });
+        if broken {
+            tracing::info!(store = %self.url, "a connection to the job store broke; the next call opens another");
+        } else {
+            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if idle.len() < IDLE_CONNECTIONS {
+                idle.push(conn);
+            }
+        }
+        reply
+    }
+
+    /// Calls scripts in one round trip (a pipeline of their EVALSHA), in order, and returns each one's reply. When
+    /// the server does not know a script (it restarted, or its scripts were flushed), every script of the store is
+    /// loaded and the calls it refused are made again, in order. Loading them all keeps the scripts called here
+    /// known together or not at all, so a later call of a pipeline never runs before an earlier one it refused.
+    fn scripts<const N: usize>(&self, calls: &[redis::Cmd; N]) -> Result<[redis::Value; N], StoreError> {
+        self.with(|c| {
+            let mut pipe = redis::pipe();
+            pipe.ignore_errors();
+            for cmd in calls {
+                pipe.add_command(cmd.clone());
+            }
+            let replies: Vec<redis::Value> = pipe.query(c)?;
+            let mut out = Vec::with_capacity(N);
+            let mut loaded = false;
+            for (cmd, reply) in calls.iter().zip(replies) {
+                out.push(match reply {
+                    redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
+                        if !loaded {
+                            for script in self.all_scripts() {
+                                script.load(c)?;
+                            }
+                            loaded = true;
+                        }
+                        cmd.query(c)?
+                    }
+                    redis::Value::ServerError(e) => return Err(e.into()),
+                    reply => reply,
+                });
+            }
+            <[redis::Value; N]>::try_from(out).map_err(|_| {
+                redis::RedisError::from((redis::ErrorKind::Client, "a pipeline of scripts lost a reply"))
+            })
         })
     }
 
-    /// After a connection-level failure (the server restarted, the network went away) the connection is replaced
-    /// when the server answers again, so the next call works; the failed call is not repeated here (whether it
-    /// ran is unknown: the caller decides, as the worker does by calling again, at least once).
-    fn reconnect_if_broken(&self, conn: &mut redis::Connection, e: &redis::RedisError) {
-        let broken =
-            e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout();
-        if broken
-            && let Ok(fresh) = self.client.get_connection_with_timeout(Duration::from_secs(2))
-            && bounded(&fresh, COMMAND_TIMEOUT).is_ok()
-        {
-            *conn = fresh;
-            tracing::info!(store = %self.url, "reconnected to the job store");
+    fn all_scripts(&self) -> [&Script; 10] {
+        [
+            &self.enqueue,
+            &self.claim,
+            &self.finish,
+            &self.heartbeat,
+            &self.control,
+            &self.requeue,
+            &self.release,
+            &self.set_field,
+            &self.migrate,
+            &self.forget,
+        ]
+    }
+
+    /// A script's reply as `T`.
+    fn parsed<T: redis::FromRedisValue>(&self, reply: redis::Value) -> Result<T, StoreError> {
+        redis::from_redis_value(reply)
+            .map_err(|e| StoreError::Backend { store: self.url.clone(), detail: e.to_string() })
+    }
+
+    /// The claim script's call: see `lua/claim.lua`.
+    fn claim_call(&self, worker: &str, types: &[String], max: usize, lease: Duration) -> redis::Cmd {
+        let mut cmd = evalsha(&self.claim);
+        cmd.arg(&self.prefix)
+            .arg(self.script_now())
+            .arg(worker)
+            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
+            .arg(max)
+            .arg(types);
+        cmd
+    }
+
+    /// The finish script's call: see `lua/finish.lua`.
+    fn finish_call(&self, worker: &str, results: &[(String, Finish)]) -> redis::Cmd {
+        let mut cmd = evalsha(&self.finish);
+        cmd.arg(&self.prefix).arg(self.script_now()).arg(worker);
+        for (id, finish) in results {
+            let (kind, value) = match finish {
+                Finish::Succeeded(result) => ("succeeded", result.to_string()),
+                Finish::Cancelled => ("cancelled", String::new()),
+                Finish::Failed { error, retry: true } => ("retry", error.clone()),
+                Finish::Failed { error, retry: false } => ("failed", error.clone()),
+            };
+            cmd.arg(id).arg(kind).arg(value);
         }
+        cmd
     }
 
     fn jobs(&self, ids: &[String]) -> Result<Vec<Job>, StoreError> {
@@ -244,8 +406,22 @@ impl RedisStore {
         for id in ids {
             pipe.hgetall(self.key(&format!("job:{id}")));
         }
-        let hashes: Vec<HashMap<String, String>> = self.with(|c| pipe.query(c))?;
-        Ok(hashes.iter().filter_map(job_of).collect())
+        // HGETALL, not HMGET of the fields a job shows: Redis scans a small hash's entries for each field it is
+        // asked for, so reading them all costs the server less (it is the one shared by every worker), and the
+        // names are matched here.
+        let jobs: Vec<Vec<(String, String)>> = self.with(|c| pipe.query(c))?;
+        Ok(jobs
+            .into_iter()
+            .filter_map(|fields| {
+                let mut values: Vec<Option<String>> = vec![None; JOB_FIELDS.len()];
+                for (k, v) in fields {
+                    if let Some(at) = JOB_FIELDS.iter().position(|f| *f == k) {
+                        values[at] = Some(v);
+                    }
+                }
+                job_of(values)
+            })
+            .collect())
     }
 
     /// When `id`'s lease runs out (milliseconds), while it has one.
@@ -254,15 +430,8 @@ impl RedisStore {
     }
 
     fn control(&self, action: &str, id: &str) -> Result<JobStatus, StoreError> {
-        let reply: redis::RedisResult<String> = {
-            let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let reply =
-                self.control.arg(&self.prefix).arg(self.script_now()).arg(action).arg(id).invoke(&mut conn);
-            if let Err(e) = &reply {
-                self.reconnect_if_broken(&mut conn, e);
-            }
-            reply
-        };
+        let reply: redis::RedisResult<String> = self
+            .call(|c| self.control.arg(&self.prefix).arg(self.script_now()).arg(action).arg(id).invoke(c));
         match reply {
             Ok(status) => JobStatus::parse(&status)
                 .ok_or_else(|| StoreError::Backend { store: self.url.clone(), detail: status }),
@@ -304,14 +473,7 @@ impl JobStore for RedisStore {
                     .arg(job.after.join(","));
                 ids.push(id);
             }
-            let enqueued: redis::RedisResult<i64> = {
-                let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                let reply = invocation.invoke(&mut conn);
-                if let Err(e) = &reply {
-                    self.reconnect_if_broken(&mut conn, e);
-                }
-                reply
-            };
+            let enqueued: redis::RedisResult<i64> = self.call(|c| invocation.invoke(c));
             match enqueued {
                 Ok(_) => {}
                 Err(e) if e.code() == Some("MISSINGPARENT") => {
@@ -330,22 +492,32 @@ impl JobStore for RedisStore {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
-        let ids: Vec<String> = self.with(|c| {
-            let mut invocation = self.claim.prepare_invoke();
-            invocation
-                .arg(&self.prefix)
-                .arg(self.script_now())
-                .arg(worker)
-                .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
-                .arg(max);
-            for t in types {
-                invocation.arg(t);
-            }
-            invocation.invoke(c)
-        })?;
+        let [ids] = self.scripts(&[self.claim_call(worker, types, max, lease)])?;
         // Read right after the claim, as the store has them then (a cancel asked for in between reads `cancelling`,
         // which the worker handles as it would a cancel arriving a moment later).
-        self.jobs(&ids)
+        self.jobs(&self.parsed::<Vec<String>>(ids)?)
+    }
+
+    fn parallel_calls(&self) -> bool {
+        true
+    }
+
+    fn finish_and_claim(
+        &self,
+        worker: &str,
+        results: &[(String, Finish)],
+        types: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> Result<(usize, Vec<Job>), StoreError> {
+        if results.is_empty() {
+            return Ok((0, self.claim(worker, types, max, lease)?));
+        }
+        // One round trip for both scripts, the ends first.
+        let [done, ids] =
+            self.scripts(&[self.finish_call(worker, results), self.claim_call(worker, types, max, lease)])?;
+        let done = usize::try_from(self.parsed::<i64>(done)?).unwrap_or(0);
+        Ok((done, self.jobs(&self.parsed::<Vec<String>>(ids)?)?))
     }
 
     fn release(&self, worker: &str, jobs: &[String]) -> Result<usize, StoreError> {
@@ -385,21 +557,8 @@ impl JobStore for RedisStore {
         if results.is_empty() {
             return Ok(0);
         }
-        let done: i64 = self.with(|c| {
-            let mut invocation = self.finish.prepare_invoke();
-            invocation.arg(&self.prefix).arg(self.script_now()).arg(worker);
-            for (id, finish) in results {
-                let (kind, value) = match finish {
-                    Finish::Succeeded(result) => ("succeeded", result.to_string()),
-                    Finish::Cancelled => ("cancelled", String::new()),
-                    Finish::Failed { error, retry: true } => ("retry", error.clone()),
-                    Finish::Failed { error, retry: false } => ("failed", error.clone()),
-                };
-                invocation.arg(id).arg(kind).arg(value);
-            }
-            invocation.invoke(c)
-        })?;
-        Ok(usize::try_from(done).unwrap_or(0))
+        let [done] = self.scripts(&[self.finish_call(worker, results)])?;
+        Ok(usize::try_from(self.parsed::<i64>(done)?).unwrap_or(0))
     }
 
     fn progress(&self, id: &str, progress: &JobProgress) -> Result<(), StoreError> {
@@ -752,14 +911,8 @@ impl JobStore for RedisStore {
 
     fn var_incr(&self, target: Option<&str>, key: &str, by: i64) -> Result<i64, StoreError> {
         // HINCRBY is atomic on the server, and refuses a value that is not a whole number.
-        let reply: redis::RedisResult<i64> = {
-            let mut conn = self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let reply = conn.hincr(self.key("vars"), variable_field(target, key), by);
-            if let Err(e) = &reply {
-                self.reconnect_if_broken(&mut conn, e);
-            }
-            reply
-        };
+        let reply: redis::RedisResult<i64> =
+            self.call(|c| c.hincr(self.key("vars"), variable_field(target, key), by));
         match reply {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) => {
@@ -845,5 +998,82 @@ mod tests {
             (1, Some(1.0), true)
         );
         assert!(stats.start_latency_p50_ms.is_some(), "the last hour's latencies are counted again");
+    }
+
+    fn new_job() -> NewJob {
+        NewJob {
+            job_type: "a".into(),
+            target: None,
+            payload: serde_json::json!({}),
+            priority: Priority::Normal,
+            max_attempts: 1,
+            delay: None,
+            input: None,
+            after: Vec::new(),
+        }
+    }
+
+    /// The server forgets its scripts (SCRIPT FLUSH, as a restart does) between calls: a finish and claim in one
+    /// round trip loads them and still does each once, the finish first. A claim alone that finds its script
+    /// forgotten loads the finish too, so the next pipeline of both runs in order (a result for a job the claim would
+    /// hand the worker is still ignored).
+    #[test]
+    fn a_pipeline_of_scripts_the_server_forgot_loads_them_and_runs_each_once_in_order() {
+        let server = TestRedis::start(false);
+        let store = RedisStore::open(&server.url(), "p").expect("connect");
+        let ids = store.enqueue(&vec![new_job(); 6]).expect("enqueue");
+        let lease = Duration::from_secs(30);
+        let ids_of = |jobs: &[Job]| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
+        let first = store.claim("w", &[], 1, lease).expect("claim");
+        let flush = || store.with(|c| redis::cmd("SCRIPT").arg("FLUSH").query::<()>(c)).expect("flush");
+        flush();
+        let ok = |id: &str| (id.to_owned(), Finish::Succeeded(serde_json::json!(1)));
+        let (done, next) =
+            store.finish_and_claim("w", &[ok(&first[0].id)], &[], 2, lease).expect("both forgotten");
+        assert_eq!((done, ids_of(&next)), (1, ids[1..3].to_vec()));
+        flush();
+        assert!(store.claim("nobody", &["none".to_owned()], 1, lease).expect("claim").is_empty());
+        let mut ends: Vec<_> = next.iter().map(|j| ok(&j.id)).collect();
+        ends.push(ok(&ids[3]));
+        let (done, last) = store.finish_and_claim("w", &ends, &[], 1, lease).expect("after a claim alone");
+        assert_eq!((done, ids_of(&last)), (2, vec![ids[3].clone()]), "the finish ran before the claim");
+        let stats = store.stats().expect("stats");
+        assert_eq!(
+            (stats.succeeded, stats.running, stats.queued),
+            (3, 1, 2),
+            "one claim of one job, not two"
+        );
+    }
+
+    /// Calls from two threads run side by side, each on a connection of the pool: one blocked on the server does
+    /// not hold up the other. And calls made one after another reuse one connection.
+    #[test]
+    fn calls_from_two_threads_run_side_by_side_and_later_calls_reuse_the_connections() {
+        let server = TestRedis::start(false);
+        let store = Arc::new(RedisStore::open(&server.url(), "c").expect("connect"));
+        let opened = || -> i64 {
+            let info: String = store.with(|c| redis::cmd("INFO").arg("stats").query(c)).expect("info");
+            info.lines()
+                .find_map(|l| l.strip_prefix("total_connections_received:"))
+                .and_then(|n| n.trim().parse().ok())
+                .expect("total_connections_received")
+        };
+        let before = opened();
+        for _ in 0..50 {
+            store.stats().expect("stats");
+        }
+        assert_eq!(opened(), before, "fifty calls in a row open no connection");
+        let (blocked_store, (started, is_started)) = (Arc::clone(&store), std::sync::mpsc::channel());
+        let blocked = std::thread::spawn(move || {
+            blocked_store.with(|c| {
+                started.send(()).expect("send");
+                redis::cmd("BLPOP").arg("c:never").arg(20).query::<Option<(String, String)>>(c)
+            })
+        });
+        is_started.recv().expect("the blocking call started");
+        store.enqueue(&[new_job()]).expect("an enqueue while another call waits on the server");
+        assert!(!blocked.is_finished(), "the enqueue did not wait for the blocked call");
+        store.with(|c| c.lpush::<_, _, ()>("c:never", "x")).expect("unblock");
+        assert!(blocked.join().expect("join").expect("blpop").is_some());
     }
 }

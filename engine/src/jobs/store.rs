@@ -147,6 +147,25 @@ pub trait JobStore: Send + Sync {
     /// Records how attempts ended (one transaction); an entry whose job `worker` no longer holds is ignored.
     /// Returns how many were recorded.
     fn finish(&self, worker: &str, results: &[(String, Finish)]) -> Result<usize, StoreError>;
+    /// Records how attempts ended, as [`finish`](Self::finish) does, then claims as [`claim`](Self::claim) does: a
+    /// worker's ends and its next claim in one call, which a store may answer in one round trip. Returns what each
+    /// returns.
+    fn finish_and_claim(
+        &self,
+        worker: &str,
+        results: &[(String, Finish)],
+        types: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> Result<(usize, Vec<Job>), StoreError> {
+        let done = self.finish(worker, results)?;
+        Ok((done, self.claim(worker, types, max, lease)?))
+    }
+    /// Whether calls from several threads run side by side: a worker then sends its next claim while it runs the
+    /// jobs it holds. A store whose calls wait for one another gains nothing from that, so the default is no.
+    fn parallel_calls(&self) -> bool {
+        false
+    }
     /// Records progress.
     fn progress(&self, id: &str, progress: &JobProgress) -> Result<(), StoreError>;
     /// Appends log lines (the store keeps the last few thousand per job).

@@ -156,6 +156,34 @@ pub const PREFETCH_MAX: usize = 64;
 /// priority that arrives meanwhile waits behind a prefetched batch for about this long at most.
 const PREFETCH_HOLD: Duration = Duration::from_millis(20);
 
+/// A claim sent ahead: a worker whose store takes calls side by side ([`JobStore::parallel_calls`]) sends its next
+/// claim (of [`prefetch`] jobs) as it starts a held batch, so the store works on it while the worker runs the batch
+/// and records its ends. Its jobs join the held ones when it returns.
+struct Ahead {
+    sent: Instant,
+    call: tokio::task::JoinHandle<Result<Vec<Job>, StoreError>>,
+}
+
+impl Ahead {
+    /// Waits for the claim and adds its jobs to `held`; a store that could not be reached claimed nothing that the
+    /// worker knows of (whatever it did claim comes back when its lease runs out).
+    async fn join(self, held: &mut VecDeque<(Job, Instant)>, outages: &mut u64) -> Result<usize, StoreError> {
+        let jobs = match self.call.await {
+            Ok(Ok(jobs)) => jobs,
+            Ok(Err(StoreError::Backend { store, detail })) => {
+                *outages += 1;
+                tracing::warn!(%store, %detail, "job store unreachable for a claim sent ahead");
+                Vec::new()
+            }
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(StoreError::Backend { store: "worker".into(), detail: e.to_string() }),
+        };
+        let n = jobs.len();
+        held.extend(jobs.into_iter().map(|job| (job, self.sent)));
+        Ok(n)
+    }
+}
+
 /// A prefetched job that waited longer than this since its claim (or the last look) has its cancellation looked at
 /// again before it starts: a job cancelled while it waited is not run.
 const HELD_CHECK: Duration = Duration::from_millis(20);
@@ -239,19 +267,51 @@ pub async fn run(
         let (s, w) = (Arc::clone(&store), id.clone());
         patiently(move || s.worker_heartbeat(&w, Some(0), stale_after), &force, &mut outages).await?;
     }
+    let mut ahead: Option<Ahead> = None;
     loop {
+        // A claim sent ahead joins the held jobs once it returns (so their leases are renewed with the others),
+        // and at once when stopping (so they are given back).
+        if let Some(claim) = ahead.take_if(|a| a.call.is_finished() || shutdown.is_cancelled()) {
+            claim.join(&mut held, &mut outages).await?;
+        }
         if shutdown.is_cancelled() && !held.is_empty() {
             let ids: Vec<String> = held.drain(..).map(|(job, _)| job.id).collect();
             let (s, w) = (Arc::clone(&store), id.clone());
             patiently(move || s.release(&w, &ids), &force, &mut outages).await?;
         }
-        // Ends are recorded before another job starts: a worker killed now loses only the attempts it runs.
+        // Ends are recorded before another job starts: a worker killed now loses only the attempts it runs. When
+        // the worker would claim next (nothing held, a slot free), the claim goes with them, in one call.
+        let mut claimed = None;
         if !done.is_empty() {
             let results = std::mem::take(&mut done);
             finished += results.len() as u64;
             let (s, w) = (Arc::clone(&store), id.clone());
-            patiently(move || s.finish(&w, &results), &force, &mut outages).await?;
+            if ahead.is_none() && !shutdown.is_cancelled() && held.is_empty() && running.len() < concurrency {
+                let (types, want, lease) =
+                    (options.types.clone(), concurrency - running.len() + prefetch(mean_run), options.lease);
+                let (_, jobs) = patiently(
+                    move || s.finish_and_claim(&w, &results, &types, want, lease),
+                    &force,
+                    &mut outages,
+                )
+                .await?;
+                claimed = Some(jobs.len());
+                let now = Instant::now();
+                held.extend(jobs.into_iter().map(|job| (job, now)));
+            } else {
+                patiently(move || s.finish(&w, &results), &force, &mut outages).await?;
+            }
             idle = Duration::from_millis(1);
+        }
+        if ahead.is_none() && !held.is_empty() && !shutdown.is_cancelled() && store.parallel_calls() {
+            let want = prefetch(mean_run);
+            if want > 0 {
+                let (s, w, types, lease) =
+                    (Arc::clone(&store), id.clone(), options.types.clone(), options.lease);
+                // On the blocking pool now, not when this task next yields: the store has it before the finish.
+                let call = tokio::task::spawn_blocking(move || s.claim(&w, &types, want, lease));
+                ahead = Some(Ahead { sent: Instant::now(), call });
+            }
         }
         // Start what the free slots take from the held jobs.
         while running.len() < concurrency
@@ -285,8 +345,14 @@ pub async fn run(
             // Ends that ran in the loop (a batch of them): recorded at once, before anything is claimed.
             continue;
         }
-        let mut claimed = 0;
-        if !shutdown.is_cancelled() && held.is_empty() && running.len() < concurrency {
+        if claimed.is_none()
+            && held.is_empty()
+            && running.len() < concurrency
+            && let Some(claim) = ahead.take()
+        {
+            claimed = Some(claim.join(&mut held, &mut outages).await?);
+        }
+        if claimed.is_none() && !shutdown.is_cancelled() && held.is_empty() && running.len() < concurrency {
             let (s, w, types, want, lease) = (
                 Arc::clone(&store),
                 id.clone(),
@@ -295,18 +361,18 @@ pub async fn run(
                 options.lease,
             );
             let jobs = patiently(move || s.claim(&w, &types, want, lease), &shutdown, &mut outages).await?;
-            claimed = jobs.len();
+            claimed = Some(jobs.len());
             let now = Instant::now();
             held.extend(jobs.into_iter().map(|job| (job, now)));
-            if claimed > 0 {
-                continue;
-            }
+        }
+        if claimed.is_some_and(|n| n > 0) {
+            continue;
         }
         if running.is_empty() && held.is_empty() {
             if shutdown.is_cancelled() {
                 break;
             }
-            if options.drain && claimed == 0 {
+            if options.drain && claimed == Some(0) {
                 let (s, types) = (Arc::clone(&store), options.types.clone());
                 if !patiently(move || s.pending(&types), &shutdown, &mut outages).await? {
                     break;
