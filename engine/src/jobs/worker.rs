@@ -6,8 +6,10 @@
 //! waits for the first of: a job finishing (finishes are recorded in batches), the heartbeat tick (every second,
 //! or every third of a shorter lease), shutdown, or — when nothing was claimed — a short poll pause that grows while
 //! busy or draining. An idle worker instead waits on the store's wake-up through its one `Waiter`: a blocking
-//! thread that runs one [`JobStore::wait_for_work`] at a time, armed when the worker goes idle and re-armed only
-//! after that wait returned (a pass that ends for another reason leaves it outstanding, never starts a second). A
+//! thread that runs one [`JobStore::wait_for_work`] at a time and claims as soon as it returns, armed when the worker
+//! goes idle and re-armed only after that wait returned (a pass that ends for another reason leaves it outstanding,
+//! never starts a second; a claim it made meanwhile joins the held jobs, and one made as the worker stops is given
+//! back). A
 //! worker killed with SIGKILL simply stops renewing: its leases run out and the jobs go back to the queue for
 //! another worker, and once it has been silent for [`STALE_LEASES`] leases the store reports it gone. With `drain` it exits once nothing is queued, scheduled or running anywhere in the store.
 
@@ -71,26 +73,33 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// The idle worker's one outstanding wait on the store's wake-up, run by one blocking thread for the worker's life.
-/// [`stop`](Self::stop) ends the thread; dropped without it (a store error ended the worker), the thread ends by
-/// itself once the wait in progress returns.
+/// When a wait returns (a wake-up, or [`IDLE_WAIT`] passed) the same thread claims at once, so a job enqueued to an
+/// idle worker is claimed by the thread the wake-up reached instead of after two more hand-offs (to the worker's
+/// loop, then to a thread for the claim). [`stop`](Self::stop) ends the thread and returns what it claimed that the
+/// loop never took; dropped without it (a store error ended the worker), the thread gives such jobs back itself.
 struct Waiter {
-    /// Asks the thread for one wait; dropped to stop it.
-    arm: Option<std::sync::mpsc::Sender<()>>,
-    /// One message per wait that returned.
-    woke: tokio::sync::mpsc::Receiver<()>,
+    /// Asks the thread for one wait and a claim of that many jobs; dropped to stop it.
+    arm: Option<std::sync::mpsc::Sender<usize>>,
+    /// One claim per wait that returned.
+    woke: tokio::sync::mpsc::Receiver<Result<Vec<Job>, StoreError>>,
     /// Whether a wait was asked for and has not been seen to return.
     armed: bool,
     thread: tokio::task::JoinHandle<()>,
 }
 
 impl Waiter {
-    fn start(store: Arc<dyn JobStore>) -> Self {
-        let (arm, requests) = std::sync::mpsc::channel::<()>();
+    fn start(store: Arc<dyn JobStore>, worker: String, types: Vec<String>, lease: Duration) -> Self {
+        let (arm, requests) = std::sync::mpsc::channel::<usize>();
         let (woke_tx, woke) = tokio::sync::mpsc::channel(1);
         let thread = tokio::task::spawn_blocking(move || {
-            while requests.recv().is_ok() {
+            while let Ok(want) = requests.recv() {
                 store.wait_for_work(IDLE_WAIT);
-                if woke_tx.blocking_send(()).is_err() {
+                let claimed = store.claim(&worker, &types, want, lease);
+                if let Err(tokio::sync::mpsc::error::SendError(unseen)) = woke_tx.blocking_send(claimed) {
+                    if let Ok(jobs) = unseen {
+                        let ids: Vec<String> = jobs.into_iter().map(|job| job.id).collect();
+                        let _ = store.release(&worker, &ids);
+                    }
                     break;
                 }
             }
@@ -98,26 +107,42 @@ impl Waiter {
         Self { arm: Some(arm), woke, armed: false, thread }
     }
 
-    /// Completes when the store may have work: arms a wait unless one is outstanding, then waits for it to return.
-    /// Cancel-safe: dropped early, the wait stays outstanding and the next call waits for the same one.
-    async fn work_may_have_arrived(&mut self) {
+    /// Completes when the store may have work, with the thread's claim of up to `want` jobs (`None` when the thread
+    /// is gone): arms a wait unless one is outstanding, then waits for it to return. Cancel-safe: dropped early, the
+    /// wait stays outstanding and the next call (or [`take`](Self::take)) receives its claim.
+    async fn work_may_have_arrived(&mut self, want: usize) -> Option<Result<Vec<Job>, StoreError>> {
         if !self.armed {
-            self.armed = self.arm.as_ref().is_some_and(|arm| arm.send(()).is_ok());
+            self.armed = self.arm.as_ref().is_some_and(|arm| arm.send(want).is_ok());
         }
-        if self.armed && self.woke.recv().await.is_some() {
+        if self.armed
+            && let Some(claimed) = self.woke.recv().await
+        {
             self.armed = false;
-        } else {
-            // The thread is gone (its store call panicked): poll instead.
-            self.armed = false;
-            tokio::time::sleep(IDLE_WAIT).await;
+            return Some(claimed);
         }
+        // The thread is gone (its store call panicked): poll instead.
+        self.armed = false;
+        tokio::time::sleep(IDLE_WAIT).await;
+        None
     }
 
-    /// Stops the thread, after the wait in progress (at most [`IDLE_WAIT`]) returns.
-    async fn stop(mut self) {
+    /// The claim of a wait that returned while the loop was busy, if any.
+    fn take(&mut self) -> Option<Result<Vec<Job>, StoreError>> {
+        let claimed = self.woke.try_recv().ok()?;
+        self.armed = false;
+        Some(claimed)
+    }
+
+    /// Stops the thread, after the wait in progress (at most [`IDLE_WAIT`]) and its claim return; returns the jobs
+    /// that claim took, for the worker to give back.
+    async fn stop(mut self) -> Vec<Job> {
         drop(self.arm.take());
-        self.woke.close();
         let _ = self.thread.await;
+        let mut unstarted = Vec::new();
+        while let Ok(claimed) = self.woke.try_recv() {
+            unstarted.extend(claimed.unwrap_or_default());
+        }
+        unstarted
     }
 }
 
@@ -165,23 +190,37 @@ struct Ahead {
 }
 
 impl Ahead {
-    /// Waits for the claim and adds its jobs to `held`; a store that could not be reached claimed nothing that the
-    /// worker knows of (whatever it did claim comes back when its lease runs out).
+    /// Waits for the claim and adds its jobs to `held` (see [`hold`]).
     async fn join(self, held: &mut VecDeque<(Job, Instant)>, outages: &mut u64) -> Result<usize, StoreError> {
-        let jobs = match self.call.await {
-            Ok(Ok(jobs)) => jobs,
-            Ok(Err(StoreError::Backend { store, detail })) => {
-                *outages += 1;
-                tracing::warn!(%store, %detail, "job store unreachable for a claim sent ahead");
-                Vec::new()
-            }
-            Ok(Err(e)) => return Err(e),
-            Err(e) => return Err(StoreError::Backend { store: "worker".into(), detail: e.to_string() }),
-        };
-        let n = jobs.len();
-        held.extend(jobs.into_iter().map(|job| (job, self.sent)));
-        Ok(n)
+        let claimed = self
+            .call
+            .await
+            .unwrap_or_else(|e| Err(StoreError::Backend { store: "worker".into(), detail: e.to_string() }));
+        hold(claimed, self.sent, held, outages)
     }
+}
+
+/// Adds the jobs of a claim made off the loop (by the waiter, or sent ahead) at `at` to `held` and returns how
+/// many; a store that could not be reached claimed nothing the worker knows of (whatever it did claim comes back
+/// when its lease runs out, and the loop's own calls wait for the store patiently).
+fn hold(
+    claimed: Result<Vec<Job>, StoreError>,
+    at: Instant,
+    held: &mut VecDeque<(Job, Instant)>,
+    outages: &mut u64,
+) -> Result<usize, StoreError> {
+    let jobs = match claimed {
+        Ok(jobs) => jobs,
+        Err(StoreError::Backend { store, detail }) => {
+            *outages += 1;
+            tracing::warn!(%store, %detail, "job store unreachable for a claim");
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    let n = jobs.len();
+    held.extend(jobs.into_iter().map(|job| (job, at)));
+    Ok(n)
 }
 
 /// A prefetched job that waited longer than this since its claim (or the last look) has its cancellation looked at
@@ -257,7 +296,7 @@ pub async fn run(
     let mut looked = Instant::now();
     let mut finished = 0u64;
     let mut idle = Duration::from_millis(1);
-    let mut waiter = Waiter::start(Arc::clone(&store));
+    let mut waiter = Waiter::start(Arc::clone(&store), id.clone(), options.types.clone(), options.lease);
     // Leases are renewed (and cancellations picked up) every second, or every third of a shorter lease.
     let mut heartbeat = tokio::time::interval((options.lease / 3).min(Duration::from_secs(1)));
     heartbeat.tick().await;
@@ -268,7 +307,13 @@ pub async fn run(
         patiently(move || s.worker_heartbeat(&w, Some(0), stale_after), &force, &mut outages).await?;
     }
     let mut ahead: Option<Ahead> = None;
+    // How many jobs the waiter's claim brought in the last pass (the loop then makes no claim of its own).
+    let mut woken_claim: Option<usize> = None;
     loop {
+        // A claim the waiter made while the loop was busy joins the held jobs.
+        if let Some(claimed) = waiter.take() {
+            hold(claimed, Instant::now(), &mut held, &mut outages)?;
+        }
         // A claim sent ahead joins the held jobs once it returns (so their leases are renewed with the others),
         // and at once when stopping (so they are given back).
         if let Some(claim) = ahead.take_if(|a| a.call.is_finished() || shutdown.is_cancelled()) {
@@ -281,7 +326,7 @@ pub async fn run(
         }
         // Ends are recorded before another job starts: a worker killed now loses only the attempts it runs. When
         // the worker would claim next (nothing held, a slot free), the claim goes with them, in one call.
-        let mut claimed = None;
+        let mut claimed = woken_claim.take();
         if !done.is_empty() {
             let results = std::mem::take(&mut done);
             finished += results.len() as u64;
@@ -407,7 +452,11 @@ pub async fn run(
                 idle = (idle * 2).min(Duration::from_millis(100));
             }
             // Idle: the store's wake-up (Redis tells an idle worker about new jobs at once).
-            () = waiter.work_may_have_arrived(), if running.is_empty() && held.is_empty() && !options.drain => {}
+            claimed = waiter.work_may_have_arrived(concurrency + prefetch(mean_run)), if running.is_empty() && held.is_empty() && !options.drain => {
+                if let Some(claimed) = claimed {
+                    woken_claim = Some(hold(claimed, Instant::now(), &mut held, &mut outages)?);
+                }
+            }
             () = tokio::time::sleep(idle), if running.is_empty() && held.is_empty() && options.drain => {
                 idle = (idle * 2).min(Duration::from_millis(100));
             }
@@ -418,7 +467,11 @@ pub async fn run(
             }
         }
     }
-    waiter.stop().await;
+    let unstarted: Vec<String> = waiter.stop().await.into_iter().map(|job| job.id).collect();
+    if !unstarted.is_empty() {
+        let (s, w) = (Arc::clone(&store), id.clone());
+        patiently(move || s.release(&w, &unstarted), &force, &mut outages).await?;
+    }
     let (s, w) = (Arc::clone(&store), id.clone());
     let _ = blocking(move || s.worker_heartbeat(&w, None, stale_after)).await;
     Ok(WorkerReport { id, finished, elapsed: began.elapsed(), outages })
@@ -440,6 +493,20 @@ mod tests {
         waiting: AtomicUsize,
         most: AtomicUsize,
         waits: AtomicUsize,
+        /// When set, a wait lasts until the test opens the gate (sets it to false), not its timeout.
+        gate: (std::sync::Mutex<bool>, std::sync::Condvar),
+    }
+
+    impl Watched {
+        fn open(dir: &std::path::Path, gated: bool) -> Self {
+            Self {
+                inner: EmbeddedStore::open(&dir.join("jobs.sqlite3")).expect("open"),
+                waiting: AtomicUsize::new(0),
+                most: AtomicUsize::new(0),
+                waits: AtomicUsize::new(0),
+                gate: (std::sync::Mutex::new(gated), std::sync::Condvar::new()),
+            }
+        }
     }
 
     impl JobStore for Watched {
@@ -447,7 +514,18 @@ mod tests {
             let now = self.waiting.fetch_add(1, Ordering::SeqCst) + 1;
             self.most.fetch_max(now, Ordering::SeqCst);
             self.waits.fetch_add(1, Ordering::SeqCst);
-            std::thread::sleep(timeout);
+            let (gated, opened) = &self.gate;
+            let gated = gated.lock().expect("gate");
+            if *gated {
+                drop(
+                    opened
+                        .wait_timeout_while(gated, Duration::from_secs(30), |closed| *closed)
+                        .expect("gate"),
+                );
+            } else {
+                drop(gated);
+                std::thread::sleep(timeout);
+            }
             self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
         fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<String>, StoreError> {
@@ -539,12 +617,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_worker_keeps_one_wait_outstanding_and_stops_it_on_exit() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Arc::new(Watched {
-            inner: EmbeddedStore::open(&dir.path().join("jobs.sqlite3")).expect("open"),
-            waiting: AtomicUsize::new(0),
-            most: AtomicUsize::new(0),
-            waits: AtomicUsize::new(0),
-        });
+        let store = Arc::new(Watched::open(dir.path(), false));
         let ctx = Arc::new(HandlerContext::new(None, std::collections::BTreeMap::new()));
         // A 30 ms lease ticks the heartbeat every 10 ms: each tick ends a loop pass while a 100 ms wait is out.
         let options = WorkerOptions {
@@ -562,5 +635,47 @@ mod tests {
         assert_eq!(store.most.load(Ordering::SeqCst), 1, "waits at once");
         assert!(store.waits.load(Ordering::SeqCst) >= 2, "re-armed after each wait returned");
         assert_eq!(store.waiting.load(Ordering::SeqCst), 0, "no wait outlives the worker");
+    }
+
+    /// A job enqueued as an idle worker stops is taken by the claim its waiter makes when the wait in progress
+    /// returns, after the loop has ended: the worker gives it back unstarted, so it is queued again with no attempt
+    /// counted, not left leased to a worker that is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_the_waiter_makes_as_the_worker_stops_is_given_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Watched::open(dir.path(), true));
+        let ctx = Arc::new(HandlerContext::new(None, std::collections::BTreeMap::new()));
+        let options =
+            WorkerOptions { concurrency: 1, types: Vec::new(), drain: false, lease: Duration::from_secs(60) };
+        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
+        let worker =
+            tokio::spawn(run(Arc::clone(&store) as Arc<dyn JobStore>, ctx, options, shutdown.clone(), force));
+        let waiting = Instant::now();
+        while store.waiting.load(Ordering::SeqCst) == 0 {
+            assert!(waiting.elapsed() < Duration::from_secs(10), "the idle worker never waited");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let job = NewJob {
+            job_type: "noop".into(),
+            target: None,
+            payload: serde_json::json!({}),
+            priority: envctl_contracts::config::Priority::Normal,
+            max_attempts: 1,
+            delay: None,
+            input: None,
+            after: Vec::new(),
+        };
+        let id = store.inner.enqueue(&[job]).expect("enqueue").remove(0);
+        *store.gate.0.lock().expect("gate") = false;
+        store.gate.1.notify_all();
+        worker.await.expect("join").expect("worker");
+        let job = store.inner.get(&id).expect("get");
+        assert_eq!(
+            (job.status, job.attempts),
+            (JobStatus::Queued, 0),
+            "given back, not held by a stopped worker"
+        );
     }
 }
