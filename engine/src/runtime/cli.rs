@@ -36,7 +36,7 @@ pub struct GlobalArgs {
     /// Override one config key for this command (repeatable), e.g. --set services.web.port=8100.
     #[arg(long, value_name = "KEY=VALUE", global = true)]
     pub set: Vec<String>,
-    /// Only print errors.
+    /// Nothing on stderr but errors (a command's output on stdout, such as the URLs `start` prints, is kept).
     #[arg(short, long, global = true)]
     pub quiet: bool,
     /// Print more detail (repeatable).
