@@ -1193,19 +1193,6 @@ mod tests {
         assert_eq!(store.schema_version().expect("version"), super::super::store::STORE_SCHEMA);
     }
 
-    fn noop() -> NewJob {
-        NewJob {
-            job_type: "noop".into(),
-            target: None,
-            payload: serde_json::json!({}),
-            priority: Priority::Normal,
-            max_attempts: 1,
-            delay: None,
-            input: None,
-            after: Vec::new(),
-        }
-    }
-
     /// A waiting worker's store, its wait on a thread that reports when it returns.
     fn waiting(store: &Arc<EmbeddedStore>) -> std::sync::mpsc::Receiver<()> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1225,7 +1212,7 @@ mod tests {
         let other = EmbeddedStore::open(&path).expect("a second connection");
         let woke = waiting(&worker);
         std::thread::sleep(Duration::from_millis(200));
-        other.enqueue(&[noop()]).expect("enqueue");
+        other.enqueue(&[NewJob::one_attempt("noop")]).expect("enqueue");
         woke.recv_timeout(Duration::from_secs(60)).expect("the enqueue ended a wait of 120 s");
         let claimed = worker.claim("w", &[], 1, Duration::from_secs(30)).expect("claim");
         worker
@@ -1243,7 +1230,7 @@ mod tests {
             woke.recv_timeout(Duration::from_millis(700)).is_err(),
             "an empty claim or another file woke the wait"
         );
-        other.enqueue(&[noop()]).expect("enqueue");
+        other.enqueue(&[NewJob::one_attempt("noop")]).expect("enqueue");
         woke.recv_timeout(Duration::from_secs(60)).expect("the second enqueue ended the wait");
     }
 }

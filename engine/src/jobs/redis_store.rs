@@ -948,16 +948,7 @@ mod tests {
     #[test]
     fn a_store_made_before_the_status_indexes_gains_them_from_its_jobs() {
         let server = TestRedis::start(false);
-        let job = NewJob {
-            job_type: "a".into(),
-            target: None,
-            payload: serde_json::json!({}),
-            priority: Priority::Normal,
-            max_attempts: 1,
-            delay: None,
-            input: None,
-            after: Vec::new(),
-        };
+        let job = NewJob::one_attempt("a");
         {
             let store = RedisStore::open(&server.url(), "old").expect("connect");
             store.enqueue(&[job.clone(), job.clone(), job]).expect("enqueue");
@@ -1000,19 +991,6 @@ mod tests {
         assert!(stats.start_latency_p50_ms.is_some(), "the last hour's latencies are counted again");
     }
 
-    fn new_job() -> NewJob {
-        NewJob {
-            job_type: "a".into(),
-            target: None,
-            payload: serde_json::json!({}),
-            priority: Priority::Normal,
-            max_attempts: 1,
-            delay: None,
-            input: None,
-            after: Vec::new(),
-        }
-    }
-
     /// The server forgets its scripts (SCRIPT FLUSH, as a restart does) between calls: a finish and claim in one
     /// round trip loads them and still does each once, the finish first. A claim alone that finds its script
     /// forgotten loads the finish too, so the next pipeline of both runs in order (a result for a job the claim would
@@ -1021,7 +999,7 @@ mod tests {
     fn a_pipeline_of_scripts_the_server_forgot_loads_them_and_runs_each_once_in_order() {
         let server = TestRedis::start(false);
         let store = RedisStore::open(&server.url(), "p").expect("connect");
-        let ids = store.enqueue(&vec![new_job(); 6]).expect("enqueue");
+        let ids = store.enqueue(&vec![NewJob::one_attempt("a"); 6]).expect("enqueue");
         let lease = Duration::from_secs(30);
         let ids_of = |jobs: &[Job]| jobs.iter().map(|j| j.id.clone()).collect::<Vec<_>>();
         let first = store.claim("w", &[], 1, lease).expect("claim");
@@ -1071,7 +1049,9 @@ mod tests {
             })
         });
         is_started.recv().expect("the blocking call started");
-        store.enqueue(&[new_job()]).expect("an enqueue while another call waits on the server");
+        store
+            .enqueue(&[NewJob::one_attempt("a")])
+            .expect("an enqueue while another call waits on the server");
         assert!(!blocked.is_finished(), "the enqueue did not wait for the blocked call");
         store.with(|c| c.lpush::<_, _, ()>("c:never", "x")).expect("unblock");
         assert!(blocked.join().expect("join").expect("blpop").is_some());

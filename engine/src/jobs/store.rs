@@ -73,6 +73,23 @@ pub struct NewJob {
     pub after: Vec<String>,
 }
 
+#[cfg(test)]
+impl NewJob {
+    /// A job of type `kind`: no target, payload `{}`, normal priority, one attempt (for tests).
+    pub fn one_attempt(kind: &str) -> Self {
+        Self {
+            job_type: kind.into(),
+            target: None,
+            payload: serde_json::json!({}),
+            priority: envctl_contracts::config::Priority::Normal,
+            max_attempts: 1,
+            delay: None,
+            input: None,
+            after: Vec::new(),
+        }
+    }
+}
+
 impl NewJob {
     /// The target the job runs for: [`target`](Self::target), else the payload's `"target"` (when it is a string).
     /// Both, naming different targets, is an error. Every store enqueues a job with this as its target, so the

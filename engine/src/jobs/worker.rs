@@ -657,17 +657,7 @@ mod tests {
         }
         shutdown.cancel();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let job = NewJob {
-            job_type: "noop".into(),
-            target: None,
-            payload: serde_json::json!({}),
-            priority: envctl_contracts::config::Priority::Normal,
-            max_attempts: 1,
-            delay: None,
-            input: None,
-            after: Vec::new(),
-        };
-        let id = store.inner.enqueue(&[job]).expect("enqueue").remove(0);
+        let id = store.inner.enqueue(&[NewJob::one_attempt("noop")]).expect("enqueue").remove(0);
         *store.gate.0.lock().expect("gate") = false;
         store.gate.1.notify_all();
         worker.await.expect("join").expect("worker");
