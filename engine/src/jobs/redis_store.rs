@@ -284,8 +284,8 @@ impl RedisStore {
     }
 
     /// Runs `f` on a connection of the pool (see `idle`), returning the server's error as it is. After a
-    /// connection-level failure (the server restarted, the network went away) the connection is dropped and the next
-    /// call opens a fresh one; the failed call is not repeated here (whether it ran is unknown: the caller decides,
+    /// connection-level failure (the server restarted, the network went away) the pool is emptied and the next call
+    /// opens a fresh connection; the failed call is not repeated here (whether it ran is unknown: the caller decides,
     /// as the worker does by calling again, at least once).
     fn call<T>(
         &self,
@@ -304,6 +304,9 @@ impl RedisStore {
             e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
         });
         if broken {
+            // The others most likely broke with it (the server restarted): they are dropped too, so the calls after
+            // this one do not each fail once on a stale connection.
+            self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
             tracing::info!(store = %self.url, "a connection to the job store broke; the next call opens another");
         } else {
             let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -314,54 +317,22 @@ impl RedisStore {
         reply
     }
 
-    /// Calls scripts in one round trip (a pipeline of their EVALSHA), in order, and returns each one's reply. When
-    /// the server does not know a script (it restarted, or its scripts were flushed), every script of the store is
-    /// loaded and the calls it refused are made again, in order. Loading them all keeps the scripts called here
-    /// known together or not at all, so a later call of a pipeline never runs before an earlier one it refused.
-    fn scripts<const N: usize>(&self, calls: &[redis::Cmd; N]) -> Result<[redis::Value; N], StoreError> {
-        self.with(|c| {
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
-            for cmd in calls {
-                pipe.add_command(cmd.clone());
+    /// Calls `script` (its call `cmd`, from [`evalsha`]); one the server does not know (it restarted, or its
+    /// scripts were flushed) is loaded and called again.
+    fn evalsha_call(&self, script: &Script, cmd: &redis::Cmd) -> Result<redis::Value, StoreError> {
+        self.with(|c| match cmd.query(c) {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                script.load(c)?;
+                cmd.query(c)
             }
-            let replies: Vec<redis::Value> = pipe.query(c)?;
-            let mut out = Vec::with_capacity(N);
-            let mut loaded = false;
-            for (cmd, reply) in calls.iter().zip(replies) {
-                out.push(match reply {
-                    redis::Value::ServerError(e) if e.kind() == Some(redis::ServerErrorKind::NoScript) => {
-                        if !loaded {
-                            for script in self.all_scripts() {
-                                script.load(c)?;
-                            }
-                            loaded = true;
-                        }
-                        cmd.query(c)?
-                    }
-                    redis::Value::ServerError(e) => return Err(e.into()),
-                    reply => reply,
-                });
-            }
-            <[redis::Value; N]>::try_from(out).map_err(|_| {
-                redis::RedisError::from((redis::ErrorKind::Client, "a pipeline of scripts lost a reply"))
-            })
+            reply => reply,
         })
     }
 
-    fn all_scripts(&self) -> [&Script; 10] {
-        [
-            &self.enqueue,
-            &self.claim,
-            &self.finish,
-            &self.heartbeat,
-            &self.control,
-            &self.requeue,
-            &self.release,
-            &self.set_field,
-            &self.migrate,
-            &self.forget,
-        ]
+    /// The jobs a claim's reply (their ids) names, read right after it, as the store has them then (a cancel asked
+    /// for in between reads `cancelling`, which the worker handles as it would a cancel arriving a moment later).
+    fn claimed(&self, ids: redis::Value) -> Result<Vec<Job>, StoreError> {
+        self.jobs(&self.parsed::<Vec<String>>(ids)?)
     }
 
     /// A script's reply as `T`.
@@ -492,10 +463,8 @@ impl JobStore for RedisStore {
         max: usize,
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
-        let [ids] = self.scripts(&[self.claim_call(worker, types, max, lease)])?;
-        // Read right after the claim, as the store has them then (a cancel asked for in between reads `cancelling`,
-        // which the worker handles as it would a cancel arriving a moment later).
-        self.jobs(&self.parsed::<Vec<String>>(ids)?)
+        let ids = self.evalsha_call(&self.claim, &self.claim_call(worker, types, max, lease))?;
+        self.claimed(ids)
     }
 
     fn parallel_calls(&self) -> bool {
@@ -514,10 +483,29 @@ impl JobStore for RedisStore {
             return Ok((0, self.claim(worker, types, max, lease)?));
         }
         // One round trip for both scripts, the ends first.
-        let [done, ids] =
-            self.scripts(&[self.finish_call(worker, results), self.claim_call(worker, types, max, lease)])?;
-        let done = usize::try_from(self.parsed::<i64>(done)?).unwrap_or(0);
-        Ok((done, self.jobs(&self.parsed::<Vec<String>>(ids)?)?))
+        let (finish, claim) = (self.finish_call(worker, results), self.claim_call(worker, types, max, lease));
+        let replies: Vec<redis::Value> = self.with(|c| {
+            redis::pipe().ignore_errors().add_command(finish.clone()).add_command(claim.clone()).query(c)
+        })?;
+        let refused = |reply: &redis::Value| matches!(reply, redis::Value::ServerError(_));
+        if let [done, jobs] = &replies[..]
+            && !refused(done)
+            && !refused(jobs)
+        {
+            let done = usize::try_from(self.parsed::<i64>(done.clone())?).unwrap_or(0);
+            return Ok((done, self.claimed(jobs.clone())?));
+        }
+        // One of them was refused: the server forgot its scripts (a restart, SCRIPT FLUSH), or a script failed. A
+        // pipeline is not one transaction, so the claim may have run while the finish did not: what it took is
+        // given back (their attempts taken back), then both are made again, one after the other, so no claim ever
+        // runs before the ends it follows (it could otherwise take back a job whose end is still to be recorded).
+        if let Some(jobs) = replies.get(1).filter(|reply| !refused(reply)) {
+            let ids: Vec<String> = self.parsed(jobs.clone())?;
+            self.release(worker, &ids)?;
+        }
+        let done =
+            usize::try_from(self.parsed::<i64>(self.evalsha_call(&self.finish, &finish)?)?).unwrap_or(0);
+        Ok((done, self.claimed(self.evalsha_call(&self.claim, &claim)?)?))
     }
 
     fn release(&self, worker: &str, jobs: &[String]) -> Result<usize, StoreError> {
@@ -557,7 +545,7 @@ impl JobStore for RedisStore {
         if results.is_empty() {
             return Ok(0);
         }
-        let [done] = self.scripts(&[self.finish_call(worker, results)])?;
+        let done = self.evalsha_call(&self.finish, &self.finish_call(worker, results))?;
         Ok(usize::try_from(self.parsed::<i64>(done)?).unwrap_or(0))
     }
 
@@ -992,9 +980,10 @@ mod tests {
     }
 
     /// The server forgets its scripts (SCRIPT FLUSH, as a restart does) between calls: a finish and claim in one
-    /// round trip loads them and still does each once, the finish first. A claim alone that finds its script
-    /// forgotten loads the finish too, so the next pipeline of both runs in order (a result for a job the claim would
-    /// hand the worker is still ignored).
+    /// round trip loads them and still does each once, the finish first. When only the finish was forgotten (a claim
+    /// alone loaded its own script again), the pipeline's claim runs while its finish is refused: what it took is
+    /// given back before both are made again, so the finish still comes first (its result for a job that claim
+    /// would have handed the worker is ignored, and that job's attempt is counted once).
     #[test]
     fn a_pipeline_of_scripts_the_server_forgot_loads_them_and_runs_each_once_in_order() {
         let server = TestRedis::start(false);
@@ -1015,6 +1004,7 @@ mod tests {
         ends.push(ok(&ids[3]));
         let (done, last) = store.finish_and_claim("w", &ends, &[], 1, lease).expect("after a claim alone");
         assert_eq!((done, ids_of(&last)), (2, vec![ids[3].clone()]), "the finish ran before the claim");
+        assert_eq!(last[0].attempts, 1, "the claim the refused pipeline made was given back");
         let stats = store.stats().expect("stats");
         assert_eq!(
             (stats.succeeded, stats.running, stats.queued),

@@ -75,13 +75,14 @@ async fn blocking<T: Send + 'static>(
 /// The idle worker's one outstanding wait on the store's wake-up, run by one blocking thread for the worker's life.
 /// When a wait returns (a wake-up, or [`IDLE_WAIT`] passed) the same thread claims at once, so a job enqueued to an
 /// idle worker is claimed by the thread the wake-up reached instead of after two more hand-offs (to the worker's
-/// loop, then to a thread for the claim). [`stop`](Self::stop) ends the thread and returns what it claimed that the
-/// loop never took; dropped without it (a store error ended the worker), the thread gives such jobs back itself.
+/// loop, then to a thread for the claim). While a wait is outstanding the loop makes no claim of its own, so the
+/// waiter's claims keep their order and size. [`stop`](Self::stop) ends the thread and returns what it claimed that
+/// the loop never took.
 struct Waiter {
     /// Asks the thread for one wait and a claim of that many jobs; dropped to stop it.
     arm: Option<std::sync::mpsc::Sender<usize>>,
-    /// One claim per wait that returned.
-    woke: tokio::sync::mpsc::Receiver<Result<Vec<Job>, StoreError>>,
+    /// One claim per wait that returned, with when it was made.
+    woke: tokio::sync::mpsc::Receiver<(Instant, Result<Vec<Job>, StoreError>)>,
     /// Whether a wait was asked for and has not been seen to return.
     armed: bool,
     thread: tokio::task::JoinHandle<()>,
@@ -94,8 +95,9 @@ impl Waiter {
         let thread = tokio::task::spawn_blocking(move || {
             while let Ok(want) = requests.recv() {
                 store.wait_for_work(IDLE_WAIT);
-                let claimed = store.claim(&worker, &types, want, lease);
-                if let Err(tokio::sync::mpsc::error::SendError(unseen)) = woke_tx.blocking_send(claimed) {
+                let claimed = (Instant::now(), store.claim(&worker, &types, want, lease));
+                if let Err(tokio::sync::mpsc::error::SendError((_, unseen))) = woke_tx.blocking_send(claimed)
+                {
                     if let Ok(jobs) = unseen {
                         let ids: Vec<String> = jobs.into_iter().map(|job| job.id).collect();
                         let _ = store.release(&worker, &ids);
@@ -110,7 +112,10 @@ impl Waiter {
     /// Completes when the store may have work, with the thread's claim of up to `want` jobs (`None` when the thread
     /// is gone): arms a wait unless one is outstanding, then waits for it to return. Cancel-safe: dropped early, the
     /// wait stays outstanding and the next call (or [`take`](Self::take)) receives its claim.
-    async fn work_may_have_arrived(&mut self, want: usize) -> Option<Result<Vec<Job>, StoreError>> {
+    async fn work_may_have_arrived(
+        &mut self,
+        want: usize,
+    ) -> Option<(Instant, Result<Vec<Job>, StoreError>)> {
         if !self.armed {
             self.armed = self.arm.as_ref().is_some_and(|arm| arm.send(want).is_ok());
         }
@@ -127,7 +132,7 @@ impl Waiter {
     }
 
     /// The claim of a wait that returned while the loop was busy, if any.
-    fn take(&mut self) -> Option<Result<Vec<Job>, StoreError>> {
+    fn take(&mut self) -> Option<(Instant, Result<Vec<Job>, StoreError>)> {
         let claimed = self.woke.try_recv().ok()?;
         self.armed = false;
         Some(claimed)
@@ -139,7 +144,7 @@ impl Waiter {
         drop(self.arm.take());
         let _ = self.thread.await;
         let mut unstarted = Vec::new();
-        while let Ok(claimed) = self.woke.try_recv() {
+        while let Ok((_, claimed)) = self.woke.try_recv() {
             unstarted.extend(claimed.unwrap_or_default());
         }
         unstarted
@@ -191,36 +196,32 @@ struct Ahead {
 
 impl Ahead {
     /// Waits for the claim and adds its jobs to `held` (see [`hold`]).
-    async fn join(self, held: &mut VecDeque<(Job, Instant)>, outages: &mut u64) -> Result<usize, StoreError> {
+    async fn join(self, held: &mut VecDeque<(Job, Instant)>) -> Result<Option<usize>, StoreError> {
         let claimed = self
             .call
             .await
             .unwrap_or_else(|e| Err(StoreError::Backend { store: "worker".into(), detail: e.to_string() }));
-        hold(claimed, self.sent, held, outages)
+        hold(claimed, self.sent, held)
     }
 }
 
 /// Adds the jobs of a claim made off the loop (by the waiter, or sent ahead) at `at` to `held` and returns how
-/// many; a store that could not be reached claimed nothing the worker knows of (whatever it did claim comes back
-/// when its lease runs out, and the loop's own calls wait for the store patiently).
+/// many. `None` when the store could not be reached: the claim then counts as not made, and the loop makes its own,
+/// which waits for the store patiently (and says so); whatever the lost claim did take comes back when its lease
+/// runs out.
 fn hold(
     claimed: Result<Vec<Job>, StoreError>,
     at: Instant,
     held: &mut VecDeque<(Job, Instant)>,
-    outages: &mut u64,
-) -> Result<usize, StoreError> {
+) -> Result<Option<usize>, StoreError> {
     let jobs = match claimed {
         Ok(jobs) => jobs,
-        Err(StoreError::Backend { store, detail }) => {
-            *outages += 1;
-            tracing::warn!(%store, %detail, "job store unreachable for a claim");
-            Vec::new()
-        }
+        Err(StoreError::Backend { .. }) => return Ok(None),
         Err(e) => return Err(e),
     };
     let n = jobs.len();
     held.extend(jobs.into_iter().map(|job| (job, at)));
-    Ok(n)
+    Ok(Some(n))
 }
 
 /// A prefetched job that waited longer than this since its claim (or the last look) has its cancellation looked at
@@ -309,15 +310,16 @@ pub async fn run(
     let mut ahead: Option<Ahead> = None;
     // How many jobs the waiter's claim brought in the last pass (the loop then makes no claim of its own).
     let mut woken_claim: Option<usize> = None;
+    let outcome: Result<(), StoreError> = async {
     loop {
         // A claim the waiter made while the loop was busy joins the held jobs.
-        if let Some(claimed) = waiter.take() {
-            hold(claimed, Instant::now(), &mut held, &mut outages)?;
+        if let Some((at, claimed)) = waiter.take() {
+            hold(claimed, at, &mut held)?;
         }
         // A claim sent ahead joins the held jobs once it returns (so their leases are renewed with the others),
         // and at once when stopping (so they are given back).
         if let Some(claim) = ahead.take_if(|a| a.call.is_finished() || shutdown.is_cancelled()) {
-            claim.join(&mut held, &mut outages).await?;
+            claim.join(&mut held).await?;
         }
         if shutdown.is_cancelled() && !held.is_empty() {
             let ids: Vec<String> = held.drain(..).map(|(job, _)| job.id).collect();
@@ -331,7 +333,12 @@ pub async fn run(
             let results = std::mem::take(&mut done);
             finished += results.len() as u64;
             let (s, w) = (Arc::clone(&store), id.clone());
-            if ahead.is_none() && !shutdown.is_cancelled() && held.is_empty() && running.len() < concurrency {
+            if ahead.is_none()
+                && !waiter.armed
+                && !shutdown.is_cancelled()
+                && held.is_empty()
+                && running.len() < concurrency
+            {
                 let (types, want, lease) =
                     (options.types.clone(), concurrency - running.len() + prefetch(mean_run), options.lease);
                 let (_, jobs) = patiently(
@@ -348,9 +355,10 @@ pub async fn run(
             }
             idle = Duration::from_millis(1);
         }
+        // Sent ahead while the held jobs are at most one batch beyond the free slots, so a worker holds at most two.
         if ahead.is_none() && !held.is_empty() && !shutdown.is_cancelled() && store.parallel_calls() {
             let want = prefetch(mean_run);
-            if want > 0 {
+            if want > 0 && held.len() <= concurrency.saturating_sub(running.len()) + want {
                 let (s, w, types, lease) =
                     (Arc::clone(&store), id.clone(), options.types.clone(), options.lease);
                 // On the blocking pool now, not when this task next yields: the store has it before the finish.
@@ -395,9 +403,15 @@ pub async fn run(
             && running.len() < concurrency
             && let Some(claim) = ahead.take()
         {
-            claimed = Some(claim.join(&mut held, &mut outages).await?);
+            claimed = claim.join(&mut held).await?;
         }
-        if claimed.is_none() && !shutdown.is_cancelled() && held.is_empty() && running.len() < concurrency {
+        // While the waiter's wait is outstanding, its claim is the one to come (see `Waiter`).
+        if claimed.is_none()
+            && !waiter.armed
+            && !shutdown.is_cancelled()
+            && held.is_empty()
+            && running.len() < concurrency
+        {
             let (s, w, types, want, lease) = (
                 Arc::clone(&store),
                 id.clone(),
@@ -453,8 +467,8 @@ pub async fn run(
             }
             // Idle: the store's wake-up (Redis tells an idle worker about new jobs at once).
             claimed = waiter.work_may_have_arrived(concurrency + prefetch(mean_run)), if running.is_empty() && held.is_empty() && !options.drain => {
-                if let Some(claimed) = claimed {
-                    woken_claim = Some(hold(claimed, Instant::now(), &mut held, &mut outages)?);
+                if let Some((at, claimed)) = claimed {
+                    woken_claim = hold(claimed, at, &mut held)?;
                 }
             }
             () = tokio::time::sleep(idle), if running.is_empty() && held.is_empty() && options.drain => {
@@ -467,11 +481,27 @@ pub async fn run(
             }
         }
     }
-    let unstarted: Vec<String> = waiter.stop().await.into_iter().map(|job| job.id).collect();
+    Ok(())
+    }
+    .await;
+    // However the loop ended (a store error too), nothing claimed and never started stays leased to this worker: the
+    // waiter's last claim, a claim sent ahead and the held jobs are given back.
+    let mut unstarted: Vec<String> = waiter.stop().await.into_iter().map(|job| job.id).collect();
+    if let Some(claim) = ahead.take()
+        && let Ok(Ok(jobs)) = claim.call.await
+    {
+        unstarted.extend(jobs.into_iter().map(|job| job.id));
+    }
+    unstarted.extend(held.drain(..).map(|(job, _)| job.id));
     if !unstarted.is_empty() {
         let (s, w) = (Arc::clone(&store), id.clone());
-        patiently(move || s.release(&w, &unstarted), &force, &mut outages).await?;
+        if outcome.is_ok() {
+            patiently(move || s.release(&w, &unstarted), &force, &mut outages).await?;
+        } else {
+            let _ = blocking(move || s.release(&w, &unstarted)).await;
+        }
     }
+    outcome?;
     let (s, w) = (Arc::clone(&store), id.clone());
     let _ = blocking(move || s.worker_heartbeat(&w, None, stale_after)).await;
     Ok(WorkerReport { id, finished, elapsed: began.elapsed(), outages })
@@ -495,6 +525,11 @@ mod tests {
         waits: AtomicUsize,
         /// When set, a wait lasts until the test opens the gate (sets it to false), not its timeout.
         gate: (std::sync::Mutex<bool>, std::sync::Condvar),
+        /// What it answers to `parallel_calls`.
+        parallel: bool,
+        /// Jobs claimed and not yet finished or given back, and the most there were at once.
+        outstanding: std::sync::atomic::AtomicI64,
+        most_outstanding: std::sync::atomic::AtomicI64,
     }
 
     impl Watched {
@@ -505,7 +540,20 @@ mod tests {
                 most: AtomicUsize::new(0),
                 waits: AtomicUsize::new(0),
                 gate: (std::sync::Mutex::new(gated), std::sync::Condvar::new()),
+                parallel: false,
+                outstanding: std::sync::atomic::AtomicI64::new(0),
+                most_outstanding: std::sync::atomic::AtomicI64::new(0),
             }
+        }
+
+        fn holding(&self, by: usize) {
+            let now = self.outstanding.fetch_add(i64::try_from(by).expect("count"), Ordering::SeqCst)
+                + i64::try_from(by).expect("count");
+            self.most_outstanding.fetch_max(now, Ordering::SeqCst);
+        }
+
+        fn let_go(&self, by: usize) {
+            self.outstanding.fetch_sub(i64::try_from(by).expect("count"), Ordering::SeqCst);
         }
     }
 
@@ -532,15 +580,22 @@ mod tests {
             self.inner.enqueue(jobs)
         }
         fn claim(&self, w: &str, t: &[String], max: usize, lease: Duration) -> Result<Vec<Job>, StoreError> {
-            self.inner.claim(w, t, max, lease)
+            let claimed = self.inner.claim(w, t, max, lease)?;
+            self.holding(claimed.len());
+            Ok(claimed)
+        }
+        fn parallel_calls(&self) -> bool {
+            self.parallel
         }
         fn heartbeat(&self, w: &str, jobs: &[String], lease: Duration) -> Result<Vec<String>, StoreError> {
             self.inner.heartbeat(w, jobs, lease)
         }
         fn release(&self, w: &str, jobs: &[String]) -> Result<usize, StoreError> {
+            self.let_go(jobs.len());
             self.inner.release(w, jobs)
         }
         fn finish(&self, w: &str, results: &[(String, Finish)]) -> Result<usize, StoreError> {
+            self.let_go(results.len());
             self.inner.finish(w, results)
         }
         fn progress(&self, id: &str, progress: &JobProgress) -> Result<(), StoreError> {
@@ -667,5 +722,67 @@ mod tests {
             (JobStatus::Queued, 0),
             "given back, not held by a stopped worker"
         );
+    }
+
+    /// A worker on a store whose calls run side by side sends claims ahead, but holds at most two batches beyond
+    /// its free slots however many passes its loop makes (here a pass per job: jobs of an unknown type fail at once,
+    /// each as a task of its own, so the held jobs never empty within a pass).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_sent_ahead_hold_at_most_two_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut watched = Watched::open(dir.path(), false);
+        watched.parallel = true;
+        let store = Arc::new(watched);
+        store.inner.enqueue(&vec![NewJob::one_attempt("no.such.type"); 1500]).expect("enqueue");
+        let ctx = Arc::new(HandlerContext::new(None, std::collections::BTreeMap::new()));
+        let options =
+            WorkerOptions { concurrency: 1, types: Vec::new(), drain: true, lease: Duration::from_secs(60) };
+        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
+        let report = run(Arc::clone(&store) as Arc<dyn JobStore>, ctx, options, shutdown, force)
+            .await
+            .expect("worker");
+        assert_eq!(report.finished, 1500);
+        let most = store.most_outstanding.load(Ordering::SeqCst);
+        assert!(most > 2, "claims were sent ahead: at most {most} held at once");
+        let bound = i64::try_from(1 + 2 * PREFETCH_MAX).expect("bound");
+        assert!(most <= bound, "{most} jobs held at once, more than {bound}");
+    }
+
+    /// While an idle worker's wait on the store's wake-up is outstanding, its loop (woken meanwhile by its heartbeat
+    /// ticks) claims nothing of its own: the waiter's claim is the one to come, so a worker never holds both the
+    /// loop's claim and the waiter's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_idle_worker_claims_only_through_its_waiter() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(Watched::open(dir.path(), true));
+        let ctx = Arc::new(HandlerContext::new(None, std::collections::BTreeMap::new()));
+        // A 30 ms lease ticks the heartbeat every 10 ms.
+        let options = WorkerOptions {
+            concurrency: 1,
+            types: Vec::new(),
+            drain: false,
+            lease: Duration::from_millis(30),
+        };
+        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
+        let worker =
+            tokio::spawn(run(Arc::clone(&store) as Arc<dyn JobStore>, ctx, options, shutdown.clone(), force));
+        let waiting = Instant::now();
+        while store.waiting.load(Ordering::SeqCst) == 0 {
+            assert!(waiting.elapsed() < Duration::from_secs(10), "the idle worker never waited");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        store.inner.enqueue(&vec![NewJob::one_attempt("no.such.type"); 5]).expect("enqueue");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_eq!(store.most_outstanding.load(Ordering::SeqCst), 0, "nothing claimed while the wait is out");
+        assert_eq!(store.inner.stats().expect("stats").queued, 5);
+        *store.gate.0.lock().expect("gate") = false;
+        store.gate.1.notify_all();
+        let ending = Instant::now();
+        while store.inner.stats().expect("stats").failed < 5 {
+            assert!(ending.elapsed() < Duration::from_secs(10), "the waiter's claims never ran the jobs");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        shutdown.cancel();
+        worker.await.expect("join").expect("worker");
     }
 }

@@ -55,7 +55,8 @@ end
 table.sort(heads, function(a, b) return a[2] < b[2] end)
 local ids, running, leases, queues = {}, {}, {}, {}
 -- Numbers given to redis.call are formatted with %.17g for each use: the times are spelled out once per call.
-local s_now, s_until, s_now_us = string.format('%d', now), string.format('%d', now + lease), string.format('%d', now_us)
+-- %.0f, not %d: a lease of any length stays a whole number of milliseconds (%d takes a C long).
+local s_now, s_until, s_now_us = string.format('%.0f', now), string.format('%.0f', now + lease), string.format('%.0f', now_us)
 for k = 1, math.min(max, #heads) do
   local id, score, ty = heads[k][1], heads[k][2], heads[k][3]
   local j = job(id)

@@ -10,7 +10,7 @@ local counts, minutes = {}, {}
 local minute = math.floor(now / 60000)
 -- Numbers given to redis.call or joined into strings are formatted for each use: the time and the minute are
 -- spelled out once per call, and each latency bin once.
-local s_now, s_minute = string.format('%d', now), string.format('%d', minute)
+local s_now, s_minute = string.format('%.0f', now), string.format('%.0f', minute)
 local bins = {}
 local function bin_of(us)
   local ms = us / 1000
