@@ -291,6 +291,8 @@ pub async fn run(
     let mut held: VecDeque<(Job, Instant)> = VecDeque::new();
     let mut running: HashMap<String, (CancellationToken, Instant)> = HashMap::new();
     let mut tasks: JoinSet<(String, Finish)> = JoinSet::new();
+    // The job each task runs, for a task that panicked (its job id is not in what it returns).
+    let mut task_jobs: HashMap<tokio::task::Id, String> = HashMap::new();
     // Ends not recorded yet.
     let mut done: Vec<(String, Finish)> = Vec::new();
     let mut mean_run: Option<Duration> = None;
@@ -388,11 +390,12 @@ pub async fn run(
             }
             let token = CancellationToken::new();
             running.insert(job.id.clone(), (token.clone(), started));
-            let (ctx, store) = (Arc::clone(&ctx), Arc::clone(&store));
-            tasks.spawn(async move {
+            let (ctx, store, job_id) = (Arc::clone(&ctx), Arc::clone(&store), job.id.clone());
+            let task = tasks.spawn(async move {
                 let finish = handlers::run(&ctx, &store, &job, token).await;
                 (job.id, finish)
             });
+            task_jobs.insert(task.id(), job_id);
         }
         if !done.is_empty() {
             // Ends that ran in the loop (a batch of them): recorded at once, before anything is claimed.
@@ -440,12 +443,23 @@ pub async fn run(
         }
         tokio::select! {
             biased;
-            Some(first) = tasks.join_next(), if !tasks.is_empty() => {
+            Some(first) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                 let mut joined = vec![first];
-                while let Some(more) = tasks.try_join_next() {
+                while let Some(more) = tasks.try_join_next_with_id() {
                     joined.push(more);
                 }
-                for (job, finish) in joined.into_iter().flatten() {
+                for ended in joined {
+                    let (job, finish) = match ended {
+                        Ok((task, ended)) => {
+                            task_jobs.remove(&task);
+                            ended
+                        }
+                        // A handler that panicked (release builds abort instead): its job fails, its slot is freed.
+                        Err(e) => {
+                            let Some(job) = task_jobs.remove(&e.id()) else { continue };
+                            (job, Finish::Failed { error: format!("its handler panicked: {e}"), retry: false })
+                        }
+                    };
                     if let Some((_, started)) = running.remove(&job) {
                         mean_run = Some(averaged(mean_run, started.elapsed()));
                     }
@@ -784,5 +798,41 @@ mod tests {
         }
         shutdown.cancel();
         worker.await.expect("join").expect("worker");
+    }
+
+    /// A handler that panics (a development build: release builds abort) ends its job `failed`, saying so, and
+    /// frees its slot: the worker goes on to the next job instead of holding the first as running for good.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_handler_that_panics_fails_its_job_and_frees_its_slot() {
+        #[derive(Debug)]
+        struct Panics;
+        impl handlers::Executions for Panics {
+            fn begin(&self, _: &Job, _: Option<Duration>) -> std::collections::BTreeMap<String, String> {
+                panic!("a handler that panics");
+            }
+            fn end(&self, _: &Job, _: &Finish) {}
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(EmbeddedStore::open(&dir.path().join("jobs.sqlite3")).expect("open"));
+        let job =
+            NewJob { payload: serde_json::json!({"command": "true"}), ..NewJob::one_attempt("command.exec") };
+        let ids = store.enqueue(&[job.clone(), job]).expect("enqueue");
+        let ctx = Arc::new(
+            HandlerContext::new(None, std::collections::BTreeMap::new()).with_executions(Arc::new(Panics)),
+        );
+        let options =
+            WorkerOptions { concurrency: 1, types: Vec::new(), drain: true, lease: Duration::from_secs(60) };
+        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
+        let worker = run(Arc::clone(&store) as Arc<dyn JobStore>, ctx, options, shutdown, force);
+        let report = tokio::time::timeout(Duration::from_secs(20), worker)
+            .await
+            .expect("the worker went on after the panic")
+            .expect("worker");
+        assert_eq!(report.finished, 2);
+        for id in ids {
+            let job = store.get(&id).expect("get");
+            assert_eq!(job.status, JobStatus::Failed, "{id}");
+            assert!(job.error.as_deref().is_some_and(|e| e.contains("panicked")), "{:?}", job.error);
+        }
     }
 }
