@@ -178,7 +178,7 @@ impl StateRepository {
     /// Only each record's target is read: every other field is skipped unparsed, so a state of many services
     /// costs a scan, not a tree of records.
     /// The version is read in the same pass (one scan of a state that is a megabyte at 1,000 services, not two); a
-    /// file this cannot read that way is read again as [`read_json`] reads, for its error.
+    /// file this cannot read that way is parsed again as [`read_json`] parses, for its error.
     pub fn running_targets(&self) -> Result<Vec<String>, StateError> {
         #[derive(serde::Deserialize)]
         struct Targets {
@@ -190,17 +190,14 @@ impl StateRepository {
             target: String,
         }
         let path = self.scope_dir.join("run_state.json");
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(source) => return Err(StateError::Io { path, source }),
-        };
+        let Some(bytes) = read_bytes(&path)? else { return Ok(Vec::new()) };
         let state = match serde_json::from_slice::<Targets>(&bytes) {
-            Ok(state) if state.schema_version.is_some_and(|v| v <= u64::from(SCHEMA_VERSION)) => state,
-            _ => {
-                let Some(state) = read_json::<Targets>(&path)? else { return Ok(Vec::new()) };
+            Ok(state) => {
+                checked_version(&path, state.schema_version)?;
                 state
             }
+            // Unreadable in one pass: read as every state file is, for the same error.
+            Err(_) => parse_json::<Targets>(&path, &bytes)?,
         };
         let mut names: Vec<String> = state.services.into_iter().map(|r| r.target).collect();
         names.dedup();
@@ -334,35 +331,47 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<(), StateError> {
     write_text(path, bytes)
 }
 
-/// Reads one artifact: `Ok(None)` when absent, `Corrupt` (with the path) when unreadable or from a newer envctl.
 /// Only the version of a state file.
 #[derive(serde::Deserialize)]
 struct Version {
     schema_version: Option<u64>,
 }
 
+/// Reads one artifact: `Ok(None)` when absent, `Corrupt` (with the path) when unreadable or from a newer envctl.
 fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, StateError> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StateError::Io { path: path.to_path_buf(), source });
-        }
-    };
+    let Some(bytes) = read_bytes(path)? else { return Ok(None) };
+    parse_json(path, &bytes).map(Some)
+}
+
+/// One artifact's bytes: `Ok(None)` when absent.
+fn read_bytes(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Io { path: path.to_path_buf(), source }),
+    }
+}
+
+/// The artifact at `path` from its `bytes`: `Corrupt` (with the path) when unreadable or from a newer envctl.
+fn parse_json<T: DeserializeOwned>(path: &Path, bytes: &[u8]) -> Result<T, StateError> {
     let corrupt = |detail: String| StateError::Corrupt { path: path.to_path_buf(), detail };
     // The version is read first (every other field skipped, nothing allocated), so a file of a newer envctl is
     // named as such rather than as whatever field it changed; then the document is read once, straight into `T`.
-    let version: Version = serde_json::from_slice(&bytes).map_err(|e| corrupt(e.to_string()))?;
-    match version.schema_version {
-        Some(v) if v > u64::from(SCHEMA_VERSION) => {
-            return Err(corrupt(format!(
-                "schema_version {v} was written by a newer envctl (this one reads {SCHEMA_VERSION})"
-            )));
-        }
-        None => return Err(corrupt("no schema_version".to_owned())),
-        Some(_) => {}
+    let version: Version = serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))?;
+    checked_version(path, version.schema_version)?;
+    serde_json::from_slice(bytes).map_err(|e| corrupt(e.to_string()))
+}
+
+/// Refuses a state file without a version, or of a newer envctl.
+fn checked_version(path: &Path, version: Option<u64>) -> Result<(), StateError> {
+    let corrupt = |detail: String| StateError::Corrupt { path: path.to_path_buf(), detail };
+    match version {
+        Some(v) if v > u64::from(SCHEMA_VERSION) => Err(corrupt(format!(
+            "schema_version {v} was written by a newer envctl (this one reads {SCHEMA_VERSION})"
+        ))),
+        None => Err(corrupt("no schema_version".to_owned())),
+        Some(_) => Ok(()),
     }
-    serde_json::from_slice(&bytes).map(Some).map_err(|e| corrupt(e.to_string()))
 }
 
 #[cfg(test)]
