@@ -423,15 +423,16 @@ impl EmbeddedStore {
     }
 }
 
-/// Claims up to `max` due jobs for `worker` under a lease until `until`, in `tx`: see [`JobStore::claim`].
+/// Claims up to `max` due jobs for `worker` under a lease of `lease` from `now`, in `tx`: see [`JobStore::claim`].
 fn claim_in(
     tx: &rusqlite::Transaction<'_>,
     now: i64,
     worker: &str,
     types: &[String],
     max: usize,
-    until: i64,
+    lease: Duration,
 ) -> rusqlite::Result<Vec<Job>> {
+    let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     // Leases that ran out: the worker died; the job goes back (or is dead with no attempt left).
     requeue(tx, now, &[])?;
     tx.prepare_cached(
@@ -621,8 +622,7 @@ impl JobStore for EmbeddedStore {
         lease: Duration,
     ) -> Result<Vec<Job>, StoreError> {
         let now = self.now_ms();
-        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        self.write(|tx| claim_in(tx, now, worker, types, max, until))
+        self.write(|tx| claim_in(tx, now, worker, types, max, lease))
     }
 
     fn release(&self, worker: &str, jobs: &[String]) -> Result<usize, StoreError> {
@@ -681,9 +681,8 @@ impl JobStore for EmbeddedStore {
     ) -> Result<(usize, Vec<Job>), StoreError> {
         // One transaction, so one commit, for both.
         let now = self.now_ms();
-        let until = now + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
         self.write(|tx| {
-            Ok((finish_in(tx, now, worker, results)?, claim_in(tx, now, worker, types, max, until)?))
+            Ok((finish_in(tx, now, worker, results)?, claim_in(tx, now, worker, types, max, lease)?))
         })
     }
 

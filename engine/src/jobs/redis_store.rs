@@ -484,23 +484,20 @@ impl JobStore for RedisStore {
         }
         // One round trip for both scripts, the ends first.
         let (finish, claim) = (self.finish_call(worker, results), self.claim_call(worker, types, max, lease));
-        let replies: Vec<redis::Value> = self.with(|c| {
+        let (done, jobs): (redis::Value, redis::Value) = self.with(|c| {
             redis::pipe().ignore_errors().add_command(finish.clone()).add_command(claim.clone()).query(c)
         })?;
         let refused = |reply: &redis::Value| matches!(reply, redis::Value::ServerError(_));
-        if let [done, jobs] = &replies[..]
-            && !refused(done)
-            && !refused(jobs)
-        {
-            let done = usize::try_from(self.parsed::<i64>(done.clone())?).unwrap_or(0);
-            return Ok((done, self.claimed(jobs.clone())?));
+        if !refused(&done) && !refused(&jobs) {
+            let done = usize::try_from(self.parsed::<i64>(done)?).unwrap_or(0);
+            return Ok((done, self.claimed(jobs)?));
         }
         // One of them was refused: the server forgot its scripts (a restart, SCRIPT FLUSH), or a script failed. A
         // pipeline is not one transaction, so the claim may have run while the finish did not: what it took is
         // given back (their attempts taken back), then both are made again, one after the other, so no claim ever
         // runs before the ends it follows (it could otherwise take back a job whose end is still to be recorded).
-        if let Some(jobs) = replies.get(1).filter(|reply| !refused(reply)) {
-            let ids: Vec<String> = self.parsed(jobs.clone())?;
+        if !refused(&jobs) {
+            let ids: Vec<String> = self.parsed(jobs)?;
             self.release(worker, &ids)?;
         }
         let done =

@@ -560,6 +560,21 @@ mod tests {
             }
         }
 
+        /// Returns once a worker waits on the store's wake-up.
+        async fn until_waiting(&self) {
+            let waiting = Instant::now();
+            while self.waiting.load(Ordering::SeqCst) == 0 {
+                assert!(waiting.elapsed() < Duration::from_secs(10), "the idle worker never waited");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+
+        /// Ends the gated wait in progress, and makes the later ones last their timeout.
+        fn open_gate(&self) {
+            *self.gate.0.lock().expect("gate") = false;
+            self.gate.1.notify_all();
+        }
+
         fn holding(&self, by: usize) {
             let now = self.outstanding.fetch_add(i64::try_from(by).expect("count"), Ordering::SeqCst)
                 + i64::try_from(by).expect("count");
@@ -719,16 +734,11 @@ mod tests {
         let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
         let worker =
             tokio::spawn(run(Arc::clone(&store) as Arc<dyn JobStore>, ctx, options, shutdown.clone(), force));
-        let waiting = Instant::now();
-        while store.waiting.load(Ordering::SeqCst) == 0 {
-            assert!(waiting.elapsed() < Duration::from_secs(10), "the idle worker never waited");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        store.until_waiting().await;
         shutdown.cancel();
         tokio::time::sleep(Duration::from_millis(50)).await;
         let id = store.inner.enqueue(&[NewJob::one_attempt("noop")]).expect("enqueue").remove(0);
-        *store.gate.0.lock().expect("gate") = false;
-        store.gate.1.notify_all();
+        store.open_gate();
         worker.await.expect("join").expect("worker");
         let job = store.inner.get(&id).expect("get");
         assert_eq!(
@@ -780,17 +790,12 @@ mod tests {
         let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
         let worker =
             tokio::spawn(run(Arc::clone(&store) as Arc<dyn JobStore>, ctx, options, shutdown.clone(), force));
-        let waiting = Instant::now();
-        while store.waiting.load(Ordering::SeqCst) == 0 {
-            assert!(waiting.elapsed() < Duration::from_secs(10), "the idle worker never waited");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        store.until_waiting().await;
         store.inner.enqueue(&vec![NewJob::one_attempt("no.such.type"); 5]).expect("enqueue");
         tokio::time::sleep(Duration::from_millis(150)).await;
         assert_eq!(store.most_outstanding.load(Ordering::SeqCst), 0, "nothing claimed while the wait is out");
         assert_eq!(store.inner.stats().expect("stats").queued, 5);
-        *store.gate.0.lock().expect("gate") = false;
-        store.gate.1.notify_all();
+        store.open_gate();
         let ending = Instant::now();
         while store.inner.stats().expect("stats").failed < 5 {
             assert!(ending.elapsed() < Duration::from_secs(10), "the waiter's claims never ran the jobs");
