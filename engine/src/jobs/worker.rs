@@ -698,11 +698,22 @@ mod tests {
         }
     }
 
+    /// Runs a worker without a configuration on `store` until the returned token is cancelled.
+    fn spawn_worker(
+        store: &Arc<Watched>,
+        options: WorkerOptions,
+    ) -> (tokio::task::JoinHandle<Result<WorkerReport, StoreError>>, CancellationToken) {
+        let ctx = Arc::new(HandlerContext::new(None, std::collections::BTreeMap::new()));
+        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
+        let worker =
+            tokio::spawn(run(Arc::clone(store) as Arc<dyn JobStore>, ctx, options, shutdown.clone(), force));
+        (worker, shutdown)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_idle_worker_keeps_one_wait_outstanding_and_stops_it_on_exit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Watched::open(dir.path(), false));
-        let ctx = Arc::new(HandlerContext::new(None, std::collections::BTreeMap::new()));
         // A 30 ms lease ticks the heartbeat every 10 ms: each tick ends a loop pass while a 100 ms wait is out.
         let options = WorkerOptions {
             concurrency: 1,
@@ -710,9 +721,7 @@ mod tests {
             drain: false,
             lease: Duration::from_millis(30),
         };
-        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
-        let worker =
-            tokio::spawn(run(Arc::clone(&store) as Arc<dyn JobStore>, ctx, options, shutdown.clone(), force));
+        let (worker, shutdown) = spawn_worker(&store, options);
         tokio::time::sleep(Duration::from_millis(350)).await;
         shutdown.cancel();
         worker.await.expect("join").expect("worker");
@@ -728,12 +737,9 @@ mod tests {
     async fn a_claim_the_waiter_makes_as_the_worker_stops_is_given_back() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Watched::open(dir.path(), true));
-        let ctx = Arc::new(HandlerContext::new(None, std::collections::BTreeMap::new()));
         let options =
             WorkerOptions { concurrency: 1, types: Vec::new(), drain: false, lease: Duration::from_secs(60) };
-        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
-        let worker =
-            tokio::spawn(run(Arc::clone(&store) as Arc<dyn JobStore>, ctx, options, shutdown.clone(), force));
+        let (worker, shutdown) = spawn_worker(&store, options);
         store.until_waiting().await;
         shutdown.cancel();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -779,7 +785,6 @@ mod tests {
     async fn an_idle_worker_claims_only_through_its_waiter() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Arc::new(Watched::open(dir.path(), true));
-        let ctx = Arc::new(HandlerContext::new(None, std::collections::BTreeMap::new()));
         // A 30 ms lease ticks the heartbeat every 10 ms.
         let options = WorkerOptions {
             concurrency: 1,
@@ -787,9 +792,7 @@ mod tests {
             drain: false,
             lease: Duration::from_millis(30),
         };
-        let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
-        let worker =
-            tokio::spawn(run(Arc::clone(&store) as Arc<dyn JobStore>, ctx, options, shutdown.clone(), force));
+        let (worker, shutdown) = spawn_worker(&store, options);
         store.until_waiting().await;
         store.inner.enqueue(&vec![NewJob::one_attempt("no.such.type"); 5]).expect("enqueue");
         tokio::time::sleep(Duration::from_millis(150)).await;
