@@ -581,6 +581,44 @@ fn the_host_runs_in_a_session_of_its_own() {
 }
 
 #[test]
+fn the_host_keeps_no_descriptor_of_the_command_that_started_it_and_is_named_as_the_host() {
+    use std::io::Read as _;
+    let env = TestEnv::new();
+    env.write(".envctl", &sleepers(1));
+    // `start` with a pipe on descriptor 3, as a CI runner or a shell's `$(…)` can leave one open: the pipe must
+    // reach its end when `start` exits, not when the host it started (or the service) does.
+    let mut start = env
+        .sandboxed("sh", &env.repo)
+        .args(["-c", "exec \"$0\" start -q 3>&1 >/dev/null", env!("CARGO_BIN_EXE_envctl")])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let mut pipe = start.stdout.take().expect("pipe");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(pipe.read_to_end(&mut Vec::new()).map(|_| ()));
+    });
+    assert!(start.wait().expect("wait").success(), "start succeeds");
+    let ended = rx.recv_timeout(std::time::Duration::from_secs(20));
+    let host = env.state()["host"]["pid"].as_u64().expect("host pid");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{host}/fd"))
+        .expect("host fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(ended.is_ok(), "the pipe stays open while the host runs; the host holds {fds:?}");
+    let cmdline = std::fs::read(format!("/proc/{host}/cmdline")).expect("cmdline");
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    // `<exe> host -C <repo>`, or `<exe> host` where the command's own arguments left no room for the path.
+    assert_eq!(args.get(1).map(String::as_str), Some("host"), "the host is named as such: {args:?}");
+    env.envctl(&["stop"]).ok();
+}
+
+#[test]
 fn a_host_of_300_services_runs_them_on_a_bounded_pool_of_threads() {
     let env = TestEnv::new();
     env.write(".envctl", &sleepers(300));

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use envctl_contracts::control::{HostView, Progress, Reply, Request};
 
+use super::launch;
 use crate::config::Paths;
-use crate::supervisor::{logs, spawn};
+use crate::supervisor::logs;
 
 /// How long a freshly spawned host may take to answer.
 const SPAWN_WAIT: Duration = Duration::from_secs(10);
@@ -56,7 +57,7 @@ pub fn host_log(paths: &Paths) -> PathBuf {
 
 /// Waits (up to [`SPAWN_WAIT`]) on this thread for the spawned host's readiness line: `Some(true)` when it said
 /// it serves, `Some(false)` when it closed the pipe (exited) without saying so, `None` on a timeout.
-fn read_ready(mut stdout: std::process::ChildStdout) -> Option<bool> {
+fn read_ready(mut stdout: &std::fs::File) -> Option<bool> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use std::os::fd::AsFd as _;
     let deadline = std::time::Instant::now() + SPAWN_WAIT;
@@ -95,13 +96,9 @@ impl HostClient {
         let spawn_error =
             |e: &dyn std::fmt::Display| ClientError::Spawn(e.to_string(), log.display().to_string());
         let exe = std::env::current_exe().map_err(|e| spawn_error(&e))?;
-        let repo = paths.current_root.as_os_str();
-        let mut child = spawn::spawn_detached(&exe, &["host".as_ref(), "-C".as_ref(), repo], &log)
+        let started = launch::start(&exe, &paths.current_root, &log, crate::runtime::host_process)
             .map_err(|e| spawn_error(&e))?;
-        // The host writes one line on stdout once its socket is bound (and closes it by exiting if it cannot
-        // run): wait for that, not in a polling loop.
-        let stdout = child.stdout.take().ok_or_else(|| spawn_error(&"no pipe to the host"))?;
-        let said_ready = read_ready(stdout);
+        let said_ready = read_ready(&started.ready);
         if let Some(client) = Self::connect(paths) {
             return Ok(client);
         }
@@ -120,7 +117,7 @@ impl HostClient {
             Some(false) => {}
         }
         // It exited without serving: another host may have won the race for the lock and answers soon.
-        let status = child.wait().map_err(|e| spawn_error(&e))?;
+        let status = started.wait().map_err(|e| spawn_error(&e))?;
         if let Some(client) = Self::connect(paths) {
             return Ok(client);
         }

@@ -15,6 +15,7 @@
 pub mod client;
 pub mod direct;
 pub mod hub;
+pub mod launch;
 mod recover;
 mod server;
 mod snapshot;

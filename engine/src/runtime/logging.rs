@@ -18,14 +18,34 @@ pub fn level(env: &EnvVars, verbose: u8, default: LevelFilter) -> LevelFilter {
     }
 }
 
+/// What changes the level of the installed subscriber: a host forked from a command logs at the host's level.
+static LEVEL: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<LevelFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
 /// Installs the subscriber (once per process; later calls do nothing).
 pub fn init(level: LevelFilter) {
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(false)
-        .try_init();
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    if LEVEL.get().is_some() {
+        return;
+    }
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(level);
+    let format =
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(false);
+    if tracing_subscriber::registry().with(filter).with(format).try_init().is_ok() {
+        let _ = LEVEL.set(handle);
+    }
+}
+
+/// Sets the level of the subscriber [`init`] installed (installing one at `level` when there is none).
+pub fn set_level(level: LevelFilter) {
+    match LEVEL.get() {
+        Some(handle) => {
+            let _ = handle.reload(level);
+        }
+        None => init(level),
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use cli::{Cli, Command, completion_env, parse};
+pub use commands::host_cmd::forked as host_process;
 pub use error::EngineError;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -242,6 +243,7 @@ impl EngineRuntime {
     /// This command's one tokio runtime (current-thread, built on first use).
     pub fn tokio(&self) -> Result<&tokio::runtime::Runtime, EngineError> {
         once(&self.tokio, || {
+            crate::host::launch::building_async_runtime();
             tokio::runtime::Builder::new_current_thread()
                 .max_blocking_threads(BLOCKING_THREADS)
                 .enable_all()

@@ -114,26 +114,9 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// Starts `program args` to run detached from the terminal (stdin from `/dev/null`, stderr appended to
-/// `log_path`, stdout a pipe the caller reads the program's readiness from) and returns it without waiting. The
-/// program makes a session of its own first thing ([`detach`]): with nothing to run between fork and exec, the
-/// standard library spawns it with `posix_spawn` (a vfork) rather than a fork of the caller.
-pub fn spawn_detached(
-    program: &Path,
-    args: &[&std::ffi::OsStr],
-    log_path: &Path,
-) -> std::io::Result<std::process::Child> {
-    if let Some(dir) = log_path.parent() {
-        crate::state::create_private_dir_all(dir)?;
-    }
-    let log = crate::state::open_private_append(log_path)?;
-    let mut cmd = std::process::Command::new(program);
-    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log));
-    cmd.spawn()
-}
-
-/// Puts this process in a session of its own, with no controlling terminal: what [`spawn_detached`] started
-/// calls it before anything else, so no signal of the terminal it was started from reaches it or what it starts.
+/// Puts this process in a session of its own, with no controlling terminal: the host
+/// ([`launch`](crate::host::launch)) calls it before anything else, so no signal of the terminal it was started
+/// from reaches it or what it starts.
 pub fn detach() {
     // Fails only for a process group leader, which a process spawned into its parent's group is not.
     if let Err(e) = nix::unistd::setsid() {

@@ -1,0 +1,180 @@
+//! How a command that finds no host starts one, detached: its stdin from `/dev/null`, its stdout a pipe that
+//! carries the one readiness line, its stderr appended to the host log.
+//!
+//! A command that runs on one thread forks, and the child becomes the host as `envctl host -C <repo>` would. That
+//! skips a program start: the kernel's exec, the dynamic loader's relocations, glibc's CPU-feature probe (CPUID
+//! traps to the hypervisor on virtual machines) and clap — about 1.5 ms of a cold `start` on this kind of machine,
+//! where the whole host is ready 2 ms after a spawn. The child keeps nothing of the command but its memory, which
+//! it never reads: it builds its runtime afresh from the environment, titles itself `envctl host -C <repo>` (what
+//! `ps` and a debug bundle show), and exits without returning into the command. A command with more than one
+//! thread, or that has built its async runtime, spawns `<exe> host -C <repo>` instead: a fork keeps only the
+//! thread that called it, and a runtime's process-wide parts would outlive the descriptors they hold. Either way
+//! the host's first act is [`close_inherited`].
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use nix::unistd::Pid;
+
+/// A host just started: the pipe its readiness line comes on, and the process to wait for when it exits
+/// without saying it serves.
+#[derive(Debug)]
+pub struct Started {
+    /// The read end of the host's stdout.
+    pub ready: File,
+    process: Process,
+}
+
+#[derive(Debug)]
+enum Process {
+    Forked(Pid),
+    Spawned(std::process::Child),
+}
+
+impl Started {
+    /// Waits for the host to exit; how it ended, for the error that says it did not start.
+    pub fn wait(self) -> std::io::Result<String> {
+        match self.process {
+            Process::Spawned(mut child) => child.wait().map(|status| status.to_string()),
+            Process::Forked(pid) => match nix::sys::wait::waitpid(pid, None) {
+                Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Ok(format!("exit status: {code}")),
+                Ok(nix::sys::wait::WaitStatus::Signaled(_, signal, _)) => Ok(format!("signal: {signal}")),
+                Ok(other) => Ok(format!("{other:?}")),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+
+    /// Whether the host was forked from this process rather than spawned.
+    pub fn forked(&self) -> bool {
+        matches!(self.process, Process::Forked(_))
+    }
+}
+
+/// Starts the host of `repo` with its stderr appended to `log_path`: forked when this process can be ([`forkable`]:
+/// the child runs `host` with `repo` and exits with what it returns), otherwise `<exe> host -C <repo>` spawned.
+pub fn start(exe: &Path, repo: &Path, log_path: &Path, host: fn(&Path) -> u8) -> std::io::Result<Started> {
+    if let Some(dir) = log_path.parent() {
+        crate::state::create_private_dir_all(dir)?;
+    }
+    let log = crate::state::open_private_append(log_path)?;
+    if forkable() {
+        return fork(repo, &log, host);
+    }
+    let mut child = std::process::Command::new(exe)
+        .args(["host".as_ref(), "-C".as_ref(), repo.as_os_str()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()?;
+    let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no pipe to the host"))?;
+    Ok(Started { ready: File::from(OwnedFd::from(stdout)), process: Process::Spawned(child) })
+}
+
+/// Whether a fork of this process can become the host: it runs on one thread (a fork copies only the calling
+/// one) and has built no async runtime (whose process-wide parts, such as the signal pipe, hold descriptors the
+/// host closes first thing and would then build its own runtime on).
+fn forkable() -> bool {
+    !ASYNC_RUNTIME_BUILT.load(Ordering::Relaxed)
+        && std::fs::read_dir("/proc/self/task").is_ok_and(|tasks| tasks.count() == 1)
+}
+
+static ASYNC_RUNTIME_BUILT: AtomicBool = AtomicBool::new(false);
+
+/// Notes that this process builds an async runtime: a host it starts from now on is spawned, not forked.
+pub fn building_async_runtime() {
+    ASYNC_RUNTIME_BUILT.store(true, Ordering::Relaxed);
+}
+
+#[allow(unsafe_code)]
+fn fork(repo: &Path, log: &File, host: fn(&Path) -> u8) -> std::io::Result<Started> {
+    let null = File::open("/dev/null")?;
+    let (ready, ready_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    // What the command has buffered must not be written a second time by the child.
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: this process has one thread (checked just above, and nothing here starts one), so the child is a
+    // whole copy of it: no lock is held by a thread that does not exist in the child.
+    match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
+        nix::unistd::ForkResult::Parent { child } => {
+            Ok(Started { ready: File::from(ready), process: Process::Forked(child) })
+        }
+        nix::unistd::ForkResult::Child => {
+            drop(ready);
+            let code = become_host(repo, &null, &ready_write, log, host);
+            let _ = std::io::stdout().flush();
+            #[allow(clippy::exit)] // the child must never return into the command it was forked from
+            std::process::exit(i32::from(code))
+        }
+    }
+}
+
+/// In the forked child: the host's standard descriptors and its title; then the host.
+#[allow(unsafe_code)]
+fn become_host(repo: &Path, null: &File, ready: &OwnedFd, log: &File, host: fn(&Path) -> u8) -> u8 {
+    for (from, to) in [(null.as_raw_fd(), 0), (ready.as_raw_fd(), 1), (log.as_raw_fd(), 2)] {
+        // SAFETY: plain system calls on descriptors this process owns; dup2 clears close-on-exec on the copy.
+        if unsafe { libc::dup2(from, to) } < 0 {
+            return 1;
+        }
+    }
+    retitle(repo);
+    std::panic::catch_unwind(|| host(repo)).unwrap_or(101)
+}
+
+/// Closes every descriptor above stderr: what the host's first act is, forked or spawned, so that it keeps
+/// nothing of the command that started it (its files, sockets and locks, and a pipe its own caller left open).
+#[allow(unsafe_code)]
+pub fn close_inherited() {
+    // SAFETY: a system call on descriptor numbers; nothing in the host uses a descriptor it did not open itself.
+    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0 {
+        return;
+    }
+    // Kernels before 5.9: each descriptor `/proc/self/fd` lists.
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).filter(|fd| *fd > 2).collect()
+        })
+        .unwrap_or_default();
+    for fd in fds {
+        // SAFETY: as above; the listing's own descriptor is among them, already closed (EBADF).
+        unsafe { libc::close(fd) };
+    }
+}
+
+/// Rewrites this process's command line (what `/proc/<pid>/cmdline`, `ps` and a debug bundle show) to
+/// `<argv0> host -C <repo>`, or `<argv0> host` when that does not fit where the command's own arguments were.
+#[allow(unsafe_code)]
+fn retitle(repo: &Path) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Some((start, end)) = argument_area() else { return };
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    let long = [argv0.as_bytes(), b"host", b"-C", repo.as_os_str().as_bytes()];
+    let title = [&long[..], &long[..2]]
+        .into_iter()
+        .map(|words| words.iter().flat_map(|w| w.iter().copied().chain([0])).collect::<Vec<u8>>())
+        .find(|title| title.len() <= end - start);
+    let Some(title) = title else { return };
+    // SAFETY: [start, end) is this process's argument area, from its own `/proc/self/stat`: writable memory at the
+    // top of the stack that holds the argument strings and nothing else. The title fits, the rest is zeroed, so
+    // every argument pointer still finds a terminated string inside the area.
+    unsafe {
+        std::ptr::copy_nonoverlapping(title.as_ptr(), start as *mut u8, title.len());
+        std::ptr::write_bytes((start + title.len()) as *mut u8, 0, end - start - title.len());
+    }
+}
+
+/// The start and end of this process's argument strings (fields 48 and 49 of `/proc/self/stat`).
+fn argument_area() -> Option<(usize, usize)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold anything: the state is field 3.
+    let mut fields = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(48 - 3);
+    let arg_start = fields.next()?.parse().ok()?;
+    let arg_end: usize = fields.next()?.parse().ok()?;
+    (arg_start != 0 && arg_end > arg_start).then_some((arg_start, arg_end))
+}
