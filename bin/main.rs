@@ -1,10 +1,8 @@
 //! The envctl binary: parse, build the runtime, run the command, turn the outcome into an exit code.
 
-#![allow(clippy::print_stderr)]
-
 use std::process::ExitCode;
 
-use envctl_engine::{EngineRuntime, completion_env, exit_code, parse};
+use envctl_engine::{completion_env, parse, run_cli};
 
 fn main() -> ExitCode {
     one_malloc_arena();
@@ -17,12 +15,7 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    let runtime = EngineRuntime::from_process(&cli);
-    let result = runtime.run(&cli.command);
-    if let Err(err) = &result {
-        eprintln!("error: {err}");
-    }
-    ExitCode::from(exit_code(&result))
+    ExitCode::from(run_cli(&cli))
 }
 
 /// glibc gives each thread that allocates an arena of its own (up to eight per core), and each arena keeps a few

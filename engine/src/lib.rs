@@ -39,4 +39,4 @@ pub mod supervisor;
 pub mod targets;
 pub mod ui;
 
-pub use runtime::{Cli, EngineError, EngineRuntime, Outcome, completion_env, exit_code, parse};
+pub use runtime::{Cli, EngineError, EngineRuntime, Outcome, completion_env, exit_code, parse, run_cli};

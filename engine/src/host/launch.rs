@@ -48,11 +48,6 @@ impl Started {
             },
         }
     }
-
-    /// Whether the host was forked from this process rather than spawned.
-    pub fn forked(&self) -> bool {
-        matches!(self.process, Process::Forked(_))
-    }
 }
 
 /// Starts the host of `repo` with its stderr appended to `log_path`: forked when this process can be ([`forkable`]:

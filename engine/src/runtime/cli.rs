@@ -25,7 +25,7 @@ pub struct Cli {
 }
 
 /// Flags every command accepts.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 pub struct GlobalArgs {
     /// Run as if started in DIR.
     #[arg(short = 'C', long = "repo", value_name = "DIR", global = true)]

@@ -23,11 +23,13 @@ static LEVEL: std::sync::OnceLock<
     tracing_subscriber::reload::Handle<LevelFilter, tracing_subscriber::Registry>,
 > = std::sync::OnceLock::new();
 
-/// Installs the subscriber (once per process; later calls do nothing).
+/// Logs at `level` from now on: installs the subscriber on the first call, sets the installed one's level on a
+/// later one (a host forked from a command logs at the host's level, not the command's).
 pub fn init(level: LevelFilter) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    if LEVEL.get().is_some() {
+    if let Some(handle) = LEVEL.get() {
+        let _ = handle.reload(level);
         return;
     }
     let (filter, handle) = tracing_subscriber::reload::Layer::new(level);
@@ -35,16 +37,6 @@ pub fn init(level: LevelFilter) {
         tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(false);
     if tracing_subscriber::registry().with(filter).with(format).try_init().is_ok() {
         let _ = LEVEL.set(handle);
-    }
-}
-
-/// Sets the level of the subscriber [`init`] installed (installing one at `level` when there is none).
-pub fn set_level(level: LevelFilter) {
-    match LEVEL.get() {
-        Some(handle) => {
-            let _ = handle.reload(level);
-        }
-        None => init(level),
     }
 }
 

@@ -42,6 +42,17 @@ pub enum Outcome {
     NotFound,
 }
 
+/// Runs `cli` as the `envctl` binary does: a runtime from the process's environment, the command, its error on
+/// stderr; its exit code. `main` and a host forked from a command ([`crate::host::launch`]) both run this.
+pub fn run_cli(cli: &Cli) -> u8 {
+    use std::io::Write as _;
+    let result = EngineRuntime::from_process(cli).run(&cli.command);
+    if let Err(err) = &result {
+        let _ = writeln!(std::io::stderr(), "error: {err}");
+    }
+    exit_code(&result)
+}
+
 /// The exit code of a command's result: 0 success, 1 actionable failure, 2 interrupted, 3 not found.
 pub fn exit_code(result: &Result<Outcome, EngineError>) -> u8 {
     match result {
