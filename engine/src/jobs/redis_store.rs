@@ -341,6 +341,22 @@ impl RedisStore {
             .map_err(|e| StoreError::Backend { store: self.url.clone(), detail: e.to_string() })
     }
 
+    /// The connection an idle worker's wait blocks on (opened on first use, kept while it answers), its socket
+    /// bounded for a wait of `timeout`; `None` when the server cannot be reached.
+    fn wake_connection(&self, timeout: Duration) -> std::sync::MutexGuard<'_, Option<redis::Connection>> {
+        let mut wake = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if wake.is_none() {
+            *wake = self.client.get_connection_with_timeout(Duration::from_secs(5)).ok();
+        }
+        // The wait itself is bounded by the server; the socket's bound covers a server that stopped answering.
+        if let Some(conn) = wake.as_ref()
+            && bounded(conn, timeout + COMMAND_TIMEOUT).is_err()
+        {
+            *wake = None;
+        }
+        wake
+    }
+
     /// The claim script's call: see `lua/claim.lua`.
     fn claim_call(&self, worker: &str, types: &[String], max: usize, lease: Duration) -> redis::Cmd {
         let mut cmd = evalsha(&self.claim);
@@ -771,16 +787,7 @@ impl JobStore for RedisStore {
     }
 
     fn wait_for_work(&self, timeout: Duration) {
-        let mut wake = self.wake.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if wake.is_none() {
-            *wake = self.client.get_connection_with_timeout(Duration::from_secs(5)).ok();
-        }
-        // The wait itself is bounded by the server; the socket's bound covers a server that stopped answering.
-        if let Some(conn) = wake.as_ref()
-            && bounded(conn, timeout + COMMAND_TIMEOUT).is_err()
-        {
-            *wake = None;
-        }
+        let mut wake = self.wake_connection(timeout);
         let Some(conn) = wake.as_mut() else {
             return std::thread::sleep(timeout);
         };
@@ -788,6 +795,47 @@ impl JobStore for RedisStore {
             conn.blpop(self.key("wake"), timeout.as_secs_f64());
         if popped.is_err() {
             *wake = None;
+        }
+    }
+
+    fn wait_then_claim(
+        &self,
+        timeout: Duration,
+        worker: &str,
+        types: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut wake = self.wake_connection(timeout);
+        let Some(conn) = wake.as_mut() else {
+            drop(wake);
+            std::thread::sleep(timeout);
+            return self.claim(worker, types, max, lease);
+        };
+        // redis-server leaves the commands a blocked client sent after its BLPOP in its buffer until the BLPOP
+        // returns, then runs them at once: the claim sent behind the wait runs right after the enqueue that woke
+        // it, in the same pass of the server, instead of after the wake-up's trip to this worker and back.
+        let mut wait = redis::cmd("BLPOP");
+        wait.arg(self.key("wake")).arg(timeout.as_secs_f64());
+        let claim = self.claim_call(worker, types, max, lease);
+        let replied: redis::RedisResult<(redis::Value, redis::Value)> =
+            redis::pipe().ignore_errors().add_command(wait).add_command(claim).query(conn);
+        match replied {
+            Ok((_, ids)) if !matches!(ids, redis::Value::ServerError(_)) => {
+                drop(wake);
+                self.claimed(ids)
+            }
+            // The claim was refused (the server forgot its scripts: a restart, SCRIPT FLUSH) and took nothing:
+            // the claim alone, which loads its script again.
+            Ok(_) => {
+                drop(wake);
+                self.claim(worker, types, max, lease)
+            }
+            Err(_) => {
+                *wake = None;
+                drop(wake);
+                self.claim(worker, types, max, lease)
+            }
         }
     }
 
@@ -1008,6 +1056,53 @@ mod tests {
             (3, 1, 2),
             "one claim of one job, not two"
         );
+    }
+
+    /// An idle worker's wait and claim: while the wait blocks, the claim is already at the server, queued behind it
+    /// (the blocked client's query buffer holds it), and the job an enqueue then wakes it for is what it returns,
+    /// claimed. After the server forgot its scripts the same call still claims (the claim alone loads them), and a
+    /// wait that nothing wakes returns an empty claim.
+    #[test]
+    fn an_idle_wait_sends_its_claim_with_it_and_returns_the_job_an_enqueue_woke_it_for() {
+        let server = TestRedis::start(false);
+        let store = Arc::new(RedisStore::open(&server.url(), "i").expect("connect"));
+        let lease = Duration::from_secs(30);
+        let idle =
+            store.wait_then_claim(Duration::from_millis(20), "w", &[], 4, lease).expect("nothing came");
+        assert!(idle.is_empty());
+        for forgotten in [false, true] {
+            if forgotten {
+                store.with(|c| redis::cmd("SCRIPT").arg("FLUSH").query::<()>(c)).expect("flush");
+            }
+            let waiting = Arc::clone(&store);
+            let waiter = std::thread::spawn(move || {
+                waiting.wait_then_claim(Duration::from_secs(20), "w", &[], 4, lease)
+            });
+            let blocked = loop {
+                let clients: String =
+                    store.with(|c| redis::cmd("CLIENT").arg("LIST").query(c)).expect("clients");
+                if let Some(line) =
+                    clients.lines().find(|l| l.contains(" cmd=blpop ") && l.contains(" flags=b "))
+                {
+                    break line.to_owned();
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            };
+            let queued: u64 = blocked
+                .split(' ')
+                .find_map(|f| f.strip_prefix("qbuf="))
+                .and_then(|n| n.parse().ok())
+                .expect("qbuf");
+            assert!(queued > 0, "the claim waits at the server behind the BLPOP: {blocked}");
+            let ids = store.enqueue(&[NewJob::one_attempt("a")]).expect("enqueue");
+            let claimed = waiter.join().expect("join").expect("claim");
+            let got: Vec<_> = claimed.iter().map(|j| (j.id.clone(), j.status, j.worker_id.clone())).collect();
+            assert_eq!(
+                got,
+                vec![(ids[0].clone(), JobStatus::Running, Some("w".to_owned()))],
+                "forgotten: {forgotten}"
+            );
+        }
     }
 
     /// Calls from two threads run side by side, each on a connection of the pool: one blocked on the server does

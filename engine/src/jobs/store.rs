@@ -211,6 +211,21 @@ pub trait JobStore: Send + Sync {
     fn wait_for_work(&self, timeout: Duration) {
         std::thread::sleep(timeout);
     }
+    /// [`wait_for_work`](Self::wait_for_work), then [`claim`](Self::claim) of up to `max` jobs, whether the wait
+    /// was woken or ran out: an idle worker's one call. A store that can queue the claim behind the wait on its
+    /// server (Redis) sends both at once, so the claim runs the moment an enqueue wakes the wait, without a round
+    /// trip to the worker between them.
+    fn wait_then_claim(
+        &self,
+        timeout: Duration,
+        worker: &str,
+        types: &[String],
+        max: usize,
+        lease: Duration,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.wait_for_work(timeout);
+        self.claim(worker, types, max, lease)
+    }
     /// Records that `worker` is alive and holds `running` jobs (`running = None`: it left, and is no longer
     /// listed). Unless it beats again within `stale_after`, [`stats`](Self::stats) shows it gone, running nothing,
     /// for an hour ([`GONE_WORKERS_LISTED`]).

@@ -6,7 +6,7 @@
 //! waits for the first of: a job finishing (finishes are recorded in batches), the heartbeat tick (every second,
 //! or every third of a shorter lease), shutdown, or — when nothing was claimed — a short poll pause that grows while
 //! busy or draining. An idle worker instead waits on the store's wake-up through its one `Waiter`: a blocking
-//! thread that runs one [`JobStore::wait_for_work`] at a time and claims as soon as it returns, armed when the worker
+//! thread that runs one [`JobStore::wait_then_claim`] at a time (on Redis the claim rides behind the wait), armed when the worker
 //! goes idle and re-armed only after that wait returned (a pass that ends for another reason leaves it outstanding,
 //! never starts a second; a claim it made meanwhile joins the held jobs, and one made as the worker stops is given
 //! back). A
@@ -94,8 +94,8 @@ impl Waiter {
         let (woke_tx, woke) = tokio::sync::mpsc::channel(1);
         let thread = tokio::task::spawn_blocking(move || {
             while let Ok(want) = requests.recv() {
-                store.wait_for_work(IDLE_WAIT);
-                let claimed = (Instant::now(), store.claim(&worker, &types, want, lease));
+                let jobs = store.wait_then_claim(IDLE_WAIT, &worker, &types, want, lease);
+                let claimed = (Instant::now(), jobs);
                 if let Err(tokio::sync::mpsc::error::SendError((_, unseen))) = woke_tx.blocking_send(claimed)
                 {
                     if let Ok(jobs) = unseen {
