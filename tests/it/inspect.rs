@@ -298,3 +298,25 @@ fn the_annotated_example_and_the_bundled_example_load() {
         .collect();
     assert_eq!(names, ["api", "web"]);
 }
+
+/// `--json` is indented for a person at a terminal and one line for a program reading a pipe; the two are the same
+/// value. The terminal is a real pseudo-terminal (`script`), not a flag.
+#[test]
+fn json_is_one_line_in_a_pipe_and_indented_at_a_terminal() {
+    let env = TestEnv::new();
+    env.write(".envctl", &two_service_config(free_port(), free_port()));
+    let piped = env.envctl(&["show-config", "--json"]);
+    piped.ok();
+    assert_eq!(piped.stdout.lines().count(), 1, "one line in a pipe: {}", piped.stdout);
+    let command = format!("{} show-config --json", env!("CARGO_BIN_EXE_envctl"));
+    let at_terminal = env
+        .sandboxed("script", &env.repo)
+        .args(["-qec", &command, "/dev/null"])
+        .output()
+        .expect("run script");
+    assert!(at_terminal.status.success(), "{}", String::from_utf8_lossy(&at_terminal.stderr));
+    let text = String::from_utf8_lossy(&at_terminal.stdout).replace("\r\n", "\n");
+    assert!(text.starts_with("{\n  \"schema_version\""), "indented at a terminal: {text}");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("the terminal's JSON");
+    assert_eq!(value, piped.json());
+}

@@ -42,7 +42,7 @@ pub fn strip_ansi(text: &str) -> String {
     out
 }
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 
 use serde::Serialize;
 
@@ -96,12 +96,20 @@ impl Printer {
         }
     }
 
-    /// A value as pretty JSON on stdout.
+    /// A value as JSON on stdout: indented for a person at a terminal, on one line for a program reading a pipe
+    /// or a file (a third of the bytes of a report of many services, and quicker to write and to parse).
     pub fn json<T: Serialize>(&self, value: &T) {
+        let stdout = std::io::stdout().lock();
+        let pretty = stdout.is_terminal();
         // Streamed through one buffer rather than built as a string first: a report of many services is
         // hundreds of kilobytes.
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-        match serde_json::to_writer_pretty(&mut out, value) {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout);
+        let written = if pretty {
+            serde_json::to_writer_pretty(&mut out, value)
+        } else {
+            serde_json::to_writer(&mut out, value)
+        };
+        match written {
             Ok(()) => {
                 let _ = out.write_all(b"\n");
                 let _ = out.flush();
