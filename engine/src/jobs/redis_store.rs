@@ -820,22 +820,16 @@ impl JobStore for RedisStore {
         let claim = self.claim_call(worker, types, max, lease);
         let replied: redis::RedisResult<(redis::Value, redis::Value)> =
             redis::pipe().ignore_errors().add_command(wait).add_command(claim).query(conn);
+        if replied.is_err() {
+            *wake = None;
+        }
+        drop(wake);
         match replied {
-            Ok((_, ids)) if !matches!(ids, redis::Value::ServerError(_)) => {
-                drop(wake);
-                self.claimed(ids)
-            }
-            // The claim was refused (the server forgot its scripts: a restart, SCRIPT FLUSH) and took nothing:
-            // the claim alone, which loads its script again.
-            Ok(_) => {
-                drop(wake);
-                self.claim(worker, types, max, lease)
-            }
-            Err(_) => {
-                *wake = None;
-                drop(wake);
-                self.claim(worker, types, max, lease)
-            }
+            Ok((_, ids)) if !matches!(ids, redis::Value::ServerError(_)) => self.claimed(ids),
+            // Refused (the server forgot its scripts: a restart, SCRIPT FLUSH), it took nothing; or the connection
+            // broke (a claim the server ran anyway holds its jobs until their lease runs out): the claim alone,
+            // which loads its script again.
+            _ => self.claim(worker, types, max, lease),
         }
     }
 

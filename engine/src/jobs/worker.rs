@@ -6,11 +6,10 @@
 //! waits for the first of: a job finishing (finishes are recorded in batches), the heartbeat tick (every second,
 //! or every third of a shorter lease), shutdown, or — when nothing was claimed — a short poll pause that grows while
 //! busy or draining. An idle worker instead waits on the store's wake-up through its one `Waiter`: a blocking
-//! thread that runs one [`JobStore::wait_then_claim`] at a time (on Redis the claim rides behind the wait), armed when the worker
-//! goes idle and re-armed only after that wait returned (a pass that ends for another reason leaves it outstanding,
-//! never starts a second; a claim it made meanwhile joins the held jobs, and one made as the worker stops is given
-//! back). A
-//! worker killed with SIGKILL simply stops renewing: its leases run out and the jobs go back to the queue for
+//! thread that runs one [`JobStore::wait_then_claim`] at a time (on Redis the claim rides behind the wait), armed
+//! when the worker goes idle and re-armed only after that wait returned (a pass that ends for another reason leaves
+//! it outstanding, never starts a second; a claim it made meanwhile joins the held jobs, and one made as the worker
+//! stops is given back). A worker killed with SIGKILL simply stops renewing: its leases run out and the jobs go back to the queue for
 //! another worker, and once it has been silent for [`STALE_LEASES`] leases the store reports it gone. With `drain` it exits once nothing is queued, scheduled or running anywhere in the store.
 
 use std::collections::{HashMap, VecDeque};
