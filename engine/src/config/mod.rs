@@ -18,6 +18,7 @@ mod raw;
 pub mod template;
 mod validate;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -124,7 +125,7 @@ impl Settings {
             config_file: view.config_file,
             format: view.format,
             config: view.config.clone(),
-            values: view.values,
+            values: view.values.to_vec(),
             warnings: view.warnings.to_vec(),
         }
     }
@@ -137,30 +138,15 @@ impl Settings {
             config_file: self.paths.config_file.as_ref().map(|f| f.display().to_string()),
             format: self.format,
             config: &self.config,
-            values: self.values(),
+            values: ConfigValues {
+                tree: match serde_json::to_value(&self.config) {
+                    Ok(serde_json::Value::Object(root)) => root,
+                    _ => serde_json::Map::new(),
+                },
+                sources: Sources::new(&self.provenance),
+            },
             warnings: &self.warnings,
         }
-    }
-
-    /// Every effective leaf value with its file spelling and source.
-    fn values(&self) -> Vec<ConfigValue> {
-        // About twenty leaves per service; sized once rather than grown and copied a dozen times.
-        let entries =
-            self.config.services.len() + self.config.requirements.len() + self.config.jobs.types.len();
-        let mut values = Vec::with_capacity(64 + 24 * entries);
-        if let Ok(serde_json::Value::Object(root)) = serde_json::to_value(&self.config) {
-            let mut flat = Flattener {
-                path: String::with_capacity(64),
-                out: &mut values,
-                sources: Sources::new(&self.provenance),
-            };
-            for (section, body) in root {
-                flat.path.clear();
-                flat.path.push_str(&section);
-                flat.walk(body, 1, leaf_depth(&section));
-            }
-        }
-        values
     }
 }
 
@@ -173,8 +159,90 @@ pub struct ConfigReportView<'a> {
     pub config_file: Option<String>,
     pub format: ConfigFormat,
     pub config: &'a Config,
-    pub values: Vec<ConfigValue>,
+    pub values: ConfigValues<'a>,
     pub warnings: &'a [String],
+}
+
+/// Every effective leaf value with its file spelling and source, found as it is visited: printing a config of
+/// many services writes each entry straight from the resolved tree, without a key, a source and a value copied
+/// into a list first.
+#[derive(Debug)]
+pub struct ConfigValues<'a> {
+    /// The resolved config as JSON, one entry per section.
+    tree: serde_json::Map<String, serde_json::Value>,
+    sources: Sources<'a>,
+}
+
+impl ConfigValues<'_> {
+    /// Calls `visit` with each leaf's file key, value and source, in the report's order; stops at its first error.
+    pub fn try_for_each<E>(
+        &self,
+        mut visit: impl FnMut(&str, &serde_json::Value, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut path = String::with_capacity(64);
+        for (section, body) in &self.tree {
+            path.clear();
+            path.push_str(section);
+            self.walk(&mut path, body, 1, leaf_depth(section), &mut visit)?;
+        }
+        Ok(())
+    }
+
+    /// The leaves as owned values (the report a bundle keeps).
+    pub fn to_vec(&self) -> Vec<ConfigValue> {
+        let mut values = Vec::new();
+        let _ = self.try_for_each(|key, value, source| {
+            values.push(ConfigValue { key: key.to_owned(), value: value.clone(), source: source.to_owned() });
+            Ok::<(), std::convert::Infallible>(())
+        });
+        values
+    }
+
+    /// Descends one level of the tree, growing `path` and cutting it back, down to the section's leaf depth.
+    fn walk<E>(
+        &self,
+        path: &mut String,
+        value: &serde_json::Value,
+        here: usize,
+        depth: usize,
+        visit: &mut impl FnMut(&str, &serde_json::Value, &str) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let depth = if path == "jobs.types" { 4 } else { depth };
+        match value {
+            serde_json::Value::Object(map) if here < depth => {
+                let len = path.len();
+                for (key, inner) in map {
+                    path.push('.');
+                    path.push_str(key);
+                    self.walk(path, inner, here + 1, depth, visit)?;
+                    path.truncate(len);
+                }
+                Ok(())
+            }
+            value => {
+                let (key, value) = file_spelling(path, value);
+                visit(key, &value, self.sources.of(path))
+            }
+        }
+    }
+}
+
+impl serde::Serialize for ConfigValues<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+
+        /// One entry as [`ConfigValue`] prints it, borrowed.
+        #[derive(serde::Serialize)]
+        struct Entry<'e> {
+            key: &'e str,
+            value: &'e serde_json::Value,
+            source: &'e str,
+        }
+
+        let mut seq = serializer.serialize_seq(None)?;
+        self.try_for_each(|key, value, source| seq.serialize_element(&Entry { key, value, source }))?;
+        seq.end()
+    }
 }
 
 /// Reads a config file, naming it in any error; bytes that are not UTF-8 are reported at their line and column.
@@ -273,37 +341,6 @@ fn leaf_depth(section: &str) -> usize {
     }
 }
 
-/// Walks the resolved config as JSON and lists each leaf with its file spelling and source. One path buffer is
-/// grown and cut back as it descends, and leaf values are moved out of the tree, so a config of many services
-/// costs a push per leaf rather than a string and a clone per level.
-struct Flattener<'a> {
-    path: String,
-    out: &'a mut Vec<ConfigValue>,
-    sources: Sources<'a>,
-}
-
-impl Flattener<'_> {
-    fn walk(&mut self, value: serde_json::Value, here: usize, depth: usize) {
-        let depth = if self.path == "jobs.types" { 4 } else { depth };
-        match value {
-            serde_json::Value::Object(map) if here < depth => {
-                let len = self.path.len();
-                for (key, inner) in map {
-                    self.path.push('.');
-                    self.path.push_str(&key);
-                    self.walk(inner, here + 1, depth);
-                    self.path.truncate(len);
-                }
-            }
-            value => {
-                let (key, value) = file_spelling(&self.path, value);
-                let source = self.sources.of(&self.path);
-                self.out.push(ConfigValue { key, value, source });
-            }
-        }
-    }
-}
-
 /// Milliseconds as the file writes a duration: `"30s"`, or `"1500ms"` when not whole seconds.
 fn duration_text(ms: u64) -> String {
     if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
@@ -347,28 +384,30 @@ fn ready_spelling(value: &serde_json::Value) -> serde_json::Value {
 /// A resolved key and value as the file spells them, so `show-config` output pastes into `--set`: durations kept
 /// in milliseconds (`ready.timeout_ms`) become `timeout = "30s"`, ones kept in seconds (`stop_grace_secs`) become
 /// `stop_grace = 5`. `jobs.lease_secs` is spelled that way in the file too.
-fn file_spelling(path: &str, value: serde_json::Value) -> (String, serde_json::Value) {
+fn file_spelling<'p, 'v>(
+    path: &'p str,
+    value: &'v serde_json::Value,
+) -> (&'p str, Cow<'v, serde_json::Value>) {
     if path == "jobs.lease_secs" {
-        return (path.to_owned(), value);
+        return (path, Cow::Borrowed(value));
     }
     if path.rsplit('.').next() == Some("ready") {
-        return (path.to_owned(), ready_spelling(&value));
+        return (path, Cow::Owned(ready_spelling(value)));
     }
     if let Some(key) = path.strip_suffix("_ms") {
-        let text = value
-            .as_u64()
-            .map(|ms| if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") });
-        return (key.to_owned(), text.map_or(value, serde_json::Value::String));
+        let text = value.as_u64().map(|ms| serde_json::Value::String(duration_text(ms)));
+        return (key, text.map_or(Cow::Borrowed(value), Cow::Owned));
     }
     if let Some(key) = path.strip_suffix("_secs") {
-        return (key.to_owned(), value);
+        return (key, Cow::Borrowed(value));
     }
-    (path.to_owned(), value)
+    (path, Cow::Borrowed(value))
 }
 
 /// Where each recorded key came from, and for every key above a recorded one (`services.api.env` above
 /// `services.api.env.TOKEN`) the source of the first recorded key under it. Both are borrowed from the
 /// provenance, so indexing a config of many services allocates nothing per key.
+#[derive(Debug)]
 struct Sources<'a> {
     /// Each recorded key's source, and each key above one the source of the first recorded key under it.
     by_key: std::collections::HashMap<&'a str, &'a str>,
@@ -392,11 +431,10 @@ impl<'a> Sources<'a> {
 
     /// The source of a resolved key: the key itself, its file spelling (`stop_grace` for `stop_grace_secs`), or
     /// a key under it; otherwise the default.
-    fn of(&self, path: &str) -> String {
+    fn of(&self, path: &str) -> &'a str {
         let file_key = path.strip_suffix("_secs").or_else(|| path.strip_suffix("_ms")).unwrap_or(path);
         let keys: &[&str] = if file_key == path { &[path] } else { &[path, file_key] };
-        let found = keys.iter().find_map(|key| self.by_key.get(key));
-        found.map_or_else(|| "default".to_owned(), |source| (*source).to_owned())
+        keys.iter().find_map(|key| self.by_key.get(key).copied()).unwrap_or("default")
     }
 }
 

@@ -25,9 +25,10 @@ pub fn exec(rt: &EngineRuntime, args: &ShowConfigArgs) -> Result<Outcome, Engine
     let format = format!("{:?}", report.format).to_lowercase();
     let mut out = format!("repository: {}\nconfig file: {file} ({format})\n\n", report.repo_root);
     let mut table = Table::new(&["KEY", "VALUE", "SOURCE"]);
-    for value in &report.values {
-        table.row(vec![value.key.clone(), value.value.to_string(), value.source.clone()]);
-    }
+    let _ = report.values.try_for_each(|key, value, source| {
+        table.row(vec![key.to_owned(), value.to_string(), source.to_owned()]);
+        Ok::<(), std::convert::Infallible>(())
+    });
     out.push_str(&table.render());
     rt.printer().data(&out);
     Ok(Outcome::Success)
