@@ -166,7 +166,8 @@ pub struct StartFailure {
 pub struct StartOutcome {
     /// The run this start belongs to.
     pub run_id: String,
-    /// Services of the requested targets after the start, without their specs.
+    /// Services of the requested targets after the start, without their specs; after a restart of named
+    /// services, only the services it started.
     pub services: Vec<ServiceRecord>,
     /// `target/service` of services that were already running identically and were kept (or adopted).
     pub reused: Vec<String>,

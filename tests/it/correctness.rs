@@ -100,11 +100,22 @@ fn restart_of_a_service_restarts_exactly_it_and_dependents_only_when_asked() {
     );
     env.envctl(&["start"]).ok();
     let before = env.pids();
-    env.envctl(&["restart", "--service", "worker"]).ok();
+    // Each restart prints the services it restarted, and nothing of the ones it left alone.
+    let listed = |stdout: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .filter(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let run = env.envctl(&["restart", "--service", "worker"]).ok().stdout.clone();
+    assert_eq!(listed(&run), ["worker"], "{run}");
     let after = env.pids();
     assert_eq!(after["main/api"], before["main/api"], "its dependency keeps running");
     assert_ne!(after["main/worker"], before["main/worker"]);
-    env.envctl(&["restart", "--service", "api", "--with-dependents"]).ok();
+    let run = env.envctl(&["restart", "--service", "api", "--with-dependents"]).ok().stdout.clone();
+    assert_eq!(listed(&run), ["api", "worker"], "{run}");
     let last = env.pids();
     assert_ne!(last["main/api"], after["main/api"]);
     assert_ne!(last["main/worker"], after["main/worker"], "--with-dependents restarts what depends on it");

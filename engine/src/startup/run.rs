@@ -102,6 +102,8 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
     host.ensure_worker(&settings, &request.env);
     let run_id = host.begin_run(&request.command, &names);
     let mut outcome = StartOutcome { run_id: run_id.clone(), ..StartOutcome::default() };
+    // A restart of named services answers with what it started: the rest of the targets did not change.
+    let shown = if request.restart.is_empty() { Shown::Targets } else { Shown::Started };
     let env = EnvVars::from_pairs(request.env.get("PATH").map(|p| ("PATH", p.as_str())));
     let mut attempt = 0;
     // Requirement servers this start began (not reused): a failed start stops them again.
@@ -157,13 +159,13 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
             Some(failure) => {
                 outcome.failure = Some(failure);
                 stop_began_servers(host, &began_servers).await;
-                return finish(host, outcome, &names).await;
+                return finish(host, outcome, &names, shown).await;
             }
             None => break plan,
         }
     };
     if request.deps_only {
-        return finish(host, outcome, &names).await;
+        return finish(host, outcome, &names, shown).await;
     }
     // The hub phase: the runtime API is up before the first service, which gets its URL and a token.
     host.hub().await;
@@ -171,7 +173,7 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
     if outcome.failure.is_some() {
         stop_began_servers(host, &began_servers).await;
     }
-    finish(host, outcome, &names).await
+    finish(host, outcome, &names, shown).await
 }
 
 /// After a failed start: stops the requirement servers it began that no target with a live service uses (reused
@@ -275,8 +277,17 @@ async fn report_tail(failure: &StartFailure) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Which services a start's reply carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    /// Every service of the requested targets.
+    Targets,
+    /// Only those the command started (a restart of named services: a thousand others stay as they were).
+    Started,
+}
+
 /// Records the failure, saves, and builds the reply.
-async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> Reply {
+async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String], shown: Shown) -> Reply {
     outcome.warnings.extend(host.take_recovery_note());
     match &outcome.failure {
         Some(f) => {
@@ -300,11 +311,23 @@ async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String]) -> R
             log_tail,
         });
     }
+    let started: std::collections::HashSet<&str> = outcome.started.iter().map(String::as_str).collect();
+    let mut label = String::new();
+    let mut wanted = |target: &str, service: &str| match shown {
+        Shown::Targets => targets.is_empty() || targets.iter().any(|t| t == target),
+        Shown::Started => {
+            label.clear();
+            label.push_str(target);
+            label.push('/');
+            label.push_str(service);
+            started.contains(label.as_str())
+        }
+    };
     outcome.services = host
         .snapshot()
         .await
         .iter()
-        .filter(|((t, _), _)| targets.is_empty() || targets.contains(t))
+        .filter(|((t, s), _)| wanted(t, s))
         .map(|(_, h)| {
             // The asking CLI prints names, statuses and URLs; a spec (argv, environment) is most of a record.
             let mut record = h.record();
@@ -407,5 +430,5 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
             outcome.failure = result.failure;
         }
     }
-    finish(host, outcome, &[]).await
+    finish(host, outcome, &[], Shown::Targets).await
 }
