@@ -95,8 +95,9 @@ pub struct ServiceRecord {
     pub failure: Option<String>,
     /// The last readiness probe attempts, newest last.
     pub probes: Vec<ProbeRecord>,
-    /// What was started: argv, cwd, env, probe, restart policy (used to restart it and to decide reuse).
-    pub spec: Option<ServicePlan>,
+    /// What was started: argv, cwd, env, probe, restart policy (used to restart it and to decide reuse). Shared,
+    /// not copied: the host snapshots every record for each save, and a plan is most of a record.
+    pub spec: Option<std::sync::Arc<ServicePlan>>,
 }
 
 impl ServiceRecord {

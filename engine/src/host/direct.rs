@@ -104,7 +104,7 @@ async fn direct_stop(paths: &Paths, targets: &[String], services: &[String]) -> 
         .iter()
         .filter(|r| matches(r, targets, services))
         .flat_map(|r| {
-            let owned = r.spec.as_ref().map(crate::ports::moved).unwrap_or_default();
+            let owned = r.spec.as_deref().map(crate::ports::moved).unwrap_or_default();
             owned.into_iter().map(|service| (r.target.clone(), service))
         })
         .collect();

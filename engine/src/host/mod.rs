@@ -983,7 +983,7 @@ async fn adopt_survivors(host: &Host) {
             kind: record.kind,
             target: record.target.clone(),
             stop_grace: Duration::from_secs(plan.stop_grace_secs),
-            plan,
+            plan: std::sync::Arc::unwrap_or_clone(plan),
             base_env: host.parts.env.inherited().clone(),
             log_path,
         };

@@ -415,7 +415,7 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
             log_path: logs::log_path(&host.paths().scope_dir, &run_id, &record.target, &record.service),
             stop_grace: Duration::from_secs(plan.stop_grace_secs),
             base_env: request.env.clone(),
-            plan: plan.clone(),
+            plan: ServicePlan::clone(plan),
         });
     }
     let mut by_target: BTreeMap<String, Vec<ServiceSpec>> = BTreeMap::new();

@@ -284,7 +284,7 @@ mod tests {
         };
         ServiceRecord {
             port: Some(port),
-            spec: Some(spec),
+            spec: Some(std::sync::Arc::new(spec)),
             ..record(ServiceStatus::Ready, Some(pid), Some(started), 0)
         }
     }

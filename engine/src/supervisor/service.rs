@@ -138,7 +138,7 @@ fn launch_with(
         ports: spec.plan.ports.iter().map(|(name, p)| (name.clone(), p.assigned)).collect(),
         url: spec.plan.url.clone(),
         log_path: Some(spec.log_path.display().to_string()),
-        spec: Some(spec.plan.clone()),
+        spec: Some(std::sync::Arc::new(spec.plan.clone())),
         ..ServiceRecord::new(spec.kind, &spec.target, &spec.plan.name, ServiceStatus::Pending)
     };
     let (publish, watch) = watch::channel(record);
