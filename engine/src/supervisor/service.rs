@@ -365,7 +365,7 @@ impl Task {
                     });
                     return Err(Ended::Exited(code));
                 }
-                () = tokio::time::sleep(pause) => {
+                () = pause_for(pause, probe.is_none()) => {
                     let Some(probe) = &probe else {
                         if Instant::now() >= deadline { self.ready(); return Ok(()); }
                         pause = deadline.saturating_duration_since(Instant::now());
@@ -549,6 +549,35 @@ async fn wait_exit(proc: &mut Proc, pid: u32, started: u64) -> Option<i32> {
     }
 }
 
+/// Sleeps for `pause`; to the microsecond when `precise` (a settle: tokio's timer counts whole milliseconds and
+/// ends a 1 ms sleep after 1 to 2 ms, which was a third of a one-service `start`), on a timer descriptor of its
+/// own. Where one cannot be made, tokio's timer.
+async fn pause_for(pause: Duration, precise: bool) {
+    if pause.is_zero() {
+        return;
+    }
+    if precise && let Some(timer) = precise_timer(pause) {
+        // Readable once it has expired; an error leaves only the coarse timer to wait on.
+        if timer.readable().await.is_ok() {
+            return;
+        }
+    }
+    tokio::time::sleep(pause).await;
+}
+
+/// A one-shot monotonic timer descriptor expiring after `pause`, registered with the runtime.
+#[allow(unsafe_code)]
+fn precise_timer(pause: Duration) -> Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>> {
+    use nix::sys::time::TimeSpec;
+    use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+    let flags = TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC;
+    let timer = TimerFd::new(ClockId::CLOCK_MONOTONIC, flags).ok()?;
+    timer.set(Expiration::OneShot(TimeSpec::from_duration(pause)), TimerSetTimeFlags::empty()).ok()?;
+    let fd = std::os::fd::OwnedFd::from(timer);
+    // SAFETY: the `AsyncFd` owns the descriptor: it stays open, and the same, until the `AsyncFd` is dropped.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }.ok()
+}
+
 #[cfg(test)]
 mod tests {
     use envctl_contracts::state::ProcessKind;
@@ -605,6 +634,17 @@ mod tests {
         );
         assert_eq!(missing_program("sh: nosuchbinary: command not found").as_deref(), Some("nosuchbinary"));
         assert_eq!(missing_program("all tests passed"), None);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_precise_pause_lasts_at_least_its_duration_on_a_timer_descriptor() {
+        let pause = Duration::from_micros(1_500);
+        assert!(precise_timer(pause).is_some(), "a timer descriptor can be made here");
+        for precise in [true, false] {
+            let began = Instant::now();
+            pause_for(pause, precise).await;
+            assert!(began.elapsed() >= pause, "precise={precise}: ended after {:?}", began.elapsed());
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]
