@@ -1,6 +1,7 @@
-//! Crash-safe file writes: the bytes go to a temporary file in the same directory, are synced, and the file is
-//! renamed over the target, then the directory is synced. A reader sees the old file or the new one, never a
-//! torn one, even when the writer is killed half-way.
+//! Crash-safe file writes: the bytes go to a temporary file in the same directory, which takes the target's place
+//! in one step — synced, renamed over it and the directory synced ([`Durability::Full`]), or swapped in without a
+//! sync ([`Durability::None`]). A reader sees the old file or the new one, never a torn one, even when the writer
+//! is killed half-way.
 //!
 //! envctl's own files (state, leases, locks) are private to the user whatever the umask: directories are created
 //! 0700 and files 0600. A file of the user's repository (`.envctl`) keeps the mode it had.
@@ -14,8 +15,6 @@ use std::path::{Path, PathBuf};
 pub enum Durability {
     /// fsync the file, rename, fsync the directory: survives power loss (config files, leases).
     Full,
-    /// fsync the file, then rename (the latest state view, written on every change).
-    File,
     /// Just write and put in place ([`swap_in`]): the latest state view and the history copies.
     None,
 }
@@ -100,10 +99,7 @@ fn write_with_mode(path: &Path, bytes: &[u8], durability: Durability, mode: u32)
         }
         file.sync_data()?;
         fs::rename(&temp, path)?;
-        if durability == Durability::Full {
-            File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        File::open(dir)?.sync_all()
     })();
     if result.is_err() {
         let _ = fs::remove_file(&temp);
