@@ -5,7 +5,7 @@
 use crate::host::direct;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
-/// Arguments of `blast-all`.
+// Arguments of `blast-all`.
 #[derive(Debug, clap::Args)]
 pub struct BlastAllArgs {}
 

@@ -24,7 +24,7 @@ pub enum Shell {
     Powershell,
 }
 
-/// Arguments of `completions`.
+// Arguments of `completions`.
 #[derive(Debug, clap::Args)]
 pub struct CompletionsArgs {
     /// The shell.

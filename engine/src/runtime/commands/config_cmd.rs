@@ -5,6 +5,7 @@ use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
 /// `envctl config …`.
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum ConfigCommand {
     /// Write a .envctl from what is detected in the repository (pyproject/uvicorn, package.json scripts).
     Init {

@@ -17,7 +17,7 @@ use crate::host::client::HostClient;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::ui::dashboard::Board;
 
-/// Arguments of `dashboard`.
+// Arguments of `dashboard`.
 #[derive(Debug, clap::Args)]
 pub struct DashboardArgs {
     /// Print the view once as text and exit (what it does anyway when stdout is no terminal).

@@ -10,7 +10,7 @@ use envctl_contracts::bundle::DebugReport;
 use crate::bundle::{self, PackOptions, Packed, Sources};
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
-/// Arguments of `debug-pack`.
+// Arguments of `debug-pack`.
 #[derive(Debug, clap::Args)]
 pub struct DebugPackArgs {
     /// The run to describe (default: the latest; `show-state` shows its id, `runs/` holds the others).
@@ -30,7 +30,7 @@ pub struct DebugPackArgs {
     pub since: Option<String>,
 }
 
-/// Arguments of `debug-report`.
+// Arguments of `debug-report`.
 #[derive(Debug, clap::Args)]
 pub struct DebugReportArgs {
     /// A bundle `debug-pack` wrote (default: make one of the live scope now).
@@ -44,7 +44,7 @@ pub struct DebugReportArgs {
     pub json: bool,
 }
 
-/// Arguments of `debug-last`.
+// Arguments of `debug-last`.
 #[derive(Debug, clap::Args)]
 pub struct DebugLastArgs {}
 

@@ -16,7 +16,7 @@ use crate::ui::Verbosity;
 /// How long the canary job may take.
 const CANARY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Arguments of `doctor`.
+// Arguments of `doctor`.
 #[derive(Debug, clap::Args)]
 pub struct DoctorArgs {
     /// Which targets (default: the configured default mode).

@@ -11,7 +11,7 @@ use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::ui::Table;
 
-/// Arguments of `endpoints`.
+// Arguments of `endpoints`.
 #[derive(Debug, clap::Args)]
 pub struct EndpointsArgs {
     /// Which targets (default: every running target).

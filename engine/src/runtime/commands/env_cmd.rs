@@ -14,7 +14,7 @@ use crate::targets::Selection;
 /// The variable the Redis job store's URL is exported in.
 pub const JOBS_URL_VAR: &str = "ENVCTL_JOBS_URL";
 
-/// Arguments of `env`.
+// Arguments of `env`.
 #[derive(Debug, clap::Args)]
 pub struct EnvArgs {
     /// The main checkout (default: the checkout you are in).

@@ -16,7 +16,7 @@ const SCAN_LINES: usize = 200;
 /// Words that mark a log line as an error (case-insensitive).
 const MARKERS: &[&str] = &["error", "exception", "traceback", "panic", "fatal"];
 
-/// Arguments of `errors`.
+// Arguments of `errors`.
 #[derive(Debug, clap::Args)]
 pub struct ErrorsArgs {
     /// Which targets (default: every running target).

@@ -6,7 +6,7 @@ use crate::plan::{explain, plan_ports};
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
-/// Arguments of `explain-startup`.
+// Arguments of `explain-startup`.
 #[derive(Debug, clap::Args)]
 pub struct ExplainStartupArgs {
     /// Which targets.

@@ -10,7 +10,7 @@ use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::supervisor::health;
 use crate::ui::Table;
 
-/// Arguments of `health`.
+// Arguments of `health`.
 #[derive(Debug, clap::Args)]
 pub struct HealthArgs {
     /// Which targets (default: every running target).

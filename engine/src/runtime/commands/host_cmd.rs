@@ -5,7 +5,7 @@ use std::path::Path;
 use crate::runtime::cli::GlobalArgs;
 use crate::runtime::{Cli, Command, EngineError, EngineRuntime, Outcome};
 
-/// Arguments of `host`.
+// Arguments of `host`.
 #[derive(Debug, clap::Args)]
 pub struct HostArgs {}
 

@@ -11,6 +11,7 @@ use crate::runtime_api::{EXECUTION_ID_VAR, EXECUTION_TOKEN_VAR, URL_VAR};
 
 /// `envctl job …`.
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum JobCommand {
     /// Print the job's input (JSON; `null` when it has none).
     Input,
@@ -50,6 +51,7 @@ pub enum JobCommand {
 
 /// `envctl job var …`.
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum VarCommand {
     /// Print a variable's value (exit 3 when it does not exist).
     Get(VarKey),
@@ -74,7 +76,7 @@ pub enum VarCommand {
     Delete(VarKey),
 }
 
-/// A variable's name, and the target it belongs to.
+// A variable's name, and the target it belongs to.
 #[derive(Debug, clap::Args)]
 pub struct VarKey {
     /// Its name.

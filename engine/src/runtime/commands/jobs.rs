@@ -17,6 +17,7 @@ const BATCH: usize = 1000;
 
 /// `envctl jobs …`.
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum JobsCommand {
     /// Enqueue a job (prints its id; `--count N` enqueues N copies).
     Enqueue(EnqueueArgs),
@@ -38,7 +39,7 @@ pub enum JobsCommand {
     Purge(PurgeArgs),
 }
 
-/// Arguments of `jobs enqueue`.
+// Arguments of `jobs enqueue`.
 #[derive(Debug, clap::Args)]
 pub struct EnqueueArgs {
     /// Job type: `noop`, `command.exec`, `test.run`, or a `[jobs.types.<name>]` name (with `--stdin`: the type
@@ -94,7 +95,7 @@ struct JobLine {
     after: Vec<String>,
 }
 
-/// Arguments of `jobs list`.
+// Arguments of `jobs list`.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     /// Only this status.
@@ -117,7 +118,7 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// Arguments of `jobs show`.
+// Arguments of `jobs show`.
 #[derive(Debug, clap::Args)]
 pub struct ShowArgs {
     /// Job id.
@@ -127,7 +128,7 @@ pub struct ShowArgs {
     pub json: bool,
 }
 
-/// Arguments of `jobs logs`.
+// Arguments of `jobs logs`.
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
     /// Job id.
@@ -137,7 +138,7 @@ pub struct LogsArgs {
     pub follow: bool,
 }
 
-/// Arguments of `jobs progress`.
+// Arguments of `jobs progress`.
 #[derive(Debug, clap::Args)]
 pub struct ProgressArgs {
     /// Job id.
@@ -153,7 +154,7 @@ pub struct ProgressArgs {
     pub detail: Option<String>,
 }
 
-/// Arguments of `jobs cancel`.
+// Arguments of `jobs cancel`.
 #[derive(Debug, clap::Args)]
 pub struct CancelArgs {
     /// Job id.
@@ -166,14 +167,14 @@ pub struct CancelArgs {
     pub no_wait: bool,
 }
 
-/// Arguments of `jobs retry`.
+// Arguments of `jobs retry`.
 #[derive(Debug, clap::Args)]
 pub struct RetryArgs {
     /// Job id.
     pub id: String,
 }
 
-/// Arguments of `jobs stats`.
+// Arguments of `jobs stats`.
 #[derive(Debug, clap::Args)]
 pub struct StatsArgs {
     /// Print JSON.
@@ -181,7 +182,7 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
-/// Arguments of `jobs purge`.
+// Arguments of `jobs purge`.
 #[derive(Debug, clap::Args)]
 pub struct PurgeArgs {
     /// Finished more than this long ago (`7d`, `12h`).

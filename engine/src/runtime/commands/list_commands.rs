@@ -5,7 +5,7 @@ use envctl_contracts::commands::{CommandInfo, CommandList};
 
 use crate::runtime::{EngineError, EngineRuntime, Outcome, cli};
 
-/// Arguments of `list-commands`.
+// Arguments of `list-commands`.
 #[derive(Debug, clap::Args)]
 pub struct ListCommandsArgs {
     /// Print JSON.

@@ -11,7 +11,7 @@ use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::state::StateError;
 use crate::supervisor::logs::{self, read_new_lines};
 
-/// Arguments of `logs`.
+// Arguments of `logs`.
 #[derive(Debug, clap::Args)]
 pub struct LogsArgs {
     /// Which targets (default: every running target).
@@ -28,7 +28,7 @@ pub struct LogsArgs {
     pub follow: bool,
 }
 
-/// Arguments of `clear-logs`.
+// Arguments of `clear-logs`.
 #[derive(Debug, clap::Args)]
 pub struct ClearLogsArgs {
     /// Which targets (default: every running target).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::runtime::{EngineError, EngineRuntime, Outcome, cli};
 
-/// Arguments of `man`.
+// Arguments of `man`.
 #[derive(Debug, clap::Args)]
 pub struct ManArgs {
     /// Directory to write the pages into (created when missing).

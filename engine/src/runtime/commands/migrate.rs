@@ -6,7 +6,7 @@ use crate::jobs::suites::{SuiteKind, suites_of};
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
-/// Arguments of `migrate`.
+// Arguments of `migrate`.
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
     /// Which targets (default: the configured `project.default_mode`).

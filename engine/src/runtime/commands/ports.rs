@@ -6,12 +6,13 @@ use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
 /// `envctl ports …`.
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum PortsCommand {
     /// Forget the port leases of the selected targets (default: every target of this repository).
     Reset(ResetArgs),
 }
 
-/// Arguments of `ports reset`.
+// Arguments of `ports reset`.
 #[derive(Debug, clap::Args)]
 pub struct ResetArgs {
     /// Which targets (default: all of them).

@@ -8,7 +8,7 @@ use crate::host::client::HostClient;
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
-/// Arguments of `restart`.
+// Arguments of `restart`.
 #[derive(Debug, clap::Args)]
 pub struct RestartArgs {
     /// Which targets (default: every running target).

@@ -7,7 +7,7 @@ use super::report_start;
 use crate::host::client::HostClient;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
-/// Arguments of `resume`.
+// Arguments of `resume`.
 #[derive(Debug, clap::Args)]
 pub struct ResumeArgs {}
 

@@ -3,7 +3,7 @@
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::ui::Table;
 
-/// Arguments of `show-config`.
+// Arguments of `show-config`.
 #[derive(Debug, clap::Args)]
 pub struct ShowConfigArgs {
     /// Print JSON.

@@ -7,7 +7,7 @@ use envctl_contracts::state::ShowState;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::ui::Table;
 
-/// Arguments of `show-state`.
+// Arguments of `show-state`.
 #[derive(Debug, clap::Args)]
 pub struct ShowStateArgs {
     /// Print JSON.

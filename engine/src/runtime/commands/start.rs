@@ -9,7 +9,7 @@ use crate::host::client::HostClient;
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
-/// Arguments of `start`.
+// Arguments of `start`.
 #[derive(Debug, clap::Args)]
 pub struct StartArgs {
     /// Which targets (default: the configured `project.default_mode`).

@@ -5,7 +5,7 @@ use crate::host::direct;
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
-/// Arguments of `stop`.
+// Arguments of `stop`.
 #[derive(Debug, clap::Args)]
 pub struct StopArgs {
     /// Which targets (default: every running target).
@@ -16,7 +16,7 @@ pub struct StopArgs {
     pub services: Vec<String>,
 }
 
-/// Arguments of `stop-all`.
+// Arguments of `stop-all`.
 #[derive(Debug, clap::Args)]
 pub struct StopAllArgs {
     /// Also delete the requirements' data (every target's databases and Redis data, and the job queue of the

@@ -7,7 +7,7 @@ use crate::jobs::suites::{SuiteKind, failed_in, suites_of};
 use crate::runtime::cli::TargetArgs;
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 
-/// Arguments of `test`.
+// Arguments of `test`.
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
     /// Which targets (default: the configured `project.default_mode`).

@@ -8,6 +8,7 @@ use crate::ui::Table;
 
 /// `envctl vars …`.
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum VarsCommand {
     /// List the variables (the repository's, then each target's).
     List(ListArgs),
@@ -19,7 +20,7 @@ pub enum VarsCommand {
     Delete(KeyArgs),
 }
 
-/// Arguments of `vars list`.
+// Arguments of `vars list`.
 #[derive(Debug, clap::Args)]
 pub struct ListArgs {
     /// Only this target's.
@@ -30,7 +31,7 @@ pub struct ListArgs {
     pub json: bool,
 }
 
-/// A variable's name and target.
+// A variable's name and target.
 #[derive(Debug, clap::Args)]
 pub struct KeyArgs {
     /// Its name.
@@ -40,7 +41,7 @@ pub struct KeyArgs {
     pub target: Option<String>,
 }
 
-/// Arguments of `vars set`.
+// Arguments of `vars set`.
 #[derive(Debug, clap::Args)]
 pub struct SetArgs {
     #[command(flatten)]

@@ -10,7 +10,7 @@ use crate::jobs::worker::{WorkerOptions, run};
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
 use crate::runtime_api::{ApiOptions, RuntimeApi};
 
-/// Arguments of `worker`.
+// Arguments of `worker`.
 #[derive(Debug, clap::Args)]
 pub struct WorkerArgs {
     /// Jobs at once.

@@ -11,6 +11,7 @@ use crate::targets::{validate_name, worktree};
 
 /// `envctl worktree …`.
 #[derive(Debug, clap::Subcommand)]
+#[command(defer = true)]
 pub enum WorktreeCommand {
     /// Create a worktree under the trees directory, on a new branch NAME (or the existing branch NAME).
     Add {
