@@ -510,3 +510,55 @@ fn worktree_add_excludes_the_trees_dir_once() {
     let status = env.git(&["status", "--porcelain", "--untracked-files=all"]);
     assert!(!status.contains("trees"), "git status lists no worktree: {status}");
 }
+
+/// The pid and start time a running host wrote into `host.lock` (nothing once it exited).
+fn lock_holder(env: &TestEnv) -> Option<(u32, u64)> {
+    let text = std::fs::read_to_string(scope(env).join("host.lock")).ok()?;
+    let (pid, started) = text.trim().split_once(' ')?;
+    Some((pid.parse().ok()?, started.parse().ok()?))
+}
+
+#[test]
+fn a_host_whose_command_is_gone_before_it_sent_a_request_exits() {
+    use std::io::BufRead as _;
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.s0]\ncommand = \"sleep 1000\"\n");
+    // What a command does when it finds no host: the host's stdin is a pipe the command holds (its claim).
+    let mut host = env
+        .sandboxed(env!("CARGO_BIN_EXE_envctl"), &env.repo)
+        .args(["host"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("host");
+    let mut line = String::new();
+    std::io::BufReader::new(host.stdout.take().expect("stdout")).read_line(&mut line).expect("ready line");
+    assert_eq!(line.trim(), "ready");
+    let (pid, started) = lock_holder(&env).expect("the host holds its lock");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(alive(pid, started), "a host stays while its command holds the claim");
+    // The command dies before its request: its end of the pipe closes with it.
+    drop(host.stdin.take());
+    assert!(eventually(10, || host.try_wait().expect("wait").is_some()), "the host exits");
+    assert_eq!(lock_holder(&env), None, "and lets go of its lock");
+    assert!(!scope(&env).join("host.sock").exists(), "and removes its socket");
+}
+
+#[test]
+fn a_start_refused_for_its_configuration_leaves_no_host_behind() {
+    let env = TestEnv::new();
+    env.write(".envctl", "[services.s0]\ncommand = \"sleep 1000\"\nport = \"notaport\"\n");
+    let run = env.envctl(&["start"]);
+    run.fails();
+    assert!(run.stderr.contains(".envctl"), "the error names the file: {}", run.stderr);
+    // `start` starts its host while it reads the configuration; refused, the host goes with it.
+    assert!(eventually(10, || lock_holder(&env).is_none()), "no host is left: {:?}", lock_holder(&env));
+    // A host that serves does stay for a start that was not refused.
+    env.write(".envctl", "[services.s0]\ncommand = \"sleep 1000\"\n");
+    env.envctl(&["start"]).ok();
+    let (pid, started) = lock_holder(&env).expect("a host runs");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(alive(pid, started), "the host of a start that ran stays after the command is gone");
+    env.envctl(&["stop"]).ok();
+}

@@ -1,5 +1,9 @@
-//! How a command that finds no host starts one, detached: its stdin from `/dev/null`, its stdout a pipe that
-//! carries the one readiness line, its stderr appended to the host log.
+//! How a command that finds no host starts one, detached: its stdin a pipe the command holds (its claim), its stdout
+//! a pipe that carries the one readiness line, its stderr appended to the host log.
+//!
+//! The claim lets a command start the host before it has built its request, and still leave nothing behind when it
+//! never sends one (its configuration was refused, or it was killed): the host reads end of file on its stdin when
+//! the command is gone, and exits then if nothing was given it to run ([`Claim`]).
 //!
 //! A command that runs on one thread forks, and the child becomes the host as `envctl host -C <repo>` would. That
 //! skips a program start: the kernel's exec, the dynamic loader's relocations, glibc's CPU-feature probe (CPUID
@@ -20,25 +24,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::unistd::Pid;
 
-/// A host just started: the pipe its readiness line comes on, and the process to wait for when it exits
-/// without saying it serves.
+/// A host just started: the pipe its readiness line comes on, the command's claim on it, and the process to wait
+/// for when it exits without saying it serves.
 #[derive(Debug)]
 pub struct Started {
     /// The read end of the host's stdout.
     pub ready: File,
-    process: Process,
+    /// The write end of the host's stdin: while it is open, the host waits for this command's request.
+    pub claim: OwnedFd,
+    /// The host's process.
+    pub process: Process,
 }
 
+/// How the host's process was made.
 #[derive(Debug)]
-enum Process {
+pub enum Process {
+    /// Forked from this command.
     Forked(Pid),
+    /// Spawned as `<exe> host -C <repo>`.
     Spawned(std::process::Child),
 }
 
-impl Started {
+impl Process {
     /// Waits for the host to exit; how it ended, for the error that says it did not start.
     pub fn wait(self) -> std::io::Result<String> {
-        match self.process {
+        match self {
             Process::Spawned(mut child) => child.wait().map(|status| status.to_string()),
             Process::Forked(pid) => match nix::sys::wait::waitpid(pid, None) {
                 Ok(nix::sys::wait::WaitStatus::Exited(_, code)) => Ok(format!("exit status: {code}")),
@@ -62,12 +72,18 @@ pub fn start(exe: &Path, repo: &Path, log_path: &Path, host: fn(&Path) -> u8) ->
     }
     let mut child = std::process::Command::new(exe)
         .args(["host".as_ref(), "-C".as_ref(), repo.as_os_str()])
-        .stdin(Stdio::null())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()?;
-    let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no pipe to the host"))?;
-    Ok(Started { ready: File::from(OwnedFd::from(stdout)), process: Process::Spawned(child) })
+    let no_pipe = || std::io::Error::other("no pipe to the host");
+    let stdout = child.stdout.take().ok_or_else(no_pipe)?;
+    let claim = child.stdin.take().ok_or_else(no_pipe)?;
+    Ok(Started {
+        ready: File::from(OwnedFd::from(stdout)),
+        claim: OwnedFd::from(claim),
+        process: Process::Spawned(child),
+    })
 }
 
 /// Whether a fork of this process can become the host: it runs on one thread (a fork copies only the calling
@@ -87,9 +103,9 @@ pub fn building_async_runtime() {
 
 #[allow(unsafe_code)]
 fn fork(repo: &Path, log: &File, host: fn(&Path) -> u8) -> std::io::Result<Started> {
-    let null = File::open("/dev/null")?;
-    let (ready, ready_write) =
-        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from)?;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+    let (ready, ready_write) = pipe()?;
+    let (claim_read, claim) = pipe()?;
     // What the command has buffered must not be written a second time by the child.
     let _ = std::io::stdout().flush();
     let _ = std::io::stderr().flush();
@@ -97,11 +113,12 @@ fn fork(repo: &Path, log: &File, host: fn(&Path) -> u8) -> std::io::Result<Start
     // whole copy of it: no lock is held by a thread that does not exist in the child.
     match unsafe { nix::unistd::fork() }.map_err(std::io::Error::from)? {
         nix::unistd::ForkResult::Parent { child } => {
-            Ok(Started { ready: File::from(ready), process: Process::Forked(child) })
+            Ok(Started { ready: File::from(ready), claim, process: Process::Forked(child) })
         }
         nix::unistd::ForkResult::Child => {
             drop(ready);
-            let code = become_host(repo, &null, &ready_write, log, host);
+            drop(claim);
+            let code = become_host(repo, &claim_read, &ready_write, log, host);
             let _ = std::io::stdout().flush();
             #[allow(clippy::exit)] // the child must never return into the command it was forked from
             std::process::exit(i32::from(code))
@@ -111,8 +128,8 @@ fn fork(repo: &Path, log: &File, host: fn(&Path) -> u8) -> std::io::Result<Start
 
 /// In the forked child: the host's standard descriptors and its title; then the host.
 #[allow(unsafe_code)]
-fn become_host(repo: &Path, null: &File, ready: &OwnedFd, log: &File, host: fn(&Path) -> u8) -> u8 {
-    for (from, to) in [(null.as_raw_fd(), 0), (ready.as_raw_fd(), 1), (log.as_raw_fd(), 2)] {
+fn become_host(repo: &Path, claim: &OwnedFd, ready: &OwnedFd, log: &File, host: fn(&Path) -> u8) -> u8 {
+    for (from, to) in [(claim.as_raw_fd(), 0), (ready.as_raw_fd(), 1), (log.as_raw_fd(), 2)] {
         // SAFETY: plain system calls on descriptors this process owns; dup2 clears close-on-exec on the copy.
         if unsafe { libc::dup2(from, to) } < 0 {
             return 1;
@@ -172,4 +189,58 @@ fn argument_area() -> Option<(usize, usize)> {
     let arg_start = fields.next()?.parse().ok()?;
     let arg_end: usize = fields.next()?.parse().ok()?;
     (arg_start != 0 && arg_end > arg_start).then_some((arg_start, arg_end))
+}
+
+/// The host's side of the claim of the command that started it: its stdin, when that is a pipe. A host started
+/// some other way (by hand, from a terminal) has none.
+#[derive(Debug)]
+pub struct Claim(tokio::io::unix::AsyncFd<OwnedFd>);
+
+impl Claim {
+    /// Takes the host's stdin as its claim, when it is a pipe. Must run on the host's runtime.
+    #[allow(unsafe_code)]
+    pub fn from_stdin() -> Option<Self> {
+        use std::os::fd::AsFd as _;
+        let stdin = std::io::stdin();
+        let stat = nix::sys::stat::fstat(stdin.as_fd()).ok()?;
+        if stat.st_mode & libc::S_IFMT != libc::S_IFIFO {
+            return None;
+        }
+        let fd = stdin.as_fd().try_clone_to_owned().ok()?;
+        // Only this host reads the pipe; the command's end is its own description, which this leaves blocking.
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL).ok()?;
+        let flags = nix::fcntl::OFlag::from_bits_retain(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags)).ok()?;
+        // SAFETY: the `AsyncFd` owns the descriptor: it stays open, and the same, until the `AsyncFd` is dropped.
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }
+            .ok()
+            .map(Self)
+    }
+
+    /// Waits until the command lets go of its claim: it closed its end, or it exited (killed or not). Then the
+    /// host's stdin becomes `/dev/null`, as everything the host starts has it.
+    pub async fn released(self) {
+        let mut buf = [0u8; 64];
+        loop {
+            let Ok(mut ready) = self.0.readable().await else { break };
+            match ready.try_io(|fd| nix::unistd::read(fd.get_ref(), &mut buf).map_err(std::io::Error::from)) {
+                // Bytes mean nothing; the claim lasts until end of file.
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(_) => break,
+                Err(_would_block) => {}
+            }
+        }
+        drop(self);
+        stdin_from_null();
+    }
+}
+
+/// Points the host's stdin at `/dev/null`.
+#[allow(unsafe_code)]
+fn stdin_from_null() {
+    if let Ok(null) = File::open("/dev/null") {
+        // SAFETY: a system call on a descriptor this process owns and on its own stdin, which nothing reads.
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    }
 }

@@ -26,7 +26,7 @@ use std::fs::File;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use envctl_contracts::control::{Reply, ResumeRequest, StartRequest};
@@ -176,6 +176,8 @@ pub struct Host {
     wave: Notify,
     /// Saves written (the latest view); each also says so in `events.jsonl` as `state.saved`.
     saves: AtomicU64,
+    /// Control connections open now.
+    connections: AtomicUsize,
 }
 
 /// The state an earlier host left: read, or recovered when it is torn; with what to tell the user then.
@@ -259,6 +261,7 @@ impl Host {
             force: AtomicBool::new(false),
             uses: std::sync::Mutex::new(BTreeMap::new()),
             worker_started: AtomicBool::new(false),
+            connections: AtomicUsize::new(0),
             orchestrator,
             orchestration: tokio::sync::Mutex::new(()),
             retained: std::sync::Mutex::new(BTreeMap::new()),
@@ -820,6 +823,9 @@ pub async fn run(
         host.share_servers(users);
     }
     let listener = server::bind(&paths)?;
+    if let Some(claim) = crate::host::launch::Claim::from_stdin() {
+        host.parts.tracker.spawn(exit_when_unclaimed(Arc::clone(&host), claim));
+    }
     ready();
     // The runtime API starts while the CLI that spawned this host connects and sends its request, not after: a
     // start's first service needs its URL.
@@ -1098,6 +1104,25 @@ async fn save_on_change(host: Arc<Host>, done: CancellationToken) {
             tracing::info!("nothing runs any more; the host exits");
             host.exit();
         }
+    }
+}
+
+/// Exits when the command that started this host lets go of its claim (it ended, or was killed) and nothing was
+/// given the host to do: nothing runs, no request is under way and no client is connected. A `start` starts its
+/// host before it reads its configuration; when that is refused, the host goes with the command.
+async fn exit_when_unclaimed(host: Arc<Host>, claim: crate::host::launch::Claim) {
+    tokio::select! {
+        () = claim.released() => {}
+        () = host.parts.token.cancelled() => return,
+    }
+    if let Ok(_quiet) = host.orchestration.try_lock()
+        && host.connections.load(Ordering::SeqCst) == 0
+        && host.is_idle().await
+    {
+        tracing::info!(
+            "the command that started this host is gone and gave it nothing to run; the host exits"
+        );
+        host.exit();
     }
 }
 

@@ -1,6 +1,7 @@
 //! The control socket: one JSON request line per connection, answered by progress lines and a final reply.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use envctl_contracts::control::{Reply, Request};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -39,6 +40,22 @@ fn same_user(stream: &UnixStream) -> Result<(), String> {
     }
 }
 
+/// One open control connection, counted while it lasts.
+struct Open<'a>(&'a AtomicUsize);
+
+impl<'a> Open<'a> {
+    fn count(connections: &'a AtomicUsize) -> Self {
+        connections.fetch_add(1, Ordering::SeqCst);
+        Self(connections)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// Removes the socket file.
 pub fn unbind(paths: &Paths) {
     let _ = std::fs::remove_file(paths.control_socket());
@@ -59,6 +76,7 @@ pub async fn serve(host: Arc<Host>, listener: UnixListener) {
 }
 
 async fn connection(host: Arc<Host>, stream: UnixStream) {
+    let _open = Open::count(&host.connections);
     if let Err(why) = same_user(&stream) {
         tracing::warn!(reason = %why, "control connection refused");
         let (_, mut write) = stream.into_split();
