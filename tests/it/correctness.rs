@@ -546,13 +546,13 @@ fn a_host_whose_command_is_gone_before_it_sent_a_request_exits() {
 }
 
 #[test]
-fn a_start_refused_for_its_configuration_leaves_no_host_behind() {
+fn the_host_of_a_start_outlives_its_command_and_a_refused_start_leaves_none() {
     let env = TestEnv::new();
     env.write(".envctl", "[services.s0]\ncommand = \"sleep 1000\"\nport = \"notaport\"\n");
     let run = env.envctl(&["start"]);
     run.fails();
     assert!(run.stderr.contains(".envctl"), "the error names the file: {}", run.stderr);
-    // `start` starts its host while it reads the configuration; refused, the host goes with it.
+    // Nothing is left of a start that was refused: no host, started or not.
     assert!(eventually(10, || lock_holder(&env).is_none()), "no host is left: {:?}", lock_holder(&env));
     // A host that serves does stay for a start that was not refused.
     env.write(".envctl", "[services.s0]\ncommand = \"sleep 1000\"\n");

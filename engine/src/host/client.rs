@@ -42,7 +42,7 @@ pub struct HostClient {
     _claim: Option<std::os::fd::OwnedFd>,
 }
 
-/// The host a command found or started before it built its request ([`HostClient::begin`]).
+/// The host a command found, or started and has not yet connected to ([`HostClient::begin`]).
 #[derive(Debug)]
 pub enum Early {
     /// A host answered.
@@ -149,9 +149,9 @@ impl HostClient {
         Self::begin(paths)?.finish(paths)
     }
 
-    /// Connects to the running host, or starts one without waiting for it: the command builds its request while
-    /// the host sets itself up, then [`Early::finish`]es. A command that never finishes leaves nothing behind: the
-    /// host it started exits once the command is gone, when nothing was given it to run.
+    /// Connects to the running host, or starts one without waiting for it (then [`Early::finish`] waits). A
+    /// command that never finishes leaves nothing behind: the host it started exits once the command is gone, when
+    /// nothing was given it to run.
     pub fn begin(paths: &Paths) -> Result<Early, ClientError> {
         if let Some(client) = Self::connect(paths) {
             return Ok(Early::Found(client));
@@ -244,17 +244,6 @@ impl HostClient {
             Some(early) => Self::call_with(paths, early, spawn, request, progress),
             None => Ok(None),
         }
-    }
-
-    /// [`call`](Self::call) on the host found or started by [`begin`](Self::begin).
-    pub fn call_begun(
-        paths: &Paths,
-        early: Early,
-        request: &Request,
-        progress: impl FnMut(&Progress),
-    ) -> Result<Reply, ClientError> {
-        let reply = Self::call_with(paths, early, true, request, progress)?;
-        reply.ok_or_else(|| ClientError::Unanswered(host_log(paths).display().to_string()))
     }
 
     fn call_with(

@@ -33,14 +33,11 @@ pub fn exec(rt: &EngineRuntime, args: &RestartArgs) -> Result<Outcome, EngineErr
     } else {
         TargetArgs { tree: names, ..TargetArgs::default() }
     };
-    // The host, should it be gone, sets itself up while this reads the configuration.
-    let host = HostClient::begin(rt.paths()?)?;
     let mut request = start_request(rt, &targets, &args.services, "restart", args.services.is_empty())?;
     request.restart.clone_from(&args.services);
     request.with_dependents = args.with_dependents;
     let mut progress = super::progress(rt);
-    let reply =
-        HostClient::call_begun(rt.paths()?, host, &Request::Start(request), |p| progress.host_step(p))?;
+    let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| progress.host_step(p))?;
     drop(progress);
-    report_start(rt, Some(reply))
+    report_start(rt, reply)
 }

@@ -14,14 +14,12 @@ pub struct ResumeArgs {}
 /// Resumes the saved environment.
 pub fn exec(rt: &EngineRuntime, _args: &ResumeArgs) -> Result<Outcome, EngineError> {
     let printer = *rt.printer();
-    // The host sets itself up (and adopts what still runs) while this reads the configuration.
-    let host = HostClient::begin(rt.paths()?)?;
     // A configuration that does not load does not stop a resume (the saved state says what ran): the host then
     // runs no job worker until a `start`.
     let config = rt.settings().ok().map(|s| s.config.clone());
     let request = Request::Resume(ResumeRequest { env: rt.env().inherited().clone(), config });
     let mut progress = super::progress(rt);
-    let reply = Some(HostClient::call_begun(rt.paths()?, host, &request, |p| progress.host_step(p))?);
+    let reply = HostClient::call(rt.paths()?, true, &request, |p| progress.host_step(p))?;
     drop(progress);
     if let Some(Reply::Started(outcome)) = &reply {
         printer.note(&format!(

@@ -34,19 +34,17 @@ pub struct StartArgs {
 
 /// Starts the selected targets.
 pub fn exec(rt: &EngineRuntime, args: &StartArgs) -> Result<Outcome, EngineError> {
-    // The host sets itself up while this reads the configuration and builds the request; when that is refused,
-    // the host goes when this command does.
-    let host = if args.foreground { None } else { Some(HostClient::begin(rt.paths()?)?) };
     let mut request = start_request(rt, &args.targets, &args.services, "start", args.no_resume)?;
     request.no_deps = args.no_deps;
     request.deps_only = args.deps_only;
     if !args.deps_only {
         prepare_checkouts(rt, &args.targets, &args.services)?;
     }
-    let Some(host) = host else { return foreground::run(rt, request) };
+    if args.foreground {
+        return foreground::run(rt, request);
+    }
     let mut progress = super::progress(rt);
-    let reply =
-        HostClient::call_begun(rt.paths()?, host, &Request::Start(request), |p| progress.host_step(p))?;
+    let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| progress.host_step(p))?;
     drop(progress);
-    report_start(rt, Some(reply))
+    report_start(rt, reply)
 }
