@@ -560,3 +560,48 @@ fn clients_of_a_job_store_that_stopped_answering_leave_stop_its_threads() {
         assert!(!crate::support::alive(pid, started), "{name} still runs");
     }
 }
+
+/// The TCP ports process `pid` listens on (its socket descriptors matched against the kernel's table).
+fn listening_ports(pid: u32) -> Vec<u16> {
+    let inodes: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter_map(|link| Some(link.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned()))
+        .collect();
+    let table = std::fs::read_to_string(format!("/proc/{pid}/net/tcp")).expect("tcp table");
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let listening =
+                fields.get(3) == Some(&"0A") && inodes.iter().any(|i| Some(&i.as_str()) == fields.get(9));
+            let port = fields.get(1)?.rsplit_once(':')?.1;
+            listening.then(|| u16::from_str_radix(port, 16).ok()).flatten()
+        })
+        .collect()
+}
+
+#[test]
+fn a_worker_serves_its_runtime_api_from_the_first_job_that_runs_a_process() {
+    let env = TestEnv::new();
+    let dir = signals(&env);
+    let worker = Worker::start(&env, &[], &["--concurrency", "2"]);
+    let pid = worker.0.id();
+    let noop = ids(&env.envctl(&["jobs", "enqueue", "noop"]).ok().stdout).remove(0);
+    assert!(eventually(20, || job(&env, &noop)["status"] == "succeeded"), "the built-in job ran");
+    assert_eq!(listening_ports(pid), Vec::<u16>::new(), "no HTTP is served before a job needs it");
+    let d = dir.display();
+    let command = format!("printf '%s' \"$ENVCTL_RUNTIME_URL\" > {d}/url.tmp && mv {d}/url.tmp {d}/url");
+    enqueue(&env, &[], &command, &[]);
+    assert!(eventually(20, || dir.join("url").exists()), "the command job ran");
+    let url = read_trimmed(&dir.join("url"));
+    let port: u16 =
+        url.rsplit_once(':').and_then(|(_, p)| p.trim_end_matches('/').parse().ok()).expect("a port");
+    assert_eq!(
+        listening_ports(pid),
+        vec![port],
+        "the job's API is the worker's, up from its first job: {url}"
+    );
+    assert_eq!(http(&url, "GET", "/executions/nope/input", None, "").0, 401, "and it answers");
+}

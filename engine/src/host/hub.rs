@@ -44,7 +44,7 @@ impl Hub {
     pub async fn start(&self) -> Option<RuntimeApi> {
         self.api
             .get_or_init(|| async {
-                match RuntimeApi::start(&self.options, self.token.clone(), &self.tracker).await {
+                match RuntimeApi::start(&self.options, self.token.clone(), &self.tracker) {
                     Ok(api) => {
                         let stores = Arc::clone(&self.stores);
                         api.attach_opener(Arc::new(move || stores.get().map(StoreFactory::open)));

@@ -122,8 +122,10 @@ pub struct RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// Listens on 127.0.0.1 (an ephemeral port) and serves on `tracker` until `stop` is cancelled.
-    pub async fn start(
+    /// Listens on 127.0.0.1 (an ephemeral port) and serves on `tracker` until `stop` is cancelled. Called on the
+    /// runtime; what it does before it serves is quick enough for an async thread (it reads or writes a few small
+    /// files and binds on loopback), so a worker can start it when its first job needs it ([`OnFirstJob`]).
+    pub fn start(
         options: &ApiOptions,
         stop: CancellationToken,
         tracker: &tokio_util::task::TaskTracker,
@@ -139,7 +141,10 @@ impl RuntimeApi {
             .map_or_else(|| "envctl".to_owned(), |n| n.to_string_lossy().into_owned());
         let signer = Signer::for_scope(&options.scope_dir, &scope).map_err(|e| io("signing key", e))?;
         let helpers_dir = helpers::install(&options.scope_dir).map_err(|e| io("helper libraries", e))?;
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(|e| io("listen", e))?;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|e| io("listen", e))?;
         let addr = listener.local_addr().map_err(|e| io("listen", e))?;
         let shared = Arc::new(Shared {
             signer,
@@ -224,6 +229,64 @@ impl RuntimeApi {
 /// An attempt's id: `<job id>.<attempt>`.
 pub fn execution_id(job: &Job) -> String {
     format!("{}.{}", job.id, job.attempts)
+}
+
+/// A worker's runtime API, started when the first job that runs a process begins. Built-in jobs never reach the
+/// API, so a worker that has run only those, or nothing yet, serves no HTTP and has none of its code in memory.
+pub struct OnFirstJob {
+    options: ApiOptions,
+    stop: CancellationToken,
+    tracker: tokio_util::task::TaskTracker,
+    store: Arc<dyn JobStore>,
+    /// Says that the API cannot start (the jobs then run without it).
+    refused: Box<dyn Fn(&ApiError) + Send + Sync>,
+    api: OnceLock<Option<RuntimeApi>>,
+}
+
+impl std::fmt::Debug for OnFirstJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OnFirstJob").field("api", &self.api).finish_non_exhaustive()
+    }
+}
+
+impl OnFirstJob {
+    /// The API `options` describe, serving `store` on `tracker` until `stop`, once a job needs it.
+    pub fn new(
+        options: ApiOptions,
+        stop: CancellationToken,
+        tracker: tokio_util::task::TaskTracker,
+        store: Arc<dyn JobStore>,
+        refused: impl Fn(&ApiError) + Send + Sync + 'static,
+    ) -> Self {
+        Self { options, stop, tracker, store, refused: Box::new(refused), api: OnceLock::new() }
+    }
+
+    fn api(&self) -> Option<&RuntimeApi> {
+        self.api
+            .get_or_init(|| match RuntimeApi::start(&self.options, self.stop.clone(), &self.tracker) {
+                Ok(api) => {
+                    api.attach_store(Arc::clone(&self.store));
+                    Some(api)
+                }
+                Err(e) => {
+                    (self.refused)(&e);
+                    None
+                }
+            })
+            .as_ref()
+    }
+}
+
+impl Executions for OnFirstJob {
+    fn begin(&self, job: &Job, timeout: Option<Duration>) -> BTreeMap<String, String> {
+        self.api().map(|api| api.begin(job, timeout)).unwrap_or_default()
+    }
+
+    fn end(&self, job: &Job, finish: &Finish) {
+        if let Some(Some(api)) = self.api.get() {
+            api.end(job, finish);
+        }
+    }
 }
 
 impl Executions for RuntimeApi {

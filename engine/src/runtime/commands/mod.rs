@@ -267,17 +267,16 @@ fn run_suites(
         // The suites' worker serves the runtime API to their commands too, as every worker does.
         let (api_stop, api_tasks) =
             (tokio_util::sync::CancellationToken::new(), tokio_util::task::TaskTracker::new());
-        let ctx =
-            match crate::runtime_api::RuntimeApi::start(&api_options, api_stop.clone(), &api_tasks).await {
-                Ok(api) => {
-                    api.attach_store(std::sync::Arc::clone(&store));
-                    ctx.with_executions(std::sync::Arc::new(api))
-                }
-                Err(e) => {
-                    printer.warn(&format!("{e}\nthe suites run without the runtime API"));
-                    ctx
-                }
-            };
+        let ctx = match crate::runtime_api::RuntimeApi::start(&api_options, api_stop.clone(), &api_tasks) {
+            Ok(api) => {
+                api.attach_store(std::sync::Arc::clone(&store));
+                ctx.with_executions(std::sync::Arc::new(api))
+            }
+            Err(e) => {
+                printer.warn(&format!("{e}\nthe suites run without the runtime API"));
+                ctx
+            }
+        };
         let run = crate::jobs::suites::run_suites(
             store,
             ctx,

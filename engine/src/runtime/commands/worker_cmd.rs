@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jobs::handlers::HandlerContext;
 use crate::jobs::worker::{WorkerOptions, run};
 use crate::runtime::{EngineError, EngineRuntime, Outcome};
-use crate::runtime_api::{ApiOptions, RuntimeApi};
+use crate::runtime_api::{ApiOptions, OnFirstJob};
 
 // Arguments of `worker`.
 #[derive(Debug, clap::Args)]
@@ -48,19 +48,14 @@ pub fn exec(rt: &EngineRuntime, args: &WorkerArgs) -> Result<Outcome, EngineErro
     let progress = args.drain.then(|| super::progress(rt));
     let watched = Arc::clone(&store);
     let report = rt.block_on(async move {
-        // The worker's runtime API, for the jobs it runs: up before the first claim, down after the last job.
+        // The worker's runtime API, for the processes of the jobs it runs: up when the first of them begins, down
+        // after the last job. Without it (a scope directory it cannot write, no loopback listener) jobs still run.
         let (api_stop, api_tasks) = (CancellationToken::new(), tokio_util::task::TaskTracker::new());
-        // Without it (a scope directory it cannot write, no loopback listener) jobs still run, without the API.
-        let ctx = match RuntimeApi::start(&api_options, api_stop.clone(), &api_tasks).await {
-            Ok(api) => {
-                api.attach_store(Arc::clone(&store));
-                Arc::new(ctx.with_executions(Arc::new(api)))
-            }
-            Err(e) => {
+        let api =
+            OnFirstJob::new(api_options, api_stop.clone(), api_tasks.clone(), Arc::clone(&store), move |e| {
                 printer.warn(&format!("{e}\njobs run without the runtime API"));
-                Arc::new(ctx)
-            }
-        };
+            });
+        let ctx = Arc::new(ctx.with_executions(Arc::new(api)));
         let (shutdown, force) = (CancellationToken::new(), CancellationToken::new());
         let signals = {
             let (shutdown, force) = (shutdown.clone(), force.clone());
