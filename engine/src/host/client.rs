@@ -42,15 +42,6 @@ pub struct HostClient {
     _claim: Option<std::os::fd::OwnedFd>,
 }
 
-/// The host a command found, or started and has not yet connected to ([`HostClient::begin`]).
-#[derive(Debug)]
-pub enum Early {
-    /// A host answered.
-    Found(HostClient),
-    /// None answered, and this one is starting.
-    Starting(launch::Started),
-}
-
 /// Whether `dir` is a real directory owned by this user that no one else can write to.
 fn trusted_dir(dir: &std::path::Path) -> bool {
     use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -64,52 +55,6 @@ fn trusted_dir(dir: &std::path::Path) -> bool {
 /// The host's own log file.
 pub fn host_log(paths: &Paths) -> PathBuf {
     paths.scope_dir.join("host.log")
-}
-
-impl Early {
-    /// Waits for the host that is starting to say it serves, and connects to it.
-    pub fn finish(self, paths: &Paths) -> Result<HostClient, ClientError> {
-        let started = match self {
-            Self::Found(client) => return Ok(client),
-            Self::Starting(started) => started,
-        };
-        let log = host_log(paths);
-        let spawn_error = |e: &dyn std::fmt::Display| spawn_error(&log, e);
-        // The claim goes with the connection to the host that serves, whichever host that is.
-        let mut claim = Some(started.claim);
-        let mut connect =
-            || HostClient::connect(paths).map(|client| HostClient { _claim: claim.take(), ..client });
-        let said_ready = read_ready(&started.ready);
-        if let Some(client) = connect() {
-            return Ok(client);
-        }
-        match said_ready {
-            None => return Err(spawn_error(&"it did not answer within 10 s")),
-            // It said it serves: a connection refused now is passing (a full backlog), so try a little longer.
-            Some(true) => {
-                for _ in 0..100 {
-                    std::thread::sleep(Duration::from_millis(10));
-                    if let Some(client) = connect() {
-                        return Ok(client);
-                    }
-                }
-                return Err(spawn_error(&"it said it serves, but its socket does not answer"));
-            }
-            Some(false) => {}
-        }
-        // It exited without serving: another host may have won the race for the lock and answers soon.
-        let status = started.process.wait().map_err(|e| spawn_error(&e))?;
-        if let Some(client) = connect() {
-            return Ok(client);
-        }
-        let tail = logs::tail(&log, 5).join("\n");
-        Err(spawn_error(&format!("it exited with {status}: {tail}")))
-    }
-}
-
-/// The error that says the host could not be started, and where its log is.
-fn spawn_error(log: &std::path::Path, e: &dyn std::fmt::Display) -> ClientError {
-    ClientError::Spawn(e.to_string(), log.display().to_string())
 }
 
 /// Waits (up to [`SPAWN_WAIT`]) on this thread for the spawned host's readiness line: `Some(true)` when it said
@@ -144,23 +89,46 @@ impl HostClient {
         UnixStream::connect(socket).ok().map(|stream| Self { stream, log: host_log(paths), _claim: None })
     }
 
-    /// Connects, first spawning a detached host (`<exe> host -C <repo>`) when none answers.
+    /// Connects, first spawning a detached host (`<exe> host -C <repo>`) when none answers. The connection holds
+    /// the claim on a host it started: should this command end before its request, the host goes too.
     pub fn connect_or_spawn(paths: &Paths) -> Result<Self, ClientError> {
-        Self::begin(paths)?.finish(paths)
-    }
-
-    /// Connects to the running host, or starts one without waiting for it (then [`Early::finish`] waits). A
-    /// command that never finishes leaves nothing behind: the host it started exits once the command is gone, when
-    /// nothing was given it to run.
-    pub fn begin(paths: &Paths) -> Result<Early, ClientError> {
         if let Some(client) = Self::connect(paths) {
-            return Ok(Early::Found(client));
+            return Ok(client);
         }
         let log = host_log(paths);
-        let exe = std::env::current_exe().map_err(|e| spawn_error(&log, &e))?;
-        launch::start(&exe, &paths.current_root, &log, crate::runtime::host_process)
-            .map(Early::Starting)
-            .map_err(|e| spawn_error(&log, &e))
+        let spawn_error =
+            |e: &dyn std::fmt::Display| ClientError::Spawn(e.to_string(), log.display().to_string());
+        let exe = std::env::current_exe().map_err(|e| spawn_error(&e))?;
+        let started = launch::start(&exe, &paths.current_root, &log, crate::runtime::host_process)
+            .map_err(|e| spawn_error(&e))?;
+        // The claim goes with the connection to the host that serves, whichever host that is.
+        let mut claim = Some(started.claim);
+        let mut connect = || Self::connect(paths).map(|client| Self { _claim: claim.take(), ..client });
+        let said_ready = read_ready(&started.ready);
+        if let Some(client) = connect() {
+            return Ok(client);
+        }
+        match said_ready {
+            None => return Err(spawn_error(&"it did not answer within 10 s")),
+            // It said it serves: a connection refused now is passing (a full backlog), so try a little longer.
+            Some(true) => {
+                for _ in 0..100 {
+                    std::thread::sleep(Duration::from_millis(10));
+                    if let Some(client) = connect() {
+                        return Ok(client);
+                    }
+                }
+                return Err(spawn_error(&"it said it serves, but its socket does not answer"));
+            }
+            Some(false) => {}
+        }
+        // It exited without serving: another host may have won the race for the lock and answers soon.
+        let status = started.process.wait().map_err(|e| spawn_error(&e))?;
+        if let Some(client) = connect() {
+            return Ok(client);
+        }
+        let tail = logs::tail(&log, 5).join("\n");
+        Err(spawn_error(&format!("it exited with {status}: {tail}")))
     }
 
     /// Sends `request`; calls `progress` for each progress line; returns the final reply.
@@ -237,35 +205,14 @@ impl HostClient {
         paths: &Paths,
         spawn: bool,
         request: &Request,
-        progress: impl FnMut(&Progress),
-    ) -> Result<Option<Reply>, ClientError> {
-        let early = if spawn { Some(Self::begin(paths)?) } else { Self::connect(paths).map(Early::Found) };
-        match early {
-            Some(early) => Self::call_with(paths, early, spawn, request, progress),
-            None => Ok(None),
-        }
-    }
-
-    fn call_with(
-        paths: &Paths,
-        early: Early,
-        spawn: bool,
-        request: &Request,
         mut progress: impl FnMut(&Progress),
     ) -> Result<Option<Reply>, ClientError> {
-        let mut client = early.finish(paths)?;
         for attempt in 0..3 {
+            let client = if spawn { Some(Self::connect_or_spawn(paths)?) } else { Self::connect(paths) };
+            let Some(client) = client else { return Ok(None) };
             match client.request(request, &mut progress) {
                 Err(ClientError::Unanswered(_)) if attempt < 2 => {
                     std::thread::sleep(Duration::from_millis(10));
-                    client = if spawn {
-                        Self::connect_or_spawn(paths)?
-                    } else {
-                        match Self::connect(paths) {
-                            Some(client) => client,
-                            None => return Ok(None),
-                        }
-                    };
                 }
                 other => return other.map(Some),
             }

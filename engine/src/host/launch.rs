@@ -1,9 +1,9 @@
 //! How a command that finds no host starts one, detached: its stdin a pipe the command holds (its claim), its stdout
 //! a pipe that carries the one readiness line, its stderr appended to the host log.
 //!
-//! The claim lets a command start the host before it has built its request, and still leave nothing behind when it
-//! never sends one (its configuration was refused, or it was killed): the host reads end of file on its stdin when
-//! the command is gone, and exits then if nothing was given it to run ([`Claim`]).
+//! The claim lets a command that ends before it sent its request (killed, or interrupted) leave nothing behind: the
+//! host reads end of file on its stdin when the command is gone, and exits then if nothing was given it to run
+//! ([`Claim`]).
 //!
 //! A command that runs on one thread forks, and the child becomes the host as `envctl host -C <repo>` would. That
 //! skips a program start: the kernel's exec, the dynamic loader's relocations, glibc's CPU-feature probe (CPUID
@@ -218,7 +218,7 @@ impl Claim {
     }
 
     /// Waits until the command lets go of its claim: it closed its end, or it exited (killed or not). Then the
-    /// host's stdin becomes `/dev/null`, as everything the host starts has it.
+    /// host's stdin becomes `/dev/null`, so nothing the host starts later inherits the pipe.
     pub async fn released(self) {
         let mut buf = [0u8; 64];
         loop {

@@ -1108,8 +1108,8 @@ async fn save_on_change(host: Arc<Host>, done: CancellationToken) {
 }
 
 /// Exits when the command that started this host lets go of its claim (it ended, or was killed) and nothing was
-/// given the host to do: nothing runs, no request is under way and no client is connected. A `start` starts its
-/// host before it reads its configuration; when that is refused, the host goes with the command.
+/// given the host to do: nothing runs, no request is under way and no client is connected. A command killed
+/// between starting its host and sending its request leaves no host behind.
 async fn exit_when_unclaimed(host: Arc<Host>, claim: crate::host::launch::Claim) {
     tokio::select! {
         () = claim.released() => {}
