@@ -106,18 +106,9 @@ fn a_killed_worker_s_leased_jobs_are_orphans_that_fix_requeues() {
     let mut worker = env.spawn_envctl(&["worker", "--concurrency", "3"]);
     let running = || env.envctl(&["jobs", "stats", "--json"]).json()["running"] == 3;
     assert!(eventually(20, running), "the worker leases all three");
-    kill9(worker.id());
-    worker.wait().expect("reap");
-    let (code, report) = doctor(&env, &["--gate", "job_runtime"]);
-    assert_eq!(code, 1, "{report}");
-    let orphans = check(&report, "job_runtime", "orphans");
-    assert_eq!(
-        (orphans["outcome"].as_str(), orphans["evidence"]["count"].as_str()),
-        (Some("fail"), Some("3")),
-        "{orphans}"
-    );
-    // The killed worker's attempts still run (a SIGKILL leaves their process groups behind): each job's shell and
-    // its `sleep`, marked with the job's id.
+    // The killed worker's attempts are to be left running (a SIGKILL leaves their process groups behind): each
+    // job's process, marked with the job's id. A lease is counted before its process is spawned, so wait for all
+    // three processes before the kill.
     let jobs: Vec<String> = env.envctl(&["jobs", "list", "--json"]).json()["jobs"]
         .as_array()
         .expect("jobs")
@@ -129,6 +120,19 @@ fn a_killed_worker_s_leased_jobs_are_orphans_that_fix_requeues() {
             .flat_map(|id| processes_marked(&[format!("ENVCTL_JOB_ID={id}").into_bytes()]))
             .collect::<Vec<_>>()
     };
+    let spawned =
+        || jobs.iter().all(|id| !processes_marked(&[format!("ENVCTL_JOB_ID={id}").into_bytes()]).is_empty());
+    assert!(eventually(20, spawned), "every attempt's process runs: {:?}", left());
+    kill9(worker.id());
+    worker.wait().expect("reap");
+    let (code, report) = doctor(&env, &["--gate", "job_runtime"]);
+    assert_eq!(code, 1, "{report}");
+    let orphans = check(&report, "job_runtime", "orphans");
+    assert_eq!(
+        (orphans["outcome"].as_str(), orphans["evidence"]["count"].as_str()),
+        (Some("fail"), Some("3")),
+        "{orphans}"
+    );
     assert!(!left().is_empty(), "the killed worker's attempts are still running");
     let fixed = env.envctl(&["doctor", "--fix", "--gate", "job_runtime"]);
     fixed.ok();
