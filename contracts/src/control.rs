@@ -68,10 +68,22 @@ impl Reply {
 pub struct StartRequest {
     /// The command the user ran (`start`, `restart`, `resume`).
     pub command: String,
-    /// The resolved configuration of the CLI that asks.
-    pub config: Config,
+    /// The resolved configuration of the CLI that asks; none when the host is to use the one it holds under
+    /// `config_digest` (it answers [`Reply::ConfigNeeded`] when it holds none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<Config>,
+    /// A digest of everything the configuration was read from (the file's text, the overrides, envctl's version):
+    /// the same digest, the same configuration. With `config`, the host keeps the pair for the next request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_digest: Option<String>,
+    /// The warnings reading the configuration gave, which the host repeats when it uses the one it holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_warnings: Vec<String>,
     /// Targets to start, as the CLI selected them.
     pub targets: Vec<SelectedTarget>,
+    /// The host selects the targets itself: every target it has services of (`targets` is then empty).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub running_targets: bool,
     /// Only these services (and what they depend on); all when empty.
     pub services: Vec<String>,
     /// The environment services inherit (the asking shell's).
@@ -180,6 +192,9 @@ pub struct StartOutcome {
     pub notes: Vec<String>,
     /// The failure, when the start failed.
     pub failure: Option<StartFailure>,
+    /// The URL of each requirement of each planned target (target → requirement → URL).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requirement_urls: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// The final reply.
@@ -208,6 +223,9 @@ pub enum Reply {
     },
     /// What runs now (the answer to [`Request::Watch`], sent again on every change).
     View(HostView),
+    /// The host holds no configuration under the request's digest (or cannot select its targets with the one
+    /// it holds): ask again with the configuration.
+    ConfigNeeded,
     /// The request could not be carried out.
     Error {
         /// Why.

@@ -562,3 +562,60 @@ fn the_host_of_a_start_outlives_its_command_and_a_refused_start_leaves_none() {
     assert!(alive(pid, started), "the host of a start that ran stays after the command is gone");
     env.envctl(&["stop"]).ok();
 }
+
+/// Where each start's configuration came from, in order: `sent` with the request, or `held` by the host.
+fn config_sources(env: &TestEnv) -> Vec<String> {
+    let text = std::fs::read_to_string(scope(env).join("events.jsonl")).expect("events");
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["event"] == "run.begin")
+        .filter_map(|e| e["detail"]["config"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The value of `name` in the environment of process `pid`.
+fn env_of(pid: u32, name: &str) -> Option<String> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    environ
+        .split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(prefix.as_bytes()).map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
+#[test]
+fn a_restart_uses_the_configuration_its_host_holds_only_while_nothing_it_is_read_from_changed() {
+    let env = TestEnv::new();
+    let config = |greeting: &str| {
+        format!(
+            "[services.web]\ncommand = \"sleep 1000\"\nenv = {{ GREETING = \"{greeting}\" }}\n\n[services.api]\ncommand = \"sleep 1000\"\n"
+        )
+    };
+    env.write(".envctl", &config("one"));
+    env.envctl(&["start"]).ok();
+    let greeting = || env_of(env.pids()["main/web"].0, "GREETING");
+    env.envctl(&["restart", "--service", "web"]).ok();
+    assert_eq!(greeting().as_deref(), Some("one"));
+    assert_eq!(
+        config_sources(&env),
+        ["sent", "held"],
+        "the start sent it; the restart named it by its digest"
+    );
+    // An edit of the file, then a `--set`, each reach the restarted service: the host asked for the new one.
+    env.write(".envctl", &config("two"));
+    env.envctl(&["restart", "--service", "web"]).ok();
+    assert_eq!(greeting().as_deref(), Some("two"));
+    env.envctl(&["restart", "--service", "web", "--set", "services.web.env.GREETING=three"]).ok();
+    assert_eq!(greeting().as_deref(), Some("three"));
+    env.envctl(&["restart", "--service", "web", "--set", "services.web.env.GREETING=three"]).ok();
+    assert_eq!(
+        config_sources(&env),
+        ["sent", "held", "sent", "sent", "held"],
+        "each change: a request the host cannot answer by digest, then one with the configuration"
+    );
+    // A name the held configuration lacks gets the CLI's own error, from the configuration as it is now.
+    let wrong = env.envctl(&["restart", "--service", "wbe"]);
+    wrong.fails();
+    assert!(wrong.stderr.contains("wbe") && wrong.stderr.contains("web"), "{}", wrong.stderr);
+    assert_eq!(greeting().as_deref(), Some("three"), "nothing was restarted");
+    assert_eq!(config_sources(&env).len(), 5);
+}

@@ -55,6 +55,8 @@ pub struct Settings {
     pub provenance: BTreeMap<String, String>,
     /// Problems that did not stop loading.
     pub warnings: Vec<String>,
+    /// [`Settings::digest`] of what was read (empty for a configuration resolved elsewhere).
+    pub digest: String,
 }
 
 const HINT: &str = "fix the values above, then check with `envctl show-config`";
@@ -65,10 +67,12 @@ impl Settings {
         let paths = Paths::discover(&options.start_dir, options.config_file.as_deref(), env)?;
         let mut layers = Vec::new();
         let mut warnings = Vec::new();
+        let mut digest = None;
         let format = match &paths.config_file {
             None => ConfigFormat::None,
             Some(file) => {
                 let text = read_config_text(file)?;
+                digest = Some(digest_of(&paths, Some(text.as_bytes()), options, env));
                 if legacy::is_legacy(&text) {
                     let imported = legacy::import(&text, &paths.repo_root);
                     warnings.extend(imported.warnings.iter().map(|w| format!("{}: {w}", file.display())));
@@ -99,8 +103,9 @@ impl Settings {
             .file_name()
             .map_or_else(|| "repo".to_owned(), |n| n.to_string_lossy().into_owned());
         let loaded = load::load(&layers, &repo_name, HINT)?;
+        let digest = digest.unwrap_or_else(|| digest_of(&paths, None, options, env));
         let mut settings =
-            Self { config: loaded.config, paths, format, provenance: loaded.provenance, warnings };
+            Self { config: loaded.config, paths, format, provenance: loaded.provenance, warnings, digest };
         if settings.config.jobs.redis_url.is_none()
             && let Some(url) = env.get("REDIS_URL")
         {
@@ -110,10 +115,36 @@ impl Settings {
         Ok(settings)
     }
 
+    /// A digest of everything [`Self::load`] reads (the paths it finds, the file's bytes, the overriding variables
+    /// and `--set` flags, `REDIS_URL`) and of this envctl's version: two loads with the same digest give the same
+    /// settings, so a host holding the configuration of one needs no copy for the next. Costs a read of the file
+    /// and a hash of its bytes, not a parse.
+    pub fn digest(options: &LoadOptions, env: &EnvVars) -> Result<String, ConfigError> {
+        let paths = Paths::discover(&options.start_dir, options.config_file.as_deref(), env)?;
+        let text = match &paths.config_file {
+            Some(file) => Some(std::fs::read(file).map_err(|e| {
+                ConfigError::single(
+                    file.display().to_string(),
+                    &format!("cannot read the config file: {e}"),
+                    "check the file's permissions and encoding (UTF-8)",
+                )
+            })?),
+            None => None,
+        };
+        Ok(digest_of(&paths, text.as_deref(), options, env))
+    }
+
     /// Settings for a configuration resolved elsewhere (the host gets the asking CLI's with each request):
     /// where each value came from stayed with the CLI.
     pub fn resolved(config: Config, paths: Paths) -> Self {
-        Self { config, paths, format: ConfigFormat::Toml, provenance: BTreeMap::new(), warnings: Vec::new() }
+        Self {
+            config,
+            paths,
+            format: ConfigFormat::Toml,
+            provenance: BTreeMap::new(),
+            warnings: Vec::new(),
+            digest: String::new(),
+        }
     }
 
     /// The `show-config` report: the resolved config and the source of every effective value.
@@ -148,6 +179,25 @@ impl Settings {
             warnings: &self.warnings,
         }
     }
+}
+
+/// [`Settings::digest`] of what was read.
+fn digest_of(paths: &Paths, text: Option<&[u8]>, options: &LoadOptions, env: &EnvVars) -> String {
+    use std::hash::{Hash as _, Hasher as _};
+    // Two independent 64-bit hashes: a 128-bit digest.
+    let mut halves = [std::hash::DefaultHasher::new(), std::hash::DefaultHasher::new()];
+    for (seed, hasher) in halves.iter_mut().enumerate() {
+        seed.hash(hasher);
+        env!("CARGO_PKG_VERSION").hash(hasher);
+        format!("{paths:?}").hash(hasher);
+        text.hash(hasher);
+        for (spec, value) in env.overrides() {
+            (spec.name, value).hash(hasher);
+        }
+        options.sets.hash(hasher);
+        env.get("REDIS_URL").hash(hasher);
+    }
+    format!("{:016x}{:016x}", halves[0].finish(), halves[1].finish())
 }
 
 /// [`ConfigReport`] with the config and warnings borrowed: the same fields in the same order (see

@@ -178,6 +178,19 @@ pub struct Host {
     saves: AtomicU64,
     /// Control connections open now.
     connections: AtomicUsize,
+    /// The configuration of the latest start that came with one and its digest, for the next that names it.
+    held_config: std::sync::Mutex<Option<HeldConfig>>,
+}
+
+/// A configuration a start came with, under the digest of what it was read from, with the warnings reading it gave.
+#[derive(Debug)]
+pub struct HeldConfig {
+    /// [`crate::config::Settings::digest`] of its sources.
+    pub digest: String,
+    /// The configuration.
+    pub config: envctl_contracts::config::Config,
+    /// What reading it warned about.
+    pub warnings: Vec<String>,
 }
 
 /// The state an earlier host left: read, or recovered when it is torn; with what to tell the user then.
@@ -272,7 +285,20 @@ impl Host {
             saved_nudges: AtomicU64::new(0),
             wave: Notify::new(),
             saves: AtomicU64::new(0),
+            held_config: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Takes the configuration held under `digest`, if that is the one held (a request under way uses it, then
+    /// gives it back with [`Self::hold_config`]).
+    pub fn take_held_config(&self, digest: &str) -> Option<HeldConfig> {
+        let mut held = unpoisoned(&self.held_config);
+        if held.as_ref().is_some_and(|h| h.digest == digest) { held.take() } else { None }
+    }
+
+    /// Keeps `config` for the next request that names its digest (in place of the one held before).
+    pub fn hold_config(&self, config: HeldConfig) {
+        *unpoisoned(&self.held_config) = Some(config);
     }
 
     /// The repository's locations.
@@ -376,7 +402,9 @@ impl Host {
     }
 
     /// Begins a new run for `command` over `targets`; earlier failures are not carried into it.
-    pub fn begin_run(&self, command: &str, targets: &[String]) -> String {
+    /// `config` says where a start's configuration came from (`sent` with the request, `held` by the host), for
+    /// the `run.begin` event.
+    pub fn begin_run(&self, command: &str, targets: &[String], config: Option<&str>) -> String {
         let mut run = unpoisoned(&self.run);
         *run = RunInfo {
             run_id: new_run_id(),
@@ -388,7 +416,11 @@ impl Host {
         };
         let run_id = run.run_id.clone();
         drop(run);
-        self.event(None, None, "run.begin", serde_json::json!({"command": command, "targets": targets}));
+        let mut detail = serde_json::json!({"command": command, "targets": targets});
+        if let Some(config) = config {
+            detail["config"] = config.into();
+        }
+        self.event(None, None, "run.begin", detail);
         run_id
     }
 
@@ -804,7 +836,7 @@ pub async fn run(
     let reporter = Reporter { changed: Arc::new(Notify::new()), events: service_events_tx };
     let record = HostRecord { pid, start_time };
     let host = Arc::new(Host::new(parts, record, previous, recovery, reporter, events_tx, orchestrator));
-    host.begin_run("host", &host.previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default());
+    host.begin_run("host", &host.previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default(), None);
     adopt_survivors(&host).await;
     claim_adopted_ports(&host).await;
     if let Some(previous) = &host.previous {
@@ -1252,8 +1284,11 @@ mod tests {
         let settings = Settings::load(&load, &host.parts.env).expect("default settings");
         Request::Start(StartRequest {
             command: command.into(),
-            config: settings.config,
+            config: Some(settings.config),
+            config_digest: None,
+            config_warnings: Vec::new(),
             targets: Vec::new(),
+            running_targets: false,
             services: Vec::new(),
             env: BTreeMap::new(),
             no_resume: false,

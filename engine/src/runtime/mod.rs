@@ -194,6 +194,14 @@ impl EngineRuntime {
         })
     }
 
+    /// [`Settings::digest`] of the configuration: the loaded settings', or found without parsing the file.
+    pub fn config_digest(&self) -> Result<String, EngineError> {
+        match self.settings.get() {
+            Some(settings) => Ok(settings.digest.clone()),
+            None => Ok(Settings::digest(&self.load, &self.env)?),
+        }
+    }
+
     /// The repository's paths: the settings' when they are loaded, otherwise found without reading the config
     /// (commands that must work with a broken config: `stop`, `logs`, `config set`).
     pub fn paths(&self) -> Result<&Paths, EngineError> {

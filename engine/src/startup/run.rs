@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use super::layers::{Restart, run_target};
 use super::{StartupError, requirements};
 use crate::config::{EnvVars, Settings};
-use crate::host::{Host, Key};
+use crate::host::{HeldConfig, Host, Key};
 use crate::plan::{PortTable, explain};
 use crate::ports::{is_free, requests};
 use crate::supervisor::service::{ServiceHandle, ServiceSpec};
@@ -91,17 +91,80 @@ async fn forget_removed(host: &Host, settings: &Settings, targets: &[String]) {
     host.forget(gone).await;
 }
 
-/// Starts (or reuses) the requested services.
-pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Reply>) -> Reply {
+/// Starts (or reuses) the requested services, with the configuration the request carries or the one the host
+/// holds under the request's digest; [`Reply::ConfigNeeded`] when it holds none, or when the one it holds does
+/// not have a named service or cannot select the targets (the CLI then sends its own, and says what is wrong).
+pub async fn start(host: &Arc<Host>, mut request: StartRequest, tx: &mpsc::Sender<Reply>) -> Reply {
     let began = Instant::now();
-    let settings = Settings::resolved(request.config.clone(), host.paths().clone());
-    let targets: Vec<Target> = request.targets.iter().map(Target::from_selected).collect();
+    let digest = request.config_digest.take();
+    let source = if request.config.is_some() { "sent" } else { "held" };
+    let held = match request.config.take() {
+        Some(config) => HeldConfig {
+            digest: digest.clone().unwrap_or_default(),
+            config,
+            warnings: std::mem::take(&mut request.config_warnings),
+        },
+        None => match digest.as_deref().and_then(|d| host.take_held_config(d)) {
+            Some(held) => {
+                request.config_warnings.clone_from(&held.warnings);
+                held
+            }
+            None => return Reply::ConfigNeeded,
+        },
+    };
+    let HeldConfig { digest: held_digest, config, warnings } = held;
+    let settings = Settings::resolved(config, host.paths().clone());
+    let reply = match selected_targets(host, &settings, &request).await {
+        Some(targets) => start_with(host, &settings, request, &targets, source, began, tx).await,
+        None => Reply::ConfigNeeded,
+    };
+    if digest.is_some() {
+        host.hold_config(HeldConfig { digest: held_digest, config: settings.config, warnings });
+    }
+    reply
+}
+
+/// The targets `request` names, or that the host has services of; none when a named service is not in the
+/// configuration or the targets cannot be selected (the CLI reports either, with its own configuration).
+async fn selected_targets(host: &Host, settings: &Settings, request: &StartRequest) -> Option<Vec<Target>> {
+    if !request.running_targets {
+        return Some(request.targets.iter().map(Target::from_selected).collect());
+    }
+    let services = &settings.config.services;
+    if request.services.iter().chain(&request.restart).any(|s| !services.contains_key(s)) {
+        return None;
+    }
+    let mut names: Vec<String> = host.known().await.into_iter().map(|(target, _)| target).collect();
+    names.dedup();
+    if names.is_empty() {
+        return None;
+    }
+    let project = &settings.config.project;
+    let all = crate::targets::Targets::discover(&settings.paths, &project.trees_dir);
+    let selected = all.select(&crate::targets::Selection::Trees(names), project.default_mode).ok()?;
+    Some(selected.into_iter().cloned().collect())
+}
+
+/// [`start`] with its configuration and targets resolved.
+async fn start_with(
+    host: &Arc<Host>,
+    settings: &Settings,
+    request: StartRequest,
+    targets: &[Target],
+    source: &str,
+    began: Instant,
+    tx: &mpsc::Sender<Reply>,
+) -> Reply {
     let selected: Vec<&Target> = targets.iter().collect();
     let names: Vec<String> = targets.iter().map(|t| t.name.clone()).collect();
-    forget_removed(host, &settings, &names).await;
-    host.ensure_worker(&settings, &request.env);
-    let run_id = host.begin_run(&request.command, &names);
-    let mut outcome = StartOutcome { run_id: run_id.clone(), ..StartOutcome::default() };
+    forget_removed(host, settings, &names).await;
+    host.ensure_worker(settings, &request.env);
+    let run_id = host.begin_run(&request.command, &names, Some(source));
+    let mut outcome = StartOutcome {
+        run_id: run_id.clone(),
+        warnings: request.config_warnings.clone(),
+        ..StartOutcome::default()
+    };
     // A restart of named services answers with what it started: the rest of the targets did not change.
     let shown = if request.restart.is_empty() { Shown::Targets } else { Shown::Started };
     let env = EnvVars::from_pairs(request.env.get("PATH").map(|p| ("PATH", p.as_str())));
@@ -109,11 +172,11 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
     // Requirement servers this start began (not reused): a failed start stops them again.
     let mut began_servers: Vec<Key> = Vec::new();
     let plan = loop {
-        let table = match reserve_ports(host, &settings, &selected).await {
+        let table = match reserve_ports(host, settings, &selected).await {
             Ok(table) => table,
             Err(e) => return error(&e),
         };
-        let plan = explain(&settings, &selected, &table, &env);
+        let plan = explain(settings, &selected, &table, &env);
         if !plan.problems.is_empty() {
             return error(&StartupError::Plan { problems: plan.problems });
         }
@@ -121,7 +184,7 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
         if request.no_deps {
             break plan;
         }
-        let result = requirements::run(host, &settings, &plan, &request.env, tx, began).await;
+        let result = requirements::run(host, settings, &plan, &request.env, tx, began).await;
         began_servers.extend(
             result
                 .started
@@ -164,6 +227,12 @@ pub async fn start(host: &Arc<Host>, request: StartRequest, tx: &mpsc::Sender<Re
             None => break plan,
         }
     };
+    outcome.requirement_urls = plan
+        .targets
+        .iter()
+        .filter(|t| !t.requirements.is_empty())
+        .map(|t| (t.name.clone(), t.requirements.iter().map(|r| (r.name.clone(), r.url.clone())).collect()))
+        .collect();
     if request.deps_only {
         return finish(host, outcome, &names, shown).await;
     }
@@ -359,7 +428,7 @@ pub async fn resume(host: &Arc<Host>, request: ResumeRequest, tx: &mpsc::Sender<
         host.ensure_worker(&Settings::resolved(config, host.paths().clone()), &request.env);
     }
     let targets: Vec<String> = previous.as_ref().map(|p| p.targets.clone()).unwrap_or_default();
-    let run_id = host.begin_run("resume", &targets);
+    let run_id = host.begin_run("resume", &targets, None);
     let mut outcome = StartOutcome { run_id: run_id.clone(), ..StartOutcome::default() };
     let mut to_start: Vec<ServiceSpec> = Vec::new();
     for (key, handle) in &supervised {

@@ -137,8 +137,11 @@ fn start_request(
     known_services(settings, services)?;
     Ok(StartRequest {
         command: command.to_owned(),
-        config: settings.config.clone(),
+        config: Some(settings.config.clone()),
+        config_digest: Some(settings.digest.clone()),
+        config_warnings: settings.warnings.clone(),
         targets: selected.iter().map(|t| t.to_selected()).collect(),
+        running_targets: false,
         services: services.to_vec(),
         env: rt.env().inherited().clone(),
         no_resume,
@@ -178,8 +181,17 @@ fn prepare_checkouts(
     Ok(())
 }
 
+/// Where a start's report finds the URLs of the requirements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Urls {
+    /// In the host's answer (`start`, `restart`: the host planned them).
+    FromHost,
+    /// Planned here (`resume`).
+    Planned,
+}
+
 /// Prints a start's outcome: URLs on stdout; a failure becomes the command's error.
-fn report_start(rt: &EngineRuntime, reply: Option<Reply>) -> Result<Outcome, EngineError> {
+fn report_start(rt: &EngineRuntime, reply: Option<Reply>, urls: Urls) -> Result<Outcome, EngineError> {
     let printer = *rt.printer();
     let outcome: StartOutcome = match reply {
         Some(Reply::Started(outcome)) => outcome,
@@ -208,7 +220,15 @@ fn report_start(rt: &EngineRuntime, reply: Option<Reply>) -> Result<Outcome, Eng
         ));
     }
     let targets: Vec<String> = outcome.services.iter().map(|r| r.target.clone()).collect();
-    printer.data(&crate::ui::lifecycle::urls(&outcome.services, &requirement_urls(rt, &targets)));
+    let requirements = match urls {
+        Urls::FromHost => {
+            let mut all = outcome.requirement_urls;
+            all.retain(|target, _| targets.contains(target));
+            all
+        }
+        Urls::Planned => requirement_urls(rt, &targets),
+    };
+    printer.data(&crate::ui::lifecycle::urls(&outcome.services, &requirements));
     Ok(Outcome::Success)
 }
 

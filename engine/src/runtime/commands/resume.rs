@@ -29,5 +29,5 @@ pub fn exec(rt: &EngineRuntime, _args: &ResumeArgs) -> Result<Outcome, EngineErr
             outcome.started.len()
         ));
     }
-    report_start(rt, reply)
+    report_start(rt, reply, super::Urls::Planned)
 }

@@ -46,5 +46,5 @@ pub fn exec(rt: &EngineRuntime, args: &StartArgs) -> Result<Outcome, EngineError
     let mut progress = super::progress(rt);
     let reply = HostClient::call(rt.paths()?, true, &Request::Start(request), |p| progress.host_step(p))?;
     drop(progress);
-    report_start(rt, reply)
+    report_start(rt, reply, super::Urls::FromHost)
 }

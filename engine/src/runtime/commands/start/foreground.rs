@@ -61,7 +61,7 @@ pub fn run(rt: &EngineRuntime, request: StartRequest) -> Result<Outcome, EngineE
                 .collect(),
             _ => Vec::new(),
         };
-        let started = report_start(rt, Some(reply));
+        let started = report_start(rt, Some(reply), super::super::Urls::FromHost);
         if started.is_err() {
             let _ = host.await;
             return started;
