@@ -70,5 +70,11 @@ fn by_digest(rt: &EngineRuntime, args: &RestartArgs) -> Result<Option<Reply>, En
     };
     let mut progress = super::progress(rt);
     let reply = HostClient::call(rt.paths()?, false, &Request::Start(request), |p| progress.host_step(p))?;
-    Ok(reply.filter(|r| !matches!(r, Reply::ConfigNeeded)))
+    // A host of an envctl before the digest cannot read the request without its configuration.
+    let asks_again = |r: &Reply| match r {
+        Reply::ConfigNeeded => true,
+        Reply::Error { message } => message.starts_with("malformed request"),
+        _ => false,
+    };
+    Ok(reply.filter(|r| !asks_again(r)))
 }
