@@ -619,3 +619,28 @@ fn a_restart_uses_the_configuration_its_host_holds_only_while_nothing_it_is_read
     assert_eq!(greeting().as_deref(), Some("three"), "nothing was restarted");
     assert_eq!(config_sources(&env).len(), 5);
 }
+
+#[test]
+fn a_restart_of_named_services_plans_those_and_what_they_depend_on_only() {
+    let env = TestEnv::new();
+    let config = |other_env_file: &str| {
+        format!(
+            "[services.db]\ncommand = \"sleep 1000\"\n\n[services.api]\ncommand = \"sleep 1000\"\ndepends_on = [\"db\"]\n\n[services.other]\ncommand = \"sleep 1000\"\nenv_file = [\"{other_env_file}\"]\n"
+        )
+    };
+    env.write("other.env", "X=1\n");
+    env.write(".envctl", &config("other.env"));
+    env.envctl(&["start"]).ok();
+    // `other` can no longer be planned (its env file is gone); a restart of `api` needs neither its plan nor its
+    // problem.
+    env.write(".envctl", &config("gone.env"));
+    let before = env.pids();
+    env.envctl(&["restart", "--service", "api"]).ok();
+    let after = env.pids();
+    assert_ne!(after["main/api"], before["main/api"]);
+    assert_eq!(after["main/db"], before["main/db"], "its dependency is planned, found identical and kept");
+    assert_eq!(after["main/other"], before["main/other"]);
+    let whole = env.envctl(&["restart"]);
+    whole.fails();
+    assert!(whole.stderr.contains("gone.env"), "a restart of everything plans `other`: {}", whole.stderr);
+}

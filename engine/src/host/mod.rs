@@ -401,6 +401,22 @@ impl Host {
         self.services.lock().await.clone()
     }
 
+    /// The records of the supervised services `wanted` picks (by target and service), without their specs: a
+    /// reply's view, which copies none of the others.
+    pub async fn records_where(&self, mut wanted: impl FnMut(&str, &str) -> bool) -> Vec<ServiceRecord> {
+        self.services
+            .lock()
+            .await
+            .iter()
+            .filter(|((t, s), _)| wanted(t, s))
+            .map(|(_, h)| {
+                let mut record = h.record();
+                record.spec = None;
+                record
+            })
+            .collect()
+    }
+
     /// Begins a new run for `command` over `targets`; earlier failures are not carried into it.
     /// `config` says where a start's configuration came from (`sent` with the request, `held` by the host), for
     /// the `run.begin` event.

@@ -86,6 +86,9 @@ struct Shared {
     databases: BTreeMap<String, String>,
     /// Each server's password by (owner, requirement), read from its secrets file the first time it is needed.
     passwords: std::cell::RefCell<BTreeMap<(String, String), Option<String>>>,
+    /// Only these services are planned (a start or restart of named ones: a set closed under `depends_on`, so
+    /// each keeps its layer); every one when none.
+    only: Option<std::collections::BTreeSet<String>>,
 }
 
 impl Context<'_> {
@@ -322,6 +325,7 @@ fn plan_target(
         .services
         .iter()
         .filter(|(_, s)| s.enabled && target.in_scope(s.targets))
+        .filter(|(n, _)| shared.only.as_ref().is_none_or(|only| only.contains(*n)))
         .map(|(n, s)| (n.clone(), s))
         .collect();
     let mut service_plans = Vec::new();
@@ -442,6 +446,18 @@ pub fn explain(settings: &Settings, targets: &[&Target], ports: &PortTable, env:
     explain_with(settings, targets, ports, env, &BTreeMap::new())
 }
 
+/// [`explain`] of only the services in `only` (every requirement is planned), which must hold what each of them
+/// depends on ([`with_dependencies`]): a start of named services at a thousand plans those, not the thousand.
+pub fn explain_only(
+    settings: &Settings,
+    targets: &[&Target],
+    ports: &PortTable,
+    env: &EnvVars,
+    only: std::collections::BTreeSet<String>,
+) -> StartupPlan {
+    plan_all(settings, targets, ports, env, &Shared { only: Some(only), ..Shared::default() })
+}
+
 /// [`explain`] with the databases of some Postgres requirements replaced (by requirement name): what a test
 /// suite running against a throwaway copy sees.
 pub fn explain_with(
@@ -451,12 +467,21 @@ pub fn explain_with(
     env: &EnvVars,
     databases: &BTreeMap<String, String>,
 ) -> StartupPlan {
+    plan_all(settings, targets, ports, env, &Shared { databases: databases.clone(), ..Shared::default() })
+}
+
+fn plan_all(
+    settings: &Settings,
+    targets: &[&Target],
+    ports: &PortTable,
+    env: &EnvVars,
+    shared: &Shared,
+) -> StartupPlan {
     let mut problems = Vec::new();
     let mut found = Found::new();
-    let shared = Shared { databases: databases.clone(), ..Shared::default() };
     let plans = targets
         .iter()
-        .map(|t| plan_target(settings, t, ports, &shared, env, &mut found, &mut problems))
+        .map(|t| plan_target(settings, t, ports, shared, env, &mut found, &mut problems))
         .collect();
     problems.dedup();
     StartupPlan {

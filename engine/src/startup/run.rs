@@ -75,6 +75,35 @@ fn selection(plans: &[ServicePlan], request: &StartRequest) -> (BTreeSet<String>
     (wanted, if request.no_resume { Restart::Everything } else { Restart::Nothing })
 }
 
+/// The services a start of named ones plans: those it restarts (with, when asked, every service that depends on
+/// one of them, directly or not), or those it starts, and what they depend on; none for a start of everything.
+fn planned(settings: &Settings, request: &StartRequest) -> Option<BTreeSet<String>> {
+    let services = &settings.config.services;
+    let mut names: BTreeSet<String> = if request.restart.is_empty() {
+        request.services.iter().cloned().collect()
+    } else {
+        request.restart.iter().cloned().collect()
+    };
+    if names.is_empty() {
+        return None;
+    }
+    if !request.restart.is_empty() && request.with_dependents {
+        loop {
+            let more: Vec<String> = services
+                .iter()
+                .filter(|(n, s)| !names.contains(*n) && s.depends_on.iter().any(|d| names.contains(d)))
+                .map(|(n, _)| n.clone())
+                .collect();
+            if more.is_empty() {
+                break;
+            }
+            names.extend(more);
+        }
+    }
+    let names: Vec<String> = names.into_iter().collect();
+    Some(crate::plan::with_dependencies(settings, &names).into_iter().collect())
+}
+
 /// Forgets the services of `targets` that are no longer in the configuration (a record of one that crashed stays
 /// until it is started again or leaves the configuration).
 async fn forget_removed(host: &Host, settings: &Settings, targets: &[String]) {
@@ -176,7 +205,10 @@ async fn start_with(
             Ok(table) => table,
             Err(e) => return error(&e),
         };
-        let plan = explain(settings, &selected, &table, &env);
+        let plan = match planned(settings, &request) {
+            Some(only) => crate::plan::explain_only(settings, &selected, &table, &env, only),
+            None => explain(settings, &selected, &table, &env),
+        };
         if !plan.problems.is_empty() {
             return error(&StartupError::Plan { problems: plan.problems });
         }
@@ -382,7 +414,7 @@ async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String], show
     }
     let started: std::collections::HashSet<&str> = outcome.started.iter().map(String::as_str).collect();
     let mut label = String::new();
-    let mut wanted = |target: &str, service: &str| match shown {
+    let wanted = |target: &str, service: &str| match shown {
         Shown::Targets => targets.is_empty() || targets.iter().any(|t| t == target),
         Shown::Started => {
             label.clear();
@@ -392,18 +424,8 @@ async fn finish(host: &Host, mut outcome: StartOutcome, targets: &[String], show
             started.contains(label.as_str())
         }
     };
-    outcome.services = host
-        .snapshot()
-        .await
-        .iter()
-        .filter(|((t, s), _)| wanted(t, s))
-        .map(|(_, h)| {
-            // The asking CLI prints names, statuses and URLs; a spec (argv, environment) is most of a record.
-            let mut record = h.record();
-            record.spec = None;
-            record
-        })
-        .collect();
+    // The asking CLI prints names, statuses and URLs; a spec (argv, environment) is most of a record.
+    outcome.services = host.records_where(wanted).await;
     if let Err(e) = host.save_then_copy().await {
         outcome.warnings.push(e.to_string());
     }

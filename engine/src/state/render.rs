@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use envctl_contracts::state::{RunState, ServiceRecord};
+use envctl_contracts::state::{Endpoint, RunState, RuntimeMap, ServiceRecord};
 use serde_json::Value;
 
 use super::redact::{Redactor, secret_values};
@@ -22,7 +22,33 @@ pub(super) struct Rendered {
     copy: HashMap<Key, Copied>,
     /// The secret values the run copy's texts were redacted with (sorted, each once).
     copy_secrets: Vec<String>,
+    /// `runtime_map.json`'s endpoints, kept while they stay the same (a run id changes with every run; a thousand
+    /// endpoints do not when one service restarts).
+    map: Option<MapTexts>,
 }
+
+/// The endpoints of a runtime map and their texts.
+#[derive(Debug)]
+struct MapTexts {
+    targets: Targets,
+    /// As the latest view has them, indented for their place.
+    latest: Vec<u8>,
+    /// The secret values in them.
+    secrets: Vec<String>,
+    /// Redacted with the run's secrets (the first), as the run copy has them; none until rendered.
+    copy: Option<(Vec<String>, Vec<u8>)>,
+}
+
+/// The run copy's texts: `run_state.json`, `runtime_map.json` and the other artifacts, in order.
+#[derive(Debug)]
+pub(super) struct CopyTexts<const N: usize> {
+    pub(super) state: Vec<u8>,
+    pub(super) map: Vec<u8>,
+    pub(super) others: [Vec<u8>; N],
+}
+
+/// A runtime map's endpoints: target → service → endpoint.
+type Targets = std::collections::BTreeMap<String, std::collections::BTreeMap<String, Endpoint>>;
 
 /// A record as `run_state.json` has it.
 #[derive(Debug)]
@@ -62,6 +88,26 @@ impl Rendered {
         Ok(text)
     }
 
+    /// `runtime_map.json`'s text.
+    pub(super) fn latest_map(&mut self, map: &RuntimeMap) -> serde_json::Result<Vec<u8>> {
+        let texts = self.map_texts(map)?;
+        let header = serde_json::to_vec_pretty(&map_header(map))?;
+        Ok(splice_map(&header, &texts.latest)
+            .unwrap_or_else(|| serde_json::to_vec_pretty(map).unwrap_or(header)))
+    }
+
+    /// The texts of `map`'s endpoints: those kept when they are the same.
+    fn map_texts(&mut self, map: &RuntimeMap) -> serde_json::Result<&mut MapTexts> {
+        if self.map.as_ref().is_none_or(|kept| kept.targets != map.targets) {
+            let value = serde_json::to_value(&map.targets)?;
+            let mut secrets = Vec::new();
+            secret_values(&value, &mut secrets);
+            let latest = indented(&serde_json::to_vec_pretty(&map.targets)?, b"  ");
+            self.map = Some(MapTexts { targets: map.targets.clone(), latest, secrets, copy: None });
+        }
+        Ok(self.map.as_mut().expect("just set"))
+    }
+
     /// The run copy's texts of `state` and the other artifacts (`others`, in order), without their secrets:
     /// the values under secret-looking names and in URLs anywhere in them, and `known`, are replaced wherever they
     /// stand, with every other rule of [`super::redact`]. A record's text is kept while the record and the run's
@@ -69,12 +115,16 @@ impl Rendered {
     pub(super) fn copy<const N: usize>(
         &mut self,
         state: &RunState,
+        map: &RuntimeMap,
         others: [Value; N],
         mut secrets: Vec<String>,
-    ) -> serde_json::Result<(Vec<u8>, [Vec<u8>; N])> {
+    ) -> serde_json::Result<CopyTexts<N>> {
         let mut head = serde_json::to_value(header(state))?;
+        let mut map_head = serde_json::to_value(map_header(map))?;
         let mut others = others;
         secret_values(&head, &mut secrets);
+        secret_values(&map_head, &mut secrets);
+        secrets.extend(self.map_texts(map)?.secrets.iter().cloned());
         for other in &others {
             secret_values(other, &mut secrets);
         }
@@ -124,9 +174,25 @@ impl Rendered {
             redactor.json(other);
             *text = serde_json::to_vec_pretty(other)?;
         }
+        let endpoints = self.map.as_mut().expect("rendered above");
+        if endpoints.copy.as_ref().is_none_or(|(with, _)| *with != secrets) {
+            let mut value = serde_json::to_value(&endpoints.targets)?;
+            redactor.json(&mut value);
+            endpoints.copy = Some((secrets.clone(), indented(&serde_json::to_vec_pretty(&value)?, b"  ")));
+        }
+        redactor.json(&mut map_head);
+        let map_head = serde_json::to_vec_pretty(&map_head)?;
+        let spliced = endpoints.copy.as_ref().and_then(|(_, text)| splice_map(&map_head, text));
+        let map_text = if let Some(text) = spliced {
+            text
+        } else {
+            let mut whole = serde_json::to_value(map)?;
+            redactor.json(&mut whole);
+            serde_json::to_vec_pretty(&whole)?
+        };
         self.copy = records.into_iter().map(|(key, (copied, _))| (key, copied)).collect();
         self.copy_secrets = secrets;
-        Ok((state_text, texts))
+        Ok(CopyTexts { state: state_text, map: map_text, others: texts })
     }
 }
 
@@ -151,14 +217,37 @@ fn header(state: &RunState) -> RunState {
     }
 }
 
+/// `map` without its endpoints (an empty `targets`), to render around them.
+fn map_header(map: &RuntimeMap) -> RuntimeMap {
+    RuntimeMap { schema_version: map.schema_version, run_id: map.run_id.clone(), targets: Targets::new() }
+}
+
+/// The map header's text with `targets` (indented for its place) in its empty `targets` object; none when the
+/// header has no such object at its top level.
+fn splice_map(header: &[u8], targets: &[u8]) -> Option<Vec<u8>> {
+    const EMPTY: &[u8] = b"\n  \"targets\": {}";
+    let at = header.windows(EMPTY.len()).position(|w| w == EMPTY)?;
+    let mut out = Vec::with_capacity(header.len() + targets.len() + 8);
+    out.extend_from_slice(&header[..at]);
+    out.extend_from_slice(b"\n  \"targets\": ");
+    out.extend_from_slice(targets);
+    out.extend_from_slice(&header[at + EMPTY.len()..]);
+    Some(out)
+}
+
 /// A record's pretty text as it stands in the document's `services` list: every line after its first indented
 /// two levels (a JSON string never holds a raw newline, so every newline is the layout's).
 fn nested(text: &[u8]) -> Vec<u8> {
+    indented(text, b"    ")
+}
+
+/// `text` with every line after its first indented by `indent`.
+fn indented(text: &[u8], indent: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 8);
     for &byte in text {
         out.push(byte);
         if byte == b'\n' {
-            out.extend_from_slice(b"    ");
+            out.extend_from_slice(indent);
         }
     }
     out
@@ -246,17 +335,41 @@ mod tests {
         let others = [serde_json::json!({"targets": {"main": {"api": "postgres://u:otherpw1@h/0"}}})];
         let known = vec!["generated-pw".to_owned()];
         let mut rendered = Rendered::default();
-        for services in saves {
+        for (i, services) in saves.into_iter().enumerate() {
             let state = crate::state::test_run_state(services);
             let latest = rendered.latest(&state).expect("rendered");
             assert_eq!(
                 String::from_utf8_lossy(&latest),
                 String::from_utf8_lossy(&serde_json::to_vec_pretty(&state).expect("json"))
             );
-            let (copy, [other]) = rendered.copy(&state, others.clone(), known.clone()).expect("rendered");
-            let whole = redacted_whole(&state, &others, &known);
+            // The map's endpoints: each run's id, the same endpoints twice, then another, then none.
+            let endpoints = match i {
+                0 | 1 => {
+                    serde_json::json!({"main": {"api": {"url": "http://127.0.0.1:8000", "status": "ready"}}})
+                }
+                2..=4 => serde_json::json!({"main": {
+                    "api": {"url": "http://127.0.0.1:8000", "status": "ready"},
+                    "db": {"url": "postgres://app:s3cretpw@127.0.0.1:5432/app", "status": "ready"}}}),
+                _ => serde_json::json!({}),
+            };
+            let map: RuntimeMap = serde_json::from_value(
+                serde_json::json!({"schema_version": 1, "run_id": format!("run-{i}"), "targets": endpoints}),
+            )
+            .expect("a runtime map");
+            let map_latest = rendered.latest_map(&map).expect("rendered");
+            assert_eq!(
+                String::from_utf8_lossy(&map_latest),
+                String::from_utf8_lossy(&serde_json::to_vec_pretty(&map).expect("json"))
+            );
+            let CopyTexts { state: copy, map: map_copy, others: [other] } =
+                rendered.copy(&state, &map, others.clone(), known.clone()).expect("rendered");
+            let mut all = vec![serde_json::to_value(&map).expect("json")];
+            all.extend(others.iter().cloned());
+            let whole = redacted_whole(&state, &all, &known);
             assert_eq!(String::from_utf8_lossy(&copy), String::from_utf8_lossy(&whole[0]));
-            assert_eq!(other, whole[1]);
+            assert_eq!(String::from_utf8_lossy(&map_copy), String::from_utf8_lossy(&whole[1]));
+            assert_eq!(other, whole[2]);
+            assert!(!(2..=4).contains(&i) || !String::from_utf8_lossy(&map_copy).contains("s3cretpw"));
             let text = String::from_utf8_lossy(&copy);
             let known = state.services.iter().any(|r| r.service == "db");
             assert!(!text.contains("hunter22") && (!known || !text.contains("s3cretpw")), "{text}");

@@ -278,7 +278,9 @@ impl StateRepository {
         let text = unpoisoned(&self.rendered).latest(&artifacts.run_state);
         let text = text.map_err(corrupt(&path))?;
         write_text(&path, text)?;
-        write_json(&dir.join("runtime_map.json"), &artifacts.runtime_map)?;
+        let map_path = dir.join("runtime_map.json");
+        let map = unpoisoned(&self.rendered).latest_map(&artifacts.runtime_map);
+        write_text(&map_path, map.map_err(corrupt(&map_path))?)?;
         write_json(&dir.join("ports_manifest.json"), &artifacts.ports_manifest)?;
         write_json(&dir.join("error_report.json"), &artifacts.error_report)
     }
@@ -287,17 +289,16 @@ impl StateRepository {
     fn write_redacted(&self, artifacts: &RunArtifacts) -> Result<(), StateError> {
         let dir = self.scope_dir.join("runs").join(&artifacts.run_state.run_id);
         let secrets = super::redact::known_secrets(&self.scope_dir);
-        let paths =
-            ["runtime_map.json", "ports_manifest.json", "error_report.json"].map(|name| dir.join(name));
-        let values = [
-            as_json(&paths[0], &artifacts.runtime_map)?,
-            as_json(&paths[1], &artifacts.ports_manifest)?,
-            as_json(&paths[2], &artifacts.error_report)?,
-        ];
+        let paths = ["ports_manifest.json", "error_report.json"].map(|name| dir.join(name));
+        let values =
+            [as_json(&paths[0], &artifacts.ports_manifest)?, as_json(&paths[1], &artifacts.error_report)?];
         let state_path = dir.join("run_state.json");
-        let rendered = unpoisoned(&self.rendered).copy(&artifacts.run_state, values, secrets);
-        let (state, texts) = rendered.map_err(corrupt(&state_path))?;
+        let rendered =
+            unpoisoned(&self.rendered).copy(&artifacts.run_state, &artifacts.runtime_map, values, secrets);
+        let super::render::CopyTexts { state, map, others: texts } =
+            rendered.map_err(corrupt(&state_path))?;
         write_text(&state_path, state)?;
+        write_text(&dir.join("runtime_map.json"), map)?;
         for (path, text) in paths.iter().zip(texts) {
             write_text(path, text)?;
         }
