@@ -118,20 +118,11 @@ impl Settings {
     /// A digest of everything [`Self::load`] reads (the paths it finds, the file's bytes, the overriding variables
     /// and `--set` flags, `REDIS_URL`) and of this envctl's version: two loads with the same digest give the same
     /// settings, so a host holding the configuration of one needs no copy for the next. Costs a read of the file
-    /// and a hash of its bytes, not a parse.
+    /// (refused as [`Self::load`] refuses it) and a hash of its bytes, not a parse.
     pub fn digest(options: &LoadOptions, env: &EnvVars) -> Result<String, ConfigError> {
         let paths = Paths::discover(&options.start_dir, options.config_file.as_deref(), env)?;
-        let text = match &paths.config_file {
-            Some(file) => Some(std::fs::read(file).map_err(|e| {
-                ConfigError::single(
-                    file.display().to_string(),
-                    &format!("cannot read the config file: {e}"),
-                    "check the file's permissions and encoding (UTF-8)",
-                )
-            })?),
-            None => None,
-        };
-        Ok(digest_of(&paths, text.as_deref(), options, env))
+        let text = paths.config_file.as_deref().map(read_config_text).transpose()?;
+        Ok(digest_of(&paths, text.as_ref().map(String::as_bytes), options, env))
     }
 
     /// Settings for a configuration resolved elsewhere (the host gets the asking CLI's with each request):

@@ -39,15 +39,15 @@ fn error(e: &StartupError) -> Reply {
     Reply::Error { message: e.to_string() }
 }
 
-/// Every service among `plans` that depends on one of `names`, directly or not.
-fn dependents(plans: &[ServicePlan], names: &BTreeSet<String>) -> BTreeSet<String> {
+/// Every service of `graph` (each name with what it depends on) that depends on one of `names`, directly or not.
+fn dependents(graph: &[(&String, &Vec<String>)], names: &BTreeSet<String>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     loop {
-        let more: Vec<String> = plans
+        let more: Vec<String> = graph
             .iter()
-            .filter(|p| !out.contains(&p.name) && !names.contains(&p.name))
-            .filter(|p| p.depends_on.iter().any(|d| names.contains(d) || out.contains(d)))
-            .map(|p| p.name.clone())
+            .filter(|(name, _)| !out.contains(*name) && !names.contains(*name))
+            .filter(|(_, depends_on)| depends_on.iter().any(|d| names.contains(d) || out.contains(d)))
+            .map(|(name, _)| (*name).clone())
             .collect();
         if more.is_empty() {
             return out;
@@ -62,7 +62,10 @@ fn selection(plans: &[ServicePlan], request: &StartRequest) -> (BTreeSet<String>
     if !request.restart.is_empty() {
         let mut restart: BTreeSet<String> = request.restart.iter().cloned().collect();
         if request.with_dependents {
-            restart.extend(dependents(plans, &restart));
+            restart.extend(dependents(
+                &plans.iter().map(|p| (&p.name, &p.depends_on)).collect::<Vec<_>>(),
+                &restart,
+            ));
         }
         let names: Vec<String> = restart.iter().cloned().collect();
         return (closure(plans, &names), Restart::Only(restart));
@@ -88,17 +91,10 @@ fn planned(settings: &Settings, request: &StartRequest) -> Option<BTreeSet<Strin
         return None;
     }
     if !request.restart.is_empty() && request.with_dependents {
-        loop {
-            let more: Vec<String> = services
-                .iter()
-                .filter(|(n, s)| !names.contains(*n) && s.depends_on.iter().any(|d| names.contains(d)))
-                .map(|(n, _)| n.clone())
-                .collect();
-            if more.is_empty() {
-                break;
-            }
-            names.extend(more);
-        }
+        names.extend(dependents(
+            &services.iter().map(|(n, s)| (n, &s.depends_on)).collect::<Vec<_>>(),
+            &names,
+        ));
     }
     let names: Vec<String> = names.into_iter().collect();
     Some(crate::plan::with_dependencies(settings, &names).into_iter().collect())
@@ -126,17 +122,15 @@ async fn forget_removed(host: &Host, settings: &Settings, targets: &[String]) {
 pub async fn start(host: &Arc<Host>, mut request: StartRequest, tx: &mpsc::Sender<Reply>) -> Reply {
     let began = Instant::now();
     let digest = request.config_digest.take();
-    let source = if request.config.is_some() { "sent" } else { "held" };
-    let held = match request.config.take() {
-        Some(config) => HeldConfig {
-            digest: digest.clone().unwrap_or_default(),
-            config,
-            warnings: std::mem::take(&mut request.config_warnings),
-        },
+    let (held, source) = match request.config.take() {
+        Some(config) => {
+            let warnings = std::mem::take(&mut request.config_warnings);
+            (HeldConfig { digest: digest.clone().unwrap_or_default(), config, warnings }, "sent")
+        }
         None => match digest.as_deref().and_then(|d| host.take_held_config(d)) {
             Some(held) => {
                 request.config_warnings.clone_from(&held.warnings);
-                held
+                (held, "held")
             }
             None => return Reply::ConfigNeeded,
         },

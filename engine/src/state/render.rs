@@ -92,8 +92,11 @@ impl Rendered {
     pub(super) fn latest_map(&mut self, map: &RuntimeMap) -> serde_json::Result<Vec<u8>> {
         let texts = self.map_texts(map)?;
         let header = serde_json::to_vec_pretty(&map_header(map))?;
-        Ok(splice_map(&header, &texts.latest)
-            .unwrap_or_else(|| serde_json::to_vec_pretty(map).unwrap_or(header)))
+        // The header always has its empty object; were it missing, the map is rendered whole rather than wrong.
+        match splice_map(&header, &texts.latest) {
+            Some(text) => Ok(text),
+            None => serde_json::to_vec_pretty(map),
+        }
     }
 
     /// The texts of `map`'s endpoints: those kept when they are the same.
@@ -225,13 +228,19 @@ fn map_header(map: &RuntimeMap) -> RuntimeMap {
 /// The map header's text with `targets` (indented for its place) in its empty `targets` object; none when the
 /// header has no such object at its top level.
 fn splice_map(header: &[u8], targets: &[u8]) -> Option<Vec<u8>> {
-    const EMPTY: &[u8] = b"\n  \"targets\": {}";
-    let at = header.windows(EMPTY.len()).position(|w| w == EMPTY)?;
-    let mut out = Vec::with_capacity(header.len() + targets.len() + 8);
+    in_place_of(header, b"\n  \"targets\": {}", targets.len(), |out| {
+        out.extend_from_slice(b"\n  \"targets\": ");
+        out.extend_from_slice(targets);
+    })
+}
+
+/// `header` with its first `marker` replaced by what `fill` writes (about `len` bytes); none without the marker.
+fn in_place_of(header: &[u8], marker: &[u8], len: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Option<Vec<u8>> {
+    let at = header.windows(marker.len()).position(|w| w == marker)?;
+    let mut out = Vec::with_capacity(header.len() + len + 8);
     out.extend_from_slice(&header[..at]);
-    out.extend_from_slice(b"\n  \"targets\": ");
-    out.extend_from_slice(targets);
-    out.extend_from_slice(&header[at + EMPTY.len()..]);
+    fill(&mut out);
+    out.extend_from_slice(&header[at + marker.len()..]);
     Some(out)
 }
 
@@ -256,26 +265,22 @@ fn indented(text: &[u8], indent: &[u8]) -> Vec<u8> {
 /// The header's text with the records' texts in its empty `services` list; none when the header has no such list
 /// at its top level.
 fn splice<'a>(header: &[u8], records: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Option<Vec<u8>> {
-    const EMPTY: &[u8] = b"\n  \"services\": []";
     if records.len() == 0 {
         return Some(header.to_vec());
     }
-    let at = header.windows(EMPTY.len()).position(|w| w == EMPTY)?;
     // Sized once, with room for the final newline the writer adds: a megabyte of state is not copied as it grows.
     let texts: usize = records.clone().map(|text| text.len() + 6).sum();
-    let mut out = Vec::with_capacity(header.len() + texts + 8);
-    out.extend_from_slice(&header[..at]);
-    out.extend_from_slice(b"\n  \"services\": [");
-    for (i, text) in records.enumerate() {
-        if i > 0 {
-            out.push(b',');
+    in_place_of(header, b"\n  \"services\": []", texts, |out| {
+        out.extend_from_slice(b"\n  \"services\": [");
+        for (i, text) in records.enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"\n    ");
+            out.extend_from_slice(text);
         }
-        out.extend_from_slice(b"\n    ");
-        out.extend_from_slice(text);
-    }
-    out.extend_from_slice(b"\n  ]");
-    out.extend_from_slice(&header[at + EMPTY.len()..]);
-    Some(out)
+        out.extend_from_slice(b"\n  ]");
+    })
 }
 
 #[cfg(test)]
